@@ -1,0 +1,61 @@
+"""The backend seam: execute a :class:`~llmos_sim.types.Task` under a grant, signal completion.
+
+Backends differ only in how work takes time. The SimPy cluster model computes the time from
+the seed's ``T_d = T / Σ C_i`` and waits on it; the torch backend runs real kernels and reports
+measured time. Both return a SimPy event that fires when the task's work is done; the engine
+never asks how.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import simpy
+
+from llmos_sim.types import Cluster, Task
+
+
+def schedule_at(env: simpy.Environment, event: simpy.Event, time_s: float, priority: int = 1) -> simpy.Event:
+    """Trigger ``event`` (successfully, value ``None``) at absolute ``time_s``.
+
+    ``env.timeout(t - now)`` would land at ``now + (t - now)``, which floating point does not
+    always round back to ``t``; scheduling at the absolute time keeps ties exact (jobs that
+    arrive together are seen together). Uses SimPy 4's queue layout
+    ``(time, priority, eid, event)``, as ``Environment.schedule`` does.
+    """
+    from heapq import heappush
+
+    event._ok = True
+    event._value = None
+    heappush(env._queue, (time_s, priority, next(env._eid), event))  # type: ignore[attr-defined]
+    return event
+
+
+class Backend(ABC):
+    """Executes tasks. One instance per run; :meth:`bind` is called once before the run."""
+
+    #: True when the control plane must run in wall-clock time (real execution)
+    realtime: bool = False
+
+    def environment(self) -> simpy.Environment:
+        """The SimPy environment the engine runs in (simulated time by default)."""
+        return simpy.Environment()
+
+    def bind(self, env: simpy.Environment, cluster: Cluster) -> None:
+        self.env = env
+        self.cluster = cluster
+
+    @abstractmethod
+    def rate_flops_s(self, task: Task) -> float:
+        """Expected progress rate of ``task`` once running (FLOP/s), for progress accounting."""
+
+    @abstractmethod
+    def run(self, task: Task) -> simpy.Event:
+        """Start ``task`` now; the returned event fires when its work is done."""
+
+    def cancel(self, task: Task) -> None:
+        """``task`` was preempted or resized: stop it (the engine ignores its event)."""
+
+    def close(self) -> dict[str, Any]:
+        """End of run; returns facts worth recording (e.g. measured rates)."""
+        return {}

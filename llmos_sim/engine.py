@@ -1,0 +1,476 @@
+"""The engine: the control plane, and the only place that mutates cluster state.
+
+It is small on purpose (DESIGN §6.1). It turns arrivals and completions into scheduling
+passes, asks the :class:`~llmos_sim.policies.scheduling.base.ClusterScheduler` for a
+decision, applies it under the seed's grant rule ``R_i* = min(R_i, R_i^d)`` and through the
+per-device memory pools (``M_u* = min(M, M_u + M_d)`` for the ideal one), hands work to the
+:class:`~llmos_sim.backend.Backend`, and appends every fact to the :class:`EventLog`.
+
+Speed: everything runs as SimPy event callbacks, not one process per job. Arrivals are one
+chain of events (one per distinct arrival time); a pass is one event per instant, scheduled
+at a lower priority than everything else at that instant, so all arrivals and completions at
+time t are seen by a single pass at t. Ties in time break by SimPy's insertion counter, which
+belongs to the run's environment (no class-level counters): same inputs, same log.
+"""
+from __future__ import annotations
+
+from heapq import heappush
+from typing import Callable, Sequence
+
+import simpy
+
+from llmos_sim import events as E
+from llmos_sim.backend import Backend, schedule_at
+from llmos_sim.events import EventLog
+from llmos_sim.policies.memory.base import MemoryPool
+from llmos_sim.policies.scheduling.base import ClusterScheduler, Decision
+from llmos_sim.types import FULL_DEVICE_MILLI, GPU, Cluster, Job, Task
+from llmos_sim.view import ClusterView, FinishedJob, FreeDevices, RunningJob, Tentative
+
+PASS_PRIORITY = 2  #: after SimPy's NORMAL (1): a pass sees everything else at its instant
+
+MEMORY_FULL_ACTIONS = ("wait", "fail")
+
+
+class _Call:
+    """The lightest object SimPy's ``step`` accepts as a triggered event: a callback list and
+    ``_ok``. The engine's own instants (arrivals, passes) use it instead of ``simpy.Event``."""
+
+    __slots__ = ("callbacks",)
+    _ok = True
+    _value = None
+
+    def __init__(self, callback: Callable) -> None:
+        self.callbacks = [callback]
+
+
+class Engine:
+    """Runs one workload on one cluster under one scheduler, pool policy and backend.
+
+    Parameters
+    ----------
+    pool_factory:
+        ``capacity_bytes -> MemoryPool``, called once per device; ``None`` = no memory model.
+    round_s:
+        Period of extra scheduling passes; defaults to the scheduler's ``round_s``.
+    on_memory_full:
+        What happens when a start's memory does not fit: ``"wait"`` (stay queued, a
+        ``reject`` event is logged) or ``"fail"`` (the job fails).
+    preempt_overhead_s, resize_overhead_s:
+        Checkpoint/restore time added before a preempted job's next segment, or a resized one's.
+    log_memory:
+        Record every memory operation with the pool's levels (the ``memory`` table).
+    log_passes:
+        Record a ``schedule`` event per pass (off by default: a pass is not a fact of the run).
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        scheduler: ClusterScheduler,
+        backend: Backend | None = None,
+        pool_factory: Callable[[int], MemoryPool] | None = None,
+        *,
+        round_s: float | None = None,
+        on_memory_full: str = "wait",
+        preempt_overhead_s: float = 0.0,
+        resize_overhead_s: float = 0.0,
+        log_memory: bool = True,
+        log_passes: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        if on_memory_full not in MEMORY_FULL_ACTIONS:
+            raise ValueError(f"on_memory_full must be one of {MEMORY_FULL_ACTIONS}, got {on_memory_full!r}")
+        if backend is None:
+            from llmos_sim.backends.simpy_cluster import SimPyCluster
+
+            backend = SimPyCluster()
+        self.cluster = cluster
+        self.scheduler = scheduler
+        self.backend = backend
+        self.env: simpy.Environment = backend.environment()
+        backend.bind(self.env, cluster)
+        self._heap = self.env._queue  # type: ignore[attr-defined]  # SimPy 4: (time, priority, eid, event)
+        self._eid = self.env._eid  # type: ignore[attr-defined]
+        self.log = EventLog()
+        self.round_s = round_s if round_s is not None else scheduler.round_s
+        self.on_memory_full = on_memory_full
+        self.preempt_overhead_s = float(preempt_overhead_s)
+        self.resize_overhead_s = float(resize_overhead_s)
+        self.log_memory = log_memory
+        self.log_passes = log_passes
+        self.progress = progress
+
+        self.pools: list[MemoryPool] = (
+            [pool_factory(d.spec.mem_bytes) for d in cluster.devices] if pool_factory else []
+        )
+        self.queue: dict[int, Job] = {}  # insertion order = arrival order (preempted rejoin at the end)
+        self.running: dict[int, RunningJob] = {}
+        self.suspended: dict[int, RunningJob] = {}  # preempted jobs' progress, keyed by id
+        self.finished: list[FinishedJob] = []
+        self.free = FreeDevices(cluster)
+        self.device_free_milli = [FULL_DEVICE_MILLI] * cluster.n_devices
+        totals = cluster.totals()
+        self.totals = totals
+        self.available = {k: v for k, v in totals.items() if k != GPU}
+        self._queue_view = self.queue.values()
+        self._pass_pending = False
+        self._arrivals_left = 0
+        self.under_demand: dict[int, RunningJob] = {}  # running elastic jobs below their demand
+        self._type_counts: dict[str, int] = {}
+        self._type_mem: dict[str, int] = {}
+        for d in cluster.devices:
+            self._type_counts[d.spec.name] = self._type_counts.get(d.spec.name, 0) + 1
+            self._type_mem[d.spec.name] = max(self._type_mem.get(d.spec.name, 0), d.spec.mem_bytes)
+
+    # -- running ------------------------------------------------------------------------
+    def run(self, jobs: Sequence[Job], until_s: float | None = None) -> EventLog:
+        """Simulate ``jobs`` (any order; served by arrival, ties by id) to the end or ``until_s``."""
+        jobs = sorted(jobs, key=lambda j: (j.arrival_s, j.id))
+        ids = set()
+        for j in jobs:
+            if j.id in ids:
+                raise ValueError(f"duplicate job id {j.id}")
+            ids.add(j.id)
+        self._jobs = jobs
+        self._next = 0
+        self._arrivals_left = len(jobs)
+        if jobs:
+            self._at(jobs[0].arrival_s, self._arrive_batch)
+        if self.round_s:
+            self.env.process(self._rounds())
+        if until_s is None:
+            self.env.run()
+            reason = "drained"
+        else:
+            self.env.run(until=until_s)
+            reason = "until"
+        if self.queue and not self.running and reason == "drained":
+            reason = "stalled"  # jobs wait that no future event can start
+        self.log.emit(self.env.now, E.END, None, (reason,))
+        self.backend_facts = self.backend.close()
+        return self.log
+
+    def _at(self, time_s: float, callback: Callable, priority: int = 1) -> None:
+        """Call ``callback(event)`` at absolute ``time_s`` (an engine-internal event)."""
+        heappush(self._heap, (time_s, priority, next(self._eid), _Call(callback)))
+
+    def _arrive_batch(self, _ev: simpy.Event) -> None:
+        """Every job arriving at this instant joins the queue, then one pass is requested."""
+        jobs, i, n = self._jobs, self._next, len(self._jobs)
+        t = jobs[i].arrival_s
+        emit, now = self.log.emit, self.env.now
+        while i < n and jobs[i].arrival_s == t:
+            job = jobs[i]
+            emit(now, E.ARRIVE, job.id, (job.gpus, job.work_flops))
+            why = self._unsatisfiable(job)
+            if why:
+                emit(now, E.FAIL, job.id, (why,))
+            else:
+                self.queue[job.id] = job
+            i += 1
+        self._arrivals_left -= i - self._next
+        self._next = i
+        if i < n:
+            self._at(jobs[i].arrival_s, self._arrive_batch)
+        self.request_pass()
+
+    def _unsatisfiable(self, job: Job) -> str | None:
+        """Why ``job`` could never start on this cluster, or ``None``."""
+        n_dev = self._type_counts.get(job.device_type, 0) if job.device_type else self.cluster.n_devices
+        if job.min_devices > n_dev:
+            kind = f" {job.device_type}" if job.device_type else ""
+            return f"needs {job.min_devices}{kind} devices, the cluster has {n_dev}"
+        if self.pools and job.mem_bytes_per_device:
+            cap = self._type_mem.get(job.device_type, 0) if job.device_type else max(self._type_mem.values())
+            if job.mem_bytes_per_device > cap:
+                return f"needs {job.mem_bytes_per_device} B per device, the largest device has {cap} B"
+        for k, v in job.demand.items():
+            if v * job.min_devices / job.gpus > self.totals.get(k, 0.0):
+                return f"needs {v} {k}, the cluster has {self.totals.get(k, 0.0)}"
+        return None
+
+    def _rounds(self):
+        """Periodic passes for preemptive/time-sliced policies, while work remains."""
+        while self._arrivals_left or self.running:
+            yield self.env.timeout(self.round_s)
+            self.request_pass()
+
+    # -- scheduling passes ----------------------------------------------------------------
+    def request_pass(self) -> None:
+        """Ask for one scheduling pass at the current instant (at most one is pending)."""
+        if not self._pass_pending:
+            self._pass_pending = True
+            self._at(self.env.now, self._pass, PASS_PRIORITY)
+
+    def view(self) -> ClusterView:
+        """The read-only view a policy gets now."""
+        return ClusterView(self.env.now, self.cluster, self._queue_view, self.running, Tentative(self.free),
+                           dict(self.available), self.device_free_milli, self.pools, self.finished,
+                           under_demand=self.under_demand)
+
+    def _pass(self, _ev: simpy.Event) -> None:
+        self._pass_pending = False
+        if not self.queue and not self.under_demand and not self.round_s:
+            return
+        if self.log_passes:
+            self.log.emit(self.env.now, E.SCHEDULE, None, (len(self.queue), len(self.running)))
+        decision = self.scheduler.decide(self.view())
+        if decision:
+            self.apply(decision)
+
+    def apply(self, d: Decision) -> None:
+        """Apply a decision: preempts, then resizes, then starts. What no longer holds is
+        rejected with a ``reject`` event and changes nothing."""
+        for p in d.preempts:
+            r = self.running.get(p.job_id)
+            if r is None:
+                self._reject(p.job_id, "preempt: not running")
+            else:
+                self._preempt(r)
+        for z in d.resizes:
+            r = self.running.get(z.job_id)
+            if r is None:
+                self._reject(z.job_id, "resize: not running")
+            else:
+                self._resize(r, tuple(z.devices))
+        for s in d.starts:
+            job = self.queue.get(s.job_id)
+            if job is None:
+                self._reject(s.job_id, "start: not queued")
+            else:
+                self._start(job, tuple(s.devices))
+
+    def _reject(self, job_id: int, reason: str) -> None:
+        self.log.emit(self.env.now, E.REJECT, job_id, (reason,))
+
+    # -- grants -----------------------------------------------------------------------------
+    def _check_devices(self, job: Job, devices: tuple[int, ...], held: tuple[int, ...] = ()) -> str | None:
+        n = len(devices)
+        if len(set(devices)) != n:
+            return "devices repeat"
+        if job.gpu_milli < FULL_DEVICE_MILLI:
+            if n != job.gpus:
+                return f"fractional job needs exactly {job.gpus} devices, got {n}"
+        elif not (job.min_devices <= n <= job.gpus):
+            return f"granted {n} devices, job needs {job.min_devices}..{job.gpus}"
+        free, milli = self.free, self.device_free_milli
+        for dv in devices:
+            if not 0 <= dv < self.cluster.n_devices:
+                return f"device {dv} does not exist"
+            if dv in held:
+                continue
+            if job.gpu_milli < FULL_DEVICE_MILLI:
+                if milli[dv] < job.gpu_milli:
+                    return f"device {dv} has {milli[dv]} milli free, job needs {job.gpu_milli}"
+            elif milli[dv] != FULL_DEVICE_MILLI:
+                return f"device {dv} is busy"
+            if job.device_type is not None and self.cluster.devices[dv].spec.name != job.device_type:
+                return f"device {dv} is not a {job.device_type}"
+        return None
+
+    def _grant_resources(self, job: Job, n: int, held: dict[str, float] | None = None) -> dict[str, float] | None:
+        """``R* = min(R, R^d)`` for each non-gpu type, scaled to ``n`` devices; a start needs the
+        full (scaled) demand, so ``None`` if any type falls short."""
+        if not job.demand:
+            return {}
+        scale = n / job.gpus
+        out = {}
+        for k, v in job.demand.items():
+            want = v * scale
+            have = self.available.get(k, 0.0) + (held or {}).get(k, 0.0)
+            got = min(have, want)  # the seed's R_i* = min(R_i, R_i^d)
+            if got + 1e-9 < want:
+                return None
+            out[k] = got
+        return out
+
+    def _take(self, job: Job, devices: tuple[int, ...], resources: dict[str, float]) -> None:
+        milli = self.device_free_milli
+        share = job.gpu_milli
+        whole = [dv for dv in devices if milli[dv] == FULL_DEVICE_MILLI]
+        if whole:
+            self.free.take(whole)
+        for dv in devices:
+            milli[dv] -= share
+        for k, v in resources.items():
+            self.available[k] -= v
+
+    def _give(self, job: Job, devices: tuple[int, ...], resources: dict[str, float]) -> None:
+        milli = self.device_free_milli
+        share = job.gpu_milli
+        for dv in devices:
+            milli[dv] += share
+        whole = [dv for dv in devices if milli[dv] == FULL_DEVICE_MILLI]
+        if whole:
+            self.free.give(whole)
+        for k, v in resources.items():
+            self.available[k] += v
+
+    # -- memory -----------------------------------------------------------------------------
+    def _alloc_memory(self, job: Job, devices: Sequence[int]) -> list[tuple[int, object]] | None:
+        """Allocate ``M_d`` on every device, all or nothing."""
+        if not self.pools or job.mem_bytes_per_device <= 0:
+            return []
+        got = []
+        now, emit, pools, nbytes = self.env.now, self.log.emit, self.pools, job.mem_bytes_per_device
+        for dv in devices:
+            a = pools[dv].allocate(nbytes, job.id)
+            if a is None:
+                if self.log_memory:
+                    emit(now, E.MEM_FAIL, dv, (job.id, nbytes, *pools[dv].levels()))
+                self._free_memory(got)
+                return None
+            if self.log_memory:
+                emit(now, E.MEM_ALLOC, dv, (job.id, a.offset, a.nbytes, a.requested, *pools[dv].levels()))
+            got.append((dv, a))
+        return got
+
+    def _free_memory(self, allocations: list) -> None:
+        now, emit, pools = self.env.now, self.log.emit, self.pools
+        for dv, a in allocations:
+            pools[dv].free(a)
+            if self.log_memory:
+                emit(now, E.MEM_FREE, dv, (a.tag, a.offset, a.nbytes, a.requested, *pools[dv].levels()))
+
+    # -- job life cycle -------------------------------------------------------------------
+    def _start(self, job: Job, devices: tuple[int, ...]) -> None:
+        why = self._check_devices(job, devices)
+        resources = None if why else self._grant_resources(job, len(devices))
+        if why is None and resources is None:
+            why = "resources: the seed's min(R, R^d) falls short of the demand"
+        if why:
+            return self._reject(job.id, "start: " + why)
+        allocs = self._alloc_memory(job, devices)
+        if allocs is None:
+            if self.on_memory_full == "fail":
+                del self.queue[job.id]
+                self.log.emit(self.env.now, E.FAIL, job.id, ("memory: does not fit the device pools",))
+            else:
+                self._reject(job.id, "start: memory does not fit")
+            return
+        del self.queue[job.id]
+        self._take(job, devices, resources)
+        r = self.suspended.pop(job.id, None)
+        if r is None:
+            r = RunningJob(job)
+            r.first_start_s = self.env.now
+            overhead = job.preprocess_s
+        else:
+            overhead = self.preempt_overhead_s
+        r.allocations = allocs
+        r.resources = resources
+        self.running[job.id] = r
+        self._segment(r, devices, overhead)
+
+    def _segment(self, r: RunningJob, devices: tuple[int, ...], overhead_s: float) -> None:
+        """Start a run segment of ``r`` on ``devices`` after ``overhead_s``."""
+        job, now = r.job, self.env.now
+        r.devices = devices
+        r.share_milli = job.gpu_milli
+        r.seg_start_s = now
+        r.seg_overhead_s = overhead_s
+        if job.elastic and len(devices) < job.gpus:
+            self.under_demand[job.id] = r
+        task = Task(job, devices, max(0.0, job.work_flops - r.done_flops), job.gpu_milli, overhead_s,
+                    r.n_preempt + r.n_resize)
+        r.task = task
+        r.rate_flops_s = self.backend.rate_flops_s(task)
+        self.log.emit(now, E.START, job.id, (devices, job.gpu_milli, r.rate_flops_s))
+        epoch = r.epoch
+        self.backend.run(task).callbacks.append(lambda ev: self._work_done(r, epoch, ev))
+
+    def _end_segment(self, r: RunningJob) -> None:
+        """Cut the current segment short: keep its progress, ignore its completion event."""
+        now = self.env.now
+        r.done_flops = min(r.job.work_flops, r.done_at(now))
+        r.attained_gpu_s = r.attained_at(now)
+        r.epoch += 1
+        self.under_demand.pop(r.job.id, None)
+        self.backend.cancel(r.task)
+
+    def _work_done(self, r: RunningJob, epoch: int, ev: simpy.Event) -> None:
+        if not ev._ok:  # the backend failed the task (e.g. a real out-of-memory error)
+            ev.defused = True
+            if epoch == r.epoch:
+                self.fail_running(r, f"{type(ev._value).__name__}: {ev._value}")
+            return
+        if epoch != r.epoch:
+            return  # a preempted or resized segment's stale completion
+        r.done_flops = r.job.work_flops
+        if r.job.output_s > 0:  # seed step 5: output (devices stay held)
+            r.epoch += 1
+            e = r.epoch
+            self._at(self.env.now + r.job.output_s, lambda _e: e == r.epoch and self._finish(r))
+        else:
+            self._finish(r)
+
+    def _finish(self, r: RunningJob) -> None:
+        job, now = r.job, self.env.now
+        r.attained_gpu_s = r.attained_at(now)
+        self.under_demand.pop(job.id, None)
+        del self.running[job.id]
+        self.log.emit(now, E.FINISH, job.id, ())
+        self._release(r)
+        self.finished.append(FinishedJob(job, r.first_start_s, now, r.devices))
+        if self.progress is not None:
+            self.progress(1)
+        if self.queue or self.under_demand:
+            self.request_pass()
+
+    def fail_running(self, r: RunningJob, reason: str) -> None:
+        """A running job failed (its backend raised): it alone ends; its grant is released."""
+        job, now = r.job, self.env.now
+        r.attained_gpu_s = r.attained_at(now)
+        r.epoch += 1
+        self.under_demand.pop(job.id, None)
+        del self.running[job.id]
+        self.log.emit(now, E.FAIL, job.id, (reason,))
+        self._release(r)
+        if self.queue or self.under_demand:
+            self.request_pass()
+
+    def _release(self, r: RunningJob) -> None:
+        self._free_memory(r.allocations)
+        r.allocations = []
+        self._give(r.job, r.devices, r.resources)
+        r.resources = {}
+
+    def _preempt(self, r: RunningJob) -> None:
+        job = r.job
+        self._end_segment(r)
+        del self.running[job.id]
+        r.n_preempt += 1
+        self.log.emit(self.env.now, E.PREEMPT, job.id, (r.devices, r.done_flops))
+        self._release(r)
+        self.suspended[job.id] = r
+        self.queue[job.id] = job
+        self.request_pass()
+
+    def _resize(self, r: RunningJob, devices: tuple[int, ...]) -> None:
+        job = r.job
+        why = self._check_devices(job, devices, held=r.devices)
+        resources = None if why else self._grant_resources(job, len(devices), held=r.resources)
+        if why is None and resources is None:
+            why = "resources: the seed's min(R, R^d) falls short of the demand"
+        if why:
+            return self._reject(job.id, "resize: " + why)
+        old = r.devices
+        keep = [a for a in r.allocations if a[0] in devices]
+        drop = [a for a in r.allocations if a[0] not in devices]
+        added = tuple(dv for dv in devices if dv not in old)
+        new_allocs = self._alloc_memory(job, added)
+        if new_allocs is None:
+            return self._reject(job.id, "resize: memory does not fit")
+        self._end_segment(r)
+        self._free_memory(drop)
+        self._give(job, tuple(dv for dv in old if dv not in devices), {})
+        for k, v in r.resources.items():
+            self.available[k] += v
+        self._take(job, added, resources)
+        r.resources = resources
+        r.allocations = keep + new_allocs
+        r.n_resize += 1
+        self.log.emit(self.env.now, E.RESIZE, job.id, (old, devices))
+        self._segment(r, devices, self.resize_overhead_s)
+        self.request_pass()

@@ -1,0 +1,64 @@
+"""Device presets with published peak rates (dense, no sparsity) and cluster builders.
+
+Figures are the vendors' datasheet peaks: tensor-core dense FLOP/s at bf16 (fp16 where the
+part has no bf16: P100, V100, T4), fp32 non-tensor FLOP/s, memory capacity and bandwidth.
+Achieved rates are lower; calibrate (``experiment=calibrate backend=torch``) to measure them.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from llmos_sim.types import GB, Cluster, DeviceSpec
+
+T = 1e12
+
+#: name -> (bf16/fp16 tensor FLOP/s, fp32 FLOP/s, memory bytes, memory bandwidth bytes/s)
+PRESETS: dict[str, tuple[float, float, int, float]] = {
+    "P100": (21.2 * T, 10.6 * T, 16 * GB, 732e9),  # SXM2, fp16
+    "V100": (125 * T, 15.7 * T, 32 * GB, 900e9),  # SXM2 32 GB, fp16 tensor
+    "V100M16": (125 * T, 15.7 * T, 16 * GB, 900e9),
+    "V100M32": (125 * T, 15.7 * T, 32 * GB, 900e9),
+    "T4": (65 * T, 8.1 * T, 16 * GB, 320e9),  # fp16 tensor
+    "A10": (125 * T, 31.2 * T, 24 * GB, 600e9),
+    "A100": (312 * T, 19.5 * T, 80 * GB, 2039e9),  # SXM 80 GB
+    "A100-40GB": (312 * T, 19.5 * T, 40 * GB, 1555e9),
+    "H100": (989 * T, 67 * T, 80 * GB, 3350e9),  # SXM
+    "H200": (989 * T, 67 * T, 141 * GB, 4800e9),  # SXM
+    "RTX4090": (165.2 * T, 82.6 * T, 24 * GB, 1008e9),  # bf16 tensor with fp32 accumulate
+}
+
+
+def device_spec(name: str, dtype: str = "bf16", flops: float | None = None, mem_bytes: int | None = None,
+                mem_bw_bytes_s: float | None = None) -> DeviceSpec:
+    """A preset by name (``dtype`` ``bf16``/``fp16`` or ``fp32``), or a custom device when
+    ``flops`` and ``mem_bytes`` are given; explicit values override the preset's."""
+    if name in PRESETS:
+        f16, f32, mem, bw = PRESETS[name]
+        if dtype not in ("bf16", "fp16", "fp32"):
+            raise ValueError(f"device {name!r}: unknown dtype {dtype!r} (bf16, fp16, fp32)")
+        base = f32 if dtype == "fp32" else f16
+        return DeviceSpec(name, float(flops if flops is not None else base),
+                          int(mem_bytes if mem_bytes is not None else mem),
+                          float(mem_bw_bytes_s if mem_bw_bytes_s is not None else bw))
+    if flops is None or mem_bytes is None:
+        raise ValueError(f"unknown device preset {name!r} (known: {sorted(PRESETS)}); "
+                         "give flops and mem_bytes for a custom device")
+    return DeviceSpec(name, float(flops), int(mem_bytes), float(mem_bw_bytes_s or 0.0))
+
+
+def build_cluster(groups: Sequence[Mapping[str, Any]], nodes_per_switch: int = 0, link_bw_bytes_s: float = 0.0,
+                  link_latency_s: float = 0.0) -> Cluster:
+    """A cluster from config groups, each ``{nodes, devices_per_node, device: {name, dtype?,
+    flops?, mem_bytes?, mem_bw_bytes_s?}, cpus_per_node?, host_mem_bytes_per_node?}``."""
+    built = []
+    for i, g in enumerate(groups):
+        g = dict(g)
+        for key in ("nodes", "devices_per_node", "device"):
+            if key not in g:
+                raise ValueError(f"cluster.groups[{i}]: missing key {key!r}")
+        dev = g["device"]
+        spec = device_spec(dev) if isinstance(dev, str) else device_spec(**dict(dev))
+        built.append((int(g["nodes"]), int(g["devices_per_node"]), spec, int(g.get("cpus_per_node", 0)),
+                      int(g.get("host_mem_bytes_per_node", 0))))
+    return Cluster.from_groups(built, nodes_per_switch=nodes_per_switch, link_bw_bytes_s=link_bw_bytes_s,
+                               link_latency_s=link_latency_s)

@@ -1,0 +1,188 @@
+"""Build a run from a composed config, run it, derive its tables, write its results.
+
+This is the public API behind ``python -m llmos_sim`` (which only adds Hydra's command line):
+
+>>> from llmos_sim.run import compose, run_config
+>>> result = run_config(compose(["experiment=quickstart"]))   # doctest: +SKIP
+>>> result.summary["jct_s_avg"]                               # doctest: +SKIP
+
+Randomness: one ``numpy.random.SeedSequence(cfg.seed)`` is split into independent children,
+one per component (workload, scheduler, placement, ...): same config and seed, same tables.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from llmos_sim.engine import Engine
+from llmos_sim.events import EventLog
+from llmos_sim.metrics import jobs_table, memory_table, timeline_table, training_summary
+from llmos_sim.types import Cluster
+
+#: the seed children, by component (appending a name never changes the others' streams)
+RNG_STREAMS = ("workload", "scheduler", "placement", "backend", "memory", "serving")
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced: the log (the source of truth) and what is derived from it."""
+
+    cfg: DictConfig
+    log: EventLog
+    tables: dict[str, pd.DataFrame]
+    summary: dict[str, Any]
+    cluster: Cluster | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def rngs(seed: int) -> dict[str, np.random.Generator]:
+    """Independent generators per component, derived from the run's seed."""
+    children = np.random.SeedSequence(int(seed)).spawn(len(RNG_STREAMS))
+    return {name: np.random.default_rng(c) for name, c in zip(RNG_STREAMS, children)}
+
+
+def _give_rng(obj: Any, rng: np.random.Generator) -> None:
+    if obj is not None and hasattr(obj, "set_rng"):
+        obj.set_rng(rng)
+
+
+def compose(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
+    """Compose the packaged configs with command-line style ``overrides`` (no Hydra run dir)."""
+    from hydra import compose as hcompose, initialize_config_module
+
+    with initialize_config_module(config_module="llmos_sim.configs", version_base="1.3"):
+        return hcompose(config_name=config_name, overrides=list(overrides or []))
+
+
+def _key(cfg: DictConfig, path: str) -> Any:
+    node = OmegaConf.select(cfg, path)
+    if node is None:
+        raise KeyError(f"config key {path!r} is missing")
+    return node
+
+
+def build_engine(cfg: DictConfig, streams: dict[str, np.random.Generator], progress: Callable | None = None):
+    """Instantiate cluster, scheduler, pool factory and backend from ``cfg``; return the engine."""
+    cluster = instantiate(_key(cfg, "cluster"))
+    scheduler = instantiate(_key(cfg, "scheduler"))
+    _give_rng(scheduler, streams["scheduler"])
+    _give_rng(getattr(scheduler, "placement", None), streams["placement"])
+    pool_factory = instantiate(cfg.memory) if OmegaConf.select(cfg, "memory") is not None else None
+    backend = instantiate(_key(cfg, "backend"))
+    _give_rng(backend, streams["backend"])
+    eng = cfg.get("engine", {}) or {}
+    return Engine(
+        cluster, scheduler, backend, pool_factory,
+        round_s=eng.get("round_s"),
+        on_memory_full=eng.get("on_memory_full", "wait"),
+        preempt_overhead_s=eng.get("preempt_overhead_s", 0.0),
+        resize_overhead_s=eng.get("resize_overhead_s", 0.0),
+        log_memory=eng.get("log_memory", True),
+        progress=progress,
+    )
+
+
+def run_config(cfg: DictConfig, progress: bool = False) -> RunResult:
+    """Run the composed config ``cfg`` and derive its tables and summary."""
+    if str(cfg.get("mode", "training")) == "serving":
+        from llmos_sim.serving import simulate  # the serving path (issue 5)
+
+        res = simulate(cfg, seed=int(cfg.seed), progress=progress)
+        return RunResult(cfg, res.log, res.tables, res.summary)
+    streams = rngs(int(cfg.seed))
+    workload = instantiate(_key(cfg, "workload"))
+    jobs = workload.jobs(streams["workload"])
+    bar = _progress_bar(len(jobs)) if progress else None
+    engine = build_engine(cfg, streams, progress=bar.update if bar is not None else None)
+    until = (cfg.get("engine", {}) or {}).get("until_s")
+    try:
+        log = engine.run(jobs, until_s=until)
+    finally:
+        if bar is not None:
+            bar.close()
+    tables = derive_tables(log, engine.cluster)
+    summary = training_summary(tables["jobs"], tables["timeline"], engine.cluster.n_devices)
+    summary["n_events"] = len(log)
+    summary["sim_end_s"] = float(log.records[-1][0]) if len(log) else 0.0
+    return RunResult(cfg, log, tables, summary, engine.cluster, dict(getattr(engine, "backend_facts", {}) or {}))
+
+
+def derive_tables(log: EventLog, cluster: Cluster) -> dict[str, pd.DataFrame]:
+    """The training run's tables, all from the log."""
+    return {
+        "jobs": jobs_table(log, cluster),
+        "timeline": timeline_table(log, cluster),
+        "memory": memory_table(log, cluster),
+        "events": log.table(),
+    }
+
+
+def _progress_bar(total: int):
+    """A tqdm bar on finished jobs, shown only for long runs (> 10k jobs) on a terminal."""
+    if total < 10_000:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="job", mininterval=0.5, smoothing=0.1)
+
+
+def write_results(result: RunResult, out_dir: str | Path, plots: bool = True) -> Path:
+    """Write ``config.yaml``, ``<table>.parquet``, ``summary.json`` and plots into ``out_dir``.
+
+    Everything is first written to a temporary folder beside it and only then moved into
+    place, so a failure midway leaves earlier good results untouched; ``summary.json`` is
+    moved last and marks the run complete (sweeps resume by looking for it).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
+    try:
+        (tmp / "config.yaml").write_text(OmegaConf.to_yaml(result.cfg, resolve=True))
+        for name, df in result.tables.items():
+            df.to_parquet(tmp / f"{name}.parquet", index=False)
+        if plots:
+            _plots(result, tmp)
+        summary = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in result.summary.items()}
+        if result.facts:
+            summary["backend_facts"] = result.facts
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        names = sorted(p.name for p in tmp.iterdir())
+        for name in [n for n in names if n != "summary.json"] + ["summary.json"]:
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _plots(result: RunResult, folder: Path) -> None:
+    from llmos_sim.metrics import plots
+
+    t = result.tables
+    if "jobs" in t and len(t["jobs"]):
+        plots.jct_cdf(t["jobs"], folder / "jct_cdf.png", label=str(result.cfg.get("name", "run")))
+    if "timeline" in t and len(t["timeline"]):
+        plots.timeline_plot(t["timeline"], folder / "timeline.png")
+    extra = getattr(result, "plot_hook", None)
+    if extra:
+        extra(folder)
+
+
+def summary_frame(summary: dict[str, Any]) -> str:
+    """The summary as a two-column text table, for the terminal."""
+    width = max((len(k) for k in summary), default=0)
+    lines = []
+    for k, v in summary.items():
+        if isinstance(v, float):
+            v = f"{v:,.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
+        lines.append(f"{k:<{width}}  {v}")
+    return "\n".join(lines)

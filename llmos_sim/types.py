@@ -1,0 +1,219 @@
+"""Domain types at every boundary: frozen dataclasses with units in their names.
+
+Vocabulary follows the seed document: a device has compute capacity ``C`` (FLOP/s) and a
+memory pool of capacity ``M`` (bytes); a job carries work ``T`` (FLOPs) and demands per
+resource type. Mutable runtime state lives only inside the engine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+GB = 10**9  #: decimal gigabyte (the seed's "4 GB")
+GiB = 2**30
+TFLOPS = 10**12
+
+#: resource-type names used in demands and grants (the seed's R_i)
+GPU = "gpu"
+CPU = "cpu"
+HOST_MEM = "host_mem_bytes"
+
+FULL_DEVICE_MILLI = 1000  #: a whole device, in thousandths (Alibaba's ``gpu_milli``)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """One accelerator model: capacity ``C`` (FLOP/s, at the dtype jobs run in), memory ``M``
+    (bytes) and memory bandwidth (bytes/s)."""
+
+    name: str
+    flops: float
+    mem_bytes: int
+    mem_bw_bytes_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.flops <= 0:
+            raise ValueError(f"device {self.name!r}: flops must be > 0, got {self.flops}")
+        if self.mem_bytes < 0:
+            raise ValueError(f"device {self.name!r}: mem_bytes must be >= 0, got {self.mem_bytes}")
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A device instance in the cluster: a global index, its node and its spec."""
+
+    index: int
+    node: int
+    spec: DeviceSpec
+
+    @property
+    def flops(self) -> float:
+        return self.spec.flops
+
+    @property
+    def mem_bytes(self) -> int:
+        return self.spec.mem_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A machine: its devices (global indices), CPU cores and host memory."""
+
+    index: int
+    devices: tuple[int, ...]
+    cpus: int = 0
+    host_mem_bytes: int = 0
+    switch: int = 0  #: which top-of-rack switch the node hangs off (topology-aware placement)
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """Nodes of devices, possibly heterogeneous. Device ``i`` is ``devices[i]``."""
+
+    nodes: tuple[Node, ...]
+    devices: tuple[Device, ...]
+    link_bw_bytes_s: float = 0.0  #: inter-node link bandwidth (0 = not modelled)
+    link_latency_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for i, d in enumerate(self.devices):
+            if d.index != i:
+                raise ValueError(f"device at position {i} has index {d.index}")
+        if not self.devices:
+            raise ValueError("a cluster needs at least one device")
+
+    @property
+    def n_devices(self) -> int:
+        return len(self.devices)
+
+    @property
+    def total_flops(self) -> float:
+        return sum(d.flops for d in self.devices)
+
+    def totals(self) -> dict[str, float]:
+        """Capacity per resource type (the seed's R_i)."""
+        return {
+            GPU: float(len(self.devices)),
+            CPU: float(sum(n.cpus for n in self.nodes)),
+            HOST_MEM: float(sum(n.host_mem_bytes for n in self.nodes)),
+        }
+
+    @staticmethod
+    def homogeneous(
+        n_nodes: int,
+        devices_per_node: int,
+        spec: DeviceSpec,
+        cpus_per_node: int = 0,
+        host_mem_bytes_per_node: int = 0,
+        nodes_per_switch: int = 0,
+        link_bw_bytes_s: float = 0.0,
+        link_latency_s: float = 0.0,
+    ) -> "Cluster":
+        """``n_nodes`` identical nodes of ``devices_per_node`` devices of one ``spec``."""
+        return Cluster.from_groups(
+            [(n_nodes, devices_per_node, spec, cpus_per_node, host_mem_bytes_per_node)],
+            nodes_per_switch=nodes_per_switch,
+            link_bw_bytes_s=link_bw_bytes_s,
+            link_latency_s=link_latency_s,
+        )
+
+    @staticmethod
+    def from_groups(
+        groups: list[tuple[int, int, DeviceSpec, int, int]],
+        nodes_per_switch: int = 0,
+        link_bw_bytes_s: float = 0.0,
+        link_latency_s: float = 0.0,
+    ) -> "Cluster":
+        """Build from groups of ``(n_nodes, devices_per_node, spec, cpus, host_mem_bytes)``."""
+        nodes: list[Node] = []
+        devices: list[Device] = []
+        for n_nodes, per_node, spec, cpus, host_mem in groups:
+            for _ in range(int(n_nodes)):
+                ni = len(nodes)
+                idx = tuple(range(len(devices), len(devices) + int(per_node)))
+                devices.extend(Device(i, ni, spec) for i in idx)
+                sw = ni // nodes_per_switch if nodes_per_switch else 0
+                nodes.append(Node(ni, idx, int(cpus), int(host_mem), sw))
+        return Cluster(tuple(nodes), tuple(devices), link_bw_bytes_s, link_latency_s)
+
+
+def _frozen_map(m: Mapping[str, float] | None) -> Mapping[str, float]:
+    return MappingProxyType(dict(m or {}))
+
+
+_NO_DEMAND: Mapping[str, float] = MappingProxyType({})
+
+
+def _no_demand() -> Mapping[str, float]:
+    return _NO_DEMAND
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A training/batch job (the seed's task).
+
+    ``work_flops`` is ``T``. ``gpus`` is the device demand (``R^d`` for the gpu type);
+    ``min_gpus < gpus`` makes the job elastic: it may start on fewer devices (as many as
+    ``min(available, demanded)`` grants, at least ``min_gpus``) and grow later. ``gpu_milli``
+    below 1000 asks for a fraction of each device (shared GPUs). ``mem_bytes_per_device`` is
+    the seed's ``M_d`` on every granted device. ``demand`` holds the other resource types
+    (cpu, host_mem_bytes), as job totals.
+    """
+
+    id: int
+    arrival_s: float
+    work_flops: float
+    gpus: int = 1
+    min_gpus: int | None = None
+    gpu_milli: int = FULL_DEVICE_MILLI
+    mem_bytes_per_device: int = 0
+    demand: Mapping[str, float] = field(default_factory=_no_demand)
+    priority: int = 0
+    tenant: str = "default"
+    duration_hint_s: float | None = None  #: a user's estimate (walltime); None = unknown
+    preprocess_s: float = 0.0  #: seed step 3 (CPU/IO before running)
+    output_s: float = 0.0  #: seed step 5 (writing results)
+    device_type: str | None = None  #: pin to a device model; None = any
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.gpus < 1:
+            raise ValueError(f"job {self.id}: gpus must be >= 1, got {self.gpus}")
+        if self.work_flops < 0:
+            raise ValueError(f"job {self.id}: work_flops must be >= 0, got {self.work_flops}")
+        if self.min_gpus is not None and not (1 <= self.min_gpus <= self.gpus):
+            raise ValueError(f"job {self.id}: min_gpus must be in [1, gpus], got {self.min_gpus}")
+        if not (0 < self.gpu_milli <= FULL_DEVICE_MILLI):
+            raise ValueError(f"job {self.id}: gpu_milli must be in (0, 1000], got {self.gpu_milli}")
+        if self.arrival_s < 0:
+            raise ValueError(f"job {self.id}: arrival_s must be >= 0, got {self.arrival_s}")
+        if not isinstance(self.demand, MappingProxyType):
+            object.__setattr__(self, "demand", _frozen_map(self.demand))
+
+    @property
+    def elastic(self) -> bool:
+        return self.min_gpus is not None and self.min_gpus < self.gpus
+
+    @property
+    def min_devices(self) -> int:
+        return self.min_gpus if self.min_gpus is not None else self.gpus
+
+    def demands(self) -> dict[str, float]:
+        """Demand per resource type, gpu included (the seed's ``R^d``)."""
+        d = {GPU: float(self.gpus)}
+        d.update(self.demand)
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One run segment of a job handed to a backend: run ``work_flops`` on ``devices``, each
+    at ``share_milli``/1000 of its capacity, after ``overhead_s`` (restore, preprocess)."""
+
+    job: Job
+    devices: tuple[int, ...]
+    work_flops: float
+    share_milli: int = FULL_DEVICE_MILLI
+    overhead_s: float = 0.0
+    segment: int = 0  #: how many segments of this job ran before (preemptions/resizes)

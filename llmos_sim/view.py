@@ -1,0 +1,283 @@
+"""What a scheduling policy sees: a read-only view of the cluster at one instant.
+
+The engine owns the state; a :class:`ClusterView` hands policies references to it (no copies,
+so a pass over a long queue costs nothing to set up) plus a pass-local :class:`Tentative`
+overlay in which a policy plans several starts without touching the engine. Policies must not
+mutate anything reachable from the view except through ``view.free.take``/``view.take_resources``
+(the overlay). Unit tests build views by hand with :meth:`ClusterView.build`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
+
+from llmos_sim.types import FULL_DEVICE_MILLI, GPU, Cluster, Job
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmos_sim.policies.memory.base import Allocation, MemoryPool
+
+
+class RunningJob:
+    """The engine's record of a running job (read-only to policies).
+
+    Progress is piecewise linear: ``done_flops`` were finished before the current segment,
+    which started at ``seg_start_s``, spends ``seg_overhead_s`` on restore/preprocess and then
+    progresses at ``rate_flops_s``.
+    """
+
+    __slots__ = ("job", "devices", "share_milli", "first_start_s", "seg_start_s", "seg_overhead_s",
+                 "rate_flops_s", "done_flops", "attained_gpu_s", "n_preempt", "n_resize", "epoch",
+                 "allocations", "resources", "task")
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.devices: tuple[int, ...] = ()
+        self.share_milli = FULL_DEVICE_MILLI
+        self.first_start_s: float | None = None
+        self.seg_start_s = 0.0
+        self.seg_overhead_s = 0.0
+        self.rate_flops_s = 0.0
+        self.done_flops = 0.0
+        self.attained_gpu_s = 0.0  #: device-seconds held in finished segments (LAS's "attained service")
+        self.n_preempt = 0
+        self.n_resize = 0
+        self.epoch = 0  #: bumped when a segment is cut short, so its completion is ignored
+        self.allocations: list[tuple[int, "Allocation"]] = []
+        self.resources: dict[str, float] = {}
+        self.task = None
+
+    def done_at(self, now_s: float) -> float:
+        """FLOPs finished by ``now_s``."""
+        run = now_s - self.seg_start_s - self.seg_overhead_s
+        return self.done_flops + (run * self.rate_flops_s if run > 0 else 0.0)
+
+    def remaining_flops(self, now_s: float) -> float:
+        return max(0.0, self.job.work_flops - self.done_at(now_s))
+
+    def attained_at(self, now_s: float) -> float:
+        """Device-seconds of service so far (finished segments + the current one)."""
+        return self.attained_gpu_s + (now_s - self.seg_start_s) * len(self.devices) * self.share_milli / 1000
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedJob:
+    """A completed job, as the feedback step (seed step 5) reports it to predictors."""
+
+    job: Job
+    start_s: float
+    finish_s: float
+    devices: tuple[int, ...]
+
+    @property
+    def jct_s(self) -> float:
+        return self.finish_s - self.job.arrival_s
+
+
+class FreeDevices:
+    """Whole free devices, per node, kept by the engine.
+
+    ``by_node[n]`` lists node n's free devices in ascending order; ``buckets[k]`` is the
+    ordered set (a dict) of nodes with exactly k free devices, so "a node with at least k
+    free" is found without scanning every node. Invariant: ``total == Σ len(by_node[n])``.
+    """
+
+    __slots__ = ("by_node", "buckets", "total", "node_of", "max_per_node")
+
+    def __init__(self, cluster: Cluster, free: Sequence[int] | None = None) -> None:
+        self.node_of = [d.node for d in cluster.devices]
+        self.max_per_node = max(len(n.devices) for n in cluster.nodes)
+        self.by_node: list[list[int]] = [[] for _ in cluster.nodes]
+        for d in sorted(range(cluster.n_devices) if free is None else free):
+            self.by_node[self.node_of[d]].append(d)
+        self.buckets: list[dict[int, None]] = [{} for _ in range(self.max_per_node + 1)]
+        for n, devs in enumerate(self.by_node):
+            self.buckets[len(devs)][n] = None
+        self.total = sum(len(x) for x in self.by_node)
+
+    def take(self, devices: Sequence[int]) -> None:
+        """Mark ``devices`` busy (engine only)."""
+        by_node, buckets, node_of = self.by_node, self.buckets, self.node_of
+        for d in devices:
+            n = node_of[d]
+            lst = by_node[n]
+            k = len(lst)
+            lst.remove(d)  # ValueError here means a device was taken twice: an engine bug
+            del buckets[k][n]
+            buckets[k - 1][n] = None
+        self.total -= len(devices)
+
+    def give(self, devices: Sequence[int]) -> None:
+        """Mark ``devices`` free again (engine only)."""
+        by_node, buckets, node_of = self.by_node, self.buckets, self.node_of
+        for d in devices:
+            n = node_of[d]
+            lst = by_node[n]
+            k = len(lst)
+            if not lst or lst[-1] < d:
+                lst.append(d)
+            else:
+                lst.insert(_bisect(lst, d), d)
+            del buckets[k][n]
+            buckets[k + 1][n] = None
+        self.total += len(devices)
+
+
+def _bisect(lst: list[int], x: int) -> int:
+    lo, hi = 0, len(lst)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if lst[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+class Tentative:
+    """One scheduling pass's scratch on top of :class:`FreeDevices`.
+
+    A policy that plans several starts in one pass calls :meth:`take` for each, so later
+    placements in the same pass see the devices as used. The engine discards it after the pass.
+    """
+
+    __slots__ = ("base", "taken", "taken_on", "total")
+
+    def __init__(self, base: FreeDevices) -> None:
+        self.base = base
+        self.taken: set[int] = set()
+        self.taken_on: dict[int, int] = {}
+        self.total = base.total
+
+    def count(self, node: int) -> int:
+        """Free devices on ``node`` after this pass's plans."""
+        return len(self.base.by_node[node]) - self.taken_on.get(node, 0)
+
+    def ids(self, node: int) -> list[int]:
+        """Free devices on ``node`` (ascending) after this pass's plans."""
+        lst = self.base.by_node[node]
+        if node not in self.taken_on:
+            return lst
+        return [d for d in lst if d not in self.taken]
+
+    def nodes_with(self, k: int) -> Iterator[int]:
+        """Nodes with exactly ``k`` free devices after this pass's plans, in a fixed order."""
+        taken_on = self.taken_on
+        for n in self.base.buckets[k] if k < len(self.base.buckets) else ():
+            if n not in taken_on:
+                yield n
+        for n, t in taken_on.items():
+            if len(self.base.by_node[n]) - t == k:
+                yield n
+
+    def take(self, devices: Sequence[int]) -> None:
+        node_of = self.base.node_of
+        for d in devices:
+            if d in self.taken:
+                raise ValueError(f"device {d} planned twice in one pass")
+            self.taken.add(d)
+            n = node_of[d]
+            self.taken_on[n] = self.taken_on.get(n, 0) + 1
+        self.total -= len(devices)
+
+    def is_free(self, device: int) -> bool:
+        b = self.base
+        return device not in self.taken and device in b.by_node[b.node_of[device]]
+
+
+class ClusterView:
+    """Read-only snapshot handed to :meth:`ClusterScheduler.decide`.
+
+    - ``now_s``: the current time
+    - ``queue``: waiting jobs in arrival order (preempted jobs rejoin at the end)
+    - ``running``: job id → :class:`RunningJob`
+    - ``free``: whole free devices with this pass's plans (:class:`Tentative`)
+    - ``available``: free amount per non-gpu resource type (cpu, host_mem_bytes), this pass's
+      plans deducted
+    - ``device_free_milli``: per device, the unshared fraction ×1000 (fractional GPUs)
+    - ``pools``: per-device memory pools (ask ``fits``; never allocate)
+    - ``finished``: completed jobs, oldest first (feedback for predictors)
+    - ``under_demand``: running elastic jobs holding fewer devices than they demand
+    - ``share_taken``: fractional shares planned in this pass, per device
+
+    A plain slotted class, not a dataclass: one is built per pass, so construction is kept cheap.
+    """
+
+    __slots__ = ("now_s", "cluster", "queue", "running", "free", "available", "device_free_milli", "pools",
+                 "finished", "under_demand", "share_taken")
+
+    def __init__(self, now_s: float, cluster: Cluster, queue: Sequence[Job], running: Mapping[int, RunningJob],
+                 free: Tentative, available: dict[str, float] | None = None, device_free_milli: Sequence[int] = (),
+                 pools: Sequence["MemoryPool"] = (), finished: Sequence[FinishedJob] = (),
+                 under_demand: Mapping[int, RunningJob] | None = None) -> None:
+        self.now_s = now_s
+        self.cluster = cluster
+        self.queue = queue
+        self.running = running
+        self.free = free
+        self.available = available if available is not None else {}
+        self.device_free_milli = device_free_milli
+        self.pools = pools
+        self.finished = finished
+        self.under_demand = under_demand if under_demand is not None else {}
+        self.share_taken: dict[int, int] = {}
+
+    @staticmethod
+    def build(cluster: Cluster, queue: Sequence[Job] = (), running: Mapping[int, RunningJob] | None = None,
+              free: Sequence[int] | None = None, now_s: float = 0.0, available: Mapping[str, float] | None = None,
+              pools: Sequence["MemoryPool"] = (), finished: Sequence[FinishedJob] = ()) -> "ClusterView":
+        """A hand-built view for tests and notebooks: ``free`` lists the free devices
+        (default: all not held by ``running``)."""
+        running = dict(running or {})
+        if free is None:
+            busy = {d for r in running.values() for d in r.devices}
+            free = [d for d in range(cluster.n_devices) if d not in busy]
+        milli = [0] * cluster.n_devices
+        for d in free:
+            milli[d] = FULL_DEVICE_MILLI
+        totals = cluster.totals()
+        avail = dict(available) if available is not None else {k: v for k, v in totals.items() if k != GPU}
+        under = {i: r for i, r in running.items() if r.job.elastic and len(r.devices) < r.job.gpus}
+        return ClusterView(now_s, cluster, list(queue), running, Tentative(FreeDevices(cluster, free)),
+                           avail, milli, list(pools), list(finished), under_demand=under)
+
+    def free_share(self, device: int) -> int:
+        """Unshared thousandths of ``device`` after this pass's plans."""
+        shared = self.share_taken.get(device)
+        if shared is None:
+            return 0 if device in self.free.taken else self.device_free_milli[device]
+        return self.device_free_milli[device] - shared
+
+    def plan(self, job: Job, devices: Sequence[int]) -> None:
+        """Record a planned start (or growth) of ``job`` on ``devices`` in this pass's scratch,
+        so later placements in the same pass see them as used."""
+        if job.gpu_milli < FULL_DEVICE_MILLI:
+            st = self.share_taken
+            for d in devices:
+                st[d] = st.get(d, 0) + job.gpu_milli
+            whole = [d for d in devices if self.free.is_free(d)]
+            if whole:
+                self.free.take(whole)
+        else:
+            self.free.take(devices)
+        self.take_resources(job, len(devices))
+
+    def fits_memory(self, job: Job, devices: Sequence[int]) -> bool:
+        """Would ``job``'s per-device memory fit on each of ``devices`` now?"""
+        if not self.pools or job.mem_bytes_per_device <= 0:
+            return True
+        return all(self.pools[d].fits(job.mem_bytes_per_device) for d in devices)
+
+    def resources_fit(self, job: Job, n_devices: int) -> bool:
+        """Do the non-gpu demands (scaled to ``n_devices`` for elastic jobs) fit ``available``?"""
+        if not job.demand:
+            return True
+        scale = n_devices / job.gpus
+        avail = self.available
+        return all(avail.get(k, 0.0) + 1e-9 >= v * scale for k, v in job.demand.items())
+
+    def take_resources(self, job: Job, n_devices: int) -> None:
+        """Record a planned start's non-gpu resources in this pass's scratch."""
+        if job.demand:
+            scale = n_devices / job.gpus
+            for k, v in job.demand.items():
+                self.available[k] = self.available.get(k, 0.0) - v * scale
