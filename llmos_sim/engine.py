@@ -363,8 +363,9 @@ class Engine:
         self.running[job.id] = r
         self._segment(r, devices, overhead)
 
-    def _segment(self, r: RunningJob, devices: tuple[int, ...], overhead_s: float) -> None:
-        """Start a run segment of ``r`` on ``devices`` after ``overhead_s``."""
+    def _segment(self, r: RunningJob, devices: tuple[int, ...], overhead_s: float, emit: bool = True) -> None:
+        """Start a run segment of ``r`` on ``devices`` after ``overhead_s`` (``emit``: log a
+        ``start``; a resize logs its own ``resize`` record instead)."""
         job, now = r.job, self.env.now
         r.devices = devices
         r.share_milli = job.gpu_milli
@@ -376,7 +377,8 @@ class Engine:
                     r.n_preempt + r.n_resize)
         r.task = task
         r.rate_flops_s = self.backend.rate_flops_s(task)
-        self.log.emit(now, E.START, job.id, (devices, job.gpu_milli, r.rate_flops_s))
+        if emit:
+            self.log.emit(now, E.START, job.id, (devices, job.gpu_milli, r.rate_flops_s))
         epoch = r.epoch
         self.backend.run(task).callbacks.append(lambda ev: self._work_done(r, epoch, ev))
 
@@ -472,5 +474,5 @@ class Engine:
         r.allocations = keep + new_allocs
         r.n_resize += 1
         self.log.emit(self.env.now, E.RESIZE, job.id, (old, devices))
-        self._segment(r, devices, self.resize_overhead_s)
+        self._segment(r, devices, self.resize_overhead_s, emit=False)
         self.request_pass()

@@ -1,0 +1,6 @@
+"""Shared test helpers."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
