@@ -246,7 +246,14 @@ class Engine:
 
     # -- grants -----------------------------------------------------------------------------
     def _check_devices(self, job: Job, devices: tuple[int, ...], held: tuple[int, ...] = ()) -> str | None:
+        """Why ``job`` cannot run on ``devices`` now (``held``: devices it already has), or ``None``."""
         n = len(devices)
+        if not held and job.gpu_milli == FULL_DEVICE_MILLI and job.device_type is None:
+            # the common case, checked in one sweep: whole, free, existing, distinct devices
+            milli = self.device_free_milli
+            if (job.min_devices <= n <= job.gpus and len(set(devices)) == n
+                    and all(0 <= dv < len(milli) and milli[dv] == FULL_DEVICE_MILLI for dv in devices)):
+                return None
         if len(set(devices)) != n:
             return "devices repeat"
         if job.gpu_milli < FULL_DEVICE_MILLI:
@@ -288,6 +295,11 @@ class Engine:
     def _take(self, job: Job, devices: tuple[int, ...], resources: dict[str, float]) -> None:
         milli = self.device_free_milli
         share = job.gpu_milli
+        if share == FULL_DEVICE_MILLI and not resources:  # the common case
+            self.free.take(devices)
+            for dv in devices:
+                milli[dv] = 0
+            return
         whole = [dv for dv in devices if milli[dv] == FULL_DEVICE_MILLI]
         if whole:
             self.free.take(whole)
@@ -299,6 +311,11 @@ class Engine:
     def _give(self, job: Job, devices: tuple[int, ...], resources: dict[str, float]) -> None:
         milli = self.device_free_milli
         share = job.gpu_milli
+        if share == FULL_DEVICE_MILLI and not resources:  # the common case
+            for dv in devices:
+                milli[dv] = FULL_DEVICE_MILLI
+            self.free.give(devices)
+            return
         for dv in devices:
             milli[dv] += share
         whole = [dv for dv in devices if milli[dv] == FULL_DEVICE_MILLI]
@@ -327,6 +344,8 @@ class Engine:
         return got
 
     def _free_memory(self, allocations: list) -> None:
+        if not allocations:
+            return
         now, emit, pools = self.env.now, self.log.emit, self.pools
         for dv, a in allocations:
             pools[dv].free(a)

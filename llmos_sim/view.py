@@ -8,6 +8,7 @@ mutate anything reachable from the view except through ``view.free.take``/``view
 """
 from __future__ import annotations
 
+from bisect import insort
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
@@ -95,42 +96,39 @@ class FreeDevices:
         self.total = sum(len(x) for x in self.by_node)
 
     def take(self, devices: Sequence[int]) -> None:
-        """Mark ``devices`` busy (engine only)."""
+        """Mark ``devices`` busy (engine only). Devices of one node are moved between buckets
+        once per node, not once per device (a job's devices usually share a node)."""
         by_node, buckets, node_of = self.by_node, self.buckets, self.node_of
-        for d in devices:
-            n = node_of[d]
-            lst = by_node[n]
-            k = len(lst)
-            lst.remove(d)  # ValueError here means a device was taken twice: an engine bug
-            del buckets[k][n]
-            buckets[k - 1][n] = None
-        self.total -= len(devices)
+        i, n = 0, len(devices)
+        while i < n:
+            node = node_of[devices[i]]
+            lst = by_node[node]
+            k0 = len(lst)
+            while i < n and node_of[devices[i]] == node:
+                lst.remove(devices[i])  # ValueError here means a device was taken twice: an engine bug
+                i += 1
+            del buckets[k0][node]
+            buckets[len(lst)][node] = None
+        self.total -= n
 
     def give(self, devices: Sequence[int]) -> None:
-        """Mark ``devices`` free again (engine only)."""
+        """Mark ``devices`` free again (engine only); each node's list stays ascending."""
         by_node, buckets, node_of = self.by_node, self.buckets, self.node_of
-        for d in devices:
-            n = node_of[d]
-            lst = by_node[n]
-            k = len(lst)
-            if not lst or lst[-1] < d:
-                lst.append(d)
-            else:
-                lst.insert(_bisect(lst, d), d)
-            del buckets[k][n]
-            buckets[k + 1][n] = None
-        self.total += len(devices)
-
-
-def _bisect(lst: list[int], x: int) -> int:
-    lo, hi = 0, len(lst)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if lst[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+        i, n = 0, len(devices)
+        while i < n:
+            node = node_of[devices[i]]
+            lst = by_node[node]
+            k0 = len(lst)
+            while i < n and node_of[devices[i]] == node:
+                d = devices[i]
+                if not lst or lst[-1] < d:
+                    lst.append(d)
+                else:
+                    insort(lst, d)
+                i += 1
+            del buckets[k0][node]
+            buckets[len(lst)][node] = None
+        self.total += n
 
 
 class Tentative:

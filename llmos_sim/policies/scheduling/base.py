@@ -200,7 +200,7 @@ class QueueScheduler(ClusterScheduler):
         if job.gpu_milli < FULL_DEVICE_MILLI:
             n = job.gpus
         else:
-            n = int(grant({GPU: view.free.total}, {GPU: job.gpus})[GPU])
+            n = min(view.free.total, job.gpus)  # the seed's R* = min(R, R^d) for the gpu type
             if n < job.min_devices:
                 return None
         if not view.resources_fit(job, n):

@@ -1,0 +1,89 @@
+"""Engine speed: FIFO on synthetic jobs at 10^4, 10^5, 10^6 jobs on 64 and 10,240 GPUs.
+
+    python benchmarks/bench_engine.py            # all sizes (the 10^6 runs take a minute or two)
+    python benchmarks/bench_engine.py --max-jobs 100000
+
+Reports, per case, the engine's wall time (the simulation alone: arrivals, passes, starts,
+finishes, the event log), jobs/s and µs/job, and separately the time to generate the jobs and
+to derive the tables from the log. Offered load is 80% of the cluster's device-seconds. One
+process, one core. Writes benchmarks/results/engine.csv.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import time
+from pathlib import Path
+
+import numpy as np
+
+from llmos_sim.engine import Engine
+from llmos_sim.hardware import device_spec
+from llmos_sim.metrics import jobs_table
+from llmos_sim.policies.scheduling import FIFO
+from llmos_sim.types import Cluster
+from llmos_sim.workload import SyntheticJobs
+
+GPUS = (1, 2, 4, 8)
+GPUS_P = (0.5, 0.2, 0.2, 0.1)
+MEDIAN_S, SIGMA = 600.0, 1.0
+
+
+def offered_rate(n_gpus: int, load: float = 0.8) -> float:
+    """Arrivals/s that offer ``load`` × the cluster's device-seconds."""
+    mean_gpus = float(np.dot(GPUS, GPUS_P))
+    mean_dur = MEDIAN_S * np.exp(SIGMA**2 / 2)
+    return load * n_gpus / (mean_gpus * mean_dur)
+
+
+def case(n_jobs: int, n_gpus: int, tables: bool) -> dict:
+    cluster = Cluster.homogeneous(n_gpus // 8, 8, device_spec("A100"))
+    w = SyntheticJobs(n_jobs=n_jobs, arrival_rate_per_s=offered_rate(n_gpus), gpus=GPUS, gpus_p=GPUS_P,
+                      duration_median_s=MEDIAN_S, duration_sigma=SIGMA, reference_flops=312e12)
+    t0 = time.perf_counter()
+    jobs = w.jobs(np.random.default_rng(0))
+    t_gen = time.perf_counter() - t0
+    gc.collect()
+    gc.disable()  # the engine allocates millions of small objects; measure it, not the collector
+    try:
+        eng = Engine(cluster, FIFO())
+        t0 = time.perf_counter()
+        log = eng.run(jobs)
+        t_run = time.perf_counter() - t0
+    finally:
+        gc.enable()
+    assert len(eng.finished) == n_jobs
+    t_tab = float("nan")
+    if tables:
+        t0 = time.perf_counter()
+        jobs_table(log, cluster)
+        t_tab = time.perf_counter() - t0
+    return {"jobs": n_jobs, "gpus": n_gpus, "engine_s": round(t_run, 3), "jobs_per_s": round(n_jobs / t_run),
+            "us_per_job": round(t_run / n_jobs * 1e6, 2), "events": len(log), "generate_s": round(t_gen, 3),
+            "jobs_table_s": round(t_tab, 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--max-jobs", type=int, default=10**6)
+    ap.add_argument("--tables", action="store_true", help="also time the jobs table")
+    args = ap.parse_args()
+    rows = []
+    for n_gpus in (64, 10_240):
+        for n in (10**4, 10**5, 10**6):
+            if n > args.max_jobs:
+                continue
+            r = case(n, n_gpus, args.tables)
+            rows.append(r)
+            print("  ".join(f"{k}={v}" for k, v in r.items()), flush=True)
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    with open(out / "engine.csv", "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
+        wr.writeheader()
+        wr.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
