@@ -1,0 +1,94 @@
+"""Read a PyTorch memory snapshot into the trace format.
+
+``torch.cuda.memory._record_memory_history()`` followed by ``torch.cuda.memory._snapshot()``
+(or ``_dump_snapshot(path)``, which pickles the same dict) gives::
+
+    {"segments": [{"address", "total_size", "blocks": [{"address", "size", "state"}, ...]}, ...],
+     "device_traces": [[{"action", "addr", "size", "time_us"?, "stream", "frames"}, ...], ...]}
+
+Trace actions used here: ``alloc`` → alloc; ``free_completed`` → free (``free_requested`` is
+used instead only when a trace has no ``free_completed`` at all). Segment actions
+(``segment_alloc``/``segment_free``/``segment_map``/...) and ``oom``/``snapshot`` are the
+allocator's own doing, not the program's requests, and are skipped.
+
+The history is a ring buffer, so some blocks predate it. They are recovered as allocations
+at the first trace time: frees without a matching earlier alloc (size from the free entry),
+and ``active_allocated`` blocks in ``segments`` that the replayed history does not leave
+live. Ids are assigned in order of allocation (addresses are reused, ids are not).
+"""
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from llmos_sim.memtrace.trace import TraceFormatError, validate_trace
+
+
+def load_snapshot(source: str | Path | dict) -> dict:
+    """Load a snapshot dict from a pickle (``_dump_snapshot``) or JSON file, or pass one through."""
+    if isinstance(source, dict):
+        return source
+    path = Path(source)
+    raw = path.read_bytes()
+    try:
+        snap = json.loads(raw) if raw[:1] in (b"{", b"[") else pickle.loads(raw)
+    except Exception as exc:  # noqa: BLE001 - report which file could not be parsed
+        raise TraceFormatError(f"{path}: not a JSON or pickle memory snapshot ({exc})") from exc
+    if not isinstance(snap, dict) or ("device_traces" not in snap and "segments" not in snap):
+        raise TraceFormatError(f"{path}: no 'device_traces' or 'segments' in snapshot")
+    return snap
+
+
+def read_snapshot(source: str | Path | dict, device: int | None = None) -> pd.DataFrame:
+    """Convert one device's history in a memory snapshot to a trace table.
+
+    ``device``: index into ``device_traces`` (default: the first device with entries);
+    ``segments`` are filtered by their ``device`` field when it is present.
+    """
+    snap = load_snapshot(source)
+    traces: list[list[dict[str, Any]]] = snap.get("device_traces") or []
+    if device is None:
+        device = next((i for i, t in enumerate(traces) if t), 0)
+    entries = traces[device] if device < len(traces) else []
+    has_completed = any(e.get("action") == "free_completed" for e in entries)
+    free_action = "free_completed" if has_completed else "free_requested"
+
+    rows: list[tuple[float, str, int, int]] = []
+    initial: list[int] = []  # sizes of blocks that predate the history
+    live: dict[int, tuple[int, int]] = {}  # addr -> (id, size)
+    next_id = 0
+    t0 = None
+    for k, e in enumerate(entries):
+        action = e.get("action")
+        if action not in ("alloc", free_action):
+            continue
+        t = e["time_us"] / 1e6 if "time_us" in e else float(k)
+        t0 = t if t0 is None else t0
+        addr, size = int(e["addr"]), int(e.get("size", 0))
+        if action == "alloc":
+            live[addr] = (next_id, size)
+            rows.append((t, "alloc", next_id, size))
+            next_id += 1
+        else:
+            hit = live.pop(addr, None)
+            if hit is None:  # allocated before the history began
+                initial.append(size)
+                rows.append((t, "free", -len(initial), size))  # provisional id, fixed below
+            else:
+                rows.append((t, "free", hit[0], hit[1]))
+    for seg in snap.get("segments") or []:
+        if "device" in seg and seg["device"] != device:
+            continue
+        for b in seg.get("blocks", []):
+            if b.get("state") == "active_allocated" and int(b["address"]) not in live:
+                initial.append(int(b["size"]))  # live at the end, never seen allocated
+    t0 = 0.0 if t0 is None else t0
+    # blocks that predate the history get ids after the others, allocated at t0
+    pre = [(t0, "alloc", next_id + j, n) for j, n in enumerate(initial)]
+    fixed = [(t, op, next_id - i - 1 if i < 0 else i, n) for t, op, i, n in rows]
+    df = pd.DataFrame(pre + fixed, columns=["time_s", "op", "id", "nbytes"])
+    return validate_trace(df)

@@ -1,0 +1,146 @@
+"""Paged pool: fixed-size blocks, vLLM-style (the KV cache's block pool).
+
+The range ``[0, capacity)`` is cut into ``capacity // block_bytes`` blocks; an allocation is a
+list of blocks that need not be contiguous (``Allocation.blocks``), so there is no external
+fragmentation, only the unused tail of each allocation's last block. Free blocks sit on a
+stack: taking or returning one block is O(1) (vLLM's ``BlockPool`` keeps a free queue the
+same way).
+
+For a KV cache that grows token by token use :meth:`PagedPool.resize` (or
+:meth:`PagedPool.append_blocks`): it returns a new :class:`Allocation` with the *same id*
+that replaces the old one in the pool (the old object must not be used afterwards). The
+serving engine typically keeps one allocation per sequence and calls
+``alloc = pool.resize(alloc, n_tokens * kv_bytes_per_token)`` after each decode step;
+the call is O(1) when the sequence stays within its last block and O(blocks) otherwise
+(the block tuple is copied; sequences hold at most a few hundred blocks).
+"""
+from __future__ import annotations
+
+from typing import Hashable
+
+from llmos_sim.policies.memory.base import Allocation, MemoryPool
+
+
+class PagedPool(MemoryPool):
+    """Fixed-size blocks of ``block_bytes`` each; ``allocate(n)`` takes ``ceil(n / block)``.
+
+    A request takes at least one block (also a zero-byte one) and is all-or-nothing: it
+    fails if fewer blocks are free. Blocks are handed out lowest-address first from a fresh
+    pool; afterwards the most recently freed block is reused first (LIFO, cache-friendly).
+    ``largest_free_bytes`` is all free blocks together: any request that many blocks cover
+    fits, contiguous or not.
+    """
+
+    def __init__(self, capacity_bytes: int, block_bytes: int = 16 * 2 * 4096 * 2) -> None:
+        super().__init__(capacity_bytes)
+        if block_bytes < 1:
+            raise ValueError(f"block_bytes must be >= 1, got {block_bytes}")
+        self.block_bytes = int(block_bytes)
+        self.n_blocks = self.capacity_bytes // self.block_bytes
+        # Invariant: _free_stack holds exactly the offsets of free blocks, each once;
+        # reversed so that pop() yields offset 0 first.
+        self._free_stack: list[int] = [i * self.block_bytes for i in range(self.n_blocks - 1, -1, -1)]
+
+    # -- block-level API -----------------------------------------------------------------
+    @property
+    def n_free_blocks(self) -> int:
+        """Blocks free now."""
+        return len(self._free_stack)
+
+    def blocks_for(self, nbytes: int) -> int:
+        """Blocks an ``nbytes`` request takes: ``max(1, ceil(nbytes / block_bytes))``."""
+        return max(1, -(-nbytes // self.block_bytes))
+
+    def allocate_blocks(self, n_blocks: int, tag: Hashable = None, requested_bytes: int | None = None) -> Allocation | None:
+        """Allocate exactly ``n_blocks`` blocks (``requested`` defaults to their bytes)."""
+        if n_blocks < 1:
+            raise ValueError(f"allocate_blocks: n_blocks must be >= 1, got {n_blocks}")
+        req = n_blocks * self.block_bytes if requested_bytes is None else requested_bytes
+        if self.blocks_for(req) > n_blocks:
+            raise ValueError(f"allocate_blocks: {req} bytes do not fit in {n_blocks} blocks")
+        if n_blocks > len(self._free_stack):
+            self._n_fail += 1
+            return None
+        a = self._take(n_blocks, req, tag, self._next_id)
+        self._next_id += 1
+        self._live[a.id] = a
+        self._requested += a.requested
+        self._n_alloc += 1
+        return a
+
+    def resize(self, allocation: Allocation, requested_bytes: int) -> Allocation | None:
+        """Grow or shrink a live allocation to cover ``requested_bytes``.
+
+        Returns the replacement allocation (same id, old blocks kept in order, new blocks
+        appended / trailing blocks released), or ``None`` if growing needs more blocks than
+        are free; then the old allocation stays live and unchanged and the failure counts
+        in ``n_failures``.
+        """
+        if requested_bytes < 0:
+            raise ValueError(f"resize: requested_bytes must be >= 0, got {requested_bytes}")
+        have = len(allocation.blocks)
+        need = self.blocks_for(requested_bytes)
+        if self._live.get(allocation.id) is not allocation:
+            raise ValueError(f"resize: allocation {allocation.id} is not live in this pool")
+        stack = self._free_stack
+        if need > have:
+            more = need - have
+            if more > len(stack):
+                self._n_fail += 1
+                return None
+            new_blocks = stack[-more:]
+            del stack[-more:]
+            new_blocks.reverse()
+            blocks = allocation.blocks + tuple(new_blocks)
+        elif need < have:
+            blocks = allocation.blocks[:need]
+            stack.extend(reversed(allocation.blocks[need:]))
+        else:
+            blocks = allocation.blocks
+        self._allocated += (need - have) * self.block_bytes
+        self._reserved = self._allocated
+        new = Allocation(offset=blocks[0], nbytes=need * self.block_bytes, requested=requested_bytes,
+                         tag=allocation.tag, blocks=blocks, id=allocation.id)
+        self._replace_live(allocation, new)
+        return new
+
+    def append_blocks(self, allocation: Allocation, n_more: int) -> Allocation | None:
+        """Add ``n_more`` whole blocks; ``requested`` becomes the bytes of all its blocks.
+        See :meth:`resize` for the replacement and failure rules."""
+        if n_more < 0:
+            raise ValueError(f"append_blocks: n_more must be >= 0, got {n_more}")
+        return self.resize(allocation, (len(allocation.blocks) + n_more) * self.block_bytes)
+
+    # -- MemoryPool hooks ------------------------------------------------------------------
+    def _take(self, n: int, requested: int, tag: Hashable, alloc_id: int) -> Allocation:
+        stack = self._free_stack
+        if n == 1:
+            blocks = (stack.pop(),)
+        else:
+            taken = stack[-n:]
+            del stack[-n:]
+            taken.reverse()
+            blocks = tuple(taken)
+        self._allocated += n * self.block_bytes
+        self._reserved = self._allocated
+        return Allocation(offset=blocks[0], nbytes=n * self.block_bytes, requested=requested,
+                          tag=tag, blocks=blocks, id=alloc_id)
+
+    def _allocate(self, nbytes: int, tag: Hashable, alloc_id: int) -> Allocation | None:
+        n = max(1, -(-nbytes // self.block_bytes))
+        if n > len(self._free_stack):
+            return None
+        return self._take(n, nbytes, tag, alloc_id)
+
+    def _free(self, allocation: Allocation) -> None:
+        blocks = allocation.blocks
+        self._free_stack.extend(reversed(blocks))
+        self._allocated -= len(blocks) * self.block_bytes
+        self._reserved = self._allocated
+
+    def fits(self, nbytes: int) -> bool:
+        """Exact: enough free blocks for ``nbytes`` (a zero-byte request still takes one)."""
+        return self.blocks_for(nbytes) <= len(self._free_stack)
+
+    def largest_free_bytes(self) -> int:
+        return len(self._free_stack) * self.block_bytes
