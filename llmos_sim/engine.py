@@ -29,7 +29,7 @@ from llmos_sim.view import ClusterView, FinishedJob, FreeDevices, RunningJob, Te
 
 PASS_PRIORITY = 2  #: after SimPy's NORMAL (1): a pass sees everything else at its instant
 
-MEMORY_FULL_ACTIONS = ("wait", "fail")
+MEMORY_FULL_ACTIONS = ("wait", "fail", "preempt")
 
 
 class _Call:
@@ -55,7 +55,10 @@ class Engine:
         Period of extra scheduling passes; defaults to the scheduler's ``round_s``.
     on_memory_full:
         What happens when a start's memory does not fit: ``"wait"`` (stay queued, a
-        ``reject`` event is logged) or ``"fail"`` (the job fails).
+        ``reject`` event is logged), ``"fail"`` (the job is rejected for good: it fails) or
+        ``"preempt"`` (preempt jobs holding memory on the full devices — lower priority first,
+        then the latest arrival — until it fits; only jobs that rank below the starting one,
+        so preemption can never cycle; if it still does not fit, the job waits).
     preempt_overhead_s, resize_overhead_s:
         Checkpoint/restore time added before a preempted job's next segment, or a resized one's.
     log_memory:
@@ -343,6 +346,26 @@ class Engine:
             got.append((dv, a))
         return got
 
+    def _evict_for(self, job: Job, devices: Sequence[int]) -> bool:
+        """Preempt lower-ranked jobs holding memory on ``devices`` until ``job``'s ``M_d`` fits on
+        each; True if it now fits everywhere. Rank: (priority, earlier arrival, lower id)."""
+        def rank(j: Job) -> tuple:
+            return (-j.priority, j.arrival_s, j.id)
+
+        mine, need = rank(job), job.mem_bytes_per_device
+        for dv in devices:
+            pool = self.pools[dv]
+            victims = sorted((r for r in self.running.values()
+                              if rank(r.job) > mine and any(d == dv for d, _ in r.allocations)),
+                             key=lambda r: rank(r.job), reverse=True)
+            for r in victims:
+                if pool.fits(need):
+                    break
+                self._preempt(r)
+            if not pool.fits(need):
+                return False
+        return True
+
     def _free_memory(self, allocations: list) -> None:
         if not allocations:
             return
@@ -361,6 +384,8 @@ class Engine:
         if why:
             return self._reject(job.id, "start: " + why)
         allocs = self._alloc_memory(job, devices)
+        if allocs is None and self.on_memory_full == "preempt" and self._evict_for(job, devices):
+            allocs = self._alloc_memory(job, devices)
         if allocs is None:
             if self.on_memory_full == "fail":
                 del self.queue[job.id]

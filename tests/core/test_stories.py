@@ -155,3 +155,37 @@ def test_preprocess_and_output_phases_hold_the_devices():
     log = Engine(one_node(1), FIFO()).run(jobs)
     assert schedule(log) == [(0.0, "start", 0, (0,)), (15.0, "finish", 0), (15.0, "start", 1, (0,)),
                              (16.0, "finish", 1)]
+
+
+# --- memory full: wait, fail, or preempt ------------------------------------------------------
+def _memory_full_story(action):
+    """Two half-GPU jobs share a 4 GB device: J0 (3 GB) is running when J1 (2 GB, higher
+    priority) arrives at t=1."""
+    jobs = [Job(0, 0.0, C * 0.5 * 10, gpus=1, gpu_milli=500, mem_bytes_per_device=3 * GB),
+            Job(1, 1.0, C * 0.5 * 4, gpus=1, gpu_milli=500, mem_bytes_per_device=2 * GB, priority=1)]
+
+    class Eager(FIFO):  # asks to start every job at once, so the engine's memory rule decides
+        def try_start(self, job, view):
+            d = (0,)
+            view.plan(job, d)
+            return d
+
+    return Engine(one_node(1), Eager(blocking=False), pool_factory=IdealPool, on_memory_full=action,
+                  preempt_overhead_s=1.0).run(jobs)
+
+
+def test_memory_full_wait_keeps_the_job_queued():
+    s = schedule(_memory_full_story("wait"))
+    assert s == [(0.0, "start", 0, (0,)), (10.0, "finish", 0), (10.0, "start", 1, (0,)), (14.0, "finish", 1)]
+
+
+def test_memory_full_fail_rejects_the_job():
+    log = _memory_full_story("fail")
+    assert (1.0, "fail", 1) in schedule(log)
+
+
+def test_memory_full_preempt_evicts_the_lower_ranked_job():
+    s = schedule(_memory_full_story("preempt"))
+    # J0 did 1 s of its 10 at t=1; it restarts after J1 with a 1 s restore: 1 + 9 s -> 15.
+    assert s == [(0.0, "start", 0, (0,)), (1.0, "preempt", 0, (0,)), (1.0, "start", 1, (0,)),
+                 (5.0, "finish", 1), (5.0, "start", 0, (0,)), (15.0, "finish", 0)]
