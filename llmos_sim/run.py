@@ -29,6 +29,8 @@ from llmos_sim.events import EventLog
 from llmos_sim.metrics import jobs_table, memory_table, timeline_table, training_summary
 from llmos_sim.types import Cluster
 
+GANTT_MAX_JOBS = 500  #: a per-run Gantt chart is drawn for runs up to this many jobs
+
 #: the seed children, by component (appending a name never changes the others' streams)
 RNG_STREAMS = ("workload", "scheduler", "placement", "backend", "memory", "serving")
 
@@ -136,8 +138,24 @@ def _progress_bar(total: int):
     return tqdm(total=total, unit="job", mininterval=0.5, smoothing=0.1)
 
 
-def write_results(result: RunResult, out_dir: str | Path, plots: bool = True) -> Path:
-    """Write ``config.yaml``, ``<table>.parquet``, ``summary.json`` and plots into ``out_dir``.
+def completed_summary(cfg: DictConfig, out_dir: str | Path) -> dict | None:
+    """The saved summary of a complete run of exactly ``cfg`` in ``out_dir``, else ``None``
+    (how a re-run sweep skips what is done: ``summary.json`` is the complete marker)."""
+    out = Path(out_dir)
+    summary, saved = out / "summary.json", out / "config.yaml"
+    if not (summary.exists() and saved.exists()):
+        return None
+    if saved.read_text() != OmegaConf.to_yaml(cfg, resolve=True):
+        return None
+    try:
+        return json.loads(summary.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def write_results(result: RunResult, out_dir: str | Path, plots: bool = True, trace: bool = False) -> Path:
+    """Write ``config.yaml``, ``<table>.parquet``, ``summary.json`` and plots into ``out_dir``
+    (and ``trace.json``, a Chrome/Perfetto trace, with ``trace``).
 
     Everything is first written to a temporary folder beside it and only then moved into
     place, so a failure midway leaves earlier good results untouched; ``summary.json`` is
@@ -152,6 +170,10 @@ def write_results(result: RunResult, out_dir: str | Path, plots: bool = True) ->
             df.to_parquet(tmp / f"{name}.parquet", index=False)
         if plots:
             _plots(result, tmp)
+        if trace:
+            from llmos_sim.trace_export import write_trace
+
+            write_trace(result.tables, tmp / "trace.json", name=str(result.cfg.get("name", "run")))
         summary = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in result.summary.items()}
         if result.facts:
             summary["backend_facts"] = result.facts
@@ -172,9 +194,14 @@ def _plots(result: RunResult, folder: Path) -> None:
         plots.jct_cdf(t["jobs"], folder / "jct_cdf.png", label=str(result.cfg.get("name", "run")))
     if "timeline" in t and len(t["timeline"]):
         plots.timeline_plot(t["timeline"], folder / "timeline.png")
-    extra = getattr(result, "plot_hook", None)
-    if extra:
-        extra(folder)
+    if "memory" in t and len(t["memory"]):
+        plots.memory_plot(plots.memory_totals(t["memory"]), folder / "memory.png")
+    if "events" in t and 0 < len(t.get("jobs", ())) <= GANTT_MAX_JOBS:
+        from llmos_sim.trace_export import device_segments
+
+        seg = device_segments(t["events"], t.get("jobs"))
+        if seg is not None and len(seg):
+            plots.gantt_plot(seg, folder / "gantt.png")
 
 
 def summary_frame(summary: dict[str, Any]) -> str:
