@@ -1,0 +1,127 @@
+"""Iteration-level batching policies: a view in, a batch decision out (DESIGN §6.2, §6.4).
+
+:class:`BatchingPolicy` owns the per-iteration plan; variants override one hook:
+
+1. :meth:`BatchingPolicy.schedule_running` — tokens for the running sequences (in admission
+   order, within the token budget), and the preemptions needed so their KV growth fits;
+2. :meth:`BatchingPolicy.admit` — which waiting sequences start, in the ordering's order,
+   stopping at the first that does not fit (head-of-line, like vLLM);
+3. :meth:`BatchingPolicy.next_batch` — how the two combine (default: running first, then
+   admissions unless something was preempted this iteration — vLLM v1's rule).
+
+The ordering hook (:mod:`llmos_sim.policies.batching.order`) sorts the waiting list and
+picks preemption victims. Policies never mutate the view; the replica applies the decision.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from llmos_sim.policies.batching.order import FCFS, Ordering
+from llmos_sim.serving.kv import GROW
+from llmos_sim.serving.state import BatchDecision, ReplicaView
+
+RECOMPUTE = "recompute"
+SWAP = "swap"
+
+
+class BatchingPolicy:
+    """Base policy with vLLM v1-like defaults.
+
+    - ``max_num_seqs``: most sequences in a batch
+    - ``max_num_batched_tokens``: token budget per iteration (prefill chunks + decodes)
+    - ``chunked``: split prompts to fit the budget (else a prompt runs whole or waits)
+    - ``preemption``: ``recompute`` or ``swap``
+    - ``watermark``: fraction of all blocks kept free at admission (vLLM v0: 0.01)
+    - ``reserve_full_prompt``: admit only if the whole remaining prompt's blocks are free, even
+      when only a chunk is computed now (vLLM's ``scheduler_reserve_full_isl``)
+    - ``order``: the ordering hook (FCFS when None)
+
+    ``fast_forward`` (class attribute) promises that a pure-decode decision would repeat for
+    as long as nothing arrives, finishes or runs out of blocks — the replica may then run many
+    iterations in one step. Policies whose decisions depend on time must set it False.
+    """
+
+    fast_forward: bool = True
+
+    def __init__(self, max_num_seqs: int = 256, max_num_batched_tokens: int = 2048, chunked: bool = True,
+                 preemption: str = RECOMPUTE, watermark: float = 0.0, reserve_full_prompt: bool = False,
+                 order: Ordering | None = None) -> None:
+        if max_num_seqs < 1 or max_num_batched_tokens < 1:
+            raise ValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
+        if preemption not in (RECOMPUTE, SWAP):
+            raise ValueError(f"preemption must be {RECOMPUTE!r} or {SWAP!r}, got {preemption!r}")
+        if not 0.0 <= watermark < 1.0:
+            raise ValueError(f"watermark must be in [0, 1), got {watermark}")
+        self.max_num_seqs = int(max_num_seqs)
+        self.max_num_batched_tokens = int(max_num_batched_tokens)
+        self.chunked = bool(chunked)
+        self.preemption = preemption
+        self.watermark = float(watermark)
+        self.reserve_full_prompt = bool(reserve_full_prompt)
+        self.order = order if order is not None else FCFS()
+
+    # -- the plan ---------------------------------------------------------------------------
+    def next_batch(self, view: ReplicaView) -> BatchDecision:
+        """Running sequences first, then admissions (none in an iteration that preempted)."""
+        tokens, preempt = self.schedule_running(view, self.max_num_batched_tokens)
+        admit: tuple = ()
+        if not preempt:
+            budget = self.max_num_batched_tokens - int(tokens.sum())
+            admit = self.admit(view, budget, len(view.running))
+        return BatchDecision(tokens, admit, preempt, self.preemption)
+
+    # -- hooks ------------------------------------------------------------------------------
+    def schedule_running(self, view: ReplicaView, budget: int) -> tuple[np.ndarray, tuple[int, ...]]:
+        """Tokens per running row (in admission order, within ``budget``) and the rows to
+        preempt so that the blocks the others need fit."""
+        run = view.running
+        rem = run.remaining
+        if len(rem) == 0:
+            return rem, ()
+        if int(rem.sum()) <= budget:  # everything fits the budget (the common decode case)
+            tokens = rem.copy()
+        else:
+            cum = np.cumsum(rem)
+            tokens = np.clip(budget - (cum - rem), 0, rem)
+        kv = view.kv
+        if kv.mode != GROW:
+            return tokens, ()
+        bt = kv.block_tokens
+        need = np.maximum(-(-(run.computed + tokens) // bt) - run.blocks, 0)
+        if run.n_done:
+            need[run.done] = 0
+        total = int(need.sum())
+        avail = kv.free_blocks
+        if total <= avail:
+            return tokens, ()
+        preempt = []
+        for r in self.order.victims(run):
+            if total <= avail:
+                break
+            preempt.append(int(r))
+            total -= int(need[r])
+            avail += int(run.blocks[r])
+            tokens[r] = 0
+        return tokens, tuple(preempt)
+
+    def admit(self, view: ReplicaView, budget: int, n_running: int) -> tuple[tuple[int, int], ...]:
+        """Waiting sequences to start, ``(position, tokens)``, in order, head-of-line."""
+        kv = view.kv
+        free = kv.free_blocks - int(self.watermark * kv.total_blocks)
+        out = []
+        for pos, w in enumerate(view.waiting):
+            if budget <= 0 or n_running >= self.max_num_seqs:
+                break
+            rem = w.remaining
+            if rem > budget and not self.chunked:
+                break
+            t = min(rem, budget)
+            need = kv.admit_blocks(w.prompt, w.output, w.computed + t)
+            check = kv.admit_blocks(w.prompt, w.output, w.computed + rem) if self.reserve_full_prompt else need
+            if check > free:
+                break
+            out.append((pos, t))
+            free -= need
+            budget -= t
+            n_running += 1
+        return tuple(out)

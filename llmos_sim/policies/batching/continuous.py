@@ -1,0 +1,29 @@
+"""vLLM-style continuous batching (vLLM v0's default scheduler, Kwon et al., SOSP'23):
+an iteration either prefills newly admitted prompts (whole, within the token budget, keeping
+a free-block watermark) or, when none can be admitted, decodes every running sequence.
+When decode growth does not fit, the most preemptable running sequences are preempted by
+recompute or swap until it does."""
+from __future__ import annotations
+
+import numpy as np
+
+from llmos_sim.policies.batching.base import BatchingPolicy
+from llmos_sim.policies.batching.order import Ordering
+from llmos_sim.serving.state import BatchDecision, ReplicaView
+
+
+class ContinuousBatching(BatchingPolicy):
+    """Prefill-prioritising continuous batching with a watermark and preemption."""
+
+    def __init__(self, max_num_seqs: int = 256, max_num_batched_tokens: int = 8192, preemption: str = "recompute",
+                 watermark: float = 0.01, order: Ordering | None = None) -> None:
+        super().__init__(max_num_seqs, max_num_batched_tokens, chunked=False, preemption=preemption,
+                         watermark=watermark, order=order)
+
+    def next_batch(self, view: ReplicaView) -> BatchDecision:
+        n = len(view.running)
+        admit = self.admit(view, self.max_num_batched_tokens, n)
+        if admit:  # a prefill iteration: the running sequences wait
+            return BatchDecision(np.zeros(n, dtype=np.int64), admit, (), self.preemption)
+        tokens, preempt = self.schedule_running(view, 1 << 60)
+        return BatchDecision(tokens, (), preempt, self.preemption)

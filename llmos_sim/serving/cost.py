@@ -1,0 +1,164 @@
+"""Iteration-time cost models for serving replicas (the SimPy backend's clock for inference).
+
+One iteration runs a batch of sequences: some process a prefill chunk (many tokens), others
+decode one token. :class:`BatchShape` is everything a cost model may look at; it is built by
+the replica from the batch decision.
+
+- :class:`RooflineCost`: per device, time is the larger of compute time (FLOPs / (peak · mfu))
+  and memory time (bytes / (bandwidth · mbu)), plus a fixed per-iteration overhead, a
+  per-sequence overhead, the tensor-parallel all-reduces and host-link swap traffic.
+  FLOPs = 2 · matmul params · tokens (+ LM head only for sequences that emit a token)
+  + attention 4 · layers · hidden · Σ(context attended per query token).
+  Bytes = weights + KV read (context) + KV written (new tokens).
+- :class:`LinearCost`: ``base_s + per_prefill_token_s · n_prefill + per_decode_token_s · n_decode``
+  (exact numbers for story tests).
+- :class:`MeasuredCost`: a measured table of iteration time over tokens in the batch, linearly
+  interpolated, plus a per-context-token term.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from llmos_sim.serving.specs import GpuSpec, ModelSpec
+
+
+@dataclass(frozen=True, slots=True)
+class BatchShape:
+    """What one iteration computes.
+
+    - ``n_prefill_tokens``: tokens of prefill (or recompute) chunks
+    - ``prefill_attn_pairs``: Σ over prefill query tokens of the context each attends to
+      (a chunk of ``n`` tokens after ``c`` cached ones attends ``n·c + n(n+1)/2``)
+    - ``prefill_ctx_tokens``: Σ over prefill chunks of ``c + n`` (KV read/written by chunks)
+    - ``n_decode_tokens``: sequences decoding one token
+    - ``decode_ctx_tokens``: Σ of their context lengths (KV read), the new token included
+    - ``n_seqs``: sequences in the batch; ``n_logits``: sequences that emit a token
+    - ``swap_bytes``: KV bytes moved over the host link (swap in + out)
+    """
+
+    n_prefill_tokens: int = 0
+    prefill_attn_pairs: int = 0
+    prefill_ctx_tokens: int = 0
+    n_decode_tokens: int = 0
+    decode_ctx_tokens: int = 0
+    n_seqs: int = 0
+    n_logits: int = 0
+    swap_bytes: int = 0
+
+
+class CostModel(ABC):
+    """Iteration time in seconds for a batch shape."""
+
+    @abstractmethod
+    def iteration_s(self, b: BatchShape) -> float:
+        """Duration of one iteration."""
+
+    def decode_span_s(self, n_seqs: int, ctx_tokens: int, k: int, ctx_growth: int | None = None) -> np.ndarray:
+        """Durations of ``k`` consecutive pure-decode iterations of ``n_seqs`` sequences whose
+        context sum is ``ctx_tokens`` in the first and grows by ``ctx_growth`` (default
+        ``n_seqs``; fewer when finished sequences ride along as padding) per iteration.
+        Subclasses vectorise this; the default asks :meth:`iteration_s` ``k`` times."""
+        g = n_seqs if ctx_growth is None else ctx_growth
+        return np.array([self.iteration_s(BatchShape(0, 0, 0, n_seqs, ctx_tokens + j * g, n_seqs, n_seqs))
+                         for j in range(k)])
+
+
+class LinearCost(CostModel):
+    """``base_s + per_prefill_token_s·n_prefill + per_decode_token_s·n_decode`` seconds."""
+
+    def __init__(self, base_s: float = 1.0, per_prefill_token_s: float = 0.0, per_decode_token_s: float = 0.0,
+                 model: ModelSpec | None = None, gpu: GpuSpec | None = None, tp: int = 1) -> None:
+        self.base_s = float(base_s)
+        self.per_prefill_token_s = float(per_prefill_token_s)
+        self.per_decode_token_s = float(per_decode_token_s)
+
+    def iteration_s(self, b: BatchShape) -> float:
+        return self.base_s + self.per_prefill_token_s * b.n_prefill_tokens + self.per_decode_token_s * b.n_decode_tokens
+
+    def decode_span_s(self, n_seqs: int, ctx_tokens: int, k: int, ctx_growth: int | None = None) -> np.ndarray:
+        return np.full(k, self.base_s + self.per_decode_token_s * n_seqs)
+
+
+class RooflineCost(CostModel):
+    """Roofline per device with calibratable efficiencies.
+
+    ``mfu``: achieved fraction of peak FLOP/s; ``mbu``: achieved fraction of memory bandwidth;
+    ``overhead_s``: fixed time per iteration (scheduling, launch, sampling);
+    ``per_seq_s``: extra time per sequence in the batch (input preparation);
+    ``allreduce_latency_s``: latency of one all-reduce (2 per layer when ``tp > 1``).
+    Compute and memory are split evenly over ``tp`` devices.
+    """
+
+    def __init__(self, model: ModelSpec, gpu: GpuSpec, tp: int = 1, mfu: float = 0.6, mbu: float = 0.8,
+                 overhead_s: float = 0.002, per_seq_s: float = 0.0, allreduce_latency_s: float = 10e-6) -> None:
+        if not (0 < mfu <= 1 and 0 < mbu <= 1):
+            raise ValueError(f"RooflineCost: mfu and mbu must be in (0, 1], got {mfu}, {mbu}")
+        if tp < 1:
+            raise ValueError(f"RooflineCost: tp must be >= 1, got {tp}")
+        self.model, self.gpu, self.tp = model, gpu, int(tp)
+        self.mfu, self.mbu = float(mfu), float(mbu)
+        self.overhead_s, self.per_seq_s = float(overhead_s), float(per_seq_s)
+        self.allreduce_latency_s = float(allreduce_latency_s)
+        m = model
+        self._flops_per_token = 2.0 * m.layers * m.layer_params  # matmuls in the layers
+        self._flops_per_logit = 2.0 * m.vocab * m.hidden  # LM head
+        self._attn_flops_per_pair = 4.0 * m.layers * m.hidden  # QK^T and AV
+        self._weight_bytes = float(m.matmul_params * m.dtype_bytes)
+        self._kv_bytes = float(m.kv_bytes_per_token)
+        self._flops_rate = gpu.flops * self.mfu * self.tp
+        self._bytes_rate = gpu.mem_bw_bytes_s * self.mbu * self.tp
+        # ring all-reduce: 2(tp-1)/tp of the message over the link, 2 per layer
+        self._ar_bytes_per_token = (2.0 * m.layers * 2 * (tp - 1) / tp * m.hidden * m.dtype_bytes) if tp > 1 else 0.0
+        self._ar_fixed_s = 2 * m.layers * self.allreduce_latency_s if tp > 1 else 0.0
+        if tp > 1 and gpu.link_bw_bytes_s <= 0:
+            raise ValueError(f"RooflineCost: tp={tp} needs gpu.link_bw_bytes_s > 0")
+
+    def iteration_s(self, b: BatchShape) -> float:
+        n_tok = b.n_prefill_tokens + b.n_decode_tokens
+        if n_tok == 0 and b.swap_bytes == 0:
+            return 0.0
+        flops = (self._flops_per_token * n_tok + self._flops_per_logit * b.n_logits
+                 + self._attn_flops_per_pair * (b.prefill_attn_pairs + b.decode_ctx_tokens))
+        nbytes = self._weight_bytes + self._kv_bytes * (b.prefill_ctx_tokens + b.decode_ctx_tokens + n_tok)
+        t = max(flops / self._flops_rate, nbytes / self._bytes_rate) + self.overhead_s + self.per_seq_s * b.n_seqs
+        if self.tp > 1:
+            t += self._ar_fixed_s + self._ar_bytes_per_token * n_tok / self.gpu.link_bw_bytes_s
+        if b.swap_bytes:
+            t += b.swap_bytes / self.gpu.host_bw_bytes_s
+        return t
+
+    def decode_span_s(self, n_seqs: int, ctx_tokens: int, k: int, ctx_growth: int | None = None) -> np.ndarray:
+        ctx = ctx_tokens + (n_seqs if ctx_growth is None else ctx_growth) * np.arange(k, dtype=np.float64)
+        flops = (self._flops_per_token + self._flops_per_logit) * n_seqs + self._attn_flops_per_pair * ctx
+        nbytes = self._weight_bytes + self._kv_bytes * (ctx + n_seqs)
+        t = np.maximum(flops / self._flops_rate, nbytes / self._bytes_rate) + (self.overhead_s + self.per_seq_s * n_seqs)
+        if self.tp > 1:
+            t += self._ar_fixed_s + self._ar_bytes_per_token * n_seqs / self.gpu.link_bw_bytes_s
+        return t
+
+
+class MeasuredCost(CostModel):
+    """A measured table: iteration time over tokens in the batch (``tokens``, ``time_s``,
+    linearly interpolated, clamped at the ends) plus ``per_ctx_token_s`` per context token read."""
+
+    def __init__(self, tokens: Sequence[float], time_s: Sequence[float], per_ctx_token_s: float = 0.0,
+                 model: ModelSpec | None = None, gpu: GpuSpec | None = None, tp: int = 1) -> None:
+        self.tokens = np.asarray(tokens, dtype=float)
+        self.time_s = np.asarray(time_s, dtype=float)
+        if self.tokens.ndim != 1 or self.tokens.shape != self.time_s.shape or len(self.tokens) < 1:
+            raise ValueError("MeasuredCost: tokens and time_s must be equal-length 1-d sequences")
+        if np.any(np.diff(self.tokens) <= 0):
+            raise ValueError("MeasuredCost: tokens must be strictly increasing")
+        self.per_ctx_token_s = float(per_ctx_token_s)
+
+    def iteration_s(self, b: BatchShape) -> float:
+        n = b.n_prefill_tokens + b.n_decode_tokens
+        return float(np.interp(n, self.tokens, self.time_s)) + self.per_ctx_token_s * (b.prefill_ctx_tokens + b.decode_ctx_tokens)
+
+    def decode_span_s(self, n_seqs: int, ctx_tokens: int, k: int, ctx_growth: int | None = None) -> np.ndarray:
+        ctx = ctx_tokens + (n_seqs if ctx_growth is None else ctx_growth) * np.arange(k, dtype=np.float64)
+        return float(np.interp(n_seqs, self.tokens, self.time_s)) + self.per_ctx_token_s * ctx

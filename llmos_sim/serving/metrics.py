@@ -1,0 +1,152 @@
+"""Serving tables and summary metrics: pure functions of the event log.
+
+- ``requests``: one row per request — arrival, replica, schedule / first-token / finish times,
+  TTFT (first token − arrival), TPOT ((finish − first token) / (output − 1); NaN for a single
+  output token), e2e (finish − arrival), queueing delay (first schedule − arrival),
+  preemptions, failure reason.
+- ``batches``: one row per iteration (``n_iters`` = 1) or fast-forwarded span of decode
+  iterations (``n_iters`` > 1; tokens and duration are span totals).
+- ``kv``: the KV timeline per replica: bytes held (from the pool), bytes of cached tokens,
+  capacity, utilisation and waste (held − tokens).
+- ``summary``: throughput (tokens/s), goodput under TTFT/TPOT SLOs, TTFT/TPOT/e2e statistics,
+  time-weighted KV utilisation, preemptions.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from llmos_sim import events as E
+
+
+SERVING_KINDS = (E.REQ_ARRIVE, E.REQ_SCHEDULE, E.REQ_FIRST_TOKEN, E.REQ_FINISH, E.REQ_PREEMPT, E.REQ_FAIL,
+                 E.BATCH, E.BATCH_SPAN, E.KV_SAMPLE)
+
+
+class Frames:
+    """Typed tables of the serving kinds, built in one pass over the log (like
+    :meth:`EventLog.frame`, which scans the whole log once per kind)."""
+
+    def __init__(self, log: E.EventLog) -> None:
+        rows: dict[str, list] = {k: [] for k in SERVING_KINDS}
+        get = rows.get
+        for i, (t, k, s, d) in enumerate(log.records):
+            lst = get(k)
+            if lst is not None:
+                lst.append((i, t, s, *d))
+        self._rows = rows
+
+    def frame(self, kind: str) -> pd.DataFrame:
+        return pd.DataFrame.from_records(self._rows[kind], columns=["seq", "time_s", "subject", *E.FIELDS[kind]])
+
+
+def request_table(log) -> pd.DataFrame:
+    """One row per request, from REQ_* records (``log``: an EventLog or :class:`Frames`)."""
+    arr = log.frame(E.REQ_ARRIVE)
+    df = pd.DataFrame({
+        "request": arr["subject"].to_numpy(),
+        "service": arr["service"].to_numpy() if len(arr) else [],
+        "arrival_s": arr["time_s"].to_numpy(dtype=float),
+        "prompt_tokens": arr["prompt_tokens"].to_numpy(dtype=np.int64) if len(arr) else np.zeros(0, np.int64),
+        "output_tokens": arr["output_tokens"].to_numpy(dtype=np.int64) if len(arr) else np.zeros(0, np.int64),
+    }).set_index("request")
+
+    def first(kind: str) -> pd.DataFrame:
+        f = log.frame(kind)
+        return f.drop_duplicates("subject", keep="first").set_index("subject")
+
+    sch, ft, fin = first(E.REQ_SCHEDULE), first(E.REQ_FIRST_TOKEN), first(E.REQ_FINISH)
+    df["replica"] = sch["replica"].reindex(df.index).astype("float").to_numpy()
+    df["schedule_s"] = sch["time_s"].reindex(df.index).to_numpy(dtype=float)
+    df["first_token_s"] = ft["time_s"].reindex(df.index).to_numpy(dtype=float)
+    df["finish_s"] = fin["time_s"].reindex(df.index).to_numpy(dtype=float)
+    pre = log.frame(E.REQ_PREEMPT)
+    df["preemptions"] = (pre.groupby("subject").size().reindex(df.index).fillna(0).astype(np.int64).to_numpy()
+                         if len(pre) else 0)
+    fail = first(E.REQ_FAIL)
+    df["fail_reason"] = fail["reason"].reindex(df.index).to_numpy() if len(fail) else None
+    df["ttft_s"] = df["first_token_s"] - df["arrival_s"]
+    df["e2e_s"] = df["finish_s"] - df["arrival_s"]
+    df["queue_s"] = df["schedule_s"] - df["arrival_s"]
+    denom = (df["output_tokens"] - 1).where(df["output_tokens"] > 1)
+    df["tpot_s"] = (df["finish_s"] - df["first_token_s"]) / denom
+    return df.reset_index()
+
+
+def batch_table(log) -> pd.DataFrame:
+    """Iterations and fast-forwarded spans, in log order, with ``n_iters``."""
+    b = log.frame(E.BATCH).rename(columns={"subject": "replica"})
+    b.insert(3, "n_iters", 1)
+    s = log.frame(E.BATCH_SPAN).rename(columns={"subject": "replica"})
+    cols = ["seq", "time_s", "replica", "n_iters", "n_prefill_tokens", "n_decode_tokens", "n_seqs", "duration_s",
+            "kv_used_bytes"]
+    out = pd.concat([b.reindex(columns=cols), s.reindex(columns=cols)], ignore_index=True)
+    return out.sort_values("seq", kind="stable").reset_index(drop=True)
+
+
+def kv_table(log) -> pd.DataFrame:
+    """KV timeline: one sample per iteration or span start, per replica."""
+    k = log.frame(E.KV_SAMPLE).rename(columns={"subject": "replica"})
+    if len(k):
+        k["utilisation"] = k["used_bytes"] / k["capacity_bytes"]
+        k["waste_bytes"] = k["used_bytes"] - k["token_bytes"]
+    else:
+        k = k.reindex(columns=["seq", "time_s", "replica", "used_bytes", "token_bytes", "capacity_bytes",
+                               "free_blocks", "utilisation", "waste_bytes"])
+    return k
+
+
+def _time_weighted(k: pd.DataFrame, col: str, end_s: float) -> float:
+    """Mean of ``col`` over time per replica (step function), averaged over replicas."""
+    vals = []
+    for _, g in k.groupby("replica"):
+        t = np.append(g["time_s"].to_numpy(float), end_s)
+        w = np.diff(t)
+        if w.sum() > 0:
+            vals.append(float((g[col].to_numpy(float) * w).sum() / w.sum()))
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def summary(req: pd.DataFrame, batches: pd.DataFrame, kv: pd.DataFrame, slo_ttft_s: float = math.inf,
+            slo_tpot_s: float = math.inf) -> dict[str, float]:
+    """Run-level metrics. Throughput counts output tokens of finished requests over the time
+    from the first arrival to the last finish; goodput counts requests meeting both SLOs."""
+    done = req[req["finish_s"].notna()]
+    start = float(req["arrival_s"].min()) if len(req) else 0.0
+    end = float(done["finish_s"].max()) if len(done) else start
+    span = max(end - start, 1e-12)
+    tpot_ok = done["tpot_s"].fillna(0.0) <= slo_tpot_s
+    good = done[(done["ttft_s"] <= slo_ttft_s) & tpot_ok]
+
+    def stats(name: str, s: pd.Series) -> dict[str, float]:
+        s = s.dropna()
+        if not len(s):
+            return {f"{name}_mean": math.nan, f"{name}_p50": math.nan, f"{name}_p99": math.nan}
+        return {f"{name}_mean": float(s.mean()), f"{name}_p50": float(s.quantile(0.5)),
+                f"{name}_p99": float(s.quantile(0.99))}
+
+    out = {
+        "n_requests": float(len(req)),
+        "n_finished": float(len(done)),
+        "n_failed": float(req["fail_reason"].notna().sum()),
+        "makespan_s": span,
+        "throughput_tok_s": float(done["output_tokens"].sum()) / span,
+        "total_tok_s": float((done["output_tokens"] + done["prompt_tokens"]).sum()) / span,
+        "throughput_req_s": len(done) / span,
+        "goodput_req_s": len(good) / span,
+        "slo_attainment": len(good) / len(req) if len(req) else math.nan,
+        **stats("ttft_s", done["ttft_s"]),
+        **stats("tpot_s", done["tpot_s"]),
+        **stats("e2e_s", done["e2e_s"]),
+        **stats("queue_s", done["queue_s"]),
+        "n_preemptions": float(req["preemptions"].sum()),
+        "n_iterations": float(batches["n_iters"].sum()) if len(batches) else 0.0,
+        "n_batch_records": float(len(batches)),
+        "kv_util_mean": _time_weighted(kv, "utilisation", end) if len(kv) else 0.0,
+        "kv_util_max": float(kv["utilisation"].max()) if len(kv) else 0.0,
+        "kv_waste_frac_mean": (float((kv["waste_bytes"] / kv["used_bytes"].where(kv["used_bytes"] > 0)).mean())
+                               if len(kv) else 0.0),
+    }
+    return out

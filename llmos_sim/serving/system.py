@@ -1,0 +1,184 @@
+"""The serving system: requests arrive, a router picks a replica, replicas run iterations.
+
+:func:`simulate` is the entry point the Hydra run builder calls for ``mode: serving``. It
+instantiates the workload, model, GPU, memory pool, batching policy, router and cost model
+from the composed config, runs SimPy until every request finished or failed (or
+``serving.max_time_s``), and returns the log with tables and a summary built from it.
+
+Config (``cfg.serving``; defaults in ``configs/serving/default.yaml``):
+
+- ``replicas``, ``tp``: replicas and tensor-parallel degree per replica
+- ``num_kv_blocks``: KV blocks per replica; when null, the KV bytes are
+  ``gpu_memory_utilization · mem_bytes · tp − weights − activation_reserve_bytes`` (vLLM's rule)
+- ``block_tokens``: tokens per KV block; ``kv_mode``: ``grow`` (paged), ``reserve``
+  (contiguous max-length reservation, ``reserve_tokens`` each, 0 = own prompt+output) or
+  ``auto`` (reserve when the pool says it is contiguous, else grow)
+- ``cost``: a partial cost model, called with ``model``, ``gpu``, ``tp``
+- ``slo_ttft_s``, ``slo_tpot_s``: SLOs for goodput; ``max_time_s``: stop time (null = none)
+- ``fast_forward``, ``per_iteration_records``: see :mod:`llmos_sim.serving.replica`
+- ``prefix_caching``: a recompute-preempted sequence reuses its blocks still cached
+  (see :mod:`llmos_sim.serving.kv`)
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import simpy
+from simpy.events import URGENT
+
+from llmos_sim import events as E
+from llmos_sim.policies.memory.ideal import IdealPool
+from llmos_sim.policies.routing.base import ReplicaLoad, Router
+from llmos_sim.serving import metrics
+from llmos_sim.serving.kv import GROW, RESERVE, KVCacheManager, make_pool
+from llmos_sim.serving.replica import Replica
+from llmos_sim.serving.specs import GpuSpec, ModelSpec
+
+DEFAULTS: dict[str, Any] = {
+    "replicas": 1, "tp": 1, "gpu_memory_utilization": 0.9, "activation_reserve_bytes": 2 * 10**9,
+    "num_kv_blocks": None, "block_tokens": 16, "kv_mode": "auto", "reserve_tokens": 0,
+    "slo_ttft_s": math.inf, "slo_tpot_s": math.inf, "max_time_s": None, "fast_forward": True,
+    "per_iteration_records": False, "cost": None, "prefix_caching": False,
+}
+
+
+@dataclass
+class ServingResult:
+    """A serving run: its event log (the source of truth), tables built from it, a summary."""
+
+    log: E.EventLog
+    tables: dict[str, pd.DataFrame]
+    summary: dict[str, float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def kv_capacity_bytes(model: ModelSpec, gpu: GpuSpec, tp: int, gpu_memory_utilization: float,
+                      activation_reserve_bytes: int) -> int:
+    """KV bytes of one replica by vLLM's rule: a share of device memory less weights and activations."""
+    cap = int(gpu_memory_utilization * gpu.mem_bytes * tp) - model.weight_bytes - int(activation_reserve_bytes)
+    if cap <= 0:
+        raise ValueError(f"{model.name} on {tp}x {gpu.name}: no memory left for the KV cache "
+                         f"(weights {model.weight_bytes / 1e9:.1f} GB); raise tp or set serving.num_kv_blocks")
+    return cap
+
+
+def _kv_mode(mode: str, pool) -> str:
+    if mode in (GROW, RESERVE):
+        return mode
+    if mode != "auto":
+        raise ValueError(f"serving.kv_mode must be grow, reserve or auto, got {mode!r}")
+    contiguous = getattr(pool, "reserves_max_length", None)
+    if contiguous is None:
+        contiguous = "contiguous" in type(pool).__name__.lower()
+    return RESERVE if contiguous else GROW
+
+
+class ServingSystem:
+    """Replicas behind a router, fed by a request list (sorted by arrival)."""
+
+    def __init__(self, requests: Sequence, replicas_factory, router: Router, n_replicas: int,
+                 log: E.EventLog | None = None, progress: bool = False) -> None:
+        self.env = simpy.Environment()
+        self.log = log if log is not None else E.EventLog()
+        self.requests = sorted(requests, key=lambda r: (r.arrival_s, r.id))
+        self.router = router
+        self._i = 0
+        self.replicas: list[Replica] = [replicas_factory(i, self.env, self.log, self.next_arrival_s)
+                                        for i in range(n_replicas)]
+        self.progress = progress
+        self.env.process(self._arrivals())
+
+    def next_arrival_s(self) -> float:
+        """Arrival time of the next request not yet routed (inf when none are left)."""
+        return self.requests[self._i].arrival_s if self._i < len(self.requests) else math.inf
+
+    def _arrivals(self):
+        env, log, reps, router = self.env, self.log, self.replicas, self.router
+        bar = None
+        if self.progress and len(self.requests) > 10_000:  # like the training runs: long runs only
+            from tqdm import tqdm
+            bar = tqdm(total=len(self.requests), desc="requests", unit="req")
+        for r in self.requests:
+            delay = r.arrival_s - env.now
+            if delay > 0:
+                ev = simpy.Event(env)  # urgent: an arrival is seen by an iteration starting at the same time
+                ev._ok, ev._value = True, None
+                env.schedule(ev, URGENT, delay)
+                yield ev
+            self._i += 1
+            log.emit(env.now, E.REQ_ARRIVE, r.id, (r.service, r.prompt_tokens, r.output_tokens))
+            loads = [ReplicaLoad(x.index, x.outstanding, x.kv_used_frac, len(x.waiting)) for x in reps]
+            reps[router.route(r, loads)].enqueue(r)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+
+    def run(self, until: float | None = None) -> None:
+        self.env.run(until=until)
+        reason = "max_time" if until is not None and self.env.now >= until else "drained"
+        self.log.emit(self.env.now, E.END, "serving", (reason,))
+
+
+def _cfg_get(s, key):
+    if s is not None and key in s and s[key] is not None:
+        return s[key]
+    return DEFAULTS[key]
+
+
+def simulate(cfg, seed: int, progress: bool = False) -> ServingResult:
+    """Run the serving simulation described by the composed config ``cfg`` with ``seed``."""
+    from hydra.utils import instantiate
+
+    rng = np.random.default_rng(seed)
+    s = cfg.get("serving", None)
+    workload = instantiate(cfg.workload)
+    requests = workload.requests(rng)
+    model: ModelSpec = instantiate(cfg.model)
+    gpu: GpuSpec = instantiate(cfg.gpu)
+    tp, n_rep = int(_cfg_get(s, "tp")), int(_cfg_get(s, "replicas"))
+    block_tokens = int(_cfg_get(s, "block_tokens"))
+    block_bytes = block_tokens * model.kv_bytes_per_token
+    nblocks = _cfg_get(s, "num_kv_blocks")
+    if nblocks is not None:
+        capacity = int(nblocks) * block_bytes
+    else:
+        capacity = kv_capacity_bytes(model, gpu, tp, float(_cfg_get(s, "gpu_memory_utilization")),
+                                     int(_cfg_get(s, "activation_reserve_bytes")))
+    pool_factory = instantiate(cfg.memory) if cfg.get("memory", None) is not None else functools.partial(IdealPool)
+    cost_cfg = _cfg_get(s, "cost")
+    cost_factory = instantiate(cost_cfg) if cost_cfg is not None else None
+    if cost_factory is None:
+        from llmos_sim.serving.cost import RooflineCost
+        cost_factory = functools.partial(RooflineCost)
+    max_time = _cfg_get(s, "max_time_s")
+    kv_mode, reserve = str(_cfg_get(s, "kv_mode")), int(_cfg_get(s, "reserve_tokens"))
+
+    def make_replica(i, env, log, next_arrival):
+        pool = make_pool(pool_factory, capacity, block_bytes, reserve * model.kv_bytes_per_token or None)
+        kv = KVCacheManager(pool, model.kv_bytes_per_token, block_tokens, _kv_mode(kv_mode, pool), reserve,
+                            bool(_cfg_get(s, "prefix_caching")))
+        return Replica(i, env, log, instantiate(cfg.batching), kv, cost_factory(model=model, gpu=gpu, tp=tp),
+                       next_arrival, math.inf if max_time is None else float(max_time),
+                       bool(_cfg_get(s, "fast_forward")), bool(_cfg_get(s, "per_iteration_records")))
+
+    system = ServingSystem(requests, make_replica, instantiate(cfg.router), n_rep, progress=progress)
+    system.run(None if max_time is None else float(max_time))
+    res = build_result(system.log, float(_cfg_get(s, "slo_ttft_s")), float(_cfg_get(s, "slo_tpot_s")))
+    res.extra.update(kv_blocks_per_replica=system.replicas[0].kv.total_blocks, kv_capacity_bytes=capacity)
+    return res
+
+
+def build_result(log: E.EventLog, slo_ttft_s: float = math.inf, slo_tpot_s: float = math.inf) -> ServingResult:
+    """Tables (``requests``, ``batches``, ``kv``, ``events``) and summary from a log (pure)."""
+    frames = metrics.Frames(log)
+    req = metrics.request_table(frames)
+    bat = metrics.batch_table(frames)
+    kv = metrics.kv_table(frames)
+    return ServingResult(log, {"requests": req, "batches": bat, "kv": kv, "events": log.table()},
+                         metrics.summary(req, bat, kv, slo_ttft_s, slo_tpot_s))
