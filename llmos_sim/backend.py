@@ -53,6 +53,12 @@ class Backend(ABC):
     def run(self, task: Task) -> simpy.Event:
         """Start ``task`` now; the returned event fires when its work is done."""
 
+    def start(self, task: Task) -> tuple[simpy.Event, float]:
+        """Start ``task``: its completion event and expected rate (FLOP/s). The engine calls
+        this; the default combines :meth:`run` and :meth:`rate_flops_s`, and a backend that
+        computes both together (the SimPy model) overrides it to do the work once."""
+        return self.run(task), self.rate_flops_s(task)
+
     def cancel(self, task: Task) -> None:
         """``task`` was preempted or resized: stop it (the engine ignores its event)."""
 

@@ -122,6 +122,7 @@ class Engine:
         self.under_demand: dict[int, RunningJob] = {}  # running elastic jobs below their demand
         self._type_counts: dict[str, int] = {}
         self._type_mem: dict[str, int] = {}
+        self._max_mem = max(d.spec.mem_bytes for d in cluster.devices)
         for d in cluster.devices:
             self._type_counts[d.spec.name] = self._type_counts.get(d.spec.name, 0) + 1
             self._type_mem[d.spec.name] = max(self._type_mem.get(d.spec.name, 0), d.spec.mem_bytes)
@@ -180,6 +181,9 @@ class Engine:
 
     def _unsatisfiable(self, job: Job) -> str | None:
         """Why ``job`` could never start on this cluster, or ``None``."""
+        if (job.device_type is None and not job.demand and job.min_devices <= self.cluster.n_devices
+                and (not self.pools or job.mem_bytes_per_device <= self._max_mem)):
+            return None  # the common case, in one test
         n_dev = self._type_counts.get(job.device_type, 0) if job.device_type else self.cluster.n_devices
         if job.min_devices > n_dev:
             kind = f" {job.device_type}" if job.device_type else ""
@@ -254,8 +258,13 @@ class Engine:
         if not held and job.gpu_milli == FULL_DEVICE_MILLI and job.device_type is None:
             # the common case, checked in one sweep: whole, free, existing, distinct devices
             milli = self.device_free_milli
-            if (job.min_devices <= n <= job.gpus and len(set(devices)) == n
-                    and all(0 <= dv < len(milli) and milli[dv] == FULL_DEVICE_MILLI for dv in devices)):
+            ok = job.min_devices <= n <= job.gpus and len(set(devices)) == n
+            if ok:
+                for dv in devices:
+                    if not (0 <= dv < len(milli) and milli[dv] == FULL_DEVICE_MILLI):
+                        ok = False
+                        break
+            if ok:
                 return None
         if len(set(devices)) != n:
             return "devices repeat"
@@ -420,11 +429,11 @@ class Engine:
         task = Task(job, devices, max(0.0, job.work_flops - r.done_flops), job.gpu_milli, overhead_s,
                     r.n_preempt + r.n_resize)
         r.task = task
-        r.rate_flops_s = self.backend.rate_flops_s(task)
+        done, r.rate_flops_s = self.backend.start(task)
         if emit:
             self.log.emit(now, E.START, job.id, (devices, job.gpu_milli, r.rate_flops_s))
         epoch = r.epoch
-        self.backend.run(task).callbacks.append(lambda ev: self._work_done(r, epoch, ev))
+        done.callbacks.append(lambda ev: self._work_done(r, epoch, ev))
 
     def _end_segment(self, r: RunningJob) -> None:
         """Cut the current segment short: keep its progress, ignore its completion event."""

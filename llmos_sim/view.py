@@ -157,6 +157,13 @@ class Tentative:
             return lst
         return [d for d in lst if d not in self.taken]
 
+    def first_node_with(self, k: int) -> int | None:
+        """The first node (in :meth:`nodes_with` order) with exactly ``k`` free devices, or None."""
+        if not self.taken_on:  # no plans yet this pass: the engine's buckets are exact
+            bucket = self.base.buckets[k] if k < len(self.base.buckets) else None
+            return next(iter(bucket), None) if bucket else None
+        return next(self.nodes_with(k), None)
+
     def nodes_with(self, k: int) -> Iterator[int]:
         """Nodes with exactly ``k`` free devices after this pass's plans, in a fixed order."""
         taken_on = self.taken_on

@@ -6,6 +6,7 @@ import simpy
 from heapq import heappush
 
 from llmos_sim.backend import Backend
+from llmos_sim.formulas import distributed_time_s
 from llmos_sim.backends.simpy_cluster.cost import CostModel
 from llmos_sim.types import Task
 
@@ -21,11 +22,18 @@ class SimPyCluster(Backend):
         return self.cost_model.rate_flops_s(task, self.cluster)
 
     def run(self, task: Task) -> simpy.Event:
-        env = self.env
-        dt = task.overhead_s + self.cost_model.compute_s(task, self.cluster)
+        return self.start(task)[0]
+
+    def start(self, task: Task) -> tuple[simpy.Event, float]:
+        """Completion at ``now + overhead + T_d`` with ``T_d = T / Σ C_i · factor``; rate
+        ``Σ C_i / factor``. Capacity and factor are computed once per task."""
+        cm, cluster = self.cost_model, self.cluster
+        cap = cm.capacity_flops(task, cluster)
+        factor = cm.factor(task, cluster)
+        dt = task.overhead_s + distributed_time_s(task.work_flops, (cap,), factor)
         ev = _Done()
-        heappush(self._heap, (env.now + dt, 1, next(self._eid), ev))
-        return ev
+        heappush(self._heap, (self.env.now + dt, 1, next(self._eid), ev))
+        return ev, cap / factor
 
     def bind(self, env: simpy.Environment, cluster) -> None:
         super().bind(env, cluster)
