@@ -45,6 +45,16 @@ class Backend(ABC):
         self.env = env
         self.cluster = cluster
 
+    def attach(self, log: Any, pools: Any) -> None:
+        """The run's event log and per-device memory pools, once the engine has built them.
+        Real backends materialise a job's memory from its allocations and log measurements;
+        the simulated one needs neither."""
+
+    def done_flops(self, task: Task) -> float | None:
+        """FLOPs ``task`` really finished, if this backend measures progress (real execution);
+        ``None`` lets the engine use its rate × elapsed-time estimate."""
+        return None
+
     @abstractmethod
     def rate_flops_s(self, task: Task) -> float:
         """Expected progress rate of ``task`` once running (FLOP/s), for progress accounting."""

@@ -107,6 +107,7 @@ class Engine:
         self.pools: list[MemoryPool] = (
             [pool_factory(d.spec.mem_bytes) for d in cluster.devices] if pool_factory else []
         )
+        backend.attach(self.log, self.pools)
         self.queue: dict[int, Job] = {}  # insertion order = arrival order (preempted rejoin at the end)
         self.running: dict[int, RunningJob] = {}
         self.suspended: dict[int, RunningJob] = {}  # preempted jobs' progress, keyed by id
@@ -427,7 +428,7 @@ class Engine:
         if job.elastic and len(devices) < job.gpus:
             self.under_demand[job.id] = r
         task = Task(job, devices, max(0.0, job.work_flops - r.done_flops), job.gpu_milli, overhead_s,
-                    r.n_preempt + r.n_resize)
+                    r.n_preempt + r.n_resize, tuple(r.allocations))
         r.task = task
         done, r.rate_flops_s = self.backend.start(task)
         if emit:
@@ -438,7 +439,8 @@ class Engine:
     def _end_segment(self, r: RunningJob) -> None:
         """Cut the current segment short: keep its progress, ignore its completion event."""
         now = self.env.now
-        r.done_flops = min(r.job.work_flops, r.done_at(now))
+        measured = self.backend.done_flops(r.task)  # a real backend knows; the model estimates
+        r.done_flops = min(r.job.work_flops, r.done_at(now) if measured is None else r.done_flops + measured)
         r.attained_gpu_s = r.attained_at(now)
         r.epoch += 1
         self.under_demand.pop(r.job.id, None)

@@ -41,6 +41,13 @@ BATCH = "batch"  # subject: replica; data: (n_prefill_tokens, n_decode_tokens, n
 # token counts and duration are totals over the run, kv_used_bytes its end value
 BATCH_SPAN = "batch_span"  # subject: replica; data: (n_iters, n_prefill_tokens, n_decode_tokens, n_seqs, duration_s, kv_used_bytes)
 KV_SAMPLE = "kv_sample"  # subject: replica; data: (used_bytes, token_bytes, capacity_bytes, free_blocks)
+# real execution (torch backend): one record per finished run segment; subject: job id;
+# times are wall seconds since the run started (perf_counter in the worker); status is
+# "done" | "cancelled" | "failed"; matmul_n is the operand size used (smaller than calibrated
+# when the job's allocation could not hold the calibrated size); cpu_s is the CPU time of the
+# worker threads while computing (on a CPU device, cpu_s / (end - start) < threads means other
+# processes took the cores)
+MEASURED = "measured"  # data: (segment, devices, wall_start_s, wall_end_s, done_flops, achieved_flops_s, setup_s, status, matmul_n, cpu_s)
 # engine
 SCHEDULE = "schedule"  # a scheduling pass; data: (n_queued, n_running)
 END = "end"  # the run stopped; data: (reason,)
@@ -69,6 +76,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
     BATCH: ("n_prefill_tokens", "n_decode_tokens", "n_seqs", "duration_s", "kv_used_bytes"),
     BATCH_SPAN: ("n_iters", "n_prefill_tokens", "n_decode_tokens", "n_seqs", "duration_s", "kv_used_bytes"),
     KV_SAMPLE: ("used_bytes", "token_bytes", "capacity_bytes", "free_blocks"),
+    MEASURED: ("segment", "devices", "wall_start_s", "wall_end_s", "done_flops", "achieved_flops_s", "setup_s",
+               "status", "matmul_n", "cpu_s"),
     SCHEDULE: ("n_queued", "n_running"),
     END: ("reason",),
 }

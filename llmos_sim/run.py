@@ -96,7 +96,15 @@ def build_engine(cfg: DictConfig, streams: dict[str, np.random.Generator], progr
 
 def run_config(cfg: DictConfig, progress: bool = False) -> RunResult:
     """Run the composed config ``cfg`` and derive its tables and summary."""
-    if str(cfg.get("mode", "training")) == "serving":
+    mode = str(cfg.get("mode", "training"))
+    if mode == "calibrate":  # measure the local devices (torch backend, issue 6)
+        facts = instantiate(_key(cfg, "calibration"))
+        devices = {f"{d.get('kind')}{d.get('index')}_{dt}_flops": v.get("flops")
+                   for d in facts.get("devices", []) for dt, v in d.get("dtypes", {}).items()}
+        return RunResult(cfg, EventLog(), {}, devices, facts=facts)
+    if mode not in ("training", "serving"):
+        raise ValueError(f"config key 'mode' must be training, serving or calibrate, got {mode!r}")
+    if mode == "serving":
         from llmos_sim.serving import simulate  # the serving path (issue 5)
 
         res = simulate(cfg, seed=int(cfg.seed), progress=progress)

@@ -217,3 +217,4 @@ class Task:
     share_milli: int = FULL_DEVICE_MILLI
     overhead_s: float = 0.0
     segment: int = 0  #: how many segments of this job ran before (preemptions/resizes)
+    allocations: tuple = ()  #: ``((device, Allocation), ...)``: the memory granted to this segment
