@@ -65,6 +65,11 @@ class Engine:
         Record every memory operation with the pool's levels (the ``memory`` table).
     log_passes:
         Record a ``schedule`` event per pass (off by default: a pass is not a fact of the run).
+    hosts:
+        Service name → host for jobs with ``Job.service`` set: when the scheduler starts such a
+        job, ``host.start(job, devices, env, log)`` launches the service on the granted devices
+        and returns an event that fires when the service is done (its stream has ended). Such
+        jobs are not preemptible or resizable (those decisions are rejected).
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class Engine:
         log_memory: bool = True,
         log_passes: bool = False,
         progress: Callable[[int], None] | None = None,
+        hosts: dict | None = None,
     ) -> None:
         if on_memory_full not in MEMORY_FULL_ACTIONS:
             raise ValueError(f"on_memory_full must be one of {MEMORY_FULL_ACTIONS}, got {on_memory_full!r}")
@@ -103,6 +109,7 @@ class Engine:
         self.log_memory = log_memory
         self.log_passes = log_passes
         self.progress = progress
+        self.hosts = dict(hosts or {})
 
         self.pools: list[MemoryPool] = (
             [pool_factory(d.spec.mem_bytes) for d in cluster.devices] if pool_factory else []
@@ -182,6 +189,8 @@ class Engine:
 
     def _unsatisfiable(self, job: Job) -> str | None:
         """Why ``job`` could never start on this cluster, or ``None``."""
+        if job.service is not None and job.service not in self.hosts:
+            return f"no host for service {job.service!r}"
         if (job.device_type is None and not job.demand and job.min_devices <= self.cluster.n_devices
                 and (not self.pools or job.mem_bytes_per_device <= self._max_mem)):
             return None  # the common case, in one test
@@ -234,12 +243,16 @@ class Engine:
             r = self.running.get(p.job_id)
             if r is None:
                 self._reject(p.job_id, "preempt: not running")
+            elif r.job.service is not None:
+                self._reject(p.job_id, "preempt: a service is not preemptible")
             else:
                 self._preempt(r)
         for z in d.resizes:
             r = self.running.get(z.job_id)
             if r is None:
                 self._reject(z.job_id, "resize: not running")
+            elif r.job.service is not None:
+                self._reject(z.job_id, "resize: a service is not resizable")
             else:
                 self._resize(r, tuple(z.devices))
         for s in d.starts:
@@ -430,7 +443,10 @@ class Engine:
         task = Task(job, devices, max(0.0, job.work_flops - r.done_flops), job.gpu_milli, overhead_s,
                     r.n_preempt + r.n_resize, tuple(r.allocations))
         r.task = task
-        done, r.rate_flops_s = self.backend.start(task)
+        if job.service is not None:  # a service runs until its stream ends, on its host
+            done, r.rate_flops_s = self.hosts[job.service].start(job, devices, self.env, self.log), 0.0
+        else:
+            done, r.rate_flops_s = self.backend.start(task)
         if emit:
             self.log.emit(now, E.START, job.id, (devices, job.gpu_milli, r.rate_flops_s))
         epoch = r.epoch

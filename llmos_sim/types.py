@@ -176,6 +176,9 @@ class Job:
     output_s: float = 0.0  #: seed step 5 (writing results)
     device_type: str | None = None  #: pin to a device model; None = any
     name: str = ""
+    #: a long-running job that hosts replicas of this serving service on its devices until the
+    #: service's request stream ends (``work_flops`` is then unused); None = ordinary work
+    service: str | None = None
 
     def __post_init__(self) -> None:
         if self.gpus < 1:

@@ -189,3 +189,23 @@ def test_memory_full_preempt_evicts_the_lower_ranked_job():
     # J0 did 1 s of its 10 at t=1; it restarts after J1 with a 1 s restore: 1 + 9 s -> 15.
     assert s == [(0.0, "start", 0, (0,)), (1.0, "preempt", 0, (0,)), (1.0, "start", 1, (0,)),
                  (5.0, "finish", 1), (5.0, "start", 0, (0,)), (15.0, "finish", 0)]
+
+
+def test_a_service_job_holds_its_devices_until_its_host_says_done():
+    """A service (e.g. LLM replicas) is a job the scheduler places; its host decides when it ends."""
+    class Host:
+        def __init__(self):
+            self.started = []
+
+        def start(self, job, devices, env, log):
+            self.started.append((env.now, devices))
+            return env.timeout(30.0)  # the stream ends 30 s after the service starts
+
+    host = Host()
+    jobs = [Job(0, 0.0, 0.0, gpus=2, service="chat"), job(1, 1, 4, 10), job(2, 2, 2, 10)]
+    log = Engine(one_node(), FIFO(blocking=False), hosts={"chat": host}).run(jobs)
+    assert host.started == [(0.0, (0, 1))]
+    assert schedule(log) == [(0.0, "start", 0, (0, 1)), (2.0, "start", 2, (2, 3)), (12.0, "finish", 2),
+                             (30.0, "finish", 0), (30.0, "start", 1, (0, 1, 2, 3)), (40.0, "finish", 1)]
+    orphan = Engine(one_node(), FIFO()).run([Job(0, 0.0, 0.0, service="nobody")])
+    assert [d for _, k, _, d in orphan if k == "fail"] == [("no host for service 'nobody'",)]
