@@ -62,3 +62,72 @@ def build_cluster(groups: Sequence[Mapping[str, Any]], nodes_per_switch: int = 0
                       int(g.get("host_mem_bytes_per_node", 0))))
     return Cluster.from_groups(built, nodes_per_switch=nodes_per_switch, link_bw_bytes_s=link_bw_bytes_s,
                                link_latency_s=link_latency_s)
+
+
+# -- heterogeneity helpers (Gavel-style throughput model) -----------------------------------
+def job_class(name: str) -> str:
+    """A job's class for per-(class, device type) affinities: its name without the trailing
+    ``-<number>`` (``"resnet50-12"`` → ``"resnet50"``, ``"philly-7"`` → ``"philly"``)."""
+    head, sep, tail = name.rpartition("-")
+    return head if sep and tail.isdigit() else name
+
+
+def affinity_of(affinity: Mapping[str, Mapping[str, float]] | None, name: str, device_type: str) -> float:
+    """Relative speed multiplier of jobs named ``name`` on ``device_type`` (1.0 if not listed).
+    ``affinity`` maps class → device type → multiplier; the class ``"*"`` applies to all."""
+    if not affinity:
+        return 1.0
+    cls = job_class(name)
+    for c in (cls, "*"):
+        row = affinity.get(c)
+        if row is not None and device_type in row:
+            return float(row[device_type])
+    return 1.0
+
+
+def tiresias_cluster(path: str = "data:tiresias/n32g4.csv", device: str = "P100", link_bw_bytes_s: float = 12.5e9,
+                     link_latency_s: float = 0.0) -> Cluster:
+    """The cluster spec Tiresias's simulator reads (``n32g4.csv``: ``num_switch,
+    num_node_p_switch, num_gpu_p_node, num_cpu_p_node, mem_p_node`` with memory in GB), as a
+    :class:`Cluster` of ``device`` GPUs (default P100, Tiresias's testbed GPU)."""
+    from llmos_sim.workload.tiresias import read_cluster_spec
+
+    s = read_cluster_spec(path)
+    nodes = s["num_switch"] * s["num_node_p_switch"]
+    return Cluster.from_groups([(nodes, s["num_gpu_p_node"], device_spec(device), s["num_cpu_p_node"],
+                                 s["mem_p_node"] * GB)], nodes_per_switch=s["num_node_p_switch"],
+                               link_bw_bytes_s=link_bw_bytes_s, link_latency_s=link_latency_s)
+
+
+#: FLOP/s assumed for Alibaba's anonymised GPU models (G2, G3 have no public spec); a guess
+#: between T4 and A100 so they sort between the known parts. Override in ``alibaba_cluster``.
+ALIBABA_UNKNOWN_FLOPS = {"G2": 125 * T, "G3": 200 * T}
+
+
+def alibaba_cluster(path: str = "data:alibaba_openb_2023/openb_node_list_gpu_node.csv",
+                    models: Sequence[str] | None = None, max_nodes: int | None = None,
+                    model_flops: Mapping[str, float] | None = None, mem_bytes: int = 32 * GB) -> Cluster:
+    """The OpenB node list (``sn, cpu_milli, memory_mib, gpu, model``) as a heterogeneous
+    :class:`Cluster`: one node per row, its GPUs of preset ``model`` (P100, T4, V100M16,
+    V100M32, A10); unknown models (G2, G3) get ``model_flops`` (default
+    :data:`ALIBABA_UNKNOWN_FLOPS`) and ``mem_bytes``. ``models`` keeps only those models;
+    ``max_nodes`` the first N nodes (after the filter). CPUs = ``cpu_milli/1000``, host memory
+    = ``memory_mib`` MiB."""
+    from llmos_sim.workload.alibaba import read_nodes
+
+    df = read_nodes(path)
+    if models is not None:
+        df = df[df["model"].isin(list(models))]
+    if max_nodes is not None:
+        df = df.iloc[: int(max_nodes)]
+    flops = dict(ALIBABA_UNKNOWN_FLOPS)
+    flops.update(model_flops or {})
+    specs: dict[str, DeviceSpec] = {}
+    groups = []
+    for cpu, mem, gpu, model in zip(df["cpu_milli"].tolist(), df["memory_mib"].tolist(), df["gpu"].tolist(),
+                                    df["model"].tolist()):
+        if model not in specs:
+            specs[model] = device_spec(model) if model in PRESETS else device_spec(
+                model, flops=flops.get(model, 100 * T), mem_bytes=mem_bytes)
+        groups.append((1, int(gpu), specs[model], int(cpu) // 1000, int(mem) * 2**20))
+    return Cluster.from_groups(groups)

@@ -22,9 +22,14 @@ def jain_index(x) -> float:
     return float(a.sum() ** 2 / (a.size * np.square(a).sum()))
 
 
-def training_summary(jobs: pd.DataFrame, timeline: pd.DataFrame, n_devices: int) -> dict[str, float]:
+def training_summary(jobs: pd.DataFrame, timeline: pd.DataFrame, n_devices: int, mean_flops: float | None = None,
+                     tenants=None) -> dict[str, float]:
     """avg/p50/p99 of JCT, wait and slowdown over completed jobs; makespan (first arrival to
-    last finish); utilisation = busy device-seconds / (devices × makespan); counts by status."""
+    last finish); utilisation = busy device-seconds / (devices × makespan); counts by status;
+    preemptions; GPU-hours; fairness (:func:`llmos_sim.metrics.fairness.fairness_summary`:
+    Jain's index over slowdowns always, Themis finish-time fairness ρ when ``mean_flops`` —
+    the cluster's average device FLOP/s — is given, per tenant when ``tenants`` (job id →
+    tenant) is given too)."""
     done = jobs[jobs["status"] == "completed"]
     out: dict[str, float] = {
         "n_jobs": int(len(jobs)),
@@ -44,6 +49,10 @@ def training_summary(jobs: pd.DataFrame, timeline: pd.DataFrame, n_devices: int)
     out["device_hours"] = busy_s / 3600.0
     out["utilisation"] = busy_s / (n_devices * makespan) if makespan > 0 else float("nan")
     out["n_preemptions"] = int(jobs["n_preempt"].sum())
+    out["gpu_hours"] = out["device_hours"]
+    from llmos_sim.metrics.fairness import fairness_summary
+
+    out |= fairness_summary(jobs, mean_flops, tenants)
     if len(timeline) > 1:
         t = timeline["time_s"].to_numpy(dtype=float)
         q = timeline["queue_len"].to_numpy(dtype=float)

@@ -1,0 +1,91 @@
+"""Shared driver of the training-scheduling experiments (``experiments/train_*``).
+
+Runs a grid of Hydra override lists through ``llmos_sim.run.compose`` + ``run_config``,
+adds per-tenant fairness (which needs the job list: re-drawn from the same seed stream, so
+identical), and writes ``results.csv``, ``results.md`` and a plot into the experiment folder.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+
+from llmos_sim.metrics import training_summary  # noqa: E402
+from llmos_sim.run import compose, rngs, run_config  # noqa: E402
+
+DEFAULT_METRICS = ("jct_s_avg", "jct_s_p50", "jct_s_p99", "wait_s_avg", "slowdown_avg", "makespan_s",
+                   "utilisation", "n_preemptions", "gpu_hours", "jain_slowdown", "ftf_rho_avg", "ftf_tenant_rho_max")
+
+
+def run_one(overrides: Sequence[str]) -> dict:
+    """One run; its summary with fairness per tenant added."""
+    cfg = compose(list(overrides) + ["output.plots=false", "engine.log_memory=false"])
+    t0 = time.perf_counter()
+    res = run_config(cfg)
+    wall = time.perf_counter() - t0
+    jobs = instantiate(cfg.workload).jobs(rngs(int(cfg.seed))["workload"])
+    cl = res.cluster
+    s = training_summary(res.tables["jobs"], res.tables["timeline"], cl.n_devices,
+                         mean_flops=cl.total_flops / cl.n_devices, tenants={j.id: j.tenant for j in jobs})
+    s["wall_s"] = wall
+    return s
+
+
+def run_grid(rows: dict[str, Sequence[str]], base: Sequence[str], metrics: Sequence[str] = DEFAULT_METRICS,
+             extra: dict[str, dict] | None = None) -> pd.DataFrame:
+    """``rows``: label → overrides (added to ``base``). Returns one row per label."""
+    out = []
+    for label, ov in rows.items():
+        s = run_one(list(base) + list(ov))
+        row = {"run": label, **(extra or {}).get(label, {}), **{m: s.get(m) for m in metrics}, "wall_s": s["wall_s"]}
+        print(f"{label:>28}: " + ", ".join(f"{m}={s.get(m):.4g}" for m in metrics[:4]), file=sys.stderr, flush=True)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def markdown(df: pd.DataFrame) -> str:
+    """A GitHub table (no tabulate dependency); floats to 4 significant digits."""
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def write(df: pd.DataFrame, folder: Path) -> None:
+    df.to_csv(folder / "results.csv", index=False)
+    (folder / "results.md").write_text(markdown(df))
+
+
+def bar_plot(df: pd.DataFrame, x: str, metrics: Sequence[str], path: Path, title: str, hue: str | None = None,
+             log: Sequence[str] = ()) -> None:
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6))
+    for ax, m in zip(axes if len(metrics) > 1 else [axes], metrics):
+        if hue:
+            piv = df.pivot(index=x, columns=hue, values=m)
+            if pd.api.types.is_numeric_dtype(df[x]):
+                piv.plot(kind="line", marker="o", ax=ax)
+            else:
+                piv.plot(kind="bar", ax=ax, rot=30)
+        else:
+            ax.bar(df[x].astype(str), df[m])
+            ax.tick_params(axis="x", rotation=45)
+        if m in log:
+            ax.set_yscale("log")
+        ax.set_title(m)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
