@@ -174,7 +174,7 @@ class Engine:
         emit, now = self.log.emit, self.env.now
         while i < n and jobs[i].arrival_s == t:
             job = jobs[i]
-            emit(now, E.ARRIVE, job.id, (job.gpus, job.work_flops))
+            emit(now, E.ARRIVE, job.id, (job.gpus, job.work_flops, job.gpu_milli, job.tenant))
             why = self._unsatisfiable(job)
             if why:
                 emit(now, E.FAIL, job.id, (why,))

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 # job life cycle (the seed's five steps: receive, allocate & schedule, preprocess, run, output)
-ARRIVE = "arrive"  # data: (gpus, work_flops)
+ARRIVE = "arrive"  # data: (gpus, work_flops, gpu_milli, tenant)
 START = "start"  # data: (devices tuple, share_milli, rate_flops_s)
 FINISH = "finish"  # data: ()
 PREEMPT = "preempt"  # data: (devices tuple, done_flops so far)
@@ -54,7 +54,7 @@ END = "end"  # the run stopped; data: (reason,)
 
 #: names of the ``data`` fields per kind, used to build typed tables
 FIELDS: dict[str, tuple[str, ...]] = {
-    ARRIVE: ("gpus", "work_flops"),
+    ARRIVE: ("gpus", "work_flops", "gpu_milli", "tenant"),
     START: ("devices", "share_milli", "rate_flops_s"),
     FINISH: (),
     PREEMPT: ("devices", "done_flops"),

@@ -121,7 +121,8 @@ def run_config(cfg: DictConfig, progress: bool = False) -> RunResult:
         if bar is not None:
             bar.close()
     tables = derive_tables(log, engine.cluster)
-    summary = training_summary(tables["jobs"], tables["timeline"], engine.cluster.n_devices)
+    cl = engine.cluster
+    summary = training_summary(tables["jobs"], tables["timeline"], cl.n_devices, mean_flops=cl.total_flops / cl.n_devices)
     summary["n_events"] = len(log)
     summary["sim_end_s"] = float(log.records[-1][0]) if len(log) else 0.0
     return RunResult(cfg, log, tables, summary, engine.cluster, dict(getattr(engine, "backend_facts", {}) or {}))

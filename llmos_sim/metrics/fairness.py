@@ -32,7 +32,12 @@ def finish_time_fairness(jobs: pd.DataFrame, mean_flops: float,
     iso = isolated_jct_s(done, mean_flops)
     with np.errstate(divide="ignore", invalid="ignore"):
         done["rho"] = np.where(iso > 0, done["jct_s"] / iso, np.nan)
-    t = (jobs["job_id"].map(dict(tenants)) if tenants is not None else pd.Series("default", index=jobs.index))
+    if tenants is not None:
+        t = jobs["job_id"].map(dict(tenants))
+    elif "tenant" in jobs:
+        t = jobs["tenant"].astype(str)
+    else:
+        t = pd.Series("default", index=jobs.index)
     done["tenant"] = t.loc[done.index].fillna("default")
     g = done.groupby("tenant", sort=True)
     out = pd.DataFrame({"n_jobs": g.size(), "rho_avg": g["rho"].mean(), "rho_max": g["rho"].max()})
@@ -47,7 +52,7 @@ def fairness_summary(jobs: pd.DataFrame, mean_flops: float | None = None,
 
     - ``jain_slowdown``: Jain's index over completed jobs' 1/slowdown (1 = all equally slowed)
     - with ``mean_flops``: ``ftf_rho_avg``, ``ftf_rho_max`` over jobs, ``ftf_rho_p99``; and
-      with ``tenants`` also ``ftf_tenant_rho_max`` (the worst tenant's mean ρ) and
+      with tenants (``tenants``, else the jobs table's ``tenant`` column) also ``ftf_tenant_rho_max`` (the worst tenant's mean ρ) and
       ``jain_tenant_rho`` (Jain over tenants' mean 1/ρ)
     """
     done = jobs[jobs["status"] == "completed"]
@@ -63,7 +68,7 @@ def fairness_summary(jobs: pd.DataFrame, mean_flops: float | None = None,
         out["ftf_rho_avg"] = float(rho.mean()) if rho.size else float("nan")
         out["ftf_rho_p99"] = float(np.percentile(rho, 99)) if rho.size else float("nan")
         out["ftf_rho_max"] = float(rho.max()) if rho.size else float("nan")
-        if tenants is not None:
+        if tenants is not None or "tenant" in jobs:
             per = finish_time_fairness(jobs, mean_flops, tenants)
             out["ftf_tenant_rho_max"] = float(per["rho_avg"].max()) if len(per) else float("nan")
             out["jain_tenant_rho"] = jain_index(1.0 / per["rho_avg"].to_numpy(dtype=float)) if len(per) else float("nan")

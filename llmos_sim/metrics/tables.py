@@ -14,8 +14,8 @@ from llmos_sim import events as E
 from llmos_sim.events import EventLog
 from llmos_sim.types import Cluster
 
-JOB_COLUMNS = ["job_id", "arrival_s", "gpus", "work_flops", "start_s", "finish_s", "wait_s", "jct_s", "run_s",
-               "slowdown", "devices", "n_devices", "n_nodes", "n_preempt", "n_resize", "device_s", "status",
+JOB_COLUMNS = ["job_id", "tenant", "arrival_s", "gpus", "gpu_milli", "work_flops", "start_s", "finish_s", "wait_s",
+               "jct_s", "run_s", "ideal_s", "slowdown", "devices", "n_devices", "n_nodes", "n_preempt", "n_resize", "device_s", "status",
                "reason"]
 
 
@@ -23,8 +23,10 @@ def jobs_table(log: EventLog, cluster: Cluster | None = None) -> pd.DataFrame:
     """One row per arrived job.
 
     ``start_s`` is the first start, ``wait_s = start − arrival``, ``jct_s = finish − arrival``,
-    ``run_s = finish − start`` (includes preemption gaps), ``slowdown = jct / run`` for a job
-    that never waited or was preempted equals 1, ``devices`` the last device set (as a string
+    ``run_s = finish − start`` (includes preemption gaps), ``ideal_s`` the job's time alone on
+    its full demand of average devices of ``cluster`` (``T / (gpus · share · C̄)``, NaN without
+    a cluster), ``slowdown = jct / ideal`` (1 = as if alone; preemption gaps, queueing and slower
+    placements all raise it), ``devices`` the last device set (as a string
     ``"0,1,2"`` so parquet stores it plainly), ``device_s`` the device-seconds it held
     (fraction-weighted). ``status``: completed, failed, running (still running at the end)
     or queued (still waiting at the end).
@@ -34,7 +36,8 @@ def jobs_table(log: EventLog, cluster: Cluster | None = None) -> pd.DataFrame:
     node_of = [d.node for d in cluster.devices] if cluster is not None else None
     for t, kind, subj, data in log.records:
         if kind == E.ARRIVE:
-            rows[subj] = {"job_id": subj, "arrival_s": t, "gpus": data[0], "work_flops": data[1], "start_s": np.nan,
+            rows[subj] = {"job_id": subj, "tenant": data[3], "arrival_s": t, "gpus": data[0], "gpu_milli": data[2],
+                          "work_flops": data[1], "start_s": np.nan,
                           "finish_s": np.nan, "devices": "", "n_devices": 0, "n_nodes": 0, "n_preempt": 0,
                           "n_resize": 0, "device_s": 0.0, "status": "queued", "reason": ""}
         elif kind == E.START:
@@ -71,13 +74,15 @@ def jobs_table(log: EventLog, cluster: Cluster | None = None) -> pd.DataFrame:
     end_t = log.records[-1][0] if log.records else 0.0
     for j, (since, devs, share) in held.items():  # still running at the end
         rows[j]["device_s"] += (end_t - since) * len(devs) * share
-    df = pd.DataFrame.from_records(list(rows.values()), columns=[c for c in JOB_COLUMNS
-                                                                 if c not in ("wait_s", "jct_s", "run_s", "slowdown")])
+    derived = ("wait_s", "jct_s", "run_s", "ideal_s", "slowdown")
+    df = pd.DataFrame.from_records(list(rows.values()), columns=[c for c in JOB_COLUMNS if c not in derived])
     df["wait_s"] = df["start_s"] - df["arrival_s"]
     df["jct_s"] = df["finish_s"] - df["arrival_s"]
     df["run_s"] = df["finish_s"] - df["start_s"]
+    mean_c = cluster.total_flops / cluster.n_devices if cluster is not None else np.nan
     with np.errstate(divide="ignore", invalid="ignore"):
-        df["slowdown"] = df["jct_s"] / df["run_s"]
+        df["ideal_s"] = df["work_flops"] / (df["gpus"] * df["gpu_milli"].astype(float) / 1000 * mean_c)
+        df["slowdown"] = df["jct_s"] / df["ideal_s"]
     return df[JOB_COLUMNS].sort_values("job_id", kind="stable").reset_index(drop=True)
 
 

@@ -15,6 +15,11 @@ class SJF(QueueScheduler):
 
     def __init__(self, placement: Placement | None = None, blocking: bool = False, elastic_grow: bool = True) -> None:
         super().__init__(placement, blocking=blocking, elastic_grow=elastic_grow)
+        self._keys: dict[int, tuple] = {}  # job id -> sort key; a job's oracle duration never changes
 
     def order(self, view: ClusterView) -> Iterable[Job]:
-        return sorted(view.queue, key=lambda j: (oracle_duration_s(j, view), j.arrival_s, j.id))
+        keys = self._keys
+        for j in view.queue:
+            if j.id not in keys:
+                keys[j.id] = (oracle_duration_s(j, view), j.arrival_s, j.id)
+        return sorted(view.queue, key=lambda j: keys[j.id])
