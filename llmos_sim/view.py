@@ -135,58 +135,97 @@ class Tentative:
     """One scheduling pass's scratch on top of :class:`FreeDevices`.
 
     A policy that plans several starts in one pass calls :meth:`take` for each, so later
-    placements in the same pass see the devices as used. The engine discards it after the pass.
+    placements in the same pass see the devices as used; a policy that plans to preempt calls
+    :meth:`release` for the victim's devices, so starts in the same decision can use them (the
+    engine applies preempts before starts). :meth:`fork` copies only the overlay, so trying a
+    plan and dropping it is cheap. The engine discards the overlay after the pass.
+
+    Invariant: ``count(n) == len(base.by_node[n]) + delta_on.get(n, 0)`` and
+    ``total == base.total + Σ delta_on``.
     """
 
-    __slots__ = ("base", "taken", "taken_on", "total")
+    __slots__ = ("base", "taken", "released", "released_on", "delta_on", "total")
 
     def __init__(self, base: FreeDevices) -> None:
         self.base = base
         self.taken: set[int] = set()
-        self.taken_on: dict[int, int] = {}
+        self.released: set[int] = set()
+        self.released_on: dict[int, list[int]] = {}
+        self.delta_on: dict[int, int] = {}
         self.total = base.total
+
+    def fork(self) -> "Tentative":
+        """An independent copy of this overlay over the same engine state (O(overlay))."""
+        t = Tentative.__new__(Tentative)
+        t.base, t.total = self.base, self.total
+        t.taken, t.released = set(self.taken), set(self.released)
+        t.released_on = {n: list(v) for n, v in self.released_on.items()}
+        t.delta_on = dict(self.delta_on)
+        return t
 
     def count(self, node: int) -> int:
         """Free devices on ``node`` after this pass's plans."""
-        return len(self.base.by_node[node]) - self.taken_on.get(node, 0)
+        return len(self.base.by_node[node]) + self.delta_on.get(node, 0)
 
     def ids(self, node: int) -> list[int]:
         """Free devices on ``node`` (ascending) after this pass's plans."""
         lst = self.base.by_node[node]
-        if node not in self.taken_on:
+        if node not in self.delta_on:
             return lst
-        return [d for d in lst if d not in self.taken]
+        taken = self.taken
+        extra = self.released_on.get(node)
+        if extra:
+            return sorted(d for d in (*lst, *extra) if d not in taken)
+        return [d for d in lst if d not in taken]
 
     def first_node_with(self, k: int) -> int | None:
         """The first node (in :meth:`nodes_with` order) with exactly ``k`` free devices, or None."""
-        if not self.taken_on:  # no plans yet this pass: the engine's buckets are exact
+        if not self.delta_on:  # no plans yet this pass: the engine's buckets are exact
             bucket = self.base.buckets[k] if k < len(self.base.buckets) else None
             return next(iter(bucket), None) if bucket else None
         return next(self.nodes_with(k), None)
 
     def nodes_with(self, k: int) -> Iterator[int]:
         """Nodes with exactly ``k`` free devices after this pass's plans, in a fixed order."""
-        taken_on = self.taken_on
+        delta_on, by_node = self.delta_on, self.base.by_node
         for n in self.base.buckets[k] if k < len(self.base.buckets) else ():
-            if n not in taken_on:
+            if n not in delta_on:
                 yield n
-        for n, t in taken_on.items():
-            if len(self.base.by_node[n]) - t == k:
+        for n, dlt in delta_on.items():
+            if len(by_node[n]) + dlt == k:
                 yield n
 
     def take(self, devices: Sequence[int]) -> None:
-        node_of = self.base.node_of
+        """Plan to use ``devices`` (each must be free after this pass's plans)."""
+        node_of, delta_on = self.base.node_of, self.delta_on
         for d in devices:
             if d in self.taken:
                 raise ValueError(f"device {d} planned twice in one pass")
             self.taken.add(d)
             n = node_of[d]
-            self.taken_on[n] = self.taken_on.get(n, 0) + 1
+            delta_on[n] = delta_on.get(n, 0) - 1
         self.total -= len(devices)
 
+    def release(self, devices: Sequence[int]) -> None:
+        """Plan to free busy ``devices`` (a preemption or shrink in the same decision)."""
+        node_of, delta_on = self.base.node_of, self.delta_on
+        for d in devices:
+            n = node_of[d]
+            if d in self.taken:  # planned earlier in this pass: the plan is dropped
+                self.taken.remove(d)
+            elif self.is_free(d):
+                raise ValueError(f"device {d} is already free")
+            else:
+                self.released.add(d)
+                self.released_on.setdefault(n, []).append(d)
+            delta_on[n] = delta_on.get(n, 0) + 1
+        self.total += len(devices)
+
     def is_free(self, device: int) -> bool:
+        if device in self.taken:
+            return False
         b = self.base
-        return device not in self.taken and device in b.by_node[b.node_of[device]]
+        return device in self.released or device in b.by_node[b.node_of[device]]
 
 
 class ClusterView:
@@ -264,7 +303,36 @@ class ClusterView:
                 self.free.take(whole)
         else:
             self.free.take(devices)
+            st = self.share_taken
+            for d in devices:
+                if d in st:  # a device released in this pass: now planned whole again
+                    st[d] += FULL_DEVICE_MILLI
         self.take_resources(job, len(devices))
+
+    def release(self, r: RunningJob, devices: Sequence[int] | None = None) -> None:
+        """Plan to free ``devices`` (default: all) of running job ``r`` in this pass — its
+        share of each device, and its non-gpu resources when all its devices go — so starts
+        planned after this can use them. The decision must then preempt (or shrink) ``r``."""
+        devices = r.devices if devices is None else devices
+        share, st, milli = r.job.gpu_milli, self.share_taken, self.device_free_milli
+        whole = []
+        for d in devices:
+            st[d] = st.get(d, 0) - share
+            if milli[d] - st[d] == FULL_DEVICE_MILLI:
+                whole.append(d)
+        if whole:
+            self.free.release(whole)
+        if len(devices) == len(r.devices):
+            for k, v in r.resources.items():
+                self.available[k] = self.available.get(k, 0.0) + v
+
+    def fork(self) -> "ClusterView":
+        """A copy whose pass-local plans are independent of this one's (cheap: the engine's
+        state is shared, only the overlays are copied)."""
+        v = ClusterView(self.now_s, self.cluster, self.queue, self.running, self.free.fork(), dict(self.available),
+                        self.device_free_milli, self.pools, self.finished, self.under_demand)
+        v.share_taken = dict(self.share_taken)
+        return v
 
     def fits_memory(self, job: Job, devices: Sequence[int]) -> bool:
         """Would ``job``'s per-device memory fit on each of ``devices`` now?"""

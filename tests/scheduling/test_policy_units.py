@@ -110,7 +110,7 @@ def test_released_view_does_not_touch_original() -> None:
     v = ClusterView.build(cl, running={0: r})
     v2 = released_view(v, [(r, r.devices)])
     assert v.free.total == 2 and v2.free.total == 4
-    assert v.free.base.by_node[0] == [] and v2.free.base.by_node[0] == [0, 1]
+    assert v.free.ids(0) == [] and v2.free.ids(0) == [0, 1]
 
 
 # -- DRF -----------------------------------------------------------------------------------------

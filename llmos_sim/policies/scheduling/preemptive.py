@@ -10,7 +10,7 @@ One pass:
    (jobs that do not fit are skipped, so smaller ones further down may still be selected);
 3. running jobs not selected are *candidate victims*; selected queued jobs are placed, in rank
    order, on the free devices plus the candidate victims' devices (a pass-local copy of the
-   free set, :func:`released_view` — the engine's state is untouched);
+   free set, :func:`released_view`: a fork of the view's overlay; the engine's state is untouched);
 4. only the candidate victims whose devices a start actually uses are preempted, so no job is
    stopped for nothing. The engine applies preempts before starts, so a start planned on a
    victim's devices finds them free.
@@ -32,41 +32,19 @@ from typing import Iterable, Sequence
 
 from llmos_sim.policies.scheduling.base import Decision, Placement, Preempt, QueueScheduler, Start
 from llmos_sim.types import FULL_DEVICE_MILLI, Job
-from llmos_sim.view import ClusterView, FreeDevices, RunningJob, Tentative
+from llmos_sim.view import ClusterView, RunningJob
 
 
 def released_view(view: ClusterView, released: Iterable[tuple[RunningJob, Sequence[int]]]) -> ClusterView:
-    """A pass-local copy of ``view`` in which each ``(running job, devices)`` pair's devices
+    """A pass-local fork of ``view`` in which each ``(running job, devices)`` pair's devices
     (its share of them) and, when all its devices are released, its non-gpu resources are free.
 
-    Costs O(devices + nodes); the engine's free set and the original view are not changed.
-    Plans already made on ``view`` in this pass are carried over.
+    Costs O(plans in this pass): only the overlay is copied; the engine's state and the
+    original view are not changed. Plans already made on ``view`` are carried over.
     """
-    b = view.free.base
-    base = FreeDevices.__new__(FreeDevices)
-    base.node_of, base.max_per_node, base.total = b.node_of, b.max_per_node, b.total
-    base.by_node = [list(x) for x in b.by_node]
-    base.buckets = [dict(x) for x in b.buckets]
-    milli = list(view.device_free_milli)
-    avail = dict(view.available)
+    out = view.fork()
     for r, devs in released:
-        share = r.job.gpu_milli
-        whole = []
-        for d in devs:
-            milli[d] += share
-            if milli[d] == FULL_DEVICE_MILLI:
-                whole.append(d)
-        if whole:
-            base.give(whole)
-        if len(devs) == len(r.devices):
-            for k, v in r.resources.items():
-                avail[k] = avail.get(k, 0.0) + v
-    tent = Tentative(base)
-    if view.free.taken:
-        tent.take(sorted(view.free.taken))
-    out = ClusterView(view.now_s, view.cluster, view.queue, view.running, tent, avail, milli, view.pools,
-                      view.finished, under_demand=view.under_demand)
-    out.share_taken = dict(view.share_taken)
+        out.release(r, devs)
     return out
 
 
