@@ -121,6 +121,7 @@ class Engine:
         self.finished: list[FinishedJob] = []
         self.free = FreeDevices(cluster)
         self.device_free_milli = [FULL_DEVICE_MILLI] * cluster.n_devices
+        self.partial: dict[int, None] = {}  # devices shared by fractional jobs, with room left
         totals = cluster.totals()
         self.totals = totals
         self.available = {k: v for k, v in totals.items() if k != GPU}
@@ -224,7 +225,7 @@ class Engine:
         """The read-only view a policy gets now."""
         return ClusterView(self.env.now, self.cluster, self._queue_view, self.running, Tentative(self.free),
                            dict(self.available), self.device_free_milli, self.pools, self.finished,
-                           under_demand=self.under_demand)
+                           under_demand=self.under_demand, partial=self.partial)
 
     def _pass(self, _ev: simpy.Event) -> None:
         self._pass_pending = False
@@ -329,8 +330,13 @@ class Engine:
         whole = [dv for dv in devices if milli[dv] == FULL_DEVICE_MILLI]
         if whole:
             self.free.take(whole)
+        partial = self.partial
         for dv in devices:
             milli[dv] -= share
+            if 0 < milli[dv] < FULL_DEVICE_MILLI:
+                partial[dv] = None
+            else:
+                partial.pop(dv, None)
         for k, v in resources.items():
             self.available[k] -= v
 
@@ -342,8 +348,13 @@ class Engine:
                 milli[dv] = FULL_DEVICE_MILLI
             self.free.give(devices)
             return
+        partial = self.partial
         for dv in devices:
             milli[dv] += share
+            if 0 < milli[dv] < FULL_DEVICE_MILLI:
+                partial[dv] = None
+            else:
+                partial.pop(dv, None)
         whole = [dv for dv in devices if milli[dv] == FULL_DEVICE_MILLI]
         if whole:
             self.free.give(whole)

@@ -242,17 +242,19 @@ class ClusterView:
     - ``finished``: completed jobs, oldest first (feedback for predictors)
     - ``under_demand``: running elastic jobs holding fewer devices than they demand
     - ``share_taken``: fractional shares planned in this pass, per device
+    - ``partial``: devices partly used by fractional jobs (an index kept by the engine)
 
     A plain slotted class, not a dataclass: one is built per pass, so construction is kept cheap.
     """
 
     __slots__ = ("now_s", "cluster", "queue", "running", "free", "available", "device_free_milli", "pools",
-                 "finished", "under_demand", "share_taken")
+                 "finished", "under_demand", "share_taken", "partial")
 
     def __init__(self, now_s: float, cluster: Cluster, queue: Sequence[Job], running: Mapping[int, RunningJob],
                  free: Tentative, available: dict[str, float] | None = None, device_free_milli: Sequence[int] = (),
                  pools: Sequence["MemoryPool"] = (), finished: Sequence[FinishedJob] = (),
-                 under_demand: Mapping[int, RunningJob] | None = None) -> None:
+                 under_demand: Mapping[int, RunningJob] | None = None,
+                 partial: Mapping[int, None] | None = None) -> None:
         self.now_s = now_s
         self.cluster = cluster
         self.queue = queue
@@ -264,6 +266,9 @@ class ClusterView:
         self.finished = finished
         self.under_demand = under_demand if under_demand is not None else {}
         self.share_taken: dict[int, int] = {}
+        #: devices partly used by fractional jobs (0 < free milli < 1000), kept by the engine;
+        #: None (hand-built views) = derive from ``device_free_milli`` when needed
+        self.partial = partial
 
     @staticmethod
     def build(cluster: Cluster, queue: Sequence[Job] = (), running: Mapping[int, RunningJob] | None = None,
@@ -330,7 +335,7 @@ class ClusterView:
         """A copy whose pass-local plans are independent of this one's (cheap: the engine's
         state is shared, only the overlays are copied)."""
         v = ClusterView(self.now_s, self.cluster, self.queue, self.running, self.free.fork(), dict(self.available),
-                        self.device_free_milli, self.pools, self.finished, self.under_demand)
+                        self.device_free_milli, self.pools, self.finished, self.under_demand, self.partial)
         v.share_taken = dict(self.share_taken)
         return v
 

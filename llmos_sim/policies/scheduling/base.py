@@ -75,16 +75,23 @@ class Placement(ABC):
 
     def place_fractional(self, job: Job, view: ClusterView) -> tuple[int, ...] | None:
         """Shared GPUs (``gpu_milli`` < 1000): best fit by remaining share, one device per worker."""
-        need = job.gpu_milli
+        need, milli = job.gpu_milli, view.device_free_milli
         chosen: list[int] = []
-        cands = sorted(
-            (m, d) for d, m in enumerate(view.device_free_milli)
-            if m >= need and view.free_share(d) >= need and self.eligible(job, d, view)
-        )
-        for m, d in cands:
-            chosen.append(d)
-            if len(chosen) == job.gpus:
-                return tuple(chosen)
+        # partly used devices first, tightest fit first (by the engine's free share, then index)
+        partial = view.partial if view.partial is not None else \
+            {d: None for d, m in enumerate(milli) if 0 < m < FULL_DEVICE_MILLI}
+        for m, d in sorted((milli[d], d) for d in partial if milli[d] >= need):
+            if view.free_share(d) >= need and self.eligible(job, d, view):
+                chosen.append(d)
+                if len(chosen) == job.gpus:
+                    return tuple(chosen)
+        # then whole free devices, lowest index first (nodes hold ascending index ranges)
+        for ids in view.free.base.by_node:
+            for d in ids:
+                if view.free_share(d) >= need and self.eligible(job, d, view):
+                    chosen.append(d)
+                    if len(chosen) == job.gpus:
+                        return tuple(chosen)
         return None
 
 
