@@ -16,12 +16,17 @@ class CostModel:
     is ``Σ C_i · share_i`` over the task's devices.
     """
 
+    def device_flops(self, cluster: Cluster) -> list[float]:
+        """``C_i`` of every device of ``cluster`` (cached per cluster: read once per task)."""
+        cached = getattr(self, "_flops_for", None)
+        if cached is None or cached[0] is not cluster:
+            cached = (cluster, [d.spec.flops for d in cluster.devices])
+            self._flops_for = cached
+        return cached[1]
+
     def capacity_flops(self, task: Task, cluster: Cluster) -> float:
         """``Σ C_i`` over the granted devices, each scaled by the task's share."""
-        devs = cluster.devices
-        total = 0.0
-        for d in task.devices:
-            total += devs[d].spec.flops
+        total = sum(map(self.device_flops(cluster).__getitem__, task.devices))
         return total * task.share_milli / 1000 if task.share_milli != 1000 else total
 
     def capacities(self, task: Task, cluster: Cluster) -> list[float]:

@@ -213,9 +213,9 @@ class QueueScheduler(ClusterScheduler):
             n = job.gpus
         else:
             n = min(view.free.total, job.gpus)  # the seed's R* = min(R, R^d) for the gpu type
-            if n < job.min_devices:
+            if n < (job.gpus if job.min_gpus is None else job.min_gpus):  # job.min_devices, inlined
                 return None
-        if not view.resources_fit(job, n):
+        if job.demand and not view.resources_fit(job, n):
             return None
         devices = self.placement.place(job, n, view)
         if devices is None:
