@@ -12,6 +12,7 @@ one per component (workload, scheduler, placement, ...): same config and seed, s
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -102,8 +103,10 @@ def run_config(cfg: DictConfig, progress: bool = False) -> RunResult:
         devices = {f"{d.get('kind')}{d.get('index')}_{dt}_flops": v.get("flops")
                    for d in facts.get("devices", []) for dt, v in d.get("dtypes", {}).items()}
         return RunResult(cfg, EventLog(), {}, devices, facts=facts)
-    if mode not in ("training", "serving"):
-        raise ValueError(f"config key 'mode' must be training, serving or calibrate, got {mode!r}")
+    if mode not in ("training", "serving", "mixed"):
+        raise ValueError(f"config key 'mode' must be training, serving, mixed or calibrate, got {mode!r}")
+    if mode == "mixed":
+        return run_mixed(cfg, progress)
     if mode == "serving":
         from llmos_sim.serving import simulate  # the serving path (issue 5)
 
@@ -126,6 +129,45 @@ def run_config(cfg: DictConfig, progress: bool = False) -> RunResult:
     summary["n_events"] = len(log)
     summary["sim_end_s"] = float(log.records[-1][0]) if len(log) else 0.0
     return RunResult(cfg, log, tables, summary, engine.cluster, dict(getattr(engine, "backend_facts", {}) or {}))
+
+
+def run_mixed(cfg: DictConfig, progress: bool = False) -> RunResult:
+    """Training jobs and LLM services on one cluster under one scheduler (``mode: mixed``):
+    each service in ``cfg.services`` is a job the scheduler places; its replicas serve its
+    request stream on the granted devices (:mod:`llmos_sim.serving.cluster`)."""
+    from dataclasses import replace
+
+    from llmos_sim.serving.cluster import ServiceHost, service_jobs
+    from llmos_sim.serving.system import build_result, replica_factory
+
+    streams = rngs(int(cfg.seed))
+    jobs = instantiate(_key(cfg, "workload")).jobs(streams["workload"])
+    engine = build_engine(cfg, streams)
+    make_replica, info = replica_factory(cfg)
+    tp = int(info["tp"])
+    services = OmegaConf.to_container(_key(cfg, "services"), resolve=True)
+    first_req = 0
+    for name, s in sorted(services.items()):
+        if "workload" not in s:
+            raise KeyError(f"config key 'services.{name}.workload' is missing")
+        reqs = instantiate(s["workload"]).requests(streams["serving"])
+        reqs = [replace(r, id=first_req + i, service=name) for i, r in enumerate(reqs)]
+        first_req += len(reqs)
+        engine.hosts[name] = ServiceHost(name, reqs, make_replica, instantiate(cfg.router), int(s.get("replicas", 1)),
+                                         engine.env, engine.log)
+    jobs = list(jobs) + service_jobs(services, max((j.id for j in jobs), default=-1) + 1, tp)
+    log = engine.run(jobs, until_s=(cfg.get("engine", {}) or {}).get("until_s"))
+    tables = derive_tables(log, engine.cluster)
+    cl = engine.cluster
+    summary = training_summary(tables["jobs"][~tables["jobs"]["tenant"].astype(str).str.startswith("service:")],
+                               tables["timeline"], cl.n_devices, mean_flops=cl.total_flops / cl.n_devices)
+    serving = build_result(log, float(cfg.serving.get("slo_ttft_s") or math.inf),
+                           float(cfg.serving.get("slo_tpot_s") or math.inf))
+    for k in ("requests", "batches", "kv"):
+        tables[k] = serving.tables[k]
+    summary |= {f"serving_{k}": v for k, v in serving.summary.items()}
+    summary["n_events"] = len(log)
+    return RunResult(cfg, log, tables, summary, cl, dict(getattr(engine, "backend_facts", {}) or {}))
 
 
 def derive_tables(log: EventLog, cluster: Cluster) -> dict[str, pd.DataFrame]:

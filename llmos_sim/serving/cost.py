@@ -17,6 +17,7 @@ the replica from the batch decision.
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Sequence
@@ -66,6 +67,72 @@ class CostModel(ABC):
         return np.array([self.iteration_s(BatchShape(0, 0, 0, n_seqs, ctx_tokens + j * g, n_seqs, n_seqs))
                          for j in range(k)])
 
+    def decode_lines(self, n_seqs: int, ctx_tokens: int, ctx_growth: int) -> tuple[tuple[float, float], ...] | None:
+        """Iteration ``j`` of a decode span (as in :meth:`decode_span_s`) lasting
+        ``max(a + b·j for (a, b) in lines)`` seconds, with ``b >= 0`` — at most two lines — for
+        models that are affine in the context; None (the default) when the model is not."""
+        return None
+
+    def decode_span(self, n_seqs: int, ctx_tokens: int, k: int, ctx_growth: int, start_s: float,
+                    limit_s: float) -> tuple[int, float]:
+        """Run up to ``k`` decode iterations (as in :meth:`decode_span_s`) back to back from
+        ``start_s``: how many of them start before ``limit_s`` (>= 1), and their total duration (s).
+        Closed form (O(1), or O(log k) when cut) from :meth:`decode_lines`; otherwise the
+        durations one by one."""
+        lines = self.decode_lines(n_seqs, ctx_tokens, ctx_growth)
+        if lines is not None:
+            return span_of_lines(lines, k, start_s, limit_s)
+        durs = self.decode_span_s(n_seqs, ctx_tokens, k, ctx_growth)
+        if start_s + float(durs.sum()) - float(durs[-1]) >= limit_s:  # the last would start at/after the limit
+            k = max(1, int(np.searchsorted(start_s + (np.cumsum(durs) - durs), limit_s, side="left")))
+            durs = durs[:k]
+        return k, float(durs.sum())
+
+
+def span_of_lines(lines: Sequence[tuple[float, float]], k: int, start_s: float, limit_s: float) -> tuple[int, float]:
+    """:meth:`CostModel.decode_span` for durations ``d_j = max(a + b·j for (a, b) in lines)``
+    (one or two lines, ``b >= 0``, so ``d_j`` never shrinks): the partial sums
+    ``S(j) = d_0 + … + d_{j-1}`` in closed form; iteration ``j`` starts at ``start_s + S(j)``."""
+    (a1, b1) = lines[0]
+    if len(lines) == 1:
+        jb, (a2, b2) = k, (a1, b1)
+    else:
+        (a2, b2) = lines[1]
+        if a2 > a1:  # (a1, b1): the line on top at j = 0
+            (a1, b1), (a2, b2) = (a2, b2), (a1, b1)
+        if b2 > b1:  # the other line is on top from jb on (they meet at (a1 - a2) / (b2 - b1))
+            jb = min(k, math.floor((a1 - a2) / (b2 - b1)) + 1)
+        else:
+            jb = k
+
+    def S(j: int) -> float:
+        m = min(j, jb)
+        s = m * a1 + b1 * (m * (m - 1) // 2)
+        if j > jb:
+            s += (j - jb) * a2 + b2 * ((j * (j - 1) - jb * (jb - 1)) // 2)
+        return s
+
+    if k > 1 and start_s + S(k - 1) >= limit_s:  # cut: k = the first j whose start is at/after the limit
+        lo, hi = 0, k - 1  # invariant: start_s + S(lo) < limit_s <= start_s + S(hi)
+        d_first, d_last = max(a1, a2), max(a1 + b1 * (k - 1), a2 + b2 * (k - 1))  # d_first <= d_j <= d_last
+        room = limit_s - start_s
+        if d_last > 0:  # S(j) <= j·d_last: a first guess from below
+            j = int(room / d_last) - 1
+            if lo < j < hi and start_s + S(j) < limit_s:
+                lo = j
+        if d_first > 0:  # S(j) >= j·d_first: and from above
+            j = int(room / d_first) + 2
+            if lo < j < hi and start_s + S(j) >= limit_s:
+                hi = j
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if start_s + S(mid) < limit_s:
+                lo = mid
+            else:
+                hi = mid
+        k = hi
+    return k, S(k)
+
 
 class LinearCost(CostModel):
     """``base_s + per_prefill_token_s·n_prefill + per_decode_token_s·n_decode`` seconds."""
@@ -81,6 +148,9 @@ class LinearCost(CostModel):
 
     def decode_span_s(self, n_seqs: int, ctx_tokens: int, k: int, ctx_growth: int | None = None) -> np.ndarray:
         return np.full(k, self.base_s + self.per_decode_token_s * n_seqs)
+
+    def decode_lines(self, n_seqs: int, ctx_tokens: int, ctx_growth: int) -> tuple[tuple[float, float], ...]:
+        return ((self.base_s + self.per_decode_token_s * n_seqs, 0.0),)
 
 
 class RooflineCost(CostModel):
@@ -140,6 +210,18 @@ class RooflineCost(CostModel):
             t += self._ar_fixed_s + self._ar_bytes_per_token * n_seqs / self.gpu.link_bw_bytes_s
         return t
 
+    def decode_lines(self, n_seqs: int, ctx_tokens: int, ctx_growth: int) -> tuple[tuple[float, float], ...]:
+        """Compute time and memory time of decode iteration ``j`` are both affine in ``j`` (the
+        context grows by ``ctx_growth`` tokens per iteration); the fixed terms ride on both."""
+        fixed = self.overhead_s + self.per_seq_s * n_seqs
+        if self.tp > 1:
+            fixed += self._ar_fixed_s + self._ar_bytes_per_token * n_seqs / self.gpu.link_bw_bytes_s
+        fr, br = self._flops_rate, self._bytes_rate
+        flops0 = (self._flops_per_token + self._flops_per_logit) * n_seqs + self._attn_flops_per_pair * ctx_tokens
+        bytes0 = self._weight_bytes + self._kv_bytes * (ctx_tokens + n_seqs)
+        return ((flops0 / fr + fixed, self._attn_flops_per_pair * ctx_growth / fr),
+                (bytes0 / br + fixed, self._kv_bytes * ctx_growth / br))
+
 
 class MeasuredCost(CostModel):
     """A measured table: iteration time over tokens in the batch (``tokens``, ``time_s``,
@@ -162,3 +244,7 @@ class MeasuredCost(CostModel):
     def decode_span_s(self, n_seqs: int, ctx_tokens: int, k: int, ctx_growth: int | None = None) -> np.ndarray:
         ctx = ctx_tokens + (n_seqs if ctx_growth is None else ctx_growth) * np.arange(k, dtype=np.float64)
         return float(np.interp(n_seqs, self.tokens, self.time_s)) + self.per_ctx_token_s * ctx
+
+    def decode_lines(self, n_seqs: int, ctx_tokens: int, ctx_growth: int) -> tuple[tuple[float, float], ...]:
+        base = float(np.interp(n_seqs, self.tokens, self.time_s))
+        return ((base + self.per_ctx_token_s * ctx_tokens, self.per_ctx_token_s * ctx_growth),)

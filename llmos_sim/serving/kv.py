@@ -75,6 +75,7 @@ class KVCacheManager:
         self._free = self.total_blocks
         # a paged pool grows one allocation per sequence in place (O(1) per block)
         self._append = getattr(pool, "append_blocks", None) if mode == GROW else None
+        self._append_many = getattr(pool, "append_blocks_many", None) if mode == GROW else None
         self._exact = mode == GROW and (self._append is not None or type(pool).__name__ == "IdealPool")
         self.used_bytes = 0  #: bytes the pool set aside for live KV (after its rounding)
         self._held: dict[Hashable, list[Allocation]] = {}
@@ -175,6 +176,37 @@ class KVCacheManager:
         self._free -= n_blocks
         self.used_bytes += a.nbytes
         return True
+
+    def grow_many(self, seqs: list, counts: list[int]) -> int:
+        """Give ``seqs[i]`` ``counts[i]`` (> 0) more blocks, in order, as :meth:`grow` would one
+        by one; returns how many succeeded (they are a prefix: it stops at the first refusal).
+        A paged pool does it in one call (:meth:`PagedPool.append_blocks_many`) when every
+        sequence already holds blocks and all fit."""
+        total = sum(counts)
+        if self._append_many is not None and total <= self._free:
+            held, nblocks = self._held, self._nblocks
+            try:
+                olds = [held[s][0] for s in seqs]
+            except KeyError:  # a sequence holds nothing yet: one by one below
+                olds = None
+            if olds is not None:
+                news = self._append_many(olds, counts)
+                if news is not None:
+                    for s, n, a in zip(seqs, counts, news):
+                        held[s][0] = a
+                        nblocks[s] += n
+                    if self.prefix_caching:  # blocks taken back from the cache are not popped
+                        hit = self._hit
+                        for s, n in zip(seqs, counts):
+                            self._pops += n - min(hit.pop(s, 0), n)
+                    self._free -= total
+                    self.used_bytes += total * self.block_bytes
+                    return len(seqs)
+        grow = self.grow
+        for i, (s, n) in enumerate(zip(seqs, counts)):
+            if not grow(s, n):
+                return i
+        return len(seqs)
 
     def release(self, seq: Hashable, cache_tokens: int = 0) -> int:
         """Free everything ``seq`` holds; returns the number of blocks freed. With prefix

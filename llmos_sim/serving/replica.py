@@ -14,14 +14,32 @@ blocks all of them need fit in the free blocks now (they are allocated at the sp
 is seen by an iteration starting at ``s >= a``), (d) all start before ``max_time_s``. The
 span is logged as one ``BATCH_SPAN`` record (or ``k`` ``BATCH`` records when
 ``per_iteration_records``); request events are exact either way. The only approximation is
-that the KV timeline shows a span's blocks from the span's start.
+that the KV timeline shows a span's blocks from the span's start. A span's length and total
+time come in closed form from the cost model (:meth:`CostModel.decode_span`), its blocks from
+one pool call (:meth:`KVCacheManager.grow_many`).
+
+Running ahead of SimPy: when an iteration (or span) would end strictly before the next event
+scheduled anywhere (``env.peek()``), nothing else can happen in between, so the replica does
+not yield; it advances its own clock ``self.now`` and carries on, and yields only at an event
+it must order against (exactly at the end time it computed, see :meth:`Replica._at`). Every
+record keeps the time and the order it has with one SimPy step per iteration. Iterations that
+may finish or fail a request always yield: others react to those at once (a service host on
+the shared cluster counts them), so SimPy's clock must be the record's time.
+
+Cost: one pass over the running rows per iteration or span (plain lists, see
+:class:`~llmos_sim.serving.state.SeqTable`), plus one pool call per span for the sequences
+that cross a block boundary.
 """
 from __future__ import annotations
 
 from bisect import bisect_right
+from heapq import heappush
+from operator import sub
 from typing import TYPE_CHECKING
 
 import numpy as np
+import simpy
+from simpy.events import NORMAL
 
 from llmos_sim import events as E
 from llmos_sim.serving.cost import BatchShape, CostModel
@@ -29,8 +47,6 @@ from llmos_sim.serving.kv import GROW, KVCacheManager
 from llmos_sim.serving.state import BatchDecision, ReplicaView, SeqTable, WaitingSeq
 
 if TYPE_CHECKING:
-    import simpy
-
     from llmos_sim.policies.batching.base import BatchingPolicy
     from llmos_sim.workload.requests import Request
 
@@ -55,6 +71,7 @@ class Replica:
         self._wake: "simpy.Event | None" = None
         self._cached_waiting: list[WaitingSeq] = []  # preempted by recompute, blocks maybe cached
         self._bpt = kv.bytes_per_token
+        self.now = env.now  #: the replica's clock (s); ahead of ``env.now`` while it runs iterations in one step
         self.process = env.process(self._loop())
 
     # -- arrivals -----------------------------------------------------------------------
@@ -81,7 +98,7 @@ class Replica:
         w = self.waiting.pop(0)
         self._keys.pop(0)
         self.outstanding -= 1
-        self.log.emit(self.env.now, E.REQ_FAIL, w.rid, (reason,))
+        self.log.emit(self.now, E.REQ_FAIL, w.rid, (reason,))
 
     @property
     def kv_used_frac(self) -> float:
@@ -93,11 +110,14 @@ class Replica:
         stalls = 0
         while True:
             if not len(self.table) and not self.waiting:
+                if self.now > env.now:  # catch SimPy up with the iterations run ahead of it
+                    yield self._at(self.now)
                 self._wake = env.event()
                 yield self._wake
                 self._wake = None
+                self.now = env.now
                 continue
-            if env.now >= self.max_time_s:
+            if self.now >= self.max_time_s:
                 return
             plan = self._start()
             if plan is None:  # nothing could run: re-decide; break a true stall by failing the head
@@ -105,253 +125,331 @@ class Replica:
                 if stalls >= 2:
                     if not self.waiting:
                         raise RuntimeError(f"replica {self.index}: running sequences but nothing schedulable")
+                    if self.now > env.now:  # others see a failure at SimPy's time: catch up first
+                        yield self._at(self.now)
                     self._fail_head("unschedulable: the batching policy never admits it on an empty replica")
                     stalls = 0
                 continue
             stalls = 0
-            yield env.timeout(plan[0])
+            end = self.now + plan[0]
+            if plan[4] or end >= env.peek():
+                # something else may happen first (let SimPy order it), or this iteration may
+                # finish a request, which others see at once (a service host counts them)
+                yield self._at(end)
+            # else: nothing is scheduled before ``end`` (and nothing can be: only this process
+            # runs until it yields), so the next SimPy step would resume exactly here at ``end``
+            self.now = end
             self._finish(plan)
+
+    def _at(self, time_s: float) -> "simpy.Event":
+        """An event that fires at ``time_s`` exactly, ordered like ``env.timeout`` (normal
+        priority, after what is already scheduled then). ``env.timeout(time_s - env.now)``
+        would round ``env.now + delay`` again when this replica's clock is ahead of SimPy's."""
+        env = self.env
+        ev = simpy.Event(env)
+        ev._ok, ev._value = True, None
+        heappush(env._queue, (time_s, NORMAL, next(env._eid), ev))
+        return ev
 
     def _start(self):
         """Decide and apply the next iteration (or span); returns what :meth:`_finish` needs."""
-        log, kv, t = self.log, self.kv, self.env.now
+        log, kv, t = self.log, self.kv, self.now
         tab = self.table
         if self._cached_waiting:  # prefix caching: how much of a preempted sequence is still cached
             for w in self._cached_waiting:
                 w.computed = kv.cached_tokens(w.rid, w.prompt + w.generated)
         d: BatchDecision = self.policy.next_batch(ReplicaView(t, tab, self.waiting, kv))
-        tokens = np.asarray(d.tokens, dtype=np.int64)
+        tokens: list[int] = d.tokens.tolist()
         swap_bytes = 0
+        requeue = ()
         if d.preempt:
-            swap = d.preempt_mode == "swap"
-            mask = np.ones(len(tab), dtype=bool)
-            requeue = []
-            for r in d.preempt:
-                requeue.append(self._evict(r, swap, t))
-                if swap:
-                    swap_bytes += int(tab.computed[r]) * self._bpt
-                mask[r] = False
-            tab.keep(mask)
-            tokens = tokens[mask]
-        else:
-            requeue = ()
+            tokens, swap_bytes, requeue = self._preempt(d, tokens, t)
         if d.admit:
-            pos = [p for p, _ in d.admit]
-            entries = [self.waiting[p] for p in pos]
-            for p in sorted(pos, reverse=True):
-                del self.waiting[p]
-                del self._keys[p]
-            rows = []
-            for w in entries:
-                if w in self._cached_waiting:
-                    self._cached_waiting.remove(w)
-                    kv.take_cached(w.rid, w.computed)
-                if not w.started:
-                    log.emit(t, E.REQ_SCHEDULE, w.rid, (self.index,))
-                    w.started = True
-                if w.swapped:
-                    swap_bytes += w.computed * self._bpt
-                rows.append((w.rid, w.prompt, w.output, w.computed, w.generated, 0, self._admit_seq, w.priority,
-                             w.pred, w.arrival_s, False))
-                self._admit_seq += 1
-            tab.append(rows)
-            tokens = np.concatenate([tokens, np.array([n for _, n in d.admit], dtype=np.int64)])
+            swap_bytes += self._admit(d.admit, tokens, t)
         for w in requeue:
             self._insert(w)
-        # -- KV growth (through the pool) --------------------------------------------------
-        a = tab.a
-        c, blocks = a["computed"], a["blocks"]
-        if kv.mode == GROW:
-            need = -(-(c + tokens) // kv.block_tokens) - blocks
-            if tab.n_done:
-                need[a["done"]] = 0
-        else:
-            need = np.where((tokens > 0) & (blocks == 0),
-                            -(-np.maximum(kv.reserve_tokens, (a["prompt"] + a["output"]) * (kv.reserve_tokens == 0))
-                              // kv.block_tokens), 0)
-        grow_rows = np.flatnonzero(need > 0)
-        if len(grow_rows):
-            failed = []
-            rid = a["rid"]
-            grow = kv.grow
-            for r, n in zip(grow_rows.tolist(), need[grow_rows].tolist()):
-                if grow(int(rid[r]), n):
-                    blocks[r] += n
-                else:
-                    failed.append(r)
-            if failed:  # a fragmenting pool refused: those sequences go back to waiting
-                mask = np.ones(len(tab), dtype=bool)
-                for r in failed:  # fresh admissions return quietly; others are preempted
-                    self._insert(self._evict(r, False, t, quiet=blocks[r] == 0 and c[r] == 0))
-                    mask[r] = False
-                tab.keep(mask)
-                tokens = tokens[mask]
-                a = tab.a
-                c = a["computed"]
-        n_rows = len(a)
-        n_tok = int(tokens.sum())
+        tokens = self._grow(tokens, t)
+        n_tok = sum(tokens)
         if not n_tok and not swap_bytes:
             return None
-        # -- the batch's shape -------------------------------------------------------------
-        known = a["prompt"] + a["generated"]
-        rem = known - c
-        if tab.n_done:
-            live = ~a["done"]
-            dec = (tokens > 0) & ((~live) | ((rem == 1) & (a["generated"] >= 1) & (tokens == 1)))
+        # -- the batch's shape (one pass over the rows) ----------------------------------
+        P, G, C = tab.prompt, tab.generated, tab.computed
+        n_rows, n_done = len(tokens), tab.n_done
+        n_dec = dec_ctx = n_seqs = 0
+        pre = []  # rows computing a prefill / recompute chunk
+        if n_done:
+            for i, (x, p, g, c, done) in enumerate(zip(tokens, P, G, C, tab.done)):
+                if x:
+                    n_seqs += 1
+                    if done or (x == 1 and g and p + g - c == 1):  # held rows decode as padding
+                        n_dec += 1
+                        dec_ctx += c
+                    else:
+                        pre.append(i)
         else:
-            live = None
-            dec = (rem == 1) & (tokens == 1) & (a["generated"] >= 1)
-        n_dec = int(dec.sum())
-        dec_ctx = int(c[dec].sum()) + n_dec
-        n_seqs = int((tokens > 0).sum())
+            for i, (x, p, g, c) in enumerate(zip(tokens, P, G, C)):
+                if x:
+                    n_seqs += 1
+                    if x == 1 and g and p + g - c == 1:  # decoding: one token after a complete context
+                        n_dec += 1
+                        dec_ctx += c
+                    else:
+                        pre.append(i)
+        dec_ctx += n_dec
         n_pre = n_tok - n_dec
         if n_pre:
-            pre = (tokens > 0) & ~dec
-            tp_, cp = tokens[pre], c[pre]
-            pairs = int((tp_ * cp + tp_ * (tp_ + 1) // 2).sum())
-            pre_ctx = int(cp.sum()) + n_pre
-            n_logits = n_dec + int(((c + tokens >= known) & pre).sum())
+            pairs = pre_ctx = n_logits = 0
+            for i in pre:
+                x, c = tokens[i], C[i]
+                pairs += x * c + x * (x + 1) // 2
+                pre_ctx += c
+                if c + x >= P[i] + G[i]:  # the chunk completes the context: it emits a token
+                    n_logits += 1
+            pre_ctx += n_pre
+            n_logits += n_dec
         else:
             pairs = pre_ctx = 0
             n_logits = n_dec
         used = kv.used_bytes
-        c_sum = int(c.sum())
+        c_sum = sum(C)
         # -- fast-forward a span of identical decode iterations ---------------------------
         if self.fast_forward and n_pre == 0 and not d.admit and not d.preempt and not swap_bytes and n_seqs == n_rows:
-            k, durs = self._span(tab, live, n_seqs, dec_ctx, t)
+            k, (dur, durs), fin = self._span(n_seqs, dec_ctx, t)
             if k > 1:
-                dur = float(durs.sum())
-                if self.per_iteration_records:
+                if durs is not None:  # per-iteration records
                     starts = t + np.concatenate([[0.0], np.cumsum(durs[:-1])])
                     for s_, d_ in zip(starts.tolist(), durs.tolist()):
                         log.emit(s_, E.BATCH, self.index, (0, n_dec, n_seqs, d_, kv.used_bytes))
                 else:
                     log.emit(t, E.BATCH_SPAN, self.index, (k, 0, n_dec * k, n_seqs, dur, kv.used_bytes))
-                n_live = n_rows - tab.n_done
                 log.emit(t, E.KV_SAMPLE, self.index,
-                         (kv.used_bytes, (c_sum + k * n_live) * self._bpt, kv.pool.capacity_bytes, kv.free_blocks))
-                return (dur, tokens, k, d.hold_finished)
+                         (kv.used_bytes, (c_sum + k * (n_rows - n_done)) * self._bpt, kv.pool.capacity_bytes,
+                          kv.free_blocks))
+                return (dur, tokens, k, d.hold_finished, fin)
         shape = BatchShape(n_pre, pairs, pre_ctx, n_dec, dec_ctx, n_seqs, n_logits, swap_bytes)
         dur = self.cost.iteration_s(shape)
         log.emit(t, E.BATCH, self.index, (n_pre, n_dec, n_seqs, dur, used))
-        tok = n_tok if live is None else int(tokens[live].sum())
+        tok = sum(x for x, done in zip(tokens, tab.done) if not done) if n_done else n_tok
         log.emit(t, E.KV_SAMPLE, self.index, (used, (c_sum + tok) * self._bpt, kv.pool.capacity_bytes, kv.free_blocks))
-        return (dur, tokens, 1, d.hold_finished)
+        may_finish = min(map(sub, tab.output, tab.generated), default=2) <= 1  # a row one token short (or held done)
+        return (dur, tokens, 1, d.hold_finished, may_finish)
 
-    def _span(self, tab: SeqTable, live, n_seqs: int, dec_ctx: int, t: float):
-        """How many identical decode iterations to run from now (>= 1), and their durations.
-        Allocates the blocks the whole span needs. ``live``: mask of unfinished rows (None = all)."""
-        kv = self.kv
-        a = tab.a
-        if live is None:
-            k = int((a["output"] - a["generated"]).min())
-            c, b = a["computed"], a["blocks"]
+    def _preempt(self, d: BatchDecision, tokens: list[int], t: float):
+        """Apply the decision's preemptions; returns the other rows' tokens, the swap bytes and
+        the evicted sequences' waiting entries (re-queued after this iteration's admissions)."""
+        tab = self.table
+        swap = d.preempt_mode == "swap"
+        swap_bytes = 0
+        requeue = []
+        for r in d.preempt:
+            requeue.append(self._evict(r, swap, t))
+            if swap:
+                swap_bytes += tab.computed[r] * self._bpt
+        gone = set(d.preempt)
+        tab.drop(gone)
+        return [x for i, x in enumerate(tokens) if i not in gone], swap_bytes, requeue
+
+    def _admit(self, admit: tuple, tokens: list[int], t: float) -> int:
+        """Move the admitted waiting sequences into the table (their tokens appended to
+        ``tokens``); returns the bytes swapped back in."""
+        kv, log = self.kv, self.log
+        pos = [p for p, _ in admit]
+        entries = [self.waiting[p] for p in pos]
+        for p in sorted(pos, reverse=True):
+            del self.waiting[p]
+            del self._keys[p]
+        swap_bytes = 0
+        rows = []
+        for w in entries:
+            if w in self._cached_waiting:
+                self._cached_waiting.remove(w)
+                kv.take_cached(w.rid, w.computed)
+            if not w.started:
+                log.emit(t, E.REQ_SCHEDULE, w.rid, (self.index,))
+                w.started = True
+            if w.swapped:
+                swap_bytes += w.computed * self._bpt
+            rows.append((w.rid, w.prompt, w.output, w.computed, w.generated, 0, self._admit_seq, w.priority,
+                         w.pred, w.arrival_s, False))
+            self._admit_seq += 1
+        self.table.append(rows)
+        tokens.extend(n for _, n in admit)
+        return swap_bytes
+
+    def _grow(self, tokens: list[int], t: float) -> list[int]:
+        """Allocate the blocks this iteration's tokens need (grow: up to ``ceil((computed +
+        tokens) / block_tokens)``; reserve: the whole reservation at a row's first tokens).
+        Rows the pool refuses (a fragmenting pool) go back to waiting; returns the tokens of
+        the rows that stay."""
+        kv, tab = self.kv, self.table
+        B, C = tab.blocks, tab.computed
+        bt = kv.block_tokens
+        if kv.mode == GROW:
+            b1 = bt - 1
+            rows = [i for i, (c, x, b) in enumerate(zip(C, tokens, B)) if (c + x + b1) // bt > b]
+            if tab.n_done:
+                done = tab.done
+                rows = [i for i in rows if not done[i]]
+            if not rows:
+                return tokens
+            need = [(C[i] + tokens[i] + b1) // bt - B[i] for i in rows]
         else:
-            if not live.any():
-                return 1, None
-            k = int((a["output"] - a["generated"])[live].min())
-            c, b = a["computed"][live], a["blocks"][live]
+            rows = [i for i, (x, b) in enumerate(zip(tokens, B)) if x > 0 and b == 0]
+            if not rows:
+                return tokens
+            rt, P, O = kv.reserve_tokens, tab.prompt, tab.output
+            need = [((rt or P[i] + O[i]) + bt - 1) // bt for i in rows]
+        rid = tab.rid
+        seqs = [rid[i] for i in rows]
+        failed = []
+        j = 0  # rows[:j] are done; like one grow call per row, in order, carrying on after a refusal
+        while j < len(rows):
+            ok = kv.grow_many(seqs[j:], need[j:]) if j or len(rows) > 1 else int(kv.grow(seqs[0], need[0]))
+            for r, n in zip(rows[j:j + ok], need[j:j + ok]):
+                B[r] += n
+            j += ok
+            if j < len(rows):
+                failed.append(rows[j])
+                j += 1
+        if not failed:
+            return tokens
+        for r in failed:  # fresh admissions return quietly; others are preempted
+            self._insert(self._evict(r, False, t, quiet=B[r] == 0 and C[r] == 0))
+        gone = set(failed)
+        tab.drop(gone)
+        return [x for i, x in enumerate(tokens) if i not in gone]
+
+    def _span(self, n_seqs: int, dec_ctx: int, t: float):
+        """How many identical decode iterations to run from now, their total duration, and
+        whether the last of them finishes a sequence; ``k`` = 1 (no span) when fewer than two
+        would run. Allocates the blocks the whole span needs (after this iteration's, held)."""
+        kv, tab = self.kv, self.table
+        if tab.n_done:  # static batching: finished rows ride along as padding
+            live = [i for i, done in enumerate(tab.done) if not done]
+            if not live:
+                return 1, (0.0, None), True
+            O, G, C, B = tab.output, tab.generated, tab.computed, tab.blocks
+            k = min(O[i] - G[i] for i in live)
+            c = [C[i] for i in live]
+            b = [B[i] for i in live]
+        else:
+            live = None
+            k = min(map(sub, tab.output, tab.generated))
+            c, b = tab.computed, tab.blocks
         if k <= 1:
-            return 1, None
+            return 1, (0.0, None), True
+        k_fin = k  # the first sequence finishes after k_fin iterations
         grow = kv.mode == GROW
         if grow:
             bt = kv.block_tokens
             free = kv.free_blocks
-            g = (-(-(c + k) // bt) - b).clip(0)
-            if int(g.sum()) > free:
+            b1 = bt - 1
+            g = [(x + k + b1) // bt - y for x, y in zip(c, b)]
+            if (sum(g) if min(g) >= 0 else sum(n for n in g if n > 0)) > free:
                 lo, hi = 1, k  # need(lo) fits (already allocated), need(hi) does not
                 while hi - lo > 1:
                     mid = (lo + hi) // 2
-                    if int((-(-(c + mid) // bt) - b).clip(0).sum()) <= free:
+                    if sum(n for n in [(x + mid + b1) // bt - y for x, y in zip(c, b)] if n > 0) <= free:
                         lo = mid
                     else:
                         hi = mid
                 k = lo
                 if k <= 1:
-                    return 1, None
+                    return 1, (0.0, None), True
                 g = None
-        durs = self.cost.decode_span_s(n_seqs, dec_ctx, k, n_seqs - tab.n_done)
+        # no iteration of the span may start at/after the next arrival or the stop time
         limit = min(self._next_arrival(), self.max_time_s)
-        if t + float(durs.sum()) - float(durs[-1]) >= limit:  # the span would start an iteration at/after limit
-            starts = t + (np.cumsum(durs) - durs)
-            k = int(np.searchsorted(starts, limit, side="left"))
-            if k <= 1:
-                return 1, None
-            durs = durs[:k]
+        k0 = k
+        if self.per_iteration_records:  # each iteration's duration is logged
+            durs = self.cost.decode_span_s(n_seqs, dec_ctx, k, n_seqs - tab.n_done)
+            if t + float(durs.sum()) - float(durs[-1]) >= limit:
+                k = int(np.searchsorted(t + (np.cumsum(durs) - durs), limit, side="left"))
+                durs = durs[:k]
+            dur = float(durs.sum())
+        else:
+            k, dur = self.cost.decode_span(n_seqs, dec_ctx, k, n_seqs - tab.n_done, t, limit)
+            durs = None
+        if k <= 1:
+            return 1, (0.0, None), True
+        if k < k0:
             g = None
         if grow:
             if g is None:
-                g = -(-(c + k) // bt) - b
-            idx = np.flatnonzero(g > 0)
-            if len(idx):
-                rows = idx if live is None else np.flatnonzero(live)[idx]
-                rid, blocks = a["rid"], a["blocks"]
-                for r, n in zip(rows.tolist(), g[idx].tolist()):
-                    if not kv.grow(int(rid[r]), n):  # a fragmenting pool refused: no span
-                        return 1, None
-                    blocks[r] += n
-        return k, durs
+                g = [(x + k + b1) // bt - y for x, y in zip(c, b)]
+            rows = [i for i, n in enumerate(g) if n > 0]
+            if rows:
+                g = [g[i] for i in rows]
+                if live is not None:
+                    rows = [live[i] for i in rows]
+                rid, B = tab.rid, tab.blocks
+                ok = kv.grow_many([rid[r] for r in rows], g)
+                for r, n in zip(rows[:ok], g):
+                    B[r] += n
+                if ok < len(rows):  # a fragmenting pool refused: no span
+                    return 1, (0.0, None), True
+        return k, (dur, durs), k == k_fin
 
     def _evict(self, r: int, swap: bool, t: float, quiet: bool = False) -> WaitingSeq:
         """Remove row ``r``'s cache (the caller drops the row); returns its waiting entry."""
         tab = self.table
-        rid = int(tab.rid[r])
+        rid = tab.rid[r]
         cached = self.kv.prefix_caching and not swap
-        self.kv.release(rid, int(tab.computed[r]) if cached else 0)
+        self.kv.release(rid, tab.computed[r] if cached else 0)
         if not quiet:
             self.log.emit(t, E.REQ_PREEMPT, rid, (self.index, "swap" if swap else "recompute"))
-        w = WaitingSeq(rid, int(tab.prompt[r]), int(tab.output[r]), float(tab.arrival_s[r]), int(tab.priority[r]),
-                       int(tab.pred[r]), int(tab.generated[r]), int(tab.computed[r]) if swap else 0, swap, True)
+        w = WaitingSeq(rid, tab.prompt[r], tab.output[r], tab.arrival_s[r], tab.priority[r],
+                       tab.pred[r], tab.generated[r], tab.computed[r] if swap else 0, swap, True)
         if cached:
             self._cached_waiting.append(w)
         return w
 
     def _finish(self, plan) -> None:
         """Advance the sequences after an iteration (or a span of ``k``) ends."""
-        _, tokens, k, hold = plan
-        tab, log, now, idx = self.table, self.log, self.env.now, self.index
-        a = tab.a
-        gen = a["generated"]
-        if tab.n_done:
-            live = ~a["done"]
-            if k > 1:
-                a["computed"][live] += k
-                gen[live] += k
+        _, tokens, k, hold, may_finish = plan
+        tab, log, now, idx = self.table, self.log, self.now, self.index
+        C, G = tab.computed, tab.generated
+        done = tab.done if tab.n_done else None
+        if k > 1:  # a span: every live row decoded k tokens
+            if done is None:
+                tab.computed = [c + k for c in C]
+                tab.generated = G = [g + k for g in G]
             else:
-                a["computed"][live] += tokens[live]
+                for i, dn in enumerate(done):
+                    if not dn:
+                        C[i] += k
+                        G[i] += k
+            if not may_finish:  # the span stopped before its first finish
+                return
         else:
-            live = None
-            if k > 1:
-                a["computed"] += k
-                gen += k
-            else:
-                a["computed"] += tokens
-        if k == 1:
-            produced = (tokens > 0) & (a["computed"] == a["prompt"] + gen)
-            if live is not None:
-                produced &= live
-            if produced.any():
-                gen[produced] += 1
-                for rid in a["rid"][produced & (gen == 1)].tolist():
-                    log.emit(now, E.REQ_FIRST_TOKEN, rid, (idx,))
-        fin = gen >= a["output"]
-        if live is not None:
-            fin &= live
-        if not fin.any():
+            P = tab.prompt
+            for i, x in enumerate(tokens):
+                if x and (done is None or not done[i]):
+                    C[i] = c = C[i] + x
+                    if c == P[i] + G[i]:  # the context is complete: one new token
+                        G[i] = g = G[i] + 1
+                        if g == 1:
+                            log.emit(now, E.REQ_FIRST_TOKEN, tab.rid[i], (idx,))
+        if done is None:
+            fin = [i for i, (g, o) in enumerate(zip(G, tab.output)) if g >= o]
+        else:
+            fin = [i for i, (g, o, dn) in enumerate(zip(G, tab.output, done)) if g >= o and not dn]
+        if not fin:
             return
-        rids = a["rid"][fin].tolist()
-        for rid in rids:
-            log.emit(now, E.REQ_FINISH, rid, (idx,))
+        rid = tab.rid
+        rids = [rid[i] for i in fin]
+        for r in rids:
+            log.emit(now, E.REQ_FINISH, r, (idx,))
         self.outstanding -= len(rids)
         if hold:
-            a["done"][fin] = True
-            tab.n_done += len(rids)
+            for i in fin:
+                tab.done[i] = True
+            tab.n_done += len(fin)
             if tab.n_done == len(tab):
-                for rid in a["rid"].tolist():
-                    self.kv.release(rid)
-                tab.keep(np.zeros(len(tab), dtype=bool))
+                for r in tab.rid:
+                    self.kv.release(r)
+                tab.clear()
         else:
             release = self.kv.release
-            for rid in rids:
-                release(rid)
-            tab.keep(~fin)
+            for r in rids:
+                release(r)
+            tab.drop(fin)

@@ -1,9 +1,9 @@
 """What a batching policy sees (a replica view) and what it returns (a batch decision).
 
-A replica keeps its running sequences as a struct of numpy arrays (:class:`SeqTable`, one row
-per sequence, rows in admission order) and its waiting sequences as a list kept in the
-ordering policy's order. Token accounting per sequence (vLLM v1's model, uniform for prefill,
-decode and recompute):
+A replica keeps its running sequences as a struct of Python lists (:class:`SeqTable`, one
+entry per sequence in every column, rows in admission order) and its waiting sequences as a
+list kept in the ordering policy's order. Token accounting per sequence (vLLM v1's model,
+uniform for prefill, decode and recompute):
 
 - ``known = prompt + generated`` tokens exist; ``computed`` of them are in the KV cache;
 - an iteration computes ``n <= known - computed`` tokens of a sequence; when it reaches
@@ -11,77 +11,89 @@ decode and recompute):
 - a sequence in decode has ``known - computed == 1``; it finishes when ``generated == output``;
 - preemption by recompute sets ``computed = 0`` (the generated tokens are kept and
   recomputed as prompt); by swap keeps ``computed`` (the cache moves to host memory).
+
+Why lists and not numpy: a replica runs a few dozen sequences at a time (256 at most) and
+touches them once per iteration or fast-forwarded span; a numpy call costs about 1 µs
+whatever its size, a list comprehension over 20 ints a fraction of that. Policies that want
+arrays ask :meth:`SeqTable.array`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 if TYPE_CHECKING:
     from llmos_sim.serving.kv import KVCacheManager
 
-_COLS = ("rid", "prompt", "output", "computed", "generated", "blocks", "admit_seq", "priority", "pred", "arrival_s", "done")
-_DTYPES = (np.int64, np.int64, np.int64, np.int64, np.int64, np.int64, np.int64, np.int64, np.int64, np.float64, np.bool_)
-ROW_DTYPE = np.dtype(list(zip(_COLS, _DTYPES)))
-
-
-def _col(name: str):
-    def get(self) -> np.ndarray:
-        return self.a[name]
-    get.__name__ = name
-    return property(get)
+COLUMNS = ("rid", "prompt", "output", "computed", "generated", "blocks", "admit_seq", "priority", "pred",
+           "arrival_s", "done")
 
 
 class SeqTable:
-    """Running sequences of one replica: one numpy record per sequence, in admission order.
+    """Running sequences of one replica: one list per column, one entry per sequence, rows in
+    admission order.
 
-    Columns (each a writable view): ``rid`` request id, ``prompt``/``output`` tokens,
-    ``computed`` tokens in cache, ``generated`` tokens emitted, ``blocks`` KV blocks held,
-    ``admit_seq`` admission order, ``priority`` (lower = more important), ``pred`` predicted
-    output tokens, ``arrival_s``, ``done`` (finished but held, static batching). Policies read
-    it; only the replica writes. One record array keeps appends and removals to one numpy
-    call each (the hot path of the serving loop).
+    Columns: ``rid`` request id, ``prompt``/``output`` tokens, ``computed`` tokens in cache,
+    ``generated`` tokens emitted, ``blocks`` KV blocks held, ``admit_seq`` admission order,
+    ``priority`` (lower = more important), ``pred`` predicted output tokens, ``arrival_s``,
+    ``done`` (finished but held, static batching). Policies read it; only the replica writes.
+
+    Invariant: every column has ``len(self)`` entries; ``n_done == sum(done)``.
     """
 
-    __slots__ = ("a", "n_done")
-
-    rid = _col("rid")
-    prompt = _col("prompt")
-    output = _col("output")
-    computed = _col("computed")
-    generated = _col("generated")
-    blocks = _col("blocks")
-    admit_seq = _col("admit_seq")
-    priority = _col("priority")
-    pred = _col("pred")
-    arrival_s = _col("arrival_s")
-    done = _col("done")
+    __slots__ = (*COLUMNS, "n_done")
 
     def __init__(self) -> None:
-        self.a = np.zeros(0, dtype=ROW_DTYPE)
+        for name in COLUMNS:
+            setattr(self, name, [])
         self.n_done = 0  #: rows with ``done`` set
 
     def __len__(self) -> int:
-        return len(self.a)
+        return len(self.rid)
 
     @property
-    def remaining(self) -> np.ndarray:
-        """Tokens known but not yet computed (0 for held, finished rows)."""
-        a = self.a
-        r = a["prompt"] + a["generated"] - a["computed"]
-        return np.where(a["done"], 0, r) if self.n_done else r
+    def remaining(self) -> list[int]:
+        """Tokens known but not yet computed, per row (0 for held, finished rows)."""
+        r = [p + g - c for p, g, c in zip(self.prompt, self.generated, self.computed)]
+        if self.n_done:
+            r = [0 if d else x for x, d in zip(r, self.done)]
+        return r
 
-    def append(self, rows: Sequence[tuple]) -> None:
+    def array(self, name: str) -> np.ndarray:
+        """Column ``name`` as a new numpy array (for vectorised policies)."""
+        return np.asarray(getattr(self, name), dtype=np.float64 if name == "arrival_s" else None)
+
+    def append(self, rows: Iterable[tuple]) -> None:
         """Add rows given as tuples in column order."""
-        if rows:
-            self.a = np.concatenate([self.a, np.array(rows, dtype=ROW_DTYPE)])
+        cols = [getattr(self, name) for name in COLUMNS]
+        for row in rows:
+            for col, v in zip(cols, row):
+                col.append(v)
+            if row[-1]:
+                self.n_done += 1
 
-    def keep(self, mask: np.ndarray) -> None:
-        """Keep only the rows where ``mask`` is True."""
-        self.a = self.a[mask]
-        self.n_done = int(self.a["done"].sum()) if self.n_done else 0
+    def drop(self, rows: Iterable[int]) -> None:
+        """Remove the rows at these positions (any order, each once)."""
+        rows = sorted(rows, reverse=True)
+        if not rows:
+            return
+        if len(rows) == len(self):
+            self.clear()
+            return
+        for name in COLUMNS:
+            col = getattr(self, name)
+            for r in rows:
+                del col[r]
+        if self.n_done:
+            self.n_done = sum(self.done)
+
+    def clear(self) -> None:
+        """Remove every row."""
+        for name in COLUMNS:
+            getattr(self, name).clear()
+        self.n_done = 0
 
 
 @dataclass(slots=True)

@@ -139,9 +139,27 @@ def simulate(cfg, seed: int, progress: bool = False) -> ServingResult:
     s = cfg.get("serving", None)
     workload = instantiate(cfg.workload)
     requests = workload.requests(rng)
+    make_replica, info = replica_factory(cfg)
+    max_time = _cfg_get(s, "max_time_s")
+    system = ServingSystem(requests, make_replica, instantiate(cfg.router), int(_cfg_get(s, "replicas")),
+                           progress=progress)
+    system.run(None if max_time is None else float(max_time))
+    res = build_result(system.log, float(_cfg_get(s, "slo_ttft_s")), float(_cfg_get(s, "slo_tpot_s")))
+    res.extra.update(kv_blocks_per_replica=system.replicas[0].kv.total_blocks, kv_capacity_bytes=info["kv_capacity_bytes"])
+    return res
+
+
+def replica_factory(cfg) -> tuple[Any, dict[str, Any]]:
+    """``make_replica(index, env, log, next_arrival) -> Replica`` from the composed config
+    (``model``, ``gpu``, ``batching``, ``memory`` — or ``serving.kv_memory`` if set — and
+    ``serving``), and facts about it (``tp``, ``kv_capacity_bytes``). Used by ``mode: serving``
+    and by services on the shared cluster (``mode: mixed``)."""
+    from hydra.utils import instantiate
+
+    s = cfg.get("serving", None)
     model: ModelSpec = instantiate(cfg.model)
     gpu: GpuSpec = instantiate(cfg.gpu)
-    tp, n_rep = int(_cfg_get(s, "tp")), int(_cfg_get(s, "replicas"))
+    tp = int(_cfg_get(s, "tp"))
     block_tokens = int(_cfg_get(s, "block_tokens"))
     block_bytes = block_tokens * model.kv_bytes_per_token
     nblocks = _cfg_get(s, "num_kv_blocks")
@@ -150,7 +168,10 @@ def simulate(cfg, seed: int, progress: bool = False) -> ServingResult:
     else:
         capacity = kv_capacity_bytes(model, gpu, tp, float(_cfg_get(s, "gpu_memory_utilization")),
                                      int(_cfg_get(s, "activation_reserve_bytes")))
-    pool_factory = instantiate(cfg.memory) if cfg.get("memory", None) is not None else functools.partial(IdealPool)
+    kv_memory = s.get("kv_memory", None) if s is not None else None
+    if kv_memory is None:
+        kv_memory = cfg.get("memory", None)
+    pool_factory = instantiate(kv_memory) if kv_memory is not None else functools.partial(IdealPool)
     cost_cfg = _cfg_get(s, "cost")
     cost_factory = instantiate(cost_cfg) if cost_cfg is not None else None
     if cost_factory is None:
@@ -167,11 +188,7 @@ def simulate(cfg, seed: int, progress: bool = False) -> ServingResult:
                        next_arrival, math.inf if max_time is None else float(max_time),
                        bool(_cfg_get(s, "fast_forward")), bool(_cfg_get(s, "per_iteration_records")))
 
-    system = ServingSystem(requests, make_replica, instantiate(cfg.router), n_rep, progress=progress)
-    system.run(None if max_time is None else float(max_time))
-    res = build_result(system.log, float(_cfg_get(s, "slo_ttft_s")), float(_cfg_get(s, "slo_tpot_s")))
-    res.extra.update(kv_blocks_per_replica=system.replicas[0].kv.total_blocks, kv_capacity_bytes=capacity)
-    return res
+    return make_replica, {"tp": tp, "kv_capacity_bytes": capacity}
 
 
 def build_result(log: E.EventLog, slo_ttft_s: float = math.inf, slo_tpot_s: float = math.inf) -> ServingResult:

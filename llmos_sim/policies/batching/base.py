@@ -66,41 +66,45 @@ class BatchingPolicy:
         tokens, preempt = self.schedule_running(view, self.max_num_batched_tokens)
         admit: tuple = ()
         if not preempt:
-            budget = self.max_num_batched_tokens - int(tokens.sum())
+            budget = self.max_num_batched_tokens - sum(tokens)
             admit = self.admit(view, budget, len(view.running))
-        return BatchDecision(tokens, admit, preempt, self.preemption)
+        return BatchDecision(np.array(tokens, dtype=np.int64), admit, preempt, self.preemption)
 
     # -- hooks ------------------------------------------------------------------------------
-    def schedule_running(self, view: ReplicaView, budget: int) -> tuple[np.ndarray, tuple[int, ...]]:
-        """Tokens per running row (in admission order, within ``budget``) and the rows to
-        preempt so that the blocks the others need fit."""
+    def schedule_running(self, view: ReplicaView, budget: int) -> tuple[list[int], tuple[int, ...]]:
+        """Tokens per running row (a list, in admission order, within ``budget``) and the rows
+        to preempt so that the blocks the others need fit."""
         run = view.running
-        rem = run.remaining
-        if len(rem) == 0:
-            return rem, ()
-        if int(rem.sum()) <= budget:  # everything fits the budget (the common decode case)
-            tokens = rem.copy()
-        else:
-            cum = np.cumsum(rem)
-            tokens = np.clip(budget - (cum - rem), 0, rem)
+        tokens = run.remaining
+        if not tokens:
+            return tokens, ()
+        if sum(tokens) > budget:  # give the budget out in admission order
+            left = budget
+            for i, r in enumerate(tokens):
+                tokens[i] = min(r, max(left, 0))
+                left -= r
         kv = view.kv
         if kv.mode != GROW:
             return tokens, ()
         bt = kv.block_tokens
-        need = np.maximum(-(-(run.computed + tokens) // bt) - run.blocks, 0)
+        # blocks each row needs before this iteration: ceil((computed + tokens) / bt) - held
+        b1 = bt - 1
+        need = [(c + t + b1) // bt - b for c, t, b in zip(run.computed, tokens, run.blocks)]
+        if min(need) < 0:  # rows holding more than they need (a refused span's growth) need nothing
+            need = [n if n > 0 else 0 for n in need]
         if run.n_done:
-            need[run.done] = 0
-        total = int(need.sum())
+            need = [0 if d else n for n, d in zip(need, run.done)]
+        total = sum(need)
         avail = kv.free_blocks
         if total <= avail:
             return tokens, ()
         preempt = []
-        for r in self.order.victims(run):
+        for r in self.order.victims(run).tolist():
             if total <= avail:
                 break
-            preempt.append(int(r))
-            total -= int(need[r])
-            avail += int(run.blocks[r])
+            preempt.append(r)
+            total -= need[r]
+            avail += run.blocks[r]
             tokens[r] = 0
         return tokens, tuple(preempt)
 

@@ -26,4 +26,4 @@ class ContinuousBatching(BatchingPolicy):
         if admit:  # a prefill iteration: the running sequences wait
             return BatchDecision(np.zeros(n, dtype=np.int64), admit, (), self.preemption)
         tokens, preempt = self.schedule_running(view, 1 << 60)
-        return BatchDecision(tokens, (), preempt, self.preemption)
+        return BatchDecision(np.array(tokens, dtype=np.int64), (), preempt, self.preemption)

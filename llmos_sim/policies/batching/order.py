@@ -19,7 +19,7 @@ class Ordering:
 
     def victims(self, running: SeqTable) -> np.ndarray:
         """Running rows, most preemptable first."""
-        return np.argsort(-running.admit_seq, kind="stable")
+        return np.argsort(-running.array("admit_seq"), kind="stable")
 
 
 class FCFS(Ordering):
@@ -35,7 +35,7 @@ class ShortestPredictedFirst(Ordering):
         return (w.pred - w.generated, w.arrival_s, w.rid)
 
     def victims(self, running: SeqTable) -> np.ndarray:
-        return np.lexsort((-running.admit_seq, -(running.pred - running.generated)))
+        return np.lexsort((-running.array("admit_seq"), -(running.array("pred") - running.array("generated"))))
 
 
 class PriorityOrder(Ordering):
@@ -45,4 +45,4 @@ class PriorityOrder(Ordering):
         return (w.priority, w.arrival_s, w.rid)
 
     def victims(self, running: SeqTable) -> np.ndarray:
-        return np.lexsort((-running.admit_seq, -running.priority))
+        return np.lexsort((-running.array("admit_seq"), -running.array("priority")))

@@ -21,7 +21,7 @@ class StaticBatching(BatchingPolicy):
         run = view.running
         if len(run):
             tokens, preempt = self.schedule_running(view, self.max_num_batched_tokens)
-            tokens = np.where(run.done, 1, tokens)  # padding
-            return BatchDecision(tokens, (), preempt, self.preemption, hold_finished=True)
+            tokens = [1 if d else n for n, d in zip(tokens, run.done)]  # padding
+            return BatchDecision(np.array(tokens, dtype=np.int64), (), preempt, self.preemption, hold_finished=True)
         admit = self.admit(view, self.max_num_batched_tokens, 0)
         return BatchDecision(np.zeros(0, dtype=np.int64), admit, (), self.preemption, hold_finished=True)

@@ -16,7 +16,7 @@ the call is O(1) when the sequence stays within its last block and O(blocks) oth
 """
 from __future__ import annotations
 
-from typing import Hashable
+from typing import Hashable, Sequence
 
 from llmos_sim.policies.memory.base import Allocation, MemoryPool
 
@@ -110,6 +110,51 @@ class PagedPool(MemoryPool):
         if n_more < 0:
             raise ValueError(f"append_blocks: n_more must be >= 0, got {n_more}")
         return self.resize(allocation, (len(allocation.blocks) + n_more) * self.block_bytes)
+
+    def append_blocks_many(self, allocations: Sequence[Allocation], counts: Sequence[int]) -> list[Allocation] | None:
+        """Add ``counts[i]`` whole blocks to ``allocations[i]`` for every ``i`` in one call (a
+        serving replica grows all sequences of a decode span at once).
+
+        The result is exactly that of calling :meth:`append_blocks` on each in turn (same
+        blocks, same order, same replacements), except that it is all or nothing: ``None``
+        (one failure counted, nothing changed) when the blocks of all together are not free.
+        Cost: O(1) per allocation plus the copy of its block tuple.
+        """
+        live = self._live
+        if len({a.id for a in allocations}) != len(allocations):
+            raise ValueError("append_blocks_many: an allocation is listed twice")
+        if any(live.get(a.id) is not a for a in allocations):
+            raise ValueError("append_blocks_many: an allocation is not live in this pool")
+        if counts and min(counts) < 0:
+            raise ValueError("append_blocks_many: counts must be >= 0")
+        total = sum(counts)
+        stack = self._free_stack
+        if total > len(stack):
+            self._n_fail += 1
+            return None
+        bb = self.block_bytes
+        out = []
+        requested = 0  # change of the live requests: each becomes the bytes of all its blocks
+        pop = stack.pop
+        for a, n in zip(allocations, counts):
+            if n == 1:  # the common case: a decode span crosses one block boundary
+                blocks = a.blocks + (pop(),)
+            elif n:
+                taken = stack[-n:]
+                del stack[-n:]
+                taken.reverse()
+                blocks = a.blocks + tuple(taken)
+            else:
+                blocks = a.blocks
+            nbytes = len(blocks) * bb
+            requested += nbytes - a.requested
+            new = Allocation(blocks[0], nbytes, nbytes, a.tag, blocks, a.id)
+            live[a.id] = new
+            out.append(new)
+        self._requested += requested
+        self._allocated += total * bb
+        self._reserved = self._allocated
+        return out
 
     # -- MemoryPool hooks ------------------------------------------------------------------
     def _take(self, n: int, requested: int, tag: Hashable, alloc_id: int) -> Allocation:
