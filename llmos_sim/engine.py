@@ -398,12 +398,13 @@ class Engine:
             self.available[k] += v
 
     # -- memory -----------------------------------------------------------------------------
-    def _alloc_memory(self, job: Job, devices: Sequence[int]) -> list[tuple[int, object]] | None:
-        """Allocate ``M_d`` on every device, all or nothing."""
-        if not self.pools or job.mem_bytes_per_device <= 0:
+    def _alloc_memory(self, job: Job, devices: Sequence[int], nbytes: int | None = None) -> list[tuple[int, object]] | None:
+        """Allocate ``nbytes`` (default ``M_d``) on every device, all or nothing."""
+        nbytes = job.mem_bytes_per_device if nbytes is None else nbytes
+        if not self.pools or nbytes <= 0:
             return []
         got = []
-        now, emit, pools, nbytes = self.env.now, self.log.emit, self.pools, job.mem_bytes_per_device
+        now, emit, pools = self.env.now, self.log.emit, self.pools
         for dv in devices:
             a = pools[dv].allocate(nbytes, job.id)
             if a is None:
@@ -498,6 +499,8 @@ class Engine:
             self.log.records.append((now, E.START, job.id, (devices, job.gpu_milli, r.rate_flops_s)))
         epoch = r.epoch
         done.callbacks.append(lambda ev: self._work_done(r, epoch, ev))
+        if job.mem_trace and self.pools:
+            self.env.process(self._replay_memory(r, epoch))
 
     def _end_segment(self, r: RunningJob) -> None:
         """Cut the current segment short: keep its progress, ignore its completion event."""
@@ -508,6 +511,28 @@ class Engine:
         r.epoch += 1
         self.under_demand.pop(r.job.id, None)
         self.backend.cancel(r.task)
+
+    def _replay_memory(self, r: RunningJob, epoch: int):
+        """Replay the job's memory trace on each of its devices during this segment (a SimPy
+        process; stops when the segment ends). A failed allocation fails the job, as a real
+        out-of-memory error does."""
+        env, job = self.env, r.job
+        t0 = env.now + r.seg_overhead_s
+        for t, op, key, nbytes in job.mem_trace:
+            at = t0 + float(t)
+            if at > env.now:
+                yield env.timeout(at - env.now)
+            if r.epoch != epoch or job.id not in self.running:
+                return  # the segment ended (finished, preempted, failed)
+            if op == "alloc":
+                got = self._alloc_memory(job, r.devices, int(nbytes))
+                if got is None:
+                    self.fail_running(r, f"out of memory: a {int(nbytes)} B allocation of its memory trace "
+                                         f"(key {key}) did not fit")
+                    return
+                r.transient[key] = got
+            else:
+                self._free_memory(r.transient.pop(key, []))
 
     def _work_done(self, r: RunningJob, epoch: int, ev: simpy.Event) -> None:
         if not ev._ok:  # the backend failed the task (e.g. a real out-of-memory error)
@@ -551,6 +576,9 @@ class Engine:
             self.request_pass()
 
     def _release(self, r: RunningJob) -> None:
+        for allocs in r.transient.values():
+            self._free_memory(allocs)
+        r.transient = {}
         self._free_memory(r.allocations)
         r.allocations = []
         self._give(r.job, r.devices, r.resources)

@@ -117,12 +117,16 @@ class EventLog:
 
     def table(self) -> pd.DataFrame:
         """The whole log, one row per record, data kept as a string (for the ``events`` table)."""
+        recs = self.records
+        if not recs:
+            return pd.DataFrame({"seq": [], "time_s": [], "kind": [], "subject": [], "data": []})
+        times, kinds, subjects, data = zip(*recs)  # one transpose instead of a pass per column
         return pd.DataFrame(
             {
-                "seq": range(len(self.records)),
-                "time_s": [r[0] for r in self.records],
-                "kind": [r[1] for r in self.records],
-                "subject": [str(r[2]) for r in self.records],
-                "data": [repr(r[3]) if r[3] else "" for r in self.records],
+                "seq": range(len(recs)),
+                "time_s": times,
+                "kind": kinds,
+                "subject": list(map(str, subjects)),
+                "data": [repr(d) if d else "" for d in data],
             }
         )

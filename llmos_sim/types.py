@@ -179,6 +179,12 @@ class Job:
     #: a long-running job that hosts replicas of this serving service on its devices until the
     #: service's request stream ends (``work_flops`` is then unused); None = ordinary work
     service: str | None = None
+    #: an allocation pattern replayed on every granted device while the job runs, on top of
+    #: ``mem_bytes_per_device`` (the persistent part): rows ``(time_s, op, key, nbytes)`` with
+    #: ``op`` "alloc" or "free" and ``time_s`` from the start of each run segment's compute —
+    #: the ``llmos_sim.memtrace`` trace format (e.g. a transformer step's activations). A
+    #: failed allocation is a real out-of-memory: the job fails. Empty = a fixed footprint.
+    mem_trace: tuple = ()
 
     def __post_init__(self) -> None:
         if self.gpus < 1:

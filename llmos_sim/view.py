@@ -28,7 +28,7 @@ class RunningJob:
 
     __slots__ = ("job", "devices", "share_milli", "first_start_s", "seg_start_s", "seg_overhead_s",
                  "rate_flops_s", "done_flops", "attained_gpu_s", "n_preempt", "n_resize", "epoch",
-                 "allocations", "resources", "task")
+                 "allocations", "resources", "task", "transient")
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -46,6 +46,7 @@ class RunningJob:
         self.allocations: list[tuple[int, "Allocation"]] = []
         self.resources: dict[str, float] = {}
         self.task = None
+        self.transient: dict = {}  #: live allocations of the job's memory trace: key -> [(device, Allocation)]
 
     def done_at(self, now_s: float) -> float:
         """FLOPs finished by ``now_s``."""

@@ -1,7 +1,7 @@
 """A seeded synthetic job generator: Poisson arrivals, configurable size distributions."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -20,6 +20,10 @@ class SyntheticJobs(Workload):
     - memory per device: uniform in ``[mem_min_bytes, mem_max_bytes]``
     - a fraction ``elastic_fraction`` are elastic with ``min_gpus = max(1, gpus // 2)``
     - tenants: round-robin over ``tenants`` (for fair-share policies)
+    - ``mem_trace``: keyword arguments of
+      :func:`llmos_sim.memtrace.generate.transformer_training_trace` (e.g. ``{layers: 12,
+      hidden: 2048, steps: 4}``): every job replays that allocation pattern on its devices on
+      top of its persistent ``mem`` (None = a fixed footprint)
     """
 
     def __init__(
@@ -35,6 +39,7 @@ class SyntheticJobs(Workload):
         mem_max_bytes: int = 0,
         elastic_fraction: float = 0.0,
         tenants: Sequence[str] = ("default",),
+        mem_trace: Mapping[str, Any] | None = None,
     ) -> None:
         if n_jobs < 0 or arrival_rate_per_s <= 0 or duration_median_s <= 0:
             raise ValueError("SyntheticJobs: n_jobs >= 0, arrival_rate_per_s > 0, duration_median_s > 0")
@@ -53,6 +58,17 @@ class SyntheticJobs(Workload):
         self.mem_max_bytes = int(mem_max_bytes)
         self.elastic_fraction = float(elastic_fraction)
         self.tenants = list(tenants)
+        self.mem_trace = dict(mem_trace) if mem_trace else None
+
+    def trace_rows(self) -> tuple:
+        """The allocation pattern every job carries (``Job.mem_trace``), or ``()``."""
+        if not self.mem_trace:
+            return ()
+        from llmos_sim.memtrace.generate import transformer_training_trace
+
+        df = transformer_training_trace(**self.mem_trace)
+        return tuple(zip(df["time_s"].astype(float).tolist(), df["op"].tolist(), df["id"].astype(int).tolist(),
+                         df["nbytes"].astype(int).tolist()))
 
     def arrays(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """The drawn columns (vectorised; 10^6 jobs in well under a second)."""
@@ -69,9 +85,10 @@ class SyntheticJobs(Workload):
         a = self.arrays(rng)
         work = a["duration_s"] * a["gpus"] * self.reference_flops
         tenants, nt = self.tenants, len(self.tenants)
+        trace = self.trace_rows()
         out = []
         for i, (t, g, w, m, el) in enumerate(zip(a["arrival_s"].tolist(), a["gpus"].tolist(), work.tolist(),
                                                   a["mem_bytes"].tolist(), a["elastic"].tolist())):
             out.append(Job(i, t, w, gpus=g, min_gpus=max(1, g // 2) if el and g > 1 else None,
-                           mem_bytes_per_device=m, tenant=tenants[i % nt]))
+                           mem_bytes_per_device=m, tenant=tenants[i % nt], mem_trace=trace))
         return out

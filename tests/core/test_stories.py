@@ -209,3 +209,27 @@ def test_a_service_job_holds_its_devices_until_its_host_says_done():
                              (30.0, "finish", 0), (30.0, "start", 1, (0, 1, 2, 3)), (40.0, "finish", 1)]
     orphan = Engine(one_node(), FIFO()).run([Job(0, 0.0, 0.0, service="nobody")])
     assert [d for _, k, _, d in orphan if k == "fail"] == [("no host for service 'nobody'",)]
+
+
+# --- allocation patterns: a job's memory trace is replayed on its devices while it runs ------
+def test_a_memory_trace_is_replayed_on_the_job_devices_and_an_oom_fails_the_job_alone():
+    fits = (( 0.0, "alloc", 1, 2 * GB), (4.0, "free", 1, 0), (4.0, "alloc", 2, GB), (8.0, "free", 2, 0))
+    too_big = ((2.0, "alloc", 1, int(3.5 * GB)),)
+    jobs = [job(0, 0, 1, 10, mem_bytes_per_device=GB, mem_trace=fits),
+            job(1, 0, 1, 10, mem_bytes_per_device=GB, mem_trace=too_big),
+            job(2, 1, 1, 5)]
+    log = Engine(one_node(2), FIFO(), pool_factory=FirstFitPool).run(jobs)
+    assert schedule(log) == [
+        (0.0, "start", 0, (0,)), (0.0, "start", 1, (1,)),
+        (2.0, "fail", 1), (2.0, "start", 2, (1,)),
+        (7.0, "finish", 2), (10.0, "finish", 0),
+    ]
+    fail = [d[0] for t, k, s, d in log if k == "fail"]
+    assert fail and fail[0].startswith("out of memory")
+    # device 0's pool: 1 GB persistent, +2 GB at 0, -2 GB +1 GB at 4, -1 GB at 8, -1 GB at 10
+    levels = [(t, k, d[4]) for t, k, dev, d in log if dev == 0 and k in ("mem_alloc", "mem_free")]
+    assert levels == [(0.0, "mem_alloc", GB), (0.0, "mem_alloc", 3 * GB), (4.0, "mem_free", GB),
+                      (4.0, "mem_alloc", 2 * GB), (8.0, "mem_free", GB), (10.0, "mem_free", 0)]
+    # the failed job's persistent memory went back to device 1's pool
+    dev1 = [d[4] for t, k, dev, d in log if dev == 1 and k in ("mem_alloc", "mem_free", "mem_fail")]
+    assert dev1[-1] == 0
