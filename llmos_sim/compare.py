@@ -355,20 +355,21 @@ def compare_sweep(sweep_dir: str | Path, out_dir: str | Path | None = None, plot
     shown = [m for m in (metrics or key_metrics(df)) if m in df.columns]
     made: dict[str, Path] = {}
     if plots:
-        made = _comparison_plots(df, agg, root, out / "plots", gantt_run=gantt_run)
+        made = _comparison_plots(df, agg, root, out / "plots", gantt_run=gantt_run, metrics=metrics)
     files["report"].write_text(_report(df, agg, shown, made, root, out))
     return Comparison(df, agg, out, files, made)
 
 
 def _comparison_plots(df: pd.DataFrame, agg: pd.DataFrame, root: Path, folder: Path,
-                      gantt_run: str | None = None) -> dict[str, Path]:
+                      gantt_run: str | None = None, metrics: Sequence[str] | None = None) -> dict[str, Path]:
     from llmos_sim.metrics import compare_plots as cp
     from llmos_sim.metrics import plots as rp
 
     folder.mkdir(parents=True, exist_ok=True)
     made: dict[str, Path] = {}
     factors = df.attrs.get("label_factors", [])
-    bar_metrics = [m for m in BAR_METRICS if m in agg.columns and agg[m].notna().any()][:4]
+    wanted = metrics or BAR_METRICS  # the user's metrics, else the key ones
+    bar_metrics = [m for m in wanted if m in agg.columns and agg[m].notna().any()][:4]
     if bar_metrics:
         made["bars"] = cp.metric_bars(df, agg, bar_metrics, factors, folder / "bars.png")
     samples, xlabel = latency_samples(df, root)
