@@ -95,6 +95,12 @@ class KVCacheManager:
             return self._free
         return min(self._free, self.pool.largest_free_bytes() // self.block_bytes)
 
+    @property
+    def unheld_blocks(self) -> int:
+        """Blocks no sequence holds (a count: a fragmenting pool may still refuse one
+        allocation of fewer, see :attr:`free_blocks`)."""
+        return self._free
+
     def blocks_for(self, tokens: int) -> int:
         """Blocks that hold ``tokens`` tokens: ``ceil(tokens / block_tokens)``."""
         return -(-int(tokens) // self.block_tokens)

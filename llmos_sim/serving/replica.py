@@ -245,9 +245,7 @@ class Replica:
             requeue.append(self._evict(r, swap, t))
             if swap:
                 swap_bytes += tab.computed[r] * self._bpt
-        gone = set(d.preempt)
-        tab.drop(gone)
-        return [x for i, x in enumerate(tokens) if i not in gone], swap_bytes, requeue
+        return self._drop(set(d.preempt), tokens), swap_bytes, requeue
 
     def _admit(self, admit: tuple, tokens: list[int], t: float) -> int:
         """Move the admitted waiting sequences into the table (their tokens appended to
@@ -315,8 +313,19 @@ class Replica:
             return tokens
         for r in failed:  # fresh admissions return quietly; others are preempted
             self._insert(self._evict(r, False, t, quiet=B[r] == 0 and C[r] == 0))
-        gone = set(failed)
+        return self._drop(set(failed), tokens)
+
+    def _drop(self, gone: set, tokens: list[int]) -> list[int]:
+        """Drop the rows ``gone`` (already evicted); returns the other rows' tokens. A held
+        batch (static) left with finished rows only is over: their cache is released, as
+        :meth:`_finish` does at its last finish (else padding would run forever)."""
+        tab = self.table
         tab.drop(gone)
+        if tab.n_done and tab.n_done == len(tab):
+            for r in tab.rid:
+                self.kv.release(r)
+            tab.clear()
+            return []
         return [x for i, x in enumerate(tokens) if i not in gone]
 
     def _span(self, n_seqs: int, dec_ctx: int, t: float):

@@ -73,7 +73,8 @@ class BatchingPolicy:
     # -- hooks ------------------------------------------------------------------------------
     def schedule_running(self, view: ReplicaView, budget: int) -> tuple[list[int], tuple[int, ...]]:
         """Tokens per running row (a list, in admission order, within ``budget``) and the rows
-        to preempt so that the blocks the others need fit."""
+        to preempt so that the blocks the others need fit. Finished rows held as padding
+        (static batching) need no blocks and are never victims."""
         run = view.running
         tokens = run.remaining
         if not tokens:
@@ -99,9 +100,12 @@ class BatchingPolicy:
         if total <= avail:
             return tokens, ()
         preempt = []
+        done = run.done if run.n_done else None
         for r in self.order.victims(run).tolist():
             if total <= avail:
                 break
+            if done is not None and done[r]:  # a finished (held) row is never preempted: it would finish twice
+                continue
             preempt.append(r)
             total -= need[r]
             avail += run.blocks[r]
