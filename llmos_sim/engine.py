@@ -257,7 +257,7 @@ class Engine:
         """The read-only view a policy gets now."""
         return ClusterView(self.env.now, self.cluster, self._queue_view, self.running, Tentative(self.free),
                            dict(self.available), self.device_free_milli, self.pools, self.finished,
-                           under_demand=self.under_demand, partial=self.partial)
+                           under_demand=self.under_demand, partial=self.partial, suspended=self.suspended)
 
     def _pass(self, _ev: simpy.Event | None) -> None:
         self._pass_pending = False
@@ -589,6 +589,7 @@ class Engine:
         self._end_segment(r)
         del self.running[job.id]
         r.n_preempt += 1
+        r.stopped_s = self.env.now
         self.log.emit(self.env.now, E.PREEMPT, job.id, (r.devices, r.done_flops))
         self._release(r)
         self.suspended[job.id] = r

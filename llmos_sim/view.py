@@ -28,7 +28,7 @@ class RunningJob:
 
     __slots__ = ("job", "devices", "share_milli", "first_start_s", "seg_start_s", "seg_overhead_s",
                  "rate_flops_s", "done_flops", "attained_gpu_s", "n_preempt", "n_resize", "epoch",
-                 "allocations", "resources", "task", "transient")
+                 "allocations", "resources", "task", "transient", "stopped_s")
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -47,6 +47,7 @@ class RunningJob:
         self.resources: dict[str, float] = {}
         self.task = None
         self.transient: dict = {}  #: live allocations of the job's memory trace: key -> [(device, Allocation)]
+        self.stopped_s: float | None = None  #: when it was last preempted (None: never)
 
     def done_at(self, now_s: float) -> float:
         """FLOPs finished by ``now_s``."""
@@ -244,18 +245,21 @@ class ClusterView:
     - ``under_demand``: running elastic jobs holding fewer devices than they demand
     - ``share_taken``: fractional shares planned in this pass, per device
     - ``partial``: devices partly used by fractional jobs (an index kept by the engine)
+    - ``suspended``: job id → the engine's record of a preempted job now waiting (its progress
+      ``done_flops``, attained service ``attained_gpu_s``, ``stopped_s``)
 
     A plain slotted class, not a dataclass: one is built per pass, so construction is kept cheap.
     """
 
     __slots__ = ("now_s", "cluster", "queue", "running", "free", "available", "device_free_milli", "pools",
-                 "finished", "under_demand", "share_taken", "partial")
+                 "finished", "under_demand", "share_taken", "partial", "suspended")
 
     def __init__(self, now_s: float, cluster: Cluster, queue: Sequence[Job], running: Mapping[int, RunningJob],
                  free: Tentative, available: dict[str, float] | None = None, device_free_milli: Sequence[int] = (),
                  pools: Sequence["MemoryPool"] = (), finished: Sequence[FinishedJob] = (),
                  under_demand: Mapping[int, RunningJob] | None = None,
-                 partial: Mapping[int, None] | None = None) -> None:
+                 partial: Mapping[int, None] | None = None,
+                 suspended: Mapping[int, RunningJob] | None = None) -> None:
         self.now_s = now_s
         self.cluster = cluster
         self.queue = queue
@@ -270,13 +274,15 @@ class ClusterView:
         #: devices partly used by fractional jobs (0 < free milli < 1000), kept by the engine;
         #: None (hand-built views) = derive from ``device_free_milli`` when needed
         self.partial = partial
+        self.suspended = suspended if suspended is not None else {}
 
     @staticmethod
     def build(cluster: Cluster, queue: Sequence[Job] = (), running: Mapping[int, RunningJob] | None = None,
               free: Sequence[int] | None = None, now_s: float = 0.0, available: Mapping[str, float] | None = None,
-              pools: Sequence["MemoryPool"] = (), finished: Sequence[FinishedJob] = ()) -> "ClusterView":
+              pools: Sequence["MemoryPool"] = (), finished: Sequence[FinishedJob] = (),
+              suspended: Mapping[int, RunningJob] | None = None) -> "ClusterView":
         """A hand-built view for tests and notebooks: ``free`` lists the free devices
-        (default: all not held by ``running``)."""
+        (default: all not held by ``running``); ``suspended`` holds preempted jobs' records."""
         running = dict(running or {})
         if free is None:
             busy = {d for r in running.values() for d in r.devices}
@@ -288,7 +294,7 @@ class ClusterView:
         avail = dict(available) if available is not None else {k: v for k, v in totals.items() if k != GPU}
         under = {i: r for i, r in running.items() if r.job.elastic and len(r.devices) < r.job.gpus}
         return ClusterView(now_s, cluster, list(queue), running, Tentative(FreeDevices(cluster, free)),
-                           avail, milli, list(pools), list(finished), under_demand=under)
+                           avail, milli, list(pools), list(finished), under_demand=under, suspended=suspended)
 
     def free_share(self, device: int) -> int:
         """Unshared thousandths of ``device`` after this pass's plans."""
@@ -336,7 +342,8 @@ class ClusterView:
         """A copy whose pass-local plans are independent of this one's (cheap: the engine's
         state is shared, only the overlays are copied)."""
         v = ClusterView(self.now_s, self.cluster, self.queue, self.running, self.free.fork(), dict(self.available),
-                        self.device_free_milli, self.pools, self.finished, self.under_demand, self.partial)
+                        self.device_free_milli, self.pools, self.finished, self.under_demand, self.partial,
+                        self.suspended)
         v.share_taken = dict(self.share_taken)
         return v
 

@@ -49,17 +49,22 @@ def test_las_ranks_by_attained_gpu_seconds() -> None:
     assert d.preempts == (Preempt(0),) and d.starts == (Start(1, (0,)),)
 
 
-def test_las_remembers_attained_service_of_preempted_jobs() -> None:
+def test_las_ranks_preempted_jobs_by_the_engines_record_of_their_service() -> None:
     cl = cluster(1, 1)
     las = LAS()
     r = running(job(0, 0, 100), (0,))
-    las.decide(ClusterView.build(cl, queue=[job(1, 9, 50)], running={0: r}, now_s=10.0))
-    assert las.saved[0][1] == pytest.approx(10.0)
+    d = las.decide(ClusterView.build(cl, queue=[job(1, 9, 50)], running={0: r}, now_s=10.0))
+    assert d.preempts == (Preempt(0),)
+    # the engine keeps job 0's record while it waits: 10 device-s attained, stopped at t=10
+    waiting = running(job(0, 0, 100), (0,), attained=r.attained_at(10.0), done=r.done_at(10.0))
+    waiting.stopped_s = 10.0
     # now job 1 has run 4 s: job 0 (10 device-s) still waits behind it
     r1 = running(job(1, 9, 50), (0,), start=10.0)
-    d = las.decide(ClusterView.build(cl, queue=[job(0, 0, 100)], running={1: r1}, now_s=14.0))
+    d = las.decide(ClusterView.build(cl, queue=[job(0, 0, 100)], running={1: r1}, now_s=14.0,
+                                     suspended={0: waiting}))
     assert not d
-    d = las.decide(ClusterView.build(cl, queue=[job(0, 0, 100)], running={1: r1}, now_s=21.0))
+    d = las.decide(ClusterView.build(cl, queue=[job(0, 0, 100)], running={1: r1}, now_s=21.0,
+                                     suspended={0: waiting}))
     assert d.preempts == (Preempt(1),) and d.starts == (Start(0, (0,)),)
 
 
@@ -67,10 +72,11 @@ def test_las_time_service_divides_by_width() -> None:
     cl = cluster(1, 4)
     wide = running(job(0, 0, 100, gpus=4), (0, 1, 2, 3))  # at t=4: 16 device-s, 4 s
     narrow = job(1, 1, 50)
+    before = running(narrow, (0,), attained=10.0, done=10.0)  # the narrow job ran 10 s on 1 GPU before
+    before.stopped_s = 1.0
     for service, preempts in (("gpu_s", True), ("time_s", False)):
         las = LAS(service=service)
-        las.saved[1] = (10.0, 10.0, 1.0)  # the narrow job ran 10 s on 1 GPU before
-        d = las.decide(ClusterView.build(cl, queue=[narrow], running={0: wide}, now_s=4.0))
+        d = las.decide(ClusterView.build(cl, queue=[narrow], running={0: wide}, now_s=4.0, suspended={1: before}))
         assert bool(d.preempts) is preempts
         if preempts:
             assert d.starts == (Start(1, (0,)),)
@@ -90,10 +96,13 @@ def test_discretized_las_fifo_within_queue_and_preempts_lower_queue() -> None:
 def test_discretized_las_promotes_starving_job() -> None:
     cl = cluster(1, 1)
     pol = DiscretizedLAS(thresholds=[5.0], promote_after_s=100.0)
-    pol.saved[0] = (50.0, 50.0, 60.0)  # queue 1, stopped at t=60
+    waiting = running(job(0, 0, 100), (0,), attained=50.0, done=50.0)  # queue 1, stopped at t=60
+    waiting.stopped_s = 60.0
     r = running(job(1, 61, 1000), (0,), start=61.0)
-    assert not pol.decide(ClusterView.build(cl, queue=[job(0, 0, 100)], running={1: r}, now_s=63.0))
-    d = pol.decide(ClusterView.build(cl, queue=[job(0, 0, 100)], running={1: r}, now_s=161.0))
+    assert not pol.decide(ClusterView.build(cl, queue=[job(0, 0, 100)], running={1: r}, now_s=63.0,
+                                            suspended={0: waiting}))
+    d = pol.decide(ClusterView.build(cl, queue=[job(0, 0, 100)], running={1: r}, now_s=161.0,
+                                     suspended={0: waiting}))
     assert d.preempts == (Preempt(1),)
 
 

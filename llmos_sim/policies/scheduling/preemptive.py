@@ -16,9 +16,8 @@ One pass:
    victim's devices finds them free.
 5. (work conserving) queued jobs that were not selected may still start on devices left free.
 
-The engine keeps a preempted job's progress but the view shows only its :class:`Job` while
-it waits, so the policy remembers each victim's progress and attained service at the moment it
-preempts it (exactly what the engine stores: it preempts at the same instant).
+A preempted job's progress, attained service and stop time come from the engine's record of
+it (``view.suspended``), so these policies keep no state of their own.
 
 ``round_s`` sets the engine's periodic pass (the time quantum); passes also run on every
 arrival and completion. ``min_run_s`` protects a job for that long after its segment started
@@ -67,8 +66,6 @@ class PreemptiveScheduler(QueueScheduler):
         self.round_s = round_s
         self.min_run_s = float(min_run_s)
         self.work_conserving = work_conserving
-        #: job id -> (done_flops, attained_gpu_s, stopped_at_s) of jobs this policy preempted
-        self.saved: dict[int, tuple[float, float, float]] = {}
 
     # -- the hook ---------------------------------------------------------------------------
     @abstractmethod
@@ -77,23 +74,28 @@ class PreemptiveScheduler(QueueScheduler):
         Must be unique per job (end with ``job.arrival_s, job.id``) so passes are deterministic."""
 
     # -- what a job has done so far ---------------------------------------------------------
-    def attained_gpu_s(self, job: Job, r: RunningJob | None, now_s: float) -> float:
-        """Device-seconds of service so far (LAS's attained service)."""
+    @staticmethod
+    def attained_gpu_s(job: Job, r: RunningJob | None, view: ClusterView) -> float:
+        """Device-seconds of service so far (LAS's attained service): from the running record,
+        or the engine's record of a preempted job waiting in the queue."""
         if r is not None:
-            return r.attained_at(now_s)
-        s = self.saved.get(job.id)
-        return s[1] if s else 0.0
+            return r.attained_at(view.now_s)
+        s = view.suspended.get(job.id)
+        return s.attained_gpu_s if s is not None else 0.0
 
-    def done_flops(self, job: Job, r: RunningJob | None, now_s: float) -> float:
+    @staticmethod
+    def done_flops(job: Job, r: RunningJob | None, view: ClusterView) -> float:
+        """FLOPs finished so far (running, or preempted and waiting)."""
         if r is not None:
-            return min(job.work_flops, r.done_at(now_s))
-        s = self.saved.get(job.id)
-        return s[0] if s else 0.0
+            return min(job.work_flops, r.done_at(view.now_s))
+        s = view.suspended.get(job.id)
+        return s.done_flops if s is not None else 0.0
 
-    def stopped_at_s(self, job: Job) -> float:
+    @staticmethod
+    def stopped_at_s(job: Job, view: ClusterView) -> float:
         """When ``job`` last stopped running (its arrival if it never ran)."""
-        s = self.saved.get(job.id)
-        return s[2] if s else job.arrival_s
+        s = view.suspended.get(job.id)
+        return s.stopped_s if s is not None and s.stopped_s is not None else job.arrival_s
 
     @staticmethod
     def need(job: Job) -> float:
@@ -103,11 +105,7 @@ class PreemptiveScheduler(QueueScheduler):
     # -- the loop ---------------------------------------------------------------------------
     def decide(self, view: ClusterView) -> Decision:
         now = view.now_s
-        saved = self.saved
         running = view.running
-        if saved:
-            for jid in running:
-                saved.pop(jid, None)
         if not view.queue:
             return Decision()
         ranked = [(self.key(j, None, view), j, None) for j in view.queue]
@@ -147,7 +145,6 @@ class PreemptiveScheduler(QueueScheduler):
             for r in victims:
                 if used.intersection(r.devices):
                     preempts.append(Preempt(r.job.id))
-                    saved[r.job.id] = (min(r.job.work_flops, r.done_at(now)), r.attained_at(now), now)
                 else:  # keeps running: its devices are not free after all
                     keep = [d for d in r.devices if v.free.is_free(d)]
                     if keep and r.job.gpu_milli == FULL_DEVICE_MILLI:
@@ -174,7 +171,7 @@ class SRTF(PreemptiveScheduler):
     (passes run on every arrival)."""
 
     def key(self, job: Job, running: RunningJob | None, view: ClusterView) -> tuple:
-        rem = job.work_flops - self.done_flops(job, running, view.now_s)
+        rem = job.work_flops - self.done_flops(job, running, view)
         return (rem / (job.gpus * mean_flops(view) * job.gpu_milli / FULL_DEVICE_MILLI), job.arrival_s, job.id)
 
 
@@ -194,7 +191,7 @@ class LAS(PreemptiveScheduler):
         self.service = service
 
     def served(self, job: Job, running: RunningJob | None, view: ClusterView) -> float:
-        a = self.attained_gpu_s(job, running, view.now_s)
+        a = self.attained_gpu_s(job, running, view)
         return a if self.service == "gpu_s" else a / (job.gpus * job.gpu_milli / FULL_DEVICE_MILLI)
 
     def key(self, job: Job, running: RunningJob | None, view: ClusterView) -> tuple:
@@ -220,7 +217,7 @@ class DiscretizedLAS(LAS):
 
     def queue_index(self, job: Job, running: RunningJob | None, view: ClusterView) -> int:
         if (running is None and self.promote_after_s is not None
-                and view.now_s - self.stopped_at_s(job) >= self.promote_after_s):
+                and view.now_s - self.stopped_at_s(job, view) >= self.promote_after_s):
             return 0
         return bisect_right(self.thresholds, self.served(job, running, view))
 
