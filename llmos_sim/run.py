@@ -105,69 +105,67 @@ def run_config(cfg: DictConfig, progress: bool = False) -> RunResult:
         return RunResult(cfg, EventLog(), {}, devices, facts=facts)
     if mode not in ("training", "serving", "mixed"):
         raise ValueError(f"config key 'mode' must be training, serving, mixed or calibrate, got {mode!r}")
-    if mode == "mixed":
-        return run_mixed(cfg, progress)
     if mode == "serving":
         from llmos_sim.serving import simulate  # the serving path (issue 5)
 
         res = simulate(cfg, seed=int(cfg.seed), progress=progress)
         return RunResult(cfg, res.log, res.tables, res.summary)
+    return run_cluster(cfg, progress, with_services=(mode == "mixed"))
+
+
+def run_cluster(cfg: DictConfig, progress: bool = False, with_services: bool = False) -> RunResult:
+    """Jobs on the cluster under the scheduler (``mode: training``); with ``with_services``
+    (``mode: mixed``) also each LLM service in ``cfg.services``, as a job the scheduler places
+    whose replicas serve its request stream on the granted devices
+    (:mod:`llmos_sim.serving.cluster`)."""
     streams = rngs(int(cfg.seed))
-    workload = instantiate(_key(cfg, "workload"))
-    jobs = workload.jobs(streams["workload"])
+    jobs = list(instantiate(_key(cfg, "workload")).jobs(streams["workload"]))
     bar = _progress_bar(len(jobs)) if progress else None
     engine = build_engine(cfg, streams, progress=bar.update if bar is not None else None)
-    until = (cfg.get("engine", {}) or {}).get("until_s")
+    if with_services:
+        jobs += _add_services(cfg, engine, streams, first_job_id=max((j.id for j in jobs), default=-1) + 1)
     try:
-        log = engine.run(jobs, until_s=until)
+        log = engine.run(jobs, until_s=(cfg.get("engine", {}) or {}).get("until_s"))
     finally:
         if bar is not None:
             bar.close()
-    tables = derive_tables(log, engine.cluster)
     cl = engine.cluster
-    summary = training_summary(tables["jobs"], tables["timeline"], cl.n_devices, mean_flops=cl.total_flops / cl.n_devices)
+    tables = derive_tables(log, cl)
+    jobs_t = tables["jobs"]
+    training = jobs_t[~jobs_t["tenant"].astype(str).str.startswith("service:")] if with_services else jobs_t
+    summary = training_summary(training, tables["timeline"], cl.n_devices, mean_flops=cl.total_flops / cl.n_devices)
+    if with_services:
+        from llmos_sim.serving.system import build_result
+
+        serving = build_result(log, float(cfg.serving.get("slo_ttft_s") or math.inf),
+                               float(cfg.serving.get("slo_tpot_s") or math.inf))
+        for k in ("requests", "batches", "kv"):
+            tables[k] = serving.tables[k]
+        summary |= {f"serving_{k}": v for k, v in serving.summary.items()}
     summary["n_events"] = len(log)
     summary["sim_end_s"] = float(log.records[-1][0]) if len(log) else 0.0
-    return RunResult(cfg, log, tables, summary, engine.cluster, dict(getattr(engine, "backend_facts", {}) or {}))
+    return RunResult(cfg, log, tables, summary, cl, dict(getattr(engine, "backend_facts", {}) or {}))
 
 
-def run_mixed(cfg: DictConfig, progress: bool = False) -> RunResult:
-    """Training jobs and LLM services on one cluster under one scheduler (``mode: mixed``):
-    each service in ``cfg.services`` is a job the scheduler places; its replicas serve its
-    request stream on the granted devices (:mod:`llmos_sim.serving.cluster`)."""
+def _add_services(cfg: DictConfig, engine: Engine, streams: dict, first_job_id: int) -> list:
+    """Give the engine a host per service in ``cfg.services``; return the services' jobs."""
     from dataclasses import replace
 
     from llmos_sim.serving.cluster import ServiceHost, service_jobs
-    from llmos_sim.serving.system import build_result, replica_factory
+    from llmos_sim.serving.system import replica_factory
 
-    streams = rngs(int(cfg.seed))
-    jobs = instantiate(_key(cfg, "workload")).jobs(streams["workload"])
-    engine = build_engine(cfg, streams)
     make_replica, info = replica_factory(cfg)
-    tp = int(info["tp"])
     services = OmegaConf.to_container(_key(cfg, "services"), resolve=True)
     first_req = 0
     for name, s in sorted(services.items()):
         if "workload" not in s:
             raise KeyError(f"config key 'services.{name}.workload' is missing")
         reqs = instantiate(s["workload"]).requests(streams["serving"])
-        reqs = [replace(r, id=first_req + i, service=name) for i, r in enumerate(reqs)]
+        reqs = [replace(r, id=first_req + i, service=name) for i, r in enumerate(reqs)]  # ids unique across services
         first_req += len(reqs)
         engine.hosts[name] = ServiceHost(name, reqs, make_replica, instantiate(cfg.router), int(s.get("replicas", 1)),
                                          engine.env, engine.log)
-    jobs = list(jobs) + service_jobs(services, max((j.id for j in jobs), default=-1) + 1, tp)
-    log = engine.run(jobs, until_s=(cfg.get("engine", {}) or {}).get("until_s"))
-    tables = derive_tables(log, engine.cluster)
-    cl = engine.cluster
-    summary = training_summary(tables["jobs"][~tables["jobs"]["tenant"].astype(str).str.startswith("service:")],
-                               tables["timeline"], cl.n_devices, mean_flops=cl.total_flops / cl.n_devices)
-    serving = build_result(log, float(cfg.serving.get("slo_ttft_s") or math.inf),
-                           float(cfg.serving.get("slo_tpot_s") or math.inf))
-    for k in ("requests", "batches", "kv"):
-        tables[k] = serving.tables[k]
-    summary |= {f"serving_{k}": v for k, v in serving.summary.items()}
-    summary["n_events"] = len(log)
-    return RunResult(cfg, log, tables, summary, cl, dict(getattr(engine, "backend_facts", {}) or {}))
+    return service_jobs(services, first_job_id, int(info["tp"]))
 
 
 def derive_tables(log: EventLog, cluster: Cluster) -> dict[str, pd.DataFrame]:
