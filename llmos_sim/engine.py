@@ -35,13 +35,14 @@ MEMORY_FULL_ACTIONS = ("wait", "fail", "preempt")
 
 
 @contextmanager
-def _sparse_gc(threshold0: int = 100_000):
+def sparse_gc(threshold0: int = 100_000):
     """Run the cyclic garbage collector rarely while simulating.
 
     A run keeps millions of small live objects (log records, jobs); with the default
     thresholds the collector rescans them over and over and doubles a large run's cost. The
     engine makes no reference cycles per job, so reference counting frees its garbage; cycles
     made elsewhere are still collected, only less often. The old thresholds come back after.
+    (The serving simulation uses it too.)
     """
     old = gc.get_threshold()
     gc.set_threshold(max(old[0], threshold0), max(old[1], 50), max(old[2], 100))
@@ -172,7 +173,7 @@ class Engine:
             self._at(jobs[0].arrival_s, self._arrive_batch)
         if self.round_s:
             self.env.process(self._rounds())
-        with _sparse_gc():
+        with sparse_gc():
             if until_s is None:
                 self.env.run()
                 reason = "drained"

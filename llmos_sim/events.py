@@ -120,13 +120,17 @@ class EventLog:
         recs = self.records
         if not recs:
             return pd.DataFrame({"seq": [], "time_s": [], "kind": [], "subject": [], "data": []})
-        times, kinds, subjects, data = zip(*recs)  # one transpose instead of a pass per column
+        # a list comprehension per column (``zip(*recs)`` builds one 4-tuple per record first)
+        raw = [r[3] for r in recs]
+        data = list(map(repr, raw))
+        if not all(raw):  # no data: an empty string
+            data = [x if d else "" for x, d in zip(data, raw)]
         return pd.DataFrame(
             {
                 "seq": range(len(recs)),
-                "time_s": times,
-                "kind": kinds,
-                "subject": list(map(str, subjects)),
-                "data": [repr(d) if d else "" for d in data],
+                "time_s": [r[0] for r in recs],
+                "kind": [r[1] for r in recs],
+                "subject": list(map(str, [r[2] for r in recs])),
+                "data": data,
             }
         )

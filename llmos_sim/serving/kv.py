@@ -76,6 +76,10 @@ class KVCacheManager:
         # a paged pool grows one allocation per sequence in place (O(1) per block)
         self._append = getattr(pool, "append_blocks", None) if mode == GROW else None
         self._append_many = getattr(pool, "append_blocks_many", None) if mode == GROW else None
+        # ... and can defer the new blocks' bookkeeping until the allocation is freed (counts
+        # and free blocks stay exact; see :meth:`PagedPool.defer_blocks_many`)
+        self._defer = getattr(pool, "defer_blocks_many", None) if mode == GROW else None
+        self._settle = getattr(pool, "settle", None) if self._defer is not None else None
         self._exact = mode == GROW and (self._append is not None or type(pool).__name__ == "IdealPool")
         self.used_bytes = 0  #: bytes the pool set aside for live KV (after its rounding)
         self._held: dict[Hashable, list[Allocation]] = {}
@@ -160,6 +164,13 @@ class KVCacheManager:
         if self.prefix_caching:  # blocks taken back from the cache are not popped from the head
             self._pops += n_blocks - min(self._hit.pop(seq, 0), n_blocks)
         held = self._held.get(seq)
+        if held is not None and self._defer is not None:
+            if not self._defer(held, (n_blocks,)):
+                return False
+            self._nblocks[seq] += n_blocks
+            self._free -= n_blocks
+            self.used_bytes += n_blocks * self.block_bytes
+            return True
         if held is not None and self._append is not None:
             old = held[0]
             a = self._append(old, n_blocks)
@@ -196,10 +207,16 @@ class KVCacheManager:
             except KeyError:  # a sequence holds nothing yet: one by one below
                 olds = None
             if olds is not None:
-                news = self._append_many(olds, counts)
-                if news is not None:
-                    for s, n, a in zip(seqs, counts, news):
-                        held[s][0] = a
+                if self._defer is not None:
+                    ok = self._defer(olds, counts)
+                else:
+                    news = self._append_many(olds, counts)
+                    ok = news is not None
+                    if ok:
+                        for s, a in zip(seqs, news):
+                            held[s][0] = a
+                if ok:
+                    for s, n in zip(seqs, counts):
                         nblocks[s] += n
                     if self.prefix_caching:  # blocks taken back from the cache are not popped
                         hit = self._hit
@@ -221,6 +238,8 @@ class KVCacheManager:
         if held is None:
             return 0
         free = self.pool.free
+        if self._settle is not None:  # the blocks deferred to it (a paged pool)
+            held = [self._settle(a) for a in held]
         for a in held:
             free(a)
             self.used_bytes -= a.nbytes

@@ -177,7 +177,17 @@ class Replica:
         n_rows, n_done = len(tokens), tab.n_done
         n_dec = dec_ctx = n_seqs = 0
         pre = []  # rows computing a prefill / recompute chunk
-        if n_done:
+        c_sum = sum(C)
+        pure = False
+        if (n_rows and not n_done and n_tok == n_rows and min(tokens) == 1 and min(G) > 0
+                and sum(P) + sum(G) - c_sum == n_rows):
+            # pure decode (the common case), without the pass: one token per row, none
+            # missing more than it computes (tokens <= remaining), so every row misses
+            # exactly one, after its first token
+            n_dec = n_seqs = n_rows
+            dec_ctx = c_sum
+            pure = True
+        elif n_done:
             for i, (x, p, g, c, done) in enumerate(zip(tokens, P, G, C, tab.done)):
                 if x:
                     n_seqs += 1
@@ -211,7 +221,6 @@ class Replica:
             pairs = pre_ctx = 0
             n_logits = n_dec
         used = kv.used_bytes
-        c_sum = sum(C)
         # -- fast-forward a span of identical decode iterations ---------------------------
         if self.fast_forward and n_pre == 0 and not d.admit and not d.preempt and not swap_bytes and n_seqs == n_rows:
             k, (dur, durs), fin = self._span(n_seqs, dec_ctx, t)
@@ -225,14 +234,14 @@ class Replica:
                 log.emit(t, E.KV_SAMPLE, self.index,
                          (kv.used_bytes, (c_sum + k * (n_rows - n_done)) * self._bpt, kv.pool.capacity_bytes,
                           kv.free_blocks))
-                return (dur, tokens, k, d.hold_finished, fin)
+                return (dur, tokens, k, d.hold_finished, fin, True)
         shape = BatchShape(n_pre, pairs, pre_ctx, n_dec, dec_ctx, n_seqs, n_logits, swap_bytes)
         dur = self.cost.iteration_s(shape)
         log.emit(t, E.BATCH, self.index, (n_pre, n_dec, n_seqs, dur, used))
         tok = sum(x for x, done in zip(tokens, tab.done) if not done) if n_done else n_tok
         log.emit(t, E.KV_SAMPLE, self.index, (used, (c_sum + tok) * self._bpt, kv.pool.capacity_bytes, kv.free_blocks))
         may_finish = min(map(sub, tab.output, tab.generated), default=2) <= 1  # a row one token short (or held done)
-        return (dur, tokens, 1, d.hold_finished, may_finish)
+        return (dur, tokens, 1, d.hold_finished, may_finish, pure)
 
     def _preempt(self, d: BatchDecision, tokens: list[int], t: float):
         """Apply the decision's preemptions; returns the other rows' tokens, the swap bytes and
@@ -414,11 +423,11 @@ class Replica:
 
     def _finish(self, plan) -> None:
         """Advance the sequences after an iteration (or a span of ``k``) ends."""
-        _, tokens, k, hold, may_finish = plan
+        _, tokens, k, hold, may_finish, pure = plan
         tab, log, now, idx = self.table, self.log, self.now, self.index
         C, G = tab.computed, tab.generated
         done = tab.done if tab.n_done else None
-        if k > 1:  # a span: every live row decoded k tokens
+        if pure:  # a span, or one pure-decode iteration: every live row decoded k tokens
             if done is None:
                 tab.computed = [c + k for c in C]
                 tab.generated = G = [g + k for g in G]

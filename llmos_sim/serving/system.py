@@ -32,6 +32,7 @@ import simpy
 from simpy.events import URGENT
 
 from llmos_sim import events as E
+from llmos_sim.engine import sparse_gc
 from llmos_sim.policies.memory.ideal import IdealPool
 from llmos_sim.policies.routing.base import ReplicaLoad, Router
 from llmos_sim.serving import metrics
@@ -143,8 +144,11 @@ def simulate(cfg, seed: int, progress: bool = False) -> ServingResult:
     max_time = _cfg_get(s, "max_time_s")
     system = ServingSystem(requests, make_replica, instantiate(cfg.router), int(_cfg_get(s, "replicas")),
                            progress=progress)
-    system.run(None if max_time is None else float(max_time))
-    res = build_result(system.log, float(_cfg_get(s, "slo_ttft_s")), float(_cfg_get(s, "slo_tpot_s")))
+    # the run and the tables allocate hundreds of thousands of long-lived records and rows:
+    # the cyclic collector runs sparsely meanwhile, as in the engine (see engine.sparse_gc)
+    with sparse_gc():
+        system.run(None if max_time is None else float(max_time))
+        res = build_result(system.log, float(_cfg_get(s, "slo_ttft_s")), float(_cfg_get(s, "slo_tpot_s")))
     res.extra.update(kv_blocks_per_replica=system.replicas[0].kv.total_blocks, kv_capacity_bytes=info["kv_capacity_bytes"])
     return res
 

@@ -155,3 +155,29 @@ def test_finishes_and_failures_happen_at_simpy_time(monkeypatch):
     r = simulate(cfg, seed=0)
     assert r.summary["n_finished"] + r.summary["n_failed"] == 120 == len(seen)
     assert all(t == now for t, now in seen)
+
+
+def test_defer_blocks_many_is_append_blocks_in_turn():
+    """Deferred growth takes the same blocks with the same counters; the objects catch up when
+    looked at (settle, live, free, resize), so freeing returns every block."""
+    rng = random.Random(1)
+    a, b = PagedPool(300 * BB, BB), PagedPool(300 * BB, BB)
+    xs = [a.allocate_blocks(rng.randint(1, 5), i, rng.randint(1, BB)) for i in range(8)]
+    ys = [b.allocate_blocks(len(x.blocks), i, x.requested) for i, x in enumerate(xs)]
+    for _ in range(10):
+        counts = [rng.choice([0, 1, 1, 2, 3]) for _ in xs]
+        assert a.defer_blocks_many(xs, counts)
+        ys = [b.append_blocks(y, n) for y, n in zip(ys, counts)]
+        assert a.stats() == b.stats() and a.n_free_blocks == b.n_free_blocks
+    assert [a.settle(x) for x in xs[:3]] == ys[:3]
+    assert a.live() == b.live() and a.stats() == b.stats()
+    free = a.n_free_blocks
+    xs = a.live()
+    assert not a.defer_blocks_many(xs, [free + 1] + [0] * (len(xs) - 1))  # all or nothing
+    assert a.n_free_blocks == free and a.stats().n_failures == 1
+    assert a.defer_blocks_many(xs[:1], [2]) and a.resize(xs[0], 0).blocks == (ys[0].blocks[0],)
+    for x in a.live():
+        a.free(x)
+    assert a.n_free_blocks == a.n_blocks and a.stats().allocated_bytes == 0 and a.stats().requested_bytes == 0
+    with pytest.raises(ValueError):
+        a.defer_blocks_many([ys[0]], [1])  # not this pool's object

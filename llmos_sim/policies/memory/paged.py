@@ -40,6 +40,9 @@ class PagedPool(MemoryPool):
         # Invariant: _free_stack holds exactly the offsets of free blocks, each once;
         # reversed so that pop() yields offset 0 first.
         self._free_stack: list[int] = [i * self.block_bytes for i in range(self.n_blocks - 1, -1, -1)]
+        # blocks taken by :meth:`defer_blocks_many` but not yet in their allocation's object:
+        # allocation id -> the offsets to append, in order (see :meth:`settle`)
+        self._pending: dict[int, list[int]] = {}
 
     # -- block-level API -----------------------------------------------------------------
     @property
@@ -78,6 +81,8 @@ class PagedPool(MemoryPool):
         """
         if requested_bytes < 0:
             raise ValueError(f"resize: requested_bytes must be >= 0, got {requested_bytes}")
+        if self._pending:
+            allocation = self.settle(allocation)
         have = len(allocation.blocks)
         need = self.blocks_for(requested_bytes)
         if self._live.get(allocation.id) is not allocation:
@@ -121,6 +126,8 @@ class PagedPool(MemoryPool):
         Cost: O(1) per allocation plus the copy of its block tuple.
         """
         live = self._live
+        if self._pending:
+            allocations = [self.settle(a) for a in allocations]
         if len({a.id for a in allocations}) != len(allocations):
             raise ValueError("append_blocks_many: an allocation is listed twice")
         if any(live.get(a.id) is not a for a in allocations):
@@ -155,6 +162,76 @@ class PagedPool(MemoryPool):
         self._allocated += total * bb
         self._reserved = self._allocated
         return out
+
+    def defer_blocks_many(self, allocations: Sequence[Allocation], counts: Sequence[int]) -> bool:
+        """Like :meth:`append_blocks_many` (the same blocks, taken in the same order; the same
+        counters, stats and free blocks afterwards), but the allocations' objects are not
+        rebuilt: the blocks wait in the pool until the allocation is next looked at
+        (:meth:`settle`, which :meth:`free`, :meth:`live`, :meth:`resize` and
+        :meth:`append_blocks_many` call), so growing a sequence by a block costs a list append,
+        not a new :class:`Allocation`. The given objects stay the handles to pass back (also
+        to this method again; one listed twice grows twice, in turn). All or nothing: False
+        (one failure counted, nothing changed) when the blocks of all together are not free.
+        A serving KV cache grows every sequence of a decode span through this."""
+        live = self._live
+        for a in allocations:
+            if live.get(a.id) is not a:
+                raise ValueError("defer_blocks_many: an allocation is not live in this pool")
+        if counts and min(counts) < 0:
+            raise ValueError("defer_blocks_many: counts must be >= 0")
+        total = sum(counts)
+        stack = self._free_stack
+        if total > len(stack):
+            self._n_fail += 1
+            return False
+        bb = self.block_bytes
+        pending = self._pending
+        requested = total * bb  # each request becomes the bytes of all its blocks
+        pop = stack.pop
+        for a, n in zip(allocations, counts):
+            ext = pending.get(a.id)
+            if ext is None:  # (also for 0 blocks: its request becomes its blocks' bytes, as in append_blocks)
+                pending[a.id] = ext = []
+                requested += len(a.blocks) * bb - a.requested
+            if n == 1:
+                ext.append(pop())
+            elif n:
+                taken = stack[-n:]
+                del stack[-n:]
+                taken.reverse()
+                ext += taken
+        self._requested += requested
+        self._allocated += total * bb
+        self._reserved = self._allocated
+        return True
+
+    def settle(self, allocation: Allocation) -> Allocation:
+        """The allocation with the blocks :meth:`defer_blocks_many` gave it since (the
+        replacement object, same id, now the live one; ``allocation`` itself when none)."""
+        ext = self._pending.pop(allocation.id, None)
+        if ext is None:
+            return allocation
+        if self._live.get(allocation.id) is not allocation:
+            self._pending[allocation.id] = ext
+            raise ValueError(f"settle: allocation {allocation.id} is not live in this pool")
+        blocks = allocation.blocks + tuple(ext)
+        nbytes = len(blocks) * self.block_bytes
+        new = Allocation(blocks[0], nbytes, nbytes, allocation.tag, blocks, allocation.id)
+        self._live[allocation.id] = new
+        return new
+
+    def free(self, allocation: Allocation) -> None:
+        """Return ``allocation`` (with any blocks deferred to it) to the pool."""
+        if self._pending:
+            allocation = self.settle(allocation)
+        super().free(allocation)
+
+    def live(self) -> list[Allocation]:
+        """Live allocations, oldest first (with the blocks deferred to them)."""
+        if self._pending:
+            for a in list(self._live.values()):
+                self.settle(a)
+        return super().live()
 
     # -- MemoryPool hooks ------------------------------------------------------------------
     def _take(self, n: int, requested: int, tag: Hashable, alloc_id: int) -> Allocation:
