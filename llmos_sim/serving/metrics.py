@@ -38,7 +38,26 @@ class Frames:
                 lst.append((i, t, s, *d))
         self._rows = rows
 
+    def columns(self, kind: str) -> "dict[str, np.ndarray] | None":
+        """One kind's records as numpy columns, when every column is plain int64 or float64
+        (what :meth:`frame` would infer for them); ``None`` otherwise (no records, uneven
+        rows, strings, missing values, ...)."""
+        rows = self._rows[kind]
+        names = ["seq", "time_s", "subject", *E.FIELDS[kind]]
+        if not rows or len(set(map(len, rows))) != 1 or len(rows[0]) != len(names):
+            return None
+        out = {}
+        for name, col in zip(names, zip(*rows)):
+            a = np.array(col)
+            if a.dtype != np.int64 and (a.dtype != np.float64 or np.isnan(a).any()):
+                return None
+            out[name] = a
+        return out
+
     def frame(self, kind: str) -> pd.DataFrame:
+        cols = self.columns(kind)
+        if cols is not None:
+            return pd.DataFrame(cols)
         return pd.DataFrame.from_records(self._rows[kind], columns=["seq", "time_s", "subject", *E.FIELDS[kind]])
 
 
@@ -77,6 +96,17 @@ def request_table(log) -> pd.DataFrame:
 
 def batch_table(log) -> pd.DataFrame:
     """Iterations and fast-forwarded spans, in log order, with ``n_iters``."""
+    if isinstance(log, Frames):  # numeric columns of both kinds: merged in log order directly
+        b, s = log.columns(E.BATCH), log.columns(E.BATCH_SPAN)
+        if b is not None and s is not None:
+            b["n_iters"] = np.ones(len(b["seq"]), dtype=np.int64)
+            seq = np.concatenate([b["seq"], s["seq"]])
+            order = np.argsort(seq, kind="stable")
+            out = {"seq": seq[order], "time_s": None, "replica": None, "n_iters": None}
+            for c in ("time_s", "subject", "n_iters", "n_prefill_tokens", "n_decode_tokens", "n_seqs", "duration_s",
+                      "kv_used_bytes"):
+                out["replica" if c == "subject" else c] = np.concatenate([b[c], s[c]])[order]
+            return pd.DataFrame(out)
     b = log.frame(E.BATCH).rename(columns={"subject": "replica"})
     b.insert(3, "n_iters", 1)
     s = log.frame(E.BATCH_SPAN).rename(columns={"subject": "replica"})

@@ -162,13 +162,16 @@ class Replica:
         tokens: list[int] = d.tokens.tolist()
         swap_bytes = 0
         requeue = ()
+        grow = d.grow
         if d.preempt:
             tokens, swap_bytes, requeue = self._preempt(d, tokens, t)
+            grow = None  # the policy's rows are before the preemptions
+        n_run = len(tokens)
         if d.admit:
             swap_bytes += self._admit(d.admit, tokens, t)
         for w in requeue:
             self._insert(w)
-        tokens = self._grow(tokens, t)
+        tokens = self._grow(tokens, t, grow, n_run)
         n_tok = sum(tokens)
         if not n_tok and not swap_bytes:
             return None
@@ -283,23 +286,35 @@ class Replica:
         tokens.extend(n for _, n in admit)
         return swap_bytes
 
-    def _grow(self, tokens: list[int], t: float) -> list[int]:
+    def _grow(self, tokens: list[int], t: float, grow=None, n_run: int = 0) -> list[int]:
         """Allocate the blocks this iteration's tokens need (grow: up to ``ceil((computed +
         tokens) / block_tokens)``; reserve: the whole reservation at a row's first tokens).
         Rows the pool refuses (a fragmenting pool) go back to waiting; returns the tokens of
-        the rows that stay."""
+        the rows that stay. ``grow``: the decision's ``(rows, blocks)`` for the first
+        ``n_run`` rows (see :class:`BatchDecision`); only the rows after them (admitted now)
+        are then scanned."""
         kv, tab = self.kv, self.table
         B, C = tab.blocks, tab.computed
         bt = kv.block_tokens
         if kv.mode == GROW:
             b1 = bt - 1
-            rows = [i for i, (c, x, b) in enumerate(zip(C, tokens, B)) if (c + x + b1) // bt > b]
-            if tab.n_done:
-                done = tab.done
-                rows = [i for i in rows if not done[i]]
-            if not rows:
-                return tokens
-            need = [(C[i] + tokens[i] + b1) // bt - B[i] for i in rows]
+            if grow is not None:
+                rows, need = grow
+                if len(tokens) > n_run:  # admitted rows (never held finished)
+                    new = [i for i in range(n_run, len(tokens)) if (C[i] + tokens[i] + b1) // bt > B[i]]
+                    if new:
+                        rows = rows + new
+                        need = need + [(C[i] + tokens[i] + b1) // bt - B[i] for i in new]
+                if not rows:
+                    return tokens
+            else:
+                rows = [i for i, (c, x, b) in enumerate(zip(C, tokens, B)) if (c + x + b1) // bt > b]
+                if tab.n_done:
+                    done = tab.done
+                    rows = [i for i in rows if not done[i]]
+                if not rows:
+                    return tokens
+                need = [(C[i] + tokens[i] + b1) // bt - B[i] for i in rows]
         else:
             rows = [i for i, (x, b) in enumerate(zip(tokens, B)) if x > 0 and b == 0]
             if not rows:
@@ -358,12 +373,24 @@ class Replica:
             return 1, (0.0, None), True
         k_fin = k  # the first sequence finishes after k_fin iterations
         grow = kv.mode == GROW
+        # no iteration of the span may start at/after the next arrival or the stop time
+        limit = min(self._next_arrival(), self.max_time_s)
+        pre = None
+        if grow and not self.per_iteration_records:
+            # the span as arrivals cut it, before the blocks are counted: when its second
+            # iteration already starts too late, fewer blocks would not change that (the cut
+            # is the first iteration starting at/after the limit, the same for any k)
+            pre = self.cost.decode_span(n_seqs, dec_ctx, k, n_seqs - tab.n_done, t, limit)
+            if pre[0] <= 1:
+                return 1, (0.0, None), True
         if grow:
             bt = kv.block_tokens
             free = kv.free_blocks
             b1 = bt - 1
-            g = [(x + k + b1) // bt - y for x, y in zip(c, b)]
-            if (sum(g) if min(g) >= 0 else sum(n for n in g if n > 0)) > free:
+            # rows crossing into new blocks over k iterations, and how many each needs
+            rows = [i for i, (x, y) in enumerate(zip(c, b)) if (x + k + b1) // bt > y]
+            g = [(c[i] + k + b1) // bt - b[i] for i in rows]
+            if sum(g) > free:
                 lo, hi = 1, k  # need(lo) fits (already allocated), need(hi) does not
                 while hi - lo > 1:
                     mid = (lo + hi) // 2
@@ -375,8 +402,6 @@ class Replica:
                 if k <= 1:
                     return 1, (0.0, None), True
                 g = None
-        # no iteration of the span may start at/after the next arrival or the stop time
-        limit = min(self._next_arrival(), self.max_time_s)
         k0 = k
         if self.per_iteration_records:  # each iteration's duration is logged
             durs = self.cost.decode_span_s(n_seqs, dec_ctx, k, n_seqs - tab.n_done)
@@ -385,7 +410,10 @@ class Replica:
                 durs = durs[:k]
             dur = float(durs.sum())
         else:
-            k, dur = self.cost.decode_span(n_seqs, dec_ctx, k, n_seqs - tab.n_done, t, limit)
+            if pre is not None and k == k_fin:  # the blocks did not bound it: the same call
+                k, dur = pre
+            else:
+                k, dur = self.cost.decode_span(n_seqs, dec_ctx, k, n_seqs - tab.n_done, t, limit)
             durs = None
         if k <= 1:
             return 1, (0.0, None), True
@@ -393,10 +421,9 @@ class Replica:
             g = None
         if grow:
             if g is None:
-                g = [(x + k + b1) // bt - y for x, y in zip(c, b)]
-            rows = [i for i, n in enumerate(g) if n > 0]
+                rows = [i for i, (x, y) in enumerate(zip(c, b)) if (x + k + b1) // bt > y]
+                g = [(c[i] + k + b1) // bt - b[i] for i in rows]
             if rows:
-                g = [g[i] for i in rows]
                 if live is not None:
                     rows = [live[i] for i in rows]
                 rid, B = tab.rid, tab.blocks
@@ -429,8 +456,9 @@ class Replica:
         done = tab.done if tab.n_done else None
         if pure:  # a span, or one pure-decode iteration: every live row decoded k tokens
             if done is None:
-                tab.computed = [c + k for c in C]
-                tab.generated = G = [g + k for g in G]
+                add_k = k.__add__
+                tab.computed = list(map(add_k, C))
+                tab.generated = G = list(map(add_k, G))
             else:
                 for i, dn in enumerate(done):
                     if not dn:
@@ -447,6 +475,8 @@ class Replica:
                         G[i] = g = G[i] + 1
                         if g == 1:
                             log.emit(now, E.REQ_FIRST_TOKEN, tab.rid[i], (idx,))
+            if not may_finish:  # every row was two or more tokens short: one iteration adds one at most
+                return
         if done is None:
             fin = [i for i, (g, o) in enumerate(zip(G, tab.output)) if g >= o]
         else:

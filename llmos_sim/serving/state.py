@@ -127,6 +127,16 @@ class ReplicaView:
     kv: "KVCacheManager"
 
 
+class TokenList(list):
+    """Per-row tokens as a plain list with numpy's ``tolist()`` (a copy), so a decision's
+    ``tokens`` reads like an array without building one each iteration."""
+
+    __slots__ = ()
+
+    def tolist(self) -> list[int]:
+        return list(self)
+
+
 @dataclass(frozen=True, slots=True)
 class BatchDecision:
     """One iteration's batch.
@@ -136,13 +146,19 @@ class BatchDecision:
     - ``admit``: ``(position in view.waiting, tokens)`` to start now, in order
     - ``preempt``: running rows to preempt before the iteration, ``preempt_mode`` how
     - ``hold_finished``: finished rows keep their slot and cache until the whole batch is done
+    - ``grow``: optional ``(rows, blocks)``: the running rows (ascending, none held finished)
+      whose ``tokens`` cross into new KV blocks in grow mode and how many each needs
+      (``ceil((computed + tokens) / block_tokens) - blocks`` > 0), as the policy computed them;
+      the replica then skips its own scan (used only when nothing is preempted). ``None``: the
+      replica computes them.
     """
 
-    tokens: np.ndarray
+    tokens: "np.ndarray | TokenList"
     admit: tuple[tuple[int, int], ...] = ()
     preempt: tuple[int, ...] = ()
     preempt_mode: str = "recompute"
     hold_finished: bool = False
+    grow: "tuple[list[int], list[int]] | None" = None
 
     @property
     def empty(self) -> bool:

@@ -14,11 +14,11 @@ picks preemption victims. Policies never mutate the view; the replica applies th
 """
 from __future__ import annotations
 
-import numpy as np
+from operator import add, sub
 
 from llmos_sim.policies.batching.order import FCFS, Ordering
 from llmos_sim.serving.kv import GROW
-from llmos_sim.serving.state import BatchDecision, ReplicaView
+from llmos_sim.serving.state import BatchDecision, ReplicaView, TokenList
 
 RECOMPUTE = "recompute"
 SWAP = "swap"
@@ -63,22 +63,38 @@ class BatchingPolicy:
     # -- the plan ---------------------------------------------------------------------------
     def next_batch(self, view: ReplicaView) -> BatchDecision:
         """Running sequences first, then admissions (none in an iteration that preempted)."""
-        tokens, preempt = self.schedule_running(view, self.max_num_batched_tokens)
+        tokens, preempt, grow = self._running(view, self.max_num_batched_tokens)
         admit: tuple = ()
         if not preempt:
             budget = self.max_num_batched_tokens - sum(tokens)
             admit = self.admit(view, budget, len(view.running))
-        return BatchDecision(np.array(tokens, dtype=np.int64), admit, preempt, self.preemption)
+        return BatchDecision(TokenList(tokens), admit, preempt, self.preemption, grow=grow)
 
     # -- hooks ------------------------------------------------------------------------------
     def schedule_running(self, view: ReplicaView, budget: int) -> tuple[list[int], tuple[int, ...]]:
         """Tokens per running row (a list, in admission order, within ``budget``) and the rows
         to preempt so that the blocks the others need fit. Finished rows held as padding
         (static batching) need no blocks and are never victims."""
+        return self._schedule(view, budget)[:2]
+
+    def _running(self, view: ReplicaView, budget: int):
+        """:meth:`schedule_running` plus the block growth it computed (``BatchDecision.grow``);
+        a subclass that overrides the hook gets ``None`` (the replica computes it)."""
+        if type(self).schedule_running is BatchingPolicy.schedule_running:
+            return self._schedule(view, budget)
+        tokens, preempt = self.schedule_running(view, budget)
+        return tokens, preempt, None
+
+    def _schedule(self, view: ReplicaView, budget: int):
         run = view.running
-        tokens = run.remaining
+        P, G, C = run.prompt, run.generated, run.computed
+        tokens = list(map(sub, map(add, P, G), C))  # remaining: known - computed
+        n_done = run.n_done
+        if n_done:
+            done = run.done
+            tokens = [0 if d else x for x, d in zip(tokens, done)]
         if not tokens:
-            return tokens, ()
+            return tokens, (), None
         if sum(tokens) > budget:  # give the budget out in admission order
             left = budget
             for i, r in enumerate(tokens):
@@ -86,31 +102,32 @@ class BatchingPolicy:
                 left -= r
         kv = view.kv
         if kv.mode != GROW:
-            return tokens, ()
+            return tokens, (), None
         bt = kv.block_tokens
         # blocks each row needs before this iteration: ceil((computed + tokens) / bt) - held
+        # (rows holding more than they need, after a refused span's growth, need nothing)
         b1 = bt - 1
-        need = [(c + t + b1) // bt - b for c, t, b in zip(run.computed, tokens, run.blocks)]
-        if min(need) < 0:  # rows holding more than they need (a refused span's growth) need nothing
-            need = [n if n > 0 else 0 for n in need]
-        if run.n_done:
-            need = [0 if d else n for n, d in zip(need, run.done)]
+        B = run.blocks
+        rows = [i for i, (c, t, b) in enumerate(zip(C, tokens, B)) if (c + t + b1) // bt > b]
+        if n_done and rows:
+            rows = [i for i in rows if not done[i]]
+        need = [(C[i] + tokens[i] + b1) // bt - B[i] for i in rows]
         total = sum(need)
         avail = kv.free_blocks
         if total <= avail:
-            return tokens, ()
+            return tokens, (), (rows, need)
+        need_of = dict(zip(rows, need))
         preempt = []
-        done = run.done if run.n_done else None
         for r in self.order.victims(run).tolist():
             if total <= avail:
                 break
-            if done is not None and done[r]:  # a finished (held) row is never preempted: it would finish twice
+            if n_done and done[r]:  # a finished (held) row is never preempted: it would finish twice
                 continue
             preempt.append(r)
-            total -= need[r]
-            avail += run.blocks[r]
+            total -= need_of.get(r, 0)
+            avail += B[r]
             tokens[r] = 0
-        return tokens, tuple(preempt)
+        return tokens, tuple(preempt), None
 
     def admit(self, view: ReplicaView, budget: int, n_running: int) -> tuple[tuple[int, int], ...]:
         """Waiting sequences to start, ``(position, tokens)``, in order, head-of-line."""

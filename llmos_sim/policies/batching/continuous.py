@@ -5,11 +5,9 @@ When decode growth does not fit, the most preemptable running sequences are pree
 recompute or swap until it does."""
 from __future__ import annotations
 
-import numpy as np
-
 from llmos_sim.policies.batching.base import BatchingPolicy
 from llmos_sim.policies.batching.order import Ordering
-from llmos_sim.serving.state import BatchDecision, ReplicaView
+from llmos_sim.serving.state import BatchDecision, ReplicaView, TokenList
 
 
 class ContinuousBatching(BatchingPolicy):
@@ -24,6 +22,6 @@ class ContinuousBatching(BatchingPolicy):
         n = len(view.running)
         admit = self.admit(view, self.max_num_batched_tokens, n)
         if admit:  # a prefill iteration: the running sequences wait
-            return BatchDecision(np.zeros(n, dtype=np.int64), admit, (), self.preemption)
-        tokens, preempt = self.schedule_running(view, 1 << 60)
-        return BatchDecision(np.array(tokens, dtype=np.int64), (), preempt, self.preemption)
+            return BatchDecision(TokenList([0] * n), admit, (), self.preemption)
+        tokens, preempt, grow = self._running(view, 1 << 60)
+        return BatchDecision(TokenList(tokens), (), preempt, self.preemption, grow=grow)

@@ -15,11 +15,9 @@ members only ends at once (the replica's rule).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from llmos_sim.policies.batching.base import BatchingPolicy
 from llmos_sim.policies.batching.order import Ordering
-from llmos_sim.serving.state import BatchDecision, ReplicaView
+from llmos_sim.serving.state import BatchDecision, ReplicaView, TokenList
 
 
 class StaticBatching(BatchingPolicy):
@@ -46,8 +44,9 @@ class StaticBatching(BatchingPolicy):
     def next_batch(self, view: ReplicaView) -> BatchDecision:
         run = view.running
         if len(run):
-            tokens, preempt = self.schedule_running(view, self.max_num_batched_tokens)
-            tokens = [1 if d else n for n, d in zip(tokens, run.done)]  # padding
-            return BatchDecision(np.array(tokens, dtype=np.int64), (), preempt, self.preemption, hold_finished=True)
+            tokens, preempt, grow = self._running(view, self.max_num_batched_tokens)
+            if run.n_done:
+                tokens = [1 if d else n for n, d in zip(tokens, run.done)]  # padding
+            return BatchDecision(TokenList(tokens), (), preempt, self.preemption, hold_finished=True, grow=grow)
         admit = self.admit(view, self.max_num_batched_tokens, 0)
-        return BatchDecision(np.zeros(0, dtype=np.int64), admit, (), self.preemption, hold_finished=True)
+        return BatchDecision(TokenList(), admit, (), self.preemption, hold_finished=True)

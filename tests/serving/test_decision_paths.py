@@ -1,0 +1,74 @@
+"""Shortcuts between the batching policy, the replica and the tables against their plain
+counterparts: the block growth a policy hands over in ``BatchDecision.grow`` (against the
+replica's own scan), and the batch / per-kind tables built from numeric columns (against
+``DataFrame.from_records`` and a concat + sort in log order)."""
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+import pytest
+
+from llmos_sim import events as E
+from llmos_sim.policies.batching.base import BatchingPolicy
+from llmos_sim.serving import metrics, simulate
+from llmos_sim.serving.state import TokenList
+from .helpers import make_cfg
+
+PAGED = {"_target_": "llmos_sim.policies.memory.paged.PagedPool", "_partial_": True, "block_bytes": 16 * 512}
+
+
+def _rows(seed: int, n: int = 40):
+    rng = random.Random(seed)
+    t, rows = 0.0, []
+    for _ in range(n):
+        t += rng.expovariate(3.0)
+        rows.append([round(t, 3), rng.randint(1, 120), rng.randint(1, 90)])
+    return rows
+
+
+def _cfg(seed: int, batching: str, preemption: str, per_iteration: bool = False):
+    return make_cfg(_rows(seed), batching=batching, batching_over={"preemption": preemption, "max_num_seqs": 16},
+                    serving={"num_kv_blocks": 30, "per_iteration_records": per_iteration}, memory=PAGED)
+
+
+@pytest.mark.parametrize("batching", ["continuous", "chunked_prefill", "orca", "static"])
+@pytest.mark.parametrize("preemption", ["recompute", "swap"])
+def test_policy_growth_is_the_replicas_scan(monkeypatch, batching, preemption):
+    for seed in range(3):
+        cfg = _cfg(seed, batching, preemption, per_iteration=seed == 2)
+        fast = simulate(cfg, seed=0)
+        with monkeypatch.context() as m:  # no growth handed over: the replica scans every row
+            m.setattr(BatchingPolicy, "_running", lambda self, v, b: (*self.schedule_running(v, b), None))
+            plain = simulate(cfg, seed=0)
+        assert list(fast.log) == list(plain.log)
+
+
+def test_overridden_schedule_running_hands_no_growth():
+    class Halving(BatchingPolicy):
+        def schedule_running(self, view, budget):
+            return super().schedule_running(view, budget // 2)
+
+    from llmos_sim.serving.state import ReplicaView, SeqTable
+    from llmos_sim.serving.kv import KVCacheManager
+    from llmos_sim.policies.memory.paged import PagedPool
+
+    kv = KVCacheManager(PagedPool(40 * 16 * 512, 16 * 512), 512, 16, "grow")
+    tab = SeqTable()
+    tab.append([(0, 100, 10, 0, 0, 0, 0, 0, 10, 0.0, False)])
+    d = Halving(max_num_batched_tokens=64).next_batch(ReplicaView(0.0, tab, [], kv))
+    assert d.grow is None and d.tokens.tolist() == [32]
+    d = BatchingPolicy(max_num_batched_tokens=64).next_batch(ReplicaView(0.0, tab, [], kv))
+    assert d.grow == ([0], [4]) and d.tokens.tolist() == [64] and isinstance(d.tokens, TokenList)
+
+
+@pytest.mark.parametrize("per_iteration", [False, True])
+def test_tables_from_columns_are_from_records(per_iteration):
+    res = simulate(_cfg(1, "chunked_prefill", "recompute", per_iteration), seed=0)
+    fr = metrics.Frames(res.log)
+    for kind in metrics.SERVING_KINDS:
+        cols = ["seq", "time_s", "subject", *E.FIELDS[kind]]
+        pd.testing.assert_frame_equal(fr.frame(kind), pd.DataFrame.from_records(fr._rows[kind], columns=cols))
+    # the batch table merged from columns against the one concatenated and sorted (from an EventLog)
+    pd.testing.assert_frame_equal(metrics.batch_table(fr), metrics.batch_table(res.log), check_exact=True)
+    assert (metrics.batch_table(fr)["n_iters"] > 1).any() != per_iteration
