@@ -59,11 +59,24 @@ EMPTY = Decision()
 
 
 class Placement(ABC):
-    """Picks ``n`` devices for a job from the view's free devices, or ``None``."""
+    """Picks ``n`` devices for a job from the view's free devices, or ``None``.
 
-    @abstractmethod
+    :meth:`place` owns what every placement shares (shared-GPU jobs go to
+    :meth:`place_fractional`; too few free devices means no placement); a policy implements
+    :meth:`place_whole` for whole-device jobs.
+    """
+
     def place(self, job: Job, n: int, view: ClusterView) -> tuple[int, ...] | None:
         """Devices for ``n`` of ``job``'s workers; must not change the view."""
+        if job.gpu_milli < FULL_DEVICE_MILLI:
+            return self.place_fractional(job, view)
+        if view.free.total < n:
+            return None
+        return self.place_whole(job, n, view)
+
+    @abstractmethod
+    def place_whole(self, job: Job, n: int, view: ClusterView) -> tuple[int, ...] | None:
+        """``n`` whole free devices for ``job`` (at least ``n`` are free), or ``None``."""
 
     # Shared helpers for subclasses ------------------------------------------------------
     @staticmethod
@@ -102,12 +115,8 @@ class Pack(Placement):
     most free devices first. Devices within a node in ascending index.
     """
 
-    def place(self, job: Job, n: int, view: ClusterView) -> tuple[int, ...] | None:
-        if job.gpu_milli < FULL_DEVICE_MILLI:
-            return self.place_fractional(job, view)
+    def place_whole(self, job: Job, n: int, view: ClusterView) -> tuple[int, ...] | None:
         free = view.free
-        if free.total < n:
-            return None
         simple = job.device_type is None and (not view.pools or job.mem_bytes_per_device <= 0)
         maxk = free.base.max_per_node
         if n <= maxk and simple:  # fast path: the best-fit node is the first one found
@@ -138,12 +147,8 @@ class Pack(Placement):
 class FirstFree(Placement):
     """Lowest-indexed free devices, ignoring node boundaries (the simplest baseline)."""
 
-    def place(self, job: Job, n: int, view: ClusterView) -> tuple[int, ...] | None:
-        if job.gpu_milli < FULL_DEVICE_MILLI:
-            return self.place_fractional(job, view)
+    def place_whole(self, job: Job, n: int, view: ClusterView) -> tuple[int, ...] | None:
         free = view.free
-        if free.total < n:
-            return None
         chosen: list[int] = []
         for node in range(len(free.base.by_node)):
             for d in free.ids(node):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from llmos_sim.policies.scheduling.base import Pack, Placement
-from llmos_sim.types import FULL_DEVICE_MILLI, Job
+from llmos_sim.types import Job
 from llmos_sim.view import ClusterView
 
 
@@ -34,11 +34,7 @@ class Spread(Placement):
     in turn, so a job's workers land on as many nodes as possible (load balancing across
     machines; worst case for communication — the contrast to :class:`~.base.Pack`)."""
 
-    def place(self, job: Job, n: int, view: ClusterView) -> tuple[int, ...] | None:
-        if job.gpu_milli < FULL_DEVICE_MILLI:
-            return self.place_fractional(job, view)
-        if view.free.total < n:
-            return None
+    def place_whole(self, job: Job, n: int, view: ClusterView) -> tuple[int, ...] | None:
         per_node = _free_by_node(job, view)
         if sum(len(v) for v in per_node.values()) < n:
             return None
@@ -69,11 +65,7 @@ class RandomPlacement(Placement):
     def set_rng(self, rng: np.random.Generator) -> None:
         self.rng = rng
 
-    def place(self, job: Job, n: int, view: ClusterView) -> tuple[int, ...] | None:
-        if job.gpu_milli < FULL_DEVICE_MILLI:
-            return self.place_fractional(job, view)
-        if view.free.total < n:
-            return None
+    def place_whole(self, job: Job, n: int, view: ClusterView) -> tuple[int, ...] | None:
         cands = [d for ids in _free_by_node(job, view).values() for d in ids]
         if len(cands) < n:
             return None
@@ -89,11 +81,7 @@ class TopologyAware(Placement):
     def __init__(self) -> None:
         self._pack = Pack()
 
-    def place(self, job: Job, n: int, view: ClusterView) -> tuple[int, ...] | None:
-        if job.gpu_milli < FULL_DEVICE_MILLI:
-            return self.place_fractional(job, view)
-        if view.free.total < n:
-            return None
+    def place_whole(self, job: Job, n: int, view: ClusterView) -> tuple[int, ...] | None:
         per_node = _free_by_node(job, view)
         # 1) one node, best fit
         fits = [(len(ids), nd) for nd, ids in per_node.items() if len(ids) >= n]
