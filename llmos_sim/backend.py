@@ -8,6 +8,7 @@ never asks how.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from heapq import heappush
 from typing import Any
 
 import simpy
@@ -15,19 +16,35 @@ import simpy
 from llmos_sim.types import Cluster, Task
 
 
-def schedule_at(env: simpy.Environment, event: simpy.Event, time_s: float, priority: int = 1) -> simpy.Event:
-    """Trigger ``event`` (successfully, value ``None``) at absolute ``time_s``.
+class Instant:
+    """A triggered, successful event at an absolute time, for SimPy's ``step``: only a
+    callback list and ``_ok`` — far lighter than ``simpy.Event``. The engine's own instants
+    (arrivals, passes) and the SimPy model's task completions use it, one or more per job.
 
-    ``env.timeout(t - now)`` would land at ``now + (t - now)``, which floating point does not
-    always round back to ``t``; scheduling at the absolute time keeps ties exact (jobs that
-    arrive together are seen together). Uses SimPy 4's queue layout
-    ``(time, priority, eid, event)``, as ``Environment.schedule`` does.
+    Push it with :func:`push_at`. ``env.timeout(t - now)`` would land at ``now + (t - now)``,
+    which floating point does not always round back to ``t``; pushing the absolute time keeps
+    ties exact (jobs that arrive together are seen together).
     """
-    from heapq import heappush
 
-    event._ok = True
-    event._value = None
-    heappush(env._queue, (time_s, priority, next(env._eid), event))  # type: ignore[attr-defined]
+    __slots__ = ("callbacks",)
+    _ok = True
+    _value = None
+
+    def __init__(self, callback=None) -> None:
+        self.callbacks = [callback] if callback is not None else []
+
+
+def queue_of(env: simpy.Environment) -> tuple[list, Any]:
+    """``env``'s event heap and id counter, for :func:`push_at` (fetched once, kept by the caller:
+    this is on the per-job path)."""
+    return env._queue, env._eid  # type: ignore[attr-defined]
+
+
+def push_at(queue: tuple[list, Any], time_s: float, event: Instant, priority: int = 1) -> Instant:
+    """Put ``event`` on the environment's queue (from :func:`queue_of`) at absolute ``time_s``.
+    Relies on SimPy 4's queue layout ``(time, priority, eid, event)``, the one
+    ``Environment.schedule`` uses."""
+    heappush(queue[0], (time_s, priority, next(queue[1]), event))
     return event
 
 

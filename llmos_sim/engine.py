@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import gc
 from contextlib import contextmanager
-from heapq import heappush
 from typing import Callable, Sequence
 
 import simpy
 
 from llmos_sim import events as E
-from llmos_sim.backend import Backend, schedule_at
+from llmos_sim.backend import Backend, Instant, push_at, queue_of
 from llmos_sim.events import EventLog
 from llmos_sim.policies.memory.base import MemoryPool
 from llmos_sim.policies.scheduling.base import ClusterScheduler, Decision
@@ -50,18 +49,6 @@ def sparse_gc(threshold0: int = 100_000):
         yield
     finally:
         gc.set_threshold(*old)
-
-
-class _Call:
-    """The lightest object SimPy's ``step`` accepts as a triggered event: a callback list and
-    ``_ok``. The engine's own instants (arrivals, passes) use it instead of ``simpy.Event``."""
-
-    __slots__ = ("callbacks",)
-    _ok = True
-    _value = None
-
-    def __init__(self, callback: Callable) -> None:
-        self.callbacks = [callback]
 
 
 class Engine:
@@ -119,8 +106,8 @@ class Engine:
         self.backend = backend
         self.env: simpy.Environment = backend.environment()
         backend.bind(self.env, cluster)
-        self._heap = self.env._queue  # type: ignore[attr-defined]  # SimPy 4: (time, priority, eid, event)
-        self._eid = self.env._eid  # type: ignore[attr-defined]
+        self._queue = queue_of(self.env)
+        self._heap = self._queue[0]
         self.log = EventLog()
         self.round_s = round_s if round_s is not None else scheduler.round_s
         self.on_memory_full = on_memory_full
@@ -188,7 +175,7 @@ class Engine:
 
     def _at(self, time_s: float, callback: Callable, priority: int = 1) -> None:
         """Call ``callback(event)`` at absolute ``time_s`` (an engine-internal event)."""
-        heappush(self._heap, (time_s, priority, next(self._eid), _Call(callback)))
+        push_at(self._queue, time_s, Instant(callback), priority)
 
     def _arrive_batch(self, _ev: simpy.Event) -> None:
         """Every job arriving at this instant joins the queue, then one pass is requested."""
@@ -325,7 +312,7 @@ class Engine:
                 return f"fractional job needs exactly {job.gpus} devices, got {n}"
         elif not (job.min_devices <= n <= job.gpus):
             return f"granted {n} devices, job needs {job.min_devices}..{job.gpus}"
-        free, milli = self.free, self.device_free_milli
+        milli = self.device_free_milli
         for dv in devices:
             if not 0 <= dv < self.cluster.n_devices:
                 return f"device {dv} does not exist"

@@ -1,11 +1,9 @@
-"""The SimPy cluster backend: a task takes ``overhead + T_d + tail`` seconds of simulated time."""
+"""The SimPy cluster backend: a task takes ``overhead + T_d`` seconds of simulated time."""
 from __future__ import annotations
 
 import simpy
 
-from heapq import heappush
-
-from llmos_sim.backend import Backend
+from llmos_sim.backend import Backend, Instant, push_at, queue_of
 from llmos_sim.formulas import distributed_time_s
 from llmos_sim.backends.simpy_cluster.cost import CostModel
 from llmos_sim.types import Task
@@ -31,23 +29,10 @@ class SimPyCluster(Backend):
         cap = cm.capacity_flops(task, cluster)
         factor = cm.factor(task, cluster)
         dt = task.overhead_s + distributed_time_s(task.work_flops, (cap,), factor)
-        ev = _Done()
-        heappush(self._heap, (self.env.now + dt, 1, next(self._eid), ev))
-        return ev, cap / factor
+        return push_at(self._queue, self.env.now + dt, Instant()), cap / factor
 
     def bind(self, env: simpy.Environment, cluster) -> None:
         super().bind(env, cluster)
-        self._heap = env._queue  # type: ignore[attr-defined]  # SimPy 4 layout, see schedule_at
-        self._eid = env._eid  # type: ignore[attr-defined]
+        self._queue = queue_of(env)
 
 
-class _Done:
-    """A triggered, successful event for SimPy's ``step`` (callbacks + ``_ok``), lighter than
-    ``simpy.Event``: one is made per task, so its cost is per job."""
-
-    __slots__ = ("callbacks",)
-    _ok = True
-    _value = None
-
-    def __init__(self) -> None:
-        self.callbacks: list = []

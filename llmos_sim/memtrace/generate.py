@@ -73,7 +73,8 @@ def transformer_training_trace(
         params += [n for _, n in layer_params]
     params.append(2 * h)  # final norm
     n_params = sum(params)
-    weight_ids = [tb.alloc(n * d) for n in params]
+    for n in params:  # weights: allocated once, live for the whole trace
+        tb.alloc(n * d)
     adam_ids: list[int] = []
     for _step in range(steps):
         s = int(rng.integers(max(1, int(min_seq_frac * seq)), seq + 1))
