@@ -58,6 +58,13 @@ class Backend(ABC):
         """The SimPy environment the engine runs in (simulated time by default)."""
         return simpy.Environment()
 
+    def serving_replica(self, model: Any) -> Any:
+        """For ``mode: serving``: a factory with :class:`~llmos_sim.serving.replica.Replica`'s
+        signature whose replicas execute their iterations (real execution), given the run's
+        model spec; ``None`` (the default) keeps the simulated replica, whose iterations take
+        the cost model's time."""
+        return None
+
     def bind(self, env: simpy.Environment, cluster: Cluster) -> None:
         self.env = env
         self.cluster = cluster

@@ -108,7 +108,9 @@ def run_config(cfg: DictConfig, progress: bool = False) -> RunResult:
     if mode == "serving":
         from llmos_sim.serving import simulate  # the serving path (issue 5)
 
-        res = simulate(cfg, seed=int(cfg.seed), progress=progress)
+        # the backend decides whether iterations are simulated or really run (backend=torch)
+        backend = instantiate(cfg.backend) if cfg.get("backend") is not None else None
+        res = simulate(cfg, seed=int(cfg.seed), progress=progress, backend=backend)
         return RunResult(cfg, res.log, res.tables, res.summary)
     return run_cluster(cfg, progress, with_services=(mode == "mixed"))
 

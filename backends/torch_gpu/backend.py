@@ -169,6 +169,20 @@ class TorchBackend(Backend):
     def environment(self) -> simpy.Environment:
         return WallClockEnvironment(self.time_factor)
 
+    def serving_replica(self, model: Any):
+        """Replicas that run a random-weight transformer of ``model``'s shape on the local
+        devices (see :mod:`llmos_sim.backends.torch_gpu.serving`). The dtype follows
+        ``model.dtype_bytes`` (2: bf16, 4: fp32) unless ``dtype`` names one."""
+        from llmos_sim.backends.torch_gpu.serving import replica_factory
+
+        cal = load_calibration(self.calibration)
+        apply_threads(self.threads or (cal or {}).get("threads"))
+        name = self.dtype_name if self.dtype_name != "auto" else {2: "bf16", 4: "fp32"}.get(model.dtype_bytes)
+        if name not in DTYPES:
+            raise ValueError(f"backend.dtype={self.dtype_name!r} with model.dtype_bytes={model.dtype_bytes}: "
+                             f"choose one of {sorted(DTYPES)}")
+        return replica_factory(model, [d.torch_device for d in discover()], DTYPES[name], self.seed)
+
     def bind(self, env: simpy.Environment, cluster: Cluster) -> None:
         super().bind(env, cluster)
         cal = load_calibration(self.calibration)

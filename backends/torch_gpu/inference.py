@@ -1,71 +1,31 @@
-"""Real inference: a tiny decoder-only transformer (random weights, no downloads) serving a
-request list with continuous batching, its KV cache in blocks of a paged pool over an arena.
+"""Real inference and its cost model: a small decoder-only transformer with random weights
+(no downloads), and the sim-vs-real comparison for serving.
 
 - :class:`TinyLM`: Llama-shaped (RMSNorm, grouped-query attention, SwiGLU MLP, untied LM
-  head), described by the serving simulator's :class:`~llmos_sim.serving.specs.ModelSpec`.
-- :class:`PagedKV`: one arena per device viewed as ``[n_blocks, layers, 2, block_tokens,
-  kv_heads, head_dim]``; a :class:`~llmos_sim.policies.memory.paged.PagedPool` (the same
-  policy the simulator uses) decides which blocks a sequence owns; K/V are written into and
-  read from exactly those blocks.
-- :func:`serve`: continuous batching (vLLM-style without preemption): every iteration, running
-  sequences decode one token and waiting requests are admitted FIFO while the batch has room
-  (``max_seqs``, ``max_tokens``) and the pool has blocks for the prompt; a prompt is prefilled
-  whole in one iteration. Each iteration's :class:`~llmos_sim.serving.cost.BatchShape` and
-  wall time are recorded, so TTFT and TPOT are *measured*.
-- :class:`FittedCost`: the serving cost-model seam (``iteration_s(BatchShape)``) fitted by
-  least squares to a *separate* profiling run (other batch shapes), the way the simulator is
-  calibrated; :func:`compare_inference` replays the measured schedule with the fitted model's
-  iteration times and compares per-request TTFT and TPOT.
-
-All requests arrive at time 0, so the schedule is a function of the policy alone and the
-replay is exact; only the time each iteration takes differs between model and measurement.
+  head), built from the serving simulator's :class:`~llmos_sim.serving.specs.ModelSpec`; its
+  K/V live in the blocks the KV pool chose (:class:`~llmos_sim.backends.torch_gpu.serving.ArenaKV`).
+  :mod:`llmos_sim.backends.torch_gpu.serving` runs it inside the serving simulator's replicas
+  (``backend=torch``), so the batching policy's batches are what runs.
+- :class:`FittedCost`: a serving cost model (``iteration_s(BatchShape)``) linear in the batch's
+  features, fitted by non-negative least squares to measured iterations — how the simulator is
+  calibrated to a device.
+- :func:`compare_inference`: profile the device on *other* request streams, fit the cost
+  model, then serve one request stream (Poisson arrivals in wall-clock time) for real and in
+  simulation with the fitted model, and compare per-request TTFT, TPOT and end-to-end latency.
+  The simulator makes its own batching decisions on its own clock: nothing of the real run is
+  replayed.
 """
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from llmos_sim.backends.torch_gpu.devices import DTYPES, apply_threads, discover, resolve_dtype
-from llmos_sim.policies.memory.paged import PagedPool
 from llmos_sim.serving.cost import BatchShape, CostModel
 from llmos_sim.serving.specs import ModelSpec
-
-
-@dataclass(frozen=True)
-class InferenceSetup:
-    """Model, batching limits, workload and profiling sizes of an inference comparison.
-
-    ``n_requests`` requests with prompt lengths uniform in ``prompt_tokens`` and output lengths
-    uniform in ``output_tokens`` (inclusive), drawn from ``seed``.
-    """
-
-    layers: int = 4
-    hidden: int = 256
-    heads: int = 8
-    kv_heads: int = 4
-    intermediate: int = 768
-    vocab: int = 2048
-    dtype: str = "auto"
-    block_tokens: int = 16
-    kv_blocks: int = 512
-    max_seqs: int = 8
-    max_tokens: int = 512
-    n_requests: int = 16
-    prompt_tokens: tuple[int, int] = (16, 128)
-    output_tokens: tuple[int, int] = (8, 32)
-    seed: int = 0
-    threads: int | None = None
-    repeats: int = 3  #: serve the validation list this often; per-iteration medians (0 = 1 run)
-
-    def spec(self) -> ModelSpec:
-        dt = DTYPES[resolve_dtype(self.dtype, discover()[0].kind)]
-        return ModelSpec("tiny-real", self.layers, self.hidden, self.heads, self.kv_heads, self.intermediate,
-                         self.vocab, dtype_bytes=torch.empty((), dtype=dt).element_size())
 
 
 class TinyLM:
@@ -89,7 +49,7 @@ class TinyLM:
         return x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6).to(x.dtype)
 
     @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor, seqs: list[tuple[int, int, int]], kv: "PagedKV") -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, seqs: list[tuple[int, int, int]], kv) -> torch.Tensor:
         """One iteration. ``tokens``: all new tokens of the batch, concatenated; ``seqs``:
         ``(seq_id, n_new, n_cached)`` per sequence in the same order. Writes the new K/V into
         each sequence's blocks and returns the next token of every sequence (greedy)."""
@@ -125,145 +85,16 @@ class TinyLM:
         return logits.argmax(-1)
 
 
-class PagedKV:
-    """The KV cache: an arena of blocks, each ``[layers, 2, block_tokens, kv_heads, head_dim]``;
-    a :class:`PagedPool` over the arena's bytes decides which blocks each sequence owns."""
-
-    def __init__(self, spec: ModelSpec, device: str, dtype: torch.dtype, block_tokens: int, n_blocks: int) -> None:
-        self.bt = block_tokens
-        self.block_bytes = spec.kv_bytes_per_token * block_tokens
-        self.arena = torch.zeros(n_blocks * self.block_bytes, dtype=torch.uint8, device=device)
-        self.blocks = self.arena.view(dtype).view(n_blocks, spec.layers, 2, block_tokens, spec.kv_heads,
-                                                  spec.head_dim)
-        self.pool = PagedPool(n_blocks * self.block_bytes, block_bytes=self.block_bytes)
-        self.alloc: dict[int, object] = {}
-
-    def reserve(self, sid: int, n_tokens: int) -> bool:
-        """Make sequence ``sid`` own blocks for ``n_tokens`` tokens; ``False`` if the pool is full."""
-        need = max(1, -(-n_tokens // self.bt))
-        a = self.alloc.get(sid)
-        if a is None:
-            a = self.pool.allocate(need * self.block_bytes, tag=sid)
-        elif len(a.blocks) < need:
-            a = self.pool.append_blocks(a, need - len(a.blocks))
-        if a is None:
-            return False
-        self.alloc[sid] = a
-        return True
-
-    def free(self, sid: int) -> None:
-        self.pool.free(self.alloc.pop(sid))
-
-    def _index(self, sid: int) -> torch.Tensor:
-        return torch.tensor([b // self.block_bytes for b in self.alloc[sid].blocks], device=self.blocks.device)
-
-    def write(self, sid: int, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store K/V of tokens ``start .. start+len(k)`` of ``sid`` at ``layer`` in its blocks."""
-        blocks = self.alloc[sid].blocks
-        t = start
-        while t < start + len(k):
-            b, o = divmod(t, self.bt)
-            n = min(self.bt - o, start + len(k) - t)
-            blk = self.blocks[blocks[b] // self.block_bytes, layer]
-            blk[0, o:o + n] = k[t - start:t - start + n]
-            blk[1, o:o + n] = v[t - start:t - start + n]
-            t += n
-
-    def read(self, sid: int, layer: int, n_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """K and V (``[n_tokens, kv_heads, head_dim]``) of ``sid`` at ``layer``, gathered from its blocks."""
-        nb = -(-n_tokens // self.bt)
-        g = self.blocks[self._index(sid)[:nb], layer]  # [nb, 2, bt, kv, hd]
-        g = g.transpose(0, 1).reshape(2, nb * self.bt, *g.shape[-2:])
-        return g[0, :n_tokens], g[1, :n_tokens]
-
-
-@dataclass
-class Served:
-    """What :func:`serve` measured: per-iteration shapes and times, per-request token times."""
-
-    shapes: list[BatchShape] = field(default_factory=list)
-    iter_s: list[float] = field(default_factory=list)
-    members: list[list[tuple[int, bool]]] = field(default_factory=list)  # (request, emits first token?)
-    first_token_s: dict[int, float] = field(default_factory=dict)
-    finish_s: dict[int, float] = field(default_factory=dict)
-
-
-def make_requests(setup: InferenceSetup, n: int | None = None, seed: int | None = None) -> list[tuple[int, int, int]]:
-    """``(id, prompt_tokens, output_tokens)`` drawn uniformly from the setup's ranges."""
-    rng = np.random.default_rng(setup.seed if seed is None else seed)
-    n = setup.n_requests if n is None else n
-    p = rng.integers(setup.prompt_tokens[0], setup.prompt_tokens[1] + 1, n)
-    o = rng.integers(setup.output_tokens[0], setup.output_tokens[1] + 1, n)
-    return [(i, int(a), int(b)) for i, (a, b) in enumerate(zip(p, o))]
-
-
-def serve(model: TinyLM, kv: PagedKV, requests: list[tuple[int, int, int]], max_seqs: int, max_tokens: int,
-          seed: int = 0) -> Served:
-    """Continuous batching of ``requests`` (all arriving at 0) until all finish; see module doc."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    waiting = list(requests)
-    running: dict[int, list] = {}  # id -> [cached tokens, generated, output_tokens, last token]
-    out = Served()
-    dev = model.device
-    sync = (lambda: torch.cuda.synchronize(dev)) if str(dev).startswith("cuda") else (lambda: None)
-    t0 = t_prev = time.perf_counter()
-    while waiting or running:
-        seqs, toks, members = [], [], []
-        pf = pairs = pctx = dec = dctx = 0
-        for rid, st in running.items():  # decode one token each (reserve room for it)
-            if not kv.reserve(rid, st[0] + 1):
-                raise torch.OutOfMemoryError(f"KV pool full while decoding request {rid}")
-            seqs.append((rid, 1, st[0]))
-            toks.append(torch.tensor([st[3]], device=dev))
-            members.append((rid, False))
-            dec += 1
-            dctx += st[0] + 1
-        budget = max_tokens - dec
-        while waiting and len(seqs) < max_seqs and waiting[0][1] <= budget:
-            rid, p, o = waiting[0]
-            if not kv.reserve(rid, p):
-                break
-            waiting.pop(0)
-            running[rid] = [0, 0, o, None]
-            seqs.append((rid, p, 0))
-            toks.append(torch.randint(0, model.spec.vocab, (p,), generator=g).to(dev))
-            members.append((rid, True))
-            budget -= p
-            pf += p
-            pairs += p * (p + 1) // 2
-            pctx += p
-        if not seqs:
-            raise RuntimeError("no request fits an empty batch (max_tokens or KV pool too small)")
-        nxt = model.forward(torch.cat(toks), seqs, kv)
-        sync()
-        te = time.perf_counter()
-        out.shapes.append(BatchShape(pf, pairs, pctx, dec, dctx, len(seqs), len(seqs)))
-        out.iter_s.append(te - t_prev)  # the whole iteration: batch formation, KV blocks, forward
-        t_prev = te
-        out.members.append(members)
-        now = te - t0
-        for (rid, n_new, _), tok in zip(seqs, nxt.tolist()):
-            st = running[rid]
-            st[0] += n_new
-            st[1] += 1
-            st[3] = tok
-            if st[1] == 1:
-                out.first_token_s[rid] = now
-            if st[1] >= st[2]:
-                out.finish_s[rid] = now
-                del running[rid]
-                kv.free(rid)
-    return out
-
-
 class FittedCost(CostModel):
     """Iteration time ``a + b·n_seqs + c·n_prefill + d·n_decode + e·(attn pairs + decode ctx)``
     seconds, fitted by non-negative least squares to measured iterations."""
 
     FEATURES = ("base_s", "per_seq_s", "per_prefill_token_s", "per_decode_token_s", "per_attn_pair_s")
 
-    def __init__(self, coef: np.ndarray | list[float]) -> None:
+    def __init__(self, coef: np.ndarray | list[float], model: ModelSpec | None = None, gpu=None, tp: int = 1) -> None:
         self.coef = np.asarray(coef, dtype=float)
+        if self.coef.shape != (len(self.FEATURES),):
+            raise ValueError(f"FittedCost: coef needs {len(self.FEATURES)} values {self.FEATURES}, got {list(coef)}")
 
     @staticmethod
     def features(b: BatchShape) -> np.ndarray:
@@ -299,99 +130,110 @@ def _nnls(X: np.ndarray, y: np.ndarray, iters: int = 50) -> np.ndarray:
     return coef
 
 
-def replay_times(members: list[list[tuple[int, bool]]], iter_s) -> tuple[dict[int, float], dict[int, float]]:
-    """First-token and finish times of each request for a schedule and its iteration times
-    (iterations back to back from 0, as :func:`serve` runs them)."""
-    first, finish = {}, {}
-    t = 0.0
-    for dt, mem in zip(iter_s, members):
-        t += float(dt)
-        for rid, _ in mem:
-            first.setdefault(rid, t)
-            finish[rid] = t
-    return first, finish
 
 
-def replay(served: Served, cost: CostModel) -> tuple[dict[int, float], dict[int, float]]:
-    """Predicted first-token and finish times: the measured schedule with modelled iteration times."""
-    return replay_times(served.members, [cost.iteration_s(b) for b in served.shapes])
+# -- sim vs real -------------------------------------------------------------------------------
+#: the experiment both runs compose (configs/experiment/serving_real.yaml)
+EXPERIMENT = "serving_real"
 
 
-def build(setup: InferenceSetup) -> tuple[TinyLM, PagedKV]:
-    """The model and its KV cache on the first local device."""
-    dev = discover()[0]
-    apply_threads(setup.threads)
-    dt = DTYPES[resolve_dtype(setup.dtype, dev.kind)]
-    spec = setup.spec()
-    return TinyLM(spec, dev.torch_device, dt, setup.seed), PagedKV(spec, dev.torch_device, dt, setup.block_tokens,
-                                                                  setup.kv_blocks)
+def real_run(overrides: Sequence[str] = (), seed: int = 0):
+    """Serve ``experiment=serving_real`` (+ ``overrides``) for real with the torch backend;
+    returns the :class:`~llmos_sim.serving.system.ServingResult` (``extra["replicas"]`` keeps
+    each replica's measured ``(shape, seconds)`` per iteration)."""
+    from hydra.utils import instantiate
+
+    from llmos_sim.run import compose
+    from llmos_sim.serving import simulate
+
+    cfg = compose([f"experiment={EXPERIMENT}", "backend=torch", *overrides, f"seed={seed}"])
+    return simulate(cfg, seed=seed, backend=instantiate(cfg.backend))
 
 
-def profile(model: TinyLM, kv: PagedKV, setup: InferenceSetup, rounds: int = 3) -> Served:
-    """Profiling run for the fit: other request lists (other seeds, sizes) than the validation."""
-    prof = Served()
+def measured_iterations(res) -> tuple[list[BatchShape], list[float]]:
+    """Every iteration's shape and measured seconds of a real run."""
+    pairs = [m for r in res.extra["replicas"] for m in r.measured]
+    return [b for b, _ in pairs], [t for _, t in pairs]
+
+
+def profile(overrides: Sequence[str] = (), rounds: int = 2, seed0: int = 10_000) -> tuple[list[BatchShape], list[float]]:
+    """Measured iterations for the fit, from request streams other than the validation one:
+    round ``r`` serves seed ``seed0 + r``, alternately as a burst (all at time 0: full
+    batches, long queues) and at twice the configured rate."""
+    from llmos_sim.run import compose
+
+    rate = float(compose([f"experiment={EXPERIMENT}", *overrides]).workload.rate_per_s)
+    shapes: list[BatchShape] = []
+    times: list[float] = []
     for r in range(rounds):
-        reqs = make_requests(setup, n=setup.max_seqs * 2, seed=10_000 + r)
-        reqs = [(1000 * (r + 1) + i, p, min(o, 12)) for i, p, o in reqs]
-        s = serve(model, kv, reqs, setup.max_seqs, setup.max_tokens, seed=r + 1)
-        prof.shapes += s.shapes
-        prof.iter_s += s.iter_s
-    return prof
+        extra = "workload.rate_per_s=0" if r % 2 == 0 else f"workload.rate_per_s={2 * rate}"
+        b, t = measured_iterations(real_run([*overrides, extra], seed=seed0 + r))
+        shapes += b
+        times += t
+    return shapes, times
 
 
-def _mape(real: Served, reqs, first, finish) -> tuple[float, float]:
-    """TTFT and TPOT mean absolute relative error of one measured run against the prediction."""
-    e1, e2 = [], []
-    for rid, _, o in reqs:
-        e1.append(abs(real.first_token_s[rid] / first[rid] - 1))
-        tp_r = (real.finish_s[rid] - real.first_token_s[rid]) / max(o - 1, 1)
-        tp_s = (finish[rid] - first[rid]) / max(o - 1, 1)
-        e2.append(abs(tp_r / tp_s - 1))
-    return float(np.mean(e1)), float(np.mean(e2))
+def _mape(err) -> float:
+    return float(np.mean(np.abs(np.asarray(err, dtype=float))))
 
 
-def compare_inference(setup: InferenceSetup = InferenceSetup(), calibration: str | None = None
+def compare_inference(overrides: Sequence[str] = (), repeats: int = 3, profile_rounds: int = 2, seed: int = 0
                       ) -> tuple[pd.DataFrame, dict]:
-    """Profile, fit the cost model, serve the validation requests for real, replay them with
-    the model; per-request TTFT/TPOT real vs sim and a summary (``calibration`` unused: the
-    serving model is fitted here)."""
-    model, kv = build(setup)
-    serve(model, kv, make_requests(setup, n=4, seed=99), setup.max_seqs, setup.max_tokens)  # warm up
-    reqs = make_requests(setup)
-    # profile before and after the validation runs, so slow drift of the machine averages out
-    prof = profile(model, kv, setup, rounds=2)
-    runs = [serve(model, kv, reqs, setup.max_seqs, setup.max_tokens, seed=setup.seed)
-            for _ in range(max(1, setup.repeats))]
-    p2 = profile(model, kv, setup, rounds=2)
-    prof.shapes += p2.shapes
-    prof.iter_s += p2.iter_s
-    cost = FittedCost.fit(prof.shapes, prof.iter_s)
-    real = runs[0]
-    if len(runs) > 1:  # the schedule is deterministic: same shapes every run; median time per iteration
-        assert all(r.shapes == real.shapes for r in runs)
-        med = np.median(np.array([r.iter_s for r in runs]), axis=0)
-        real = Served(real.shapes, list(med), real.members)
-        real.first_token_s, real.finish_s = replay_times(real.members, med)
-    first, finish = replay(real, cost)
-    rows = []
-    for rid, p, o in reqs:
-        ttft_r, ttft_s = real.first_token_s[rid], first[rid]
-        tpot_r = (real.finish_s[rid] - ttft_r) / max(o - 1, 1)
-        tpot_s = (finish[rid] - ttft_s) / max(o - 1, 1)
-        rows.append({"request_id": rid, "prompt_tokens": p, "output_tokens": o, "ttft_sim_s": ttft_s,
-                     "ttft_real_s": ttft_r, "ttft_err": ttft_r / ttft_s - 1, "tpot_sim_s": tpot_s,
-                     "tpot_real_s": tpot_r, "tpot_err": tpot_r / tpot_s - 1})
-    df = pd.DataFrame(rows)
-    it_pred = np.array([cost.iteration_s(b) for b in real.shapes])
+    """Fit, serve for real ``repeats`` times, simulate once; per-request comparison and summary.
+
+    1. warm up; profile (``profile_rounds`` real runs of other streams) before and after the
+       validation runs, so slow drift of the machine averages out; fit :class:`FittedCost`;
+    2. serve the validation stream (``seed``) for real ``repeats`` times: each request's real
+       TTFT / TPOT / e2e is its median over the repeats;
+    3. simulate the same config with ``serving.cost`` = the fitted model: its own batching
+       decisions on its own clock.
+
+    Relative error = real / sim − 1. Also reported: the fitted model's error on the real
+    runs' own iterations (``iteration_mape``) and whether simulation and the first real run
+    scheduled the requests in the same order.
+    """
+    from llmos_sim.run import compose
+    from llmos_sim.serving import simulate
+
+    overrides = list(overrides)
+    real_run([*overrides, "workload.n=4"], seed=seed + 99)  # warm up (allocator, thread pools)
+    shapes, times = profile(overrides, profile_rounds)
+    reals = [real_run(overrides, seed=seed) for _ in range(max(1, repeats))]
+    s2, t2 = profile(overrides, profile_rounds, seed0=20_000)
+    cost = FittedCost.fit(shapes + s2, times + t2)
+    coef = "[" + ",".join(repr(float(c)) for c in cost.coef) + "]"
+    sim = simulate(compose([f"experiment={EXPERIMENT}", *overrides, f"serving.cost.coef={coef}", f"seed={seed}"]),
+                   seed=seed)
+    cols = ("ttft", "tpot", "e2e", "queue")
+    tabs = [r.tables["requests"].set_index("request") for r in reals]
+    st = sim.tables["requests"].set_index("request")
+    df = tabs[0][["arrival_s", "prompt_tokens", "output_tokens"]].copy()
+    for c in cols:
+        df[f"{c}_real_s"] = np.median(np.stack([t[f"{c}_s"].to_numpy(dtype=float) for t in tabs]), axis=0)
+        df[f"{c}_sim_s"] = st[f"{c}_s"]
+    for c in cols[:3]:
+        df[f"{c}_err"] = df[f"{c}_real_s"] / df[f"{c}_sim_s"] - 1.0
+    df = df.reset_index().rename(columns={"request": "request_id"})
+    rb, rt = measured_iterations(reals[0])
+    pred = np.array([cost.iteration_s(b) for b in rb])
+    first = tabs[0]
+    order_real = list(first.sort_values(["schedule_s", "arrival_s"], kind="stable").index)
+    order_sim = list(st.sort_values(["schedule_s", "arrival_s"], kind="stable").index)
+    rep = reals[0].extra["replicas"][0]
     summary = {
-        "n_requests": len(reqs), "n_iterations": len(real.shapes), "repeats": len(runs),
-        "single_run_ttft_mape": _mape(runs[0], reqs, first, finish)[0],
-        "single_run_tpot_mape": _mape(runs[0], reqs, first, finish)[1],
-        "ttft_mape": float(df["ttft_err"].abs().mean()), "tpot_mape": float(df["tpot_err"].abs().mean()),
-        "iteration_mape": float(np.mean(np.abs(np.array(real.iter_s) / it_pred - 1))),
+        "n_requests": int(len(df)), "repeats": len(reals),
+        "ttft_mape": _mape(df["ttft_err"]), "tpot_mape": _mape(df["tpot_err"]), "e2e_mape": _mape(df["e2e_err"]),
+        "single_run_ttft_mape": _mape(first["ttft_s"] / st["ttft_s"] - 1),
+        "single_run_tpot_mape": _mape(first["tpot_s"] / st["tpot_s"] - 1),
+        "single_run_e2e_mape": _mape(first["e2e_s"] / st["e2e_s"] - 1),
+        "iteration_mape": _mape(np.asarray(rt) / pred - 1),
+        "n_iterations_real": len(rt), "n_iterations_sim": int(sim.summary.get("n_iterations", 0)),
+        "same_schedule_order": order_real == order_sim,
+        "n_preemptions_real": int(first["preemptions"].sum()), "n_preemptions_sim": int(st["preemptions"].sum()),
+        "makespan_real_s": float(reals[0].summary.get("makespan_s", np.nan)),
+        "makespan_sim_s": float(sim.summary.get("makespan_s", np.nan)),
         "fitted_cost": dict(zip(FittedCost.FEATURES, map(float, cost.coef))),
-        "n_profile_iterations": len(prof.shapes), "model": setup.spec().name,
-        "params": setup.spec().params, "device": model.device, "dtype": str(model.dtype),
-        "kv_block_bytes": kv.block_bytes, "kv_pool_failures": kv.pool.stats().n_failures,
+        "n_profile_iterations": len(shapes) + len(s2), "model": rep.lm.spec.name, "params": rep.lm.spec.params,
+        "device": rep.device, "dtype": str(rep.lm.dtype), "overrides": overrides,
     }
     return df, summary

@@ -150,34 +150,40 @@ def markdown(df: pd.DataFrame, float_fmt: str = "{:.4g}") -> str:
     return head + "\n".join(rows) + "\n"
 
 
-def plot(train: pd.DataFrame, infer: pd.DataFrame | None, path: Path) -> None:
-    """Bars of real vs sim per job (run time) and per request (TTFT, TPOT)."""
+def plot(train: pd.DataFrame | None, infer: pd.DataFrame | None, path: Path) -> None:
+    """Training: bars of real vs sim run time per job. Inference: real vs sim per request
+    (TTFT, TPOT, end-to-end), one dot per request, on the diagonal when the model is right."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = 1 + (infer is not None and len(infer) > 0) * 2
-    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4), squeeze=False)
-    ax = axes[0][0]
-    x = np.arange(len(train))
-    ax.bar(x - 0.2, train["run_s_sim"], 0.4, label="sim (calibrated SimPy)")
-    ax.bar(x + 0.2, train["run_s_real"], 0.4, label="real (torch)")
-    ax.set_xticks(x, [str(j) for j in train["job_id"]])
-    ax.set_xlabel("job")
-    ax.set_ylabel("run time (s)")
-    ax.set_title(f"training: MAPE {train['run_err'].abs().mean():.1%}")
-    ax.legend(fontsize=8)
-    if n > 1:
-        for ax, key, lab in ((axes[0][1], "ttft", "TTFT (s)"), (axes[0][2], "tpot", "TPOT (s)")):
-            x = np.arange(len(infer))
-            ax.bar(x - 0.2, infer[f"{key}_sim_s"], 0.4, label="sim (serving cost model)")
-            ax.bar(x + 0.2, infer[f"{key}_real_s"], 0.4, label="real (tiny transformer)")
-            ax.set_xticks(x, [str(j) for j in infer["request_id"]], fontsize=7)
-            ax.set_xlabel("request")
-            ax.set_ylabel(lab)
-            ax.set_title(f"inference {key.upper()}: MAPE {infer[f'{key}_err'].abs().mean():.1%}")
+    panels = (["train"] if train is not None and len(train) else []) + (
+        ["ttft", "tpot", "e2e"] if infer is not None and len(infer) else [])
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4), squeeze=False)
+    for ax, key in zip(axes[0], panels):
+        if key == "train":
+            x = np.arange(len(train))
+            ax.bar(x - 0.2, train["run_s_sim"], 0.4, label="sim (calibrated SimPy)")
+            ax.bar(x + 0.2, train["run_s_real"], 0.4, label="real (torch)")
+            ax.set_xticks(x, [str(j) for j in train["job_id"]])
+            ax.set_xlabel("job")
+            ax.set_ylabel("run time (s)")
+            ax.set_title(f"training run time: MAPE {train['run_err'].abs().mean():.1%}")
             ax.legend(fontsize=8)
+            continue
+        sim_ms, real_ms = infer[f"{key}_sim_s"] * 1e3, infer[f"{key}_real_s"] * 1e3
+        ax.scatter(sim_ms, real_ms, s=14, alpha=0.7)
+        lo, hi = 0.0, float(max(sim_ms.max(), real_ms.max())) * 1.05
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=1, ls="--", label="real = sim")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel(f"simulated {key.upper()} (ms)")
+        ax.set_ylabel(f"measured {key.upper()} (ms)")
+        ax.set_title(f"serving {key.upper()}: MAPE {infer[f'{key}_err'].abs().mean():.1%}")
+        ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -203,7 +209,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=3, help="real training runs; per-job medians")
     p.add_argument("--skip-training", action="store_true")
     p.add_argument("--skip-inference", action="store_true")
-    p.add_argument("--inference-config", default=None, help="JSON of InferenceSetup overrides")
+    p.add_argument("--inference-overrides", nargs="*", default=[],
+                   help="Hydra overrides of experiment=serving_real for the inference comparison")
+    p.add_argument("--inference-repeats", type=int, default=3, help="real serving runs; per-request medians")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for the training runs")
     a = p.parse_args(argv)
     out = Path(a.out)
@@ -231,16 +239,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                            "jct_s_real", "jct_err", "achieved_flops_s", "cpu_share",
                                            "run_err_cpu_corrected"] if c in train]])]
     if not a.skip_inference:
-        from llmos_sim.backends.torch_gpu.inference import InferenceSetup, compare_inference
+        from llmos_sim.backends.torch_gpu.inference import compare_inference
 
-        setup = InferenceSetup(**json.loads(a.inference_config)) if a.inference_config else InferenceSetup()
-        infer, summary["inference"] = compare_inference(setup, cal)
+        infer, summary["inference"] = compare_inference(a.inference_overrides, repeats=a.inference_repeats)
         infer.to_csv(out / "inference_requests.csv", index=False)
         s = summary["inference"]
-        md += [f"\n## Inference (tiny transformer, continuous batching): TTFT MAPE {s['ttft_mape']:.2%}, "
-               f"TPOT MAPE {s['tpot_mape']:.2%}\n", markdown(infer)]
-    if train is not None:
-        plot(train, infer, out / "sim_vs_real.png")
+        md += [f"\n## Inference (experiment=serving_real: {s['model']} on {s['device']}, Poisson arrivals, the "
+               f"simulator deciding its own batches): TTFT MAPE {s['ttft_mape']:.2%}, TPOT MAPE {s['tpot_mape']:.2%}, "
+               f"e2e MAPE {s['e2e_mape']:.2%} (median of {s['repeats']} real runs; single run "
+               f"{s['single_run_ttft_mape']:.2%} / {s['single_run_tpot_mape']:.2%} / {s['single_run_e2e_mape']:.2%}); "
+               f"fitted model on the real iterations: {s['iteration_mape']:.2%}; same scheduling order: "
+               f"{s['same_schedule_order']}; iterations real {s['n_iterations_real']}, sim {s['n_iterations_sim']}\n",
+               markdown(infer)]
+    plot(train, infer, out / "sim_vs_real.png")
     summary["loadavg_after"] = _loadavg()
     md.append(f"\nload average (1, 5, 15 min) before {summary['loadavg_before']}, after {summary['loadavg_after']}\n")
     (out / "sim_vs_real.md").write_text("\n".join(md))

@@ -250,3 +250,17 @@ class KVCacheManager:
                 self._cached[seq] = (self._pushes, n, cache_tokens // self.block_tokens)
             self._pushes += n
         return n
+
+    def block_offsets(self, seq: Hashable) -> list[int]:
+        """Byte offsets in the pool of the blocks ``seq`` holds, in token order (block ``j``
+        holds tokens ``j·block_tokens …``). A real backend maps them onto its device arena."""
+        held = self._held.get(seq)
+        if held is None:
+            return []
+        if self._settle is not None:  # blocks a paged pool deferred: materialise them
+            held[:] = [self._settle(a) for a in held]
+        bb = self.block_bytes
+        out: list[int] = []
+        for a in held:
+            out.extend(a.blocks if a.blocks else range(a.offset, a.offset + a.nbytes // bb * bb, bb))
+        return out

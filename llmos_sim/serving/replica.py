@@ -239,12 +239,19 @@ class Replica:
                           kv.free_blocks))
                 return (dur, tokens, k, d.hold_finished, fin, True)
         shape = BatchShape(n_pre, pairs, pre_ctx, n_dec, dec_ctx, n_seqs, n_logits, swap_bytes)
-        dur = self.cost.iteration_s(shape)
+        dur = self._iteration_s(shape, tokens)
         log.emit(t, E.BATCH, self.index, (n_pre, n_dec, n_seqs, dur, used))
         tok = sum(x for x, done in zip(tokens, tab.done) if not done) if n_done else n_tok
         log.emit(t, E.KV_SAMPLE, self.index, (used, (c_sum + tok) * self._bpt, kv.pool.capacity_bytes, kv.free_blocks))
         may_finish = min(map(sub, tab.output, tab.generated), default=2) <= 1  # a row one token short (or held done)
         return (dur, tokens, 1, d.hold_finished, may_finish, pure)
+
+    def _iteration_s(self, shape: BatchShape, tokens: list[int]) -> float:
+        """How long the iteration about to start takes: the cost model's time for its shape.
+        ``tokens[i]`` is what row ``i`` of :attr:`table` computes in it (0: idle). The seam for
+        real execution: a replica that runs the batch on a device overrides this and returns
+        the measured time (see ``llmos_sim.backends.torch_gpu.serving``)."""
+        return self.cost.iteration_s(shape)
 
     def _preempt(self, d: BatchDecision, tokens: list[int], t: float):
         """Apply the decision's preemptions; returns the other rows' tokens, the swap bytes and

@@ -83,8 +83,8 @@ class ServingSystem:
     """Replicas behind a router, fed by a request list (sorted by arrival)."""
 
     def __init__(self, requests: Sequence, replicas_factory, router: Router, n_replicas: int,
-                 log: E.EventLog | None = None, progress: bool = False) -> None:
-        self.env = simpy.Environment()
+                 log: E.EventLog | None = None, progress: bool = False, env: simpy.Environment | None = None) -> None:
+        self.env = env if env is not None else simpy.Environment()
         self.log = log if log is not None else E.EventLog()
         self.requests = sorted(requests, key=lambda r: (r.arrival_s, r.id))
         self.router = router
@@ -132,32 +132,39 @@ def _cfg_get(s, key):
     return DEFAULTS[key]
 
 
-def simulate(cfg, seed: int, progress: bool = False) -> ServingResult:
-    """Run the serving simulation described by the composed config ``cfg`` with ``seed``."""
+def simulate(cfg, seed: int, progress: bool = False, backend=None) -> ServingResult:
+    """Run the serving simulation described by the composed config ``cfg`` with ``seed``.
+
+    ``backend`` (a :class:`~llmos_sim.backend.Backend`, optional) supplies the environment and,
+    for real execution, the replicas (:meth:`~llmos_sim.backend.Backend.serving_replica`); by
+    default time is simulated and iterations take the cost model's time."""
     from hydra.utils import instantiate
 
     rng = np.random.default_rng(seed)
     s = cfg.get("serving", None)
     workload = instantiate(cfg.workload)
     requests = workload.requests(rng)
-    make_replica, info = replica_factory(cfg)
+    make_replica, info = replica_factory(cfg, backend)
     max_time = _cfg_get(s, "max_time_s")
     system = ServingSystem(requests, make_replica, instantiate(cfg.router), int(_cfg_get(s, "replicas")),
-                           progress=progress)
+                           progress=progress, env=backend.environment() if backend is not None else None)
     # the run and the tables allocate hundreds of thousands of long-lived records and rows:
     # the cyclic collector runs sparsely meanwhile, as in the engine (see engine.sparse_gc)
     with sparse_gc():
         system.run(None if max_time is None else float(max_time))
         res = build_result(system.log, float(_cfg_get(s, "slo_ttft_s")), float(_cfg_get(s, "slo_tpot_s")))
-    res.extra.update(kv_blocks_per_replica=system.replicas[0].kv.total_blocks, kv_capacity_bytes=info["kv_capacity_bytes"])
+    res.extra.update(kv_blocks_per_replica=system.replicas[0].kv.total_blocks, kv_capacity_bytes=info["kv_capacity_bytes"],
+                     replicas=system.replicas)
     return res
 
 
-def replica_factory(cfg) -> tuple[Any, dict[str, Any]]:
+def replica_factory(cfg, backend=None) -> tuple[Any, dict[str, Any]]:
     """``make_replica(index, env, log, next_arrival) -> Replica`` from the composed config
     (``model``, ``gpu``, ``batching``, ``memory`` — or ``serving.kv_memory`` if set — and
     ``serving``), and facts about it (``tp``, ``kv_capacity_bytes``). Used by ``mode: serving``
-    and by services on the shared cluster (``mode: mixed``)."""
+    and by services on the shared cluster (``mode: mixed``). A ``backend`` whose
+    :meth:`~llmos_sim.backend.Backend.serving_replica` gives a factory builds the replicas
+    with it (real execution)."""
     from hydra.utils import instantiate
 
     s = cfg.get("serving", None)
@@ -183,12 +190,13 @@ def replica_factory(cfg) -> tuple[Any, dict[str, Any]]:
         cost_factory = functools.partial(RooflineCost)
     max_time = _cfg_get(s, "max_time_s")
     kv_mode, reserve = str(_cfg_get(s, "kv_mode")), int(_cfg_get(s, "reserve_tokens"))
+    replica_cls = (backend.serving_replica(model) if backend is not None else None) or Replica
 
     def make_replica(i, env, log, next_arrival):
         pool = make_pool(pool_factory, capacity, block_bytes, reserve * model.kv_bytes_per_token or None)
         kv = KVCacheManager(pool, model.kv_bytes_per_token, block_tokens, _kv_mode(kv_mode, pool), reserve,
                             bool(_cfg_get(s, "prefix_caching")))
-        return Replica(i, env, log, instantiate(cfg.batching), kv, cost_factory(model=model, gpu=gpu, tp=tp),
+        return replica_cls(i, env, log, instantiate(cfg.batching), kv, cost_factory(model=model, gpu=gpu, tp=tp),
                        next_arrival, math.inf if max_time is None else float(max_time),
                        bool(_cfg_get(s, "fast_forward")), bool(_cfg_get(s, "per_iteration_records")))
 

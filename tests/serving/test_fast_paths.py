@@ -142,12 +142,12 @@ def test_finishes_and_failures_happen_at_simpy_time(monkeypatch):
 
     init = system.ServingSystem.__init__
 
-    def patched(self, requests, factory, router, n, log=None, progress=False):
+    def patched(self, requests, factory, router, n, log=None, progress=False, env=None):
 
         def make(i, env, log_, next_arrival):
             TapLog.env = env
             return factory(i, env, log_, next_arrival)
-        init(self, requests, make, router, n, TapLog(), progress)
+        init(self, requests, make, router, n, TapLog(), progress, env)
 
     monkeypatch.setattr(system.ServingSystem, "__init__", patched)
     cfg = make_cfg(workload=dict(SYN, n=120), batching="continuous", cost=ROOF, model="llama31_8b", gpu="rtx4090",
