@@ -18,10 +18,9 @@
 - Faults: an exception in a worker (``torch.OutOfMemoryError`` above all) fails the task's
   event with it; the engine fails that job alone and the run continues.
 
-Wiring: the engine does not (yet) pass its log and pools to a backend. :meth:`attach` takes
-them; until the engine calls it, :meth:`bind` finds the engine that is binding it (its caller)
-and reads ``engine.log`` / ``engine.pools`` when the first task runs. See the README of
-``experiments/sim_vs_real`` for the proposed engine change.
+Wiring: the engine calls :meth:`attach` with its event log and per-device pools once it has
+built them. Serving (``mode: serving``) uses :meth:`serving_replica` instead: see
+:mod:`llmos_sim.backends.torch_gpu.serving`.
 """
 from __future__ import annotations
 

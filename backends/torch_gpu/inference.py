@@ -158,15 +158,15 @@ def measured_iterations(res) -> tuple[list[BatchShape], list[float]]:
 
 def profile(overrides: Sequence[str] = (), rounds: int = 2, seed0: int = 10_000) -> tuple[list[BatchShape], list[float]]:
     """Measured iterations for the fit, from request streams other than the validation one:
-    round ``r`` serves seed ``seed0 + r``, alternately as a burst (all at time 0: full
-    batches, long queues) and at twice the configured rate."""
+    round ``r`` serves seed ``seed0 + r`` at the configured rate, then as a burst (all at time
+    0: full batches, long queues), then at twice the rate, and so on in turn."""
     from llmos_sim.run import compose
 
     rate = float(compose([f"experiment={EXPERIMENT}", *overrides]).workload.rate_per_s)
     shapes: list[BatchShape] = []
     times: list[float] = []
     for r in range(rounds):
-        extra = "workload.rate_per_s=0" if r % 2 == 0 else f"workload.rate_per_s={2 * rate}"
+        extra = f"workload.rate_per_s={(1.0, 0.0, 2.0)[r % 3] * rate}"
         b, t = measured_iterations(real_run([*overrides, extra], seed=seed0 + r))
         shapes += b
         times += t
@@ -177,7 +177,7 @@ def _mape(err) -> float:
     return float(np.mean(np.abs(np.asarray(err, dtype=float))))
 
 
-def compare_inference(overrides: Sequence[str] = (), repeats: int = 3, profile_rounds: int = 2, seed: int = 0
+def compare_inference(overrides: Sequence[str] = (), repeats: int = 3, profile_rounds: int = 3, seed: int = 0
                       ) -> tuple[pd.DataFrame, dict]:
     """Fit, serve for real ``repeats`` times, simulate once; per-request comparison and summary.
 
