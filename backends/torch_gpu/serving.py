@@ -35,6 +35,7 @@ from typing import Hashable
 
 import torch
 
+from llmos_sim import events as E
 from llmos_sim.serving.cost import BatchShape
 from llmos_sim.serving.replica import Replica
 from llmos_sim.serving.specs import ModelSpec
@@ -138,6 +139,7 @@ class ExecutingReplica(Replica):
         self._tokens: dict[Hashable, list[int]] = {}  # request -> prompt + generated token ids
         self._swapped: dict[Hashable, torch.Tensor] = {}  # request -> its blocks, in host memory
         self._output_len: dict[Hashable, int] = {}
+        self._oom: tuple[list[int], str] | None = None  # rows of an iteration that ran out of memory, why
         self._cuda = str(device).startswith("cuda")
         self.measured: list[tuple[BatchShape, float]] = []  #: (shape, measured seconds) per iteration
         self.outputs: dict[Hashable, list[int]] = {}  #: request -> the token ids it generated (finished ones)
@@ -184,9 +186,15 @@ class ExecutingReplica(Replica):
                 ids.append(hist[c:c + x])
         if seqs:
             flat = torch.tensor([t for part in ids for t in part], dtype=torch.long, device=self.device)
-            nxt = self.lm.forward(flat, seqs, akv).tolist()
-            if self._cuda:
-                torch.cuda.synchronize(self.device)
+            try:
+                nxt = self.lm.forward(flat, seqs, akv).tolist()
+                if self._cuda:
+                    torch.cuda.synchronize(self.device)
+            except torch.OutOfMemoryError as e:  # the batch's requests fail; the replica carries on
+                if self._cuda:
+                    torch.cuda.empty_cache()
+                self._oom = ([i for i, x in enumerate(tokens) if x], "oom: " + str(e).strip().splitlines()[0][:200])
+                nxt = []
             for (rid, n, c), tok in zip(seqs, nxt):
                 hist = self._tokens[rid]
                 if c + n == len(hist):  # the context is complete: the new token is real
@@ -196,6 +204,22 @@ class ExecutingReplica(Replica):
         return dur
 
     def _finish(self, plan) -> None:
+        if self._oom is not None:  # the iteration ran out of device memory: fail its requests alone
+            rows, reason = self._oom
+            self._oom = None
+            tab = self.table
+            for r in rows:
+                rid = tab.rid[r]
+                self.log.emit(self.now, E.REQ_FAIL, rid, (reason,))
+                self.kv.release(rid)
+                self._tokens.pop(rid, None)
+                self._swapped.pop(rid, None)
+                self.arena_kv.drop(rid)
+            self.outstanding -= len(rows)
+            gone = set(rows)
+            tab.drop(gone)
+            dur, tokens, k, hold, may_finish, _ = plan
+            plan = (dur, [x for i, x in enumerate(tokens) if i not in gone], k, hold, may_finish, False)
         before = set(self.table.rid)
         super()._finish(plan)
         if len(before) != len(self.table):  # finished requests: forget their tokens and block tables

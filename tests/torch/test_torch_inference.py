@@ -136,3 +136,23 @@ def test_compare_inference_reports_errors():
     df, s = compare_inference([*SMALL, "workload.rate_per_s=200"], repeats=1, profile_rounds=1)
     assert len(df) == 8 and (df["ttft_real_s"] > 0).all() and (df["tpot_sim_s"] > 0).all()
     assert s["ttft_mape"] >= 0 and s["n_iterations_real"] > 0 and s["n_profile_iterations"] > 0
+
+
+def test_out_of_memory_fails_the_batch_alone(monkeypatch):
+    """A real OOM in one iteration fails the requests in that batch (here request 3, alone in
+    its batches); the others complete and the KV pool ends empty."""
+    orig = TinyLM.forward
+
+    def forward(self, tokens, seqs, kv):
+        if any(sid == 3 for sid, _, _ in seqs):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test)")
+        return orig(self, tokens, seqs, kv)
+
+    monkeypatch.setattr(TinyLM, "forward", forward)
+    res = real_run([*SMALL, "batching.max_num_seqs=1"])
+    req = res.tables["requests"].set_index("request")
+    assert req.loc[3, "fail_reason"].startswith("oom: CUDA out of memory")
+    assert req.drop(index=3)["fail_reason"].isna().all() and req.drop(index=3)["finish_s"].notna().all()
+    rep = res.extra["replicas"][0]
+    assert rep.kv.free_blocks == rep.kv.total_blocks and rep.outstanding == 0
+    assert 3 not in rep.outputs and len(rep.outputs) == 7
