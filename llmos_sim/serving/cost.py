@@ -10,6 +10,10 @@ the replica from the batch decision.
   FLOPs = 2 · matmul params · tokens (+ LM head only for sequences that emit a token)
   + attention 4 · layers · hidden · Σ(context attended per query token).
   Bytes = weights + KV read (context) + KV written (new tokens).
+- :class:`OperatorRooflineCost`: the same work, but a roofline per operator group — the GEMMs
+  and the attention are separate kernels, each bound by its own resource, and their times add
+  (a mixed batch pays its prefill GEMMs' compute *and* its decodes' KV reads); the attention's
+  bandwidth efficiency may differ from the weight streaming's (``attn_mbu``).
 - :class:`LinearCost`: ``base_s + per_prefill_token_s · n_prefill + per_decode_token_s · n_decode``
   (exact numbers for story tests).
 - :class:`MeasuredCost`: a measured table of iteration time over tokens in the batch, linearly
@@ -221,6 +225,75 @@ class RooflineCost(CostModel):
         bytes0 = self._weight_bytes + self._kv_bytes * (ctx_tokens + n_seqs)
         return ((flops0 / fr + fixed, self._attn_flops_per_pair * ctx_growth / fr),
                 (bytes0 / br + fixed, self._kv_bytes * ctx_growth / br))
+
+
+class OperatorRooflineCost(RooflineCost):
+    """Roofline per operator group: the GEMMs (every linear layer and the LM head) and the
+    attention run as separate kernels, so each is compute- or memory-bound on its own and their
+    times add::
+
+        t = max(F_gemm / (peak·mfu), W / (bw·mbu))           # GEMMs: weights streamed once
+          + max(F_attn / (peak·mfu), KV / (bw·attn_mbu))    # attention: KV read and written
+          + overhead_s + per_seq_s · n_seqs (+ all-reduces, swap traffic as in RooflineCost)
+
+    with ``F_gemm = 2 · matmul params · tokens + 2 · vocab · hidden · n_logits``, ``W`` the weight
+    bytes, ``F_attn = 4 · layers · hidden · Σ pairs`` and ``KV = kv_bytes_per_token ·
+    (prefill_ctx + decode_ctx + tokens)`` — the same work :class:`RooflineCost` counts. Pure
+    decode and pure prefill cost the same in both when ``attn_mbu == mbu`` (all memory-bound or
+    all compute-bound); they differ for mixed batches, where :class:`RooflineCost` lets a prefill
+    chunk's GEMM compute hide the decodes' KV reads (one max over the iteration) and this model
+    does not. ``attn_mbu`` (default ``mbu``): the achieved bandwidth of the attention kernels,
+    which read paged KV in small blocks per sequence and typically reach less than dense weight
+    streaming.
+    """
+
+    def __init__(self, model: ModelSpec, gpu: GpuSpec, tp: int = 1, mfu: float = 0.6, mbu: float = 0.8,
+                 overhead_s: float = 0.002, per_seq_s: float = 0.0, allreduce_latency_s: float = 10e-6,
+                 attn_mbu: float | None = None) -> None:
+        super().__init__(model, gpu, tp, mfu, mbu, overhead_s, per_seq_s, allreduce_latency_s)
+        self.attn_mbu = self.mbu if attn_mbu is None else float(attn_mbu)
+        if not 0 < self.attn_mbu <= 1:
+            raise ValueError(f"OperatorRooflineCost: attn_mbu must be in (0, 1], got {attn_mbu}")
+        self._attn_bytes_rate = gpu.mem_bw_bytes_s * self.attn_mbu * self.tp
+
+    def iteration_s(self, b: BatchShape) -> float:
+        n_tok = b.n_prefill_tokens + b.n_decode_tokens
+        if n_tok == 0 and b.swap_bytes == 0:
+            return 0.0
+        t = self.overhead_s + self.per_seq_s * b.n_seqs
+        if n_tok:
+            gemm = self._flops_per_token * n_tok + self._flops_per_logit * b.n_logits
+            attn = self._attn_flops_per_pair * (b.prefill_attn_pairs + b.decode_ctx_tokens)
+            kv = self._kv_bytes * (b.prefill_ctx_tokens + b.decode_ctx_tokens + n_tok)
+            t += (max(gemm / self._flops_rate, self._weight_bytes / self._bytes_rate)
+                  + max(attn / self._flops_rate, kv / self._attn_bytes_rate))
+        if self.tp > 1:
+            t += self._ar_fixed_s + self._ar_bytes_per_token * n_tok / self.gpu.link_bw_bytes_s
+        if b.swap_bytes:
+            t += b.swap_bytes / self.gpu.host_bw_bytes_s
+        return t
+
+    def _decode_fixed(self, n_seqs: int) -> float:
+        """The part of a pure-decode iteration that does not depend on the context: the GEMMs,
+        the fixed and per-sequence overheads and the all-reduces."""
+        gemm = (self._flops_per_token + self._flops_per_logit) * n_seqs
+        t = max(gemm / self._flops_rate, self._weight_bytes / self._bytes_rate) + self.overhead_s + self.per_seq_s * n_seqs
+        if self.tp > 1:
+            t += self._ar_fixed_s + self._ar_bytes_per_token * n_seqs / self.gpu.link_bw_bytes_s
+        return t
+
+    def decode_span_s(self, n_seqs: int, ctx_tokens: int, k: int, ctx_growth: int | None = None) -> np.ndarray:
+        ctx = ctx_tokens + (n_seqs if ctx_growth is None else ctx_growth) * np.arange(k, dtype=np.float64)
+        attn = np.maximum(self._attn_flops_per_pair * ctx / self._flops_rate,
+                          self._kv_bytes * (ctx + n_seqs) / self._attn_bytes_rate)
+        return attn + self._decode_fixed(n_seqs)
+
+    def decode_lines(self, n_seqs: int, ctx_tokens: int, ctx_growth: int) -> tuple[tuple[float, float], ...]:
+        """The attention's compute and memory times are both affine in ``j``; the rest is fixed."""
+        fixed = self._decode_fixed(n_seqs)
+        fr, br = self._flops_rate, self._attn_bytes_rate
+        return ((self._attn_flops_per_pair * ctx_tokens / fr + fixed, self._attn_flops_per_pair * ctx_growth / fr),
+                (self._kv_bytes * (ctx_tokens + n_seqs) / br + fixed, self._kv_bytes * ctx_growth / br))
 
 
 class MeasuredCost(CostModel):

@@ -56,13 +56,15 @@ class Replica:
 
     def __init__(self, index: int, env: "simpy.Environment", log: E.EventLog, policy: "BatchingPolicy",
                  kv: KVCacheManager, cost: CostModel, next_arrival, max_time_s: float = float("inf"),
-                 fast_forward: bool = True, per_iteration_records: bool = False) -> None:
+                 fast_forward: bool = True, per_iteration_records: bool = False, async_scheduling: bool = False) -> None:
         self.index = index
         self.env, self.log, self.policy, self.kv, self.cost = env, log, policy, kv, cost
         self._next_arrival = next_arrival  # () -> time of the next arrival anywhere (inf if none)
         self.max_time_s = float(max_time_s)
         self.fast_forward = bool(fast_forward) and policy.fast_forward
         self.per_iteration_records = bool(per_iteration_records)
+        self.async_scheduling = bool(async_scheduling)
+        self._to_release: list = []  # async scheduling: finished sequences whose blocks free after the next decision
         self.table = SeqTable()
         self.waiting: list[WaitingSeq] = []
         self._keys: list[tuple] = []
@@ -110,6 +112,8 @@ class Replica:
         stalls = 0
         while True:
             if not len(self.table) and not self.waiting:
+                if self._to_release:
+                    self._release_finished()
                 if self.now > env.now:  # catch SimPy up with the iterations run ahead of it
                     yield self._at(self.now)
                 self._wake = env.event()
@@ -120,6 +124,8 @@ class Replica:
             if self.now >= self.max_time_s:
                 return
             plan = self._start()
+            if self._to_release:
+                self._release_finished()
             if plan is None:  # nothing could run: re-decide; break a true stall by failing the head
                 stalls += 1
                 if stalls >= 2:
@@ -225,7 +231,8 @@ class Replica:
             n_logits = n_dec
         used = kv.used_bytes
         # -- fast-forward a span of identical decode iterations ---------------------------
-        if self.fast_forward and n_pre == 0 and not d.admit and not d.preempt and not swap_bytes and n_seqs == n_rows:
+        if (self.fast_forward and n_pre == 0 and not d.admit and not d.preempt and not swap_bytes and n_seqs == n_rows
+                and not self._to_release):  # blocks freed after this decision may change the next one
             k, (dur, durs), fin = self._span(n_seqs, dec_ctx, t)
             if k > 1:
                 if durs is not None:  # per-iteration records
@@ -504,7 +511,20 @@ class Replica:
                     self.kv.release(r)
                 tab.clear()
         else:
-            release = self.kv.release
-            for r in rids:
-                release(r)
+            if self.async_scheduling:
+                self._to_release.extend(rids)
+            else:
+                release = self.kv.release
+                for r in rids:
+                    release(r)
             tab.drop(fin)
+
+    def _release_finished(self) -> None:
+        """Async scheduling (vLLM's ``async_scheduling``): the engine decides iteration ``n + 1``
+        while iteration ``n`` runs, and frees the blocks of the sequences ``n`` finished only when
+        it processes ``n``'s output — after that decision. So a finished sequence's blocks are
+        released here, after the next decision was applied, not when it finishes."""
+        release = self.kv.release
+        for r in self._to_release:
+            release(r)
+        self._to_release = []

@@ -18,6 +18,8 @@ Config (``cfg.serving``; defaults in ``configs/serving/default.yaml``):
 - ``fast_forward``, ``per_iteration_records``: see :mod:`llmos_sim.serving.replica`
 - ``prefix_caching``: a recompute-preempted sequence reuses its blocks still cached
   (see :mod:`llmos_sim.serving.kv`)
+- ``async_scheduling``: vLLM's async scheduling, as far as it changes decisions: a finished
+  sequence's blocks are freed after the next iteration's decision (see :class:`Replica`)
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "replicas": 1, "tp": 1, "gpu_memory_utilization": 0.9, "activation_reserve_bytes": 2 * 10**9,
     "num_kv_blocks": None, "block_tokens": 16, "kv_mode": "auto", "reserve_tokens": 0,
     "slo_ttft_s": math.inf, "slo_tpot_s": math.inf, "max_time_s": None, "fast_forward": True,
-    "per_iteration_records": False, "cost": None, "prefix_caching": False,
+    "per_iteration_records": False, "cost": None, "prefix_caching": False, "async_scheduling": False,
 }
 
 
@@ -198,7 +200,8 @@ def replica_factory(cfg, backend=None) -> tuple[Any, dict[str, Any]]:
                             bool(_cfg_get(s, "prefix_caching")))
         return replica_cls(i, env, log, instantiate(cfg.batching), kv, cost_factory(model=model, gpu=gpu, tp=tp),
                        next_arrival, math.inf if max_time is None else float(max_time),
-                       bool(_cfg_get(s, "fast_forward")), bool(_cfg_get(s, "per_iteration_records")))
+                       bool(_cfg_get(s, "fast_forward")), bool(_cfg_get(s, "per_iteration_records")),
+                       bool(_cfg_get(s, "async_scheduling")))
 
     return make_replica, {"tp": tp, "kv_capacity_bytes": capacity}
 

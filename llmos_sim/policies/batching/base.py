@@ -67,8 +67,23 @@ class BatchingPolicy:
         admit: tuple = ()
         if not preempt:
             budget = self.max_num_batched_tokens - sum(tokens)
-            admit = self.admit(view, budget, len(view.running))
+            admit = self.admit(view, budget, len(view.running), self._growth(view, tokens, grow))
         return BatchDecision(TokenList(tokens), admit, preempt, self.preemption, grow=grow)
+
+    @staticmethod
+    def _growth(view: ReplicaView, tokens: list[int], grow) -> int:
+        """Blocks the running rows take this iteration (``grow``'s, or counted here when a
+        subclass's :meth:`schedule_running` gave none): admissions see only what is left, as
+        vLLM's scheduler allocates the running requests' slots before it admits."""
+        if grow is not None:
+            return sum(grow[1])
+        kv, run = view.kv, view.running
+        if kv.mode != GROW or not tokens:
+            return 0
+        bt = kv.block_tokens
+        done = run.done if run.n_done else None
+        return sum(max(0, (c + t + bt - 1) // bt - b) for i, (c, t, b) in enumerate(zip(run.computed, tokens, run.blocks))
+                   if t and (done is None or not done[i]))
 
     # -- hooks ------------------------------------------------------------------------------
     def schedule_running(self, view: ReplicaView, budget: int) -> tuple[list[int], tuple[int, ...]]:
@@ -129,10 +144,11 @@ class BatchingPolicy:
             tokens[r] = 0
         return tokens, tuple(preempt), None
 
-    def admit(self, view: ReplicaView, budget: int, n_running: int) -> tuple[tuple[int, int], ...]:
-        """Waiting sequences to start, ``(position, tokens)``, in order, head-of-line."""
+    def admit(self, view: ReplicaView, budget: int, n_running: int, taken: int = 0) -> tuple[tuple[int, int], ...]:
+        """Waiting sequences to start, ``(position, tokens)``, in order, head-of-line, within
+        the free blocks less ``taken`` (those the running rows take this iteration)."""
         kv = view.kv
-        free = kv.free_blocks - int(self.watermark * kv.total_blocks)
+        free = kv.free_blocks - taken - int(self.watermark * kv.total_blocks)
         out = []
         for pos, w in enumerate(view.waiting):
             if budget <= 0 or n_running >= self.max_num_seqs:
