@@ -86,10 +86,14 @@ class TinyLM:
 
 
 class FittedCost(CostModel):
-    """Iteration time ``a + b·n_seqs + c·n_prefill + d·n_decode + e·(attn pairs + decode ctx)``
-    seconds, fitted by non-negative least squares to measured iterations."""
+    """Iteration time ``a + b·n_seqs + c·n_prefill + d·n_decode + e·prefill_attn_pairs +
+    f·decode_ctx`` seconds, fitted by non-negative least squares to measured iterations.
 
-    FEATURES = ("base_s", "per_seq_s", "per_prefill_token_s", "per_decode_token_s", "per_attn_pair_s")
+    Prefill attention (a causal mask over the chunk) and decode attention (one query reading
+    the whole cached context) are different kernels, so each has its own coefficient."""
+
+    FEATURES = ("base_s", "per_seq_s", "per_prefill_token_s", "per_decode_token_s", "per_prefill_attn_pair_s",
+                "per_decode_ctx_token_s")
 
     def __init__(self, coef: np.ndarray | list[float], model: ModelSpec | None = None, gpu=None, tp: int = 1) -> None:
         self.coef = np.asarray(coef, dtype=float)
@@ -99,8 +103,8 @@ class FittedCost(CostModel):
     @staticmethod
     def features(b: BatchShape) -> np.ndarray:
         """The regressors of one iteration, in :attr:`FEATURES` order."""
-        return np.array([1.0, b.n_seqs, b.n_prefill_tokens, b.n_decode_tokens,
-                         b.prefill_attn_pairs + b.decode_ctx_tokens])
+        return np.array([1.0, b.n_seqs, b.n_prefill_tokens, b.n_decode_tokens, b.prefill_attn_pairs,
+                         b.decode_ctx_tokens])
 
     def iteration_s(self, b: BatchShape) -> float:
         return float(self.features(b) @ self.coef)

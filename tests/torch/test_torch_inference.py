@@ -124,9 +124,9 @@ def test_prefix_caching_is_refused_clearly():
 
 
 def test_fitted_cost_recovers_a_linear_model():
-    shapes = [BatchShape(p, p * (p + 1) // 2, p, d, d * 10, s, s) for p, d, s in
-              [(0, 1, 1), (0, 4, 4), (16, 0, 1), (64, 2, 3), (32, 8, 9), (128, 0, 2)]]
-    true = FittedCost([1e-3, 1e-4, 2e-5, 3e-5, 1e-7])
+    shapes = [BatchShape(p, p * (p + 1) // 2, p, d, d * 10 + d * d, s, s) for p, d, s in
+              [(0, 1, 1), (0, 4, 4), (16, 0, 1), (64, 2, 3), (32, 8, 9), (128, 0, 2), (8, 3, 4)]]
+    true = FittedCost([1e-3, 1e-4, 2e-5, 3e-5, 1e-7, 4e-7])
     fit = FittedCost.fit(shapes, [true.iteration_s(b) for b in shapes])
     for b in shapes:
         assert fit.iteration_s(b) == pytest.approx(true.iteration_s(b), rel=1e-6)
