@@ -160,21 +160,34 @@ def measured_iterations(res) -> tuple[list[BatchShape], list[float]]:
     return [b for b, _ in pairs], [t for _, t in pairs]
 
 
-def profile(overrides: Sequence[str] = (), rounds: int = 2, seed0: int = 10_000) -> tuple[list[BatchShape], list[float]]:
+def cpu_share(res) -> float:
+    """CPU seconds the replicas' thread used per wall second of iterations (CPU devices: below
+    the thread count when other processes took the cores)."""
+    cpu = sum(sum(r.cpu_s) for r in res.extra["replicas"])
+    wall = sum(t for r in res.extra["replicas"] for _, t in r.measured)
+    return cpu / wall if wall > 0 else float("nan")
+
+
+def profile(overrides: Sequence[str] = (), rounds: int = 2, seed0: int = 10_000
+            ) -> tuple[list[BatchShape], list[float], list[float]]:
     """Measured iterations for the fit, from request streams other than the validation one:
     round ``r`` serves seed ``seed0 + r`` at the configured rate, then as a burst (all at time
-    0: full batches, long queues), then at twice the rate, and so on in turn."""
+    0: full batches, long queues), then at twice the rate, and so on in turn. Returns the
+    iterations' shapes and seconds, and each run's :func:`cpu_share`."""
     from llmos_sim.run import compose
 
     rate = float(compose([f"experiment={EXPERIMENT}", *overrides]).workload.rate_per_s)
     shapes: list[BatchShape] = []
     times: list[float] = []
+    shares: list[float] = []
     for r in range(rounds):
         extra = f"workload.rate_per_s={(1.0, 0.0, 2.0)[r % 3] * rate}"
-        b, t = measured_iterations(real_run([*overrides, extra], seed=seed0 + r))
+        res = real_run([*overrides, extra], seed=seed0 + r)
+        b, t = measured_iterations(res)
         shapes += b
         times += t
-    return shapes, times
+        shares.append(cpu_share(res))
+    return shapes, times, shares
 
 
 def _mape(err) -> float:
@@ -201,9 +214,9 @@ def compare_inference(overrides: Sequence[str] = (), repeats: int = 3, profile_r
 
     overrides = list(overrides)
     real_run([*overrides, "workload.n=4"], seed=seed + 99)  # warm up (allocator, thread pools)
-    shapes, times = profile(overrides, profile_rounds)
+    shapes, times, shares = profile(overrides, profile_rounds)
     reals = [real_run(overrides, seed=seed) for _ in range(max(1, repeats))]
-    s2, t2 = profile(overrides, profile_rounds, seed0=20_000)
+    s2, t2, sh2 = profile(overrides, profile_rounds, seed0=20_000)
     cost = FittedCost.fit(shapes + s2, times + t2)
     coef = "[" + ",".join(repr(float(c)) for c in cost.coef) + "]"
     sim = simulate(compose([f"experiment={EXPERIMENT}", *overrides, f"serving.cost.coef={coef}", f"seed={seed}"]),
@@ -236,6 +249,7 @@ def compare_inference(overrides: Sequence[str] = (), repeats: int = 3, profile_r
         "n_preemptions_real": int(first["preemptions"].sum()), "n_preemptions_sim": int(st["preemptions"].sum()),
         "makespan_real_s": float(reals[0].summary.get("makespan_s", np.nan)),
         "makespan_sim_s": float(sim.summary.get("makespan_s", np.nan)),
+        "cpu_share_profile": float(np.mean(shares + sh2)), "cpu_share_runs": [cpu_share(r) for r in reals],
         "fitted_cost": dict(zip(FittedCost.FEATURES, map(float, cost.coef))),
         "n_profile_iterations": len(shapes) + len(s2), "model": rep.lm.spec.name, "params": rep.lm.spec.params,
         "device": rep.device, "dtype": str(rep.lm.dtype), "overrides": overrides,

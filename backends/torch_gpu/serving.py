@@ -30,6 +30,7 @@ Every iteration's :class:`~llmos_sim.serving.cost.BatchShape` and measured time 
 """
 from __future__ import annotations
 
+import time
 import zlib
 from typing import Hashable
 
@@ -142,6 +143,10 @@ class ExecutingReplica(Replica):
         self._oom: tuple[list[int], str] | None = None  # rows of an iteration that ran out of memory, why
         self._cuda = str(device).startswith("cuda")
         self.measured: list[tuple[BatchShape, float]] = []  #: (shape, measured seconds) per iteration
+        #: CPU seconds this thread used per iteration (on a CPU device, cpu / measured < 1 means
+        #: other processes took the core meanwhile)
+        self.cpu_s: list[float] = []
+        self._cpu_mark = time.thread_time()
         self.outputs: dict[Hashable, list[int]] = {}  #: request -> the token ids it generated (finished ones)
 
     def _clock_s(self) -> float:
@@ -201,6 +206,9 @@ class ExecutingReplica(Replica):
                     hist.append(int(tok))
         dur = max(self._clock_s() - self.now, 1e-9)
         self.measured.append((shape, dur))
+        cpu = time.thread_time()
+        self.cpu_s.append(cpu - self._cpu_mark)
+        self._cpu_mark = cpu
         return dur
 
     def _finish(self, plan) -> None:
