@@ -7,7 +7,9 @@ Stages (limits add up to < 8 minutes with start-up):
 2. ``sim_vs_real``: the training workload real vs the calibrated SimPy model, and
    ``experiment=serving_real`` (the small transformer serving a Poisson stream on the GPU)
    real vs simulated with the fitted serving cost model (TTFT, TPOT, e2e);
-3. ``pytest_gpu``: ``pytest -m gpu tests/torch``; 4. ``pytest_torch``: the whole torch folder
+3. ``serving_1b``: the same serving comparison with a ~1.2 B-parameter model in bf16
+   (``model=small_1b_real``), whose iterations are GPU-bound;
+4. ``pytest_gpu``: ``pytest -m gpu tests/torch``; 5. ``pytest_torch``: the whole torch folder
    on the GPU (the CPU tests then run on CUDA devices too), if time is left.
 
 Reported figures: achieved bf16 FLOP/s as a fraction of the H200's 989 TFLOPS dense peak (and
@@ -81,6 +83,11 @@ def figures(out: Path, results: dict) -> dict:
             "ttft<=10%": i.get("ttft_mape") is not None and i["ttft_mape"] <= 0.10,
             "tpot<=10%": i.get("tpot_mape") is not None and i["tpot_mape"] <= 0.10,
         }
+    s1b_p = out / "serving_1b" / "summary.json"
+    if s1b_p.exists():
+        i = json.loads(s1b_p.read_text()).get("inference", {})
+        for k in ("ttft_mape", "tpot_mape", "e2e_mape", "iteration_mape"):
+            fig[f"serving_1b_{k}"] = i.get(k)
     fig["stages"] = results
     return fig
 
@@ -139,6 +146,10 @@ def main() -> int:
     stage("sim_vs_real", svr, left(180), out, results)
     stage("pytest_gpu", [py, "-m", "pytest", str(root / "tests" / "torch"), "-m", "gpu", "-q", "-p", "no:cacheprovider",
                          f"--junitxml={out / 'pytest_gpu.xml'}"], left(90), out, results)
+    # serving a ~1.2 B-parameter model for real (bf16): GPU-bound iterations, not Python-bound
+    stage("serving_1b", [py, "-m", "llmos_sim.backends.torch_gpu.sim_vs_real", "--out", str(out / "serving_1b"),
+                         "--skip-training", "--inference-overrides", "model=small_1b_real", "workload.n=96",
+                         "workload.rate_per_s=40"], left(120), out, results)
     if a.budget_s - (time.time() - t0) > 60:
         stage("pytest_torch", [py, "-m", "pytest", str(root / "tests" / "torch"), "-q", "-p", "no:cacheprovider",
                                f"--junitxml={out / 'pytest_torch.xml'}"], left(100), out, results)
@@ -151,7 +162,8 @@ def main() -> int:
                         if "bf16_fraction_of_h200_peak" in d else "")
                      + (f"; bandwidth {d['mem_bw_bytes_s'] / 1e12:.2f} TB/s" if d.get("mem_bw_bytes_s") else ""))
     for k in ("training_run_s_mape", "training_jct_s_mape", "inference_ttft_mape", "inference_tpot_mape",
-              "inference_e2e_mape", "inference_iteration_mape"):
+              "inference_e2e_mape", "inference_iteration_mape", "serving_1b_ttft_mape", "serving_1b_tpot_mape",
+              "serving_1b_e2e_mape", "serving_1b_iteration_mape"):
         if fig.get(k) is not None:
             lines.append(f"- {k}: {fig[k]:.2%}")
     lines.append(f"- stages: {json.dumps(results)}")

@@ -127,14 +127,12 @@ class ExecutingReplica(Replica):
 
     def __init__(self, *args, model: ModelSpec, device: str, dtype: torch.dtype, seed: int = 0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        from llmos_sim.backends.torch_gpu.inference import TinyLM
-
         if self.kv.prefix_caching:
             raise ValueError("serving.prefix_caching is not supported by the torch backend (the simulator counts "
                              "cache hits; a real cache would need content-addressed blocks)")
         self.fast_forward = False
         self.device = device
-        self.lm = TinyLM(model, device, dtype, seed)
+        self.lm = _model(model, device, dtype, seed)
         self.arena_kv = ArenaKV(model, device, dtype, self.kv.block_tokens, self.kv.pool.capacity_bytes)
         self.seed = int(seed)
         self._tokens: dict[Hashable, list[int]] = {}  # request -> prompt + generated token ids
@@ -236,6 +234,22 @@ class ExecutingReplica(Replica):
                 if hist is not None:
                     self.outputs[rid] = hist[len(hist) - self._output_len.pop(rid):]
                 self.arena_kv.drop(rid)
+
+
+_LAST_MODEL: dict = {}
+
+
+def _model(spec: ModelSpec, device: str, dtype: torch.dtype, seed: int):
+    """The transformer for ``spec`` (seeded random weights, read-only during serving), built
+    once and kept for the next run with the same arguments: sim-vs-real serves a dozen runs of
+    one model, and a 1 B-parameter model takes seconds to initialise."""
+    from llmos_sim.backends.torch_gpu.inference import TinyLM
+
+    key = (spec, str(device), dtype, int(seed))
+    if key not in _LAST_MODEL:
+        _LAST_MODEL.clear()  # one model at a time: free the previous one's memory first
+        _LAST_MODEL[key] = TinyLM(spec, device, dtype, seed)
+    return _LAST_MODEL[key]
 
 
 def replica_factory(model: ModelSpec, devices: list[str], dtype: torch.dtype, seed: int = 0):
