@@ -226,7 +226,7 @@ def compare_inference(overrides: Sequence[str] = (), repeats: int = 3, profile_r
     st = sim.tables["requests"].set_index("request")
     df = tabs[0][["arrival_s", "prompt_tokens", "output_tokens"]].copy()
     for c in cols:
-        df[f"{c}_real_s"] = np.median(np.stack([t[f"{c}_s"].to_numpy(dtype=float) for t in tabs]), axis=0)
+        df[f"{c}_real_s"] = np.median(np.stack([t.loc[df.index, f"{c}_s"].to_numpy(dtype=float) for t in tabs]), axis=0)
         df[f"{c}_sim_s"] = st[f"{c}_s"]
     for c in cols[:3]:
         df[f"{c}_err"] = df[f"{c}_real_s"] / df[f"{c}_sim_s"] - 1.0
