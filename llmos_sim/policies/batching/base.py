@@ -131,6 +131,8 @@ class BatchingPolicy:
 
     def admit(self, view: ReplicaView, budget: int, n_running: int) -> tuple[tuple[int, int], ...]:
         """Waiting sequences to start, ``(position, tokens)``, in order, head-of-line."""
+        if not view.waiting:
+            return ()
         kv = view.kv
         free = kv.free_blocks - int(self.watermark * kv.total_blocks)
         out = []
