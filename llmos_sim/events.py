@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 # job life cycle (the seed's five steps: receive, allocate & schedule, preprocess, run, output)
 ARRIVE = "arrive"  # data: (gpus, work_flops, gpu_milli, tenant)
@@ -115,22 +118,140 @@ class EventLog:
             names = ["seq", "time_s", "subject", *[f"f{j}" for j in range(len(rows[0]) - 3)]]
         return pd.DataFrame.from_records(rows, columns=names)
 
-    def table(self) -> pd.DataFrame:
-        """The whole log, one row per record, data kept as a string (for the ``events`` table)."""
+    def table(self, by_kind: "ByKind | None" = None) -> pd.DataFrame:
+        """The whole log, one row per record, data kept as a string (its ``repr``; empty data:
+        an empty string) — the ``events`` table. ``by_kind``: the log already grouped (the
+        serving tables share one :class:`ByKind`)."""
         recs = self.records
         if not recs:
             return pd.DataFrame({"seq": [], "time_s": [], "kind": [], "subject": [], "data": []})
-        # a list comprehension per column (``zip(*recs)`` builds one 4-tuple per record first)
-        raw = [r[3] for r in recs]
-        data = list(map(repr, raw))
-        if not all(raw):  # no data: an empty string
-            data = [x if d else "" for x, d in zip(data, raw)]
+        if by_kind is None:
+            by_kind = ByKind(recs)
+        kinds = [r[1] for r in recs]
         return pd.DataFrame(
             {
                 "seq": range(len(recs)),
                 "time_s": [r[0] for r in recs],
-                "kind": [r[1] for r in recs],
-                "subject": list(map(str, [r[2] for r in recs])),
-                "data": data,
+                # the few distinct kinds, gathered by code (exact strings only: codes merge equal values)
+                "kind": (pd.Series(by_kind.kinds).array.take(by_kind.codes) if set(map(type, kinds)) == {str}
+                         else kinds),
+                "subject": _str_by_distinct([r[2] for r in recs]),
+                "data": by_kind.data_strings(),
             }
         )
+
+
+class ByKind:
+    """A log's records grouped by kind without a Python step per record: the kinds are
+    factorised, each kind's records gathered in log order by numpy indexing and split into
+    columns by ``zip``. The events table (:meth:`EventLog.table`) and the serving tables
+    (:class:`llmos_sim.serving.metrics.Frames`) share one.
+
+    ``kinds``: the distinct kinds in order of appearance; ``codes``: each record's index in it;
+    ``groups``: kind → :class:`KindRecords`.
+    """
+
+    def __init__(self, records: list) -> None:
+        n = len(records)
+        codes, kinds = pd.factorize(np.array([r[1] for r in records], dtype=object))
+        self.kinds: list = list(kinds)
+        self.codes: np.ndarray = codes
+        self.order = np.argsort(codes, kind="stable")  # the records grouped by kind, in log order within
+        counts = np.bincount(codes, minlength=len(kinds))
+        ends = np.cumsum(counts)
+        recs = np.fromiter(records, dtype=object, count=n)  # the record tuples
+        self.groups: dict[Any, KindRecords] = {}
+        for kind, start, end in zip(self.kinds, (ends - counts).tolist(), ends.tolist()):
+            seq = self.order[start:end]
+            time_s, _, subject, data = zip(*recs[seq])
+            self.groups[kind] = KindRecords(seq, time_s, subject, data)
+
+    def data_strings(self):
+        """Every record's data as its ``repr`` (empty data: ``""``), as a string column in log
+        order. Per kind, when its data are tuples of one length, column by column: integers
+        through Arrow's integer formatting (the same digits), other values by ``repr``, joined
+        like a tuple's ``repr``; otherwise record by record."""
+        parts = [group.data_strings() for group in self.groups.values()]
+        if not parts:
+            parts = [pa.array([], type=pa.large_string())]
+        inverse = np.empty_like(self.order)
+        inverse[self.order] = np.arange(len(self.order))
+        joined = pa.concat_arrays(parts).take(pa.array(inverse))
+        dtype = pd.Series([""]).dtype  # what a table infers for strings with this pandas
+        if dtype == object:
+            return joined.to_numpy(zero_copy_only=False)
+        return pd.array(joined, dtype=dtype)
+
+
+class KindRecords:
+    """One kind's records in log order: ``seq`` (their positions in the log, int64), and
+    column by column their ``time_s``, ``subject`` and ``data`` (tuples)."""
+
+    __slots__ = ("seq", "time_s", "subject", "data", "_columns", "_arrays")
+
+    def __init__(self, seq: np.ndarray, time_s: tuple, subject: tuple, data: tuple) -> None:
+        self.seq, self.time_s, self.subject, self.data = seq, time_s, subject, data
+        self._columns: "list[tuple] | None | bool" = False  # not split yet
+        self._arrays: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def data_columns(self) -> "list[tuple] | None":
+        """The data split into one tuple per field, when every record's data is a tuple of
+        the same length; ``None`` otherwise."""
+        if self._columns is False:
+            data = self.data
+            if set(map(type, data)) == {tuple} and len(set(map(len, data))) == 1:
+                self._columns = list(zip(*data))
+            else:
+                self._columns = None
+        return self._columns
+
+    def data_array(self, field: int) -> np.ndarray:
+        """Data column ``field`` (see :meth:`data_columns`) as ``np.array`` infers it (kept)."""
+        a = self._arrays.get(field)
+        if a is None:
+            a = self._arrays[field] = np.array(self.data_columns()[field])
+        return a
+
+    def _reprs(self, field: int) -> pa.Array:
+        """``repr`` of each value of data column ``field``, as an Arrow string array: exact
+        ints (int64 for numpy) formatted by Arrow (the digits ``repr`` writes), everything else
+        by ``repr`` itself."""
+        values = self.data_columns()[field]
+        if set(map(type, values)) == {int}:
+            array = self.data_array(field)
+            if array.dtype == np.int64:
+                return pa.array(array).cast(pa.large_string())
+        return pa.array(list(map(repr, values)), type=pa.large_string())
+
+    def data_strings(self) -> pa.Array:
+        """Each record's data as its ``repr`` (empty data: ``""``), in order (an Arrow array)."""
+        cols = self.data_columns()
+        if cols is None:
+            return pa.array([repr(d) if d else "" for d in self.data], type=pa.large_string())
+        if not cols:  # empty tuples
+            return pa.array([""] * len(self), type=pa.large_string())
+        strings = [self._reprs(j) for j in range(len(cols))]
+        text = _TEXT
+        if len(strings) == 1:
+            return pc.binary_join_element_wise(text["("], strings[0], text[",)"], text[""])
+        inner = pc.binary_join_element_wise(*strings, text[", "])
+        return pc.binary_join_element_wise(text["("], inner, text[")"], text[""])
+
+
+#: the pieces of a tuple's ``repr``, as Arrow scalars of the type the columns have
+_TEXT = {t: pa.scalar(t, type=pa.large_string()) for t in ("(", ")", ",)", ", ", "")}
+
+
+def _str_by_distinct(values: list):
+    """``[str(v) for v in values]`` as a table column, converting each distinct value once:
+    subjects repeat (a request is the subject of a few records, a replica of every batch).
+    Only when every value is an exact int or str, which equality tells apart (unlike ``1``,
+    ``1.0`` and ``True``); else value by value."""
+    if not set(map(type, values)) <= {int, str}:
+        return list(map(str, values))
+    codes, distinct = pd.factorize(np.array(values, dtype=object))
+    # a Series infers the column's dtype from the distinct strings as the DataFrame would from all
+    return pd.Series(list(map(str, distinct))).array.take(codes)

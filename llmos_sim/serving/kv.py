@@ -76,10 +76,11 @@ class KVCacheManager:
         # a paged pool grows one allocation per sequence in place (O(1) per block)
         self._append = getattr(pool, "append_blocks", None) if mode == GROW else None
         self._append_many = getattr(pool, "append_blocks_many", None) if mode == GROW else None
-        # ... and can defer the new blocks' bookkeeping until the allocation is freed (counts
+        # ... and, with blocks of this size (so nothing is rounded: a sequence's bytes are its
+        # blocks'), can defer the new blocks' bookkeeping until the allocation is freed (counts
         # and free blocks stay exact; see :meth:`PagedPool.defer_blocks_many`)
-        self._defer = getattr(pool, "defer_blocks_many", None) if mode == GROW else None
-        self._settle = getattr(pool, "settle", None) if self._defer is not None else None
+        same_blocks = getattr(pool, "block_bytes", None) == self.block_bytes
+        self._defer = getattr(pool, "defer_blocks_many", None) if mode == GROW and same_blocks else None
         self._exact = mode == GROW and (self._append is not None or type(pool).__name__ == "IdealPool")
         self.used_bytes = 0  #: bytes the pool set aside for live KV (after its rounding)
         self._held: dict[Hashable, list[Allocation]] = {}
@@ -98,6 +99,13 @@ class KVCacheManager:
         if self._exact:
             return self._free
         return min(self._free, self.pool.largest_free_bytes() // self.block_bytes)
+
+    @property
+    def growth_in_one_call(self) -> bool:
+        """True when :meth:`grow_many` is never refused while the blocks fit (the count is
+        exact) and one call with several lists of growth, one after the other, is the same as
+        one call per list (the same blocks, in the same order): a paged pool of this block size."""
+        return self._defer is not None
 
     @property
     def unheld_blocks(self) -> int:
@@ -237,13 +245,16 @@ class KVCacheManager:
         held = self._held.pop(seq, None)
         if held is None:
             return 0
-        free = self.pool.free
-        if self._settle is not None:  # the blocks deferred to it (a paged pool)
-            held = [self._settle(a) for a in held]
-        for a in held:
-            free(a)
-            self.used_bytes -= a.nbytes
         n = self._nblocks.pop(seq)
+        free = self.pool.free
+        if self._defer is not None:  # a paged pool frees the blocks deferred to it too
+            for a in held:
+                free(a)
+            self.used_bytes -= n * self.block_bytes
+        else:
+            for a in held:
+                free(a)
+                self.used_bytes -= a.nbytes
         self._free += n
         if self.prefix_caching:
             if cache_tokens:
@@ -257,8 +268,9 @@ class KVCacheManager:
         held = self._held.get(seq)
         if held is None:
             return []
-        if self._settle is not None:  # blocks a paged pool deferred: materialise them
-            held[:] = [self._settle(a) for a in held]
+        if self._defer is not None:  # blocks a paged pool deferred: materialise them
+            settle = self.pool.settle
+            held[:] = [settle(a) for a in held]
         bb = self.block_bytes
         out: list[int] = []
         for a in held:

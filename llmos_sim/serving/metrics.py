@@ -26,39 +26,51 @@ SERVING_KINDS = (E.REQ_ARRIVE, E.REQ_SCHEDULE, E.REQ_FIRST_TOKEN, E.REQ_FINISH, 
 
 
 class Frames:
-    """Typed tables of the serving kinds, built in one pass over the log (like
-    :meth:`EventLog.frame`, which scans the whole log once per kind)."""
+    """Typed tables of the serving kinds from one log, built from the log grouped by kind
+    (:class:`~llmos_sim.events.ByKind`, shared with the events table) rather than by a Python
+    pass over the whole log per kind, as :meth:`EventLog.frame` does."""
 
-    def __init__(self, log: E.EventLog) -> None:
-        rows: dict[str, list] = {k: [] for k in SERVING_KINDS}
-        get = rows.get
-        for i, (t, k, s, d) in enumerate(log.records):
-            lst = get(k)
-            if lst is not None:
-                lst.append((i, t, s, *d))
-        self._rows = rows
+    def __init__(self, log: E.EventLog, by_kind: "E.ByKind | None" = None) -> None:
+        self._groups = (by_kind if by_kind is not None else E.ByKind(log.records)).groups
+
+    def rows(self, kind: str) -> list[tuple]:
+        """One kind's records as ``(seq, time_s, subject, *data)`` tuples, in log order."""
+        g = self._groups.get(kind)
+        if g is None:
+            return []
+        return [(i, t, s, *d) for i, t, s, d in zip(g.seq.tolist(), g.time_s, g.subject, g.data)]
 
     def columns(self, kind: str) -> "dict[str, np.ndarray] | None":
         """One kind's records as numpy columns, when every column is plain int64 or float64
         (what :meth:`frame` would infer for them); ``None`` otherwise (no records, uneven
         rows, strings, missing values, ...)."""
-        rows = self._rows[kind]
-        names = ["seq", "time_s", "subject", *E.FIELDS[kind]]
-        if not rows or len(set(map(len, rows))) != 1 or len(rows[0]) != len(names):
+        return self._columns(kind, False)
+
+    def _columns(self, kind: str, strings: bool) -> "dict[str, np.ndarray | list] | None":
+        """:meth:`columns`, with ``strings``: also columns of exact ``str`` values (as lists,
+        for a table to infer their dtype as it would from the records)."""
+        g = self._groups.get(kind)
+        fields = E.FIELDS[kind]
+        data = g.data_columns() if g is not None else None
+        if data is None or len(data) != len(fields):
             return None
-        out = {}
-        for name, col in zip(names, zip(*rows)):
-            a = np.array(col)
-            if a.dtype != np.int64 and (a.dtype != np.float64 or np.isnan(a).any()):
+        out = {"seq": g.seq}
+        for j, (name, col) in enumerate(zip(("time_s", "subject", *fields), (g.time_s, g.subject, *data))):
+            a = np.array(col) if j < 2 else g.data_array(j - 2)
+            if a.dtype == np.int64 or (a.dtype == np.float64 and not np.isnan(a).any()):
+                out[name] = a
+            elif strings and a.dtype.kind == "U" and set(map(type, col)) == {str}:
+                out[name] = list(col)
+            else:
                 return None
-            out[name] = a
         return out
 
     def frame(self, kind: str) -> pd.DataFrame:
-        cols = self.columns(kind)
+        """One kind's records as a table, as :meth:`EventLog.frame` would build it."""
+        cols = self._columns(kind, True)
         if cols is not None:
             return pd.DataFrame(cols)
-        return pd.DataFrame.from_records(self._rows[kind], columns=["seq", "time_s", "subject", *E.FIELDS[kind]])
+        return pd.DataFrame.from_records(self.rows(kind), columns=["seq", "time_s", "subject", *E.FIELDS[kind]])
 
 
 def request_table(log) -> pd.DataFrame:

@@ -23,8 +23,9 @@ scheduled anywhere (``env.peek()``), nothing else can happen in between, so the 
 not yield; it advances its own clock ``self.now`` and carries on, and yields only at an event
 it must order against (exactly at the end time it computed, see :meth:`Replica._at`). Every
 record keeps the time and the order it has with one SimPy step per iteration. Iterations that
-may finish or fail a request always yield: others react to those at once (a service host on
-the shared cluster counts them), so SimPy's clock must be the record's time.
+may finish or fail a request always yield when others react to those at once (a service host on
+the shared cluster counts them; ``sync_finishes``), so SimPy's clock must be the record's time;
+a standalone :class:`~llmos_sim.serving.system.ServingSystem`, where nothing does, runs on.
 
 Cost: one pass over the running rows per iteration or span (plain lists, see
 :class:`~llmos_sim.serving.state.SeqTable`), plus one pool call per span for the sequences
@@ -33,7 +34,6 @@ that cross a block boundary.
 from __future__ import annotations
 
 from bisect import bisect_right
-from heapq import heappush
 from operator import sub
 from typing import TYPE_CHECKING
 
@@ -42,6 +42,7 @@ import simpy
 from simpy.events import NORMAL
 
 from llmos_sim import events as E
+from llmos_sim.backend import Instant, push_at, queue_of
 from llmos_sim.serving.cost import BatchShape, CostModel
 from llmos_sim.serving.kv import GROW, KVCacheManager
 from llmos_sim.serving.state import BatchDecision, ReplicaView, SeqTable, WaitingSeq
@@ -74,6 +75,10 @@ class Replica:
         self._cached_waiting: list[WaitingSeq] = []  # preempted by recompute, blocks maybe cached
         self._bpt = kv.bytes_per_token
         self.now = env.now  #: the replica's clock (s); ahead of ``env.now`` while it runs iterations in one step
+        #: yield at iterations that may finish a request, so that SimPy's clock is the finish
+        #: time when others react to it (a service host); off where nothing does
+        self.sync_finishes = True
+        self._queue = queue_of(env)
         self.process = env.process(self._loop())
 
     # -- arrivals -----------------------------------------------------------------------
@@ -111,7 +116,7 @@ class Replica:
         env = self.env
         stalls = 0
         while True:
-            if not len(self.table) and not self.waiting:
+            if not self.table.rid and not self.waiting:  # no rows running, none waiting
                 if self._to_release:
                     self._release_finished()
                 if self.now > env.now:  # catch SimPy up with the iterations run ahead of it
@@ -138,7 +143,7 @@ class Replica:
                 continue
             stalls = 0
             end = self.now + plan[0]
-            if plan[4] or end >= env.peek():
+            if end >= env.peek() or (plan[4] and self.sync_finishes):
                 # something else may happen first (let SimPy order it), or this iteration may
                 # finish a request, which others see at once (a service host counts them)
                 yield self._at(end)
@@ -147,15 +152,12 @@ class Replica:
             self.now = end
             self._finish(plan)
 
-    def _at(self, time_s: float) -> "simpy.Event":
+    def _at(self, time_s: float) -> Instant:
         """An event that fires at ``time_s`` exactly, ordered like ``env.timeout`` (normal
         priority, after what is already scheduled then). ``env.timeout(time_s - env.now)``
-        would round ``env.now + delay`` again when this replica's clock is ahead of SimPy's."""
-        env = self.env
-        ev = simpy.Event(env)
-        ev._ok, ev._value = True, None
-        heappush(env._queue, (time_s, NORMAL, next(env._eid), ev))
-        return ev
+        would round ``env.now + delay`` again when this replica's clock is ahead of SimPy's.
+        A light :class:`~llmos_sim.backend.Instant` (the process adds its own callback)."""
+        return push_at(self._queue, time_s, Instant(), NORMAL)
 
     def _start(self):
         """Decide and apply the next iteration (or span); returns what :meth:`_finish` needs."""
@@ -177,9 +179,14 @@ class Replica:
             swap_bytes += self._admit(d.admit, tokens, t)
         for w in requeue:
             self._insert(w)
-        tokens = self._grow(tokens, t, grow, n_run)
+        later = None  # this iteration's growth, taken with a decode span's (see _span)
+        if grow is not None and not d.admit and kv.growth_in_one_call:
+            later = self._count_growth(grow)
+        else:
+            tokens = self._grow(tokens, t, grow, n_run)
         n_tok = sum(tokens)
         if not n_tok and not swap_bytes:
+            self._take_growth(later)
             return None
         # -- the batch's shape (one pass over the rows) ----------------------------------
         P, G, C = tab.prompt, tab.generated, tab.computed
@@ -229,12 +236,11 @@ class Replica:
         else:
             pairs = pre_ctx = 0
             n_logits = n_dec
-        used = kv.used_bytes
         # -- fast-forward a span of identical decode iterations ---------------------------
         if (self.fast_forward and n_pre == 0 and not d.admit and not d.preempt and not swap_bytes and n_seqs == n_rows
                 and not self._to_release):  # blocks freed after this decision may change the next one
-            k, (dur, durs), fin = self._span(n_seqs, dec_ctx, t)
-            if k > 1:
+            k, (dur, durs), fin = self._span(n_seqs, dec_ctx, t, later)
+            if k > 1:  # (it took ``later``)
                 if durs is not None:  # per-iteration records
                     starts = t + np.concatenate([[0.0], np.cumsum(durs[:-1])])
                     for s_, d_ in zip(starts.tolist(), durs.tolist()):
@@ -245,6 +251,8 @@ class Replica:
                          (kv.used_bytes, (c_sum + k * (n_rows - n_done)) * self._bpt, kv.pool.capacity_bytes,
                           kv.free_blocks))
                 return (dur, tokens, k, d.hold_finished, fin, True)
+        self._take_growth(later)
+        used = kv.used_bytes
         shape = BatchShape(n_pre, pairs, pre_ctx, n_dec, dec_ctx, n_seqs, n_logits, swap_bytes)
         dur = self._iteration_s(shape, tokens)
         log.emit(t, E.BATCH, self.index, (n_pre, n_dec, n_seqs, dur, used))
@@ -353,6 +361,24 @@ class Replica:
             self._insert(self._evict(r, False, t, quiet=B[r] == 0 and C[r] == 0))
         return self._drop(set(failed), tokens)
 
+    def _count_growth(self, grow) -> "tuple[list, list[int]] | None":
+        """The decision's block growth (see :class:`BatchDecision`) counted in the table now,
+        its pool call left for later (:meth:`_take_growth`, or with a span's in :meth:`_span`;
+        only where :attr:`KVCacheManager.growth_in_one_call`, so it cannot be refused):
+        ``(sequences, blocks)``, or None when no row grows."""
+        rows, need = grow
+        if not rows:
+            return None
+        B, rid = self.table.blocks, self.table.rid
+        for r, n in zip(rows, need):
+            B[r] += n
+        return [rid[r] for r in rows], need
+
+    def _take_growth(self, later) -> None:
+        """Take the blocks :meth:`_count_growth` counted (nothing when None)."""
+        if later is not None:
+            self.kv.grow_many(*later)
+
     def _drop(self, gone: set, tokens: list[int]) -> list[int]:
         """Drop the rows ``gone`` (already evicted); returns the other rows' tokens. A held
         batch (static) left with finished rows only is over: their cache is released, as
@@ -366,10 +392,12 @@ class Replica:
             return []
         return [x for i, x in enumerate(tokens) if i not in gone]
 
-    def _span(self, n_seqs: int, dec_ctx: int, t: float):
+    def _span(self, n_seqs: int, dec_ctx: int, t: float, later=None):
         """How many identical decode iterations to run from now, their total duration, and
         whether the last of them finishes a sequence; ``k`` = 1 (no span) when fewer than two
-        would run. Allocates the blocks the whole span needs (after this iteration's, held)."""
+        would run. Allocates the blocks the whole span needs (after this iteration's, held).
+        ``later``: this iteration's growth, counted in the table but not yet taken from the
+        pool (:meth:`_count_growth`); a span (``k`` > 1) takes it, first, in its own pool call."""
         kv, tab = self.kv, self.table
         if tab.n_done:  # static batching: finished rows ride along as padding
             live = [i for i, done in enumerate(tab.done) if not done]
@@ -389,19 +417,20 @@ class Replica:
         grow = kv.mode == GROW
         # no iteration of the span may start at/after the next arrival or the stop time
         limit = min(self._next_arrival(), self.max_time_s)
-        pre = None
+        dur = durs = None
         if grow and not self.per_iteration_records:
-            # the span as arrivals cut it, before the blocks are counted: when its second
-            # iteration already starts too late, fewer blocks would not change that (the cut
-            # is the first iteration starting at/after the limit, the same for any k)
-            pre = self.cost.decode_span(n_seqs, dec_ctx, k, n_seqs - tab.n_done, t, limit)
-            if pre[0] <= 1:
+            # the span as arrivals cut it, before the blocks are counted: the cut (the first
+            # iteration starting at/after the limit) is the same for any k, and fewer blocks
+            # can only shorten the span further, so the blocks are counted for this length
+            k, dur = self.cost.decode_span(n_seqs, dec_ctx, k, n_seqs - tab.n_done, t, limit)
+            if k <= 1:
                 return 1, (0.0, None), True
         if grow:
             bt = kv.block_tokens
-            free = kv.free_blocks
+            free = kv.free_blocks - (sum(later[1]) if later is not None else 0)
             b1 = bt - 1
             # rows crossing into new blocks over k iterations, and how many each needs
+            k_rows = k
             rows = [i for i, (x, y) in enumerate(zip(c, b)) if (x + k + b1) // bt > y]
             g = [(c[i] + k + b1) // bt - b[i] for i in rows]
             if sum(g) > free:
@@ -415,33 +444,30 @@ class Replica:
                 k = lo
                 if k <= 1:
                     return 1, (0.0, None), True
-                g = None
-        k0 = k
+                dur = None  # a shorter span than the arrivals allow: its own duration
         if self.per_iteration_records:  # each iteration's duration is logged
             durs = self.cost.decode_span_s(n_seqs, dec_ctx, k, n_seqs - tab.n_done)
             if t + float(durs.sum()) - float(durs[-1]) >= limit:
                 k = int(np.searchsorted(t + (np.cumsum(durs) - durs), limit, side="left"))
                 durs = durs[:k]
             dur = float(durs.sum())
-        else:
-            if pre is not None and k == k_fin:  # the blocks did not bound it: the same call
-                k, dur = pre
-            else:
-                k, dur = self.cost.decode_span(n_seqs, dec_ctx, k, n_seqs - tab.n_done, t, limit)
-            durs = None
+        elif dur is None:
+            k, dur = self.cost.decode_span(n_seqs, dec_ctx, k, n_seqs - tab.n_done, t, limit)
         if k <= 1:
             return 1, (0.0, None), True
-        if k < k0:
-            g = None
         if grow:
-            if g is None:
+            if k != k_rows:
                 rows = [i for i, (x, y) in enumerate(zip(c, b)) if (x + k + b1) // bt > y]
                 g = [(c[i] + k + b1) // bt - b[i] for i in rows]
-            if rows:
+            if rows or later is not None:
                 if live is not None:
                     rows = [live[i] for i in rows]
                 rid, B = tab.rid, tab.blocks
-                ok = kv.grow_many([rid[r] for r in rows], g)
+                seqs = [rid[r] for r in rows]
+                if later is None:
+                    ok = kv.grow_many(seqs, g)
+                else:  # this iteration's blocks first, as two calls would take them
+                    ok = kv.grow_many(later[0] + seqs, later[1] + g) - len(later[0])
                 for r, n in zip(rows[:ok], g):
                     B[r] += n
                 if ok < len(rows):  # a fragmenting pool refused: no span

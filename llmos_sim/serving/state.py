@@ -116,15 +116,24 @@ class WaitingSeq:
         return self.prompt + self.generated - self.computed
 
 
-@dataclass(frozen=True, slots=True)
 class ReplicaView:
     """A read-only snapshot for a batching policy: time, running table, ordered waiting list
-    and the KV cache (read its counters and queries only)."""
+    and the KV cache (read its counters and queries only).
 
-    time_s: float
-    running: SeqTable
-    waiting: Sequence[WaitingSeq]
-    kv: "KVCacheManager"
+    A plain slotted class, not a frozen dataclass (like the engine's ``ClusterView``): one is
+    built per iteration, so construction is kept cheap; read-only by contract."""
+
+    __slots__ = ("time_s", "running", "waiting", "kv")
+
+    def __init__(self, time_s: float, running: SeqTable, waiting: Sequence[WaitingSeq], kv: "KVCacheManager") -> None:
+        self.time_s = time_s
+        self.running = running
+        self.waiting = waiting
+        self.kv = kv
+
+    def __repr__(self) -> str:
+        return (f"ReplicaView(time_s={self.time_s!r}, running={len(self.running)} rows, "
+                f"waiting={len(self.waiting)}, kv={self.kv!r})")
 
 
 class TokenList(list):
@@ -137,7 +146,6 @@ class TokenList(list):
         return list(self)
 
 
-@dataclass(frozen=True, slots=True)
 class BatchDecision:
     """One iteration's batch.
 
@@ -151,14 +159,26 @@ class BatchDecision:
       (``ceil((computed + tokens) / block_tokens) - blocks`` > 0), as the policy computed them;
       the replica then skips its own scan (used only when nothing is preempted). ``None``: the
       replica computes them.
+
+    A plain slotted class, not a frozen dataclass: one is built per iteration, so construction
+    is kept cheap; nothing changes it after the policy returns it.
     """
 
-    tokens: "np.ndarray | TokenList"
-    admit: tuple[tuple[int, int], ...] = ()
-    preempt: tuple[int, ...] = ()
-    preempt_mode: str = "recompute"
-    hold_finished: bool = False
-    grow: "tuple[list[int], list[int]] | None" = None
+    __slots__ = ("tokens", "admit", "preempt", "preempt_mode", "hold_finished", "grow")
+
+    def __init__(self, tokens: "np.ndarray | TokenList", admit: tuple[tuple[int, int], ...] = (),
+                 preempt: tuple[int, ...] = (), preempt_mode: str = "recompute", hold_finished: bool = False,
+                 grow: "tuple[list[int], list[int]] | None" = None) -> None:
+        self.tokens = tokens
+        self.admit = admit
+        self.preempt = preempt
+        self.preempt_mode = preempt_mode
+        self.hold_finished = hold_finished
+        self.grow = grow
+
+    def __repr__(self) -> str:
+        return (f"BatchDecision(tokens={self.tokens!r}, admit={self.admit!r}, preempt={self.preempt!r}, "
+                f"preempt_mode={self.preempt_mode!r}, hold_finished={self.hold_finished!r}, grow={self.grow!r})")
 
     @property
     def empty(self) -> bool:

@@ -34,6 +34,7 @@ import simpy
 from simpy.events import URGENT
 
 from llmos_sim import events as E
+from llmos_sim.backend import Instant, push_at, queue_of
 from llmos_sim.engine import sparse_gc
 from llmos_sim.policies.memory.ideal import IdealPool
 from llmos_sim.policies.routing.base import ReplicaLoad, Router
@@ -93,34 +94,40 @@ class ServingSystem:
         self._i = 0
         self.replicas: list[Replica] = [replicas_factory(i, self.env, self.log, self.next_arrival_s)
                                         for i in range(n_replicas)]
+        for rep in self.replicas:  # nothing here reacts to a finish when it happens (see Replica)
+            rep.sync_finishes = False
         self.progress = progress
-        self.env.process(self._arrivals())
+        self._bar = None
+        if progress and len(self.requests) > 10_000:  # like the training runs: long runs only
+            from tqdm import tqdm
+            self._bar = tqdm(total=len(self.requests), desc="requests", unit="req")
+        # arrivals are a chain of instants on SimPy's queue (light events with a callback, see
+        # llmos_sim.backend.Instant), not a process: the first now, as a process would start
+        self._queue = queue_of(self.env)
+        push_at(self._queue, self.env.now, Instant(self._arrive), URGENT)
 
     def next_arrival_s(self) -> float:
         """Arrival time of the next request not yet routed (inf when none are left)."""
         return self.requests[self._i].arrival_s if self._i < len(self.requests) else math.inf
 
-    def _arrivals(self):
-        env, log, reps, router = self.env, self.log, self.replicas, self.router
-        bar = None
-        if self.progress and len(self.requests) > 10_000:  # like the training runs: long runs only
-            from tqdm import tqdm
-            bar = tqdm(total=len(self.requests), desc="requests", unit="req")
-        for r in self.requests:
+    def _arrive(self, _event=None) -> None:
+        """Route the requests arriving now, then wait for the next arrival time (urgent: an
+        arrival is seen by an iteration starting at the same time)."""
+        env, log, reps, router, requests = self.env, self.log, self.replicas, self.router, self.requests
+        while self._i < len(requests):
+            r = requests[self._i]
             delay = r.arrival_s - env.now
             if delay > 0:
-                ev = simpy.Event(env)  # urgent: an arrival is seen by an iteration starting at the same time
-                ev._ok, ev._value = True, None
-                env.schedule(ev, URGENT, delay)
-                yield ev
+                push_at(self._queue, env.now + delay, Instant(self._arrive), URGENT)
+                return
             self._i += 1
             log.emit(env.now, E.REQ_ARRIVE, r.id, (r.service, r.prompt_tokens, r.output_tokens))
             loads = [ReplicaLoad(x.index, x.outstanding, x.kv_used_frac, len(x.waiting)) for x in reps]
             reps[router.route(r, loads)].enqueue(r)
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+            if self._bar is not None:
+                self._bar.update(1)
+        if self._bar is not None:
+            self._bar.close()
 
     def run(self, until: float | None = None) -> None:
         self.env.run(until=until)
@@ -144,15 +151,16 @@ def simulate(cfg, seed: int, progress: bool = False, backend=None) -> ServingRes
 
     rng = np.random.default_rng(seed)
     s = cfg.get("serving", None)
-    workload = instantiate(cfg.workload)
-    requests = workload.requests(rng)
-    make_replica, info = replica_factory(cfg, backend)
-    max_time = _cfg_get(s, "max_time_s")
-    system = ServingSystem(requests, make_replica, instantiate(cfg.router), int(_cfg_get(s, "replicas")),
-                           progress=progress, env=backend.environment() if backend is not None else None)
-    # the run and the tables allocate hundreds of thousands of long-lived records and rows:
-    # the cyclic collector runs sparsely meanwhile, as in the engine (see engine.sparse_gc)
+    # the requests, the run and the tables allocate hundreds of thousands of long-lived
+    # objects: the cyclic collector runs sparsely meanwhile, as in the engine (see
+    # engine.sparse_gc); else loading the trace alone may rescan every object a caller holds
     with sparse_gc():
+        workload = instantiate(cfg.workload)
+        requests = workload.requests(rng)
+        make_replica, info = replica_factory(cfg, backend)
+        max_time = _cfg_get(s, "max_time_s")
+        system = ServingSystem(requests, make_replica, instantiate(cfg.router), int(_cfg_get(s, "replicas")),
+                               progress=progress, env=backend.environment() if backend is not None else None)
         system.run(None if max_time is None else float(max_time))
         res = build_result(system.log, float(_cfg_get(s, "slo_ttft_s")), float(_cfg_get(s, "slo_tpot_s")))
     res.extra.update(kv_blocks_per_replica=system.replicas[0].kv.total_blocks, kv_capacity_bytes=info["kv_capacity_bytes"],
@@ -208,9 +216,10 @@ def replica_factory(cfg, backend=None) -> tuple[Any, dict[str, Any]]:
 
 def build_result(log: E.EventLog, slo_ttft_s: float = math.inf, slo_tpot_s: float = math.inf) -> ServingResult:
     """Tables (``requests``, ``batches``, ``kv``, ``events``) and summary from a log (pure)."""
-    frames = metrics.Frames(log)
+    by_kind = E.ByKind(log.records)  # the log split by kind once, for all the tables
+    frames = metrics.Frames(log, by_kind)
     req = metrics.request_table(frames)
     bat = metrics.batch_table(frames)
     kv = metrics.kv_table(frames)
-    return ServingResult(log, {"requests": req, "batches": bat, "kv": kv, "events": log.table()},
+    return ServingResult(log, {"requests": req, "batches": bat, "kv": kv, "events": log.table(by_kind)},
                          metrics.summary(req, bat, kv, slo_ttft_s, slo_tpot_s))

@@ -20,6 +20,7 @@ import gzip
 import io
 import json
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -67,16 +68,26 @@ def _resolve(path: str | Path | None, default: str) -> Path:
     return p
 
 
-def _read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
-    """Read a (gzipped) CSV with the given columns, all kept as strings for validation."""
+def _read_csv(path: Path, columns: Sequence[str], ints: Sequence[str] = ()) -> pd.DataFrame:
+    """Read a (gzipped) CSV with the given columns, kept as strings for validation; the
+    ``ints`` columns as int64 when the C parser reads every value of them as one (else they
+    stay strings too, and :func:`_ints` parses and checks them)."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", newline="") as f:
             text = f.read()
     except (OSError, EOFError, UnicodeDecodeError) as e:
         raise WorkloadError(f"{path}: cannot read: {e}") from e
+    df = None
+    if ints:
+        try:
+            df = pd.read_csv(io.StringIO(text), dtype=defaultdict(lambda: str, {c: np.int64 for c in ints}),
+                             keep_default_na=False)
+        except (ValueError, OverflowError, TypeError):  # not all plain integers: as strings below
+            df = None
     try:
-        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        if df is None:
+            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except pd.errors.ParserError as e:
         raise WorkloadError(f"{path}: {e}") from e
     missing = [c for c in columns if c not in df.columns]
@@ -88,6 +99,11 @@ def _read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
 
 
 def _ints(df: pd.DataFrame, col: str, path: Path, minimum: int) -> np.ndarray:
+    if df[col].dtype == np.int64:  # read as integers (see _read_csv)
+        v = df[col].to_numpy()
+        if not len(v) or ((v >= minimum).all() and v.max() <= 2**53):  # (larger: as floats below, as always)
+            return v
+        df = _read_csv(path, (col,))  # the text, for the message
     v = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(v) | (v < minimum) | (v != np.floor(v))
     if bad.any():
@@ -126,7 +142,7 @@ class AzureLLMTrace:
         self.rate_scale, self.max_requests, self.service = float(rate_scale), max_requests, service
 
     def requests(self, rng: np.random.Generator | None = None) -> list[Request]:
-        df = _read_csv(self.path, ("TIMESTAMP", "ContextTokens", "GeneratedTokens"))
+        df = _read_csv(self.path, ("TIMESTAMP", "ContextTokens", "GeneratedTokens"), ints=("ContextTokens", "GeneratedTokens"))
         ts = pd.to_datetime(df["TIMESTAMP"], format="ISO8601", errors="coerce")
         if ts.isna().any():
             i = int(np.argmax(ts.isna().to_numpy()))
@@ -152,7 +168,7 @@ class ArxivSummarization:
         self.rate_per_s, self.max_requests, self.service = float(rate_per_s), max_requests, service
 
     def requests(self, rng: np.random.Generator) -> list[Request]:
-        df = _read_csv(self.path, ("num_prefill_tokens", "num_decode_tokens"))
+        df = _read_csv(self.path, ("num_prefill_tokens", "num_decode_tokens"), ints=("num_prefill_tokens", "num_decode_tokens"))
         if self.max_requests is not None:
             df = df.iloc[: int(self.max_requests)]
         prompt = _ints(df, "num_prefill_tokens", self.path, 1)

@@ -68,7 +68,34 @@ def test_tables_from_columns_are_from_records(per_iteration):
     fr = metrics.Frames(res.log)
     for kind in metrics.SERVING_KINDS:
         cols = ["seq", "time_s", "subject", *E.FIELDS[kind]]
-        pd.testing.assert_frame_equal(fr.frame(kind), pd.DataFrame.from_records(fr._rows[kind], columns=cols))
+        pd.testing.assert_frame_equal(fr.frame(kind), pd.DataFrame.from_records(fr.rows(kind), columns=cols))
     # the batch table merged from columns against the one concatenated and sorted (from an EventLog)
     pd.testing.assert_frame_equal(metrics.batch_table(fr), metrics.batch_table(res.log), check_exact=True)
     assert (metrics.batch_table(fr)["n_iters"] > 1).any() != per_iteration
+
+
+def _events_table_by_records(log: E.EventLog) -> pd.DataFrame:
+    """The events table built record by record (``repr`` of each data, ``str`` of each subject)."""
+    recs = log.records
+    return pd.DataFrame({"seq": range(len(recs)), "time_s": [r[0] for r in recs], "kind": [r[1] for r in recs],
+                         "subject": [str(r[2]) for r in recs], "data": [repr(r[3]) if r[3] else "" for r in recs]})
+
+
+def test_events_table_is_the_records_repr():
+    """The events table, built per kind and column (ints formatted by Arrow, distinct subjects
+    once), against ``repr``/``str`` record by record — on awkward values too."""
+    log = E.EventLog()
+    rows = [
+        (0, E.BATCH, 0, (1, 2, 3, 0.1, 5)), (0.5, E.BATCH, 1, (-1, 0, 2**62, 1e-7, 10**20)),  # an int beyond 64 bits
+        (1.0, E.BATCH, 0, (True, 2, 3, 4, 5)),  # a bool among ints
+        (1, E.REQ_ARRIVE, 7, ("it's", 3, 4)), (2.0, E.REQ_ARRIVE, True, ('a"b', 3, None)),
+        (2.0, E.REQ_FINISH, 7, (0,)), (2.5, E.REQ_FINISH, 8, (1.0,)), (3.0, E.END, "serving", ()),
+        (3.0, E.END, "x", ()), (3.5, "start", 3, ((0, 1), 500, 1.5e12)), (4.0, "start", 3.0, ((2,), 1000, float("inf"))),
+        (4.5, "odd", 1, [1, 2]), (5.0, "odd", 2, (1, 2, 3)), (5.5, "odd", 3, None), (6.0, "fail", 4, (float("nan"),)),
+        (6.5, E.KV_SAMPLE, 0, (1, 2, 3, 4)), (7.0, E.KV_SAMPLE, 0, (-0.0, 2, 3, 4)),
+    ]
+    for r in rows:
+        log.emit(*r)
+    pd.testing.assert_frame_equal(log.table(), _events_table_by_records(log), check_exact=True)
+    res = simulate(_cfg(2, "chunked_prefill", "swap", False), seed=0)
+    pd.testing.assert_frame_equal(res.tables["events"], _events_table_by_records(res.log), check_exact=True)

@@ -125,8 +125,9 @@ def test_fast_paths_change_no_request_event(case):
 
 
 def test_finishes_and_failures_happen_at_simpy_time(monkeypatch):
-    """A replica may run iterations ahead of SimPy's clock, but never emits a finish or a
-    failure ahead of it: others (a service host on the shared cluster) react to those at once."""
+    """A replica may run iterations ahead of SimPy's clock, but with ``sync_finishes`` (as on the
+    shared cluster, where a service host reacts to them at once) never emits a finish or a
+    failure ahead of it. A standalone system, where nothing reacts, turns it off: the same log."""
     from llmos_sim import events as E
     from llmos_sim.serving import system
 
@@ -148,13 +149,17 @@ def test_finishes_and_failures_happen_at_simpy_time(monkeypatch):
             TapLog.env = env
             return factory(i, env, log_, next_arrival)
         init(self, requests, make, router, n, TapLog(), progress, env)
+        for rep in self.replicas:
+            rep.sync_finishes = True
 
-    monkeypatch.setattr(system.ServingSystem, "__init__", patched)
     cfg = make_cfg(workload=dict(SYN, n=120), batching="continuous", cost=ROOF, model="llama31_8b", gpu="rtx4090",
                    serving={"num_kv_blocks": 200, "replicas": 2}, router="least_outstanding")
+    free = simulate(cfg, seed=0)
+    monkeypatch.setattr(system.ServingSystem, "__init__", patched)
     r = simulate(cfg, seed=0)
     assert r.summary["n_finished"] + r.summary["n_failed"] == 120 == len(seen)
     assert all(t == now for t, now in seen)
+    assert r.log.records == free.log.records
 
 
 def test_defer_blocks_many_is_append_blocks_in_turn():

@@ -147,6 +147,8 @@ class BatchingPolicy:
     def admit(self, view: ReplicaView, budget: int, n_running: int, taken: int = 0) -> tuple[tuple[int, int], ...]:
         """Waiting sequences to start, ``(position, tokens)``, in order, head-of-line, within
         the free blocks less ``taken`` (those the running rows take this iteration)."""
+        if not view.waiting:
+            return ()
         kv = view.kv
         free = kv.free_blocks - taken - int(self.watermark * kv.total_blocks)
         out = []

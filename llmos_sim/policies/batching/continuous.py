@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from llmos_sim.policies.batching.base import BatchingPolicy
 from llmos_sim.policies.batching.order import Ordering
+from llmos_sim.serving.kv import GROW
 from llmos_sim.serving.state import BatchDecision, ReplicaView, TokenList
 
 
@@ -21,7 +22,8 @@ class ContinuousBatching(BatchingPolicy):
     def next_batch(self, view: ReplicaView) -> BatchDecision:
         n = len(view.running)
         admit = self.admit(view, self.max_num_batched_tokens, n)
-        if admit:  # a prefill iteration: the running sequences wait
-            return BatchDecision(TokenList([0] * n), admit, (), self.preemption)
+        if admit:  # a prefill iteration: the running sequences wait (so none of them grows)
+            return BatchDecision(TokenList([0] * n), admit, (), self.preemption,
+                                 grow=([], []) if view.kv.mode == GROW else None)
         tokens, preempt, grow = self._running(view, 1 << 60)
         return BatchDecision(TokenList(tokens), (), preempt, self.preemption, grow=grow)

@@ -221,10 +221,25 @@ class PagedPool(MemoryPool):
         return new
 
     def free(self, allocation: Allocation) -> None:
-        """Return ``allocation`` (with any blocks deferred to it) to the pool."""
-        if self._pending:
-            allocation = self.settle(allocation)
-        super().free(allocation)
+        """Return ``allocation`` (with any blocks deferred to it) to the pool: as :meth:`settle`
+        then the base's ``free``, without building the settled object (the blocks go back
+        tail first, the deferred ones before the others)."""
+        ext = self._pending.pop(allocation.id, None) if self._pending else None
+        if ext is None:
+            super().free(allocation)
+            return
+        if self._live.get(allocation.id) is not allocation:
+            self._pending[allocation.id] = ext
+            raise ValueError(f"free: allocation {allocation.id} is not live in this pool")
+        del self._live[allocation.id]
+        nbytes = (len(allocation.blocks) + len(ext)) * self.block_bytes  # its request: all its blocks
+        self._requested -= nbytes
+        self._n_free += 1
+        stack = self._free_stack
+        stack.extend(reversed(ext))
+        stack.extend(reversed(allocation.blocks))
+        self._allocated -= nbytes
+        self._reserved = self._allocated
 
     def live(self) -> list[Allocation]:
         """Live allocations, oldest first (with the blocks deferred to them)."""

@@ -2,18 +2,26 @@
 index out; routers never touch replicas."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 
-@dataclass(frozen=True, slots=True)
 class ReplicaLoad:
-    """What a router sees of one replica at a request's arrival."""
+    """What a router sees of one replica at a request's arrival.
 
-    index: int
-    outstanding: int  #: requests routed here and not finished or failed (running + waiting)
-    kv_used_frac: float  #: KV blocks held / all blocks
-    waiting: int  #: requests queued, not running
+    A plain slotted class, not a frozen dataclass: one is built per replica per arrival, so
+    construction is kept cheap; read-only by contract."""
+
+    __slots__ = ("index", "outstanding", "kv_used_frac", "waiting")
+
+    def __init__(self, index: int, outstanding: int, kv_used_frac: float, waiting: int) -> None:
+        self.index = index
+        self.outstanding = outstanding  #: requests routed here and not finished or failed (running + waiting)
+        self.kv_used_frac = kv_used_frac  #: KV blocks held / all blocks
+        self.waiting = waiting  #: requests queued, not running
+
+    def __repr__(self) -> str:
+        return (f"ReplicaLoad(index={self.index!r}, outstanding={self.outstanding!r}, "
+                f"kv_used_frac={self.kv_used_frac!r}, waiting={self.waiting!r})")
 
 
 class Router:
