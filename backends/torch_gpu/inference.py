@@ -250,6 +250,9 @@ def compare_inference(overrides: Sequence[str] = (), repeats: int = 3, profile_r
         "makespan_real_s": float(reals[0].summary.get("makespan_s", np.nan)),
         "makespan_sim_s": float(sim.summary.get("makespan_s", np.nan)),
         "cpu_share_profile": float(np.mean(shares + sh2)), "cpu_share_runs": [cpu_share(r) for r in reals],
+        "real_runs": [{k: float(r.summary.get(k, np.nan)) for k in ("ttft_s_mean", "tpot_s_mean", "makespan_s")}
+                      for r in reals],
+        "sim_run": {k: float(sim.summary.get(k, np.nan)) for k in ("ttft_s_mean", "tpot_s_mean", "makespan_s")},
         "fitted_cost": dict(zip(FittedCost.FEATURES, map(float, cost.coef))),
         "n_profile_iterations": len(shapes) + len(s2), "model": rep.lm.spec.name, "params": rep.lm.spec.params,
         "device": rep.device, "dtype": str(rep.lm.dtype), "overrides": overrides,
