@@ -105,10 +105,11 @@ def _ints(df: pd.DataFrame, col: str, path: Path, minimum: int) -> np.ndarray:
             return v
         df = _read_csv(path, (col,))  # the text, for the message
     v = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
-    bad = ~np.isfinite(v) | (v < minimum) | (v != np.floor(v))
+    bad = ~np.isfinite(v) | (v < minimum) | (v != np.floor(v)) | (v > 2**53)
     if bad.any():
         i = int(np.argmax(bad))
-        raise WorkloadError(f"{path}:{i + 2}: column {col!r} must be an integer >= {minimum}, got {df[col].iloc[i]!r}")
+        raise WorkloadError(f"{path}:{i + 2}: column {col!r} must be an integer in [{minimum}, 2**53], "
+                            f"got {df[col].iloc[i]!r}")
     return v.astype(np.int64)
 
 

@@ -70,6 +70,10 @@ def test_malformed_csv_names_file_and_line(tmp_path):
     p = _write(tmp_path, "w.csv", "num_prefill_tokens,num_decode_tokens\n10,5\n10,0\n")
     with pytest.raises(WorkloadError, match=r"w\.csv:3: column 'num_decode_tokens'"):
         ArxivSummarization(path=p).requests(np.random.default_rng(0))
+    p = _write(tmp_path, "x.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n"
+               "2023-11-16 18:15:50.9951690,99999999999999999999999,109\n")  # beyond int64
+    with pytest.raises(WorkloadError, match=r"x\.csv:3: column 'ContextTokens' must be an integer in \[1, 2\*\*53\]"):
+        AzureLLMTrace("conv", path=p).requests()
 
 
 def test_malformed_jsonl_names_file_and_line(tmp_path):
