@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--skip-inference", action="store_true")
     p.add_argument("--inference-overrides", nargs="*", default=[],
                    help="Hydra overrides of experiment=serving_real for the inference comparison")
-    p.add_argument("--inference-repeats", type=int, default=3, help="real serving runs; per-request medians")
+    p.add_argument("--inference-repeats", type=int, default=5, help="real serving runs; per-request medians")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for the training runs")
     a = p.parse_args(argv)
     out = Path(a.out)
@@ -248,7 +248,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
                f"simulator deciding its own batches): TTFT MAPE {s['ttft_mape']:.2%}, TPOT MAPE {s['tpot_mape']:.2%}, "
                f"e2e MAPE {s['e2e_mape']:.2%} (median of {s['repeats']} real runs; single run "
                f"{s['single_run_ttft_mape']:.2%} / {s['single_run_tpot_mape']:.2%} / {s['single_run_e2e_mape']:.2%}); "
-               f"fitted model on the real iterations: {s['iteration_mape']:.2%}; same scheduling order: "
+               + (f"real runs against each other (noise floor): {s['real_vs_real_ttft_mape']:.2%} / "
+                  f"{s['real_vs_real_tpot_mape']:.2%} / {s['real_vs_real_e2e_mape']:.2%}"
+                  if "real_vs_real_tpot_mape" in s else "")
+               + f"; fitted model on the real iterations: {s['iteration_mape']:.2%}; same scheduling order: "
                f"{s['same_schedule_order']}; iterations real {s['n_iterations_real']}, sim {s['n_iterations_sim']}\n",
                markdown(infer)]
     plot(train, infer, out / "sim_vs_real.png")

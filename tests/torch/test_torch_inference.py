@@ -133,7 +133,7 @@ def test_fitted_cost_recovers_a_linear_model():
 
 
 def test_compare_inference_reports_errors():
-    df, s = compare_inference([*SMALL, "workload.rate_per_s=200"], repeats=1, profile_rounds=1)
+    df, s = compare_inference([*SMALL, "workload.rate_per_s=200"], repeats=1)
     assert len(df) == 8 and (df["ttft_real_s"] > 0).all() and (df["tpot_sim_s"] > 0).all()
     assert s["ttft_mape"] >= 0 and s["n_iterations_real"] > 0 and s["n_profile_iterations"] > 0
 
