@@ -80,11 +80,14 @@ def test_real_run_is_the_simulation_with_measured_times(extra):
 
 def test_generated_tokens_do_not_depend_on_batching_or_preemption():
     """Greedy decoding of the same prompts gives the same tokens whether the request ran alone
-    in a roomy cache, batched, or was preempted (recompute re-prefills its tokens; swap copies
+    in a roomy cache, batched (continuous, static, Orca, chunked prefill), or was preempted (recompute re-prefills its tokens; swap copies
     its blocks out and back): the KV cache the model reads is right in every case."""
     runs = {name: real_run([*SMALL, *extra]) for name, extra in {
         "roomy": ["batching.max_num_seqs=1"],
         "batched": [],
+        "static": ["batching=static"],  # finished rows ride along as padding
+        "orca": ["batching=orca"],
+        "chunked": ["batching=chunked_prefill", "batching.max_num_batched_tokens=16"],
         "recompute": ["serving.num_kv_blocks=12", "batching.preemption=recompute"],
         "swap": ["serving.num_kv_blocks=12", "batching.preemption=swap"],
     }.items()}
@@ -92,7 +95,7 @@ def test_generated_tokens_do_not_depend_on_batching_or_preemption():
     assert runs["recompute"].tables["requests"]["preemptions"].sum() > 0
     assert runs["swap"].tables["requests"]["preemptions"].sum() > 0
     assert len(outs["roomy"]) == 8
-    for k in ("batched", "recompute", "swap"):
+    for k in outs:
         assert outs[k] == outs["roomy"], k
 
 
