@@ -247,14 +247,10 @@ class KVCacheManager:
             return 0
         n = self._nblocks.pop(seq)
         free = self.pool.free
-        if self._defer is not None:  # a paged pool frees the blocks deferred to it too
-            for a in held:
-                free(a)
-            self.used_bytes -= n * self.block_bytes
-        else:
-            for a in held:
-                free(a)
-                self.used_bytes -= a.nbytes
+        for a in held:
+            free(a)
+        # a paged pool frees the blocks deferred to an allocation too (not in its nbytes)
+        self.used_bytes -= n * self.block_bytes if self._defer is not None else sum(a.nbytes for a in held)
         self._free += n
         if self.prefix_caching:
             if cache_tokens:

@@ -130,15 +130,10 @@ class PagedPool(MemoryPool):
             allocations = [self.settle(a) for a in allocations]
         if len({a.id for a in allocations}) != len(allocations):
             raise ValueError("append_blocks_many: an allocation is listed twice")
-        if any(live.get(a.id) is not a for a in allocations):
-            raise ValueError("append_blocks_many: an allocation is not live in this pool")
-        if counts and min(counts) < 0:
-            raise ValueError("append_blocks_many: counts must be >= 0")
+        if not self._room_for_growth("append_blocks_many", allocations, counts):
+            return None
         total = sum(counts)
         stack = self._free_stack
-        if total > len(stack):
-            self._n_fail += 1
-            return None
         bb = self.block_bytes
         out = []
         requested = 0  # change of the live requests: each becomes the bytes of all its blocks
@@ -173,17 +168,10 @@ class PagedPool(MemoryPool):
         to this method again; one listed twice grows twice, in turn). All or nothing: False
         (one failure counted, nothing changed) when the blocks of all together are not free.
         A serving KV cache grows every sequence of a decode span through this."""
-        live = self._live
-        for a in allocations:
-            if live.get(a.id) is not a:
-                raise ValueError("defer_blocks_many: an allocation is not live in this pool")
-        if counts and min(counts) < 0:
-            raise ValueError("defer_blocks_many: counts must be >= 0")
+        if not self._room_for_growth("defer_blocks_many", allocations, counts):
+            return False
         total = sum(counts)
         stack = self._free_stack
-        if total > len(stack):
-            self._n_fail += 1
-            return False
         bb = self.block_bytes
         pending = self._pending
         requested = total * bb  # each request becomes the bytes of all its blocks
@@ -203,6 +191,20 @@ class PagedPool(MemoryPool):
         self._requested += requested
         self._allocated += total * bb
         self._reserved = self._allocated
+        return True
+
+    def _room_for_growth(self, who: str, allocations: Sequence[Allocation], counts: Sequence[int]) -> bool:
+        """The checks both batch-growth calls share: every allocation live here (else
+        ValueError), counts >= 0 (else ValueError); False (one failure counted) when the
+        blocks of all together are not free."""
+        live = self._live
+        if any(live.get(a.id) is not a for a in allocations):
+            raise ValueError(f"{who}: an allocation is not live in this pool")
+        if counts and min(counts) < 0:
+            raise ValueError(f"{who}: counts must be >= 0")
+        if sum(counts) > len(self._free_stack):
+            self._n_fail += 1
+            return False
         return True
 
     def settle(self, allocation: Allocation) -> Allocation:
