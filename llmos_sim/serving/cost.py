@@ -178,7 +178,7 @@ class RooflineCost(CostModel):
         self.overhead_s, self.per_seq_s = float(overhead_s), float(per_seq_s)
         self.allreduce_latency_s = float(allreduce_latency_s)
         m = model
-        self._flops_per_token = 2.0 * m.layers * m.layer_params  # matmuls in the layers
+        self._flops_per_token = 2.0 * m.layers * m.active_layer_params  # matmuls in the layers (active experts only)
         self._flops_per_logit = 2.0 * m.vocab * m.hidden  # LM head
         self._attn_flops_per_pair = 4.0 * m.layers * m.hidden  # QK^T and AV
         self._weight_bytes = float(m.matmul_params * m.dtype_bytes)
