@@ -89,7 +89,7 @@ Assumptions (none of them fitted to end-to-end runs: the profile is the only inp
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -161,8 +161,10 @@ def load_meta(folder: Path) -> dict:
     return meta
 
 
-def _read(folder: Path, name: str, cols: Sequence[str], required: bool = True) -> pd.DataFrame | None:
-    """``name``.csv or ``name``.csv.gz in ``folder``, checked: the columns, numbers, times > 0."""
+def _read(folder: Path, name: str, cols: Sequence[str], required: bool = True,
+          text: Sequence[str] = ("layer",), signed: Sequence[str] = ()) -> pd.DataFrame | None:
+    """``name``.csv or ``name``.csv.gz in ``folder``, checked: the columns, numbers (>= 0
+    unless ``signed``) except the ``text`` columns."""
     for path in (folder / f"{name}.csv", folder / f"{name}.csv.gz"):
         if path.is_file():
             break
@@ -178,12 +180,14 @@ def _read(folder: Path, name: str, cols: Sequence[str], required: bool = True) -
     if missing:
         raise ProfileError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
     for c in cols:
-        if c == "layer":
+        if c in text:
             continue
         v = pd.to_numeric(df[c], errors="coerce")
-        bad = np.flatnonzero(~np.isfinite(v.to_numpy(dtype=float)) | (v.to_numpy(dtype=float) < 0))
+        x = v.to_numpy(dtype=float)
+        bad = np.flatnonzero(~np.isfinite(x) | ((x < 0) & (c not in signed)))
         if len(bad):
-            raise ProfileError(f"{path}:{bad[0] + 2}: column {c!r} must be a number >= 0, got {df[c].iloc[bad[0]]!r}")
+            what = "a number" if c in signed else "a number >= 0"
+            raise ProfileError(f"{path}:{bad[0] + 2}: column {c!r} must be {what}, got {df[c].iloc[bad[0]]!r}")
         df[c] = v
     return df
 
@@ -363,6 +367,72 @@ class MoETable:
         return v
 
 
+class SkewTable:
+    """The profile's correction for decode rows of unequal length (``tp<N>/skew_fit.csv`` and
+    ``meta.yaml``'s ``skew_fit``): ``t = t(mean) + alpha · (t(longest) − t(mean))``, ``alpha``
+    by bucket of (prefill chunk, decode rows, skew rate = (mean − shortest) / (longest −
+    shortest), longest, cached prefill KV), else the pooled ``alpha_default``."""
+
+    AXES = (("n_bins", "n_labels"), ("skew_rate_bins", "skew_rate_labels"), ("kv_big_bins", "kv_big_labels"),
+            ("kp_bins", "kp_labels"))
+
+    def __init__(self, df: pd.DataFrame, axes: dict, alpha_default: float, path: str = "skew_fit.csv") -> None:
+        try:
+            self.bins = [([float(x) for x in axes[b]], list(axes[lab])) for b, lab in self.AXES]
+        except (KeyError, TypeError) as e:
+            raise ProfileError(f"meta.yaml skew_fit.bucket_axes: missing {e}") from e
+        for bins, labels in self.bins:
+            if len(bins) != len(labels) + 1:
+                raise ProfileError(f"meta.yaml skew_fit.bucket_axes: {len(bins)} bin edges for {len(labels)} labels")
+        self.alpha_default = float(alpha_default)
+        self.alpha = {(int(r.pc), r.n_label, r.skew_rate_label, r.kv_big_label, r.kp_label): float(r.alpha)
+                      for r in df.itertuples(index=False)}
+        self.pcs = sorted({k[0] for k in self.alpha if k[0] > 0})
+        self._decode_cache: dict[tuple, float] = {}
+        # the same table keyed by label positions, for the hot path
+        pos = [{lab: i for i, lab in enumerate(labels)} for _, labels in self.bins]
+        self._by_index = {}
+        for (pc, *labs), a in self.alpha.items():
+            if all(lab in p_ for lab, p_ in zip(labs, pos)):
+                self._by_index[(pc, *(p_[lab] for lab, p_ in zip(labs, pos)))] = a
+
+    @staticmethod
+    def _index(bins: list, v: float) -> int:
+        """Bucket ``(bins[i], bins[i+1]]`` → ``i`` (clamped to the first and the last bucket)."""
+        i = bisect_left(bins, v) - 1
+        return min(max(i, 0), len(bins) - 2)
+
+    def __call__(self, pc: float, n: int, skew_rate: float, longest: float, kp: float) -> float:
+        """``alpha`` of a batch; ``pc`` is taken at the nearest prefill chunk of the table."""
+        pck = 0 if pc <= 0 or not self.pcs else min(self.pcs, key=lambda x: abs(x - pc))
+        (nb, _), (sb, _), (kb, _), (pb, _) = self.bins
+        ix = self._index
+        return self._by_index.get((pck, ix(nb, n), ix(sb, min(max(skew_rate, 0.0), 1.0)), ix(kb, longest), ix(pb, kp)),
+                                  self.alpha_default)
+
+    def decode_alpha(self, n: int, skew_rate: float, longest: float) -> float:
+        """``alpha`` of a pure-decode batch of ``n`` rows (cached)."""
+        sb, kb = self.bins[1][0], self.bins[2][0]
+        key = (n, self._index(sb, min(max(skew_rate, 0.0), 1.0)), self._index(kb, longest))
+        a = self._decode_cache.get(key)
+        if a is None:
+            a = self._by_index.get((0, self._index(self.bins[0][0], n), key[1], key[2], self._index(self.bins[3][0], 0)),
+                                   self.alpha_default)
+            self._decode_cache[key] = a
+        return a
+
+    def decode_vec(self, n: int, skew_rate: np.ndarray, longest: np.ndarray) -> np.ndarray:
+        """``alpha`` of pure-decode batches of ``n`` rows (no prefill), vectorised."""
+        (nb, _), (sb, _), (kb, _), (pb, _) = self.bins
+        i_n, i_p = self._index(nb, n), self._index(pb, 0)
+        i_s = np.clip(np.searchsorted(sb, np.clip(skew_rate, 0.0, 1.0), side="left") - 1, 0, len(sb) - 2)
+        i_k = np.clip(np.searchsorted(kb, longest, side="left") - 1, 0, len(kb) - 2)
+        out = np.empty(len(skew_rate))
+        for a, b in set(zip(i_s.tolist(), i_k.tolist())):
+            out[(i_s == a) & (i_k == b)] = self._by_index.get((0, i_n, a, b, i_p), self.alpha_default)
+        return out
+
+
 def expected_active(tokens: float, experts: int, top_k: int, local: float | None = None) -> float:
     """Distinct experts ``tokens`` tokens activate among ``experts`` (top-``top_k``, uniform
     independent routing), counted on ``local`` of them (default all)."""
@@ -431,6 +501,17 @@ class ProfiledCost(CostModel):
         sx, ss = _layer_sum(per_seq, "sequences", sorted(set(per_seq["layer"])), lambda n: 1)
         self.per_seq = Table1D(sx, ss)
         self.attention = AttentionTable(attn, str(tp_dir / "attention.csv"))
+        self.skew = None
+        fit = self.meta.get("skew_fit") or {}
+        if isinstance(fit, dict) and fit.get("enabled"):
+            sk = _read(tp_dir, "skew_fit", ("pc", "n_label", "skew_rate_label", "kv_big_label", "kp_label", "alpha"),
+                       required=False, text=("n_label", "skew_rate_label", "kv_big_label", "kp_label"),
+                       signed=("alpha",))
+            entry = (fit.get("per_tp") or {}).get(self.tp) or {}
+            if sk is not None:
+                self.skew = SkewTable(sk, fit.get("bucket_axes") or {}, entry.get("alpha_default", 0.0),
+                                      str(tp_dir / "skew_fit.csv"))
+        self.wants_decode_spread = self.skew is not None
         self.moe = None
         self._moe_scale = 1.0
         moe = _read(tp_dir, "moe", ("tokens", "activated_experts", "time_us"), required=False)
@@ -495,6 +576,14 @@ class ProfiledCost(CostModel):
         n = b.n_decode_tokens
         return q, kp, n, (b.decode_ctx_tokens / n if n else 0.0)
 
+    def _skewed(self, t_mean: float, q: float, kp: float, n: int, kd: float, longest: int, shortest: int) -> float:
+        """The profile's unequal-length correction of one attention layer (see :class:`SkewTable`)."""
+        alpha = self.skew(q, n, (kd - shortest) / (longest - shortest) if longest > shortest else 0.5, longest, kp)
+        if alpha == 0.0:
+            return t_mean
+        t_max = self.attention(q, kp, n, longest)
+        return t_mean + alpha * (t_max - t_mean) if t_max > t_mean else t_mean
+
     def iteration_us(self, b: BatchShape) -> float:
         """The iteration's time in µs, without ``overhead_s`` and swap traffic."""
         n_tok = b.n_prefill_tokens + b.n_decode_tokens
@@ -502,9 +591,14 @@ class ProfiledCost(CostModel):
             return 0.0
         L = self.model.layers
         key = self.attention_args(b)
+        skewed = self.skew is not None and key[2] > 1 and b.decode_ctx_max > key[3]
+        if skewed:
+            key = key + (b.decode_ctx_max, b.decode_ctx_min)
         a = self._attn_cache.get(key)
         if a is None:
-            a = self.attention(*key)
+            a = self.attention(*key[:4])
+            if skewed:
+                a = self._skewed(a, *key)
             if len(self._attn_cache) < 1 << 16:
                 self._attn_cache[key] = a
         t = self.dense(n_tok) + self.per_seq(b.n_seqs) + L * a
@@ -523,10 +617,10 @@ class ProfiledCost(CostModel):
             t += b.swap_bytes / self.gpu.host_bw_bytes_s
         return t
 
-    def _decode_curve(self, n: int) -> tuple[np.ndarray, np.ndarray, float]:
-        """A pure-decode iteration of ``n`` rows as a function of their mean length: the
-        breakpoints (the attention grid's lengths), the times there (s, everything included)
-        and the slope beyond the last one (cached per ``n``)."""
+    def _decode_curve(self, n: int) -> tuple[np.ndarray, np.ndarray, float, float]:
+        """A pure-decode iteration of ``n`` rows: the attention layers' time (s) as a function of
+        the rows' length — the breakpoints (the attention grid's lengths), the times there and
+        the slope beyond the last — and the rest of the iteration (s); cached per ``n``."""
         c = self._curves.get(n)
         if c is not None:
             return c
@@ -538,40 +632,85 @@ class ProfiledCost(CostModel):
             fixed += 2 * L * self.allreduce_us(n)
         nds, slices = self.attention.grid[0]
         xs = np.unique(np.concatenate([np.asarray(slices[nds[i]][1][0][0], float) for i, _ in bracket(nds, n)]))
-        ys = (fixed + L * self.attention.decode_vec(n, xs)) * 1e-6 + self.overhead_s
-        top = xs[-1] + 1.0
-        slope = ((fixed + L * self.attention.decode_vec(n, np.array([top]))[0]) * 1e-6 + self.overhead_s - ys[-1])
-        c = (xs, ys, float(slope))
+        ys = L * self.attention.decode_vec(n, xs) * 1e-6
+        slope = L * self.attention.decode_vec(n, np.array([xs[-1] + 1.0]))[0] * 1e-6 - ys[-1]
+        c = (xs, ys, float(slope), fixed * 1e-6 + self.overhead_s)
         if len(self._curves) < 4096:
             self._curves[n] = c
         return c
 
-    def decode_span_s(self, n_seqs: int, ctx_tokens: int, k: int, ctx_growth: int | None = None) -> np.ndarray:
-        g = n_seqs if ctx_growth is None else ctx_growth
-        kd = (ctx_tokens + g * np.arange(k, dtype=np.float64)) / n_seqs
-        xs, ys, slope = self._decode_curve(n_seqs)
-        y = np.interp(kd, xs, ys)
-        if kd[-1] > xs[-1]:
-            hi = kd > xs[-1]
-            y[hi] = ys[-1] + slope * (kd[hi] - xs[-1])
+    @staticmethod
+    def _on_curve(xs: np.ndarray, ys: np.ndarray, slope: float, x: np.ndarray) -> np.ndarray:
+        y = np.interp(x, xs, ys)
+        if x[-1] > xs[-1] or x[0] > xs[-1]:
+            hi = x > xs[-1]
+            y[hi] = ys[-1] + slope * (x[hi] - xs[-1])
         return y
 
+    def decode_span_s(self, n_seqs: int, ctx_tokens: int, k: int, ctx_growth: int | None = None,
+                      spread: tuple[int, int] | None = None) -> np.ndarray:
+        """Pure-decode iterations (see :meth:`CostModel.decode_span_s`); ``spread``: the first
+        iteration's longest and shortest row (each grows by one per iteration)."""
+        g = n_seqs if ctx_growth is None else ctx_growth
+        j = np.arange(k, dtype=np.float64)
+        kd = (ctx_tokens + g * j) / n_seqs
+        xs, ys, slope, fixed = self._decode_curve(n_seqs)
+        attn = self._on_curve(xs, ys, slope, kd)
+        if self.skew is not None and spread is not None and n_seqs > 1 and spread[0] > kd[0]:
+            longest, shortest = spread[0] + j, spread[1] + j
+            width = spread[0] - spread[1]
+            sr = (kd - shortest) / width if width > 0 else np.full(k, 0.5)
+            alpha = self.skew.decode_vec(n_seqs, sr, longest)
+            t_max = self._on_curve(xs, ys, slope, longest)
+            attn = np.where((alpha != 0.0) & (t_max > attn), attn + alpha * (t_max - attn), attn)
+        return attn + fixed
+
     def decode_span(self, n_seqs: int, ctx_tokens: int, k: int, ctx_growth: int, start_s: float,
-                    limit_s: float) -> tuple[int, float]:
-        """:meth:`CostModel.decode_span`; in closed form when the whole span's mean length stays
-        within one segment of the attention grid (the time is then affine in the iteration)."""
-        xs, ys, slope = self._decode_curve(n_seqs)
-        x0 = ctx_tokens / n_seqs
-        x1 = (ctx_tokens + ctx_growth * (k - 1)) / n_seqs
-        top = len(xs) - 1
-        i = bisect_right(xs, x0)  # x0 in [xs[i-1], xs[i])
-        if i > top:  # beyond the grid: one line
-            a, b = ys[-1] + slope * (x0 - xs[-1]), slope
-        elif i > 0 and x1 <= xs[i]:
-            b = (ys[i] - ys[i - 1]) / (xs[i] - xs[i - 1])
-            a = ys[i - 1] + b * (x0 - xs[i - 1])
-        elif i == 0 and x1 <= xs[0]:  # clamped below the grid
-            a, b = ys[0], 0.0
-        else:
-            return super().decode_span(n_seqs, ctx_tokens, k, ctx_growth, start_s, limit_s)
-        return span_of_lines(((a, b * ctx_growth / n_seqs),), k, start_s, limit_s)
+                    limit_s: float, spread: tuple[int, int] | None = None) -> tuple[int, float]:
+        """:meth:`CostModel.decode_span`; in closed form when the iteration time is affine over
+        the whole span: the rows' mean (and, with the unequal-length correction, the longest
+        row) stay within one segment of the attention grid and ``alpha`` stays in one bucket."""
+        xs, ys, slope, fixed = self._decode_curve(n_seqs)
+        x0, x1 = ctx_tokens / n_seqs, (ctx_tokens + ctx_growth * (k - 1)) / n_seqs
+        mean = _segment(xs, ys, slope, x0, x1)
+        ln = None
+        if mean is not None:
+            a, b = mean[0], mean[1] * ctx_growth / n_seqs
+            sk = self.skew
+            if sk is not None and spread is not None and n_seqs > 1 and spread[0] > x0:
+                hi, lo = spread
+                w = hi - lo
+                sr0 = (x0 - lo) / w if w > 0 else 0.5
+                sr1 = (x1 - lo - (k - 1)) / w if w > 0 else 0.5
+                al = sk.decode_alpha(n_seqs, sr0, hi)
+                top = _segment(xs, ys, slope, hi, hi + k - 1)
+                if top is not None and al == sk.decode_alpha(n_seqs, sr1, hi + k - 1):
+                    tx0, tx1 = top[0], top[0] + top[1] * (k - 1)
+                    tm1 = a + b * (k - 1)
+                    if al == 0.0 or (tx0 <= a and tx1 <= tm1):
+                        ln = (a + fixed, b)
+                    elif tx0 > a and tx1 > tm1:
+                        ln = (a + al * (tx0 - a) + fixed, b + al * (top[1] - b))
+            else:
+                ln = (a + fixed, b)
+        if ln is not None and ln[1] >= 0:
+            return span_of_lines((ln,), k, start_s, limit_s)
+        durs = self.decode_span_s(n_seqs, ctx_tokens, k, ctx_growth, spread)
+        if start_s + float(durs.sum()) - float(durs[-1]) >= limit_s:
+            k = max(1, int(np.searchsorted(start_s + (np.cumsum(durs) - durs), limit_s, side="left")))
+            durs = durs[:k]
+        return k, float(durs.sum())
+
+
+def _segment(xs: np.ndarray, ys: np.ndarray, slope: float, x0: float, x1: float):
+    """``(value at x0, slope)`` of a piecewise-linear curve (breakpoints ``xs``, values ``ys``,
+    clamped below, ``slope`` above) when ``[x0, x1]`` lies on one of its pieces, else None."""
+    i = bisect_right(xs, x0)
+    if i >= len(xs):
+        return ys[-1] + slope * (x0 - xs[-1]), slope
+    if i > 0 and x1 <= xs[i]:
+        b = (ys[i] - ys[i - 1]) / (xs[i] - xs[i - 1])
+        return ys[i - 1] + b * (x0 - xs[i - 1]), b
+    if i == 0 and x1 <= xs[0]:
+        return ys[0], 0.0
+    return None

@@ -196,19 +196,48 @@ def test_bad_profile_files_are_named(tmp_path):
         ProfiledCost(TINY, GPU, profile=str(tmp_path / "nowhere"))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(n=st.integers(1, 300), ctx=st.integers(1, 20000), k=st.integers(2, 400), lag=st.integers(0, 3),
-       limit=st.one_of(st.just(math.inf), st.floats(0.001, 10.0)))
-def test_decode_spans_match_iterations(n, ctx, k, lag, limit):
-    """A span's closed form / vectorised durations are the iterations' own, one by one."""
+       limit=st.one_of(st.just(math.inf), st.floats(0.001, 10.0)), skew=st.one_of(st.none(), st.integers(0, 9000)),
+       low=st.floats(0.0, 1.0))
+def test_decode_spans_match_iterations(n, ctx, k, lag, limit, skew, low):
+    """A span's closed form / vectorised durations are the iterations' own, one by one, with
+    and without rows of unequal length (``spread``: longest, shortest; each grows by 1)."""
     c = _shipped()
     g = max(0, n - lag)
     ctx = n * ctx
-    durs = np.array([c.iteration_s(BatchShape(0, 0, 0, n, ctx + j * g, n, n)) for j in range(k)])
-    assert np.allclose(c.decode_span_s(n, ctx, k, g), durs, rtol=1e-12, atol=0)
-    got = c.decode_span(n, ctx, k, g, 0.0, limit)
-    want = CostModel.decode_span(c, n, ctx, k, g, 0.0, limit)
-    assert got[0] == want[0] and got[1] == pytest.approx(want[1], rel=1e-9)
+    spread = None
+    if skew is not None and n > 1:
+        hi = ctx // n + skew + 1
+        spread = (hi, max(1, int((ctx // n) * low)))
+    shapes = [BatchShape(0, 0, 0, n, ctx + j * g, n, n, 0, *((spread[0] + j, spread[1] + j) if spread else (0, 0)))
+              for j in range(k)]
+    durs = np.array([c.iteration_s(b) for b in shapes])
+    assert np.allclose(c.decode_span_s(n, ctx, k, g, spread), durs, rtol=1e-12, atol=0)
+    got = c.decode_span(n, ctx, k, g, 0.0, limit, spread)
+    kk = k
+    if durs.sum() - durs[-1] >= limit:
+        kk = max(1, int(np.searchsorted(np.cumsum(durs) - durs, limit, side="left")))
+    assert got[0] == kk and got[1] == pytest.approx(durs[:kk].sum(), rel=1e-9)
+
+
+def test_unequal_decode_rows_cost_more_by_the_profiles_alpha():
+    """Pure decode of 64 rows, mean 1024: the longest at 4096 adds alpha · (t(4096) − t(1024))
+    per layer, alpha from the profile's bucket (n<=64, skew rate 0.3 → sr<=40%, kvB<=4k, kp=0)."""
+    import pandas as pd
+    from llmos_sim.serving.profiled import PROFILES_DIR
+    c = _shipped()
+    fit = pd.read_csv(PROFILES_DIR / "RTXPRO6000" / "Llama-3.1-8B" / "tp1" / "skew_fit.csv.gz")
+    row = fit[(fit.pc == 0) & (fit.n_label == "n<=64") & (fit.skew_rate_label == "sr<=40%")
+              & (fit.kv_big_label == "kvB<=4k") & (fit.kp_label == "kp=0")]
+    alpha = float(row.alpha.iloc[0])
+    even = c.iteration_s(BatchShape(0, 0, 0, 64, 64 * 1024, 64, 64))
+    # shortest 1024 − 0.3/0.7 · 3072 = −292: take shortest 10 → skew rate (1024 − 10)/(4086) = 0.248
+    uneven = c.iteration_s(BatchShape(0, 0, 0, 64, 64 * 1024, 64, 64, 0, 4096, 10))
+    t_mean, t_max = c.attention(0, 0, 64, 1024), c.attention(0, 0, 64, 4096)
+    assert c.skew(0, 64, 1014 / 4086, 4096, 0) == alpha
+    assert uneven - even == pytest.approx(32 * alpha * (t_max - t_mean) * 1e-6, rel=1e-9)
+    assert ProfiledCost(LLAMA31_8B, RTX4090).skew is None  # its meta.yaml: skew fit not enabled
 
 
 _CACHE = {}
