@@ -37,7 +37,9 @@ load balancing counts waiting and running requests).
 
 Measured side (as ``experiments/serving_fidelity``): the clocks are aligned by the smallest
 ``queued_ts − arrival_time``; start = ``arrival_time`` + that offset; TTFT = first token −
-start; TPOT = (last − first token) / (output − 1); e2e = last token − start.
+start; TPOT = (last − first token) / (output − 1); e2e = last token − start. The simulator
+does not model the server's front end (HTTP, tokenisation: the rest of ``queued_ts −
+start``); ``--arrival engine`` replays at ``queued_ts`` and measures from there instead.
 """
 from __future__ import annotations
 
@@ -63,6 +65,9 @@ METRICS = ("ttft_s", "tpot_s", "e2e_s")
 SERIES = ("running", "waiting", "kv_cache_pct", "prompt_throughput", "gen_throughput")
 QUANTILES = (("mean", None), ("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 ACTIVATION_RESERVE_BYTES = 2 * 10**9
+#: ``--arrival``: replay at the client's send time (TTFT and e2e include the front end: HTTP,
+#: tokenisation, which is not modelled) or at the engine's enqueue time (they do not)
+ARRIVAL_FIELDS = {"send": "arrival_time", "engine": "queued_ts"}
 
 
 class RunFolderError(ValueError):
@@ -215,8 +220,9 @@ def kv_blocks_from_memory(model, gpu, tp: int, util: float, block_tokens: int, d
 
 
 def build_config(run: RunFolder, cost: str = "profiled", profile: str | None = None,
-                 dep: dict | None = None) -> tuple[Any, dict]:
-    """The composed serving config replaying ``run``, and facts about the deployment."""
+                 dep: dict | None = None, arrival: str = "send") -> tuple[Any, dict]:
+    """The composed serving config replaying ``run`` (requests arriving at their ``send``
+    time, or at their ``engine`` enqueue time), and facts about the deployment."""
     from hydra.utils import instantiate
 
     dep = dict(run.deployment() if dep is None else dep)
@@ -248,7 +254,7 @@ def build_config(run: RunFolder, cost: str = "profiled", profile: str | None = N
     cfg = OmegaConf.create({
         "mode": "serving",
         "workload": {"_target_": "llmos_sim.workload.requests.VllmBenchmarkRequests",
-                     "path": str((run.path / "requests.jsonl").resolve()), "arrival_field": "arrival_time"},
+                     "path": str((run.path / "requests.jsonl").resolve()), "arrival_field": ARRIVAL_FIELDS[arrival]},
         "batching": batching,
         "router": OmegaConf.load(CONFIGS / "router" / ("least_outstanding.yaml" if dep["dp"] > 1 else "round_robin.yaml")),
         "memory": OmegaConf.load(CONFIGS / "memory" / "paged.yaml"),
@@ -259,9 +265,10 @@ def build_config(run: RunFolder, cost: str = "profiled", profile: str | None = N
 
 
 # -- the measured side ---------------------------------------------------------------------
-def measured_requests(run_dir: Path) -> pd.DataFrame:
+def measured_requests(run_dir: Path, arrival: str = "send") -> pd.DataFrame:
     """Per-request measured TTFT, TPOT, e2e (s), in the simulator's request order (by
-    arrival, stable), start aligned as documented."""
+    arrival, stable), from the client's start aligned as documented (``send``) or from the
+    engine's enqueue time (``engine``: the front end's time left out)."""
     from llmos_sim.workload.requests import VllmBenchmarkRequests
 
     m = VllmBenchmarkRequests(path=str(run_dir / "requests.jsonl")).measured()
@@ -269,10 +276,10 @@ def measured_requests(run_dir: Path) -> pd.DataFrame:
         if k not in m.columns:
             raise RunFolderError(f"{run_dir / 'requests.jsonl'}: missing key {k!r}")
     offset = float((m["queued_ts"] - m["arrival_time"]).min())
-    start = m["arrival_time"] + offset
+    start = m["arrival_time"] + offset if arrival == "send" else m["queued_ts"]
     out = pd.DataFrame({
         "request_id": m["request_id"], "prompt_tokens": m["input_toks"], "output_tokens": m["output_toks"],
-        "arrival_s": m["arrival_time"] - m["arrival_time"].min(),
+        "arrival_s": start - start.min(),
         "ttft_s": m["first_token_ts"] - start,
         "tpot_s": ((m["last_token_ts"] - m["first_token_ts"]) / (m["output_toks"] - 1)).where(m["output_toks"] > 1),
         "e2e_s": m["last_token_ts"] - start,
@@ -437,14 +444,17 @@ class Fidelity:
     result: Any = None
 
 
-def replay(run_dir: str | Path, cost: str = "profiled", profile: str | None = None) -> Fidelity:
+def replay(run_dir: str | Path, cost: str = "profiled", profile: str | None = None, arrival: str = "send") -> Fidelity:
     """Build the run's deployment, replay its requests, score the prediction."""
     from llmos_sim.serving import simulate
 
+    if arrival not in ARRIVAL_FIELDS:
+        raise RunFolderError(f"arrival must be one of {sorted(ARRIVAL_FIELDS)}, got {arrival!r}")
     run = RunFolder.read(run_dir)
-    cfg, dep = build_config(run, cost, profile)
+    cfg, dep = build_config(run, cost, profile, arrival=arrival)
+    dep["arrival"] = arrival
     res = simulate(cfg, seed=0)
-    meas = measured_requests(run.path)
+    meas = measured_requests(run.path, arrival)
     t = per_request(res.tables["requests"], meas)
     ts = measured_series(run)
     if ts is not None:
@@ -605,16 +615,19 @@ def main(argv: list[str] | None = None) -> int:
                                                      "shipped profile for the run's GPU and model)")
     ap.add_argument("--cost", default="profiled", choices=("profiled", "roofline"))
     ap.add_argument("--out", default=None, help="output folder (default: outputs/fidelity/<run>_<cost>)")
+    ap.add_argument("--arrival", default="send", choices=sorted(ARRIVAL_FIELDS),
+                    help="replay at the client's send time (default; latencies from the client's start) or at the "
+                         "engine's enqueue time (latencies from there: the unmodelled front end left out)")
     ap.add_argument("--no-plots", action="store_true")
     a = ap.parse_args(argv)
     from llmos_sim.serving.profiled import ProfileError
 
     try:
-        f = replay(a.run_dir, a.cost, a.profile)
+        f = replay(a.run_dir, a.cost, a.profile, a.arrival)
     except (RunFolderError, ProfileError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = Path(a.out) if a.out else Path("outputs") / "fidelity" / f"{Path(a.run_dir).resolve().name}_{a.cost}"
+    out = Path(a.out) if a.out else Path("outputs") / "fidelity" / f"{Path(a.run_dir).resolve().name}_{a.cost}_{a.arrival}"
     title = title_of(f, Path(a.run_dir).resolve())
     write(f, out, title, plots=not a.no_plots)
     d = f.deployment

@@ -55,9 +55,16 @@ Assumptions (none of them fitted to end-to-end runs: the profile is the only inp
   one chunk that is the chunk itself. When ``K`` would be negative (several fresh prompts
   attend fewer pairs than one prompt of all their tokens), the chunk is ``Q' < Q`` fresh
   tokens with ``Q'(Q'+1)/2 = P``.
-- **Decode rows of unequal length** (the profile has one length per batch): looked up at
-  the mean length (the same KV bytes read). The profile's skew measurements (slower kernels
-  for unequal rows) are not used: a batch shape carries sums, not the spread.
+- **Decode rows of unequal length** (the attention grid has one length per batch): looked up
+  at the mean length (the same KV bytes read), then corrected by the profile's own
+  measurements of unequal rows where its ``meta.yaml`` enables them (``skew_fit``; the RTX
+  PRO 6000 profiles; not the RTX 4090 one): ``t = t(mean) + alpha · (t(longest) − t(mean))``
+  when ``t(longest) > t(mean)``, ``alpha`` from ``tp<N>/skew_fit.csv`` by bucket of (prefill
+  chunk — the table's nearest —, decode rows, skew rate ``(mean − shortest) / (longest −
+  shortest)``, longest row, cached prefill KV; bins from ``meta.yaml``), else its pooled
+  ``alpha_default``. That table is the profile authors' per-bucket fit of their kernel
+  measurements (``skew.csv``), not of end-to-end runs. The replica passes the longest and
+  the shortest decode row to this model (``wants_decode_spread``).
 - **Per-sequence costs** count every sequence in the batch (vLLM computes logits for each
   scheduled request, partial prefills included).
 - **MoE** (``moe.csv``): ``T`` tokens routed top-``k`` among ``E`` experts activate
