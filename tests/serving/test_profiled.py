@@ -303,3 +303,21 @@ def test_cost_group_replaces_serving_cost():
     assert isinstance(cost, ProfiledCost) and cost.tp == 2 and cost.folder.name == "Qwen3-32B"
     assert res.summary["n_finished"] == 6
     assert type(simulate(compose(base), seed=0).extra["replicas"][0].cost) is RooflineCost  # unchanged default
+
+
+def test_new_presets_match_their_configs_and_published_sizes():
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+    from llmos_sim.fidelity import CONFIGS
+    for name, preset in (("qwen3_32b", QWEN3_32B), ("qwen3_30b_a3b", QWEN3_30B_A3B)):
+        assert instantiate(OmegaConf.load(CONFIGS / "model" / f"{name}.yaml")) == preset
+    assert instantiate(OmegaConf.load(CONFIGS / "gpu" / "rtx_pro_6000.yaml")) == RTX_PRO_6000
+    assert round(QWEN3_32B.params / 1e9, 1) == 32.8 and QWEN3_32B.head_dim == 128
+    assert QWEN3_32B.kv_bytes_per_token == 2 * 64 * 8 * 128 * 2  # 256 KiB
+    assert round(QWEN3_30B_A3B.params / 1e9, 1) == 30.5 and QWEN3_30B_A3B.is_moe
+    # active per token: attention + router + 8 of 128 experts per layer (embeddings apart)
+    assert round(QWEN3_30B_A3B.active_layer_params * 48 / 1e9, 2) == 2.73
+    assert QWEN3_30B_A3B.kv_bytes_per_token == 2 * 48 * 4 * 128 * 2  # 96 KiB
+    assert LLAMA31_8B.active_layer_params == LLAMA31_8B.layer_params and round(LLAMA31_8B.params / 1e9, 2) == 8.03
+    with pytest.raises(ValueError, match="active_experts"):
+        ModelSpec("bad", 2, 64, 4, 4, 256, 1000, experts=4, active_experts=8, expert_intermediate=32)
