@@ -90,3 +90,14 @@ def test_shipped_runs_deployments():
     assert dep["gpu"] == "RTX-PRO-6000" and dep["max_num_seqs"] == 128 and dep["num_gpu_blocks"] is None
     # no stated block count: from memory, 0.9 · 96 GiB − 16.06 GB of weights − 2 GB, per 16-token block of 128 KiB
     assert dep["kv_blocks"] == int((0.9 * 96 * 2**30 - 8030261248 * 2 - 2e9) // (16 * 131072))
+
+
+def test_a_run_without_engine_samples_and_engine_arrival(tmp_path):
+    p, o, a = _requests(10, seed=3)
+    F.synthesize_run(tmp_path / "run", QWEN_DENSE_TP2, "RTXPRO6000", p, o, a)
+    (tmp_path / "run" / "timeseries.csv").unlink()
+    f = F.replay(tmp_path / "run", arrival="engine")
+    assert f.series is None and f.summary["e2e_s_mape"] < 1e-5
+    assert not any("series" in q for q in f.table["quantity"])
+    with pytest.raises(F.RunFolderError, match="arrival must be"):
+        F.replay(tmp_path / "run", arrival="later")

@@ -321,3 +321,16 @@ def test_new_presets_match_their_configs_and_published_sizes():
     assert LLAMA31_8B.active_layer_params == LLAMA31_8B.layer_params and round(LLAMA31_8B.params / 1e9, 2) == 8.03
     with pytest.raises(ValueError, match="active_experts"):
         ModelSpec("bad", 2, 64, 4, 4, 256, 1000, experts=4, active_experts=8, expert_intermediate=32)
+
+
+@pytest.mark.parametrize("name", ["RTX4090/Llama-3.1-8B", "RTXPRO6000/Qwen3-32B"])
+def test_every_measured_attention_point_is_returned_exactly(name):
+    """The nested grids keep every measured row: a lookup at a row's own coordinates returns
+    its time (all rows of the shipped tables)."""
+    import pandas as pd
+    from llmos_sim.serving.profiled import PROFILES_DIR
+    df = pd.read_csv(PROFILES_DIR / name / "tp1" / "attention.csv.gz")
+    t = AttentionTable(df)
+    got = np.array([t(pc, kp, nd, kd) for pc, kp, nd, kd in
+                    df[["prefill_chunk", "kv_prefill", "n_decode", "kv_decode"]].itertuples(index=False, name=None)])
+    assert np.allclose(got, df["time_us"].to_numpy(), rtol=1e-12, atol=1e-9)
