@@ -455,7 +455,8 @@ def expected_max_normal(g: int) -> float:
     x = np.linspace(-10.0, 10.0, 20001)
     cdf = 0.5 * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
     pdf = np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
-    return float(np.trapezoid(x * g * cdf ** (g - 1) * pdf, x))
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 has only trapz
+    return float(trapezoid(x * g * cdf ** (g - 1) * pdf, x))
 
 
 class ProfiledCost(CostModel):
