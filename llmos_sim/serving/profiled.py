@@ -395,7 +395,7 @@ class SkewTable:
         self.alpha = {(int(r.pc), r.n_label, r.skew_rate_label, r.kv_big_label, r.kp_label): float(r.alpha)
                       for r in df.itertuples(index=False)}
         self.pcs = sorted({k[0] for k in self.alpha if k[0] > 0})
-        self._decode_cache: dict[tuple, float] = {}
+        self._grid: np.ndarray | None = None
         # the same table keyed by label positions, for the hot path
         pos = [{lab: i for i, lab in enumerate(labels)} for _, labels in self.bins]
         self._by_index = {}
@@ -417,27 +417,34 @@ class SkewTable:
         return self._by_index.get((pck, ix(nb, n), ix(sb, min(max(skew_rate, 0.0), 1.0)), ix(kb, longest), ix(pb, kp)),
                                   self.alpha_default)
 
+    def _decode_grid(self) -> np.ndarray:
+        """``alpha`` of pure-decode batches (no prefill, no cached prefill KV) by (rows,
+        skew-rate, longest-row) bucket positions: a dense array for vectorised lookups."""
+        if self._grid is None:
+            dims = [len(b) - 1 for b, _ in self.bins[:3]]
+            g = np.full(dims, self.alpha_default)
+            i_p = self._index(self.bins[3][0], 0)
+            for (pc, i_n, i_s, i_k, ip), a in self._by_index.items():
+                if pc == 0 and ip == i_p:
+                    g[i_n, i_s, i_k] = a
+            self._grid = g
+        return self._grid
+
     def decode_alpha(self, n: int, skew_rate: float, longest: float) -> float:
-        """``alpha`` of a pure-decode batch of ``n`` rows (cached)."""
-        sb, kb = self.bins[1][0], self.bins[2][0]
-        key = (n, self._index(sb, min(max(skew_rate, 0.0), 1.0)), self._index(kb, longest))
-        a = self._decode_cache.get(key)
-        if a is None:
-            a = self._by_index.get((0, self._index(self.bins[0][0], n), key[1], key[2], self._index(self.bins[3][0], 0)),
-                                   self.alpha_default)
-            self._decode_cache[key] = a
-        return a
+        """``alpha`` of a pure-decode batch of ``n`` rows."""
+        (nb, _), (sb, _), (kb, _) = self.bins[:3]
+        i = bisect_left(nb, n) - 1
+        j = bisect_left(sb, skew_rate if skew_rate < 1.0 else 1.0) - 1
+        k = bisect_left(kb, longest) - 1
+        return float(self._decode_grid()[min(max(i, 0), len(nb) - 2), min(max(j, 0), len(sb) - 2),
+                                          min(max(k, 0), len(kb) - 2)])
 
     def decode_vec(self, n: int, skew_rate: np.ndarray, longest: np.ndarray) -> np.ndarray:
         """``alpha`` of pure-decode batches of ``n`` rows (no prefill), vectorised."""
-        (nb, _), (sb, _), (kb, _), (pb, _) = self.bins
-        i_n, i_p = self._index(nb, n), self._index(pb, 0)
+        (nb, _), (sb, _), (kb, _) = self.bins[:3]
         i_s = np.clip(np.searchsorted(sb, np.clip(skew_rate, 0.0, 1.0), side="left") - 1, 0, len(sb) - 2)
         i_k = np.clip(np.searchsorted(kb, longest, side="left") - 1, 0, len(kb) - 2)
-        out = np.empty(len(skew_rate))
-        for a, b in set(zip(i_s.tolist(), i_k.tolist())):
-            out[(i_s == a) & (i_k == b)] = self._by_index.get((0, i_n, a, b, i_p), self.alpha_default)
-        return out
+        return self._decode_grid()[self._index(nb, n), i_s, i_k]
 
 
 def expected_active(tokens: float, experts: int, top_k: int, local: float | None = None) -> float:
