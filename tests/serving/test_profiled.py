@@ -334,3 +334,15 @@ def test_every_measured_attention_point_is_returned_exactly(name):
     got = np.array([t(pc, kp, nd, kd) for pc, kp, nd, kd in
                     df[["prefill_chunk", "kv_prefill", "n_decode", "kv_decode"]].itertuples(index=False, name=None)])
     assert np.allclose(got, df["time_us"].to_numpy(), rtol=1e-12, atol=1e-9)
+
+
+def test_moe_under_tp_shards_experts_or_spreads_them(tmp_path):
+    root = write_profile(tmp_path / "moe_tp", model="test/tinymoe", tps=(1, 2), moe=True)  # moe.csv at TP1 only
+    # TP without expert parallelism: each rank holds half of every expert → the TP1 time / 2
+    c = ProfiledCost(TINY_MOE, GPU, tp=2, profile=str(root))
+    assert c.moe_us(3) == pytest.approx(33.5 / 2)
+    # TP with expert parallelism (one DP rank): 2 ranks of 2 whole experts, the same 3 tokens
+    # on both, no gather; the slower rank's pairs 3 + √1.5/√π of 6, 1.75 experts (clamped to 2)
+    e = ProfiledCost(TINY_MOE, GPU, tp=2, profile=str(root), expert_parallel=True)
+    worst = (3 + math.sqrt(1.5) / math.sqrt(math.pi)) / 2
+    assert e.moe_us(3) == pytest.approx(10 + 2 * worst + 5 * 2, rel=1e-9)
