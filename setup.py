@@ -20,6 +20,7 @@ setup(
     package_data={
         "llmos_sim.configs": ["*.yaml", "*/*.yaml", "*/*/*.yaml"],
         "llmos_sim.workload": ["data/*", "data/*/*"],
+        "llmos_sim.serving": ["profiles/*", "profiles/*/*/*", "profiles/*/*/*/*"],
     },
     include_package_data=False,
 )

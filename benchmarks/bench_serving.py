@@ -7,6 +7,8 @@ the SimPy run and building the tables from the log — and, apart, the trace loa
 table derivation, so the simulation loop's own rate is reported too.
 
     python benchmarks/bench_serving.py [--requests N] [--batching continuous] [--repeat 3]
+    python benchmarks/bench_serving.py --cost profiled   # the profile-driven cost model instead of
+                                                         # the roofline (RTX PRO 6000 preset and profile)
 """
 from __future__ import annotations
 
@@ -21,18 +23,22 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
 
-def config(n: int | None, batching: str, memory: str, fast_forward: bool) -> OmegaConf:
+def config(n: int | None, batching: str, memory: str, fast_forward: bool, cost: str = "roofline") -> OmegaConf:
     wl = OmegaConf.load(CONFIGS / "workload" / "azure_conv.yaml")
     wl.max_requests = n
     serving = OmegaConf.load(CONFIGS / "serving" / "default.yaml")
     serving.fast_forward = fast_forward
+    gpu = "h100"
+    if cost == "profiled":  # no H100 profile is shipped: the profiled GPU
+        serving.cost = OmegaConf.load(CONFIGS / "cost" / "profiled.yaml")
+        gpu = "rtx_pro_6000"
     return OmegaConf.create({
         "mode": "serving", "workload": wl,
         "batching": OmegaConf.load(CONFIGS / "batching" / f"{batching}.yaml"),
         "router": OmegaConf.load(CONFIGS / "router" / "round_robin.yaml"),
         "memory": OmegaConf.load(CONFIGS / "memory" / f"{memory}.yaml"),
         "model": OmegaConf.load(CONFIGS / "model" / "llama31_8b.yaml"),
-        "gpu": OmegaConf.load(CONFIGS / "gpu" / "h100.yaml"),
+        "gpu": OmegaConf.load(CONFIGS / "gpu" / f"{gpu}.yaml"),
         "serving": serving,
     })
 
@@ -46,8 +52,9 @@ def main() -> None:
     ap.add_argument("--memory", default="paged")
     ap.add_argument("--no-fast-forward", action="store_true")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cost", default="roofline", choices=("roofline", "profiled"))
     a = ap.parse_args()
-    cfg = config(a.requests, a.batching, a.memory, not a.no_fast_forward)
+    cfg = config(a.requests, a.batching, a.memory, not a.no_fast_forward, a.cost)
     best = best_cpu = None
     for _ in range(a.repeat):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -80,7 +87,7 @@ def main() -> None:
            "best_cpu_s": round(best_cpu, 3), "requests_per_cpu_s": round(n / best_cpu),
            "iterations": int(res.summary["n_iterations"]), "batch_records": int(res.summary["n_batch_records"]),
            "events": len(res.log), "sim_makespan_s": round(res.summary["makespan_s"], 1),
-           "batching": a.batching, "memory": a.memory, "fast_forward": not a.no_fast_forward}
+           "batching": a.batching, "memory": a.memory, "fast_forward": not a.no_fast_forward, "cost": a.cost}
     print(json.dumps(out, indent=2))
 
 

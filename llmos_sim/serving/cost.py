@@ -43,6 +43,9 @@ class BatchShape:
     - ``decode_ctx_tokens``: Σ of their context lengths (KV read), the new token included
     - ``n_seqs``: sequences in the batch; ``n_logits``: sequences that emit a token
     - ``swap_bytes``: KV bytes moved over the host link (swap in + out)
+    - ``decode_ctx_max``, ``decode_ctx_min``: the longest and the shortest context of the
+      decoding sequences (new token included); given (else 0) only to cost models whose
+      :attr:`CostModel.wants_decode_spread` is true
     """
 
     n_prefill_tokens: int = 0
@@ -53,10 +56,17 @@ class BatchShape:
     n_seqs: int = 0
     n_logits: int = 0
     swap_bytes: int = 0
+    decode_ctx_max: int = 0
+    decode_ctx_min: int = 0
 
 
 class CostModel(ABC):
     """Iteration time in seconds for a batch shape."""
+
+    #: True for a model that prices decode rows of unequal length: the replica then fills
+    #: ``decode_ctx_max`` / ``decode_ctx_min`` and passes ``spread=(longest, shortest)`` (the
+    #: first iteration's) to :meth:`decode_span` and :meth:`decode_span_s`
+    wants_decode_spread = False
 
     @abstractmethod
     def iteration_s(self, b: BatchShape) -> float:
@@ -178,7 +188,7 @@ class RooflineCost(CostModel):
         self.overhead_s, self.per_seq_s = float(overhead_s), float(per_seq_s)
         self.allreduce_latency_s = float(allreduce_latency_s)
         m = model
-        self._flops_per_token = 2.0 * m.layers * m.layer_params  # matmuls in the layers
+        self._flops_per_token = 2.0 * m.layers * m.active_layer_params  # matmuls in the layers (active experts only)
         self._flops_per_logit = 2.0 * m.vocab * m.hidden  # LM head
         self._attn_flops_per_pair = 4.0 * m.layers * m.hidden  # QK^T and AV
         self._weight_bytes = float(m.matmul_params * m.dtype_bytes)

@@ -65,6 +65,7 @@ class Replica:
         self.fast_forward = bool(fast_forward) and policy.fast_forward
         self.per_iteration_records = bool(per_iteration_records)
         self.async_scheduling = bool(async_scheduling)
+        self._spread = bool(getattr(cost, "wants_decode_spread", False))  # the cost model prices unequal decode rows
         self._to_release: list = []  # async scheduling: finished sequences whose blocks free after the next decision
         self.table = SeqTable()
         self.waiting: list[WaitingSeq] = []
@@ -253,13 +254,24 @@ class Replica:
                 return (dur, tokens, k, d.hold_finished, fin, True)
         self._take_growth(later)
         used = kv.used_bytes
-        shape = BatchShape(n_pre, pairs, pre_ctx, n_dec, dec_ctx, n_seqs, n_logits, swap_bytes)
+        spread = self._decode_spread(tokens, pre, pure) if self._spread and n_dec > 1 else (0, 0)
+        shape = BatchShape(n_pre, pairs, pre_ctx, n_dec, dec_ctx, n_seqs, n_logits, swap_bytes, *spread)
         dur = self._iteration_s(shape, tokens)
         log.emit(t, E.BATCH, self.index, (n_pre, n_dec, n_seqs, dur, used))
         tok = sum(x for x, done in zip(tokens, tab.done) if not done) if n_done else n_tok
         log.emit(t, E.KV_SAMPLE, self.index, (used, (c_sum + tok) * self._bpt, kv.pool.capacity_bytes, kv.free_blocks))
         may_finish = min(map(sub, tab.output, tab.generated), default=2) <= 1  # a row one token short (or held done)
         return (dur, tokens, 1, d.hold_finished, may_finish, pure)
+
+    def _decode_spread(self, tokens: list[int], pre: list[int], pure: bool) -> tuple[int, int]:
+        """The longest and the shortest context of the rows decoding now (new token included),
+        for a cost model that prices unequal decode rows (``wants_decode_spread``)."""
+        C = self.table.computed
+        if pure:
+            return max(C) + 1, min(C) + 1
+        skip = set(pre)
+        cs = [c for i, (x, c) in enumerate(zip(tokens, C)) if x and i not in skip]
+        return max(cs) + 1, min(cs) + 1
 
     def _iteration_s(self, shape: BatchShape, tokens: list[int]) -> float:
         """How long the iteration about to start takes: the cost model's time for its shape.
@@ -418,11 +430,12 @@ class Replica:
         # no iteration of the span may start at/after the next arrival or the stop time
         limit = min(self._next_arrival(), self.max_time_s)
         dur = durs = None
+        kw = {"spread": (max(c) + 1, min(c) + 1)} if self._spread else {}  # the first iteration's rows
         if grow and not self.per_iteration_records:
             # the span as arrivals cut it, before the blocks are counted: the cut (the first
             # iteration starting at/after the limit) is the same for any k, and fewer blocks
             # can only shorten the span further, so the blocks are counted for this length
-            k, dur = self.cost.decode_span(n_seqs, dec_ctx, k, n_seqs - tab.n_done, t, limit)
+            k, dur = self.cost.decode_span(n_seqs, dec_ctx, k, n_seqs - tab.n_done, t, limit, **kw)
             if k <= 1:
                 return 1, (0.0, None), True
         if grow:
@@ -446,13 +459,13 @@ class Replica:
                     return 1, (0.0, None), True
                 dur = None  # a shorter span than the arrivals allow: its own duration
         if self.per_iteration_records:  # each iteration's duration is logged
-            durs = self.cost.decode_span_s(n_seqs, dec_ctx, k, n_seqs - tab.n_done)
+            durs = self.cost.decode_span_s(n_seqs, dec_ctx, k, n_seqs - tab.n_done, **kw)
             if t + float(durs.sum()) - float(durs[-1]) >= limit:
                 k = int(np.searchsorted(t + (np.cumsum(durs) - durs), limit, side="left"))
                 durs = durs[:k]
             dur = float(durs.sum())
         elif dur is None:
-            k, dur = self.cost.decode_span(n_seqs, dec_ctx, k, n_seqs - tab.n_done, t, limit)
+            k, dur = self.cost.decode_span(n_seqs, dec_ctx, k, n_seqs - tab.n_done, t, limit, **kw)
         if k <= 1:
             return 1, (0.0, None), True
         if grow:

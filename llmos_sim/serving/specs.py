@@ -1,7 +1,9 @@
 """Model and GPU specifications for serving: frozen dataclasses with derived sizes.
 
-``ModelSpec`` describes a dense decoder-only transformer (Llama family: grouped-query
-attention, SwiGLU MLP, untied embeddings unless said otherwise). From it follow the parameter
+``ModelSpec`` describes a decoder-only transformer (Llama / Qwen3 family: grouped-query
+attention, SwiGLU MLP, untied embeddings unless said otherwise). A mixture-of-experts model
+(``experts`` > 0) replaces each layer's MLP by ``experts`` SwiGLU experts of width
+``expert_intermediate`` and a router, of which ``active_experts`` run per token. From it follow the parameter
 count, the weight bytes and the KV-cache bytes per token, which the cost model and the KV
 cache manager use. ``GpuSpec`` holds published peak numbers of one accelerator.
 
@@ -11,8 +13,16 @@ Presets (values from the models' ``config.json`` and the vendors' datasheets):
   → 8.03e9 parameters, 128 KiB of KV per token in bf16.
 - Llama-3-70B: 80 layers, hidden 8192, 64 heads, 8 KV heads, MLP 28672, vocab 128256
   → 70.6e9 parameters, 320 KiB of KV per token.
+- Qwen3-32B: 64 layers, hidden 5120, 64 heads of 128 (head size given, not hidden / heads),
+  8 KV heads, MLP 25600, vocab 151936 → 32.8e9 parameters, 256 KiB of KV per token.
+- Qwen3-30B-A3B (MoE): 48 layers, hidden 2048, 32 heads of 128, 4 KV heads, 128 experts of
+  width 768, 8 active per token, vocab 151936 → 30.5e9 parameters (3.3e9 active per token),
+  96 KiB of KV per token.
 - GPUs: dense (no sparsity) bf16 tensor FLOP/s with FP32 accumulate, memory bandwidth,
   memory capacity, the per-GPU peer link (NVLink or PCIe) and the host link (swap).
+  RTX PRO 6000 Blackwell (Server Edition): 96 GiB GDDR7 at 1.597 TB/s, PCIe 5 x16 (64 GB/s),
+  503.8 TFLOP/s dense bf16 (the datasheet gives 4 PFLOP/s of sparse FP4; dense bf16 is an
+  eighth of it, as for the other Blackwell parts).
 """
 from __future__ import annotations
 
@@ -35,23 +45,52 @@ class ModelSpec:
     vocab: int
     dtype_bytes: int = 2
     tied_embeddings: bool = False
+    head_size: int = 0  #: per-head width; 0 = hidden / heads
+    experts: int = 0  #: MoE: routed experts per layer (0 = a dense MLP of width ``intermediate``)
+    active_experts: int = 0  #: MoE: experts each token runs (top-k)
+    expert_intermediate: int = 0  #: MoE: width of one expert's SwiGLU MLP
 
     def __post_init__(self) -> None:
         for f in ("layers", "hidden", "heads", "kv_heads", "intermediate", "vocab", "dtype_bytes"):
             if getattr(self, f) <= 0:
                 raise ValueError(f"model {self.name!r}: {f} must be > 0, got {getattr(self, f)}")
-        if self.hidden % self.heads or self.heads % self.kv_heads:
+        if (not self.head_size and self.hidden % self.heads) or self.heads % self.kv_heads:
             raise ValueError(f"model {self.name!r}: hidden must divide by heads and heads by kv_heads")
+        if self.head_size < 0 or self.experts < 0:
+            raise ValueError(f"model {self.name!r}: head_size and experts must be >= 0")
+        if self.experts and not (0 < self.active_experts <= self.experts and self.expert_intermediate > 0):
+            raise ValueError(f"model {self.name!r}: a MoE model needs 0 < active_experts <= experts "
+                             f"and expert_intermediate > 0")
 
     @property
     def head_dim(self) -> int:
-        return self.hidden // self.heads
+        return self.head_size or self.hidden // self.heads
+
+    @property
+    def is_moe(self) -> bool:
+        return self.experts > 0
+
+    def _attn_params(self) -> int:
+        """q and o (h × heads·head_dim each), k and v (h × kv_dim each), 2 norms."""
+        q_dim, kv_dim = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        return 2 * self.hidden * q_dim + 2 * self.hidden * kv_dim + 2 * self.hidden
 
     @property
     def layer_params(self) -> int:
-        """Parameters of one decoder layer: q,o (h×h), k,v (h×kv_dim), SwiGLU MLP (3·h·i), 2 norms."""
-        kv_dim = self.kv_heads * self.head_dim
-        return 2 * self.hidden * self.hidden + 2 * self.hidden * kv_dim + 3 * self.hidden * self.intermediate + 2 * self.hidden
+        """Parameters of one decoder layer: attention (q, k, v, o), the MLP (SwiGLU, 3·h·i; for
+        a MoE model every expert's 3·h·expert_intermediate and the router h·experts), 2 norms."""
+        if self.experts:
+            return self._attn_params() + self.experts * 3 * self.hidden * self.expert_intermediate + self.hidden * self.experts
+        return self._attn_params() + 3 * self.hidden * self.intermediate
+
+    @property
+    def active_layer_params(self) -> int:
+        """Parameters of one decoder layer one token multiplies with: all of a dense layer; for
+        a MoE layer the attention, the router and ``active_experts`` experts."""
+        if self.experts:
+            return (self._attn_params() + self.active_experts * 3 * self.hidden * self.expert_intermediate
+                    + self.hidden * self.experts)
+        return self.layer_params
 
     @property
     def params(self) -> int:
@@ -61,7 +100,7 @@ class ModelSpec:
 
     @property
     def matmul_params(self) -> int:
-        """Parameters that take part in a matmul per token (layers + LM head; not the lookup)."""
+        """Parameters that take part in a matmul (layers + LM head; not the lookup)."""
         return self.layers * self.layer_params + self.vocab * self.hidden
 
     @property
@@ -98,9 +137,13 @@ class GpuSpec:
 LLAMA31_8B = ModelSpec("Llama-3.1-8B", 32, 4096, 32, 8, 14336, 128256)
 LLAMA3_70B = ModelSpec("Llama-3-70B", 80, 8192, 64, 8, 28672, 128256)
 TINY = ModelSpec("tiny", 2, 64, 4, 4, 256, 1000)
+QWEN3_32B = ModelSpec("Qwen3-32B", 64, 5120, 64, 8, 25600, 151936, head_size=128)
+QWEN3_30B_A3B = ModelSpec("Qwen3-30B-A3B", 48, 2048, 32, 4, 6144, 151936, head_size=128,
+                          experts=128, active_experts=8, expert_intermediate=768)
 
 A100_80GB = GpuSpec("A100-SXM-80GB", 312e12, 2.039e12, 80 * GiB, 300e9, 32e9)
 H100 = GpuSpec("H100-SXM", 989.4e12, 3.35e12, 80 * GiB, 450e9, 64e9)
 H200 = GpuSpec("H200-SXM", 989.4e12, 4.8e12, 141 * 10**9, 450e9, 64e9)
 RTX4090 = GpuSpec("RTX-4090", 165.2e12, 1.008e12, 24 * GiB, 32e9, 32e9)
 L40S = GpuSpec("L40S", 362.05e12, 0.864e12, 48 * GiB, 32e9, 32e9)
+RTX_PRO_6000 = GpuSpec("RTX-PRO-6000", 503.8e12, 1.597e12, 96 * GiB, 64e9, 64e9)

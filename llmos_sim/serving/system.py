@@ -13,7 +13,8 @@ Config (``cfg.serving``; defaults in ``configs/serving/default.yaml``):
 - ``block_tokens``: tokens per KV block; ``kv_mode``: ``grow`` (paged), ``reserve``
   (contiguous max-length reservation, ``reserve_tokens`` each, 0 = own prompt+output) or
   ``auto`` (reserve when the pool says it is contiguous, else grow)
-- ``cost``: a partial cost model, called with ``model``, ``gpu``, ``tp``
+- ``cost``: a partial cost model, called with ``model``, ``gpu``, ``tp`` (a top-level ``cost``
+  config, from the ``cost`` group, e.g. ``cost=profiled``, takes its place when set)
 - ``slo_ttft_s``, ``slo_tpot_s``: SLOs for goodput; ``max_time_s``: stop time (null = none)
 - ``fast_forward``, ``per_iteration_records``: see :mod:`llmos_sim.serving.replica`
 - ``prefix_caching``: a recompute-preempted sequence reuses its blocks still cached
@@ -193,7 +194,7 @@ def replica_factory(cfg, backend=None) -> tuple[Any, dict[str, Any]]:
     if kv_memory is None:
         kv_memory = cfg.get("memory", None)
     pool_factory = instantiate(kv_memory) if kv_memory is not None else functools.partial(IdealPool)
-    cost_cfg = _cfg_get(s, "cost")
+    cost_cfg = cfg.get("cost", None) or _cfg_get(s, "cost")  # the ``cost`` group, when chosen, wins
     cost_factory = instantiate(cost_cfg) if cost_cfg is not None else None
     if cost_factory is None:
         from llmos_sim.serving.cost import RooflineCost
