@@ -34,7 +34,7 @@ SKIP_EXPERIMENTS = {"calibrate", "sim_vs_real"}
 TRAIN_BASE = ["experiment=quickstart", "workload.n_jobs=60"]
 SERVE_BASE = ["experiment=serving_quick", "workload.max_requests=300"]
 #: options that cannot run here (real device allocations)
-SKIP_OPTIONS = {("memory", "torch_native")}
+SKIP_OPTIONS = {("memory", "torch_native"), ("cluster", "local")}  # local: measures this machine
 #: options that need a setting to run at all
 SERVE_EXTRA = {("model", "llama3_70b"): ["serving.tp=2"]}
 #: workloads on their own defaults (not the quickstart's, whose keys belong to the synthetic one)
@@ -134,6 +134,13 @@ def _diff_frame(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
     return None
 
 
+def _same(x, y) -> bool:
+    """Equal, with NaN equal to NaN (a summary of a run without e.g. tenants holds NaNs)."""
+    if isinstance(x, float) and isinstance(y, float) and x != x and y != y:
+        return True
+    return x == y
+
+
 def compare(before: Path, after: Path) -> int:
     names = sorted({p.name for p in before.iterdir() if p.is_dir()} | {p.name for p in after.iterdir() if p.is_dir()})
     changed = 0
@@ -161,7 +168,7 @@ def compare(before: Path, after: Path) -> int:
             if d:
                 notes.append(f"{t}: {d}")
         sa, sb = (json.loads((p / "summary.json").read_text()) for p in (a, b))
-        keys = sorted(k for k in set(sa) | set(sb) if sa.get(k) != sb.get(k) and not k.startswith("time_"))
+        keys = sorted(k for k in set(sa) | set(sb) if not _same(sa.get(k), sb.get(k)) and not k.startswith("time_"))
         if keys:
             notes.append("summary: " + ", ".join(f"{k} {sa.get(k)!r}->{sb.get(k)!r}" for k in keys[:6])
                          + (" ..." if len(keys) > 6 else ""))
