@@ -30,6 +30,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
@@ -325,4 +326,22 @@ def resume_check(config_yaml: str, out_dir: str | Path) -> tuple[dict | None, st
         if sha256_file(p) != digest:
             return None, f"its input {key} changed"
     return summary, ""
+
+
+def replace_file(path: str | Path, write) -> Path:
+    """Write a file by ``write(tmp)`` on a temporary name in the same folder (same suffix),
+    then rename it over ``path``: a reader never sees half a file, and a symlink named
+    ``path`` is replaced, not followed."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return path
+
+
 register_resolvers()
