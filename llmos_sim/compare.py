@@ -88,6 +88,22 @@ def ci95(x: Iterable[float]) -> tuple[float, float, int]:
     return float(a.mean()), float(t_quantile_975(n - 1) * a.std(ddof=1) / math.sqrt(n)), n
 
 
+def text(values: pd.Series | pd.DataFrame) -> pd.Series | pd.DataFrame:
+    """Values as labels: ``str(v)``, a missing value (None, NaN) as ``–`` (pandas may keep NaN
+    as a float through ``astype(str)``), a whole float of an integer column with gaps as an int."""
+    def one(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "–"
+        return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+    return values.map(one)
+
+
+def join_labels(df: pd.DataFrame, cols: Sequence[str]) -> pd.Series:
+    """One ``a / b`` label per row from the columns ``cols``."""
+    return text(df[list(cols)]).agg(" / ".join, axis=1)
+
+
 def completed_label(metric: str) -> str:
     """A metric's name as the comparison tables show it: latencies over completed jobs (or
     finished requests) say so, e.g. ``jct_s_avg (completed)``."""
@@ -260,10 +276,10 @@ def load_runs(sweep_dir: str | Path, runs: Sequence[Path] | None = None) -> pd.D
         vals = df[c].dropna()
         if not vals.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all():
             df[c] = df[c].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
-    varied = [c for c in factor_cols if df[c].astype(str).nunique(dropna=False) > 1]
+    varied = [c for c in factor_cols if text(df[c]).nunique(dropna=False) > 1]
     label_cols = [c for c in varied if c != SEED_KEY]
     if label_cols:
-        df["policy"] = df[label_cols].astype(str).agg(" / ".join, axis=1)
+        df["policy"] = join_labels(df, label_cols)
     else:
         df["policy"] = [str(configs[i].get("name", "run")) for i in range(len(df))]
     df = df[["policy", *factor_cols, "run", "run_dir", *metric_cols]]

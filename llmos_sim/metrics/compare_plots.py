@@ -34,9 +34,11 @@ def metric_bars(runs: pd.DataFrame, agg: pd.DataFrame, metrics: Sequence[str], f
         hue, xcols = factors[-1], factors[:-1]
     else:
         hue, xcols = None, (factors or ["policy"])
-    xkey = lambda df: df[xcols].astype(str).agg(" / ".join, axis=1)  # noqa: E731
+    from llmos_sim.compare import join_labels, text
+
+    xkey = lambda df: join_labels(df, xcols)  # noqa: E731
     xs = list(dict.fromkeys(xkey(agg)))
-    hues = list(dict.fromkeys(agg[hue].astype(str))) if hue else [None]
+    hues = list(dict.fromkeys(text(agg[hue]))) if hue else [None]
     n = len(metrics)
     ncol = min(n, 2)
     nrow = int(np.ceil(n / ncol))
@@ -47,13 +49,13 @@ def metric_bars(runs: pd.DataFrame, agg: pd.DataFrame, metrics: Sequence[str], f
     agg_x, runs_x = xkey(agg), xkey(runs)
     for ax, m in zip(axes.flat, metrics):
         for hi, h in enumerate(hues):
-            sel = agg if h is None else agg[agg[hue].astype(str) == h]
+            sel = agg if h is None else agg[text(agg[hue]) == h]
             sx = agg_x[sel.index]
             pos = np.array([xs.index(x) for x in sx]) + (hi - (len(hues) - 1) / 2) * width
             err = sel[f"{m}_ci95"].to_numpy(float)
             ax.bar(pos, sel[m].to_numpy(float), width * 0.92, color=colors[hi % len(colors)], alpha=0.85,
                    label=h, yerr=np.where(np.isfinite(err), err, 0.0), capsize=3, error_kw={"lw": 1})
-            rsel = runs if h is None else runs[runs[hue].astype(str) == h]
+            rsel = runs if h is None else runs[text(runs[hue]) == h]
             rpos = np.array([xs.index(x) for x in runs_x[rsel.index]], dtype=float) + (hi - (len(hues) - 1) / 2) * width
             ax.scatter(rpos, rsel[m].to_numpy(float), s=9, color="black", zorder=3, alpha=0.7)
         ax.set_xticks(range(len(xs)))

@@ -44,6 +44,14 @@ def test_corrupt_summary_is_named_and_left_out(tmp_path):
     assert f"warning: {tmp_path / '1' / 'summary.json'}: cannot read" in p.stderr
 
 
+def test_runs_with_different_override_keys_get_labels(tmp_path):
+    _fake_run(tmp_path / "0", 0, {"jct_s_avg": 1.0})
+    _fake_run(tmp_path / "1", 0, {"jct_s_avg": 2.0})
+    (tmp_path / "1" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["seed=0", "scheduler=a", "x.n=5"]))
+    res = compare.compare_sweep(tmp_path)   # plots too: their labels are built the same way
+    assert list(res.table["policy"]) == ["–", "5"]
+
+
 def test_identical_replicates_are_one_sample(tmp_path):
     for seed in range(3):   # a trace replayed unchanged: every seed the same numbers
         _fake_run(tmp_path / f"a{seed}", seed, {"jct_s_avg": 10.0, "n_jobs": 4, "n_failed": 0}, "a")
