@@ -499,8 +499,9 @@ def _comparison_plots(df: pd.DataFrame, agg: pd.DataFrame, root: Path, folder: P
     factors = df.attrs.get("label_factors", [])
     wanted = metrics or BAR_METRICS  # the user's metrics, else the key ones
     bar_metrics = [m for m in wanted if m in agg.columns and agg[m].notna().any() and m not in FAILURE_METRICS][:4]
-    if bar_metrics and "failed_frac" in agg.columns:
-        bar_metrics.append("failed_frac")  # failures beside the latencies, always
+    if bar_metrics and "failed_frac" in agg.columns:  # failures beside the latencies, always
+        first_latency = next((i for i, m in enumerate(bar_metrics) if m.startswith(COMPLETED_ONLY)), -1)
+        bar_metrics.insert(first_latency + 1, "failed_frac")
     if bar_metrics:
         made["bars"] = cp.metric_bars(df, agg, bar_metrics, factors, folder / "bars.png")
     samples, xlabel = latency_samples(df, root)

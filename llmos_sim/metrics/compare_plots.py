@@ -21,7 +21,16 @@ LABELS = {
     "queue_len_avg": "mean queue length", "ttft_s_mean": "mean TTFT (s)", "ttft_s_p99": "p99 TTFT (s)",
     "e2e_s_mean": "mean e2e latency (s)", "e2e_s_p99": "p99 e2e latency (s)",
     "throughput_tok_s": "throughput (tok/s)", "goodput_req_s": "goodput (req/s)",
+    "failed_frac": "failed fraction (of jobs / requests)", "n_failed": "failed jobs / requests",
 }
+
+
+def label(metric: str) -> str:
+    """A metric's axis label; latencies over completed jobs (finished requests) say so."""
+    from llmos_sim.compare import COMPLETED_ONLY
+
+    text = LABELS.get(metric, metric)
+    return f"{text}, completed only" if metric.startswith(COMPLETED_ONLY) else text
 
 
 def metric_bars(runs: pd.DataFrame, agg: pd.DataFrame, metrics: Sequence[str], factors: Sequence[str],
@@ -61,10 +70,10 @@ def metric_bars(runs: pd.DataFrame, agg: pd.DataFrame, metrics: Sequence[str], f
         ax.set_xticks(range(len(xs)))
         tilt = max(map(len, xs)) > 8
         ax.set_xticklabels(xs, rotation=20 if tilt else 0, ha="right" if tilt else "center", fontsize=8)
-        ax.set_ylabel(LABELS.get(m, m), fontsize=9)
+        ax.set_ylabel(label(m), fontsize=9)
         ax.set_ylim(bottom=0)
         ax.grid(True, axis="y", alpha=0.3)
-        ax.set_title(LABELS.get(m, m), fontsize=10)
+        ax.set_title(label(m), fontsize=10)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     if hue:
