@@ -42,7 +42,7 @@ PARTIAL_PREFIX = ".partial-"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.,=+@-]+$")
 
 
-class OutputError(RuntimeError):
+class OutputError(ValueError):
     """A run folder cannot be used (locked by another run, invalid run name); the message
     names the folder or the config key."""
 
@@ -84,7 +84,7 @@ def _pid_alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def output_lock(out_dir: str | Path) -> Iterator[Path]:
-    """Hold ``<out_dir>/.lock`` (created with ``O_EXCL``; it holds the pid and host) while
+    """Hold ``<out_dir>/.lock`` (created atomically, by a hard link; it holds the pid and host) while
     writing a run folder. A lock left by a dead process on this host is stale and taken over;
     a live one raises :class:`OutputError`. Re-entrant within one process."""
     out = Path(out_dir)
@@ -98,26 +98,33 @@ def output_lock(out_dir: str | Path) -> Iterator[Path]:
             _HELD[lock] -= 1
         return
     me = {"pid": os.getpid(), "host": socket.gethostname()}
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+    # the lock appears with its content or not at all: written under a private name, then
+    # hard-linked to the lock's name (fails if it exists; atomic, also on NFS)
+    mine = lock.with_name(f"{LOCK}.{me['host']}.{me['pid']}")
+    mine.write_text(json.dumps(me))
+    try:
+        for _ in range(3):
             try:
-                holder = json.loads(lock.read_text() or "{}")
-            except (OSError, ValueError):
-                holder = {}
-            pid, host = holder.get("pid"), holder.get("host")
-            if isinstance(pid, int) and host == me["host"] and not _pid_alive(pid) or not holder:
-                with contextlib.suppress(FileNotFoundError):
-                    lock.unlink()  # stale: its process is gone (or the file is empty/garbled)
-                continue
-            raise OutputError(f"{out}: another run (pid {pid} on {host}) is writing this folder; "
-                              f"if no such run is alive, delete {lock}") from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        break
-    else:
-        raise OutputError(f"{out}: could not take the lock {lock}")
+                os.link(mine, lock)
+                break
+            except FileExistsError:
+                try:
+                    seen = lock.read_text()
+                    holder = json.loads(seen or "{}")
+                except (OSError, ValueError):
+                    seen, holder = None, {}
+                pid, host = holder.get("pid"), holder.get("host")
+                if not holder or (isinstance(pid, int) and host == me["host"] and not _pid_alive(pid)):
+                    with contextlib.suppress(OSError):
+                        if lock.read_text() == seen:  # still the stale one (not a new holder's)
+                            lock.unlink()  # stale: its process is gone (or the file is garbled)
+                    continue
+                raise OutputError(f"{out}: another run (pid {pid} on {host}) is writing this folder; "
+                                  f"if no such run is alive, delete {lock}") from None
+        else:
+            raise OutputError(f"{out}: could not take the lock {lock}")
+    finally:
+        mine.unlink(missing_ok=True)
     _HELD[lock] = 1
     try:
         yield lock

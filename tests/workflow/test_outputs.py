@@ -119,6 +119,23 @@ def test_lock_refuses_a_second_writer_and_takes_over_a_stale_one(tmp_path, two_r
     assert not (run / ".lock").exists() and not list(run.glob(".partial-*"))
 
 
+def test_a_second_cli_run_into_a_held_folder_stops(tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom llmos_sim.outputs import output_lock\n"
+                               f"with output_lock({str(run)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        p = subprocess.run([sys.executable, "-m", "llmos_sim", "experiment=quickstart", "workload.n_jobs=5",
+                            f"hydra.run.dir={run}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert p.returncode != 0
+        assert f"{run}: another run (pid {holder.pid} on {os.uname().nodename}) is writing this folder" in p.stderr
+        assert not (run / "summary.json").exists() and not (run / ".hydra").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_hydra_files_belong_to_the_run_that_wrote_the_results(tmp_path):
     run = tmp_path / "run"
     run_cli(["experiment=quickstart", "workload.n_jobs=10", "scheduler=sjf", "output.plots=false",
