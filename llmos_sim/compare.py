@@ -8,13 +8,16 @@ folder:
   columns (from each run's ``.hydra/overrides.yaml``, else by diffing the runs' ``config.yaml``),
   then ``policy`` (the varied settings except the seed, as one label), ``run_dir``, and every
   metric of the run's ``summary.json`` as a column;
-- ``comparison_agg.csv``: mean, t-based 95 % confidence half-width and count over seeds, per policy;
+- ``comparison_agg.csv``: mean, t-based 95 % confidence half-width, count and distinct count over
+  seeds, per policy;
 - ``plots/*.png`` and ``report.md`` (the key table with the plots embedded).
 
-A run is any folder below the sweep folder holding ``summary.json`` (written last by
-:func:`llmos_sim.run.write_results`, so incomplete runs are ignored). Training runs (``jobs``
-table) and serving runs (``requests`` table) are both understood; missing tables only drop the
-plots that need them.
+A run is any folder below the sweep folder holding ``summary.json``
+(:func:`llmos_sim.run.write_results` moves it in after every other result file and removes it
+before replacing any, so it always sits beside its own run's files; incomplete runs are ignored,
+unreadable ones named and left out). Training runs (``jobs`` table) and serving runs
+(``requests`` table) are both understood; missing tables only drop the plots that need them.
+Identical replicates count once (``n_distinct``); failures stand beside every latency.
 
 Public API: :func:`find_runs`, :func:`load_runs`, :func:`aggregate`, :func:`compare_sweep`,
 :func:`write_run` (``write_results`` + the overrides, for sweeps run from Python) and

@@ -142,9 +142,10 @@ def trace_events(tables: Mapping[str, pd.DataFrame], name: str = "run", max_coun
 
 def write_trace(tables: Mapping[str, pd.DataFrame], path: str | Path, name: str = "run") -> Path:
     """Write :func:`trace_events` to ``path`` (compact JSON)."""
-    path = Path(path)
-    path.write_text(json.dumps(trace_events(tables, name), separators=(",", ":")))
-    return path
+    from llmos_sim.outputs import replace_file
+
+    text = json.dumps(trace_events(tables, name), separators=(",", ":"))
+    return replace_file(path, lambda p: p.write_text(text))  # a symlink named trace.json is replaced
 
 
 def trace_run_dir(run_dir: str | Path, path: str | Path | None = None) -> Path:
