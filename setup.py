@@ -17,10 +17,12 @@ setup(
         "llmos_sim.backends": "backends",
         "llmos_sim.configs": "configs",
     },
+    # recursive globs: every config and every shipped trace (with its license text), however
+    # deep (pollux/workloads/*.csv is three levels down); CI installs a built wheel to prove it
     package_data={
-        "llmos_sim.configs": ["*.yaml", "*/*.yaml", "*/*/*.yaml"],
-        "llmos_sim.workload": ["data/*", "data/*/*"],
-        "llmos_sim.serving": ["profiles/*", "profiles/*/*/*", "profiles/*/*/*/*"],
+        "llmos_sim.configs": ["*.yaml", "**/*.yaml"],
+        "llmos_sim.workload": ["data/**/*"],
+        "llmos_sim.serving": ["profiles/**/*"],
     },
     include_package_data=False,
 )

@@ -2,16 +2,18 @@
 
 ``python -m llmos_sim --help`` lists the config groups; ``python -m llmos_sim.compare`` merges a
 sweep. Re-running a sweep into the same ``hydra.sweep.dir`` resumes it: a run whose folder
-already holds ``summary.json`` (the complete marker) and a ``config.yaml`` equal to the new
-resolved config is skipped (its saved objective is returned); ``output.resume=false`` forces it.
+holds a completion marker (``complete.json``) for the same resolved config, package version,
+source and input files is skipped (its saved objective is returned); any other is run again,
+saying why; ``output.resume=false`` forces it. The run holds the folder's lock throughout.
 """
 from __future__ import annotations
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from llmos_sim.run import completed_summary, run_config, summary_frame, write_results
+from llmos_sim.outputs import check_run_name, output_lock, resume_check
+from llmos_sim.run import run_config, summary_frame, write_results
 
 
 def _objective(cfg: DictConfig, summary: dict) -> float | None:
@@ -22,14 +24,23 @@ def _objective(cfg: DictConfig, summary: dict) -> float | None:
 @hydra.main(version_base="1.3", config_path="pkg://llmos_sim.configs", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Run one configuration into Hydra's output folder and print its summary."""
-    out = HydraConfig.get().runtime.output_dir
+    hc = HydraConfig.get()
+    out = hc.runtime.output_dir
+    check_run_name(cfg.name)
     if cfg.output.get("resume", True):
-        done = completed_summary(cfg, out)
+        done, why = resume_check(OmegaConf.to_yaml(cfg, resolve=True), out)
         if done is not None:
             print(f"# {cfg.name}: complete in {out}, skipped (output.resume=false re-runs it)")
             return _objective(cfg, done)
-    result = run_config(cfg, progress=bool(cfg.output.progress))
-    write_results(result, out, plots=bool(cfg.output.plots), trace=bool(cfg.output.get("trace", False)))
+        if why:
+            print(f"# {cfg.name}: re-running {out}: {why}")
+    with output_lock(out):
+        result = run_config(cfg, progress=bool(cfg.output.progress))
+        # what Hydra writes to .hydra/ by default, written here with the results (one writer, one run)
+        hydra_files = {"config.yaml": OmegaConf.to_yaml(cfg), "hydra.yaml": OmegaConf.to_yaml({"hydra": hc}),
+                       "overrides.yaml": OmegaConf.to_container(hc.overrides.task)}
+        write_results(result, out, plots=bool(cfg.output.plots), trace=bool(cfg.output.get("trace", False)),
+                      hydra=hydra_files)
     print(f"# {cfg.name}: results in {out}")
     print(summary_frame(result.summary))
     return _objective(cfg, result.summary)

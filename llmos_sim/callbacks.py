@@ -15,6 +15,22 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 
+class OptionalFileHandler(logging.FileHandler):
+    """Hydra's per-run log file, or nothing when the run folder cannot be written (a finished
+    sweep kept read-only: resuming it only skips, and must not fail on its log file)."""
+
+    def __init__(self, filename: str, mode: str = "a", encoding: str | None = None) -> None:
+        try:
+            super().__init__(filename, mode=mode, encoding=encoding)
+        except OSError:
+            super().__init__(filename, mode=mode, encoding=encoding, delay=True)
+            self.disabled_reason = f"cannot write {filename}"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(self, "disabled_reason", None) is None:
+            super().emit(record)
+
+
 class CompareCallback(Callback):
     """At the end of a multirun, run :func:`llmos_sim.compare.compare_sweep` on its sweep folder.
 

@@ -8,13 +8,16 @@ folder:
   columns (from each run's ``.hydra/overrides.yaml``, else by diffing the runs' ``config.yaml``),
   then ``policy`` (the varied settings except the seed, as one label), ``run_dir``, and every
   metric of the run's ``summary.json`` as a column;
-- ``comparison_agg.csv``: mean, t-based 95 % confidence half-width and count over seeds, per policy;
+- ``comparison_agg.csv``: mean, t-based 95 % confidence half-width, count and distinct count over
+  seeds, per policy;
 - ``plots/*.png`` and ``report.md`` (the key table with the plots embedded).
 
-A run is any folder below the sweep folder holding ``summary.json`` (written last by
-:func:`llmos_sim.run.write_results`, so incomplete runs are ignored). Training runs (``jobs``
-table) and serving runs (``requests`` table) are both understood; missing tables only drop the
-plots that need them.
+A run is any folder below the sweep folder holding ``summary.json``
+(:func:`llmos_sim.run.write_results` moves it in after every other result file and removes it
+before replacing any, so it always sits beside its own run's files; incomplete runs are ignored,
+unreadable ones named and left out). Training runs (``jobs`` table) and serving runs
+(``requests`` table) are both understood; missing tables only drop the plots that need them.
+Identical replicates count once (``n_distinct``); failures stand beside every latency.
 
 Public API: :func:`find_runs`, :func:`load_runs`, :func:`aggregate`, :func:`compare_sweep`,
 :func:`write_run` (``write_results`` + the overrides, for sweeps run from Python) and
@@ -25,8 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
+import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -52,21 +58,25 @@ META_COLUMNS = ("run_dir", "run", "policy")
 SEED_KEY = "seed"
 OUT_FILES = ("comparison.parquet", "comparison.csv", "comparison_agg.csv", "report.md")
 
-# two-sided 95 % quantiles of Student's t, by degrees of freedom (no scipy needed)
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-         10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
-         18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+#: failure columns every comparison table shows beside the latencies
+FAILURE_METRICS = ("n_failed", "failed_frac")
+#: metric prefixes computed over completed jobs / finished requests only (labelled so)
+COMPLETED_ONLY = ("jct_s_", "wait_s_", "slowdown_", "ttft_s_", "tpot_s_", "e2e_s_", "queue_s_")
 
 
-def t_quantile_975(dof: int) -> float:
-    """The 97.5 % quantile of Student's t with ``dof`` degrees of freedom (table, conservative
-    between entries; 1.96 beyond 120). NaN for ``dof < 1``."""
-    if dof < 1:
+class CompareWarning(UserWarning):
+    """A run that could not be read (named by its file) and was left out, or replicates that
+    are not independent samples."""
+
+
+def t_quantile_975(dof: float) -> float:
+    """The 97.5 % quantile of Student's t with ``dof`` degrees of freedom (``scipy.stats``).
+    NaN for ``dof < 1``."""
+    if not dof >= 1:
         return float("nan")
-    for k in sorted(_T975):
-        if dof <= k:
-            return _T975[k]
-    return 1.96
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, dof))
 
 
 def ci95(x: Iterable[float]) -> tuple[float, float, int]:
@@ -79,6 +89,28 @@ def ci95(x: Iterable[float]) -> tuple[float, float, int]:
     if n == 1:
         return float(a[0]), float("nan"), 1
     return float(a.mean()), float(t_quantile_975(n - 1) * a.std(ddof=1) / math.sqrt(n)), n
+
+
+def text(values: pd.Series | pd.DataFrame) -> pd.Series | pd.DataFrame:
+    """Values as labels: ``str(v)``, a missing value (None, NaN) as ``–`` (pandas may keep NaN
+    as a float through ``astype(str)``), a whole float of an integer column with gaps as an int."""
+    def one(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "–"
+        return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+    return values.map(one)
+
+
+def join_labels(df: pd.DataFrame, cols: Sequence[str]) -> pd.Series:
+    """One ``a / b`` label per row from the columns ``cols``."""
+    return text(df[list(cols)]).agg(" / ".join, axis=1)
+
+
+def completed_label(metric: str) -> str:
+    """A metric's name as the comparison tables show it: latencies over completed jobs (or
+    finished requests) say so, e.g. ``jct_s_avg (completed)``."""
+    return f"{metric} (completed)" if metric.startswith(COMPLETED_ONLY) else metric
 
 
 # ----------------------------------------------------------------------------------- loading
@@ -111,7 +143,10 @@ def run_overrides(run_dir: str | Path) -> dict[str, Any] | None:
     if not f.exists():
         return None
     out: dict[str, Any] = {}
-    for item in yaml.safe_load(f.read_text()) or []:
+    items = _read_yaml(f) or []
+    if not isinstance(items, list):
+        raise ValueError(f"{f}: not a list of overrides")
+    for item in items:
         item = str(item)
         if item.startswith("~") or "=" not in item:
             continue
@@ -163,8 +198,45 @@ def _config_diff(configs: list[dict[str, Any]], covered: set[str]) -> list[dict[
 
 
 def _summary_metrics(run_dir: Path) -> dict[str, Any]:
-    s = json.loads((run_dir / "summary.json").read_text())
-    return {k: v for k, v in _flatten(s).items() if isinstance(v, (int, float)) or v is None}
+    """The run's numeric summary metrics; ``ValueError`` naming the file when it is unreadable."""
+    f = run_dir / "summary.json"
+    try:
+        s = json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{f}: cannot read ({e})") from None
+    if not isinstance(s, dict):
+        raise ValueError(f"{f}: not a JSON object")
+    out = {k: v for k, v in _flatten(s).items() if isinstance(v, (int, float)) or v is None}
+    total = out.get("n_jobs", out.get("n_requests"))
+    if isinstance(out.get("n_failed"), (int, float)) and isinstance(total, (int, float)) and total > 0:
+        out.setdefault("failed_frac", out["n_failed"] / total)  # failures never vanish from a comparison
+    return out
+
+
+def _read_yaml(f: Path) -> Any:
+    try:
+        return yaml.safe_load(f.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"{f}: cannot read ({e})") from None
+
+
+def _readable_runs(runs: Sequence[Path]) -> list[tuple[Path, dict, dict | None, dict]]:
+    """``(run, metrics, overrides, flattened config)`` of each run whose files parse; the others
+    are left out with a :class:`CompareWarning` naming the file."""
+    out = []
+    for r in runs:
+        try:
+            metrics = _summary_metrics(r)
+            ov = run_overrides(r)
+            f = r / "config.yaml"
+            cfg = _read_yaml(f) if f.exists() else {}
+            if cfg is not None and not isinstance(cfg, dict):
+                raise ValueError(f"{f}: not a mapping")
+        except ValueError as e:
+            warnings.warn(f"{e}; run left out of the comparison", CompareWarning, stacklevel=3)
+            continue
+        out.append((r, metrics, ov, _flatten(cfg or {})))
+    return out
 
 
 def load_runs(sweep_dir: str | Path, runs: Sequence[Path] | None = None) -> pd.DataFrame:
@@ -176,18 +248,18 @@ def load_runs(sweep_dir: str | Path, runs: Sequence[Path] | None = None) -> pd.D
     """
     root = Path(sweep_dir)
     runs = list(runs) if runs is not None else find_runs(root)
-    if not runs:
+    readable = _readable_runs(runs)
+    if not readable:
         return pd.DataFrame(columns=list(META_COLUMNS))
-    ovs = [run_overrides(r) for r in runs]
-    configs = []
-    for r in runs:
-        f = r / "config.yaml"
-        configs.append(_flatten(yaml.safe_load(f.read_text()) or {}) if f.exists() else {})
+    runs = [r for r, *_ in readable]
+    all_metrics = [m for _, m, _, _ in readable]
+    ovs = [o for _, _, o, _ in readable]
+    configs = [c for *_, c in readable]
     covered = set().union(*[o.keys() for o in ovs if o])
     diffs = _config_diff(configs, covered)
     rows = []
     factor_cols: list[str] = []
-    for r, ov, diff, cfg in zip(runs, ovs, diffs, configs):
+    for r, ov, diff, cfg, metrics in zip(runs, ovs, diffs, configs, all_metrics):
         factors = dict(ov or {})
         factors |= diff
         if SEED_KEY not in factors and SEED_KEY in cfg:
@@ -195,7 +267,6 @@ def load_runs(sweep_dir: str | Path, runs: Sequence[Path] | None = None) -> pd.D
         for k in factors:
             if k not in factor_cols:
                 factor_cols.append(k)
-        metrics = _summary_metrics(r)
         row = {"run": r.name, "run_dir": str(r.relative_to(root)) if r != root else "."}
         row |= {k: v for k, v in factors.items()}
         row |= {(f"metric.{k}" if k in factors or k in META_COLUMNS else k): v for k, v in metrics.items()}
@@ -208,10 +279,10 @@ def load_runs(sweep_dir: str | Path, runs: Sequence[Path] | None = None) -> pd.D
         vals = df[c].dropna()
         if not vals.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all():
             df[c] = df[c].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
-    varied = [c for c in factor_cols if df[c].astype(str).nunique(dropna=False) > 1]
+    varied = [c for c in factor_cols if text(df[c]).nunique(dropna=False) > 1]
     label_cols = [c for c in varied if c != SEED_KEY]
     if label_cols:
-        df["policy"] = df[label_cols].astype(str).agg(" / ".join, axis=1)
+        df["policy"] = join_labels(df, label_cols)
     else:
         df["policy"] = [str(configs[i].get("name", "run")) for i in range(len(df))]
     df = df[["policy", *factor_cols, "run", "run_dir", *metric_cols]]
@@ -226,25 +297,53 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if c not in META_COLUMNS and c != SEED_KEY and pd.api.types.is_numeric_dtype(df[c])]
 
 
-def aggregate(df: pd.DataFrame, metrics: Sequence[str] | None = None, by: Sequence[str] | None = None) -> pd.DataFrame:
-    """Mean, 95 % CI half-width (``<m>_ci95``) and ``n`` over seeds, one row per policy.
+def distinct_replicates(g: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """The rows of ``g`` (one policy's runs) whose metric values differ: runs with the same
+    values for every metric (a trace replayed unchanged under several seeds) count once."""
+    if not metrics:
+        return g
+    return g.loc[~g[list(metrics)].astype(float).round(12).duplicated().to_numpy()]  # NaN equals NaN here
 
-    ``by`` defaults to the varied factors other than the seed (or ``policy``).
+
+def aggregate(df: pd.DataFrame, metrics: Sequence[str] | None = None, by: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean, 95 % CI half-width (``<m>_ci95``), ``n`` and ``n_distinct`` over seeds, one row per
+    policy.
+
+    Replicates whose metrics are all identical are one sample, not several: means and
+    intervals are over the ``n_distinct`` distinct runs, so a policy whose seeds all gave the
+    same result has no interval (NaN), never "± 0". ``by`` defaults to the varied factors
+    other than the seed (or ``policy``).
     """
-    metrics = [m for m in (metrics or metric_columns(df)) if m in df.columns]
+    all_metrics = metric_columns(df)
+    metrics = [m for m in (metrics or all_metrics) if m in df.columns]
+    metrics += [m for m in FAILURE_METRICS if m in df.columns and m not in metrics]  # failures always travel along
     by = list(by) if by else (["policy", *df.attrs.get("label_factors", [])])
     by = list(dict.fromkeys(c for c in by if c in df.columns))
     rows = []
     for key, g in df.groupby(by, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         row: dict[str, Any] = dict(zip(by, key))
+        distinct = distinct_replicates(g, [m for m in all_metrics if m in g.columns])
         row["n"] = int(len(g))
+        row["n_distinct"] = int(len(distinct))
         for m in metrics:
-            mean, half, _ = ci95(g[m].to_numpy(dtype=float))
+            mean, half, _ = ci95(distinct[m].to_numpy(dtype=float))
             row[m] = mean
             row[f"{m}_ci95"] = half
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def replicate_warnings(agg: pd.DataFrame) -> list[str]:
+    """One line per policy whose seeds are not all distinct runs."""
+    out = []
+    for _, r in agg.iterrows():
+        if "n_distinct" in r and r["n_distinct"] < r["n"]:
+            out.append(f"warning: {r.get('policy', '?')}: {int(r['n'])} runs but only {int(r['n_distinct'])} distinct "
+                       f"result(s) — the seed changes nothing here (e.g. a trace replayed as is), so they are not "
+                       f"independent samples; mean over distinct runs"
+                       + (", no confidence interval" if r["n_distinct"] < 2 else ""))
+    return out
 
 
 def key_metrics(df: pd.DataFrame, limit: int = 8) -> list[str]:
@@ -269,22 +368,42 @@ def _read_table(run_dir: Path, name: str) -> pd.DataFrame | None:
 
 
 def latency_samples(df: pd.DataFrame, root: Path) -> tuple[dict[str, pd.Series], str]:
-    """Per policy, the pooled (over seeds) job completion times, or request e2e latencies for
-    serving runs; and the axis label."""
+    """Per policy, the pooled (over distinct seeds: identical replicates count once) job
+    completion times of completed jobs, or request e2e latencies of finished requests for
+    serving runs; and the axis label. Keys are ``"<policy> (k of n failed)"`` when any job or
+    request of the policy failed or did not finish, so a CDF never hides them."""
     pooled: dict[str, list[pd.Series]] = {}
-    label = "job completion time (s)"
+    lost: dict[str, list[int]] = {}
+    label = "job completion time (s), completed jobs"
+    metrics = [m for m in metric_columns(df) if m in df.columns]
+    keep = set()
+    for _, g in df.groupby("policy", sort=False):
+        keep |= set(distinct_replicates(g, metrics)["run_dir"])
     for policy, rd in zip(df["policy"], df["run_dir"]):
+        if rd not in keep:
+            continue
         run = root / rd
         jobs = _read_table(run, "jobs")
         if jobs is not None and "jct_s" in jobs:
             done = jobs[jobs["status"] == "completed"] if "status" in jobs else jobs
             pooled.setdefault(policy, []).append(done["jct_s"])
+            counts = lost.setdefault(policy, [0, 0])
+            counts[0] += len(jobs) - len(done)
+            counts[1] += len(jobs)
             continue
         req = _read_table(run, "requests")
         if req is not None and "e2e_s" in req:
-            pooled.setdefault(policy, []).append(req["e2e_s"])
-            label = "request end-to-end latency (s)"
-    return {p: pd.concat(v, ignore_index=True) for p, v in pooled.items() if v}, label
+            pooled.setdefault(policy, []).append(req["e2e_s"].dropna())
+            counts = lost.setdefault(policy, [0, 0])
+            counts[0] += int(req["e2e_s"].isna().sum())
+            counts[1] += len(req)
+            label = "request end-to-end latency (s), finished requests"
+
+    def name(p: str) -> str:
+        k, n = lost.get(p, (0, 0))
+        return f"{p} ({k} of {n} not completed)" if k else p
+
+    return {name(p): pd.concat(v, ignore_index=True) for p, v in pooled.items() if v}, label
 
 
 def first_seed_runs(df: pd.DataFrame) -> dict[str, str]:
@@ -316,12 +435,17 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 
 def key_table(agg: pd.DataFrame, metrics: Sequence[str], factors: Sequence[str]) -> pd.DataFrame:
-    """The report's table: factor columns, ``n`` and ``mean ± ci`` per key metric."""
+    """The report's table: factor columns, ``n`` (and ``n_distinct`` when some replicates are
+    identical), the failures (``n_failed``, ``failed_frac``: always, beside the latencies) and
+    ``mean ± ci`` per key metric; latencies over completed jobs are labelled ``(completed)``."""
     cols = [c for c in factors if c in agg.columns] or ["policy"]
-    out = agg[cols + ["n"]].copy()
-    for m in metrics:
+    extra = ["n_distinct"] if "n_distinct" in agg and (agg["n_distinct"] < agg["n"]).any() else []
+    out = agg[cols + ["n", *extra]].copy()
+    shown = ([m for m in FAILURE_METRICS if f"{m}_ci95" in agg.columns]
+             + [m for m in metrics if m not in FAILURE_METRICS])
+    for m in shown:
         mean, half = agg[m], agg[f"{m}_ci95"]
-        out[m] = [f"{_fmt(a)} ± {_fmt(b)}" if np.isfinite(b) else _fmt(a) for a, b in zip(mean, half)]
+        out[completed_label(m)] = [f"{_fmt(a)} ± {_fmt(b)}" if np.isfinite(b) else _fmt(a) for a, b in zip(mean, half)]
     return out
 
 
@@ -340,6 +464,8 @@ def compare_sweep(sweep_dir: str | Path, out_dir: str | Path | None = None, plot
                   metrics: Sequence[str] | None = None, gantt_run: str | None = None) -> Comparison:
     """Load every complete run under ``sweep_dir``, write the comparison tables, plots and
     ``report.md`` into ``out_dir`` (default: the sweep folder) and return them."""
+    from llmos_sim.outputs import replace_file
+
     root = Path(sweep_dir)
     out = Path(out_dir) if out_dir is not None else root
     out.mkdir(parents=True, exist_ok=True)
@@ -349,14 +475,20 @@ def compare_sweep(sweep_dir: str | Path, out_dir: str | Path | None = None, plot
     agg = aggregate(df)
     files = {"parquet": out / "comparison.parquet", "csv": out / "comparison.csv",
              "agg": out / "comparison_agg.csv", "report": out / "report.md"}
-    df.to_parquet(files["parquet"], index=False)
-    df.to_csv(files["csv"], index=False)
-    agg.to_csv(files["agg"], index=False)
+    # every file is written beside its name and renamed over it: a symlink of that name is
+    # replaced, never followed
+    replace_file(files["parquet"], lambda p: df.to_parquet(p, index=False))
+    replace_file(files["csv"], lambda p: df.to_csv(p, index=False))
+    replace_file(files["agg"], lambda p: agg.to_csv(p, index=False))
     shown = [m for m in (metrics or key_metrics(df)) if m in df.columns]
     made: dict[str, Path] = {}
     if plots:
-        made = _comparison_plots(df, agg, root, out / "plots", gantt_run=gantt_run, metrics=metrics)
-    files["report"].write_text(_report(df, agg, shown, made, root, out))
+        folder = out / "plots"
+        if folder.is_symlink():
+            folder.unlink()
+        made = _comparison_plots(df, agg, root, folder, gantt_run=gantt_run, metrics=metrics)
+    text = _report(df, agg, shown, made, root, out)
+    replace_file(files["report"], lambda p: p.write_text(text))
     return Comparison(df, agg, out, files, made)
 
 
@@ -369,14 +501,18 @@ def _comparison_plots(df: pd.DataFrame, agg: pd.DataFrame, root: Path, folder: P
     made: dict[str, Path] = {}
     factors = df.attrs.get("label_factors", [])
     wanted = metrics or BAR_METRICS  # the user's metrics, else the key ones
-    bar_metrics = [m for m in wanted if m in agg.columns and agg[m].notna().any()][:4]
+    bar_metrics = [m for m in wanted if m in agg.columns and agg[m].notna().any() and m not in FAILURE_METRICS][:4]
+    if bar_metrics and "failed_frac" in agg.columns:  # failures beside the latencies, always
+        first_latency = next((i for i, m in enumerate(bar_metrics) if m.startswith(COMPLETED_ONLY)), -1)
+        bar_metrics.insert(first_latency + 1, "failed_frac")
     if bar_metrics:
         made["bars"] = cp.metric_bars(df, agg, bar_metrics, factors, folder / "bars.png")
     samples, xlabel = latency_samples(df, root)
     if samples:
         name = "jct_cdf" if xlabel.startswith("job") else "latency_cdf"
         logx = all((s.dropna() > 0).all() for s in samples.values())
-        made[name] = rp.cdf_plot(samples, folder / f"{name}.png", xlabel, f"{xlabel.split(' (')[0]} CDF (seeds pooled)",
+        made[name] = rp.cdf_plot(samples, folder / f"{name}.png", xlabel,
+                                 f"{xlabel.split(' (')[0]} CDF, {xlabel.split(', ')[-1]} (distinct seeds pooled)",
                                  logx=logx, ylabel="fraction ≤ x")
     reps = first_seed_runs(df)
     timelines = {p: t for p, rd in reps.items() if (t := _read_table(root / rd, "timeline")) is not None and len(t)}
@@ -409,12 +545,15 @@ def _report(df: pd.DataFrame, agg: pd.DataFrame, metrics: Sequence[str], made: d
              f"{len(df)} runs · {df['policy'].nunique()} policies × {n_seeds} seed(s).",
              f"Varied: {', '.join(f'`{c}`' for c in varied) or '–'}.",
              f"Fixed overrides: {', '.join(f'`{k}={v}`' for k, v in fixed.items()) or '–'}.", "",
-             "Mean ± t-based 95 % confidence half-width over seeds (– = one seed or undefined).", "",
+             "Mean ± t-based 95 % confidence half-width over seeds (– = one seed or undefined). "
+             "`(completed)`: over completed jobs (finished requests) only; `n_failed` / `failed_frac` "
+             "count the jobs (requests) that failed.", "",
+             *[f"> {w}" for w in replicate_warnings(agg)], "",
              markdown_table(key_table(agg, metrics, factors)), "",
              "Per-run values: `comparison.csv` / `comparison.parquet`; aggregates: `comparison_agg.csv`.", ""]
     captions = {"bars": "Key metrics per policy (bars: mean over seeds; whiskers: 95 % CI; dots: seeds)",
-                "jct_cdf": "Job completion time CDF per policy, seeds pooled",
-                "latency_cdf": "Request end-to-end latency CDF per policy, seeds pooled",
+                "jct_cdf": "Job completion time CDF of completed jobs per policy, distinct seeds pooled",
+                "latency_cdf": "Request end-to-end latency CDF of finished requests per policy, distinct seeds pooled",
                 "timeline": "Utilisation and queue length over time (lowest seed per policy)",
                 "kv": "KV-cache utilisation over time (lowest seed per policy)",
                 "memory": "Device memory allocated (solid) and reserved (dashed), summed over devices (lowest seed)",
@@ -432,10 +571,7 @@ def write_run(result, out_dir: str | Path, overrides: Sequence[str] = (), plots:
     so a sweep driven from Python compares with the same factor columns as a Hydra multirun."""
     from llmos_sim.run import write_results
 
-    out = Path(out_dir)
-    (out / ".hydra").mkdir(parents=True, exist_ok=True)
-    (out / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
-    return write_results(result, out, plots=plots)
+    return write_results(result, out_dir, plots=plots, hydra={"overrides.yaml": list(overrides)})
 
 
 def list_experiments() -> list[tuple[str, str]]:
@@ -474,7 +610,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not a.sweep_dir:
         p.error("sweep_dir is required (or --list-experiments)")
-    res = compare_sweep(a.sweep_dir, a.out, plots=not a.no_plots, metrics=a.metrics, gantt_run=a.gantt_run)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CompareWarning)
+        try:
+            res = compare_sweep(a.sweep_dir, a.out, plots=not a.no_plots, metrics=a.metrics, gantt_run=a.gantt_run)
+        except FileNotFoundError as e:
+            for w in caught:
+                print(f"warning: {w.message}", file=sys.stderr)
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+    for w in caught:
+        if issubclass(w.category, CompareWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+    for line in replicate_warnings(res.agg):
+        print(line, file=sys.stderr)
     shown = [m for m in (a.metrics or key_metrics(res.table)) if m in res.table.columns]
     factors = res.table.attrs.get("label_factors", []) or ["policy"]
     with pd.option_context("display.width", 200, "display.max_columns", 30):

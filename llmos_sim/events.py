@@ -13,6 +13,7 @@ run fast; columns are built once, at the end, by :meth:`EventLog.frame`.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Iterator
 
 import numpy as np
@@ -119,9 +120,12 @@ class EventLog:
         return pd.DataFrame.from_records(rows, columns=names)
 
     def table(self, by_kind: "ByKind | None" = None) -> pd.DataFrame:
-        """The whole log, one row per record, data kept as a string (its ``repr``; empty data:
-        an empty string) — the ``events`` table. ``by_kind``: the log already grouped (the
-        serving tables share one :class:`ByKind`)."""
+        """The whole log, one row per record — the ``events`` table. ``data`` is a JSON object
+        per record whose keys are the kind's :data:`FIELDS` (``{"devices": [0, 1],
+        "share_milli": 1000, "rate_flops_s": 1e+13}``; no data: ``{}``; tuples become arrays;
+        non-finite floats ``NaN`` / ``Infinity`` as Python's ``json`` writes them): read it with
+        :func:`parse_data` or ``json.loads``. ``by_kind``: the log already grouped (the serving
+        tables share one :class:`ByKind`)."""
         recs = self.records
         if not recs:
             return pd.DataFrame({"seq": [], "time_s": [], "kind": [], "subject": [], "data": []})
@@ -167,11 +171,11 @@ class ByKind:
             self.groups[kind] = KindRecords(seq, time_s, subject, data)
 
     def data_strings(self):
-        """Every record's data as its ``repr`` (empty data: ``""``), as a string column in log
-        order. Per kind, when its data are tuples of one length, column by column: integers
-        through Arrow's integer formatting (the same digits), other values by ``repr``, joined
-        like a tuple's ``repr``; otherwise record by record."""
-        parts = [group.data_strings() for group in self.groups.values()]
+        """Every record's data as a JSON object keyed by the kind's :data:`FIELDS`, as a string
+        column in log order. Per kind, when its data are tuples of one length, column by column
+        (numbers through Arrow's formatting, strings once per distinct value); otherwise record
+        by record."""
+        parts = [group.data_json(kind) for kind, group in self.groups.items()]
         if not parts:
             parts = [pa.array([], type=pa.large_string())]
         inverse = np.empty_like(self.order)
@@ -215,34 +219,87 @@ class KindRecords:
             a = self._arrays[field] = np.array(self.data_columns()[field])
         return a
 
-    def _reprs(self, field: int) -> pa.Array:
-        """``repr`` of each value of data column ``field``, as an Arrow string array: exact
-        ints (int64 for numpy) formatted by Arrow (the digits ``repr`` writes), everything else
-        by ``repr`` itself."""
+    def _json(self, field: int) -> pa.Array:
+        """Data column ``field`` as JSON texts (an Arrow string array): integers and floats
+        formatted by Arrow (shortest round-trip digits; whole floats keep a ``.0``), strings
+        encoded once per distinct value, anything else by ``json.dumps``."""
         values = self.data_columns()[field]
-        if set(map(type, values)) == {int}:
+        types = set(map(type, values))
+        if types <= {int, np.int64, float, np.float64} and types:
             array = self.data_array(field)
             if array.dtype == np.int64:
                 return pa.array(array).cast(pa.large_string())
-        return pa.array(list(map(repr, values)), type=pa.large_string())
+            if array.dtype == np.float64 and types <= {float, np.float64}:
+                return _float_json(array)
+        if types == {str}:
+            codes, distinct = pd.factorize(np.array(values, dtype=object))
+            return pa.array([json.dumps(v) for v in distinct], type=pa.large_string()).take(pa.array(codes))
+        return pa.array([json.dumps(v, default=_json_default) for v in values], type=pa.large_string())
 
-    def data_strings(self) -> pa.Array:
-        """Each record's data as its ``repr`` (empty data: ``""``), in order (an Arrow array)."""
+    def data_json(self, kind: str) -> pa.Array:
+        """Each record's data as a JSON object keyed by ``FIELDS[kind]`` (``f0, f1, ...`` where a
+        record's data does not match them), in order (an Arrow array)."""
         cols = self.data_columns()
-        if cols is None:
-            return pa.array([repr(d) if d else "" for d in self.data], type=pa.large_string())
+        names = FIELDS.get(kind, ())
+        if cols is None or len(cols) != len(names):
+            def obj(d: Any) -> str:
+                d = d if isinstance(d, tuple) else (d,)
+                keys = names if len(d) == len(names) else [f"f{j}" for j in range(len(d))]
+                return json.dumps(dict(zip(keys, d)), default=_json_default)
+
+            return pa.array([obj(d) if d != () else "{}" for d in self.data], type=pa.large_string())
         if not cols:  # empty tuples
-            return pa.array([""] * len(self), type=pa.large_string())
-        strings = [self._reprs(j) for j in range(len(cols))]
-        text = _TEXT
-        if len(strings) == 1:
-            return pc.binary_join_element_wise(text["("], strings[0], text[",)"], text[""])
-        inner = pc.binary_join_element_wise(*strings, text[", "])
-        return pc.binary_join_element_wise(text["("], inner, text[")"], text[""])
+            return pa.array(["{}"] * len(self), type=pa.large_string())
+        parts: list = []
+        for j, name in enumerate(names):
+            parts += [pa.scalar(("{" if j == 0 else ", ") + json.dumps(name) + ": ", type=pa.large_string()),
+                      self._json(j)]
+        parts.append(_TEXT["}"])
+        return pc.binary_join_element_wise(*parts, _TEXT[""])
+
+
+def _json_default(v: Any) -> Any:
+    """numpy scalars (and anything else with ``item()``) as plain Python values for ``json``."""
+    if hasattr(v, "item"):
+        return v.item()
+    raise TypeError(f"cannot write {type(v).__name__} as JSON")
+
+
+def _float_json(a: np.ndarray) -> pa.Array:
+    """float64 values as JSON numbers: Arrow's shortest round-trip digits, ``.0`` added to whole
+    numbers (so they read back as floats), ``NaN`` / ``Infinity`` / ``-Infinity`` as Python's
+    ``json`` writes them."""
+    text = pa.array(a).cast(pa.large_string())
+    whole = pc.invert(pc.match_substring_regex(text, r"[.eEna]"))
+    text = pc.if_else(whole, pc.binary_join_element_wise(text, _TEXT[".0"], _TEXT[""]), text)
+    if not np.isfinite(a).all():
+        text = pc.if_else(pa.array(np.isnan(a)), _TEXT["NaN"], text)
+        text = pc.if_else(pa.array(np.isposinf(a)), _TEXT["Infinity"], text)
+        text = pc.if_else(pa.array(np.isneginf(a)), _TEXT["-Infinity"], text)
+    return text
+
+
+def parse_data(text: str) -> dict[str, Any]:
+    """One ``data`` cell of the events table as a dict (``{}`` for none): JSON (this version);
+    tables written by earlier versions held the tuple's ``repr``, read here too, keyed ``f0, f1,
+    ...``."""
+    if not isinstance(text, str) or not text:
+        return {}
+    if text[0] == "{":
+        return json.loads(text)
+    import ast
+    import re
+
+    try:
+        v = ast.literal_eval(re.sub(r"np\.\w+\(([^()]*)\)", r"\1", text))
+    except (ValueError, SyntaxError):
+        return {}
+    v = v if isinstance(v, tuple) else (v,)
+    return {f"f{j}": x for j, x in enumerate(v)}
 
 
 #: the pieces of a tuple's ``repr``, as Arrow scalars of the type the columns have
-_TEXT = {t: pa.scalar(t, type=pa.large_string()) for t in ("(", ")", ",)", ", ", "")}
+_TEXT = {t: pa.scalar(t, type=pa.large_string()) for t in ("}", "", ".0", "NaN", "Infinity", "-Infinity")}
 
 
 def _str_by_distinct(values: list):

@@ -22,12 +22,15 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from llmos_sim.engine import Engine
 from llmos_sim.events import EventLog
 from llmos_sim.metrics import jobs_table, memory_table, timeline_table, training_summary
+from llmos_sim.outputs import (LOCK, MARKER, PARTIAL_PREFIX, clean_partials, config_sha256, output_lock, provenance,
+                               read_marker, resume_check, watch_inputs)
 from llmos_sim.types import Cluster
 
 GANTT_MAX_JOBS = 500  #: a per-run Gantt chart is drawn for runs up to this many jobs
@@ -46,6 +49,8 @@ class RunResult:
     summary: dict[str, Any]
     cluster: Cluster | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    #: the data files the run read (trace CSVs, node lists, snapshots), recorded with their hashes
+    inputs: list[str] = field(default_factory=list)
 
 
 def rngs(seed: int) -> dict[str, np.random.Generator]:
@@ -96,7 +101,15 @@ def build_engine(cfg: DictConfig, streams: dict[str, np.random.Generator], progr
 
 
 def run_config(cfg: DictConfig, progress: bool = False) -> RunResult:
-    """Run the composed config ``cfg`` and derive its tables and summary."""
+    """Run the composed config ``cfg`` and derive its tables and summary (``inputs``: the
+    data files it read)."""
+    with watch_inputs() as inputs:
+        result = _run_mode(cfg, progress)
+    result.inputs = sorted(inputs)
+    return result
+
+
+def _run_mode(cfg: DictConfig, progress: bool) -> RunResult:
     mode = str(cfg.get("mode", "training"))
     if mode == "calibrate":  # measure the local devices (torch backend, issue 6)
         facts = instantiate(_key(cfg, "calibration"))
@@ -190,50 +203,75 @@ def _progress_bar(total: int):
 
 
 def completed_summary(cfg: DictConfig, out_dir: str | Path) -> dict | None:
-    """The saved summary of a complete run of exactly ``cfg`` in ``out_dir``, else ``None``
-    (how a re-run sweep skips what is done: ``summary.json`` is the complete marker)."""
-    out = Path(out_dir)
-    summary, saved = out / "summary.json", out / "config.yaml"
-    if not (summary.exists() and saved.exists()):
-        return None
-    if saved.read_text() != OmegaConf.to_yaml(cfg, resolve=True):
-        return None
-    try:
-        return json.loads(summary.read_text())
-    except json.JSONDecodeError:
-        return None
+    """The saved summary of a complete run of exactly ``cfg``, this code and unchanged inputs in
+    ``out_dir``, else ``None`` (how a re-run sweep skips what is done; see
+    :func:`llmos_sim.outputs.resume_check`, which also says why a folder does not qualify)."""
+    return resume_check(OmegaConf.to_yaml(cfg, resolve=True), out_dir)[0]
 
 
-def write_results(result: RunResult, out_dir: str | Path, plots: bool = True, trace: bool = False) -> Path:
-    """Write ``config.yaml``, ``<table>.parquet``, ``summary.json`` and plots into ``out_dir``
-    (and ``trace.json``, a Chrome/Perfetto trace, with ``trace``).
+#: files a run writes at the top of its folder (removed before a new run's files replace them)
+_RESULT_GLOBS = ("config.yaml", "summary.json", "trace.json", "*.parquet", "*.png")
 
-    Everything is first written to a temporary folder beside it and only then moved into
-    place, so a failure midway leaves earlier good results untouched; ``summary.json`` is
-    moved last and marks the run complete (sweeps resume by looking for it).
+
+def write_results(result: RunResult, out_dir: str | Path, plots: bool = True, trace: bool = False,
+                  hydra: dict[str, Any] | None = None) -> Path:
+    """Write ``config.yaml``, ``<table>.parquet``, ``summary.json``, plots (and ``trace.json``,
+    a Chrome/Perfetto trace, with ``trace``) into ``out_dir``, then the completion marker
+    ``complete.json`` (config hash, package version, git commit, source hash, input hashes).
+
+    ``hydra``: files for ``.hydra/`` (``{"overrides.yaml": [...], "config.yaml": ..., ...}``;
+    YAML-dumped), written with the results so they always belong to the same run.
+
+    Under the folder's lock (:func:`llmos_sim.outputs.output_lock`): everything is first
+    written to a ``.partial-*`` folder beside the results; only then are the old marker and
+    ``summary.json`` removed (from here the folder is not complete), the old results removed and
+    the new ones moved in, ``summary.json`` last, and the marker renamed into place. A kill at
+    any point leaves either the old complete run, or a folder without a marker; a failure
+    before the move leaves the old results untouched. Leftover ``.partial-*`` folders of killed
+    runs are removed.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
-    try:
-        (tmp / "config.yaml").write_text(OmegaConf.to_yaml(result.cfg, resolve=True))
-        for name, df in result.tables.items():
-            df.to_parquet(tmp / f"{name}.parquet", index=False)
-        if plots:
-            _plots(result, tmp)
-        if trace:
-            from llmos_sim.trace_export import write_trace
+    with output_lock(out):
+        clean_partials(out)
+        tmp = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=out))
+        try:
+            cfg_yaml = OmegaConf.to_yaml(result.cfg, resolve=True)
+            (tmp / "config.yaml").write_text(cfg_yaml)
+            for name, df in result.tables.items():
+                df.to_parquet(tmp / f"{name}.parquet", index=False)
+            if plots:
+                _plots(result, tmp)
+            if trace:
+                from llmos_sim.trace_export import write_trace
 
-            write_trace(result.tables, tmp / "trace.json", name=str(result.cfg.get("name", "run")))
-        summary = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in result.summary.items()}
-        if result.facts:
-            summary["backend_facts"] = result.facts
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
-        names = sorted(p.name for p in tmp.iterdir())
-        for name in [n for n in names if n != "summary.json"] + ["summary.json"]:
-            os.replace(tmp / name, out / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+                write_trace(result.tables, tmp / "trace.json", name=str(result.cfg.get("name", "run")))
+            summary = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in result.summary.items()}
+            if result.facts:
+                summary["backend_facts"] = result.facts
+            (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
+            if hydra:
+                (tmp / ".hydra").mkdir()
+                for fname, content in hydra.items():
+                    text = content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False)
+                    (tmp / ".hydra" / fname).write_text(text)
+            names = sorted(p.name for p in tmp.iterdir())
+            marker = {"config_sha256": config_sha256(cfg_yaml), "files": names,
+                      "provenance": provenance(set(result.inputs))}
+            old = read_marker(out)
+            for stale in (MARKER, "summary.json"):  # from here on the folder is not complete
+                (out / stale).unlink(missing_ok=True)
+            stale_files = set((old or {}).get("files", [])) | {p.name for g in _RESULT_GLOBS for p in out.glob(g)}
+            for name in sorted(stale_files - set(names)):
+                if name not in (".hydra", LOCK) and not name.startswith(PARTIAL_PREFIX) and (out / name).is_file():
+                    (out / name).unlink()
+            for name in [n for n in names if n != "summary.json"] + ["summary.json"]:
+                if (tmp / name).is_dir():
+                    shutil.rmtree(out / name, ignore_errors=True)
+                os.replace(tmp / name, out / name)
+            (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True))
+            os.replace(tmp / MARKER, out / MARKER)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -10,33 +10,30 @@ Open ``trace.json`` in https://ui.perfetto.dev or ``chrome://tracing``. Layout:
 - process "replicas" (serving runs): one track per replica with each batch (or fast-forwarded
   span of decode iterations) as a slice, and a ``KV used`` counter per replica.
 
-Trace time is simulated time in microseconds. Enabled per run by ``output.trace=true``
+Trace time is simulated time in whole microseconds; each slice's start and end are rounded
+once, so slices that follow each other on a track never overlap by rounding. Enabled per run by ``output.trace=true``
 (``python -m llmos_sim ... output.trace=true``); :func:`write_trace` works on any run's tables.
 """
 from __future__ import annotations
 
-import ast
 import json
-import re
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
-_NP_SCALAR = re.compile(r"np\.\w+\(([^()]*)\)")
+from llmos_sim.events import parse_data
+
 _SEG_KINDS = ("start", "preempt", "finish", "resize", "fail", "end")
 
 
-def _parse(data: Any) -> tuple:
-    """The ``data`` column of the events table (a ``repr`` of a tuple) back to a tuple."""
-    if not isinstance(data, str) or not data:
-        return ()
-    try:
-        v = ast.literal_eval(_NP_SCALAR.sub(r"\1", data))
-    except (ValueError, SyntaxError):
-        return ()
-    return v if isinstance(v, tuple) else (v,)
+def _devices(data: Any, key: str, legacy: int) -> tuple:
+    """The device list ``key`` of an events-table ``data`` cell (JSON; field ``legacy`` of the
+    tuple ``repr`` older tables hold)."""
+    d = parse_data(data)
+    devs = d.get(key, d.get(f"f{legacy}", ()))
+    return tuple(devs) if isinstance(devs, (list, tuple)) else ()
 
 
 def device_segments(events: pd.DataFrame | None, jobs: pd.DataFrame | None = None) -> pd.DataFrame | None:
@@ -53,15 +50,12 @@ def device_segments(events: pd.DataFrame | None, jobs: pd.DataFrame | None = Non
         end_t = float(events["time_s"].max())
         for t, kind, subj, data in zip(ev["time_s"].to_numpy(float), ev["kind"], ev["subject"], ev["data"]):
             if kind == "start":
-                d = _parse(data)
-                devs = d[0] if d and isinstance(d[0], tuple) else ()
-                open_[subj] = (t, devs)
+                open_[subj] = (t, _devices(data, "devices", 0))
             elif kind in ("preempt", "finish", "fail", "resize") and subj in open_:
                 t0, devs = open_.pop(subj)
                 rows += [(subj, int(dv), t0, t, kind) for dv in devs]
                 if kind == "resize":
-                    d = _parse(data)
-                    open_[subj] = (t, d[1] if len(d) > 1 and isinstance(d[1], tuple) else devs)
+                    open_[subj] = (t, _devices(data, "devices", 1) or devs)
         for subj, (t0, devs) in open_.items():
             rows += [(subj, int(dv), t0, end_t, "end") for dv in devs]
         if rows:
@@ -71,17 +65,28 @@ def device_segments(events: pd.DataFrame | None, jobs: pd.DataFrame | None = Non
         rows = []
         end_t = float(np.nanmax(jobs[["start_s", "finish_s"]].to_numpy(float))) if len(jobs) else 0.0
         for j, devs, t0, t1 in zip(jobs["job_id"], jobs["devices"], jobs["start_s"], jobs["finish_s"]):
-            if not isinstance(devs, str) or not devs or not np.isfinite(t0):
+            if isinstance(devs, str):  # tables of earlier versions: "0,1,2"
+                devs = [int(d) for d in devs.split(",") if d]
+            if devs is None or not len(devs) or not np.isfinite(t0):
                 continue
             end = "finish" if np.isfinite(t1) else "end"
-            rows += [(str(j), int(d), float(t0), float(t1) if np.isfinite(t1) else end_t, end) for d in devs.split(",")]
+            rows += [(str(j), int(d), float(t0), float(t1) if np.isfinite(t1) else end_t, end) for d in devs]
         if rows:
             return pd.DataFrame(rows, columns=["job", "device", "start_s", "end_s", "end"])
     return None
 
 
-def _us(t_s: float) -> float:
-    return round(float(t_s) * 1e6, 3)
+def _us(t_s: float) -> int:
+    """A time in whole microseconds (the trace's unit)."""
+    return round(float(t_s) * 1e6)
+
+
+def _slice(t0_s: float, t1_s: float) -> dict:
+    """``ts`` and ``dur`` of a slice from its boundaries, each rounded once: a slice ending where
+    the next begins ends on the same microsecond, and rounding is monotone, so slices that do
+    not overlap in time never overlap in the trace."""
+    ts = _us(t0_s)
+    return {"ts": ts, "dur": max(_us(t1_s) - ts, 0)}
 
 
 def trace_events(tables: Mapping[str, pd.DataFrame], name: str = "run", max_counter_points: int = 20_000) -> dict:
@@ -96,8 +101,8 @@ def trace_events(tables: Mapping[str, pd.DataFrame], name: str = "run", max_coun
             meta(1, int(d), "thread_name", f"device {int(d)}")
             ev.append({"ph": "M", "pid": 1, "tid": int(d), "name": "thread_sort_index", "args": {"sort_index": int(d)}})
         for j, d, t0, t1, end in seg.itertuples(index=False):
-            ev.append({"ph": "X", "pid": 1, "tid": int(d), "name": f"job {j}", "cat": "job", "ts": _us(t0),
-                       "dur": _us(max(t1 - t0, 0.0)), "args": {"job": str(j), "end": end}})
+            ev.append({"ph": "X", "pid": 1, "tid": int(d), "name": f"job {j}", "cat": "job", **_slice(t0, t1),
+                       "args": {"job": str(j), "end": end}})
     mem = tables.get("memory")
     if mem is not None and len(mem) and {"pool_allocated", "pool_reserved", "device"} <= set(mem.columns):
         from llmos_sim.metrics.plots import memory_totals
@@ -122,8 +127,8 @@ def trace_events(tables: Mapping[str, pd.DataFrame], name: str = "run", max_coun
                 label = "decode span"
             else:
                 label = "prefill+decode" if pf and dc else ("prefill" if pf else "decode")
-            ev.append({"ph": "X", "pid": 3, "tid": int(r), "name": label, "cat": "batch", "ts": _us(t),
-                       "dur": _us(max(dur, 0.0)), "args": {"iters": int(it), "prefill_tokens": int(pf),
+            ev.append({"ph": "X", "pid": 3, "tid": int(r), "name": label, "cat": "batch",
+                       **_slice(t, t + max(dur, 0.0)), "args": {"iters": int(it), "prefill_tokens": int(pf),
                                                            "decode_tokens": int(dc), "seqs": int(ns)}})
     kv = tables.get("kv")
     if kv is not None and len(kv) and {"time_s", "replica", "used_bytes"} <= set(kv.columns):
@@ -137,9 +142,10 @@ def trace_events(tables: Mapping[str, pd.DataFrame], name: str = "run", max_coun
 
 def write_trace(tables: Mapping[str, pd.DataFrame], path: str | Path, name: str = "run") -> Path:
     """Write :func:`trace_events` to ``path`` (compact JSON)."""
-    path = Path(path)
-    path.write_text(json.dumps(trace_events(tables, name), separators=(",", ":")))
-    return path
+    from llmos_sim.outputs import replace_file
+
+    text = json.dumps(trace_events(tables, name), separators=(",", ":"))
+    return replace_file(path, lambda p: p.write_text(text))  # a symlink named trace.json is replaced
 
 
 def trace_run_dir(run_dir: str | Path, path: str | Path | None = None) -> Path:

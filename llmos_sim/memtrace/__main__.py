@@ -6,6 +6,7 @@ prints the summary table; ``--out DIR`` also writes per-op stats as ``<policy>.c
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,7 @@ from llmos_sim.memtrace.generate import kv_cache_trace, transformer_training_tra
 from llmos_sim.memtrace.policies import POLICY_NAMES, make_pool
 from llmos_sim.memtrace.replay import replay, summarize
 from llmos_sim.memtrace.snapshot import read_snapshot
-from llmos_sim.memtrace.trace import read_csv
+from llmos_sim.memtrace.trace import TraceFormatError, read_csv
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -31,7 +32,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
     if args.trace:
         p = Path(args.trace)
-        trace = read_csv(p) if p.suffix == ".csv" else read_snapshot(p)
+        try:
+            trace = read_csv(p) if p.suffix == ".csv" else read_snapshot(p)
+        except (TraceFormatError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
     elif args.generate == "transformer":
         trace = transformer_training_trace(seed=args.seed)
     else:

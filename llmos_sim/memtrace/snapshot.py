@@ -15,9 +15,14 @@ The history is a ring buffer, so some blocks predate it. They are recovered as a
 at the first trace time: frees without a matching earlier alloc (size from the free entry),
 and ``active_allocated`` blocks in ``segments`` that the replayed history does not leave
 live. Ids are assigned in order of allocation (addresses are reused, ids are not).
+
+Pickles are read with :class:`SafeUnpickler`, which builds only plain data (dicts, lists,
+tuples, sets, strings, bytes, numbers, booleans, ``None``) — what ``_dump_snapshot`` writes —
+and refuses any other class or callable, so a crafted file cannot run code.
 """
 from __future__ import annotations
 
+import io
 import json
 import pickle
 from pathlib import Path
@@ -28,6 +33,24 @@ import pandas as pd
 from llmos_sim.memtrace.trace import TraceFormatError, validate_trace
 
 
+class SafeUnpickler(pickle.Unpickler):
+    """An unpickler that admits plain data only: any global (a class, a function such as
+    ``os.system``) other than the few builtin containers raises ``pickle.UnpicklingError``."""
+
+    ALLOWED = frozenset({("builtins", "set"), ("builtins", "frozenset"), ("builtins", "bytearray"),
+                         ("builtins", "complex"), ("collections", "OrderedDict")})
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}: snapshots hold plain data only")
+
+
+def safe_loads(raw: bytes) -> Any:
+    """``pickle.loads`` restricted to plain data (:class:`SafeUnpickler`)."""
+    return SafeUnpickler(io.BytesIO(raw)).load()
+
+
 def load_snapshot(source: str | Path | dict) -> dict:
     """Load a snapshot dict from a pickle (``_dump_snapshot``) or JSON file, or pass one through."""
     if isinstance(source, dict):
@@ -35,7 +58,7 @@ def load_snapshot(source: str | Path | dict) -> dict:
     path = Path(source)
     raw = path.read_bytes()
     try:
-        snap = json.loads(raw) if raw[:1] in (b"{", b"[") else pickle.loads(raw)
+        snap = json.loads(raw) if raw[:1] in (b"{", b"[") else safe_loads(raw)
     except Exception as exc:  # noqa: BLE001 - report which file could not be parsed
         raise TraceFormatError(f"{path}: not a JSON or pickle memory snapshot ({exc})") from exc
     if not isinstance(snap, dict) or ("device_traces" not in snap and "segments" not in snap):

@@ -21,7 +21,16 @@ LABELS = {
     "queue_len_avg": "mean queue length", "ttft_s_mean": "mean TTFT (s)", "ttft_s_p99": "p99 TTFT (s)",
     "e2e_s_mean": "mean e2e latency (s)", "e2e_s_p99": "p99 e2e latency (s)",
     "throughput_tok_s": "throughput (tok/s)", "goodput_req_s": "goodput (req/s)",
+    "failed_frac": "failed fraction (of jobs / requests)", "n_failed": "failed jobs / requests",
 }
+
+
+def label(metric: str) -> str:
+    """A metric's axis label; latencies over completed jobs (finished requests) say so."""
+    from llmos_sim.compare import COMPLETED_ONLY
+
+    text = LABELS.get(metric, metric)
+    return f"{text}, completed only" if metric.startswith(COMPLETED_ONLY) else text
 
 
 def metric_bars(runs: pd.DataFrame, agg: pd.DataFrame, metrics: Sequence[str], factors: Sequence[str],
@@ -34,9 +43,11 @@ def metric_bars(runs: pd.DataFrame, agg: pd.DataFrame, metrics: Sequence[str], f
         hue, xcols = factors[-1], factors[:-1]
     else:
         hue, xcols = None, (factors or ["policy"])
-    xkey = lambda df: df[xcols].astype(str).agg(" / ".join, axis=1)  # noqa: E731
+    from llmos_sim.compare import join_labels, text
+
+    xkey = lambda df: join_labels(df, xcols)  # noqa: E731
     xs = list(dict.fromkeys(xkey(agg)))
-    hues = list(dict.fromkeys(agg[hue].astype(str))) if hue else [None]
+    hues = list(dict.fromkeys(text(agg[hue]))) if hue else [None]
     n = len(metrics)
     ncol = min(n, 2)
     nrow = int(np.ceil(n / ncol))
@@ -47,22 +58,22 @@ def metric_bars(runs: pd.DataFrame, agg: pd.DataFrame, metrics: Sequence[str], f
     agg_x, runs_x = xkey(agg), xkey(runs)
     for ax, m in zip(axes.flat, metrics):
         for hi, h in enumerate(hues):
-            sel = agg if h is None else agg[agg[hue].astype(str) == h]
+            sel = agg if h is None else agg[text(agg[hue]) == h]
             sx = agg_x[sel.index]
             pos = np.array([xs.index(x) for x in sx]) + (hi - (len(hues) - 1) / 2) * width
             err = sel[f"{m}_ci95"].to_numpy(float)
             ax.bar(pos, sel[m].to_numpy(float), width * 0.92, color=colors[hi % len(colors)], alpha=0.85,
                    label=h, yerr=np.where(np.isfinite(err), err, 0.0), capsize=3, error_kw={"lw": 1})
-            rsel = runs if h is None else runs[runs[hue].astype(str) == h]
+            rsel = runs if h is None else runs[text(runs[hue]) == h]
             rpos = np.array([xs.index(x) for x in runs_x[rsel.index]], dtype=float) + (hi - (len(hues) - 1) / 2) * width
             ax.scatter(rpos, rsel[m].to_numpy(float), s=9, color="black", zorder=3, alpha=0.7)
         ax.set_xticks(range(len(xs)))
         tilt = max(map(len, xs)) > 8
         ax.set_xticklabels(xs, rotation=20 if tilt else 0, ha="right" if tilt else "center", fontsize=8)
-        ax.set_ylabel(LABELS.get(m, m), fontsize=9)
+        ax.set_ylabel(label(m), fontsize=9)
         ax.set_ylim(bottom=0)
         ax.grid(True, axis="y", alpha=0.3)
-        ax.set_title(LABELS.get(m, m), fontsize=10)
+        ax.set_title(label(m), fontsize=10)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     if hue:

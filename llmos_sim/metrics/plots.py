@@ -36,10 +36,12 @@ def cdf_plot(series: Mapping[str, pd.Series], path: str | Path, xlabel: str, tit
 def _save(fig, path: str | Path) -> Path:
     if fig.get_layout_engine() is None:
         fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    from llmos_sim.outputs import replace_file
+
+    try:
+        return replace_file(path, fig.savefig)  # renamed into place: a symlink there is replaced, not followed
+    finally:
+        plt.close(fig)
 
 
 def time_unit(t_max_s: float) -> tuple[str, float]:
@@ -54,10 +56,13 @@ def time_unit(t_max_s: float) -> tuple[str, float]:
 
 
 def jct_cdf(jobs: pd.DataFrame, path: str | Path, label: str = "run") -> Path:
-    """CDF of job completion time over completed jobs."""
+    """CDF of job completion time over completed jobs (the legend counts the others)."""
     done = jobs[jobs["status"] == "completed"]
     positive = done["jct_s"] > 0
-    return cdf_plot({label: done["jct_s"]}, path, "job completion time (s)", "JCT CDF",
+    lost = len(jobs) - len(done)
+    if lost:
+        label = f"{label} ({lost} of {len(jobs)} not completed)"
+    return cdf_plot({label: done["jct_s"]}, path, "job completion time (s)", "JCT CDF, completed jobs",
                     logx=bool(positive.all() and len(done)))
 
 
@@ -76,10 +81,12 @@ def timeline_plot(timeline: pd.DataFrame, path: str | Path, title: str = "cluste
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    from llmos_sim.outputs import replace_file
+
+    try:
+        return replace_file(path, fig.savefig)  # renamed into place: a symlink there is replaced, not followed
+    finally:
+        plt.close(fig)
 
 
 def memory_totals(memory: pd.DataFrame) -> pd.DataFrame:

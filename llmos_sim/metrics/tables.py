@@ -26,8 +26,8 @@ def jobs_table(log: EventLog, cluster: Cluster | None = None) -> pd.DataFrame:
     ``run_s = finish − start`` (includes preemption gaps), ``ideal_s`` the job's time alone on
     its full demand of average devices of ``cluster`` (``T / (gpus · share · C̄)``, NaN without
     a cluster), ``slowdown = jct / ideal`` (1 = as if alone; preemption gaps, queueing and slower
-    placements all raise it), ``devices`` the last device set (as a string
-    ``"0,1,2"`` so parquet stores it plainly), ``device_s`` the device-seconds it held
+    placements all raise it), ``devices`` the last device set (a list of device indices,
+    ``[]`` before the first start; a ``list<int64>`` column in parquet), ``device_s`` the device-seconds it held
     (fraction-weighted). ``status``: completed, failed, running (still running at the end)
     or queued (still waiting at the end).
     """
@@ -38,7 +38,7 @@ def jobs_table(log: EventLog, cluster: Cluster | None = None) -> pd.DataFrame:
         if kind == E.ARRIVE:
             rows[subj] = {"job_id": subj, "tenant": data[3], "arrival_s": t, "gpus": data[0], "gpu_milli": data[2],
                           "work_flops": data[1], "start_s": np.nan,
-                          "finish_s": np.nan, "devices": "", "n_devices": 0, "n_nodes": 0, "n_preempt": 0,
+                          "finish_s": np.nan, "devices": [], "n_devices": 0, "n_nodes": 0, "n_preempt": 0,
                           "n_resize": 0, "device_s": 0.0, "status": "queued", "reason": ""}
         elif kind == E.START:
             r = rows[subj]
@@ -76,6 +76,8 @@ def jobs_table(log: EventLog, cluster: Cluster | None = None) -> pd.DataFrame:
         rows[j]["device_s"] += (end_t - since) * len(devs) * share
     derived = ("wait_s", "jct_s", "run_s", "ideal_s", "slowdown")
     df = pd.DataFrame.from_records(list(rows.values()), columns=[c for c in JOB_COLUMNS if c not in derived])
+    # int64 arrays, so parquet stores list<int64> even when every list is empty
+    df["devices"] = [np.asarray(d, dtype=np.int64) for d in df["devices"]]
     df["wait_s"] = df["start_s"] - df["arrival_s"]
     df["jct_s"] = df["finish_s"] - df["arrival_s"]
     df["run_s"] = df["finish_s"] - df["start_s"]
@@ -87,7 +89,7 @@ def jobs_table(log: EventLog, cluster: Cluster | None = None) -> pd.DataFrame:
 
 
 def _set_devices(row: dict, devices: tuple, node_of: list[int] | None) -> None:
-    row["devices"] = ",".join(map(str, devices))
+    row["devices"] = [int(d) for d in devices]
     row["n_devices"] = len(devices)
     row["n_nodes"] = len({node_of[d] for d in devices}) if node_of else 0
 

@@ -89,7 +89,7 @@ def request_table(log) -> pd.DataFrame:
         return f.drop_duplicates("subject", keep="first").set_index("subject")
 
     sch, ft, fin = first(E.REQ_SCHEDULE), first(E.REQ_FIRST_TOKEN), first(E.REQ_FINISH)
-    df["replica"] = sch["replica"].reindex(df.index).astype("float").to_numpy()
+    df["replica"] = pd.array(sch["replica"].reindex(df.index), dtype="Int64")  # <NA>: never scheduled
     df["schedule_s"] = sch["time_s"].reindex(df.index).to_numpy(dtype=float)
     df["first_token_s"] = ft["time_s"].reindex(df.index).to_numpy(dtype=float)
     df["finish_s"] = fin["time_s"].reindex(df.index).to_numpy(dtype=float)

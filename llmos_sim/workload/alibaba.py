@@ -59,6 +59,8 @@ class AlibabaTrace(Workload):
       on its GPU only if the cost model lets it — here it keeps its recorded run time
     """
 
+    SEED_VARIES = "nothing"  #: the trace is replayed as is, whatever the seed
+
     def __init__(self, path: str | Path = "data:alibaba_openb_2023/openb_pod_list_default.csv.gz",
                  reference_flops: float = 65e12, max_jobs: int | None = None, load: float = 1.0,
                  max_runtime_s: float | None = None, pending_runtime_s: float | None = None,

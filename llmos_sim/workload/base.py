@@ -80,7 +80,13 @@ def fail_row(path: str | Path, row: int, col: str, msg: str) -> TraceError:
 
 
 class Workload(ABC):
-    """Produces the jobs of a run from the run's generator (same generator state, same jobs)."""
+    """Produces the jobs of a run from the run's generator (same generator state, same jobs).
+
+    ``SEED_VARIES`` says in words what the run's seed changes in the jobs (``"nothing"`` for a
+    trace replayed as is): every workload class, request workloads too, declares it, and a test
+    checks the declaration against two seeds."""
+
+    SEED_VARIES: str = "nothing"
 
     @abstractmethod
     def jobs(self, rng: np.random.Generator) -> list[Job]:

@@ -32,6 +32,8 @@ class PhillyTrace(Workload):
     - ``mem_bytes_per_device``: the same ``M_d`` for every job (the trace has no memory column)
     """
 
+    SEED_VARIES = "nothing"  #: the trace is replayed as is, whatever the seed
+
     def __init__(
         self,
         path: str | Path = "data:pollux/philly.csv.gz",

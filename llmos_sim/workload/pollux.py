@@ -49,6 +49,8 @@ class PolluxWorkload(Workload):
     - ``preprocess_s``, ``output_s``: seed steps 3 and 5 for every job (s)
     """
 
+    SEED_VARIES = "nothing"  #: the trace is replayed as is, whatever the seed
+
     def __init__(self, path: str | Path = "data:pollux/workloads/workload-1.csv", reference_flops: float = 125e12,
                  gpu_hours: Mapping[str, float] | None = None, elastic: bool = True, max_gpus: int | None = None,
                  load: float = 1.0, preprocess_s: float = 0.0, output_s: float = 0.0) -> None:

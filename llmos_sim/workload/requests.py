@@ -130,6 +130,8 @@ class AzureLLMTrace:
     Rows with 0 generated tokens (none in the shipped files) would be rejected.
     """
 
+    SEED_VARIES = "nothing"  #: the trace is replayed as is, whatever the seed
+
     FILES = {"conv": "azure_llm_2023/AzureLLMInferenceTrace_conv.csv.gz",
              "code": "azure_llm_2023/AzureLLMInferenceTrace_code.csv.gz"}
 
@@ -159,6 +161,8 @@ class ArxivSummarization:
     """arXiv summarisation prompt/output lengths (Splitwise via Vidur, MIT; 28,257 rows) with
     Poisson arrivals at ``rate_per_s`` drawn from the run's generator. Rows keep file order."""
 
+    SEED_VARIES = "arrival times (Poisson); lengths keep file order"
+
     FILE = "splitwise/arxiv_summarization_lengths.csv.gz"
 
     def __init__(self, rate_per_s: float = 1.0, max_requests: int | None = None, path: str | None = None,
@@ -184,6 +188,8 @@ class VllmBenchmarkRequests:
     MIT). ``arrival_field``: ``arrival_time`` (client send time, the default) or ``queued_ts``
     (engine enqueue time); either is taken relative to its first value. The measured
     timestamps stay available through :meth:`measured`."""
+
+    SEED_VARIES = "nothing"  #: the trace is replayed as is, whatever the seed
 
     FILE = "vllm_rtx4090_llama31_8b/requests.jsonl"
     KEYS = ("request_id", "input_toks", "output_toks", "arrival_time")
@@ -232,6 +238,8 @@ class SyntheticRequests:
     """``n`` requests with Poisson arrivals (``rate_per_s``; 0 = all at time 0) and lengths
     uniform in ``[min, max]`` (equal bounds = fixed), drawn from the run's generator."""
 
+    SEED_VARIES = "arrival times (Poisson), prompt and output lengths"
+
     def __init__(self, n: int = 100, rate_per_s: float = 1.0, prompt_min: int = 128, prompt_max: int = 1024,
                  output_min: int = 16, output_max: int = 256, service: str = "default") -> None:
         if n < 0 or rate_per_s < 0 or not (1 <= prompt_min <= prompt_max) or not (1 <= output_min <= output_max):
@@ -254,6 +262,8 @@ class SyntheticRequests:
 class ExplicitRequests:
     """A literal list of ``[arrival_s, prompt_tokens, output_tokens]`` (optionally a 4th
     ``priority``), ids in list order."""
+
+    SEED_VARIES = "nothing"  #: the trace is replayed as is, whatever the seed
 
     def __init__(self, rows: Sequence[Sequence[float]], service: str = "default") -> None:
         self.rows = [tuple(r) for r in rows]

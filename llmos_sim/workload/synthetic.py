@@ -26,6 +26,8 @@ class SyntheticJobs(Workload):
       top of its persistent ``mem`` (None = a fixed footprint)
     """
 
+    SEED_VARIES = "arrivals, GPU counts, durations, memory sizes, elastic jobs"
+
     def __init__(
         self,
         n_jobs: int = 100,

@@ -47,6 +47,8 @@ class TiresiasTrace(Workload):
     - ``preprocess_s``, ``output_s``: seed steps 3 and 5 for every job (s)
     """
 
+    SEED_VARIES = "nothing"  #: the trace is replayed as is, whatever the seed
+
     def __init__(self, path: str | Path = "data:tiresias/60_job.csv", reference_flops: float = 21.2e12,
                  load: float = 1.0, walltime_factor: float | None = None, preprocess_s: float = 0.0,
                  output_s: float = 0.0) -> None:

@@ -21,10 +21,15 @@ SERVING_VARIANTS = (
 def test_ci95_matches_t_formula():
     mean, half, n = compare.ci95([1.0, 2.0, 3.0])
     assert (mean, n) == (2.0, 3)
-    assert half == pytest.approx(4.303 * 1.0 / math.sqrt(3))
+    assert half == pytest.approx(4.302652729911275 * 1.0 / math.sqrt(3), rel=1e-9)
     assert math.isnan(compare.ci95([5.0])[1]) and compare.ci95([])[2] == 0
     assert compare.ci95([1.0, float("nan"), 3.0])[2] == 2
-    assert compare.t_quantile_975(1000) == 1.96 and compare.t_quantile_975(21) == 2.060
+    # Student t 97.5 % quantiles (published tables): the old hand-written table said 2.060 for 21
+    # degrees of freedom (too narrow) and 1.96 beyond 120
+    assert compare.t_quantile_975(21) == pytest.approx(2.079614, abs=1e-6)
+    assert compare.t_quantile_975(1000) == pytest.approx(1.962339, abs=1e-6)
+    assert compare.t_quantile_975(7) == pytest.approx(2.364624, abs=1e-6)
+    assert math.isnan(compare.t_quantile_975(0))
 
 
 def _fake_run(folder, cfg: dict, summary: dict, overrides=None):

@@ -10,7 +10,7 @@ def test_interrupted_sweep_resumes(tmp_path):
     sweep = tmp_path / "sw"
     first = run_cli([*ARGS, f"hydra.sweep.dir={sweep}"])
     assert first.stdout.count("results in") == 2
-    (sweep / "1" / "summary.json").unlink()  # run 1 "was interrupted" before its complete marker
+    (sweep / "1" / "complete.json").unlink()  # run 1 "was interrupted" before its completion marker
     stamp = (sweep / "0" / "jobs.parquet").stat().st_mtime_ns
     second = run_cli([*ARGS, f"hydra.sweep.dir={sweep}"])
     assert "complete in" in second.stdout and second.stdout.count("skipped") == 1
