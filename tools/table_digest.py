@@ -116,6 +116,46 @@ def snapshot(dest: Path, only: str | None) -> int:
     return failures
 
 
+def _cell(v):
+    """A cell as plain data, whatever its storage: a tuple repr or JSON object -> the list of its
+    values, "0,1,2" -> [0, 1, 2], "" -> [], arrays -> lists, NA/NaN -> None, tuples -> lists."""
+    import math
+
+    import numpy as np
+
+    if isinstance(v, str):
+        if v == "":  # an empty data cell or device list, as earlier versions stored it
+            return []
+        if v[:1] in "({":
+            from llmos_sim.events import parse_data
+
+            return [_cell(x) for x in parse_data(v).values()]
+        if v and all(part.strip().lstrip("-").isdigit() for part in v.split(",")):
+            return [int(x) for x in v.split(",")]
+        return v
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_cell(x) for x in v]
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if isinstance(v, (np.integer, np.floating)):
+        v = v.item()
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+        return int(v)
+    return v
+
+
+def _diff_values(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
+    """The first difference in content, ignoring how cells are stored (``--canonical``)."""
+    if set(a.columns) != set(b.columns) or len(a) != len(b):
+        return _diff_frame(a, b)
+    for col in a.columns:
+        x, y = [_cell(v) for v in a[col]], [_cell(v) for v in b[col]]
+        if x != y:
+            i = next(i for i, (p, q) in enumerate(zip(x, y)) if p != q)
+            return f"{col} differs first at row {i}: {str(x[i])[:40]!r} -> {str(y[i])[:40]!r}"
+    return None
+
+
 def _diff_frame(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
     if list(a.columns) != list(b.columns):
         return f"columns {sorted(set(a.columns) ^ set(b.columns))} differ" if set(a.columns) != set(b.columns) \
@@ -141,7 +181,7 @@ def _same(x, y) -> bool:
     return x == y
 
 
-def compare(before: Path, after: Path) -> int:
+def compare(before: Path, after: Path, canonical: bool = False) -> int:
     names = sorted({p.name for p in before.iterdir() if p.is_dir()} | {p.name for p in after.iterdir() if p.is_dir()})
     changed = 0
     print(f"{'case':45s} result")
@@ -164,7 +204,7 @@ def compare(before: Path, after: Path) -> int:
             if not pa.exists() or not pb.exists():
                 notes.append(f"{t}: only in {'after' if not pa.exists() else 'before'}")
                 continue
-            d = _diff_frame(pd.read_parquet(pa), pd.read_parquet(pb))
+            d = (_diff_values if canonical else _diff_frame)(pd.read_parquet(pa), pd.read_parquet(pb))
             if d:
                 notes.append(f"{t}: {d}")
         sa, sb = (json.loads((p / "summary.json").read_text()) for p in (a, b))
@@ -187,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("compare", help="compare two snapshots frame by frame")
     c.add_argument("before", type=Path)
     c.add_argument("after", type=Path)
+    c.add_argument("--canonical", action="store_true",
+                   help="compare content, not storage (tuple repr vs JSON, '0,1' vs a list, float vs Int64)")
     sub.add_parser("list", help="print the cases")
     args = p.parse_args(argv)
     if args.cmd == "list":
@@ -195,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "snapshot":
         return 1 if snapshot(args.dest, args.only) else 0
-    return 1 if compare(args.before, args.after) else 0
+    return 1 if compare(args.before, args.after, args.canonical) else 0
 
 
 if __name__ == "__main__":
