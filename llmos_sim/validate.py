@@ -202,7 +202,26 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "serving.per_iteration_records": flag,
     "serving.prefix_caching": flag,
     "serving.async_scheduling": flag,
+    # words a scheduler checks when it is built, checked here before anything runs
+    "scheduler.objective": _words("throughput", "max_min"),
+    "scheduler.by": _words("service", "duration"),
+    "scheduler.service": _words("gpu_s", "time_s"),
+    "affinity": lambda key, v: _affinity(key, v),
 }
+
+def _affinity(key: str, table: Any) -> Any:
+    """``affinity``: job class -> device type -> speed multiplier (> 0)."""
+    if table is None:
+        return None
+    if not isinstance(table, Mapping):
+        raise ConfigError(key, f"must map job classes to {{device type: multiplier}}, got {table!r}")
+    for cls, row in table.items():
+        if not isinstance(row, Mapping):
+            raise ConfigError(f"{key}.{cls}", f"must map device types to multipliers, got {row!r}")
+        for dev, x in row.items():
+            positive(f"{key}.{cls}.{dev}", x)
+    return table
+
 
 #: per service (``services.<name>.<key>``) in ``mode: mixed``
 SERVICE_SCHEMA: dict[str, Callable[[str, Any], Any]] = {
@@ -234,6 +253,13 @@ KEY_RULES: dict[str, Callable[[str, Any], Any]] = {
     "preprocess_s": non_negative,
     "output_s": non_negative,
     "start_offset_s": non_negative,
+    "nodes": _int(1),
+    "devices_per_node": _int(1),
+    "cpus_per_node": _int(0),
+    "host_mem_bytes_per_node": _int(0),
+    "min_normalised": probability,
+    "preemption": _words("recompute", "swap"),
+    "missing_estimate": lambda key, v: v if v == "oracle" else non_negative(key, v),
 }
 
 #: last parts of keys whose numbers may be negative (everything else is a size, a time, a
@@ -317,7 +343,7 @@ def _check_numbers(node: Any, key: str) -> None:
         for k, v in node.items():
             _check_numbers(v, f"{key}.{k}" if key else str(k))
         return
-    if last in KEY_RULES and not isinstance(node, (Mapping, list, tuple)):
+    if last in KEY_RULES and not isinstance(node, Mapping):
         KEY_RULES[last](key, node)
     if isinstance(node, (list, tuple)):
         for i, v in enumerate(node):
@@ -384,7 +410,8 @@ def _check_component(key: str, node: Any, need: str | None = None) -> None:
                 continue
             names = [p for p in params if params[p].kind not in (inspect.Parameter.VAR_POSITIONAL,
                                                                  inspect.Parameter.VAR_KEYWORD)]
-            raise ConfigError(sub, f"{target.rsplit('.', 1)[-1]} has no parameter {k!r} (it takes {names})")
+            raise ConfigError(sub, f"{target.rsplit('.', 1)[-1]} has no parameter {k!r} (it takes {names}); "
+                                   f"if an experiment set it for another option, drop it with ~{sub}")
         if isinstance(v, Mapping) and "_target_" in v:
             _check_component(sub, v)
             continue
@@ -427,7 +454,10 @@ def _matches(value: Any, hint: Any) -> bool:
         inner = args[0] if args else Any
         return all(_matches(v, inner) for v in value)
     if origin in (dict, Mapping, typing.Mapping) or hint is dict:
-        return isinstance(value, Mapping)
+        if not isinstance(value, Mapping):
+            return False
+        inner = args[1] if len(args) == 2 else Any
+        return all(_matches(v, inner) for v in value.values())
     return True  # classes, callables, paths: the class checks those itself
 
 
@@ -441,6 +471,8 @@ def _describe(hint: Any) -> str:
         return "null"
     if origin in (list, tuple, Sequence, typing.Sequence):
         return f"a list of {_describe(args[0])}" if args else "a list"
+    if origin in (dict, Mapping, typing.Mapping):
+        return f"a mapping to {_describe(args[1])}" if len(args) == 2 else "a mapping"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a word"}.get(hint, str(hint))
 
 

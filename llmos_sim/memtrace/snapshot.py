@@ -36,9 +36,9 @@ def load_snapshot(source: str | Path | dict) -> dict:
     path = Path(source)
     raw = path.read_bytes()
     try:
-        snap = json.loads(raw) if raw[:1] in (b"{", b"[") else pickle.loads(raw)
+        snap = json.loads(raw.decode("utf-8")) if raw[:1] in (b"{", b"[") else pickle.loads(raw)
     except Exception as exc:  # noqa: BLE001 - report which file could not be parsed
-        raise TraceFormatError(f"{path}: not a JSON or pickle memory snapshot ({exc})") from exc
+        raise TraceFormatError(f"{path}: not a JSON or pickle memory snapshot ({' '.join(str(exc).split())})") from exc
     if not isinstance(snap, dict) or ("device_traces" not in snap and "segments" not in snap):
         raise TraceFormatError(f"{path}: no 'device_traces' or 'segments' in snapshot")
     return snap

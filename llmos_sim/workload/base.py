@@ -57,17 +57,25 @@ def read_text(path: Path, error: type[ValueError] = None) -> str:
         raise error(f"{path}:{line}:{col}: not UTF-8 text (byte {raw[e.start]:#04x})") from None
 
 
-def read_csv_text(path: Path, text: str, error: type[ValueError] = None) -> pd.DataFrame:
-    """Parse CSV ``text`` (header + rows) as strings; an empty file or a row with more or
-    fewer fields than the header raises ``error`` (default :class:`TraceError`) naming the line."""
+def check_fields(path: Path, text: str, error: type[ValueError] = None) -> None:
+    """An empty CSV, or a row with more or fewer fields than the header, raises ``error``
+    (default :class:`TraceError`) naming the line (pandas would fill missing fields or drop
+    extra ones silently)."""
     error = error or TraceError
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if not header:
         raise error(f"{path}:1: empty file (a CSV needs a header line)")
-    for row in reader:  # pandas would fill missing fields or drop extra ones silently
+    for row in reader:
         if row and len(row) != len(header):
             raise error(f"{path}: line {reader.line_num}: {len(row)} fields, the header has {len(header)}")
+
+
+def read_csv_text(path: Path, text: str, error: type[ValueError] = None) -> pd.DataFrame:
+    """Parse CSV ``text`` (header + rows) as strings; an empty file or a row with more or
+    fewer fields than the header raises ``error`` (default :class:`TraceError`) naming the line."""
+    error = error or TraceError
+    check_fields(path, text, error)
     try:
         return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, index_col=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:

@@ -22,13 +22,13 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
 
 from llmos_sim.validate import InputError, count, non_negative, optional_count, positive
-from llmos_sim.workload.base import read_csv_text, read_text
+from llmos_sim.workload.base import check_fields, read_csv_text, read_text
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -75,13 +75,12 @@ def _read_csv(path: Path, columns: Sequence[str], ints: Sequence[str] = ()) -> p
     ``ints`` columns as int64 when the C parser reads every value of them as one (else they
     stay strings too, and :func:`_ints` parses and checks them)."""
     text = read_text(path, WorkloadError)
+    check_fields(path, text, WorkloadError)
     df = None
     if ints:
         try:
             df = pd.read_csv(io.StringIO(text), dtype=defaultdict(lambda: str, {c: np.int64 for c in ints}),
                              keep_default_na=False, index_col=False)
-            if df.isna().to_numpy().any():  # a short row: checked (and reported) below
-                df = None
         except (ValueError, OverflowError, TypeError):  # not all plain integers: as strings below
             df = None
     if df is None:
@@ -129,7 +128,7 @@ class AzureLLMTrace:
     FILES = {"conv": "azure_llm_2023/AzureLLMInferenceTrace_conv.csv.gz",
              "code": "azure_llm_2023/AzureLLMInferenceTrace_code.csv.gz"}
 
-    def __init__(self, kind: str = "conv", path: str | None = None, rate_scale: float = 1.0,
+    def __init__(self, kind: Literal["conv", "code"] = "conv", path: str | None = None, rate_scale: float = 1.0,
                  max_requests: int | None = None, service: str = "default") -> None:
         if kind not in self.FILES:
             raise ValueError(f"AzureLLMTrace: kind must be one of {sorted(self.FILES)}, got {kind!r}")
@@ -184,7 +183,8 @@ class VllmBenchmarkRequests:
     FILE = "vllm_rtx4090_llama31_8b/requests.jsonl"
     KEYS = ("request_id", "input_toks", "output_toks", "arrival_time")
 
-    def __init__(self, path: str | None = None, arrival_field: str = "arrival_time", max_requests: int | None = None,
+    def __init__(self, path: str | None = None, arrival_field: Literal["arrival_time", "queued_ts"] = "arrival_time",
+                 max_requests: int | None = None,
                  service: str = "default") -> None:
         if arrival_field not in ("arrival_time", "queued_ts"):
             raise ValueError(f"VllmBenchmarkRequests: arrival_field must be arrival_time or queued_ts, got {arrival_field!r}")
