@@ -45,7 +45,7 @@ CLI_LOADERS = {"tiresias": ["workload=tiresias", "workload.path={path}"],
 
 def run_cli(args: list[str], expect_error: bool, cwd: Path, timeout_s: float = 180.0) -> tuple[str, str]:
     """One ``python -m llmos_sim`` run; (outcome, detail)."""
-    cmd = [sys.executable, "-m", "llmos_sim", *args, f"hydra.run.dir={cwd / 'run'}", "output.plots=false"]
+    cmd = [sys.executable, "-m", "llmos_sim", "output.plots=false", f"hydra.run.dir={cwd / 'run'}", *args]  # (the case's last)
     try:
         p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
