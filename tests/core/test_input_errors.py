@@ -187,8 +187,11 @@ def test_a_missing_optional_package_names_its_extra(monkeypatch):
     with pytest.raises(ConfigError, match="cannot be imported"):
         check_config(cfg)
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    import llmos_sim.backends
+
     for name in [m for m in sys.modules if m.startswith("llmos_sim.backends.torch_gpu")]:
         monkeypatch.delitem(sys.modules, name)
+    monkeypatch.delattr(llmos_sim.backends, "torch_gpu", raising=False)
     with pytest.raises(ConfigError, match=r"install the torch extra: pip install llmos_sim\[torch\]"):
         check_config(compose(["experiment=quickstart", "backend=torch"]))
 
@@ -203,8 +206,9 @@ def test_leaked_max_requests_is_gone():
 
 
 def test_a_class_check_during_build_becomes_a_named_input_error():
-    with pytest.raises(InputError, match=r"config key 'batching': preemption must be"):
-        run_config(compose(["experiment=serving_quick", "batching.preemption=evict", "workload.max_requests=5"]))
+    with pytest.raises(InputError, match=r"config key 'workload': SyntheticRequests: need"):
+        run_config(compose(["experiment=serving_quick", "workload=requests_synthetic", "workload.prompt_min=500",
+                            "workload.prompt_max=100"]))
 
 
 def test_every_shipped_config_passes_the_check():
@@ -230,11 +234,16 @@ def _cli(args, cwd):
     (["experiment=serving_quick", "serving.replicas=0"], "config key 'serving.replicas'"),
     (["workload=tiresias", "workload.path=BAD"], "BAD.csv:2:13: not UTF-8"),
     (["-m", "hydra/launcher=ray_local"], "pip install llmos_sim[ray]"),
+    (["--config-dir", "CONF", "workload=mine"], "config key 'workload': has no _target_"),
 ])
 def test_cli_prints_one_line_and_exits_1(tmp_path, args, needle):
     if "workload.path=BAD" in args:
         (tmp_path / "BAD.csv").write_bytes(TIRESIAS_HEAD.encode() + b"1,1,0,10,res\xffnet,5,0\n")
         args = [a.replace("BAD", str(tmp_path / "BAD.csv")) for a in args]
+    if "CONF" in args:  # a user's config group file that forgot its _target_
+        (tmp_path / "conf" / "workload").mkdir(parents=True)
+        (tmp_path / "conf" / "workload" / "mine.yaml").write_text("n_jobs: 5\n")
+        args = [a.replace("CONF", str(tmp_path / "conf")) for a in args]
     p = _cli([*args, f"hydra.run.dir={tmp_path / 'r'}", f"hydra.sweep.dir={tmp_path / 's'}"], tmp_path)
     assert p.returncode == 1
     lines = p.stderr.strip().splitlines()
