@@ -9,7 +9,7 @@ Stages (limits add up to < 8 minutes with start-up):
    real vs simulated with the fitted serving cost model (TTFT, TPOT, e2e);
 3. ``serving_1b``: the same serving comparison with a ~1.2 B-parameter model in bf16
    (``model=small_1b_real``), whose iterations are GPU-bound;
-4. ``pytest_gpu``: ``pytest -m gpu tests/torch``; 5. ``pytest_torch``: the whole torch folder
+4. ``pytest_gpu``: ``pytest -m gpu tests/torch_backend``; 5. ``pytest_torch``: the whole torch folder
    on the GPU (the CPU tests then run on CUDA devices too), if time is left.
 
 Reported figures: achieved bf16 FLOP/s as a fraction of the H200's 989 TFLOPS dense peak (and
@@ -144,14 +144,14 @@ def main() -> int:
     if cal.exists():
         svr += ["--calibration", str(cal)]
     stage("sim_vs_real", svr, left(180), out, results)
-    stage("pytest_gpu", [py, "-m", "pytest", str(root / "tests" / "torch"), "-m", "gpu", "-q", "-p", "no:cacheprovider",
+    stage("pytest_gpu", [py, "-m", "pytest", str(root / "tests" / "torch_backend"), "-m", "gpu", "-q", "-p", "no:cacheprovider",
                          f"--junitxml={out / 'pytest_gpu.xml'}"], left(90), out, results)
     # serving a ~1.2 B-parameter model for real (bf16): GPU-bound iterations, not Python-bound
     stage("serving_1b", [py, "-m", "llmos_sim.backends.torch_gpu.sim_vs_real", "--out", str(out / "serving_1b"),
                          "--skip-training", "--inference-overrides", "model=small_1b_real", "workload.n=96",
                          "workload.rate_per_s=40"], left(120), out, results)
     if a.budget_s - (time.time() - t0) > 60:
-        stage("pytest_torch", [py, "-m", "pytest", str(root / "tests" / "torch"), "-q", "-p", "no:cacheprovider",
+        stage("pytest_torch", [py, "-m", "pytest", str(root / "tests" / "torch_backend"), "-q", "-p", "no:cacheprovider",
                                f"--junitxml={out / 'pytest_torch.xml'}"], left(100), out, results)
     fig = figures(out, results)
     (out / "gpu_summary.json").write_text(json.dumps(fig, indent=2, default=str))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from llmos_sim.types import GB, Cluster, DeviceSpec
+from llmos_sim.validate import count, non_negative, positive
 
 T = 1e12
 
@@ -29,9 +30,13 @@ PRESETS: dict[str, tuple[float, float, int, float]] = {
 
 
 def device_spec(name: str, dtype: str = "bf16", flops: float | None = None, mem_bytes: int | None = None,
-                mem_bw_bytes_s: float | None = None) -> DeviceSpec:
+                mem_bw_bytes_s: float | None = None, key: str = "device") -> DeviceSpec:
     """A preset by name (``dtype`` ``bf16``/``fp16`` or ``fp32``), or a custom device when
-    ``flops`` and ``mem_bytes`` are given; explicit values override the preset's."""
+    ``flops`` and ``mem_bytes`` are given; explicit values override the preset's. Given values
+    must be finite (``flops`` > 0, the others >= 0); ``key`` names the config key in errors."""
+    flops = None if flops is None else positive(f"{key}.flops", flops)
+    mem_bytes = None if mem_bytes is None else count(f"{key}.mem_bytes", mem_bytes)
+    mem_bw_bytes_s = None if mem_bw_bytes_s is None else non_negative(f"{key}.mem_bw_bytes_s", mem_bw_bytes_s)
     if name in PRESETS:
         f16, f32, mem, bw = PRESETS[name]
         if dtype not in ("bf16", "fp16", "fp32"):
@@ -56,10 +61,14 @@ def build_cluster(groups: Sequence[Mapping[str, Any]], nodes_per_switch: int = 0
         for key in ("nodes", "devices_per_node", "device"):
             if key not in g:
                 raise ValueError(f"cluster.groups[{i}]: missing key {key!r}")
-        dev = g["device"]
-        spec = device_spec(dev) if isinstance(dev, str) else device_spec(**dict(dev))
-        built.append((int(g["nodes"]), int(g["devices_per_node"]), spec, int(g.get("cpus_per_node", 0)),
-                      int(g.get("host_mem_bytes_per_node", 0))))
+        dev, key = g["device"], f"cluster.groups[{i}]"
+        spec = device_spec(dev) if isinstance(dev, str) else device_spec(**dict(dev), key=f"{key}.device")
+        built.append((count(f"{key}.nodes", g["nodes"], 1), count(f"{key}.devices_per_node", g["devices_per_node"], 1),
+                      spec, count(f"{key}.cpus_per_node", g.get("cpus_per_node", 0)),
+                      count(f"{key}.host_mem_bytes_per_node", g.get("host_mem_bytes_per_node", 0))))
+    non_negative("cluster.link_bw_bytes_s", link_bw_bytes_s)
+    non_negative("cluster.link_latency_s", link_latency_s)
+    count("cluster.nodes_per_switch", nodes_per_switch)
     return Cluster.from_groups(built, nodes_per_switch=nodes_per_switch, link_bw_bytes_s=link_bw_bytes_s,
                                link_latency_s=link_latency_s)
 

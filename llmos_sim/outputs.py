@@ -35,6 +35,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
+from llmos_sim.validate import InputError
+
 MARKER = "complete.json"
 LOCK = ".lock"
 PARTIAL_PREFIX = ".partial-"
@@ -42,7 +44,7 @@ PARTIAL_PREFIX = ".partial-"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.,=+@-]+$")
 
 
-class OutputError(ValueError):
+class OutputError(InputError):
     """A run folder cannot be used (locked by another run, invalid run name); the message
     names the folder or the config key."""
 

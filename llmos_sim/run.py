@@ -32,6 +32,7 @@ from llmos_sim.metrics import jobs_table, memory_table, timeline_table, training
 from llmos_sim.outputs import (LOCK, MARKER, PARTIAL_PREFIX, clean_partials, config_sha256, output_lock, provenance,
                                read_marker, resume_check, watch_inputs)
 from llmos_sim.types import Cluster
+from llmos_sim.validate import InputError, chain, check_config, named_error
 
 GANTT_MAX_JOBS = 500  #: a per-run Gantt chart is drawn for runs up to this many jobs
 
@@ -101,10 +102,24 @@ def build_engine(cfg: DictConfig, streams: dict[str, np.random.Generator], progr
 
 
 def run_config(cfg: DictConfig, progress: bool = False) -> RunResult:
-    """Run the composed config ``cfg`` and derive its tables and summary (``inputs``: the
-    data files it read)."""
-    with watch_inputs() as inputs:
-        result = _run_mode(cfg, progress)
+    """Run the composed config ``cfg`` and derive its tables and summary (``result.inputs``:
+    the data files it read).
+
+    The config is checked first (:func:`llmos_sim.validate.check_config`); a bad value or a
+    malformed input file raises :class:`~llmos_sim.validate.InputError` naming the key or the
+    file and line (a check a component makes while it is built is re-raised as one too)."""
+    check_config(cfg)
+    try:
+        with watch_inputs() as inputs:
+            result = _run_mode(cfg, progress)
+    except Exception as e:  # noqa: BLE001 - only a user's mistake is renamed; the rest re-raises
+        inner = next((c for c in chain(e) if isinstance(c, InputError)), None)
+        if inner is not None:
+            raise inner from None
+        msg = named_error(e)
+        if msg is None:
+            raise
+        raise InputError(msg) from e
     result.inputs = sorted(inputs)
     return result
 

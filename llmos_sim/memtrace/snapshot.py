@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import pickle
 from pathlib import Path
 from typing import Any
@@ -58,26 +59,44 @@ def load_snapshot(source: str | Path | dict) -> dict:
     path = Path(source)
     raw = path.read_bytes()
     try:
-        snap = json.loads(raw) if raw[:1] in (b"{", b"[") else safe_loads(raw)
+        snap = json.loads(raw.decode("utf-8")) if raw[:1] in (b"{", b"[") else safe_loads(raw)
     except Exception as exc:  # noqa: BLE001 - report which file could not be parsed
-        raise TraceFormatError(f"{path}: not a JSON or pickle memory snapshot ({exc})") from exc
+        raise TraceFormatError(f"{path}: not a JSON or pickle memory snapshot ({' '.join(str(exc).split())})") from exc
     if not isinstance(snap, dict) or ("device_traces" not in snap and "segments" not in snap):
         raise TraceFormatError(f"{path}: no 'device_traces' or 'segments' in snapshot")
     return snap
+
+
+def _int_field(where: str, entry: dict, key: str, default: int | None = None, bits: int = 64) -> int:
+    """``entry[key]`` as an integer in [0, 2**bits) (an address: 64, a size: 63), else a named error."""
+    v = entry.get(key, default)
+    if v is None:
+        raise TraceFormatError(f"{where}: missing {key!r}")
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**bits:
+        raise TraceFormatError(f"{where}: {key!r} must be an integer in [0, 2**{bits}), got {v!r}")
+    return v
 
 
 def read_snapshot(source: str | Path | dict, device: int | None = None) -> pd.DataFrame:
     """Convert one device's history in a memory snapshot to a trace table.
 
     ``device``: index into ``device_traces`` (default: the first device with entries);
-    ``segments`` are filtered by their ``device`` field when it is present.
+    ``segments`` are filtered by their ``device`` field when it is present. A malformed entry
+    raises :class:`TraceFormatError` naming the source and the entry
+    (``device_traces[0][12]: 'size' must be ...``).
     """
     snap = load_snapshot(source)
-    traces: list[list[dict[str, Any]]] = snap.get("device_traces") or []
+    name = "snapshot" if isinstance(source, dict) else str(source)
+    traces = snap.get("device_traces") or []
+    if not isinstance(traces, list) or not all(isinstance(t, list) for t in traces):
+        raise TraceFormatError(f"{name}: 'device_traces' must be a list of lists of entries")
+    segments = snap.get("segments") or []
+    if not isinstance(segments, list):
+        raise TraceFormatError(f"{name}: 'segments' must be a list")
     if device is None:
         device = next((i for i, t in enumerate(traces) if t), 0)
     entries = traces[device] if device < len(traces) else []
-    has_completed = any(e.get("action") == "free_completed" for e in entries)
+    has_completed = any(isinstance(e, dict) and e.get("action") == "free_completed" for e in entries)
     free_action = "free_completed" if has_completed else "free_requested"
 
     rows: list[tuple[float, str, int, int]] = []
@@ -85,13 +104,26 @@ def read_snapshot(source: str | Path | dict, device: int | None = None) -> pd.Da
     live: dict[int, tuple[int, int]] = {}  # addr -> (id, size)
     next_id = 0
     t0 = None
+    last_t = -math.inf
     for k, e in enumerate(entries):
+        where = f"{name}: device_traces[{device}][{k}]"
+        if not isinstance(e, dict):
+            raise TraceFormatError(f"{where}: expected an object, got {type(e).__name__}")
         action = e.get("action")
         if action not in ("alloc", free_action):
             continue
-        t = e["time_us"] / 1e6 if "time_us" in e else float(k)
+        t = e.get("time_us", None)
+        if t is None:
+            t = float(k)
+        elif isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+            raise TraceFormatError(f"{where}: 'time_us' must be a finite number, got {t!r}")
+        else:
+            t = t / 1e6
+        if t < last_t:
+            raise TraceFormatError(f"{where}: 'time_us' goes back in time")
+        last_t = t
         t0 = t if t0 is None else t0
-        addr, size = int(e["addr"]), int(e.get("size", 0))
+        addr, size = _int_field(where, e, "addr"), _int_field(where, e, "size", 0, bits=63)
         if action == "alloc":
             live[addr] = (next_id, size)
             rows.append((t, "alloc", next_id, size))
@@ -103,12 +135,20 @@ def read_snapshot(source: str | Path | dict, device: int | None = None) -> pd.Da
                 rows.append((t, "free", -len(initial), size))  # provisional id, fixed below
             else:
                 rows.append((t, "free", hit[0], hit[1]))
-    for seg in snap.get("segments") or []:
+    for j, seg in enumerate(segments):
+        if not isinstance(seg, dict):
+            raise TraceFormatError(f"{name}: segments[{j}]: expected an object, got {type(seg).__name__}")
         if "device" in seg and seg["device"] != device:
             continue
-        for b in seg.get("blocks", []):
-            if b.get("state") == "active_allocated" and int(b["address"]) not in live:
-                initial.append(int(b["size"]))  # live at the end, never seen allocated
+        blocks = seg.get("blocks", [])
+        if not isinstance(blocks, list):
+            raise TraceFormatError(f"{name}: segments[{j}]: 'blocks' must be a list")
+        for m, b in enumerate(blocks):
+            where = f"{name}: segments[{j}].blocks[{m}]"
+            if isinstance(b, dict) and b.get("state") == "active_allocated":
+                addr, size = _int_field(where, b, "address"), _int_field(where, b, "size", bits=63)
+                if addr not in live:
+                    initial.append(size)  # live at the end, never seen allocated
     t0 = 0.0 if t0 is None else t0
     # blocks that predate the history get ids after the others, allocated at t0
     pre = [(t0, "alloc", next_id + j, n) for j, n in enumerate(initial)]

@@ -11,17 +11,22 @@ with a header line naming them.
 from __future__ import annotations
 
 import csv
+import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
+from llmos_sim.validate import INT64_MAX, InputError
+from llmos_sim.workload.base import read_text
+
 TRACE_COLUMNS: tuple[str, ...] = ("time_s", "op", "id", "nbytes")
 OPS = ("alloc", "free")
 
 
-class TraceFormatError(ValueError):
+class TraceFormatError(InputError):
     """A trace file or table is malformed; the message names the file and line."""
 
 
@@ -61,11 +66,14 @@ def validate_trace(df: pd.DataFrame) -> pd.DataFrame:
 def read_csv(path: str | Path) -> pd.DataFrame:
     """Read a trace CSV (header ``time_s,op,id,nbytes``). Errors name the file and line."""
     path = Path(path)
+    if not path.exists():
+        raise TraceFormatError(f"{path}: no such trace file")
+    text = read_text(path, TraceFormatError)
     times: list[float] = []
     ops: list[str] = []
     ids: list[int] = []
     sizes: list[int] = []
-    with path.open(newline="") as fh:
+    with io.StringIO(text, newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None or [h.strip() for h in header] != list(TRACE_COLUMNS):
@@ -82,6 +90,8 @@ def read_csv(path: str | Path) -> pd.DataFrame:
                 t = float(t_s)
             except ValueError:
                 raise TraceFormatError(f"{path}:{line}: time_s is not a number: {t_s!r}") from None
+            if not math.isfinite(t):
+                raise TraceFormatError(f"{path}:{line}: time_s must be finite, got {t_s!r}")
             if t < last_t:
                 raise TraceFormatError(f"{path}:{line}: time_s {t} goes back in time (previous {last_t})")
             if op not in OPS:
@@ -90,6 +100,8 @@ def read_csv(path: str | Path) -> pd.DataFrame:
                 i = int(id_s)
             except ValueError:
                 raise TraceFormatError(f"{path}:{line}: id is not an integer: {id_s!r}") from None
+            if abs(i) > INT64_MAX:
+                raise TraceFormatError(f"{path}:{line}: id must be below 2**63 in magnitude, got {id_s}")
             if n_s == "" and op == "free":
                 n = 0
             else:
@@ -97,8 +109,8 @@ def read_csv(path: str | Path) -> pd.DataFrame:
                     n = int(n_s)
                 except ValueError:
                     raise TraceFormatError(f"{path}:{line}: nbytes is not an integer: {n_s!r}") from None
-                if n < 0:
-                    raise TraceFormatError(f"{path}:{line}: nbytes must be >= 0, got {n}")
+                if not 0 <= n <= INT64_MAX:
+                    raise TraceFormatError(f"{path}:{line}: nbytes must be >= 0 and below 2**63, got {n}")
             last_t = t
             times.append(t)
             ops.append(op)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from llmos_sim.types import Job
+from llmos_sim.validate import non_negative, optional_count, positive
 from llmos_sim.workload.base import TraceError, Workload, data_path, fail_row, read_csv_checked
 
 POD_COLUMNS = {"name": "str", "cpu_milli": "int", "memory_mib": "int", "num_gpu": "int", "gpu_milli": "int",
@@ -35,10 +36,12 @@ NODE_COLUMNS = {"sn": "str", "cpu_milli": "int", "memory_mib": "int", "gpu": "in
 
 
 def read_nodes(path: str | Path = "data:alibaba_openb_2023/openb_node_list_gpu_node.csv"):
-    """The validated node list (``gpu`` >= 1 per node, a model name on each)."""
+    """The validated node list (``gpu`` >= 1 per node, a model name on each, CPUs and memory
+    >= 0)."""
     df = read_csv_checked(path, NODE_COLUMNS)
     for col, ok, what in (("gpu", df["gpu"] >= 1, "must be >= 1"), ("model", df["model"] != "", "must not be empty"),
-                          ("cpu_milli", df["cpu_milli"] >= 0, "must be >= 0")):
+                          ("cpu_milli", df["cpu_milli"] >= 0, "must be >= 0"),
+                          ("memory_mib", df["memory_mib"] >= 0, "must be >= 0")):
         if not ok.all():
             i = int(np.flatnonzero(~ok.to_numpy())[0])
             raise fail_row(path, i, col, f"{what}, got {df[col].iloc[i]!r}")
@@ -65,14 +68,13 @@ class AlibabaTrace(Workload):
                  reference_flops: float = 65e12, max_jobs: int | None = None, load: float = 1.0,
                  max_runtime_s: float | None = None, pending_runtime_s: float | None = None,
                  with_host_demand: bool = True, whole_gpus: bool = False) -> None:
-        if load <= 0:
-            raise ValueError(f"AlibabaTrace: load must be > 0, got {load}")
         self.path = path
-        self.reference_flops = float(reference_flops)
-        self.max_jobs = max_jobs
-        self.load = float(load)
-        self.max_runtime_s = max_runtime_s
-        self.pending_runtime_s = pending_runtime_s
+        self.reference_flops = positive("workload.reference_flops", reference_flops)
+        self.max_jobs = optional_count("workload.max_jobs", max_jobs)
+        self.load = positive("workload.load", load)
+        self.max_runtime_s = None if max_runtime_s is None else non_negative("workload.max_runtime_s", max_runtime_s)
+        self.pending_runtime_s = (None if pending_runtime_s is None
+                                  else non_negative("workload.pending_runtime_s", pending_runtime_s))
         self.with_host_demand = with_host_demand
         self.whole_gpus = whole_gpus
 
@@ -83,14 +85,15 @@ class AlibabaTrace(Workload):
         df = read_csv_checked(self.path, POD_COLUMNS)
         df["line"] = np.arange(len(df)) + 2
         sched = pd.to_numeric(df["scheduled_time"].replace("", np.nan), errors="coerce")
-        bad = sched.isna() & (df["scheduled_time"] != "")
+        bad = (sched.isna() & (df["scheduled_time"] != "")) | ~np.isfinite(sched.fillna(0.0).to_numpy(dtype=float))
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise fail_row(self.path, i, "scheduled_time", f"cannot read {df['scheduled_time'].iloc[i]!r} as float")
+            raise fail_row(self.path, i, "scheduled_time", f"cannot read {df['scheduled_time'].iloc[i]!r} as a finite number")
         for col, ok, what in (("gpu_milli", (df["gpu_milli"] > 0) & (df["gpu_milli"] <= 1000) | (df["num_gpu"] == 0),
                                "must be in (0, 1000]"), ("num_gpu", df["num_gpu"] >= 0, "must be >= 0"),
                               ("deletion_time", (df["deletion_time"] >= sched) | sched.isna(),
-                               "must be >= scheduled_time")):
+                               "must be >= scheduled_time"), ("cpu_milli", df["cpu_milli"] >= 0, "must be >= 0"),
+                              ("memory_mib", df["memory_mib"] >= 0, "must be >= 0")):
             if not ok.all():
                 i = int(np.flatnonzero(~ok.to_numpy())[0])
                 raise fail_row(self.path, i, col, f"{what}, got {df[col].iloc[i]!r}")

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from llmos_sim.types import Job
+from llmos_sim.validate import count, non_negative, optional_count, positive
 from llmos_sim.workload.base import TraceError, Workload, fail_row, read_csv_checked
 
 COLUMNS = {"timestamp": "datetime", "duration": "float", "num_gpus": "int", "gpu_time": "float", "cluster": "str"}
@@ -45,16 +46,14 @@ class PhillyTrace(Workload):
         mem_bytes_per_device: int = 0,
         start_offset_s: float = 0.0,
     ) -> None:
-        if load <= 0:
-            raise ValueError(f"PhillyTrace: load must be > 0, got {load}")
         self.path = path
         self.clusters = None if clusters is None else [str(c) for c in clusters]
-        self.max_jobs = max_jobs
-        self.load = float(load)
-        self.reference_flops = float(reference_flops)
-        self.max_gpus = max_gpus
-        self.mem_bytes_per_device = int(mem_bytes_per_device)
-        self.start_offset_s = float(start_offset_s)
+        self.max_jobs = optional_count("workload.max_jobs", max_jobs)
+        self.load = positive("workload.load", load)
+        self.reference_flops = positive("workload.reference_flops", reference_flops)
+        self.max_gpus = optional_count("workload.max_gpus", max_gpus, 1)
+        self.mem_bytes_per_device = count("workload.mem_bytes_per_device", mem_bytes_per_device)
+        self.start_offset_s = non_negative("workload.start_offset_s", start_offset_s)
 
     def frame(self):
         """The validated trace as a DataFrame (sorted by arrival, ``arrival_s`` added)."""
@@ -70,6 +69,8 @@ class PhillyTrace(Workload):
                 raise TraceError(f"{self.path}: no jobs in clusters {self.clusters}")
         if self.max_gpus is not None:
             df = df[df["num_gpus"] <= self.max_gpus]
+            if df.empty:
+                raise TraceError(f"{self.path}: no jobs with at most max_gpus={self.max_gpus} GPUs")
         t0 = df["timestamp"].min()
         df = df.assign(arrival_s=(df["timestamp"] - t0).dt.total_seconds() / self.load + self.start_offset_s)
         df = df.sort_values(["arrival_s", "line"], kind="stable")

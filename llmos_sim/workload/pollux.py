@@ -31,6 +31,7 @@ from typing import Mapping
 import numpy as np
 
 from llmos_sim.types import Job
+from llmos_sim.validate import non_negative, optional_count, positive
 from llmos_sim.workload.base import Workload, fail_row, read_csv_checked
 
 COLUMNS = {"name": "str", "time": "float", "application": "str", "num_replicas": "int", "batch_size": "int"}
@@ -54,17 +55,15 @@ class PolluxWorkload(Workload):
     def __init__(self, path: str | Path = "data:pollux/workloads/workload-1.csv", reference_flops: float = 125e12,
                  gpu_hours: Mapping[str, float] | None = None, elastic: bool = True, max_gpus: int | None = None,
                  load: float = 1.0, preprocess_s: float = 0.0, output_s: float = 0.0) -> None:
-        if load <= 0:
-            raise ValueError(f"PolluxWorkload: load must be > 0, got {load}")
         self.path = path
-        self.reference_flops = float(reference_flops)
+        self.reference_flops = positive("workload.reference_flops", reference_flops)
         self.gpu_hours = dict(GPU_HOURS)
-        self.gpu_hours.update({str(k): float(v) for k, v in dict(gpu_hours or {}).items()})
+        self.gpu_hours.update({str(k): non_negative(f"workload.gpu_hours.{k}", v) for k, v in dict(gpu_hours or {}).items()})
         self.elastic = elastic
-        self.max_gpus = max_gpus
-        self.load = float(load)
-        self.preprocess_s = float(preprocess_s)
-        self.output_s = float(output_s)
+        self.max_gpus = optional_count("workload.max_gpus", max_gpus, 1)
+        self.load = positive("workload.load", load)
+        self.preprocess_s = non_negative("workload.preprocess_s", preprocess_s)
+        self.output_s = non_negative("workload.output_s", output_s)
 
     def frame(self):
         df = read_csv_checked(self.path, COLUMNS)

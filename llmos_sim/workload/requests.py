@@ -16,22 +16,24 @@ offline. Malformed input raises :class:`WorkloadError` naming the file and line.
 """
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
 
+from llmos_sim.validate import InputError, count, non_negative, optional_count, positive
+from llmos_sim.workload.base import check_fields, read_csv_text, read_text
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
-class WorkloadError(ValueError):
+class WorkloadError(InputError):
     """Malformed workload input; the message names the file and the line."""
 
 
@@ -72,24 +74,17 @@ def _read_csv(path: Path, columns: Sequence[str], ints: Sequence[str] = ()) -> p
     """Read a (gzipped) CSV with the given columns, kept as strings for validation; the
     ``ints`` columns as int64 when the C parser reads every value of them as one (else they
     stay strings too, and :func:`_ints` parses and checks them)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", newline="") as f:
-            text = f.read()
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise WorkloadError(f"{path}: cannot read: {e}") from e
+    text = read_text(path, WorkloadError)
+    check_fields(path, text, WorkloadError)
     df = None
     if ints:
         try:
             df = pd.read_csv(io.StringIO(text), dtype=defaultdict(lambda: str, {c: np.int64 for c in ints}),
-                             keep_default_na=False)
+                             keep_default_na=False, index_col=False)
         except (ValueError, OverflowError, TypeError):  # not all plain integers: as strings below
             df = None
-    try:
-        if df is None:
-            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    except pd.errors.ParserError as e:
-        raise WorkloadError(f"{path}: {e}") from e
+    if df is None:
+        df = read_csv_text(path, text, WorkloadError)
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise WorkloadError(f"{path}:1: missing column(s) {missing}; header has {list(df.columns)}")
@@ -135,14 +130,14 @@ class AzureLLMTrace:
     FILES = {"conv": "azure_llm_2023/AzureLLMInferenceTrace_conv.csv.gz",
              "code": "azure_llm_2023/AzureLLMInferenceTrace_code.csv.gz"}
 
-    def __init__(self, kind: str = "conv", path: str | None = None, rate_scale: float = 1.0,
+    def __init__(self, kind: Literal["conv", "code"] = "conv", path: str | None = None, rate_scale: float = 1.0,
                  max_requests: int | None = None, service: str = "default") -> None:
         if kind not in self.FILES:
             raise ValueError(f"AzureLLMTrace: kind must be one of {sorted(self.FILES)}, got {kind!r}")
-        if rate_scale <= 0:
-            raise ValueError(f"AzureLLMTrace: rate_scale must be > 0, got {rate_scale}")
         self.path = _resolve(path, self.FILES[kind])
-        self.rate_scale, self.max_requests, self.service = float(rate_scale), max_requests, service
+        self.rate_scale = positive("workload.rate_scale", rate_scale)
+        self.max_requests = optional_count("workload.max_requests", max_requests)
+        self.service = service
 
     def requests(self, rng: np.random.Generator | None = None) -> list[Request]:
         df = _read_csv(self.path, ("TIMESTAMP", "ContextTokens", "GeneratedTokens"), ints=("ContextTokens", "GeneratedTokens"))
@@ -167,10 +162,10 @@ class ArxivSummarization:
 
     def __init__(self, rate_per_s: float = 1.0, max_requests: int | None = None, path: str | None = None,
                  service: str = "default") -> None:
-        if rate_per_s <= 0:
-            raise ValueError(f"ArxivSummarization: rate_per_s must be > 0, got {rate_per_s}")
         self.path = _resolve(path, self.FILE)
-        self.rate_per_s, self.max_requests, self.service = float(rate_per_s), max_requests, service
+        self.rate_per_s = positive("workload.rate_per_s", rate_per_s)
+        self.max_requests = optional_count("workload.max_requests", max_requests)
+        self.service = service
 
     def requests(self, rng: np.random.Generator) -> list[Request]:
         df = _read_csv(self.path, ("num_prefill_tokens", "num_decode_tokens"), ints=("num_prefill_tokens", "num_decode_tokens"))
@@ -194,35 +189,37 @@ class VllmBenchmarkRequests:
     FILE = "vllm_rtx4090_llama31_8b/requests.jsonl"
     KEYS = ("request_id", "input_toks", "output_toks", "arrival_time")
 
-    def __init__(self, path: str | None = None, arrival_field: str = "arrival_time", max_requests: int | None = None,
+    def __init__(self, path: str | None = None, arrival_field: Literal["arrival_time", "queued_ts"] = "arrival_time",
+                 max_requests: int | None = None,
                  service: str = "default") -> None:
         if arrival_field not in ("arrival_time", "queued_ts"):
             raise ValueError(f"VllmBenchmarkRequests: arrival_field must be arrival_time or queued_ts, got {arrival_field!r}")
         self.path = _resolve(path, self.FILE)
-        self.arrival_field, self.max_requests, self.service = arrival_field, max_requests, service
+        self.arrival_field, self.service = arrival_field, service
+        self.max_requests = optional_count("workload.max_requests", max_requests)
 
     def measured(self) -> pd.DataFrame:
         """The file as a table, one row per line, validated."""
         rows = []
-        with open(self.path, encoding="utf-8") as f:
-            for ln, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise WorkloadError(f"{self.path}:{ln}: not valid JSON: {e.msg}") from e
-                if not isinstance(r, dict):
-                    raise WorkloadError(f"{self.path}:{ln}: expected a JSON object")
-                for k in (*self.KEYS, self.arrival_field):
-                    if k not in r:
-                        raise WorkloadError(f"{self.path}:{ln}: missing key {k!r}")
-                for k in ("input_toks", "output_toks"):
-                    if not isinstance(r[k], int) or isinstance(r[k], bool) or r[k] < 1:
-                        raise WorkloadError(f"{self.path}:{ln}: {k!r} must be an integer >= 1, got {r[k]!r}")
-                if not isinstance(r[self.arrival_field], (int, float)) or not math.isfinite(r[self.arrival_field]):
-                    raise WorkloadError(f"{self.path}:{ln}: {self.arrival_field!r} must be a number")
-                rows.append(r)
+        for ln, line in enumerate(read_text(self.path, WorkloadError).splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise WorkloadError(f"{self.path}:{ln}: not valid JSON: {e.msg}") from e
+            if not isinstance(r, dict):
+                raise WorkloadError(f"{self.path}:{ln}: expected a JSON object")
+            for k in (*self.KEYS, self.arrival_field):
+                if k not in r:
+                    raise WorkloadError(f"{self.path}:{ln}: missing key {k!r}")
+            for k in ("input_toks", "output_toks"):
+                if not isinstance(r[k], int) or isinstance(r[k], bool) or not 1 <= r[k] <= 2**53:
+                    raise WorkloadError(f"{self.path}:{ln}: {k!r} must be an integer in [1, 2**53], got {r[k]!r}")
+            t = r[self.arrival_field]
+            if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or abs(t) > 2**53:
+                raise WorkloadError(f"{self.path}:{ln}: {self.arrival_field!r} must be a finite number, got {t!r}")
+            rows.append(r)
         if not rows:
             raise WorkloadError(f"{self.path}: no requests")
         return pd.DataFrame(rows)
@@ -236,14 +233,20 @@ class VllmBenchmarkRequests:
 
 class SyntheticRequests:
     """``n`` requests with Poisson arrivals (``rate_per_s``; 0 = all at time 0) and lengths
-    uniform in ``[min, max]`` (equal bounds = fixed), drawn from the run's generator."""
+    uniform in ``[min, max]`` (equal bounds = fixed), drawn from the run's generator.
+    ``max_requests`` keeps the first N (as for every request workload; the draws, and so the
+    kept requests, are those of the full ``n``)."""
 
     SEED_VARIES = "arrival times (Poisson), prompt and output lengths"
 
     def __init__(self, n: int = 100, rate_per_s: float = 1.0, prompt_min: int = 128, prompt_max: int = 1024,
-                 output_min: int = 16, output_max: int = 256, service: str = "default") -> None:
-        if n < 0 or rate_per_s < 0 or not (1 <= prompt_min <= prompt_max) or not (1 <= output_min <= output_max):
+                 output_min: int = 16, output_max: int = 256, service: str = "default",
+                 max_requests: int | None = None) -> None:
+        count("workload.n", n)
+        non_negative("workload.rate_per_s", rate_per_s)
+        if not (1 <= prompt_min <= prompt_max) or not (1 <= output_min <= output_max):
             raise ValueError("SyntheticRequests: need n >= 0, rate >= 0, 1 <= min <= max for both lengths")
+        self.max_requests = optional_count("workload.max_requests", max_requests)
         self.n, self.rate_per_s = int(n), float(rate_per_s)
         self.prompt = (int(prompt_min), int(prompt_max))
         self.output = (int(output_min), int(output_max))
@@ -256,7 +259,7 @@ class SyntheticRequests:
             arrival = np.zeros(self.n)
         prompt = rng.integers(self.prompt[0], self.prompt[1] + 1, size=self.n)
         output = rng.integers(self.output[0], self.output[1] + 1, size=self.n)
-        return _build(arrival, prompt, output, None, self.service)
+        return _build(arrival, prompt, output, self.max_requests, self.service)
 
 
 class ExplicitRequests:

@@ -6,6 +6,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from llmos_sim.types import Job
+from llmos_sim.validate import ConfigError, count, non_negative, probability
 from llmos_sim.workload.base import Workload
 
 
@@ -49,6 +50,19 @@ class SyntheticJobs(Workload):
             raise ValueError(f"SyntheticJobs: gpus_p has {len(gpus_p)} entries for {len(gpus)} gpus values")
         if not 0 <= mem_min_bytes <= mem_max_bytes and not (mem_max_bytes == 0 and mem_min_bytes == 0):
             raise ValueError("SyntheticJobs: need 0 <= mem_min_bytes <= mem_max_bytes")
+        if not list(tenants):
+            raise ConfigError("workload.tenants", "needs at least one tenant")
+        if not list(gpus):
+            raise ConfigError("workload.gpus", "needs at least one value")
+        for i, g in enumerate(gpus):
+            count(f"workload.gpus[{i}]", g, 1)
+        if gpus_p is not None:
+            for i, p in enumerate(gpus_p):
+                non_negative(f"workload.gpus_p[{i}]", p)
+            if not sum(gpus_p) > 0:
+                raise ConfigError("workload.gpus_p", f"must have a positive sum, got {list(gpus_p)}")
+        probability("workload.elastic_fraction", elastic_fraction)
+        non_negative("workload.duration_sigma", duration_sigma)
         self.n_jobs = int(n_jobs)
         self.arrival_rate_per_s = float(arrival_rate_per_s)
         self.gpus = [int(g) for g in gpus]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from llmos_sim.types import Job
+from llmos_sim.validate import non_negative, positive
 from llmos_sim.workload.base import TraceError, Workload, data_path, fail_row, read_csv_checked
 
 COLUMNS = {"job_id": "int", "num_gpu": "int", "submit_time": "float", "iterations": "int", "model_name": "str",
@@ -26,14 +27,16 @@ SPEC_COLUMNS = {"num_switch": "int", "num_node_p_switch": "int", "num_gpu_p_node
 
 
 def read_cluster_spec(path: str | Path = "data:tiresias/n32g4.csv") -> dict[str, int]:
-    """The one-row cluster spec as a dict; every field must be a positive integer."""
+    """The one-row cluster spec as a dict: switches, nodes per switch and GPUs per node are
+    integers >= 1; CPUs and memory (GB) per node integers >= 0."""
     df = read_csv_checked(path, SPEC_COLUMNS)
     if len(df) != 1:
         raise TraceError(f"{data_path(path)}: a cluster spec has exactly one data row, found {len(df)}")
     out = {c: int(df[c].iloc[0]) for c in SPEC_COLUMNS}
     for c, v in out.items():
-        if v < 1 and c not in ("num_cpu_p_node", "mem_p_node"):
-            raise fail_row(path, 0, c, f"must be >= 1, got {v}")
+        least = 0 if c in ("num_cpu_p_node", "mem_p_node") else 1
+        if v < least:
+            raise fail_row(path, 0, c, f"must be >= {least}, got {v}")
     return out
 
 
@@ -52,14 +55,13 @@ class TiresiasTrace(Workload):
     def __init__(self, path: str | Path = "data:tiresias/60_job.csv", reference_flops: float = 21.2e12,
                  load: float = 1.0, walltime_factor: float | None = None, preprocess_s: float = 0.0,
                  output_s: float = 0.0) -> None:
-        if load <= 0:
-            raise ValueError(f"TiresiasTrace: load must be > 0, got {load}")
         self.path = path
-        self.reference_flops = float(reference_flops)
-        self.load = float(load)
-        self.walltime_factor = walltime_factor
-        self.preprocess_s = float(preprocess_s)
-        self.output_s = float(output_s)
+        self.reference_flops = positive("workload.reference_flops", reference_flops)
+        self.load = positive("workload.load", load)
+        self.walltime_factor = None if walltime_factor is None else positive("workload.walltime_factor",
+                                                                             walltime_factor)
+        self.preprocess_s = non_negative("workload.preprocess_s", preprocess_s)
+        self.output_s = non_negative("workload.output_s", output_s)
 
     def frame(self):
         df = read_csv_checked(self.path, COLUMNS)

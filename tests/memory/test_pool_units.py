@@ -265,3 +265,62 @@ def test_paged_allocate_blocks() -> None:
     a = pool.allocate_blocks(3, requested_bytes=40)
     assert len(a.blocks) == 3 and a.requested == 40
     assert pool.allocate_blocks(2) is None and pool.stats().n_failures == 1
+
+
+def test_caching_expandable_splits_large_blocks_down_to_512b() -> None:
+    """With expandable segments PyTorch splits any remainder >= 512 B, in the large pool too:
+    19 MiB then 20.5 MiB reserve 40 MiB (the 1 MiB left after the first grows), not 60."""
+    pool = CachingPool(100 * MiB, expandable_segments=True)
+    a = pool.allocate(19 * MiB)
+    assert (a.offset, a.nbytes) == (0, 19 * MiB)  # remainder 1 MiB: split (it is > 1 MiB only without)
+    assert pool.cached_free_blocks() == [(19 * MiB, 20 * MiB, False)]
+    b = pool.allocate(20 * MiB + 512 * KiB)
+    assert (b.offset, b.nbytes) == (19 * MiB, 20 * MiB + 512 * KiB)
+    s = pool.stats()
+    assert (s.reserved_bytes, s.allocated_bytes) == (40 * MiB, 39 * MiB + 512 * KiB)
+    c = pool.allocate(20 * MiB + 512 * KiB - 512)  # the 0.5 MiB left + one 20 MiB page, less 512 B: split
+    assert (c.offset, c.nbytes) == (39 * MiB + 512 * KiB, 20 * MiB + 512 * KiB - 512)
+    assert pool.cached_free_blocks() == [(60 * MiB - 512, 60 * MiB, False)]
+    assert pool.stats().reserved_bytes == 60 * MiB
+
+
+def test_caching_max_split_size_oversize_rules() -> None:
+    """``max_split_size``: oversize requests' blocks are never split, small requests never take
+    an oversize block, and an oversize block serves only requests within 20 MiB of its size."""
+    pool = CachingPool(512 * MiB, max_split_size_bytes=64 * MiB)
+    big = pool.allocate(100 * MiB)  # oversize: a 100 MiB segment (round to 2 MiB), not split
+    assert (big.offset, big.nbytes, pool.stats().reserved_bytes) == (0, 100 * MiB, 100 * MiB)
+    pool.free(big)
+    small = pool.allocate(30 * MiB)  # below the limit: refuses the cached 100 MiB block
+    assert small.offset == 100 * MiB and pool.stats().reserved_bytes == 130 * MiB
+    near = pool.allocate(81 * MiB)  # oversize, the 100 MiB block is within 20 MiB: taken whole
+    assert (near.offset, near.nbytes) == (0, 100 * MiB)
+    pool.free(near)
+    far = pool.allocate(80 * MiB)  # 100 >= 80 + 20: refused, a new 80 MiB segment
+    assert (far.offset, far.nbytes) == (130 * MiB, 80 * MiB)
+    assert pool.stats().reserved_bytes == 210 * MiB
+    # below the limit, blocks still split as without it (remainder > 1 MiB)
+    pool2 = CachingPool(512 * MiB, max_split_size_bytes=64 * MiB)
+    x = pool2.allocate(40 * MiB)
+    pool2.free(x)
+    y = pool2.allocate(10 * MiB)
+    assert (y.offset, y.nbytes) == (0, 10 * MiB) and pool2.cached_free_blocks() == [(10 * MiB, 40 * MiB, False)]
+
+
+def test_caching_max_split_size_must_exceed_20mib() -> None:
+    with pytest.raises(ValueError, match="max_split_size_bytes"):
+        CachingPool(512 * MiB, max_split_size_bytes=20 * MiB)
+
+
+@pytest.mark.parametrize("expandable", [False, True])
+def test_caching_zero_byte_request_is_a_no_op(expandable) -> None:
+    pool = CachingPool(64 * MiB, expandable_segments=expandable)
+    z = pool.allocate(0)
+    assert (z.offset, z.nbytes, z.requested) == (0, 0, 0)
+    s = pool.stats()
+    assert (s.reserved_bytes, s.allocated_bytes, s.n_live, pool.n_segments) == (0, 0, 1, 0)
+    a = pool.allocate(512)
+    pool.free(z)
+    assert pool.stats().allocated_bytes == 512 and pool.stats().reserved_bytes == 2 * MiB
+    pool.free(a)
+    assert pool.stats().allocated_bytes == 0

@@ -13,7 +13,9 @@ Rules modelled (PyTorch docs, "CUDA semantics – Memory management" and
    2 MiB for small requests; 20 MiB for large requests < 10 MiB; otherwise the request
    rounded up to a multiple of 2 MiB.
 5. ``should_split``: a block larger than the request is split if the remainder is
-   >= 512 B (small pool) or > 1 MiB (large pool); otherwise the whole block is handed out.
+   >= 512 B in the small pool, and in *every* pool when expandable segments are on (rule 8);
+   in the large pool of ordinary segments only if the remainder is > 1 MiB and the request
+   is below ``max_split_size`` (rule 9). Otherwise the whole block is handed out.
 6. On free a block merges only with its free neighbours *inside its segment*
    (``try_merge_blocks``); segments are never merged and are not returned to the device.
 7. If the new segment cannot be had, all cached segments that are entirely free are
@@ -22,11 +24,22 @@ Rules modelled (PyTorch docs, "CUDA semantics – Memory management" and
 8. ``expandable_segments=True`` (``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``):
    each pool has one segment that grows by mapping pages (2 MiB for the small pool,
    20 MiB for the large pool) at its end, so freed blocks merge across what would have
-   been separate segments and nothing is stranded per segment.
+   been separate segments and nothing is stranded per segment. A new block is cut from the
+   segment's growing end (``try_allocate_expandable_block``), not searched for.
+9. ``max_split_size_bytes`` (``PYTORCH_CUDA_ALLOC_CONF=max_split_size_mb:N``, here in bytes;
+   PyTorch requires more than 20 MiB; ``None`` = unlimited, PyTorch's default): a cached
+   block of at least this size is *oversize*. In ordinary segments an oversize request's
+   block is never split (rule 5). In ``get_free_block`` the best-fitting cached block is
+   refused if the request is below the limit and the block is oversize (small requests never
+   take a piece of a big block), or if the request is itself oversize and the block exceeds it
+   by 20 MiB (``kLargeBuffer``) or more (an oversize block serves only requests close to its
+   size). A refused search goes on as if nothing were cached: a new segment.
+10. A request of 0 bytes is a no-op (``malloc(0)`` returns a null pointer): a 0-byte
+    allocation at offset 0 that reserves and occupies nothing.
 
-Modelling choices (not PyTorch): one stream; no ``max_split_size_mb`` /
-``roundup_power2_divisions`` options; ``release_available_cached_blocks`` (freeing just one
-big-enough segment first) is folded into rule 7. Segments are placed first-fit in the
+Modelling choices (not PyTorch): one stream; no ``roundup_power2_divisions`` option;
+``release_available_cached_blocks`` (with ``max_split_size``, freeing just enough oversize
+segments first) is folded into rule 7, which frees every whole free segment. Segments are placed first-fit in the
 device range ``[0, capacity)`` (an inner :class:`FirstFitPool` aligned to 512 B) so that
 offsets are real positions in a per-device arena; real ``cudaMalloc`` maps pages into
 virtual addresses and is not subject to this device-level fragmentation. With expandable
@@ -46,6 +59,7 @@ from typing import Hashable
 
 from llmos_sim.policies.memory.base import Allocation, MemoryPool
 from llmos_sim.policies.memory.fit import FirstFitPool
+from llmos_sim.validate import ConfigError
 
 MiB = 1 << 20
 
@@ -96,8 +110,14 @@ class CachingPool(MemoryPool):
         large_buffer_bytes: int = 20 * MiB,
         min_large_alloc_bytes: int = 10 * MiB,
         round_large_bytes: int = 2 * MiB,
+        max_split_size_bytes: int | None = None,
     ) -> None:
         super().__init__(capacity_bytes)
+        if max_split_size_bytes is not None and not max_split_size_bytes > large_buffer_bytes:
+            raise ConfigError("memory.max_split_size_bytes", f"must be > large_buffer_bytes ({large_buffer_bytes}) "
+                                                             f"as in PyTorch, got {max_split_size_bytes}")
+        #: requests and blocks of at least this size are oversize (rule 9); None = unlimited
+        self.max_split_size_bytes = None if max_split_size_bytes is None else int(max_split_size_bytes)
         self.expandable_segments = bool(expandable_segments)
         self.min_block_bytes = int(min_block_bytes)
         self.small_size_bytes = int(small_size_bytes)
@@ -130,24 +150,44 @@ class CachingPool(MemoryPool):
         r = self.round_large_bytes
         return (size + r - 1) // r * r
 
-    def _should_split(self, remaining: int, small: bool) -> bool:
-        return remaining >= self.min_block_bytes if small else remaining > self.small_size_bytes
+    def _should_split(self, remaining: int, small: bool, size: int) -> bool:
+        """``should_split`` (rule 5) for a ``size``-byte request leaving ``remaining`` bytes."""
+        if small or self.expandable_segments:
+            return remaining >= self.min_block_bytes
+        return not self._oversize(size) and remaining > self.small_size_bytes
+
+    def _oversize(self, nbytes: int) -> bool:
+        return self.max_split_size_bytes is not None and nbytes >= self.max_split_size_bytes
+
+    def _cached_block(self, size: int, small: bool) -> int | None:
+        """``get_free_block`` (rules 3 and 9): the start of the cached block to use, or None."""
+        pool = self._pools[small]
+        start = pool.best_fit(size)
+        if start is None or self.max_split_size_bytes is None:
+            return start
+        block = pool.end_of[start][0] - start
+        if not self._oversize(size) and self._oversize(block):
+            return None  # a small request never takes a piece of an oversize block
+        if self._oversize(size) and block >= size + self.large_buffer_bytes:
+            return None  # an oversize block serves only requests within 20 MiB of its size
+        return start
 
     # -- segments ------------------------------------------------------------------------
     def _page_bytes(self, small: bool) -> int:
         return self.small_buffer_bytes if small else self.large_buffer_bytes
 
-    def _new_segment(self, size: int, small: bool) -> bool:
-        """Get room for a ``size``-byte block from the device; False if there is none."""
+    def _new_segment(self, size: int, small: bool) -> int | None:
+        """Get room for a ``size``-byte block from the device: the start of the free block that
+        holds it (a new segment, or the grown end of the expandable one); None if no room."""
         pool = self._pools[small]
         if not self.expandable_segments:
             seg = self._device.allocate(self.allocation_size(size))
             if seg is None:
-                return False
+                return None
             self._segments[seg.offset] = (seg, small)
             pool.add(seg.offset, seg.end, seg.offset)
             self._reserved += seg.nbytes
-            return True
+            return seg.offset
         lo, hi = self._exp[small]
         gap = self._exp[True][0] - self._exp[False][1]
         page = self._page_bytes(small)
@@ -159,11 +199,11 @@ class CachingPool(MemoryPool):
             have = hi - edge_start if edge_start is not None else 0
         grow = -(-(size - have) // page) * page
         if grow > gap:
-            return False
+            return None
         if small:
             end = pool.remove(lo)[0] if have else lo
-            self._exp[small][0] = lo - grow
-            pool.add(lo - grow, end, small)
+            self._exp[small][0] = start = lo - grow
+            pool.add(start, end, small)
         else:
             start = edge_start if have else hi
             if have:
@@ -171,7 +211,7 @@ class CachingPool(MemoryPool):
             self._exp[small][1] = hi + grow
             pool.add(start, hi + grow, small)
         self._reserved += grow
-        return True
+        return start
 
     def empty_cache(self) -> int:
         """Release cached memory to the device (``torch.cuda.empty_cache``); returns bytes.
@@ -220,18 +260,21 @@ class CachingPool(MemoryPool):
 
     # -- MemoryPool hooks ------------------------------------------------------------------
     def _allocate(self, nbytes: int, tag: Hashable, alloc_id: int) -> Allocation | None:
+        if nbytes == 0:  # rule 10: nothing to hand out
+            return Allocation(offset=0, nbytes=0, requested=0, tag=tag, id=alloc_id)
         size = self.round_size(nbytes)
         small = size <= self.small_size_bytes
         pool = self._pools[small]
-        start = pool.best_fit(size)
+        start = self._cached_block(size, small)
         if start is None:
-            if not self._new_segment(size, small):
+            start = self._new_segment(size, small)
+            if start is None:
                 self.empty_cache()  # free all cached segments and retry once
-                if not self._new_segment(size, small):
+                start = self._new_segment(size, small)
+                if start is None:
                     return None
-            start = pool.best_fit(size)
         end, seg = pool.remove(start)
-        if self._should_split(end - start - size, small):
+        if self._should_split(end - start - size, small, size):
             pool.add(start + size, end, seg)
             end = start + size
         self._block_seg[start] = seg
@@ -239,6 +282,8 @@ class CachingPool(MemoryPool):
         return Allocation(offset=start, nbytes=end - start, requested=nbytes, tag=tag, id=alloc_id)
 
     def _free(self, allocation: Allocation) -> None:
+        if allocation.nbytes == 0:  # a 0-byte request held nothing
+            return
         start, end = allocation.offset, allocation.end
         seg = self._block_seg.pop(start)
         small = self._is_small_seg(seg)
