@@ -21,6 +21,7 @@ Nodes (``openb_node_list_gpu_node.csv``: ``sn, cpu_milli, memory_mib, gpu, model
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +64,8 @@ class AlibabaTrace(Workload):
                  reference_flops: float = 65e12, max_jobs: int | None = None, load: float = 1.0,
                  max_runtime_s: float | None = None, pending_runtime_s: float | None = None,
                  with_host_demand: bool = True, whole_gpus: bool = False) -> None:
-        if load <= 0:
-            raise ValueError(f"AlibabaTrace: load must be > 0, got {load}")
+        if not (math.isfinite(load) and load > 0):  # NaN compares False: check finiteness
+            raise ValueError(f"AlibabaTrace: workload.load must be a finite number > 0, got {load}")
         self.path = path
         self.reference_flops = float(reference_flops)
         self.max_jobs = max_jobs

@@ -8,6 +8,7 @@ not how the original scheduler decided, so it is replayed from arrival times.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -43,8 +44,8 @@ class PhillyTrace(Workload):
         mem_bytes_per_device: int = 0,
         start_offset_s: float = 0.0,
     ) -> None:
-        if load <= 0:
-            raise ValueError(f"PhillyTrace: load must be > 0, got {load}")
+        if not (math.isfinite(load) and load > 0):  # NaN compares False: check finiteness
+            raise ValueError(f"PhillyTrace: workload.load must be a finite number > 0, got {load}")
         self.path = path
         self.clusters = None if clusters is None else [str(c) for c in clusters]
         self.max_jobs = max_jobs

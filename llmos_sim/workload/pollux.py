@@ -25,6 +25,7 @@ model for less). Jobs are elastic by default (Pollux adapts every job): ``min_gp
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Mapping
 
@@ -52,8 +53,8 @@ class PolluxWorkload(Workload):
     def __init__(self, path: str | Path = "data:pollux/workloads/workload-1.csv", reference_flops: float = 125e12,
                  gpu_hours: Mapping[str, float] | None = None, elastic: bool = True, max_gpus: int | None = None,
                  load: float = 1.0, preprocess_s: float = 0.0, output_s: float = 0.0) -> None:
-        if load <= 0:
-            raise ValueError(f"PolluxWorkload: load must be > 0, got {load}")
+        if not (math.isfinite(load) and load > 0):  # NaN compares False: check finiteness
+            raise ValueError(f"PolluxWorkload: workload.load must be a finite number > 0, got {load}")
         self.path = path
         self.reference_flops = float(reference_flops)
         self.gpu_hours = dict(GPU_HOURS)

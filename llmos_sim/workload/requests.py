@@ -137,7 +137,7 @@ class AzureLLMTrace:
                  max_requests: int | None = None, service: str = "default") -> None:
         if kind not in self.FILES:
             raise ValueError(f"AzureLLMTrace: kind must be one of {sorted(self.FILES)}, got {kind!r}")
-        if rate_scale <= 0:
+        if not (math.isfinite(rate_scale) and rate_scale > 0):
             raise ValueError(f"AzureLLMTrace: rate_scale must be > 0, got {rate_scale}")
         self.path = _resolve(path, self.FILES[kind])
         self.rate_scale, self.max_requests, self.service = float(rate_scale), max_requests, service
@@ -163,7 +163,7 @@ class ArxivSummarization:
 
     def __init__(self, rate_per_s: float = 1.0, max_requests: int | None = None, path: str | None = None,
                  service: str = "default") -> None:
-        if rate_per_s <= 0:
+        if not (math.isfinite(rate_per_s) and rate_per_s > 0):
             raise ValueError(f"ArxivSummarization: rate_per_s must be > 0, got {rate_per_s}")
         self.path = _resolve(path, self.FILE)
         self.rate_per_s, self.max_requests, self.service = float(rate_per_s), max_requests, service

@@ -12,6 +12,7 @@ num_cpu_p_node, mem_p_node`` (GB)) is read by :func:`read_cluster_spec`;
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +51,8 @@ class TiresiasTrace(Workload):
     def __init__(self, path: str | Path = "data:tiresias/60_job.csv", reference_flops: float = 21.2e12,
                  load: float = 1.0, walltime_factor: float | None = None, preprocess_s: float = 0.0,
                  output_s: float = 0.0) -> None:
-        if load <= 0:
-            raise ValueError(f"TiresiasTrace: load must be > 0, got {load}")
+        if not (math.isfinite(load) and load > 0):  # NaN compares False: check finiteness
+            raise ValueError(f"TiresiasTrace: workload.load must be a finite number > 0, got {load}")
         self.path = path
         self.reference_flops = float(reference_flops)
         self.load = float(load)
