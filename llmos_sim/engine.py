@@ -218,28 +218,31 @@ class Engine:
         push_at(self._queue, time_s, Instant(callback), priority)
 
     def _arrive_batch(self, _ev: simpy.Event) -> None:
-        """Every job arriving at this instant joins the queue, then one pass is requested."""
+        """Every job arriving at this instant joins the queue, then one pass is requested
+        (``pass_per_event``: a pass after each job, in id order). The next arrival instant is
+        scheduled first either way, so both rules see the same order of events."""
         jobs, i, n = self._jobs, self._next, len(self._jobs)
         t = jobs[i].arrival_s
-        append, now = self.log.records.append, self.env.now  # EventLog.emit, inlined (hot path)
-        while i < n and jobs[i].arrival_s == t:
-            job = jobs[i]
+        j = i + 1
+        while j < n and jobs[j].arrival_s == t:
+            j += 1
+        self._arrivals_left -= j - i
+        self._next = j
+        if j < n:
+            self._at(jobs[j].arrival_s, self._arrive_batch)
+        append, now, queue = self.log.records.append, self.env.now, self.queue  # EventLog.emit, inlined
+        per_event = self.pass_per_event
+        for k in range(i, j):
+            job = jobs[k]
             append((now, E.ARRIVE, job.id, (job.gpus, job.work_flops, job.gpu_milli, job.tenant)))
             why = self._unsatisfiable(job)
-            i += 1
             if why:
                 append((now, E.FAIL, job.id, (why,)))
             else:
-                self.queue[job.id] = job
-                if self.pass_per_event:  # one pass per arrival, in id order
-                    self._arrivals_left -= i - self._next
-                    self._next = i
+                queue[job.id] = job
+                if per_event:
                     self.request_pass()
-        self._arrivals_left -= i - self._next
-        self._next = i
-        if i < n:
-            self._at(jobs[i].arrival_s, self._arrive_batch)
-        if not self.pass_per_event:
+        if not per_event:
             self.request_pass()
 
     def _unsatisfiable(self, job: Job) -> str | None:

@@ -139,3 +139,38 @@ def test_resizing_a_memory_trace_job_leaves_every_pool_empty():
     log = eng.run(jobs)
     assert [r[1] for r in log.records if r[2] == 1 and r[1] in (E.START, E.RESIZE)] == [E.START, E.RESIZE]
     assert all(p.stats().allocated_bytes == 0 and not p.live() for p in eng.pools)
+
+
+# -- one pass per instant (default) or one pass per event ----------------------------------------
+def test_pass_per_event_changes_a_fifo_skip_schedule():
+    """Two devices. t=0: jobs 0 and 1 (1 device, 10 s) and job 2 (2 devices) arrive; job 3 (1
+    device) arrives at t=10, the instant jobs 0 and 1 end (its arrival is handled first). One
+    pass per instant sees both devices free: job 2 starts at 10, job 3 waits. One pass per
+    event: job 3's arrival finds nothing free, job 0's completion frees one device, which FIFO
+    with skipping gives to job 3; job 2 waits until 20."""
+    cl = Cluster.homogeneous(1, 2, UNIT)
+    jobs = [job(0, 0, 10), job(1, 0, 10), job(2, 0, 10, gpus=2), job(3, 10, 10)]
+    batch = Engine(cl, FIFO(blocking=False)).run(jobs)
+    each = Engine(cl, FIFO(blocking=False), pass_per_event=True).run(jobs)
+    assert [(t, s) for t, s, _ in starts_of(batch)] == [(0.0, 0), (0.0, 1), (10.0, 2), (20.0, 3)]
+    assert [(t, s) for t, s, _ in starts_of(each)] == [(0.0, 0), (0.0, 1), (10.0, 3), (20.0, 2)]
+
+
+def test_pass_per_event_changes_an_sjf_schedule():
+    """One device; a long job (id 0) and a short one (id 1) arrive together. One pass sees both
+    and SJF runs the short one first; one pass per arrival starts the long one before the short
+    one has arrived."""
+    cl = Cluster.homogeneous(1, 1, UNIT)
+    jobs = [job(0, 0, 100), job(1, 0, 10)]
+    assert [(t, s) for t, s, _ in starts_of(Engine(cl, SJF()).run(jobs))] == [(0.0, 1), (10.0, 0)]
+    each = Engine(cl, SJF(), pass_per_event=True).run(jobs)
+    assert [(t, s) for t, s, _ in starts_of(each)] == [(0.0, 0), (100.0, 1)]
+
+
+def test_pass_per_event_is_a_config_key():
+    from llmos_sim.run import compose, run_config
+
+    base = ["experiment=quickstart", "workload.n_jobs=30", "scheduler=sjf", "output.plots=false"]
+    a = run_config(compose(base)).tables["jobs"]
+    b = run_config(compose(base + ["engine.pass_per_event=true"])).tables["jobs"]
+    assert len(a) == len(b) == 30 and set(b["status"]) == {"completed"}
