@@ -3,6 +3,7 @@ within a queue, tie-breaks and the Gittins index (hand-computed schedules on 1 F
 import pytest
 
 from llmos_sim import events as E
+from llmos_sim.policies.scheduling import FIFO
 from llmos_sim.policies.scheduling.base import Preempt, Start
 from llmos_sim.policies.scheduling.preemptive import LAS, DiscretizedLAS
 from llmos_sim.view import ClusterView, FinishedJob
@@ -148,3 +149,23 @@ def test_2dlas_options_are_checked():
         DiscretizedLAS(order="random")
     with pytest.raises(ValueError, match="tie_break"):
         DiscretizedLAS(tie_break="coin")
+
+
+# -- consolidated placement (Tiresias) -------------------------------------------------------
+def test_consolidated_placement_keeps_a_job_on_one_node_or_whole_free_nodes():
+    from llmos_sim.policies.scheduling import Consolidated, Pack
+
+    cl = cluster(3, 4)  # nodes 0..2, devices 0-3, 4-7, 8-11
+    c, pack = Consolidated(), Pack()
+    v = ClusterView.build(cl, free=[2, 3, 6, 7])  # two free on node 0, two on node 1
+    assert c.place(job(0, 0, 1, gpus=3), 3, v) is None  # fits a node, but no node has 3 free
+    assert pack.place(job(0, 0, 1, gpus=3), 3, v) == (2, 3, 6)  # Pack spills instead
+    assert c.place(job(0, 0, 1, gpus=2), 2, v) == (2, 3)  # best fit: one node
+    v = ClusterView.build(cl, free=[3, 4, 5, 6, 7, 8, 9, 10, 11])  # nodes 1, 2 whole; node 0: one
+    assert c.place(job(0, 0, 1, gpus=6), 6, v) == (4, 5, 6, 7, 8, 9)  # two whole nodes
+    assert c.place(job(0, 0, 1, gpus=9), 9, v) is None  # only 8 devices on whole nodes
+    assert c.place(job(0, 0, 1, gpus=1), 1, v) == (3,)  # best fit: the node with one free
+    seq, _ = story(cl, FIFO(Consolidated()), [job(0, 0, 10, gpus=3), job(1, 0, 10, gpus=2),
+                                               job(2, 1, 10, gpus=8)])
+    assert seq == [(0.0, E.START, 0), (0.0, E.START, 1), (10.0, E.FINISH, 0), (10.0, E.FINISH, 1),
+                   (10.0, E.START, 2), (20.0, E.FINISH, 2)]
