@@ -191,7 +191,8 @@ class Engine:
                 reason = "drained"
             else:
                 self.env.run(until=until_s)
-                reason = "until"
+                # only SimPy's own stop marker (priority < 0) left: the run ended before the horizon
+                reason = "until" if any(e[1] >= 0 for e in self._heap) else "drained"
         if self.queue and reason == "drained":
             reason = "stalled"  # jobs wait that no future event can start
             self._fail_stalled()

@@ -174,3 +174,13 @@ def test_pass_per_event_is_a_config_key():
     a = run_config(compose(base)).tables["jobs"]
     b = run_config(compose(base + ["engine.pass_per_event=true"])).tables["jobs"]
     assert len(a) == len(b) == 30 and set(b["status"]) == {"completed"}
+
+
+def test_a_horizon_after_the_last_event_still_detects_a_stall_and_a_clean_end():
+    cl = Cluster.homogeneous(1, 1, UNIT)
+    log = Engine(cl, FIFO()).run([job(0, 0, 5)], until_s=100.0)
+    assert log.records[-1][1:] == (E.END, None, ("drained",))
+    log = Engine(cl, _Never()).run([job(0, 0, 5)], until_s=100.0)
+    assert [r[1] for r in log.records][-2:] == [E.FAIL, E.END] and log.records[-1][3] == ("stalled",)
+    log = Engine(cl, FIFO()).run([job(0, 0, 500)], until_s=100.0)  # cut by the horizon: still running
+    assert log.records[-1][3] == ("until",) and jobs_table(log, cl)["status"].tolist() == ["running"]
