@@ -9,7 +9,7 @@ per-device memory pools (``M_u* = min(M, M_u + M_d)`` for the ideal one), hands 
 Speed: everything runs as SimPy event callbacks, not one process per job. Arrivals are one
 chain of events (one per distinct arrival time); a pass is one event per instant, scheduled
 at a lower priority than everything else at that instant, so all arrivals and completions at
-time t are seen by a single pass at t. Ties in time break by SimPy's insertion counter, which
+time t are seen by a single pass at t (``pass_per_event=True``: one pass after each of them). Ties in time break by SimPy's insertion counter, which
 belongs to the run's environment (no class-level counters): same inputs, same log.
 """
 from __future__ import annotations
