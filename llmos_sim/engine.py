@@ -9,8 +9,9 @@ per-device memory pools (``M_u* = min(M, M_u + M_d)`` for the ideal one), hands 
 Speed: everything runs as SimPy event callbacks, not one process per job. Arrivals are one
 chain of events (one per distinct arrival time); a pass is one event per instant, scheduled
 at a lower priority than everything else at that instant, so all arrivals and completions at
-time t are seen by a single pass at t (``pass_per_event=True``: one pass after each of them). Ties in time break by SimPy's insertion counter, which
-belongs to the run's environment (no class-level counters): same inputs, same log.
+time t are seen by a single pass at t (``pass_per_event=True``: one pass after each of them).
+Ties in time break by SimPy's insertion counter, which belongs to the run's environment (no
+class-level counters): same inputs, same log.
 """
 from __future__ import annotations
 
@@ -129,9 +130,8 @@ class Engine:
         self.hosts = dict(hosts or {})
         self.pass_per_event = bool(pass_per_event)
         self._pool_factory = pool_factory
-        self._empty_pools: dict[int, MemoryPool] = {}  # capacity -> a pool never allocated from
-        self._ever_fits: dict[tuple[int, int], bool] = {}  # (capacity, bytes) -> fits an empty pool
-        self._rounds_on = False
+        self._max_fit: dict[int, int] = {}  # capacity -> the largest request an empty pool holds
+        self._fit_everywhere = -1  # the largest request every device's empty pool holds (-1: not yet known)
         self._wake_s: float | None = None  # the earliest pass the scheduler asked for
         self._last_reject: dict[int, str] = {}  # job id -> why its last start was rejected
 
@@ -183,7 +183,6 @@ class Engine:
         if jobs:
             self._at(jobs[0].arrival_s, self._arrive_batch)
         if self.round_s:
-            self._rounds_on = True
             self._at(self.env.now + self.round_s, self._round_tick)
         with sparse_gc():
             if until_s is None:
@@ -250,9 +249,14 @@ class Engine:
         """Why ``job`` could never start on this cluster, or ``None``."""
         if job.service is not None and job.service not in self.hosts:
             return f"no host for service {job.service!r}"
-        if (job.device_type is None and not job.demand and job.min_devices <= self.cluster.n_devices
-                and (not self.pools or job.mem_bytes_per_device <= 0)):
-            return None  # the common case, in one test
+        if job.device_type is None and not job.demand and job.min_devices <= self.cluster.n_devices:
+            nbytes = job.mem_bytes_per_device
+            if not self.pools or nbytes <= 0:
+                return None  # the common case, in one test
+            if self._fit_everywhere < 0:
+                self._fit_everywhere = min(self._largest_fit(cap) for _, cap in self._kinds)
+            if nbytes <= self._fit_everywhere:
+                return None  # fits every device's empty pool
         n_dev = self._type_counts.get(job.device_type, 0) if job.device_type else self.cluster.n_devices
         if job.min_devices > n_dev:
             kind = f" {job.device_type}" if job.device_type else ""
@@ -274,21 +278,27 @@ class Engine:
     def _devices_ever_fitting(self, job: Job) -> int:
         """Devices (of the job's pinned type, if any) whose memory pool, empty, could hold the
         job's ``M_d``: the pool is asked, so its rounding and layout count (a buddy pool rounds
-        to a power of two; a segment-based one to its segments). Cached per (capacity, size)."""
-        nbytes, n = job.mem_bytes_per_device, 0
-        for (name, cap), count in self._kinds.items():
-            if job.device_type is not None and name != job.device_type:
-                continue
-            key = (cap, nbytes)
-            ok = self._ever_fits.get(key)
-            if ok is None:
-                pool = self._empty_pools.get(cap)
-                if pool is None:
-                    pool = self._empty_pools[cap] = self._pool_factory(cap)
-                ok = self._ever_fits[key] = nbytes <= cap and bool(pool.fits(nbytes))
-            if ok:
-                n += count
-        return n
+        to a power of two; a segment-based one to its segments)."""
+        nbytes = job.mem_bytes_per_device
+        return sum(count for (name, cap), count in self._kinds.items()
+                   if (job.device_type is None or name == job.device_type) and nbytes <= self._largest_fit(cap))
+
+    def _largest_fit(self, cap: int) -> int:
+        """The largest request an empty pool of ``cap`` bytes holds: a binary search over
+        ``fits`` on a fresh pool from the pool factory (once per capacity; an empty pool that
+        holds n bytes holds any fewer)."""
+        best = self._max_fit.get(cap)
+        if best is None:
+            pool = self._pool_factory(cap)
+            lo, hi = 0, cap  # fits(lo) holds (or lo == 0); the answer is in [lo, hi]
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if pool.fits(mid):
+                    lo = mid
+                else:
+                    hi = mid - 1
+            best = self._max_fit[cap] = lo
+        return best
 
     def _round_tick(self, _ev: simpy.Event) -> None:
         """A periodic pass (preemptive/time-sliced policies); whether another round follows is
@@ -300,8 +310,7 @@ class Engine:
     def _round_next(self, _ev: simpy.Event) -> None:
         if self._arrivals_left or self.running:
             self._at(self.env.now + self.round_s, self._round_tick)
-        else:
-            self._rounds_on = False  # nothing runs and nothing will arrive: the run ends here
+        # else: nothing runs and nothing will arrive; the rounds (and the run) end here
 
     def _wake(self, _ev: simpy.Event) -> None:
         """A pass the scheduler asked for (a moment its ranking changes)."""

@@ -68,7 +68,8 @@ def cpu_limit(seconds: float):
     except ValueError:  # not the main thread
         yield
         return
-    signal.setitimer(signal.ITIMER_PROF, seconds)
+    # repeating: an exception raised inside a callback that swallows it (a gc callback) is lost
+    signal.setitimer(signal.ITIMER_PROF, seconds, 0.25)
     try:
         yield
     finally:
