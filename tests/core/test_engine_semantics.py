@@ -184,3 +184,22 @@ def test_a_horizon_after_the_last_event_still_detects_a_stall_and_a_clean_end():
     assert [r[1] for r in log.records][-2:] == [E.FAIL, E.END] and log.records[-1][3] == ("stalled",)
     log = Engine(cl, FIFO()).run([job(0, 0, 500)], until_s=100.0)  # cut by the horizon: still running
     assert log.records[-1][3] == ("until",) and jobs_table(log, cl)["status"].tolist() == ["running"]
+
+
+def test_can_never_fit_counts_only_devices_whose_pool_holds_the_job():
+    """A 4 GB device (buddy: at most a 2 GiB block) and an 8 GB one (a 4 GiB block): a job
+    needing 3 GB on two devices can never start; on one device it runs on the 8 GB device."""
+    from llmos_sim.hardware import build_cluster
+
+    cl = build_cluster([{"nodes": 1, "devices_per_node": 1, "device": {"name": "small", "flops": 1.0,
+                                                                       "mem_bytes": 4_000_000_000}},
+                        {"nodes": 1, "devices_per_node": 1, "device": {"name": "big", "flops": 1.0,
+                                                                       "mem_bytes": 8_000_000_000}}])
+    jobs = [job(0, 0, 5, gpus=2, mem_bytes_per_device=3_000_000_000),
+            job(1, 0, 5, mem_bytes_per_device=3_000_000_000),
+            job(2, 0, 5, mem_bytes_per_device=3_000_000_000, device_type="small")]
+    log = Engine(cl, FIFO(blocking=False), pool_factory=BuddyPool).run(jobs)
+    t = jobs_table(log, cl).set_index("job_id")
+    assert t.loc[0, "status"] == "failed" and "the cluster has 1" in t.loc[0, "reason"]
+    assert t.loc[1, "status"] == "completed" and starts_of(log) == [(0.0, 1, (1,))]
+    assert t.loc[2, "status"] == "failed" and "the cluster has 0" in t.loc[2, "reason"]

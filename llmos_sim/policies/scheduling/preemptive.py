@@ -36,6 +36,8 @@ from abc import abstractmethod
 from bisect import bisect_right
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from llmos_sim.policies.scheduling.base import Decision, Placement, Preempt, QueueScheduler, Start
 from llmos_sim.types import FULL_DEVICE_MILLI, Job
 from llmos_sim.view import ClusterView, RunningJob
@@ -271,9 +273,10 @@ class DiscretizedLAS(LAS):
         self.tie_break = tie_break
         self._entry: dict[int, tuple[int, tuple]] = {}  # job id -> (queue, its place in that queue)
         self._pass_no = 0
-        self._dist_n = -1  # finished jobs in the Gittins distribution
-        self._dist: list[float] = []  # their service, ascending
-        self._prefix: list[float] = [0.0]  # prefix sums of _dist
+        self._dist_n = 0  # finished jobs in the Gittins distribution
+        self._vals: list[float] = []  # their service, in finishing order
+        self._dist = np.zeros(0)  # the same, ascending
+        self._prefix = np.zeros(1)  # prefix sums of _dist
 
     @staticmethod
     def _crossed(service: float) -> float:
@@ -312,17 +315,19 @@ class DiscretizedLAS(LAS):
 
     # -- Gittins index ------------------------------------------------------------------------
     def _distribution(self, view: ClusterView) -> None:
+        """The finished jobs' service, sorted, with prefix sums (extended as jobs finish)."""
         fin = view.finished
         if len(fin) == self._dist_n:
             return
+        if len(fin) < self._dist_n:  # another run's view: start over
+            self._vals, self._dist_n = [], 0
+        new = fin[self._dist_n:]
         if self.service == "gpu_s":
-            xs = sorted(f.service_gpu_s for f in fin)
+            self._vals.extend(f.service_gpu_s for f in new)
         else:
-            xs = sorted(f.service_gpu_s / (f.job.gpus * f.job.gpu_milli / FULL_DEVICE_MILLI) for f in fin)
-        pre = [0.0]
-        for x in xs:
-            pre.append(pre[-1] + x)
-        self._dist, self._prefix, self._dist_n = xs, pre, len(fin)
+            self._vals.extend(f.service_gpu_s / (f.job.gpus * f.job.gpu_milli / FULL_DEVICE_MILLI) for f in new)
+        xs = np.sort(np.asarray(self._vals, dtype=float))
+        self._dist, self._prefix, self._dist_n = xs, np.concatenate(([0.0], np.cumsum(xs))), len(fin)
 
     def gittins_index(self, attained: float, q: int, view: ClusterView) -> float:
         """``P(S - a <= Δ | S > a) / E[min(S - a, Δ) | S > a]`` over the finished jobs' service
@@ -331,16 +336,16 @@ class DiscretizedLAS(LAS):
         self._distribution(view)
         xs, pre = self._dist, self._prefix
         n = len(xs)
-        i = bisect_right(xs, attained)
+        i = int(np.searchsorted(xs, attained, side="right"))
         if i >= n:
             return 0.0
         if q < len(self.thresholds):
             delta = max(0.0, self.thresholds[q] - attained)
-            j = bisect_right(xs, attained + delta)
+            j = int(np.searchsorted(xs, attained + delta, side="right"))
         else:
             delta, j = 0.0, n
         done = j - i  # finish within the quantum
-        expected = (pre[j] - pre[i]) - done * attained + (n - j) * delta  # × (n - i)
+        expected = float(pre[j] - pre[i]) - done * attained + (n - j) * delta  # × (n - i)
         return done / expected if expected > 0 else float("inf")
 
     # -- the moments the ranking changes -----------------------------------------------------
