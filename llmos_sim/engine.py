@@ -133,6 +133,8 @@ class Engine:
         self._max_fit: dict[int, int] = {}  # capacity -> the largest request an empty pool holds
         self._fit_everywhere = -1  # the largest request every device's empty pool holds (-1: not yet known)
         self._wake_s: float | None = None  # the earliest pass the scheduler asked for
+        # only a scheduler that overrides wake_s is asked after each pass
+        self._wants_wake = getattr(type(scheduler), "wake_s", ClusterScheduler.wake_s) is not ClusterScheduler.wake_s
         self._last_reject: dict[int, str] = {}  # job id -> why its last start was rejected
 
         self.pools: list[MemoryPool] = (
@@ -357,7 +359,7 @@ class Engine:
             decision = self.scheduler.decide(view)
             if decision:
                 self.apply(decision)
-            if self.running:
+            if self._wants_wake and self.running:
                 self._ask_wake(view)
         finally:
             self._in_pass = False
