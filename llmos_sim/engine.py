@@ -9,12 +9,15 @@ per-device memory pools (``M_u* = min(M, M_u + M_d)`` for the ideal one), hands 
 Speed: everything runs as SimPy event callbacks, not one process per job. Arrivals are one
 chain of events (one per distinct arrival time); a pass is one event per instant, scheduled
 at a lower priority than everything else at that instant, so all arrivals and completions at
-time t are seen by a single pass at t. Ties in time break by SimPy's insertion counter, which
-belongs to the run's environment (no class-level counters): same inputs, same log.
+time t are seen by a single pass at t (``pass_per_event=True``: one pass after each of them).
+Ties in time break by SimPy's insertion counter, which belongs to the run's environment (no
+class-level counters): same inputs, same log.
 """
 from __future__ import annotations
 
 import gc
+import logging
+import math
 from contextlib import contextmanager
 from typing import Callable, Sequence
 
@@ -27,6 +30,8 @@ from llmos_sim.policies.memory.base import MemoryPool
 from llmos_sim.policies.scheduling.base import ClusterScheduler, Decision
 from llmos_sim.types import FULL_DEVICE_MILLI, GPU, Cluster, Job, Task
 from llmos_sim.view import ClusterView, FinishedJob, FreeDevices, RunningJob, Tentative
+
+log = logging.getLogger(__name__)
 
 PASS_PRIORITY = 2  #: after SimPy's NORMAL (1): a pass sees everything else at its instant
 
@@ -77,6 +82,11 @@ class Engine:
         job, ``host.start(job, devices, env, log)`` launches the service on the granted devices
         and returns an event that fires when the service is done (its stream has ended). Such
         jobs are not preemptible or resizable (those decisions are rejected).
+    pass_per_event:
+        ``False`` (default): one pass per instant sees every arrival and completion at that
+        instant. ``True``: a pass runs after each arrival and each completion, one event at a
+        time (jobs arriving together join the queue one by one, by id), as event-at-a-time
+        simulators do.
     """
 
     def __init__(
@@ -94,6 +104,7 @@ class Engine:
         log_passes: bool = False,
         progress: Callable[[int], None] | None = None,
         hosts: dict | None = None,
+        pass_per_event: bool = False,
     ) -> None:
         if on_memory_full not in MEMORY_FULL_ACTIONS:
             raise ValueError(f"on_memory_full must be one of {MEMORY_FULL_ACTIONS}, got {on_memory_full!r}")
@@ -117,6 +128,14 @@ class Engine:
         self.log_passes = log_passes
         self.progress = progress
         self.hosts = dict(hosts or {})
+        self.pass_per_event = bool(pass_per_event)
+        self._pool_factory = pool_factory
+        self._max_fit: dict[int, int] = {}  # capacity -> the largest request an empty pool holds
+        self._fit_everywhere = -1  # the largest request every device's empty pool holds (-1: not yet known)
+        self._wake_s: float | None = None  # the earliest pass the scheduler asked for
+        # only a scheduler that overrides wake_s is asked after each pass
+        self._wants_wake = getattr(type(scheduler), "wake_s", ClusterScheduler.wake_s) is not ClusterScheduler.wake_s
+        self._last_reject: dict[int, str] = {}  # job id -> why its last start was rejected
 
         self.pools: list[MemoryPool] = (
             [pool_factory(d.spec.mem_bytes) for d in cluster.devices] if pool_factory else []
@@ -139,7 +158,10 @@ class Engine:
         self.under_demand: dict[int, RunningJob] = {}  # running elastic jobs below their demand
         self._type_counts: dict[str, int] = {}
         self._type_mem: dict[str, int] = {}
-        self._max_mem = max(d.spec.mem_bytes for d in cluster.devices)
+        self._kinds: dict[tuple[str, int], int] = {}  # (device type, memory) -> devices
+        for d in cluster.devices:
+            k = (d.spec.name, d.spec.mem_bytes)
+            self._kinds[k] = self._kinds.get(k, 0) + 1
         for d in cluster.devices:
             self._type_counts[d.spec.name] = self._type_counts.get(d.spec.name, 0) + 1
             self._type_mem[d.spec.name] = max(self._type_mem.get(d.spec.name, 0), d.spec.mem_bytes)
@@ -147,63 +169,96 @@ class Engine:
     # -- running ------------------------------------------------------------------------
     def run(self, jobs: Sequence[Job], until_s: float | None = None) -> EventLog:
         """Simulate ``jobs`` (any order; served by arrival, ties by id) to the end or ``until_s``."""
-        jobs = sorted(jobs, key=lambda j: (j.arrival_s, j.id))
         ids = set()
+        isfinite = math.isfinite
         for j in jobs:
             if j.id in ids:
                 raise ValueError(f"duplicate job id {j.id}")
             ids.add(j.id)
+            if not (isfinite(j.arrival_s) and isfinite(j.work_flops)):  # NaN would never arrive
+                raise ValueError(f"job {j.id}: arrival_s and work_flops must be finite numbers, "
+                                 f"got {j.arrival_s} and {j.work_flops}")
+        jobs = sorted(jobs, key=lambda j: (j.arrival_s, j.id))
         self._jobs = jobs
         self._next = 0
         self._arrivals_left = len(jobs)
         if jobs:
             self._at(jobs[0].arrival_s, self._arrive_batch)
         if self.round_s:
-            self.env.process(self._rounds())
+            self._at(self.env.now + self.round_s, self._round_tick)
         with sparse_gc():
             if until_s is None:
                 self.env.run()
                 reason = "drained"
             else:
                 self.env.run(until=until_s)
-                reason = "until"
-        if self.queue and not self.running and reason == "drained":
+                # only SimPy's own stop marker (priority < 0) left: the run ended before the horizon
+                reason = "until" if any(e[1] >= 0 for e in self._heap) else "drained"
+        if self.queue and reason == "drained":
             reason = "stalled"  # jobs wait that no future event can start
+            self._fail_stalled()
         self.log.emit(self.env.now, E.END, None, (reason,))
         self.backend_facts = self.backend.close()
         return self.log
+
+    def _fail_stalled(self) -> None:
+        """The run drained with jobs still queued: nothing left can start them (no arrival,
+        completion or round will come). Each fails with the reason, and the run says so."""
+        now, emit = self.env.now, self.log.emit
+        ids = list(self.queue)
+        for jid in ids:
+            last = self._last_reject.get(jid)
+            why = "stalled: nothing running and no event left that could start it"
+            emit(now, E.FAIL, jid, (why + (f" (last rejected: {last})" if last else " (never placed)"),))
+            self.suspended.pop(jid, None)
+        self.queue.clear()
+        log.warning("the run stalled at t=%g s: %d queued job(s) could never start and were failed "
+                    "(first: job %s)", now, len(ids), ids[0])
 
     def _at(self, time_s: float, callback: Callable, priority: int = 1) -> None:
         """Call ``callback(event)`` at absolute ``time_s`` (an engine-internal event)."""
         push_at(self._queue, time_s, Instant(callback), priority)
 
     def _arrive_batch(self, _ev: simpy.Event) -> None:
-        """Every job arriving at this instant joins the queue, then one pass is requested."""
+        """Every job arriving at this instant joins the queue, then one pass is requested
+        (``pass_per_event``: a pass after each job, in id order). The next arrival instant is
+        scheduled first either way, so both rules see the same order of events."""
         jobs, i, n = self._jobs, self._next, len(self._jobs)
         t = jobs[i].arrival_s
-        append, now = self.log.records.append, self.env.now  # EventLog.emit, inlined (hot path)
-        while i < n and jobs[i].arrival_s == t:
-            job = jobs[i]
+        j = i + 1
+        while j < n and jobs[j].arrival_s == t:
+            j += 1
+        self._arrivals_left -= j - i
+        self._next = j
+        if j < n:
+            self._at(jobs[j].arrival_s, self._arrive_batch)
+        append, now, queue = self.log.records.append, self.env.now, self.queue  # EventLog.emit, inlined
+        per_event = self.pass_per_event
+        for k in range(i, j):
+            job = jobs[k]
             append((now, E.ARRIVE, job.id, (job.gpus, job.work_flops, job.gpu_milli, job.tenant)))
             why = self._unsatisfiable(job)
             if why:
                 append((now, E.FAIL, job.id, (why,)))
             else:
-                self.queue[job.id] = job
-            i += 1
-        self._arrivals_left -= i - self._next
-        self._next = i
-        if i < n:
-            self._at(jobs[i].arrival_s, self._arrive_batch)
-        self.request_pass()
+                queue[job.id] = job
+                if per_event:
+                    self.request_pass()
+        if not per_event:
+            self.request_pass()
 
     def _unsatisfiable(self, job: Job) -> str | None:
         """Why ``job`` could never start on this cluster, or ``None``."""
         if job.service is not None and job.service not in self.hosts:
             return f"no host for service {job.service!r}"
-        if (job.device_type is None and not job.demand and job.min_devices <= self.cluster.n_devices
-                and (not self.pools or job.mem_bytes_per_device <= self._max_mem)):
-            return None  # the common case, in one test
+        if job.device_type is None and not job.demand and job.min_devices <= self.cluster.n_devices:
+            nbytes = job.mem_bytes_per_device
+            if not self.pools or nbytes <= 0:
+                return None  # the common case, in one test
+            if self._fit_everywhere < 0:
+                self._fit_everywhere = min(self._largest_fit(cap) for _, cap in self._kinds)
+            if nbytes <= self._fit_everywhere:
+                return None  # fits every device's empty pool
         n_dev = self._type_counts.get(job.device_type, 0) if job.device_type else self.cluster.n_devices
         if job.min_devices > n_dev:
             kind = f" {job.device_type}" if job.device_type else ""
@@ -212,16 +267,58 @@ class Engine:
             cap = self._type_mem.get(job.device_type, 0) if job.device_type else max(self._type_mem.values())
             if job.mem_bytes_per_device > cap:
                 return f"needs {job.mem_bytes_per_device} B per device, the largest device has {cap} B"
+            n_fit = self._devices_ever_fitting(job)
+            if job.min_devices > n_fit:
+                return (f"needs {job.min_devices} devices whose memory pool can hold {job.mem_bytes_per_device} B "
+                        f"(asked of an empty pool: the pool's rounding or layout never fits it), "
+                        f"the cluster has {n_fit}")
         for k, v in job.demand.items():
             if v * job.min_devices / job.gpus > self.totals.get(k, 0.0):
                 return f"needs {v} {k}, the cluster has {self.totals.get(k, 0.0)}"
         return None
 
-    def _rounds(self):
-        """Periodic passes for preemptive/time-sliced policies, while work remains."""
-        while self._arrivals_left or self.running:
-            yield self.env.timeout(self.round_s)
-            self.request_pass()
+    def _devices_ever_fitting(self, job: Job) -> int:
+        """Devices (of the job's pinned type, if any) whose memory pool, empty, could hold the
+        job's ``M_d``: the pool is asked, so its rounding and layout count (a buddy pool rounds
+        to a power of two; a segment-based one to its segments)."""
+        nbytes = job.mem_bytes_per_device
+        return sum(count for (name, cap), count in self._kinds.items()
+                   if (job.device_type is None or name == job.device_type) and nbytes <= self._largest_fit(cap))
+
+    def _largest_fit(self, cap: int) -> int:
+        """The largest request an empty pool of ``cap`` bytes holds: a binary search over
+        ``fits`` on a fresh pool from the pool factory (once per capacity; an empty pool that
+        holds n bytes holds any fewer)."""
+        best = self._max_fit.get(cap)
+        if best is None:
+            pool = self._pool_factory(cap)
+            lo, hi = 0, cap  # fits(lo) holds (or lo == 0); the answer is in [lo, hi]
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if pool.fits(mid):
+                    lo = mid
+                else:
+                    hi = mid - 1
+            best = self._max_fit[cap] = lo
+        return best
+
+    def _round_tick(self, _ev: simpy.Event) -> None:
+        """A periodic pass (preemptive/time-sliced policies); whether another round follows is
+        decided after this instant's pass (:meth:`_round_next`), so a completion at the same
+        instant that leaves nothing running does not end the rounds while the pass starts more."""
+        self.request_pass()
+        self._at(self.env.now, self._round_next, PASS_PRIORITY + 1)
+
+    def _round_next(self, _ev: simpy.Event) -> None:
+        if self._arrivals_left or self.running:
+            self._at(self.env.now + self.round_s, self._round_tick)
+        # else: nothing runs and nothing will arrive; the rounds (and the run) end here
+
+    def _wake(self, _ev: simpy.Event) -> None:
+        """A pass the scheduler asked for (a moment its ranking changes)."""
+        if self._wake_s is not None and self._wake_s <= self.env.now:
+            self._wake_s = None
+        self.request_pass()
 
     # -- scheduling passes ----------------------------------------------------------------
     def request_pass(self) -> None:
@@ -232,6 +329,9 @@ class Engine:
         is later) and no pass is running, it runs right away instead: the same order, one
         event fewer per arrival and completion.
         """
+        if self.pass_per_event and not self._in_pass:
+            self._pass(None)  # event at a time: this event's pass, now
+            return
         if self._pass_pending:
             return
         heap = self._heap
@@ -255,11 +355,23 @@ class Engine:
             self.log.emit(self.env.now, E.SCHEDULE, None, (len(self.queue), len(self.running)))
         self._in_pass = True
         try:
-            decision = self.scheduler.decide(self.view())
+            view = self.view()
+            decision = self.scheduler.decide(view)
             if decision:
                 self.apply(decision)
+            if self._wants_wake and self.running:
+                self._ask_wake(view)
         finally:
             self._in_pass = False
+
+    def _ask_wake(self, view: ClusterView) -> None:
+        """Schedule a pass at the moment the scheduler says its ranking next changes (e.g. a
+        running job crossing a queue threshold), unless one is already due earlier."""
+        w = self.scheduler.wake_s(view)
+        now = self.env.now
+        if w is not None and w > now and (self._wake_s is None or w < self._wake_s):
+            self._wake_s = w
+            self._at(w, self._wake)
 
     def apply(self, d: Decision) -> None:
         """Apply a decision: preempts, then resizes, then starts. What no longer holds is
@@ -288,6 +400,7 @@ class Engine:
                 self._start(job, tuple(s.devices))
 
     def _reject(self, job_id: int, reason: str) -> None:
+        self._last_reject[job_id] = reason
         self.log.emit(self.env.now, E.REJECT, job_id, (reason,))
 
     # -- grants -----------------------------------------------------------------------------
@@ -453,6 +566,7 @@ class Engine:
                 self._reject(job.id, "start: memory does not fit")
             return
         del self.queue[job.id]
+        self._last_reject.pop(job.id, None)
         self._take(job, devices, resources)
         r = self.suspended.pop(job.id, None)
         if r is None:
@@ -495,10 +609,11 @@ class Engine:
         now = self.env.now
         measured = self.backend.done_flops(r.task)  # a real backend knows; the model estimates
         r.done_flops = min(r.job.work_flops, r.done_at(now) if measured is None else r.done_flops + measured)
-        r.attained_gpu_s = r.attained_at(now)
+        r.settle(now)
         r.epoch += 1
         self.under_demand.pop(r.job.id, None)
         self.backend.cancel(r.task)
+        self._free_transient(r)  # the next segment replays the memory trace from its start
 
     def _replay_memory(self, r: RunningJob, epoch: int):
         """Replay the job's memory trace on each of its devices during this segment (a SimPy
@@ -540,12 +655,12 @@ class Engine:
 
     def _finish(self, r: RunningJob) -> None:
         job, now = r.job, self.env.now
-        r.attained_gpu_s = r.attained_at(now)
+        r.settle(now)
         self.under_demand.pop(job.id, None)
         del self.running[job.id]
         self.log.records.append((now, E.FINISH, job.id, ()))
         self._release(r)
-        self.finished.append(FinishedJob(job, r.first_start_s, now, r.devices))
+        self.finished.append(FinishedJob(job, r.first_start_s, now, r.devices, r.compute_gpu_s))
         if self.progress is not None:
             self.progress(1)
         if self.queue or self.under_demand:
@@ -554,7 +669,7 @@ class Engine:
     def fail_running(self, r: RunningJob, reason: str) -> None:
         """A running job failed (its backend raised): it alone ends; its grant is released."""
         job, now = r.job, self.env.now
-        r.attained_gpu_s = r.attained_at(now)
+        r.settle(now)
         r.epoch += 1
         self.under_demand.pop(job.id, None)
         del self.running[job.id]
@@ -563,10 +678,15 @@ class Engine:
         if self.queue or self.under_demand:
             self.request_pass()
 
+    def _free_transient(self, r: RunningJob) -> None:
+        """Free the live allocations of the job's memory trace (its segment ended)."""
+        if r.transient:
+            for allocs in r.transient.values():
+                self._free_memory(allocs)
+            r.transient = {}
+
     def _release(self, r: RunningJob) -> None:
-        for allocs in r.transient.values():
-            self._free_memory(allocs)
-        r.transient = {}
+        self._free_transient(r)
         self._free_memory(r.allocations)
         r.allocations = []
         self._give(r.job, r.devices, r.resources)

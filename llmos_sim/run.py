@@ -97,6 +97,7 @@ def build_engine(cfg: DictConfig, streams: dict[str, np.random.Generator], progr
         preempt_overhead_s=eng.get("preempt_overhead_s", 0.0),
         resize_overhead_s=eng.get("resize_overhead_s", 0.0),
         log_memory=eng.get("log_memory", True),
+        pass_per_event=bool(eng.get("pass_per_event", False)),
         progress=progress,
     )
 

@@ -170,6 +170,9 @@ def _int(minimum: int) -> Callable[[str, Any], int]:
     return lambda key, v: count(key, v, minimum)
 
 
+#: groups whose every key is listed in SCHEMA (any other key there is a typo)
+CLOSED_GROUPS = ("engine",)
+
 #: the keys the run itself reads (not a component's arguments): dotted key -> check.
 #: Keys not listed here are left alone (components check their own).
 SCHEMA: dict[str, Callable[[str, Any], Any]] = {
@@ -182,6 +185,7 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "engine.resize_overhead_s": non_negative,
     "engine.log_memory": flag,
     "engine.until_s": _opt(non_negative),
+    "engine.pass_per_event": flag,
     "output.plots": flag,
     "output.trace": flag,
     "output.resume": flag,
@@ -304,6 +308,13 @@ def check_config(cfg: Any) -> None:
         node = _get(data, key)
         if node is not _MISSING:
             check(key, node)
+    for group in CLOSED_GROUPS:  # the engine reads only its own keys: a typo would be ignored
+        node = data.get(group)
+        if isinstance(node, Mapping):
+            for k in node:
+                if f"{group}.{k}" not in SCHEMA:
+                    known = sorted(x.split(".", 1)[1] for x in SCHEMA if x.startswith(group + "."))
+                    raise ConfigError(f"{group}.{k}", f"unknown key (known: {', '.join(known)})")
     for name, svc in (data.get("services") or {}).items():
         if isinstance(svc, Mapping):
             for k, check in SERVICE_SCHEMA.items():

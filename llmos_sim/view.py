@@ -24,10 +24,15 @@ class RunningJob:
     Progress is piecewise linear: ``done_flops`` were finished before the current segment,
     which started at ``seg_start_s``, spends ``seg_overhead_s`` on restore/preprocess and then
     progresses at ``rate_flops_s``.
+
+    Two measures of service: ``attained_at`` counts every device-second the job has held
+    (restore/preprocess overhead included); ``computed_at`` counts only the device-seconds past
+    each segment's overhead (time spent computing). LAS-style policies choose which one is
+    their "attained service".
     """
 
     __slots__ = ("job", "devices", "share_milli", "first_start_s", "seg_start_s", "seg_overhead_s",
-                 "rate_flops_s", "done_flops", "attained_gpu_s", "n_preempt", "n_resize", "epoch",
+                 "rate_flops_s", "done_flops", "attained_gpu_s", "compute_gpu_s", "n_preempt", "n_resize", "epoch",
                  "allocations", "resources", "task", "transient", "stopped_s")
 
     def __init__(self, job: Job) -> None:
@@ -39,7 +44,8 @@ class RunningJob:
         self.seg_overhead_s = 0.0
         self.rate_flops_s = 0.0
         self.done_flops = 0.0
-        self.attained_gpu_s = 0.0  #: device-seconds held in finished segments (LAS's "attained service")
+        self.attained_gpu_s = 0.0  #: device-seconds held in finished segments (overhead included)
+        self.compute_gpu_s = 0.0  #: device-seconds computing in finished segments (overhead excluded)
         self.n_preempt = 0
         self.n_resize = 0
         self.epoch = 0  #: bumped when a segment is cut short, so its completion is ignored
@@ -61,6 +67,21 @@ class RunningJob:
         """Device-seconds of service so far (finished segments + the current one)."""
         return self.attained_gpu_s + (now_s - self.seg_start_s) * len(self.devices) * self.share_milli / 1000
 
+    def computed_at(self, now_s: float) -> float:
+        """Device-seconds spent computing so far: like :meth:`attained_at` without the time
+        each segment spent on its restore/preprocess overhead."""
+        run = now_s - self.seg_start_s - self.seg_overhead_s
+        return self.compute_gpu_s + (run * len(self.devices) * self.share_milli / 1000 if run > 0 else 0.0)
+
+    def in_overhead(self, now_s: float) -> bool:
+        """Is the current segment still restoring/preprocessing (no compute done in it yet)?"""
+        return now_s <= self.seg_start_s + self.seg_overhead_s and self.seg_overhead_s > 0
+
+    def settle(self, now_s: float) -> None:
+        """Fold the current segment's service into the totals (its end, at ``now_s``)."""
+        self.compute_gpu_s = self.computed_at(now_s)
+        self.attained_gpu_s = self.attained_at(now_s)
+
 
 @dataclass(frozen=True, slots=True)
 class FinishedJob:
@@ -70,6 +91,7 @@ class FinishedJob:
     start_s: float
     finish_s: float
     devices: tuple[int, ...]
+    service_gpu_s: float = 0.0  #: device-seconds it computed (restore/preprocess overhead excluded)
 
     @property
     def jct_s(self) -> float:

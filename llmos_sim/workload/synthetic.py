@@ -1,6 +1,7 @@
 """A seeded synthetic job generator: Poisson arrivals, configurable size distributions."""
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -44,8 +45,11 @@ class SyntheticJobs(Workload):
         tenants: Sequence[str] = ("default",),
         mem_trace: Mapping[str, Any] | None = None,
     ) -> None:
-        if n_jobs < 0 or arrival_rate_per_s <= 0 or duration_median_s <= 0:
-            raise ValueError("SyntheticJobs: n_jobs >= 0, arrival_rate_per_s > 0, duration_median_s > 0")
+        for key, v in (("arrival_rate_per_s", arrival_rate_per_s), ("duration_median_s", duration_median_s)):
+            if not (math.isfinite(v) and v > 0):  # NaN compares False: check finiteness
+                raise ValueError(f"SyntheticJobs: workload.{key} must be a finite number > 0, got {v}")
+        if n_jobs < 0:
+            raise ValueError(f"SyntheticJobs: workload.n_jobs must be >= 0, got {n_jobs}")
         if gpus_p is not None and len(gpus_p) != len(gpus):
             raise ValueError(f"SyntheticJobs: gpus_p has {len(gpus_p)} entries for {len(gpus)} gpus values")
         if not 0 <= mem_min_bytes <= mem_max_bytes and not (mem_max_bytes == 0 and mem_min_bytes == 0):

@@ -6,6 +6,7 @@ from llmos_sim.metrics import jobs_table, timeline_table
 from llmos_sim.policies.memory import IdealPool
 from llmos_sim.policies.memory.fit import FirstFitPool
 from llmos_sim.policies.scheduling import FIFO, SJF, FirstFree, Pack
+from llmos_sim.stress import memory_above_capacity, replay_devices
 from llmos_sim.types import GB, Cluster, DeviceSpec, Job
 
 DEV = DeviceSpec("d", 1e13, 8 * GB)
@@ -40,34 +41,14 @@ def test_every_job_ends_and_devices_are_never_overbooked(spec, sched, place, poo
     cluster = Cluster.homogeneous(2, 2, DEV)
     factory = IdealPool if pool == "ideal" else FirstFitPool
     jobs = _jobs(spec)
-    log = Engine(cluster, scheduler, pool_factory=factory).run(jobs)
+    engine = Engine(cluster, scheduler, pool_factory=factory)
+    log = engine.run(jobs)
 
-    # replay: device shares never exceed 1000 milli, memory never exceeds capacity
-    share = [0] * cluster.n_devices
-    held = {}
-    for t, kind, subj, data in log:
-        if kind == "start":
-            held[subj] = (data[0], data[1])
-            for d in data[0]:
-                share[d] += data[1]
-                assert share[d] <= 1000
-        elif kind == "resize":
-            old, new = data
-            milli = held[subj][1]
-            for d in old:
-                share[d] -= milli
-            for d in new:
-                share[d] += milli
-                assert share[d] <= 1000
-            held[subj] = (new, milli)
-        elif kind in ("finish", "preempt"):
-            devs, milli = held.pop(subj)
-            for d in devs:
-                share[d] -= milli
-        elif kind == "mem_alloc":
-            assert data[4] <= cluster.devices[subj].mem_bytes  # pool_allocated after the op
-    assert not held and share == [0] * cluster.n_devices
-
+    # replay: device shares never exceed 1000 milli and are all released; memory never
+    # exceeds capacity; every pool is empty at the end
+    assert replay_devices(log, cluster.n_devices) is None
+    assert memory_above_capacity(log, cluster) is None
+    assert all(not p.live() for p in engine.pools)
     table = jobs_table(log, cluster)
     assert len(table) == len(jobs)
     # every arrived job ends completed or failed; nothing is left waiting when the run drains

@@ -167,6 +167,8 @@ def test_malformed_snapshot_segment_blocks_are_named():
     (["engine.on_memory_full=explode"], "engine.on_memory_full"),
     (["output.plots=sometimes"], "output.plots"),
     (["workload.n_jobs=ten"], "workload.n_jobs"),
+    (["+engine.pass_per_evnt=true"], "engine.pass_per_evnt"),   # a typo in the engine's keys
+    (["engine.pass_per_event=3"], "engine.pass_per_event"),
 ])
 def test_bad_keys_are_named_before_anything_runs(overrides, key):
     with pytest.raises(ConfigError) as e:

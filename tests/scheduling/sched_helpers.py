@@ -27,6 +27,7 @@ def running(j: Job, devices, start: float = 0.0, attained: float = 0.0, done: fl
     r.seg_start_s = start
     r.rate_flops_s = float(len(devices))
     r.attained_gpu_s = attained
+    r.compute_gpu_s = attained  # no overhead in these hand-built records: held = computed
     r.done_flops = done
     return r
 

@@ -176,6 +176,12 @@ class ClusterScheduler(ABC):
     def decide(self, view: ClusterView) -> Decision:
         """Read ``view``, return a :class:`Decision`. Must not mutate engine state."""
 
+    def wake_s(self, view: ClusterView) -> float | None:
+        """When this policy's ranking next changes without an arrival or completion (e.g. a
+        running job crossing a queue threshold), so the engine runs a pass then; ``None`` = no
+        such moment. Called after each pass that leaves jobs running."""
+        return None
+
 
 class QueueScheduler(ClusterScheduler):
     """Considers waiting jobs in :meth:`order`; each gets ``R* = min(R, R^d)`` devices.

@@ -3,6 +3,8 @@
 - :class:`Spread`: round-robin across nodes (one device per node in turn), the opposite of Pack
 - :class:`RandomPlacement`: uniformly random free devices (seeded through ``set_rng``)
 - :class:`TopologyAware`: one node if possible, else one switch (``Node.switch``), else Pack
+- :class:`Consolidated`: Tiresias's consolidated placement: one node only for a job that fits
+  a node, whole free nodes for a larger one; otherwise the job waits (no spilling)
 
 All of them honour device pins and memory fit through :meth:`Placement.eligible`, and hand
 fractional jobs (``gpu_milli`` < 1000) to the shared best-fit :meth:`Placement.place_fractional`.
@@ -104,3 +106,30 @@ class TopologyAware(Placement):
                     return tuple(sorted(chosen))
         # 3) across switches
         return self._pack.place(job, n, view)
+
+
+class Consolidated(Placement):
+    """Tiresias's consolidated placement (its simulator's default for consolidation-sensitive
+    jobs): a job that fits in one node runs on one node only, the best fit (the node with the
+    fewest eligible free devices that still hold it); a job larger than every node takes whole
+    free nodes (every device of the node free and eligible), the largest first, then lower
+    index; the last node's unused devices stay free. Otherwise the job waits: it is never
+    spread over partly used nodes."""
+
+    def place_whole(self, job: Job, n: int, view: ClusterView) -> tuple[int, ...] | None:
+        per_node = _free_by_node(job, view)
+        nodes = view.cluster.nodes
+        if n <= max(len(nd.devices) for nd in nodes):
+            fits = [(len(ids), nd) for nd, ids in per_node.items() if len(ids) >= n]
+            if not fits:
+                return None
+            _, nd = min(fits)
+            return tuple(per_node[nd][:n])
+        whole = sorted((nd for nd, ids in per_node.items() if len(ids) == len(nodes[nd].devices)),
+                       key=lambda nd: (-len(per_node[nd]), nd))
+        chosen: list[int] = []
+        for nd in whole:
+            chosen.extend(per_node[nd][: n - len(chosen)])
+            if len(chosen) == n:
+                return tuple(sorted(chosen))
+        return None

@@ -22,12 +22,21 @@ it (``view.suspended``), so these policies keep no state of their own.
 ``round_s`` sets the engine's periodic pass (the time quantum); passes also run on every
 arrival and completion. ``min_run_s`` protects a job for that long after its segment started
 (a knob against thrashing when preemption has a checkpoint/restore cost).
+
+Progress between preemptions: by default a running job that is still in its segment's
+restore/preprocess overhead (no compute done since its last (re)start) is never preempted
+(``preempt_in_overhead=False``), so every preemption follows some compute and a run always
+finishes, whatever the overhead and the round. LAS's attained service counts compute only by
+default (``service_overhead=False``): a job restoring after a preemption does not gain rank
+merely by restoring.
 """
 from __future__ import annotations
 
 from abc import abstractmethod
 from bisect import bisect_right
 from typing import Iterable, Sequence
+
+import numpy as np
 
 from llmos_sim.policies.scheduling.base import Decision, Placement, Preempt, QueueScheduler, Start
 from llmos_sim.types import FULL_DEVICE_MILLI, Job
@@ -58,14 +67,17 @@ class PreemptiveScheduler(QueueScheduler):
     - ``round_s``: period of extra passes (s); ``None`` = only on arrivals and completions
     - ``min_run_s``: a running segment younger than this is never preempted (s)
     - ``work_conserving``: let unselected queued jobs use devices still free after the pass
+    - ``preempt_in_overhead``: may a job still in its restore/preprocess overhead be preempted?
+      ``False`` (default) guarantees compute between any two preemptions of a job
     """
 
     def __init__(self, placement: Placement | None = None, round_s: float | None = 300.0, min_run_s: float = 0.0,
-                 work_conserving: bool = True) -> None:
+                 work_conserving: bool = True, preempt_in_overhead: bool = False) -> None:
         super().__init__(placement, blocking=False, elastic_grow=False)
         self.round_s = round_s
         self.min_run_s = float(min_run_s)
         self.work_conserving = work_conserving
+        self.preempt_in_overhead = bool(preempt_in_overhead)
 
     # -- the hook ---------------------------------------------------------------------------
     @abstractmethod
@@ -111,8 +123,9 @@ class PreemptiveScheduler(QueueScheduler):
         ranked = [(self.key(j, None, view), j, None) for j in view.queue]
         cap = float(view.cluster.n_devices)
         protected = set()
+        guard = not self.preempt_in_overhead
         for r in running.values():
-            if self.min_run_s > 0 and now - r.seg_start_s < self.min_run_s:
+            if (self.min_run_s > 0 and now - r.seg_start_s < self.min_run_s) or (guard and r.in_overhead(now)):
                 protected.add(r.job.id)
                 cap -= self.need(r.job)
             else:
@@ -184,15 +197,32 @@ class LAS(PreemptiveScheduler):
     """
 
     def __init__(self, placement: Placement | None = None, round_s: float | None = 300.0, min_run_s: float = 0.0,
-                 work_conserving: bool = True, service: str = "gpu_s") -> None:
-        super().__init__(placement, round_s, min_run_s, work_conserving)
+                 work_conserving: bool = True, service: str = "gpu_s", preempt_in_overhead: bool = False,
+                 service_overhead: bool = False) -> None:
+        super().__init__(placement, round_s, min_run_s, work_conserving, preempt_in_overhead)
         if service not in ("gpu_s", "time_s"):
             raise ValueError(f"LAS: service must be 'gpu_s' or 'time_s', got {service!r}")
         self.service = service
+        self.service_overhead = bool(service_overhead)
+
+    def served_gpu_s(self, job: Job, running: RunningJob | None, view: ClusterView) -> float:
+        """Attained device-seconds: compute only, or (``service_overhead``) every device-second
+        held, restore/preprocess included."""
+        if self.service_overhead:
+            return self.attained_gpu_s(job, running, view)
+        if running is not None:
+            return running.computed_at(view.now_s)
+        s = view.suspended.get(job.id)
+        return s.compute_gpu_s if s is not None else 0.0
 
     def served(self, job: Job, running: RunningJob | None, view: ClusterView) -> float:
-        a = self.attained_gpu_s(job, running, view)
+        a = self.served_gpu_s(job, running, view)
         return a if self.service == "gpu_s" else a / (job.gpus * job.gpu_milli / FULL_DEVICE_MILLI)
+
+    def service_rate(self, r: RunningJob) -> float:
+        """Service ``r`` gains per second while computing, in the unit of ``service``."""
+        width = len(r.devices) * r.share_milli / FULL_DEVICE_MILLI
+        return width if self.service == "gpu_s" else width / (r.job.gpus * r.job.gpu_milli / FULL_DEVICE_MILLI)
 
     def key(self, job: Job, running: RunningJob | None, view: ClusterView) -> tuple:
         return (self.served(job, running, view), job.arrival_s, job.id)
@@ -203,23 +233,143 @@ class DiscretizedLAS(LAS):
 
     ``thresholds`` (ascending, in the unit of ``service``; default GPU-seconds) split jobs into
     ``len(thresholds) + 1`` queues: queue ``q`` holds jobs whose service has passed ``q``
-    thresholds. Lower queues go first and preempt higher ones; within a queue, FIFO by arrival
-    (no time-sharing churn). ``promote_after_s``: a job waiting that long since it last ran
-    (or arrived) goes back to the top queue (Tiresias's starvation guard); ``None`` = off.
+    thresholds. Lower queues go first and preempt higher ones. A running job is demoted at the
+    moment its service crosses a threshold: the policy asks the engine for a pass then
+    (:meth:`wake_s`), not only at the next round. ``promote_after_s``: a job waiting that long
+    since it last ran (or arrived) goes back to the top queue (Tiresias's starvation guard);
+    ``None`` = off (the moment of promotion is also a pass).
+
+    Order within a queue:
+
+    - ``running_first`` (default ``True``): running jobs stay ahead of waiting ones of the same
+      queue, so a job is never preempted by one of its own queue (as Tiresias's simulator
+      does); ``False`` orders a queue purely by the tie-break, so an earlier-arrived waiting job
+      preempts a later running one.
+    - ``order``: ``"fifo"`` (default) or ``"gittins"``: by the Gittins index of the job's
+      attained service (highest first), for the quantum up to the queue's upper threshold
+      (unbounded in the last queue), from the service distribution of the jobs finished so far
+      (Tiresias's 2D-Gittins; all indices are 0 until a job finishes).
+    - ``tie_break``: ``"arrival"`` (default: earlier arrival, then lower id) or
+      ``"previous_rank"``: jobs keep the order they had in the queue; a job entering a queue
+      (arrival, demotion, promotion) goes behind those already in it, newcomers of one pass in
+      their previous order.
     """
 
     def __init__(self, placement: Placement | None = None, round_s: float | None = 300.0, min_run_s: float = 0.0,
                  work_conserving: bool = True, service: str = "gpu_s",
-                 thresholds: Sequence[float] = (3600.0, 36000.0), promote_after_s: float | None = None) -> None:
-        super().__init__(placement, round_s, min_run_s, work_conserving, service)
+                 thresholds: Sequence[float] = (3600.0, 36000.0), promote_after_s: float | None = None,
+                 preempt_in_overhead: bool = False, service_overhead: bool = False, running_first: bool = True,
+                 order: str = "fifo", tie_break: str = "arrival") -> None:
+        super().__init__(placement, round_s, min_run_s, work_conserving, service, preempt_in_overhead,
+                         service_overhead)
         self.thresholds = sorted(float(t) for t in thresholds)
         self.promote_after_s = promote_after_s
+        self.running_first = bool(running_first)
+        if order not in ("fifo", "gittins"):
+            raise ValueError(f"DiscretizedLAS: order must be 'fifo' or 'gittins', got {order!r}")
+        if tie_break not in ("arrival", "previous_rank"):
+            raise ValueError(f"DiscretizedLAS: tie_break must be 'arrival' or 'previous_rank', got {tie_break!r}")
+        self.order_by = order
+        self.tie_break = tie_break
+        self._entry: dict[int, tuple[int, tuple]] = {}  # job id -> (queue, its place in that queue)
+        self._pass_no = 0
+        self._dist_n = 0  # finished jobs in the Gittins distribution
+        self._vals: list[float] = []  # their service, in finishing order
+        self._dist = np.zeros(0)  # the same, ascending
+        self._prefix = np.zeros(1)  # prefix sums of _dist
+
+    @staticmethod
+    def _crossed(service: float) -> float:
+        """``service`` with a relative tolerance, so a pass at the computed crossing moment sees
+        the threshold as crossed despite rounding."""
+        return service + 1e-9 * (1.0 + abs(service))
 
     def queue_index(self, job: Job, running: RunningJob | None, view: ClusterView) -> int:
         if (running is None and self.promote_after_s is not None
                 and view.now_s - self.stopped_at_s(job, view) >= self.promote_after_s):
             return 0
-        return bisect_right(self.thresholds, self.served(job, running, view))
+        return bisect_right(self.thresholds, self._crossed(self.served(job, running, view)))
+
+    def decide(self, view: ClusterView) -> Decision:
+        self._pass_no += 1
+        if self.tie_break == "previous_rank" and self._entry:
+            live = set(j.id for j in view.queue)
+            live.update(view.running)
+            if len(live) < len(self._entry):
+                self._entry = {i: e for i, e in self._entry.items() if i in live}
+        return super().decide(view)
 
     def key(self, job: Job, running: RunningJob | None, view: ClusterView) -> tuple:
-        return (self.queue_index(job, running, view), job.arrival_s, job.id)
+        q = self.queue_index(job, running, view)
+        k: tuple = (q,)
+        if self.running_first:
+            k += (0 if running is not None else 1,)
+        if self.order_by == "gittins":
+            k += (-self.gittins_index(self.served(job, running, view), q, view),)
+        if self.tie_break == "previous_rank":
+            e = self._entry.get(job.id)
+            if e is None or e[0] != q:  # entering queue q now: behind those already there
+                e = self._entry[job.id] = (q, (self._pass_no, e[1] if e is not None else ()))
+            k += (e[1],)
+        return k + (job.arrival_s, job.id)
+
+    # -- Gittins index ------------------------------------------------------------------------
+    def _distribution(self, view: ClusterView) -> None:
+        """The finished jobs' service, sorted, with prefix sums (extended as jobs finish)."""
+        fin = view.finished
+        if len(fin) == self._dist_n:
+            return
+        if len(fin) < self._dist_n:  # another run's view: start over
+            self._vals, self._dist_n = [], 0
+        new = fin[self._dist_n:]
+        if self.service == "gpu_s":
+            self._vals.extend(f.service_gpu_s for f in new)
+        else:
+            self._vals.extend(f.service_gpu_s / (f.job.gpus * f.job.gpu_milli / FULL_DEVICE_MILLI) for f in new)
+        xs = np.sort(np.asarray(self._vals, dtype=float))
+        self._dist, self._prefix, self._dist_n = xs, np.concatenate(([0.0], np.cumsum(xs))), len(fin)
+
+    def gittins_index(self, attained: float, q: int, view: ClusterView) -> float:
+        """``P(S - a <= Δ | S > a) / E[min(S - a, Δ) | S > a]`` over the finished jobs' service
+        ``S``, with ``a`` the attained service and ``Δ`` the quantum up to queue ``q``'s upper
+        threshold (unbounded in the last queue); 0 when no finished job served more than ``a``."""
+        self._distribution(view)
+        xs, pre = self._dist, self._prefix
+        n = len(xs)
+        i = int(np.searchsorted(xs, attained, side="right"))
+        if i >= n:
+            return 0.0
+        if q < len(self.thresholds):
+            delta = max(0.0, self.thresholds[q] - attained)
+            j = int(np.searchsorted(xs, attained + delta, side="right"))
+        else:
+            delta, j = 0.0, n
+        done = j - i  # finish within the quantum
+        expected = float(pre[j] - pre[i]) - done * attained + (n - j) * delta  # × (n - i)
+        return done / expected if expected > 0 else float("inf")
+
+    # -- the moments the ranking changes -----------------------------------------------------
+    def wake_s(self, view: ClusterView) -> float | None:
+        """The next moment a running job crosses its queue's threshold, or a waiting job is
+        due for promotion (only while jobs wait: otherwise nothing would change)."""
+        if not view.queue:
+            return None
+        now, best = view.now_s, None
+        thr = self.thresholds
+        for r in view.running.values():
+            a = self.served(r.job, r, view)
+            q = bisect_right(thr, self._crossed(a))
+            rate = self.service_rate(r)
+            if q >= len(thr) or rate <= 0:
+                continue
+            t = now + (thr[q] - a) / rate
+            if not self.service_overhead and r.in_overhead(now):
+                t += r.seg_start_s + r.seg_overhead_s - now
+            if best is None or t < best:
+                best = t
+        if self.promote_after_s is not None:
+            for j in view.queue:
+                t = self.stopped_at_s(j, view) + self.promote_after_s
+                if t > now and (best is None or t < best):
+                    best = t
+        return best

@@ -1,0 +1,281 @@
+"""Random configurations, run and checked: the simulator's invariants under stress.
+
+Training runs draw scheduler × placement × memory pool × workload × engine options × seed on
+small clusters; serving runs draw batching × KV memory × preemption × router × seed. Each
+run is checked for:
+
+- every job (request) ends exactly once: completed, or failed with a reason (a run cut by
+  the horizon would leave some running: that is counted as a hang);
+- devices never over-booked (replaying the log's starts, resizes, preemptions and ends);
+- memory never above a device's capacity (every pool operation's levels), KV use never
+  above the replica's capacity;
+- every memory pool empty at the end (no live allocation left behind);
+- no hang: a simulated-time horizon and a CPU-time limit per run.
+
+``python -m llmos_sim.stress -n 300`` runs 300 random configurations and prints the count
+per outcome; ``tests/core/test_stress_property.py`` runs the same checks under hypothesis.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import signal
+import sys
+import time
+import traceback
+from collections import Counter
+from contextlib import contextmanager
+from typing import Callable, Sequence
+
+from llmos_sim import events as E
+
+#: what the training runs draw from (config group options, then values of keys)
+SCHEDULERS = ("fifo", "fifo_skip", "sjf", "srtf", "las", "tiresias", "tiresias_gittins", "easy", "drf", "elastic",
+              "qssf", "gavel")
+PLACEMENTS = ("pack", "first_free", "spread", "random", "topology", "consolidated")
+POOLS = ("ideal", "first_fit", "best_fit", "next_fit", "worst_fit", "buddy", "caching", "caching_expandable",
+         "size_class", "paged")
+CLUSTERS = ("tiny", "multi_switch", "hetero")
+MEM_MAX = (0, 1_000_000_000, 2_000_000_000, 3_500_000_000, 4_000_000_000, 16_000_000_000, 60_000_000_000)
+#: serving
+BATCHING = ("static", "orca", "continuous", "chunked_prefill")
+KV_POOLS = ("paged", "first_fit", "buddy", "caching", "size_class", "ideal")
+ROUTERS = ("round_robin", "least_outstanding", "least_kv")
+
+OUTCOMES = ("all_completed", "some_failed", "stalled", "config_error", "violation", "hang", "crash")
+
+Draw = Callable[[Sequence], object]
+
+
+class Hang(Exception):
+    """A run exceeded its CPU-time limit."""
+
+
+@contextmanager
+def cpu_limit(seconds: float):
+    """Raise :class:`Hang` in this thread after ``seconds`` of CPU time (POSIX main thread
+    only; elsewhere no limit)."""
+    if not hasattr(signal, "ITIMER_PROF"):
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise Hang(f"over {seconds} CPU-s")
+
+    try:
+        old = signal.signal(signal.SIGPROF, on_alarm)
+    except ValueError:  # not the main thread
+        yield
+        return
+    # repeating: an exception raised inside a callback that swallows it (a gc callback) is lost
+    signal.setitimer(signal.ITIMER_PROF, seconds, 0.25)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, old)
+
+
+def training_overrides(draw: Draw) -> list[str]:
+    """One random training configuration, as command-line overrides."""
+    sched = draw(SCHEDULERS)
+    o = [f"cluster={draw(CLUSTERS)}", "workload=synthetic", f"scheduler={sched}", f"placement={draw(PLACEMENTS)}",
+         f"memory={draw(POOLS)}", f"seed={draw(range(1000))}", "output.plots=false",
+         f"workload.n_jobs={draw((1, 5, 12, 25, 40))}",
+         f"workload.arrival_rate_per_s={draw((0.001, 0.01, 0.1, 1.0))}",
+         f"workload.duration_median_s={draw((10.0, 100.0, 900.0))}",
+         f"workload.gpus={draw(('[1]', '[1,2,4]', '[1,2,4,8]', '[2,16]'))}", "workload.gpus_p=null",
+         f"workload.mem_max_bytes={draw(MEM_MAX)}",
+         "workload.mem_min_bytes=0",
+         f"workload.elastic_fraction={draw((0.0, 0.0, 0.5, 1.0))}",
+         f"engine.on_memory_full={draw(('wait', 'fail', 'preempt'))}",
+         f"engine.preempt_overhead_s={draw((0.0, 10.0, 60.0))}",
+         f"engine.resize_overhead_s={draw((0.0, 5.0))}",
+         f"engine.pass_per_event={draw(('false', 'true'))}"]
+    if draw((False, False, True)):
+        o.append("+workload.mem_trace={layers: 2, hidden: 512, steps: 2}")
+    if sched in ("las", "tiresias", "tiresias_gittins", "srtf"):
+        o.append(f"scheduler.round_s={draw(('null', 30.0, 300.0))}")
+    if sched in ("tiresias", "tiresias_gittins"):
+        o.append(f"scheduler.thresholds={draw(('[100.0]', '[100.0,2000.0]', '[3600.0]'))}")
+        o.append(f"scheduler.tie_break={draw(('arrival', 'previous_rank'))}")
+    return o
+
+
+def serving_overrides(draw: Draw) -> list[str]:
+    """One random serving configuration, as command-line overrides."""
+    batching = draw(BATCHING)
+    o = ["mode=serving", "workload=requests_synthetic", f"batching={batching}", f"memory={draw(KV_POOLS)}",
+         f"router={draw(ROUTERS)}", f"seed={draw(range(1000))}", "output.plots=false",
+         f"workload.n={draw((1, 10, 40))}", f"workload.rate_per_s={draw((0.5, 5.0, 50.0))}",
+         f"workload.output_max={draw((16, 256, 2048))}",
+         f"serving.replicas={draw((1, 2, 3))}",
+         f"serving.num_kv_blocks={draw(('null', 'null', 40, 200, 1000))}",
+         f"batching.preemption={draw(('recompute', 'swap'))}"]
+    return o
+
+
+def replay_devices(log, n_devices: int) -> str | None:
+    """Replay device shares: never above a whole device; everything released at the end."""
+    share = [0] * n_devices
+    held: dict[int, tuple] = {}
+    for t, kind, subj, data in log.records:
+        if kind == E.START:
+            held[subj] = (data[0], data[1])
+            for d in data[0]:
+                share[d] += data[1]
+                if share[d] > 1000:
+                    return f"device {d} over-booked at t={t} ({share[d]} milli)"
+        elif kind == E.RESIZE:
+            old, new = data
+            milli = held[subj][1]
+            for d in old:
+                share[d] -= milli
+            for d in new:
+                share[d] += milli
+                if share[d] > 1000:
+                    return f"device {d} over-booked at t={t} by a resize"
+            held[subj] = (new, milli)
+        elif kind in (E.FINISH, E.PREEMPT) or (kind == E.FAIL and subj in held):
+            devs, milli = held.pop(subj)
+            for d in devs:
+                share[d] -= milli
+    if held or any(share):
+        return f"devices still held at the end by jobs {sorted(held)[:5]}"
+    return None
+
+
+def memory_above_capacity(log, cluster) -> str | None:
+    """A pool operation that left a device's allocated or reserved bytes above its memory."""
+    for t, kind, subj, data in log.records:
+        if kind == E.MEM_ALLOC:
+            cap = cluster.devices[subj].spec.mem_bytes
+            if data[4] > cap or data[5] > cap:
+                return f"device {subj} memory above capacity at t={t}: {data[4:6]} > {cap}"
+    return None
+
+
+def check_training(overrides: list[str], cpu_s: float = 20.0) -> tuple[str, str]:
+    """Run one training configuration and check it; ``(outcome, detail)``."""
+    from hydra.errors import HydraException
+    from hydra.utils import instantiate
+
+    from llmos_sim.metrics import jobs_table
+    from llmos_sim.run import build_engine, compose, rngs
+
+    try:
+        cfg = compose(overrides)
+        streams = rngs(int(cfg.seed))
+        jobs = list(instantiate(cfg.workload).jobs(streams["workload"]))
+        engine = build_engine(cfg, streams)
+    except (ValueError, KeyError, HydraException) as e:
+        return "config_error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    n_dev = engine.cluster.n_devices
+    slowest = min(d.spec.flops for d in engine.cluster.devices)
+    # generous: every job alone on its minimum of the slowest devices, one after the other,
+    # each preempted a hundred times
+    work = sum(j.work_flops / (j.min_devices * slowest * j.gpu_milli / 1000) + j.preprocess_s + j.output_s
+               for j in jobs)
+    horizon = max((j.arrival_s for j in jobs), default=0.0) + 10 * work + 100 * len(jobs) * (
+        engine.preempt_overhead_s + engine.resize_overhead_s) + 1000.0
+    try:
+        with cpu_limit(cpu_s):
+            log = engine.run(jobs, until_s=horizon)
+    except Hang as e:
+        return "hang", str(e)
+    except Exception as e:  # noqa: BLE001 - classified and reported
+        return "crash", "".join(traceback.format_exception_only(type(e), e)).strip()
+    ends = Counter(subj for _, kind, subj, _ in log.records if kind in (E.FINISH, E.FAIL))
+    if engine.queue or engine.running:
+        return "hang", (f"horizon {horizon:g} s reached with {len(engine.queue)} queued and "
+                        f"{len(engine.running)} running")
+    arrived = {j.id for j in jobs}
+    if set(ends) != arrived or any(c != 1 for c in ends.values()):
+        bad = sorted(i for i in arrived if ends.get(i, 0) != 1)[:5]
+        return "violation", f"jobs not ended exactly once: {bad}"
+    why = replay_devices(log, n_dev) or memory_above_capacity(log, engine.cluster)
+    if why:
+        return "violation", why
+    for d, pool in enumerate(engine.pools):
+        if pool.live():
+            return "violation", f"device {d}'s pool holds {len(pool.live())} allocations at the end"
+    table = jobs_table(log, engine.cluster)
+    failed = table[table.status == "failed"]
+    if (failed["reason"].astype(str).str.len() == 0).any():
+        return "violation", "a failed job without a reason"
+    if log.records[-1][3] == ("stalled",):
+        return "stalled", f"{len(failed)} of {len(table)} failed"
+    return ("some_failed", f"{len(failed)} of {len(table)} failed") if len(failed) else ("all_completed", "")
+
+
+def check_serving(overrides: list[str], cpu_s: float = 20.0) -> tuple[str, str]:
+    """Run one serving configuration and check it; ``(outcome, detail)``."""
+    from hydra.errors import HydraException
+
+    from llmos_sim.run import compose
+    from llmos_sim.serving.system import simulate
+
+    try:
+        cfg = compose(overrides)
+    except (ValueError, KeyError, HydraException) as e:
+        return "config_error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    try:
+        with cpu_limit(cpu_s):
+            res = simulate(cfg, seed=int(cfg.seed))
+    except Hang as e:
+        return "hang", str(e)
+    except (ValueError, HydraException) as e:
+        return "config_error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    except Exception as e:  # noqa: BLE001
+        return "crash", "".join(traceback.format_exception_only(type(e), e)).strip()
+    arrived, ends = set(), Counter()
+    for t, kind, subj, data in res.log.records:
+        if kind == E.REQ_ARRIVE:
+            arrived.add(subj)
+        elif kind in (E.REQ_FINISH, E.REQ_FAIL):
+            ends[subj] += 1
+        elif kind == E.KV_SAMPLE and data[0] > data[2]:
+            return "violation", f"replica {subj} KV use {data[0]} above capacity {data[2]} at t={t}"
+    if set(ends) != arrived or any(c != 1 for c in ends.values()):
+        bad = sorted(i for i in arrived if ends.get(i, 0) != 1)[:5]
+        return "violation", f"requests not ended exactly once: {bad}"
+    for rep in res.extra["replicas"]:
+        pool = rep.kv.pool
+        if pool is not None and pool.live():
+            return "violation", f"replica {rep.index}'s KV pool holds {len(pool.live())} allocations at the end"
+    n_failed = sum(1 for t, kind, _, _ in res.log.records if kind == E.REQ_FAIL)
+    return ("some_failed", f"{n_failed} of {len(arrived)} failed") if n_failed else ("all_completed", "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m llmos_sim.stress", description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", type=int, default=300, help="random configurations (default 300)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the configuration draws")
+    ap.add_argument("--serving-share", type=float, default=0.25, help="fraction of serving configurations")
+    ap.add_argument("--cpu-s", type=float, default=20.0, help="CPU-time limit per run (a hang beyond it)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print every configuration's outcome")
+    args = ap.parse_args(argv)
+    rng = random.Random(args.seed)
+    counts: dict[str, Counter] = {"training": Counter(), "serving": Counter()}
+    bad = []
+    t0 = time.process_time()
+    for i in range(args.n):
+        kind = "serving" if rng.random() < args.serving_share else "training"
+        ov = (serving_overrides if kind == "serving" else training_overrides)(rng.choice)
+        outcome, detail = (check_serving if kind == "serving" else check_training)(ov, args.cpu_s)
+        counts[kind][outcome] += 1
+        if outcome in ("violation", "hang", "crash"):
+            bad.append((kind, outcome, detail, ov))
+        if args.verbose:
+            print(f"{i:4d} {kind:8s} {outcome:13s} {detail}  {' '.join(ov)}", flush=True)
+    print(f"{args.n} random configurations (seed {args.seed}), {time.process_time() - t0:.1f} CPU-s")
+    for kind, c in counts.items():
+        print(f"  {kind:8s} " + "  ".join(f"{o}={c.get(o, 0)}" for o in OUTCOMES) + f"  (total {sum(c.values())})")
+    for kind, outcome, detail, ov in bad:
+        print(f"{outcome}: {detail}\n    {' '.join(ov)}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
