@@ -21,7 +21,7 @@ import pandas as pd
 from llmos_sim import events as E
 
 
-SERVING_KINDS = (E.REQ_ARRIVE, E.REQ_SCHEDULE, E.REQ_FIRST_TOKEN, E.REQ_FINISH, E.REQ_PREEMPT, E.REQ_FAIL,
+SERVING_KINDS = (E.REQ_ARRIVE, E.REQ_SCHEDULE, E.REQ_FIRST_TOKEN, E.REQ_FINISH, E.REQ_PREEMPT, E.REQ_FAIL, E.REQ_CACHE,
                  E.BATCH, E.BATCH_SPAN, E.KV_SAMPLE)
 
 
@@ -98,6 +98,10 @@ def request_table(log) -> pd.DataFrame:
                          if len(pre) else 0)
     fail = first(E.REQ_FAIL)
     df["fail_reason"] = fail["reason"].reindex(df.index).to_numpy() if len(fail) else None
+    cache = first(E.REQ_CACHE)  # prefix caching: what the first admission found cached
+    for c in ("cached_tokens", "hit_blocks", "hash_blocks"):
+        df[c] = (cache[c].reindex(df.index).fillna(0).astype(np.int64).to_numpy() if len(cache)
+                 else np.zeros(len(df), np.int64))
     df["ttft_s"] = df["first_token_s"] - df["arrival_s"]
     df["e2e_s"] = df["finish_s"] - df["arrival_s"]
     df["queue_s"] = df["schedule_s"] - df["arrival_s"]
@@ -151,6 +155,20 @@ def _time_weighted(k: pd.DataFrame, col: str, end_s: float) -> float:
     return float(np.mean(vals)) if vals else 0.0
 
 
+def prefix_summary(req: pd.DataFrame) -> dict[str, float]:
+    """Prefix-cache hit rates over the requests that carried prefix hashes and were admitted
+    with caching on (NaN when none): tokens (cached prompt tokens / their prompt tokens) and
+    hash blocks (hit / all of theirs)."""
+    if "hash_blocks" not in req:
+        return {}
+    h = req[req["hash_blocks"] > 0]
+    if not len(h):
+        return {"prefix_hit_rate_tokens": math.nan, "prefix_hit_rate_blocks": math.nan, "prefix_cached_tokens": 0.0}
+    return {"prefix_hit_rate_tokens": float(h["cached_tokens"].sum() / h["prompt_tokens"].sum()),
+            "prefix_hit_rate_blocks": float(h["hit_blocks"].sum() / h["hash_blocks"].sum()),
+            "prefix_cached_tokens": float(h["cached_tokens"].sum())}
+
+
 def summary(req: pd.DataFrame, batches: pd.DataFrame, kv: pd.DataFrame, slo_ttft_s: float = math.inf,
             slo_tpot_s: float = math.inf) -> dict[str, float]:
     """Run-level metrics. Throughput counts output tokens of finished requests over the time
@@ -184,6 +202,7 @@ def summary(req: pd.DataFrame, batches: pd.DataFrame, kv: pd.DataFrame, slo_ttft
         **stats("e2e_s", done["e2e_s"]),
         **stats("queue_s", done["queue_s"]),
         "n_preemptions": float(req["preemptions"].sum()),
+        **prefix_summary(req),
         "n_iterations": float(batches["n_iters"].sum()) if len(batches) else 0.0,
         "n_batch_records": float(len(batches)),
         "kv_util_mean": _time_weighted(kv, "utilisation", end) if len(kv) else 0.0,

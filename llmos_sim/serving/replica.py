@@ -73,6 +73,7 @@ class Replica:
         self._admit_seq = 0
         self._wake: "simpy.Event | None" = None
         self._cached_waiting: list[WaitingSeq] = []  # preempted by recompute, blocks maybe cached
+        self._hashed: dict = {}  # prefix caching: request id -> its prefix hash blocks (here, not done)
         self._bpt = kv.bytes_per_token
         self.now = env.now  #: the replica's clock (s); ahead of ``env.now`` while it runs iterations in one step
         #: yield at iterations that may finish a request, so that SimPy's clock is the finish
@@ -90,6 +91,10 @@ class Replica:
                           (f"kv_too_small: needs {need} blocks, replica {self.index} has {self.kv.total_blocks}",))
             return
         pred = req.predicted_output_tokens if req.predicted_output_tokens is not None else req.output_tokens
+        if req.prefix_hashes and self.kv.prefix_caching:
+            self.kv.register(req.id, req.prefix_hashes, req.prefix_block_tokens, req.prompt_tokens)
+            if self.kv.is_hashed(req.id):
+                self._hashed[req.id] = len(req.prefix_hashes)
         self._insert(WaitingSeq(req.id, req.prompt_tokens, req.output_tokens, req.arrival_s, req.priority, pred))
         self.outstanding += 1
         if self._wake is not None and not self._wake.triggered:
@@ -106,6 +111,33 @@ class Replica:
         self._keys.pop(0)
         self.outstanding -= 1
         self.log.emit(self.now, E.REQ_FAIL, w.rid, (reason,))
+        if self._hashed:
+            self._forget((w.rid,))
+
+    def _forget(self, rids) -> None:
+        """Prefix caching: these requests are done here (finished or failed)."""
+        hashed, forget = self._hashed, self.kv.forget
+        for r in rids:
+            if hashed.pop(r, None) is not None:
+                forget(r)
+
+    def _refresh_hits(self) -> None:
+        """Prefix caching: the cached prefix each waiting hashed sequence would take now
+        (``computed``, ``hit``, ``shared`` of its entry), for the entries a policy can reach:
+        each admission takes at least one new block, one sequence slot and one token, so no
+        policy looks past ``min(free blocks, free slots, token budget) + 1`` entries."""
+        kv, hashed, pol = self.kv, self._hashed, self.policy
+        reach = min(len(self.waiting), kv.free_blocks + 1,
+                    getattr(pol, "max_num_seqs", 1 << 30) - len(self.table) + 1,
+                    getattr(pol, "max_num_batched_tokens", 1 << 30) + 1)
+        for w in self.waiting[:max(reach, 1)]:
+            if w.rid in hashed:
+                known = w.prompt + w.generated
+                if w.swapped:  # its computed tokens come back from host memory, less what is cached
+                    w.hit, w.shared = kv.prefix_hit(w.rid, min(known - 1, w.computed))
+                else:
+                    w.hit, w.shared = kv.prefix_hit(w.rid, known - 1)
+                    w.computed = w.hit
 
     @property
     def kv_used_frac(self) -> float:
@@ -166,6 +198,8 @@ class Replica:
         if self._cached_waiting:  # prefix caching: how much of a preempted sequence is still cached
             for w in self._cached_waiting:
                 w.computed = kv.cached_tokens(w.rid, w.prompt + w.generated)
+        if self._hashed and self.waiting:
+            self._refresh_hits()
         d: BatchDecision = self.policy.next_batch(ReplicaView(t, tab, self.waiting, kv))
         tokens: list[int] = d.tokens.tolist()
         swap_bytes = 0
@@ -292,16 +326,24 @@ class Replica:
             del self._keys[p]
         swap_bytes = 0
         rows = []
+        hashed = self._hashed
         for w in entries:
             if w in self._cached_waiting:
                 self._cached_waiting.remove(w)
                 kv.take_cached(w.rid, w.computed)
+            blocks = 0
+            if hashed and w.rid in hashed:  # prefix caching: it starts holding its cached prefix
+                kv.take_prefix(w.rid, w.hit)
+                blocks = w.hit // kv.block_tokens
+                if not w.started:
+                    log.emit(t, E.REQ_CACHE, w.rid, (self.index, w.hit, kv.prefix_units(w.rid, w.hit),
+                                                     hashed[w.rid]))
             if not w.started:
                 log.emit(t, E.REQ_SCHEDULE, w.rid, (self.index,))
                 w.started = True
             if w.swapped:
-                swap_bytes += w.computed * self._bpt
-            rows.append((w.rid, w.prompt, w.output, w.computed, w.generated, 0, self._admit_seq, w.priority,
+                swap_bytes += (w.computed - w.hit) * self._bpt
+            rows.append((w.rid, w.prompt, w.output, w.computed, w.generated, blocks, self._admit_seq, w.priority,
                          w.pred, w.arrival_s, False))
             self._admit_seq += 1
         self.table.append(rows)
@@ -478,7 +520,7 @@ class Replica:
         """Remove row ``r``'s cache (the caller drops the row); returns its waiting entry."""
         tab = self.table
         rid = tab.rid[r]
-        cached = self.kv.prefix_caching and not swap
+        cached = self.kv.prefix_caching and not swap and rid not in self._hashed  # (hashed: its units are the cache)
         self.kv.release(rid, tab.computed[r] if cached else 0)
         if not quiet:
             self.log.emit(t, E.REQ_PREEMPT, rid, (self.index, "swap" if swap else "recompute"))
@@ -508,9 +550,12 @@ class Replica:
                 return
         else:
             P = tab.prompt
+            filling = self.kv.filling  # prefix caching: sequences whose hash units are not all complete
             for i, x in enumerate(tokens):
                 if x and (done is None or not done[i]):
                     C[i] = c = C[i] + x
+                    if filling and tab.rid[i] in filling:
+                        self.kv.computed(tab.rid[i], c)
                     if c == P[i] + G[i]:  # the context is complete: one new token
                         G[i] = g = G[i] + 1
                         if g == 1:
@@ -528,6 +573,8 @@ class Replica:
         for r in rids:
             log.emit(now, E.REQ_FINISH, r, (idx,))
         self.outstanding -= len(rids)
+        if self._hashed:
+            self._forget(rids)
         if hold:
             for i in fin:
                 tab.done[i] = True

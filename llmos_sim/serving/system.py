@@ -122,7 +122,12 @@ class ServingSystem:
                 return
             self._i += 1
             log.emit(env.now, E.REQ_ARRIVE, r.id, (r.service, r.prompt_tokens, r.output_tokens))
-            loads = [ReplicaLoad(x.index, x.outstanding, x.kv_used_frac, len(x.waiting)) for x in reps]
+            if router.uses_prefix and r.prefix_hashes:  # the request's cached prefix on each replica
+                h, bt, p = r.prefix_hashes, r.prefix_block_tokens, r.prompt_tokens
+                loads = [ReplicaLoad(x.index, x.outstanding, x.kv_used_frac, len(x.waiting),
+                                     x.kv.cached_prefix_tokens(h, bt, p)) for x in reps]
+            else:
+                loads = [ReplicaLoad(x.index, x.outstanding, x.kv_used_frac, len(x.waiting)) for x in reps]
             reps[router.route(r, loads)].enqueue(r)
             if self._bar is not None:
                 self._bar.update(1)
