@@ -149,7 +149,9 @@ class KVCacheManager:
         also bounded by the largest free extent (a fragmenting pool may refuse less)."""
         if self._exact:
             return self._free
-        return min(self._free, self.pool.largest_free_bytes() // self.block_bytes)
+        # (evictable cached units may free a larger extent: counted as if they did; an
+        # allocation that still does not fit is refused, and callers handle refusals)
+        return min(self._free, self.pool.largest_free_bytes() // self.block_bytes + self._evictable)
 
     @property
     def growth_in_one_call(self) -> bool:

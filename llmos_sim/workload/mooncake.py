@@ -51,7 +51,7 @@ def read_mooncake(path, block_tokens: int = HASH_BLOCK_TOKENS) -> list[tuple[flo
 
 def _row(path, ln: int, line: str, block_tokens: int):
     try:
-        r = json.loads(line)
+        r = json.loads(line.rstrip())  # (so that a column past the line's end is on this line)
     except json.JSONDecodeError as e:
         raise WorkloadError(f"{path}:{ln}:{e.colno}: not valid JSON: {e.msg}") from e
     if not isinstance(r, dict):
