@@ -118,6 +118,8 @@ class ServiceHost:
     def request_ended(self) -> None:
         self._left -= 1
         if self._left == 0 and self._done is not None and not self._done.triggered:
+            for x in self.replicas:  # the stream is over: its inter-token latency corrections
+                x.flush_itl(self.env.now)
             self._done.succeed()
 
 

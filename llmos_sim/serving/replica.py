@@ -74,6 +74,10 @@ class Replica:
         self._wake: "simpy.Event | None" = None
         self._cached_waiting: list[WaitingSeq] = []  # preempted by recompute, blocks maybe cached
         self._hashed: dict = {}  # prefix caching: request id -> its prefix hash blocks (here, not done)
+        #: sequences with tokens that sat out an iteration or were preempted -> time of their
+        #: last token (for inter-token latencies, see ``E.ITL_ADJUST``)
+        self._stalled: dict = {}
+        self._itl: list[tuple] = []  # ITL_ADJUST data not yet logged (see flush_itl)
         self._bpt = kv.bytes_per_token
         self.now = env.now  #: the replica's clock (s); ahead of ``env.now`` while it runs iterations in one step
         #: yield at iterations that may finish a request, so that SimPy's clock is the finish
@@ -111,6 +115,7 @@ class Replica:
         self._keys.pop(0)
         self.outstanding -= 1
         self.log.emit(self.now, E.REQ_FAIL, w.rid, (reason,))
+        self._stalled.pop(w.rid, None)
         if self._hashed:
             self._forget((w.rid,))
 
@@ -246,6 +251,8 @@ class Replica:
                         dec_ctx += c
                     else:
                         pre.append(i)
+                elif not done and g and p + g - c == 1:  # a decoding row sits this one out
+                    self._stalled.setdefault(tab.rid[i], t)
         else:
             for i, (x, p, g, c) in enumerate(zip(tokens, P, G, C)):
                 if x:
@@ -255,6 +262,8 @@ class Replica:
                         dec_ctx += c
                     else:
                         pre.append(i)
+                elif g and p + g - c == 1:  # a decoding row sits this one out (its gap grows)
+                    self._stalled.setdefault(tab.rid[i], t)
         dec_ctx += n_dec
         n_pre = n_tok - n_dec
         if n_pre:
@@ -275,12 +284,17 @@ class Replica:
                 and not self._to_release):  # blocks freed after this decision may change the next one
             k, (dur, durs), fin = self._span(n_seqs, dec_ctx, t, later)
             if k > 1:  # (it took ``later``)
+                adj = self._itl_adjust(tokens, t) if self._stalled or n_done else None
                 if durs is not None:  # per-iteration records
                     starts = t + np.concatenate([[0.0], np.cumsum(durs[:-1])])
-                    for s_, d_ in zip(starts.tolist(), durs.tolist()):
+                    for j, (s_, d_) in enumerate(zip(starts.tolist(), durs.tolist())):
                         log.emit(s_, E.BATCH, self.index, (0, n_dec, n_seqs, d_, kv.used_bytes))
+                        if adj:
+                            self._note_itl(adj if j == 0 else [a for a in adj if a[0] < 0], 1)
                 else:
                     log.emit(t, E.BATCH_SPAN, self.index, (k, 0, n_dec * k, n_seqs, dur, kv.used_bytes))
+                    if adj:
+                        self._note_itl(adj, k)
                 log.emit(t, E.KV_SAMPLE, self.index,
                          (kv.used_bytes, (c_sum + k * (n_rows - n_done)) * self._bpt, kv.pool.capacity_bytes,
                           kv.free_blocks))
@@ -290,10 +304,52 @@ class Replica:
         shape = BatchShape(n_pre, pairs, pre_ctx, n_dec, dec_ctx, n_seqs, n_logits, swap_bytes)
         dur = self._iteration_s(shape, tokens)
         log.emit(t, E.BATCH, self.index, (n_pre, n_dec, n_seqs, dur, used))
+        if self._stalled or n_done:
+            adj = self._itl_adjust(tokens, t)
+            if adj:
+                self._note_itl(adj, 1)
         tok = sum(x for x, done in zip(tokens, tab.done) if not done) if n_done else n_tok
         log.emit(t, E.KV_SAMPLE, self.index, (used, (c_sum + tok) * self._bpt, kv.pool.capacity_bytes, kv.free_blocks))
         may_finish = min(map(sub, tab.output, tab.generated), default=2) <= 1  # a row one token short (or held done)
         return (dur, tokens, 1, d.hold_finished, may_finish, pure)
+
+    def _itl_adjust(self, tokens: list[int], t: float) -> list[tuple]:
+        """The tokens of the iteration starting at ``t`` whose gap is not that iteration's
+        duration (see ``E.ITL_ADJUST``): ``(n, wait_s, in_decode)`` per group of sequences
+        back from a stall at the same time, and ``(-n, 0.0, 1)`` for ``n`` padding rows."""
+        tab, stalled = self.table, self._stalled
+        out = []
+        done = tab.done if tab.n_done else None
+        if stalled:
+            P, G, C, rid = tab.prompt, tab.generated, tab.computed, tab.rid
+            groups: dict = {}
+            for i, x in enumerate(tokens):
+                # a stalled row that completes its context now emits a token (x == 1: a decode)
+                if x and rid[i] in stalled and (done is None or not done[i]) and C[i] + x == P[i] + G[i]:
+                    key = (t - stalled.pop(rid[i]), int(x == 1))
+                    groups[key] = groups.get(key, 0) + 1
+            out = [(n, w, dec) for (w, dec), n in groups.items()]
+        if done is not None:
+            pad = sum(1 for x, d in zip(tokens, done) if x and d)
+            if pad:
+                out.append((-pad, 0.0, 1))
+        return out
+
+    def _note_itl(self, adj: list[tuple], k: int) -> None:
+        """Keep ``adj`` (from :meth:`_itl_adjust`) for the batch record of ``k`` iterations just
+        logged (padding repeats in each of them); :meth:`flush_itl` logs them."""
+        seq = len(self.log.records) - 1
+        for n, w, dec in adj:
+            self._itl.append((seq, n * k if n < 0 else n, w, dec))
+
+    def flush_itl(self, time_s: float) -> None:
+        """Log the inter-token latency corrections kept so far (``E.ITL_ADJUST``, naming their
+        batch records), at ``time_s``. The serving system calls this when the run ends, so
+        that the run's own records keep their numbers (the corrections follow them)."""
+        emit, idx = self.log.emit, self.index
+        for d in self._itl:
+            emit(time_s, E.ITL_ADJUST, idx, d)
+        self._itl = []
 
     def _iteration_s(self, shape: BatchShape, tokens: list[int]) -> float:
         """How long the iteration about to start takes: the cost model's time for its shape.
@@ -520,6 +576,8 @@ class Replica:
         """Remove row ``r``'s cache (the caller drops the row); returns its waiting entry."""
         tab = self.table
         rid = tab.rid[r]
+        if tab.generated[r]:  # its next token comes after a gap from its last one
+            self._stalled.setdefault(rid, t)
         cached = self.kv.prefix_caching and not swap and rid not in self._hashed  # (hashed: its units are the cache)
         self.kv.release(rid, tab.computed[r] if cached else 0)
         if not quiet:

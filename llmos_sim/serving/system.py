@@ -14,10 +14,12 @@ Config (``cfg.serving``; defaults in ``configs/serving/default.yaml``):
   (contiguous max-length reservation, ``reserve_tokens`` each, 0 = own prompt+output) or
   ``auto`` (reserve when the pool says it is contiguous, else grow)
 - ``cost``: a partial cost model, called with ``model``, ``gpu``, ``tp``
-- ``slo_ttft_s``, ``slo_tpot_s``: SLOs for goodput; ``max_time_s``: stop time (null = none)
+- ``slo_ttft_s``, ``slo_tpot_s``, ``slo_e2e_s``: SLOs for goodput (a request's own replace
+  them for it); ``max_time_s``: stop time (null = none)
 - ``fast_forward``, ``per_iteration_records``: see :mod:`llmos_sim.serving.replica`
-- ``prefix_caching``: a recompute-preempted sequence reuses its blocks still cached
-  (see :mod:`llmos_sim.serving.kv`)
+- ``prefix_caching``: vLLM's automatic prefix caching: requests with prefix hashes share
+  cached hash blocks (reference counts, LRU eviction), and a recompute-preempted sequence
+  reuses its blocks still cached (see :mod:`llmos_sim.serving.kv`)
 - ``async_scheduling``: vLLM's async scheduling, as far as it changes decisions: a finished
   sequence's blocks are freed after the next iteration's decision (see :class:`Replica`)
 """
@@ -46,7 +48,7 @@ from llmos_sim.serving.specs import GpuSpec, ModelSpec
 DEFAULTS: dict[str, Any] = {
     "replicas": 1, "tp": 1, "gpu_memory_utilization": 0.9, "activation_reserve_bytes": 2 * 10**9,
     "num_kv_blocks": None, "block_tokens": 16, "kv_mode": "auto", "reserve_tokens": 0,
-    "slo_ttft_s": math.inf, "slo_tpot_s": math.inf, "max_time_s": None, "fast_forward": True,
+    "slo_ttft_s": math.inf, "slo_tpot_s": math.inf, "slo_e2e_s": math.inf, "max_time_s": None, "fast_forward": True,
     "per_iteration_records": False, "cost": None, "prefix_caching": False, "async_scheduling": False,
 }
 
@@ -122,6 +124,9 @@ class ServingSystem:
                 return
             self._i += 1
             log.emit(env.now, E.REQ_ARRIVE, r.id, (r.service, r.prompt_tokens, r.output_tokens))
+            if r.slo_ttft_s is not None or r.slo_tpot_s is not None or r.slo_e2e_s is not None:
+                log.emit(env.now, E.REQ_SLO, r.id, tuple(math.nan if v is None else float(v)
+                                                         for v in (r.slo_ttft_s, r.slo_tpot_s, r.slo_e2e_s)))
             if router.uses_prefix and r.prefix_hashes:  # the request's cached prefix on each replica
                 h, bt, p = r.prefix_hashes, r.prefix_block_tokens, r.prompt_tokens
                 loads = [ReplicaLoad(x.index, x.outstanding, x.kv_used_frac, len(x.waiting),
@@ -138,6 +143,8 @@ class ServingSystem:
         self.env.run(until=until)
         reason = "max_time" if until is not None and self.env.now >= until else "drained"
         self.log.emit(self.env.now, E.END, "serving", (reason,))
+        for rep in self.replicas:  # (after END: the run's records keep their numbers)
+            rep.flush_itl(self.env.now)
 
 
 def _cfg_get(s, key):
@@ -167,7 +174,8 @@ def simulate(cfg, seed: int, progress: bool = False, backend=None) -> ServingRes
         system = ServingSystem(requests, make_replica, instantiate(cfg.router), int(_cfg_get(s, "replicas")),
                                progress=progress, env=backend.environment() if backend is not None else None)
         system.run(None if max_time is None else float(max_time))
-        res = build_result(system.log, float(_cfg_get(s, "slo_ttft_s")), float(_cfg_get(s, "slo_tpot_s")))
+        res = build_result(system.log, float(_cfg_get(s, "slo_ttft_s")), float(_cfg_get(s, "slo_tpot_s")),
+                           float(_cfg_get(s, "slo_e2e_s")))
     res.extra.update(kv_blocks_per_replica=system.replicas[0].kv.total_blocks, kv_capacity_bytes=info["kv_capacity_bytes"],
                      replicas=system.replicas)
     return res
@@ -219,12 +227,16 @@ def replica_factory(cfg, backend=None) -> tuple[Any, dict[str, Any]]:
     return make_replica, {"tp": tp, "kv_capacity_bytes": capacity}
 
 
-def build_result(log: E.EventLog, slo_ttft_s: float = math.inf, slo_tpot_s: float = math.inf) -> ServingResult:
-    """Tables (``requests``, ``batches``, ``kv``, ``events``) and summary from a log (pure)."""
+def build_result(log: E.EventLog, slo_ttft_s: float = math.inf, slo_tpot_s: float = math.inf,
+                 slo_e2e_s: float = math.inf) -> ServingResult:
+    """Tables (``requests``, ``batches``, ``kv``, ``events``) and summary from a log (pure).
+    The SLOs are the run's; a request's own (``Request.slo_*``) replace them for it."""
     by_kind = E.ByKind(log.records)  # the log split by kind once, for all the tables
     frames = metrics.Frames(log, by_kind)
     req = metrics.request_table(frames)
+    metrics.add_slo_columns(req, frames, slo_ttft_s, slo_tpot_s, slo_e2e_s)
     bat = metrics.batch_table(frames)
     kv = metrics.kv_table(frames)
-    return ServingResult(log, {"requests": req, "batches": bat, "kv": kv, "events": log.table(by_kind)},
-                         metrics.summary(req, bat, kv, slo_ttft_s, slo_tpot_s))
+    out = metrics.summary(req, bat, kv, slo_ttft_s, slo_tpot_s)
+    out.update(metrics.vllm_summary(req, metrics.itl_samples(frames, bat)))
+    return ServingResult(log, {"requests": req, "batches": bat, "kv": kv, "events": log.table(by_kind)}, out)

@@ -54,6 +54,7 @@ class Request:
     #: ``hash_ids``); empty = nothing shareable. Used by prefix caching and prefix-aware routing.
     prefix_hashes: tuple[int, ...] = ()
     prefix_block_tokens: int = 0  #: prompt tokens one hash covers (512 in the Mooncake traces)
+    slo_e2e_s: float | None = None  #: end-to-end latency SLO (s), optional like the other two
 
     def __post_init__(self) -> None:
         if self.prompt_tokens < 1:
