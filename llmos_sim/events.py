@@ -41,8 +41,9 @@ REQ_PREEMPT = "req_preempt"  # data: (replica, mode)
 REQ_FAIL = "req_fail"  # data: (reason,)
 REQ_SLO = "req_slo"  # the request's own SLOs (NaN: the run's); data: (slo_ttft_s, slo_tpot_s, slo_e2e_s)
 # prefix caching: a request with prefix hashes enters its first batch with cached_tokens of its
-# prompt found in the replica's cache (hit_blocks of its hash_blocks prefix hash blocks)
-REQ_CACHE = "req_cache"  # data: (replica, cached_tokens, hit_blocks, hash_blocks)
+# prompt found in the replica's cache (hit_blocks of its hash_blocks prefix hash blocks; host_blocks
+# of the hits were copied back from host memory)
+REQ_CACHE = "req_cache"  # data: (replica, cached_tokens, hit_blocks, hash_blocks, host_blocks)
 BATCH = "batch"  # subject: replica; data: (n_prefill_tokens, n_decode_tokens, n_seqs, duration_s, kv_used_bytes)
 # a run of n_iters pure-decode iterations of an unchanged batch, fast-forwarded in one step;
 # token counts and duration are totals over the run, kv_used_bytes its end value
@@ -89,7 +90,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     REQ_PREEMPT: ("replica", "mode"),
     REQ_FAIL: ("reason",),
     REQ_SLO: ("slo_ttft_s", "slo_tpot_s", "slo_e2e_s"),
-    REQ_CACHE: ("replica", "cached_tokens", "hit_blocks", "hash_blocks"),
+    REQ_CACHE: ("replica", "cached_tokens", "hit_blocks", "hash_blocks", "host_blocks"),
     BATCH: ("n_prefill_tokens", "n_decode_tokens", "n_seqs", "duration_s", "kv_used_bytes"),
     BATCH_SPAN: ("n_iters", "n_prefill_tokens", "n_decode_tokens", "n_seqs", "duration_s", "kv_used_bytes"),
     KV_SAMPLE: ("used_bytes", "token_bytes", "capacity_bytes", "free_blocks"),

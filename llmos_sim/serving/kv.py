@@ -46,6 +46,15 @@ policies compute are unchanged), then the private allocation.
   its free queue); an allocation that does not fit in the pool evicts LRU units until it does.
 - A hit on an evictable unit takes its blocks out of the free count; a hit on a unit other
   sequences hold takes nothing (``shared`` blocks, which admission does not count).
+
+Host-memory tier (optional, :class:`HostTier`, ``serving.host_kv_bytes``): a second pool of
+host memory behind the GPU's, of bounded capacity, for swapped-out sequences and evicted prefix
+units (vLLM's CPU offload, Mooncake's DRAM pool). A unit evicted from the GPU is copied to host
+memory (LRU there too; swapped sequences take precedence and evict cached units); a hit may then
+continue on host units, which are copied back into new GPU blocks at admission. Every copy is
+priced: its bytes join the iteration's host-link traffic (``BatchShape.swap_bytes``, at the
+GPU's ``host_bw_bytes_s``). A swap preemption that does not fit in host memory becomes a
+recompute preemption. Without the tier, swap space is unlimited and evicted units are dropped.
 """
 from __future__ import annotations
 
@@ -94,6 +103,66 @@ class Unit:
         return f"Unit(key={self.key!r}, n={self.n}, ref={self.ref}, cached={self.cached})"
 
 
+class HostTier:
+    """Host memory behind one replica's KV cache: swapped sequences and evicted prefix units,
+    accounted in a :class:`MemoryPool` of ``capacity_bytes`` (any pool; an
+    :class:`~llmos_sim.policies.memory.ideal.IdealPool` by default). Cached units are evicted
+    LRU to make room; swapped sequences are never evicted (a swap that does not fit is refused)."""
+
+    def __init__(self, capacity_bytes: int, pool: MemoryPool | None = None) -> None:
+        if pool is None:
+            from llmos_sim.policies.memory.ideal import IdealPool
+            pool = IdealPool(int(capacity_bytes))
+        self.pool = pool
+        self._units: dict[int, Allocation] = {}  # key -> its copy, least recently used first
+        self._swapped: dict[Hashable, Allocation] = {}
+        self.n_dropped_units = 0  #: units evicted from host memory too (gone)
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._units
+
+    def _room(self, nbytes: int) -> Allocation | None:
+        while True:
+            a = self.pool.allocate(nbytes)
+            if a is not None or not self._units:
+                return a
+            k = next(iter(self._units))
+            self.pool.free(self._units.pop(k))
+            self.n_dropped_units += 1
+
+    def put_unit(self, key: int, nbytes: int) -> bool:
+        """Keep a copy of an evicted unit (most recently used); False if it cannot fit at all."""
+        a = self._room(nbytes)
+        if a is None:
+            return False
+        self._units[key] = a
+        return True
+
+    def take_unit(self, key: int) -> int:
+        """The unit goes back to the GPU: its host copy is freed; returns its bytes."""
+        a = self._units.pop(key)
+        self.pool.free(a)
+        return a.requested
+
+    def swap_out(self, seq: Hashable, nbytes: int) -> bool:
+        """Hold a swapped sequence's ``nbytes`` (evicting cached units); False if they do not fit."""
+        a = self._room(nbytes)
+        if a is None:
+            return False
+        self._swapped[seq] = a
+        return True
+
+    def swap_in(self, seq: Hashable) -> None:
+        """The sequence's cache went back to the GPU (or it is gone): free its host copy."""
+        a = self._swapped.pop(seq, None)
+        if a is not None:
+            self.pool.free(a)
+
+    @property
+    def used_bytes(self) -> int:
+        return self.pool.stats().allocated_bytes
+
+
 class KVCacheManager:
     """Token → block → byte accounting for one replica, backed by ``pool``.
 
@@ -101,7 +170,7 @@ class KVCacheManager:
     """
 
     def __init__(self, pool: MemoryPool, bytes_per_token: int, block_tokens: int = 16, mode: str = GROW,
-                 reserve_tokens: int = 0, prefix_caching: bool = False) -> None:
+                 reserve_tokens: int = 0, prefix_caching: bool = False, host: HostTier | None = None) -> None:
         if block_tokens < 1 or bytes_per_token < 1:
             raise ValueError("KVCacheManager: block_tokens and bytes_per_token must be >= 1")
         if mode not in (GROW, RESERVE):
@@ -141,6 +210,10 @@ class KVCacheManager:
         self._hblocks: dict[Hashable, int] = {}  # seq -> blocks allocated in its units
         self._hdone: dict[Hashable, int] = {}  # seq -> units complete so far (absent once all are)
         self.n_evicted_units = 0  #: units evicted from the cache so far
+        self.host = host  #: the host-memory tier (None: unlimited swap space, evicted units dropped)
+        self.transfer_bytes = 0  #: host-link bytes of offloads and reloads not yet charged to an iteration
+        self.n_host_hits = 0  #: units taken back from host memory
+        self.last_host_units = 0  #: of them, by the last :meth:`take_prefix`
 
     # -- pure queries (policies use these through the view) ----------------------------
     @property
@@ -254,11 +327,14 @@ class KVCacheManager:
         if h is None:
             return 0, 0
         keys, ratio, H = h
-        table = self._table
+        table, host = self._table, self.host
         m = shared = 0
         for k in keys[: max(0, int(limit_tokens)) // H]:
             u = table.get(k)
             if u is None:
+                if host is not None and k in host:  # on host memory: copied back at admission
+                    m += 1
+                    continue
                 break
             m += 1
             if u.ref:
@@ -267,27 +343,35 @@ class KVCacheManager:
 
     def cached_prefix_tokens(self, hashes: Sequence[int], hash_tokens: int, prompt_tokens: int) -> int:
         """Tokens of a prompt with these hashes that a hit would skip here now (routers ask)."""
-        table = self._table
+        table, host = self._table, self.host
         m = 0
         for k in hashes[: (int(prompt_tokens) - 1) // hash_tokens]:
-            if k not in table:
+            if k not in table and (host is None or k not in host):
                 break
             m += 1
         return m * hash_tokens
 
-    def take_prefix(self, seq: Hashable, tokens: int) -> None:
+    def take_prefix(self, seq: Hashable, tokens: int) -> int:
         """``seq`` is admitted with a hit of ``tokens`` (from :meth:`prefix_hit`, this instant):
-        it references those units; an evictable one leaves the LRU list and the free count."""
+        it references those units; an evictable one leaves the LRU list and the free count; one
+        on host memory is copied into new blocks (its bytes join :attr:`transfer_bytes`).
+        Returns the tokens taken: fewer only when a fragmenting pool refuses a copy's blocks."""
         h = self._hseq.get(seq)
         if h is None:
-            return
+            return 0
         keys, ratio, H = h
         m = int(tokens) // H
         units = []
         table, lru = self._table, self._lru
-        for k in keys[:m]:
-            u = table[k]
-            if u.ref == 0:
+        self.last_host_units = 0
+        for j, k in enumerate(keys[:m]):
+            u = table.get(k)
+            if u is None:  # on host memory: back into new GPU blocks, cached again
+                u = self._reload(k, ratio, seq)
+                if u is None:
+                    m = j
+                    break
+            elif u.ref == 0:
                 del lru[k]
                 nbytes = sum(a.nbytes for a in u.allocs)
                 self._evictable -= u.n
@@ -302,7 +386,30 @@ class KVCacheManager:
             self._hdone[seq] = m
         else:
             self._hdone.pop(seq, None)
+        return m * H
 
+    def _reload(self, key: int, ratio: int, seq: Hashable) -> Unit | None:
+        """Copy a host unit back into ``ratio`` new blocks (ref 0 until the caller counts it);
+        None when it is no longer on the host (dropped to make room meanwhile) or the pool
+        refuses the blocks."""
+        host = self.host
+        if host is None or key not in host:
+            return None
+        nbytes = host.take_unit(key)  # (first: making room below may offload units and drop host ones)
+        a = self._alloc(ratio, seq)
+        if a is None:
+            host.put_unit(key, nbytes)
+            return None
+        self._free -= ratio
+        u = Unit(key)
+        u.allocs.append(a)
+        u.n, u.ref, u.cached = ratio, 0, True
+        self._table[key] = u
+        self.transfer_bytes += a.nbytes
+        self.used_bytes += a.nbytes
+        self.n_host_hits += 1
+        self.last_host_units += 1
+        return u
     def computed(self, seq: Hashable, tokens: int) -> None:
         """``seq`` has ``tokens`` tokens in its cache now: its units complete by then become
         cached (findable), unless the same key is cached already."""
@@ -331,12 +438,20 @@ class KVCacheManager:
         u = self._lru.pop(k)
         del self._table[k]
         free = self.pool.free
+        nbytes = sum(a.nbytes for a in u.allocs)
         for a in u.allocs:
             free(a)
         self._evictable -= u.n
-        self.cached_bytes -= sum(a.nbytes for a in u.allocs)
+        self.cached_bytes -= nbytes
         self.n_evicted_units += 1
+        if self.host is not None and self.host.put_unit(k, nbytes):  # offloaded: a priced copy
+            self.transfer_bytes += nbytes
         return True
+
+    def take_transfer_bytes(self) -> int:
+        """Host-link bytes of offloads and reloads since the last call (charged to an iteration)."""
+        n, self.transfer_bytes = self.transfer_bytes, 0
+        return n
 
     def _make_room(self, n_blocks: int) -> None:
         """Evict LRU units until ``n_blocks`` blocks fit in the pool's free blocks (exact for

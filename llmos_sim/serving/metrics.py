@@ -112,7 +112,7 @@ def request_table(log) -> pd.DataFrame:
     fail = first(E.REQ_FAIL)
     df["fail_reason"] = fail["reason"].reindex(df.index).to_numpy() if len(fail) else None
     cache = first(E.REQ_CACHE)  # prefix caching: what the first admission found cached
-    for c in ("cached_tokens", "hit_blocks", "hash_blocks"):
+    for c in ("cached_tokens", "hit_blocks", "hash_blocks", "host_blocks"):
         df[c] = (cache[c].reindex(df.index).fillna(0).astype(np.int64).to_numpy() if len(cache)
                  else np.zeros(len(df), np.int64))
     df["ttft_s"] = df["first_token_s"] - df["arrival_s"]
@@ -270,10 +270,12 @@ def prefix_summary(req: pd.DataFrame) -> dict[str, float]:
         return {}
     h = req[req["hash_blocks"] > 0]
     if not len(h):
-        return {"prefix_hit_rate_tokens": math.nan, "prefix_hit_rate_blocks": math.nan, "prefix_cached_tokens": 0.0}
+        return {"prefix_hit_rate_tokens": math.nan, "prefix_hit_rate_blocks": math.nan, "prefix_cached_tokens": 0.0,
+                "prefix_host_hit_rate_blocks": math.nan}
     return {"prefix_hit_rate_tokens": float(h["cached_tokens"].sum() / h["prompt_tokens"].sum()),
             "prefix_hit_rate_blocks": float(h["hit_blocks"].sum() / h["hash_blocks"].sum()),
-            "prefix_cached_tokens": float(h["cached_tokens"].sum())}
+            "prefix_cached_tokens": float(h["cached_tokens"].sum()),
+            "prefix_host_hit_rate_blocks": float(h["host_blocks"].sum() / h["hash_blocks"].sum())}
 
 
 def summary(req: pd.DataFrame, batches: pd.DataFrame, kv: pd.DataFrame, slo_ttft_s: float = math.inf,

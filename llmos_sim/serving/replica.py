@@ -116,6 +116,8 @@ class Replica:
         self.outstanding -= 1
         self.log.emit(self.now, E.REQ_FAIL, w.rid, (reason,))
         self._stalled.pop(w.rid, None)
+        if w.swapped and self.kv.host is not None:
+            self.kv.host.swap_in(w.rid)
         if self._hashed:
             self._forget((w.rid,))
 
@@ -129,12 +131,13 @@ class Replica:
     def _refresh_hits(self) -> None:
         """Prefix caching: the cached prefix each waiting hashed sequence would take now
         (``computed``, ``hit``, ``shared`` of its entry), for the entries a policy can reach:
-        each admission takes at least one new block, one sequence slot and one token, so no
-        policy looks past ``min(free blocks, free slots, token budget) + 1`` entries."""
+        admission is head-of-line and each admission takes at least one new block, one
+        sequence slot and one token (all of its remaining tokens, or the rest of the token
+        budget), so no policy looks past the entry where the free blocks, the free slots or
+        the budget (``max_num_batched_tokens``) run out."""
         kv, hashed, pol = self.kv, self._hashed, self.policy
-        reach = min(len(self.waiting), kv.free_blocks + 1,
-                    getattr(pol, "max_num_seqs", 1 << 30) - len(self.table) + 1,
-                    getattr(pol, "max_num_batched_tokens", 1 << 30) + 1)
+        reach = min(len(self.waiting), kv.free_blocks + 1, getattr(pol, "max_num_seqs", 1 << 30) - len(self.table) + 1)
+        budget = getattr(pol, "max_num_batched_tokens", 1 << 60)
         for w in self.waiting[:max(reach, 1)]:
             if w.rid in hashed:
                 known = w.prompt + w.generated
@@ -143,6 +146,9 @@ class Replica:
                 else:
                     w.hit, w.shared = kv.prefix_hit(w.rid, known - 1)
                     w.computed = w.hit
+            budget -= w.prompt + w.generated - w.computed
+            if budget <= 0:
+                break
 
     @property
     def kv_used_frac(self) -> float:
@@ -223,6 +229,8 @@ class Replica:
             later = self._count_growth(grow)
         else:
             tokens = self._grow(tokens, t, grow, n_run)
+        if kv.transfer_bytes:  # host tier: prefix units offloaded or copied back since the last iteration
+            swap_bytes += kv.take_transfer_bytes()
         n_tok = sum(tokens)
         if not n_tok and not swap_bytes:
             self._take_growth(later)
@@ -234,6 +242,10 @@ class Replica:
         pre = []  # rows computing a prefill / recompute chunk
         c_sum = sum(C)
         pure = False
+        # inter-token latency: rows back from a stall emit a token now (see ``E.ITL_ADJUST``)
+        stalled = self._stalled
+        back: list = []  # (wait_s, in_decode) per such row
+        n_pad = 0  # static batching's padding rows
         if (n_rows and not n_done and n_tok == n_rows and min(tokens) == 1 and min(G) > 0
                 and sum(P) + sum(G) - c_sum == n_rows):
             # pure decode (the common case), without the pass: one token per row, none
@@ -242,19 +254,28 @@ class Replica:
             n_dec = n_seqs = n_rows
             dec_ctx = c_sum
             pure = True
+            if stalled:
+                back = [(t - stalled.pop(r), 1) for r in tab.rid if r in stalled]
         elif n_done:
-            for i, (x, p, g, c, done) in enumerate(zip(tokens, P, G, C, tab.done)):
+            for i, (x, p, g, c, done, r) in enumerate(zip(tokens, P, G, C, tab.done, tab.rid)):
                 if x:
                     n_seqs += 1
-                    if done or (x == 1 and g and p + g - c == 1):  # held rows decode as padding
+                    if done:  # held rows decode as padding
+                        n_dec += 1
+                        dec_ctx += c
+                        n_pad += 1
+                        continue
+                    if x == 1 and g and p + g - c == 1:
                         n_dec += 1
                         dec_ctx += c
                     else:
                         pre.append(i)
+                    if stalled and r in stalled and c + x == p + g:
+                        back.append((t - stalled.pop(r), int(x == 1)))
                 elif not done and g and p + g - c == 1:  # a decoding row sits this one out
-                    self._stalled.setdefault(tab.rid[i], t)
+                    stalled.setdefault(r, t)
         else:
-            for i, (x, p, g, c) in enumerate(zip(tokens, P, G, C)):
+            for i, (x, p, g, c, r) in enumerate(zip(tokens, P, G, C, tab.rid)):
                 if x:
                     n_seqs += 1
                     if x == 1 and g and p + g - c == 1:  # decoding: one token after a complete context
@@ -262,8 +283,11 @@ class Replica:
                         dec_ctx += c
                     else:
                         pre.append(i)
+                    if stalled and r in stalled and c + x == p + g:  # back: its token ends a long gap
+                        back.append((t - stalled.pop(r), int(x == 1)))
                 elif g and p + g - c == 1:  # a decoding row sits this one out (its gap grows)
-                    self._stalled.setdefault(tab.rid[i], t)
+                    stalled.setdefault(r, t)
+        adj = self._itl_groups(back, n_pad) if back or n_pad else None
         dec_ctx += n_dec
         n_pre = n_tok - n_dec
         if n_pre:
@@ -284,7 +308,6 @@ class Replica:
                 and not self._to_release):  # blocks freed after this decision may change the next one
             k, (dur, durs), fin = self._span(n_seqs, dec_ctx, t, later)
             if k > 1:  # (it took ``later``)
-                adj = self._itl_adjust(tokens, t) if self._stalled or n_done else None
                 if durs is not None:  # per-iteration records
                     starts = t + np.concatenate([[0.0], np.cumsum(durs[:-1])])
                     for j, (s_, d_) in enumerate(zip(starts.tolist(), durs.tolist())):
@@ -304,35 +327,23 @@ class Replica:
         shape = BatchShape(n_pre, pairs, pre_ctx, n_dec, dec_ctx, n_seqs, n_logits, swap_bytes)
         dur = self._iteration_s(shape, tokens)
         log.emit(t, E.BATCH, self.index, (n_pre, n_dec, n_seqs, dur, used))
-        if self._stalled or n_done:
-            adj = self._itl_adjust(tokens, t)
-            if adj:
-                self._note_itl(adj, 1)
+        if adj:
+            self._note_itl(adj, 1)
         tok = sum(x for x, done in zip(tokens, tab.done) if not done) if n_done else n_tok
         log.emit(t, E.KV_SAMPLE, self.index, (used, (c_sum + tok) * self._bpt, kv.pool.capacity_bytes, kv.free_blocks))
         may_finish = min(map(sub, tab.output, tab.generated), default=2) <= 1  # a row one token short (or held done)
         return (dur, tokens, 1, d.hold_finished, may_finish, pure)
 
-    def _itl_adjust(self, tokens: list[int], t: float) -> list[tuple]:
-        """The tokens of the iteration starting at ``t`` whose gap is not that iteration's
-        duration (see ``E.ITL_ADJUST``): ``(n, wait_s, in_decode)`` per group of sequences
-        back from a stall at the same time, and ``(-n, 0.0, 1)`` for ``n`` padding rows."""
-        tab, stalled = self.table, self._stalled
-        out = []
-        done = tab.done if tab.n_done else None
-        if stalled:
-            P, G, C, rid = tab.prompt, tab.generated, tab.computed, tab.rid
-            groups: dict = {}
-            for i, x in enumerate(tokens):
-                # a stalled row that completes its context now emits a token (x == 1: a decode)
-                if x and rid[i] in stalled and (done is None or not done[i]) and C[i] + x == P[i] + G[i]:
-                    key = (t - stalled.pop(rid[i]), int(x == 1))
-                    groups[key] = groups.get(key, 0) + 1
-            out = [(n, w, dec) for (w, dec), n in groups.items()]
-        if done is not None:
-            pad = sum(1 for x, d in zip(tokens, done) if x and d)
-            if pad:
-                out.append((-pad, 0.0, 1))
+    @staticmethod
+    def _itl_groups(back: list, n_pad: int) -> list[tuple]:
+        """``E.ITL_ADJUST`` data for one iteration: ``(n, wait_s, in_decode)`` per group of
+        rows back from a stall with the same wait, and ``(-n_pad, 0.0, 1)`` for padding."""
+        groups: dict = {}
+        for key in back:
+            groups[key] = groups.get(key, 0) + 1
+        out = [(n, w, dec) for (w, dec), n in groups.items()]
+        if n_pad:
+            out.append((-n_pad, 0.0, 1))
         return out
 
     def _note_itl(self, adj: list[tuple], k: int) -> None:
@@ -365,10 +376,14 @@ class Replica:
         swap = d.preempt_mode == "swap"
         swap_bytes = 0
         requeue = []
+        host = self.kv.host
         for r in d.preempt:
-            requeue.append(self._evict(r, swap, t))
-            if swap:
-                swap_bytes += tab.computed[r] * self._bpt
+            nbytes = tab.computed[r] * self._bpt
+            # a bounded host tier: a swap that does not fit there is a recompute
+            out = swap and (host is None or host.swap_out(tab.rid[r], nbytes))
+            requeue.append(self._evict(r, out, t))
+            if out:
+                swap_bytes += nbytes
         return self._drop(set(d.preempt), tokens), swap_bytes, requeue
 
     def _admit(self, admit: tuple, tokens: list[int], t: float) -> int:
@@ -389,16 +404,22 @@ class Replica:
                 kv.take_cached(w.rid, w.computed)
             blocks = 0
             if hashed and w.rid in hashed:  # prefix caching: it starts holding its cached prefix
-                kv.take_prefix(w.rid, w.hit)
+                got = kv.take_prefix(w.rid, w.hit)
+                if got < w.hit:  # (a fragmenting pool refused a host copy's blocks)
+                    if not w.swapped:
+                        w.computed = got
+                    w.hit = got
                 blocks = w.hit // kv.block_tokens
                 if not w.started:
                     log.emit(t, E.REQ_CACHE, w.rid, (self.index, w.hit, kv.prefix_units(w.rid, w.hit),
-                                                     hashed[w.rid]))
+                                                     hashed[w.rid], kv.last_host_units))
             if not w.started:
                 log.emit(t, E.REQ_SCHEDULE, w.rid, (self.index,))
                 w.started = True
             if w.swapped:
                 swap_bytes += (w.computed - w.hit) * self._bpt
+                if kv.host is not None:
+                    kv.host.swap_in(w.rid)
             rows.append((w.rid, w.prompt, w.output, w.computed, w.generated, blocks, self._admit_seq, w.priority,
                          w.pred, w.arrival_s, False))
             self._admit_seq += 1

@@ -20,6 +20,9 @@ Config (``cfg.serving``; defaults in ``configs/serving/default.yaml``):
 - ``prefix_caching``: vLLM's automatic prefix caching: requests with prefix hashes share
   cached hash blocks (reference counts, LRU eviction), and a recompute-preempted sequence
   reuses its blocks still cached (see :mod:`llmos_sim.serving.kv`)
+- ``host_kv_bytes``: a host-memory tier of this many bytes per replica for swapped sequences
+  and evicted prefix units, its copies priced at the GPU's ``host_bw_bytes_s`` (null: unlimited
+  swap space, evicted prefix units dropped; see :class:`~llmos_sim.serving.kv.HostTier`)
 - ``async_scheduling``: vLLM's async scheduling, as far as it changes decisions: a finished
   sequence's blocks are freed after the next iteration's decision (see :class:`Replica`)
 """
@@ -41,7 +44,7 @@ from llmos_sim.engine import sparse_gc
 from llmos_sim.policies.memory.ideal import IdealPool
 from llmos_sim.policies.routing.base import ReplicaLoad, Router
 from llmos_sim.serving import metrics
-from llmos_sim.serving.kv import GROW, RESERVE, KVCacheManager, make_pool
+from llmos_sim.serving.kv import GROW, RESERVE, HostTier, KVCacheManager, make_pool
 from llmos_sim.serving.replica import Replica
 from llmos_sim.serving.specs import GpuSpec, ModelSpec
 
@@ -50,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "num_kv_blocks": None, "block_tokens": 16, "kv_mode": "auto", "reserve_tokens": 0,
     "slo_ttft_s": math.inf, "slo_tpot_s": math.inf, "slo_e2e_s": math.inf, "max_time_s": None, "fast_forward": True,
     "per_iteration_records": False, "cost": None, "prefix_caching": False, "async_scheduling": False,
+    "host_kv_bytes": None,
 }
 
 
@@ -214,11 +218,18 @@ def replica_factory(cfg, backend=None) -> tuple[Any, dict[str, Any]]:
     max_time = _cfg_get(s, "max_time_s")
     kv_mode, reserve = str(_cfg_get(s, "kv_mode")), int(_cfg_get(s, "reserve_tokens"))
     replica_cls = (backend.serving_replica(model) if backend is not None else None) or Replica
+    host_bytes = _cfg_get(s, "host_kv_bytes")
+    if host_bytes is not None and not float(host_bytes) >= 0:
+        raise ValueError(f"serving.host_kv_bytes must be >= 0 or null, got {host_bytes!r}")
+    if host_bytes is not None and not gpu.host_bw_bytes_s > 0:
+        raise ValueError(f"serving.host_kv_bytes needs the GPU's host link bandwidth (gpu.host_bw_bytes_s > 0) "
+                         f"to price its copies; {gpu.name} has {gpu.host_bw_bytes_s}")
 
     def make_replica(i, env, log, next_arrival):
         pool = make_pool(pool_factory, capacity, block_bytes, reserve * model.kv_bytes_per_token or None)
         kv = KVCacheManager(pool, model.kv_bytes_per_token, block_tokens, _kv_mode(kv_mode, pool), reserve,
-                            bool(_cfg_get(s, "prefix_caching")))
+                            bool(_cfg_get(s, "prefix_caching")),
+                            HostTier(int(float(host_bytes))) if host_bytes is not None else None)
         return replica_cls(i, env, log, instantiate(cfg.batching), kv, cost_factory(model=model, gpu=gpu, tp=tp),
                        next_arrival, math.inf if max_time is None else float(max_time),
                        bool(_cfg_get(s, "fast_forward")), bool(_cfg_get(s, "per_iteration_records")),

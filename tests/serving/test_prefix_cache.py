@@ -196,8 +196,9 @@ ROW = st.tuples(st.integers(0, 8), st.integers(1, 120), st.integers(1, 12), st.l
 @given(rows=st.lists(ROW, min_size=1, max_size=12), batching=st.sampled_from(["static", "orca", "continuous",
                                                                              "chunked_prefill"]),
        pool=st.sampled_from(sorted(POOLS)), blocks=st.integers(4, 30), mode=st.sampled_from(["recompute", "swap"]),
-       replicas=st.integers(1, 2), router=st.sampled_from(["round_robin", "prefix_aware"]))
-def test_prefix_caching_bookkeeping_property(tmp_path, rows, batching, pool, blocks, mode, replicas, router):
+       replicas=st.integers(1, 2), router=st.sampled_from(["round_robin", "prefix_aware"]),
+       host=st.sampled_from([None, 0, 20_000, 10**7]))
+def test_prefix_caching_bookkeeping_property(tmp_path, rows, batching, pool, blocks, mode, replicas, router, host):
     # hashes from a small tree (a prefix of (a, b, c) choices): shared prefixes are common
     rows = [(t, n, o, [hash(tuple(pick[:j + 1])) % 1000 for j in range(-(-n // 32))] if pick else
              [1000 + 10 * i + j for j in range(-(-n // 32))])
@@ -206,8 +207,8 @@ def test_prefix_caching_bookkeeping_property(tmp_path, rows, batching, pool, blo
             for i, (t, n, o, h) in enumerate(rows)]
     path = trace(tmp_path, rows, "p.jsonl")
     over = {"preemption": mode} if batching != "static" else None
-    r = run(path, batching=batching, serving={"num_kv_blocks": blocks, "replicas": replicas}, memory=POOLS[pool],
-            router=router, batching_over=over)
+    r = run(path, batching=batching, serving={"num_kv_blocks": blocks, "replicas": replicas, "host_kv_bytes": host},
+            memory=POOLS[pool], router=router, batching_over=over)
     ends = [(s, k) for t, k, s, d in r.log if k in (D, "req_fail")]
     assert sorted(s for s, _ in ends) == list(range(len(rows)))  # each exactly once: finished xor failed
     for rep in r.extra["replicas"]:
@@ -218,3 +219,63 @@ def test_prefix_caching_bookkeeping_property(tmp_path, rows, batching, pool, blo
         while kv._evict_one():  # the cached units are the pool's only live allocations
             pass
         assert kv.pool.stats().n_live == 0 and kv.cached_bytes == 0
+        if kv.host is not None:  # nothing swapped is left behind; host copies are whole units
+            assert not kv.host._swapped and kv.host.used_bytes == len(kv.host._units) * UNIT_BYTES
+
+
+# -- the host-memory tier ----------------------------------------------------------------------
+UNIT_BYTES = 2 * 16 * 512  # one 32-token unit of the tiny model
+
+
+def _shapes(monkeypatch):
+    """Record every iteration's shape (the cost model's input)."""
+    from llmos_sim.serving.cost import LinearCost
+
+    seen = []
+    orig = LinearCost.iteration_s
+
+    def rec(self, b):
+        seen.append(b)
+        return orig(self, b)
+
+    monkeypatch.setattr(LinearCost, "iteration_s", rec)
+    return seen
+
+
+def test_evicted_units_go_to_host_memory_and_come_back_priced(tmp_path, monkeypatch):
+    # the LRU story above with a host tier: r2 evicts unit 1 to host memory (an offload of
+    # one unit's bytes), r3 finds it there: a hit of 32 tokens copied back (its bytes again);
+    # r3's own growth evicts unit 2 to host; r4 hits unit 3 on the GPU
+    seen = _shapes(monkeypatch)
+    rows = [(10 * i, 33, 1, [h, 9]) for i, h in enumerate([1, 2, 3, 1, 3])]
+    r = run(trace(tmp_path, rows), serving={"num_kv_blocks": 6, "host_kv_bytes": 10 * UNIT_BYTES})
+    assert hits(r) == [0, 0, 0, 32, 32]
+    req = r.tables["requests"]
+    assert req["host_blocks"].tolist() == [0, 0, 0, 1, 0]
+    assert [b.n_prefill_tokens for b in seen] == [33, 33, 33, 1, 1]
+    # r2's prefill carries unit 1's offload; r3's carries the copy back + unit 2's offload
+    assert [b.swap_bytes for b in seen] == [0, 0, UNIT_BYTES, 2 * UNIT_BYTES, 0]
+    kv = r.extra["replicas"][0].kv
+    assert kv.n_host_hits == 1 and 2 in kv.host and 1 not in kv.host
+    assert r.summary["prefix_host_hit_rate_blocks"] == pytest.approx(1 / 10)
+
+
+def test_host_tier_capacity_is_lru_and_bounded(tmp_path):
+    # room for one unit on the host: unit 1 (offloaded first) is dropped when unit 2 comes
+    rows = [(10 * i, 33, 1, [h, 9]) for i, h in enumerate([1, 2, 3, 4, 1])]
+    r = run(trace(tmp_path, rows), serving={"num_kv_blocks": 6, "host_kv_bytes": UNIT_BYTES})
+    assert hits(r) == [0, 0, 0, 0, 0]
+    assert r.extra["replicas"][0].kv.host.n_dropped_units >= 1
+
+
+@pytest.mark.parametrize("host,mode", [(None, "swap"), (10**6, "swap"), (100, "recompute")])
+def test_swap_needs_room_in_host_memory(host, mode):
+    # the swap story of test_stories: B's 17 tokens (8,704 B) go to host memory if they fit;
+    # with 100 B of host memory the swap becomes a recompute
+    r = simulate(make_cfg([[0, 16, 3], [0, 16, 3]], "chunked_prefill", batching_over={"preemption": "swap"},
+                          serving={"num_kv_blocks": 3, "host_kv_bytes": host}), seed=0)
+    assert [d for t, k, s, d in r.log if k == P] == [(0, mode)]
+    assert r.summary["n_finished"] == 2
+    kv = r.extra["replicas"][0].kv
+    if kv.host is not None:
+        assert kv.host.used_bytes == 0  # swapped back in: nothing left on the host
