@@ -77,6 +77,10 @@ class Replica:
         #: sequences with tokens that sat out an iteration or were preempted -> time of their
         #: last token (for inter-token latencies, see ``E.ITL_ADJUST``)
         self._stalled: dict = {}
+        #: the same for whole batches that sat out an iteration together (vLLM v0's prefill-only
+        #: iterations), kept cheaply: ``(time, running rows' ids then)``, each list extending the
+        #: one before (so a row's stall is the first group holding it); see :meth:`_ungroup`
+        self._groups: list[tuple[float, list]] = []
         self._itl: list[tuple] = []  # ITL_ADJUST data not yet logged (see flush_itl)
         self._bpt = kv.bytes_per_token
         self.now = env.now  #: the replica's clock (s); ahead of ``env.now`` while it runs iterations in one step
@@ -115,6 +119,8 @@ class Replica:
         self._keys.pop(0)
         self.outstanding -= 1
         self.log.emit(self.now, E.REQ_FAIL, w.rid, (reason,))
+        if self._groups:
+            self._ungroup()
         self._stalled.pop(w.rid, None)
         if w.swapped and self.kv.host is not None:
             self.kv.host.swap_in(w.rid)
@@ -246,6 +252,8 @@ class Replica:
         stalled = self._stalled
         back: list = []  # (wait_s, in_decode) per such row
         n_pad = 0  # static batching's padding rows
+        groups = self._groups
+        counted = ()  # ((wait_s, in_decode), rows) for whole groups back from a stall
         if (n_rows and not n_done and n_tok == n_rows and min(tokens) == 1 and min(G) > 0
                 and sum(P) + sum(G) - c_sum == n_rows):
             # pure decode (the common case), without the pass: one token per row, none
@@ -254,9 +262,29 @@ class Replica:
             n_dec = n_seqs = n_rows
             dec_ctx = c_sum
             pure = True
-            if stalled:
+            if groups and not stalled and tab.rid[:len(groups[-1][1])] == groups[-1][1]:
+                counted = self._resume_groups(t)  # the batch that sat out is back, whole: one group each
+            elif stalled or groups:
+                if groups:
+                    self._ungroup()
                 back = [(t - stalled.pop(r), 1) for r in tab.rid if r in stalled]
+        elif (n_run and not tokens[0] and n_run == n_rows - len(d.admit) and not n_done and not any(tokens[:n_run])
+              and min(G[:n_run]) > 0 and sum(P[:n_run]) + sum(G[:n_run]) - sum(C[:n_run]) == n_run
+              and self._group_stall(t, n_run)):
+            # every running row decodes but sits this iteration out (a prefill-only iteration):
+            # one group instead of one entry per row; the admitted rows make the shape
+            for i in range(n_run, n_rows):
+                x = tokens[i]
+                if x:
+                    n_seqs += 1
+                    if x == 1 and G[i] and P[i] + G[i] - C[i] == 1:
+                        n_dec += 1
+                        dec_ctx += C[i]
+                    else:
+                        pre.append(i)
         elif n_done:
+            if groups:
+                self._ungroup()
             for i, (x, p, g, c, done, r) in enumerate(zip(tokens, P, G, C, tab.done, tab.rid)):
                 if x:
                     n_seqs += 1
@@ -275,7 +303,10 @@ class Replica:
                 elif not done and g and p + g - c == 1:  # a decoding row sits this one out
                     stalled.setdefault(r, t)
         else:
-            for i, (x, p, g, c, r) in enumerate(zip(tokens, P, G, C, tab.rid)):
+            if groups:
+                self._ungroup()
+            rid = tab.rid
+            for i, (x, p, g, c) in enumerate(zip(tokens, P, G, C)):
                 if x:
                     n_seqs += 1
                     if x == 1 and g and p + g - c == 1:  # decoding: one token after a complete context
@@ -283,11 +314,11 @@ class Replica:
                         dec_ctx += c
                     else:
                         pre.append(i)
-                    if stalled and r in stalled and c + x == p + g:  # back: its token ends a long gap
-                        back.append((t - stalled.pop(r), int(x == 1)))
+                    if stalled and rid[i] in stalled and c + x == p + g:  # back: its token ends a long gap
+                        back.append((t - stalled.pop(rid[i]), int(x == 1)))
                 elif g and p + g - c == 1:  # a decoding row sits this one out (its gap grows)
-                    stalled.setdefault(r, t)
-        adj = self._itl_groups(back, n_pad) if back or n_pad else None
+                    stalled.setdefault(rid[i], t)
+        adj = self._itl_groups(back, n_pad, counted) if back or n_pad or counted else None
         dec_ctx += n_dec
         n_pre = n_tok - n_dec
         if n_pre:
@@ -334,11 +365,48 @@ class Replica:
         may_finish = min(map(sub, tab.output, tab.generated), default=2) <= 1  # a row one token short (or held done)
         return (dur, tokens, 1, d.hold_finished, may_finish, pure)
 
+    def _group_stall(self, t: float, n_run: int) -> bool:
+        """The first ``n_run`` rows (all decoding) sit out the iteration at ``t``: note them as
+        one group (False, nothing noted, when per-row stalls are pending: the caller then
+        takes the general path)."""
+        if self._stalled:
+            return False
+        rids = self.table.rid[:n_run]
+        groups = self._groups
+        if groups and rids[:len(groups[-1][1])] != groups[-1][1]:
+            self._ungroup()
+            return False
+        if not groups or len(rids) > len(groups[-1][1]):
+            groups.append((t, rids))
+        return True
+
+    def _resume_groups(self, t: float) -> list[tuple]:
+        """Every row of the stalled groups decodes at ``t``: ``((wait_s, 1), rows)`` per group."""
+        back = []
+        before = 0
+        for t0, rids in self._groups:
+            if len(rids) > before:
+                back.append(((t - t0, 1), len(rids) - before))
+            before = len(rids)
+        self._groups = []
+        return back
+
+    def _ungroup(self) -> None:
+        """Turn the stalled groups into per-row entries (a row's first group is its stall)."""
+        stalled = self._stalled
+        for t0, rids in self._groups:
+            for r in rids:
+                stalled.setdefault(r, t0)
+        self._groups = []
+
     @staticmethod
-    def _itl_groups(back: list, n_pad: int) -> list[tuple]:
+    def _itl_groups(back: list, n_pad: int, counted=()) -> list[tuple]:
         """``E.ITL_ADJUST`` data for one iteration: ``(n, wait_s, in_decode)`` per group of
-        rows back from a stall with the same wait, and ``(-n_pad, 0.0, 1)`` for padding."""
+        rows back from a stall with the same wait (``back``: one ``(wait_s, in_decode)`` per
+        row; ``counted``: ``((wait_s, in_decode), rows)``), and ``(-n_pad, 0.0, 1)`` for padding."""
         groups: dict = {}
+        for key, n in counted:
+            groups[key] = groups.get(key, 0) + n
         for key in back:
             groups[key] = groups.get(key, 0) + 1
         out = [(n, w, dec) for (w, dec), n in groups.items()]
@@ -598,6 +666,8 @@ class Replica:
         tab = self.table
         rid = tab.rid[r]
         if tab.generated[r]:  # its next token comes after a gap from its last one
+            if self._groups:
+                self._ungroup()
             self._stalled.setdefault(rid, t)
         cached = self.kv.prefix_caching and not swap and rid not in self._hashed  # (hashed: its units are the cache)
         self.kv.release(rid, tab.computed[r] if cached else 0)
