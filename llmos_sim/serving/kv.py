@@ -208,6 +208,7 @@ class KVCacheManager:
         self._hseq: dict[Hashable, tuple] = {}  # seq -> (keys of its whole hash blocks, blocks per unit, H)
         self._units: dict[Hashable, list[Unit]] = {}  # seq -> the units it holds, in token order
         self._hblocks: dict[Hashable, int] = {}  # seq -> blocks allocated in its units
+        self._hfill: set = set()  # seqs with unit blocks still to allocate (they grow one by one)
         self._hdone: dict[Hashable, int] = {}  # seq -> units complete so far (absent once all are)
         self.n_evicted_units = 0  #: units evicted from the cache so far
         self.host = host  #: the host-memory tier (None: unlimited swap space, evicted units dropped)
@@ -383,6 +384,8 @@ class KVCacheManager:
         self._units[seq] = units
         self._hblocks[seq] = m * ratio
         if m < len(keys):
+            self._hfill.add(seq)
+        if m < len(keys):
             self._hdone[seq] = m
         else:
             self._hdone.pop(seq, None)
@@ -491,6 +494,8 @@ class KVCacheManager:
             have += k
             put += k
             self._hblocks[seq] = have
+            if have == cap:
+                self._hfill.discard(seq)
             self._free -= k
             self.used_bytes += a.nbytes
         return put
@@ -504,7 +509,7 @@ class KVCacheManager:
             return False
         if self.prefix_caching:  # blocks taken back from the cache are not popped from the head
             self._pops += n_blocks - min(self._hit.pop(seq, 0), n_blocks)
-            if seq in self._hseq:
+            if seq in self._hfill:
                 put = self._grow_units(seq, n_blocks)
                 if put < 0:
                     return False
@@ -550,12 +555,13 @@ class KVCacheManager:
         A paged pool does it in one call (:meth:`PagedPool.append_blocks_many`) when every
         sequence already holds blocks and all fit."""
         total = sum(counts)
-        if self.prefix_caching:
-            if self._hseq and any(s in self._hseq for s in seqs):  # hash units fill one by one (below)
-                total = self._free + 1
-            elif self._evictable and total <= self._free:
+        one_call = self._append_many is not None and total <= self._free
+        if one_call and self.prefix_caching:
+            if self._hfill and not self._hfill.isdisjoint(seqs):  # hash units fill one by one (below)
+                one_call = False
+            elif self._evictable:  # evict cached units until the pool has the blocks
                 self._make_room(total)
-        if self._append_many is not None and total <= self._free:
+        if one_call:
             held, nblocks = self._held, self._nblocks
             try:
                 olds = [held[s][0] for s in seqs]
@@ -614,6 +620,7 @@ class KVCacheManager:
         first, so it is evicted first); private ones are freed."""
         self._hblocks.pop(seq, None)
         self._hdone.pop(seq, None)
+        self._hfill.discard(seq)
         lru, free = self._lru, self.pool.free
         for u in reversed(units):
             nbytes = sum(a.nbytes for a in u.allocs)

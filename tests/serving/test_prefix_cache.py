@@ -213,7 +213,7 @@ def test_prefix_caching_bookkeeping_property(tmp_path, rows, batching, pool, blo
     assert sorted(s for s, _ in ends) == list(range(len(rows)))  # each exactly once: finished xor failed
     for rep in r.extra["replicas"]:
         kv = rep.kv
-        assert not kv._units and not kv._hdone and not kv._hseq  # no references left, nothing registered
+        assert not kv._units and not kv._hdone and not kv._hseq and not kv._hfill  # no references left, nothing registered
         assert all(u.ref == 0 for u in kv._table.values()) and len(kv._lru) == len(kv._table)
         assert kv.used_bytes == 0 and kv.unheld_blocks == kv.total_blocks
         while kv._evict_one():  # the cached units are the pool's only live allocations
