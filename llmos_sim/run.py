@@ -131,6 +131,8 @@ def run_cluster(cfg: DictConfig, progress: bool = False, with_services: bool = F
     finally:
         if bar is not None:
             bar.close()
+    for host in engine.hosts.values():  # services' inter-token latency records, after the run's own
+        host.flush_itl(engine.env.now)
     cl = engine.cluster
     tables = derive_tables(log, cl)
     jobs_t = tables["jobs"]

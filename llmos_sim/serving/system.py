@@ -88,6 +88,16 @@ def _kv_mode(mode: str, pool) -> str:
     return RESERVE if contiguous else GROW
 
 
+def replica_loads(reps: Sequence[Replica], router: Router, r) -> list[ReplicaLoad]:
+    """What ``router`` sees of each replica for request ``r``: load, and the request's cached
+    prefix on each replica when the router asks for it (``uses_prefix``)."""
+    if router.uses_prefix and r.prefix_hashes:
+        h, bt, p = r.prefix_hashes, r.prefix_block_tokens, r.prompt_tokens
+        return [ReplicaLoad(x.index, x.outstanding, x.kv_used_frac, len(x.waiting), x.kv.cached_prefix_tokens(h, bt, p))
+                for x in reps]
+    return [ReplicaLoad(x.index, x.outstanding, x.kv_used_frac, len(x.waiting)) for x in reps]
+
+
 class ServingSystem:
     """Replicas behind a router, fed by a request list (sorted by arrival)."""
 
@@ -131,13 +141,7 @@ class ServingSystem:
             if r.slo_ttft_s is not None or r.slo_tpot_s is not None or r.slo_e2e_s is not None:
                 log.emit(env.now, E.REQ_SLO, r.id, tuple(math.nan if v is None else float(v)
                                                          for v in (r.slo_ttft_s, r.slo_tpot_s, r.slo_e2e_s)))
-            if router.uses_prefix and r.prefix_hashes:  # the request's cached prefix on each replica
-                h, bt, p = r.prefix_hashes, r.prefix_block_tokens, r.prompt_tokens
-                loads = [ReplicaLoad(x.index, x.outstanding, x.kv_used_frac, len(x.waiting),
-                                     x.kv.cached_prefix_tokens(h, bt, p)) for x in reps]
-            else:
-                loads = [ReplicaLoad(x.index, x.outstanding, x.kv_used_frac, len(x.waiting)) for x in reps]
-            reps[router.route(r, loads)].enqueue(r)
+            reps[router.route(r, replica_loads(reps, router, r))].enqueue(r)
             if self._bar is not None:
                 self._bar.update(1)
         if self._bar is not None:
