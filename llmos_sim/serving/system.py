@@ -20,7 +20,9 @@ Config (``cfg.serving``; defaults in ``configs/serving/default.yaml``):
 - ``prefix_caching``: a recompute-preempted sequence reuses its blocks still cached
   (see :mod:`llmos_sim.serving.kv`)
 - ``async_scheduling``: vLLM's async scheduling, as far as it changes decisions: a finished
-  sequence's blocks are freed after the next iteration's decision (see :class:`Replica`)
+  sequence's blocks are freed after the next iteration's decision, and a request that arrives
+  while an iteration runs joins the iteration after the next at the earliest (see
+  :class:`Replica`)
 """
 from __future__ import annotations
 
