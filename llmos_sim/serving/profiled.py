@@ -160,7 +160,7 @@ def load_meta(folder: Path) -> dict:
     path = folder / "meta.yaml"
     try:
         with open(path, encoding="utf-8") as f:
-            meta = yaml.safe_load(f)
+            meta = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml when built with it
     except (OSError, yaml.YAMLError) as e:
         raise ProfileError(f"{path}: cannot read: {e}") from e
     if not isinstance(meta, dict):
@@ -281,8 +281,8 @@ class AttentionTable:
     def __init__(self, df: pd.DataFrame, path: str = "attention.csv") -> None:
         grid: dict = {}
         dup = 0
-        for pc, kp, nd, kd, t in df[["prefill_chunk", "kv_prefill", "n_decode", "kv_decode", "time_us"]].itertuples(
-                index=False, name=None):
+        for pc, kp, nd, kd, t in zip(*(df[c].tolist() for c in ("prefill_chunk", "kv_prefill", "n_decode", "kv_decode",
+                                                                "time_us"))):
             row = grid.setdefault(int(pc), {}).setdefault(int(nd), {}).setdefault(int(kp), {})
             if int(kd) in row:
                 dup += 1
@@ -392,8 +392,8 @@ class SkewTable:
             if len(bins) != len(labels) + 1:
                 raise ProfileError(f"meta.yaml skew_fit.bucket_axes: {len(bins)} bin edges for {len(labels)} labels")
         self.alpha_default = float(alpha_default)
-        self.alpha = {(int(r.pc), r.n_label, r.skew_rate_label, r.kv_big_label, r.kp_label): float(r.alpha)
-                      for r in df.itertuples(index=False)}
+        cols = ("pc", "n_label", "skew_rate_label", "kv_big_label", "kp_label", "alpha")
+        self.alpha = {(int(pc), n, sr, kv, kp): float(a) for pc, n, sr, kv, kp, a in zip(*(df[c].tolist() for c in cols))}
         self.pcs = sorted({k[0] for k in self.alpha if k[0] > 0})
         self._grid: np.ndarray | None = None
         # the same table keyed by label positions, for the hot path
