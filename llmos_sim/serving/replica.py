@@ -280,9 +280,9 @@ class Replica:
         (``max_concurrent_batches`` = 2; ``EngineCore.step_with_batch_queue``): it decides and
         launches step ``n + 1`` right after launching step ``n``, while ``n`` runs, waits for
         ``n``'s output, and then decides ``n + 2``; a request that arrives during step ``n`` is
-        first seen by the decision for ``n + 2``. Here, the
-        decision taken when ``n`` ends is that for ``n + 1``: such a request waits for the next
-        one (and no decode span runs meanwhile). When no row is running, no step ``n + 1`` was
+        first seen by the decision for ``n + 2``. Here, the decision taken when ``n`` ends is
+        that for ``n + 1``: such a request waits for the next one (and no decode span runs
+        meanwhile). When no row is running, no step ``n + 1`` was
         in flight (vLLM schedules nothing then and decides again at once): nothing is held."""
         n = self._decisions
         hold = self._hold
