@@ -170,13 +170,21 @@ def _unprivileged() -> list[str] | None:
     if os.geteuid() != 0:
         return []
     setpriv = shutil.which("setpriv")
-    return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"] if setpriv else None
+    if not setpriv:
+        return None
+    prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    # the unprivileged user must be able to run this interpreter with its packages (a virtual
+    # environment inside a root-only temporary folder is not readable to it)
+    ok = subprocess.run([*prefix, sys.executable, "-c", "import hydra, llmos_sim"], cwd=REPO, capture_output=True,
+                        timeout=60)
+    return prefix if ok.returncode == 0 else None
 
 
 def test_resume_into_a_read_only_folder_skips(two_runs):
     prefix = _unprivileged()
     if prefix is None:
-        pytest.skip("running as root without setpriv: cannot make a folder read-only")
+        pytest.skip("running as root without setpriv (or with packages an unprivileged user cannot read): "
+                    "cannot make a folder read-only")
     top = Path(tempfile.mkdtemp(prefix="llmos_ro_"))
     try:
         run = top / "run"
