@@ -185,7 +185,8 @@ def _add_services(cfg: DictConfig, engine: Engine, streams: dict, first_job_id: 
     from llmos_sim.serving.cluster import ServiceHost, service_jobs
     from llmos_sim.serving.system import replica_factory
 
-    make_replica, info = replica_factory(cfg)
+    make_replica, info = replica_factory(cfg, devices_from_cluster=True)
+    device_specs = [d.spec for d in engine.cluster.devices]
     services = OmegaConf.to_container(_key(cfg, "services"), resolve=True)
     first_req = 0
     for name, s in sorted(services.items()):
@@ -195,7 +196,7 @@ def _add_services(cfg: DictConfig, engine: Engine, streams: dict, first_job_id: 
         reqs = [replace(r, id=first_req + i, service=name) for i, r in enumerate(reqs)]  # ids unique across services
         first_req += len(reqs)
         engine.hosts[name] = ServiceHost(name, reqs, make_replica, instantiate(cfg.router), int(s.get("replicas", 1)),
-                                         engine.env, engine.log)
+                                         engine.env, engine.log, device_specs)
     return service_jobs(services, first_job_id, int(info["tp"]))
 
 
