@@ -35,7 +35,7 @@ import torch
 
 from llmos_sim import events as E
 from llmos_sim.backend import Backend
-from llmos_sim.backends.simpy_cluster.cost import CostModel
+from llmos_sim.backends.simpy_cluster.cost import TrainingCost
 from llmos_sim.backends.torch_gpu.devices import (DEFAULT_MATMUL_N, DTYPES, LocalDevice, apply_threads, discover,
                                                   load_calibration, resolve_dtype)
 from llmos_sim.backends.torch_gpu.work import Matrices, arena_matrices, fresh_matrices, matmuls_per_step, run_flops
@@ -156,7 +156,7 @@ class TorchBackend(Backend):
         self.calibration = calibration
         self.touch_arena = bool(touch_arena)
         self.seed = int(seed)
-        self.cost = CostModel()
+        self.cost = TrainingCost()
         self._log = None
         self._pools: Sequence[MemoryPool] | None = None
         self.handles: dict[int, Handle] = {}  # live tasks by id(task)
