@@ -127,7 +127,7 @@ def run_config(cfg: DictConfig, progress: bool = False) -> RunResult:
 
 def _run_mode(cfg: DictConfig, progress: bool) -> RunResult:
     mode = str(cfg.get("mode", "training"))
-    if mode == "calibrate":  # measure the local devices (torch backend, issue 6)
+    if mode == "calibrate":  # measure the local devices (torch backend)
         facts = instantiate(_key(cfg, "calibration"))
         devices = {f"{d.get('kind')}{d.get('index')}_{dt}_flops": v.get("flops")
                    for d in facts.get("devices", []) for dt, v in d.get("dtypes", {}).items()}
@@ -135,7 +135,7 @@ def _run_mode(cfg: DictConfig, progress: bool) -> RunResult:
     if mode not in ("training", "serving", "mixed"):
         raise ValueError(f"config key 'mode' must be training, serving, mixed or calibrate, got {mode!r}")
     if mode == "serving":
-        from llmos_sim.serving import simulate  # the serving path (issue 5)
+        from llmos_sim.serving import simulate  # the serving path
 
         # the backend decides whether iterations are simulated or really run (backend=torch)
         backend = instantiate(cfg.backend) if cfg.get("backend") is not None else None
