@@ -30,7 +30,7 @@ from llmos_sim.engine import Engine
 from llmos_sim.events import EventLog
 from llmos_sim.metrics import jobs_table, memory_table, timeline_table, training_summary
 from llmos_sim.outputs import (LOCK, MARKER, PARTIAL_PREFIX, clean_partials, config_sha256, output_lock, provenance,
-                               read_marker, resume_check, watch_inputs)
+                               read_marker, watch_inputs)
 from llmos_sim.types import Cluster
 from llmos_sim.validate import InputError, chain, check_config, named_error
 
@@ -217,13 +217,6 @@ def _progress_bar(total: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="job", mininterval=0.5, smoothing=0.1)
-
-
-def completed_summary(cfg: DictConfig, out_dir: str | Path) -> dict | None:
-    """The saved summary of a complete run of exactly ``cfg``, this code and unchanged inputs in
-    ``out_dir``, else ``None`` (how a re-run sweep skips what is done; see
-    :func:`llmos_sim.outputs.resume_check`, which also says why a folder does not qualify)."""
-    return resume_check(OmegaConf.to_yaml(cfg, resolve=True), out_dir)[0]
 
 
 #: files a run writes at the top of its folder (removed before a new run's files replace them)

@@ -280,13 +280,10 @@ class AttentionTable:
 
     def __init__(self, df: pd.DataFrame, path: str = "attention.csv") -> None:
         grid: dict = {}
-        dup = 0
         for pc, kp, nd, kd, t in df[["prefill_chunk", "kv_prefill", "n_decode", "kv_decode", "time_us"]].itertuples(
                 index=False, name=None):
             row = grid.setdefault(int(pc), {}).setdefault(int(nd), {}).setdefault(int(kp), {})
-            if int(kd) in row:
-                dup += 1
-            row[int(kd)] = float(t)
+            row[int(kd)] = float(t)  # a repeated measurement: the last one wins
         if not grid:
             raise ProfileError(f"{path}: no rows")
         # pc -> (sorted positive nd, {nd: (sorted kp, [(kd list, t list)])}); nd = 0 kept apart
@@ -307,7 +304,6 @@ class AttentionTable:
             raise ProfileError(f"{path}: no pure-decode rows (prefill_chunk 0, n_decode > 0)")
         if not self.pcs:
             raise ProfileError(f"{path}: no prefill rows (prefill_chunk > 0)")
-        self.duplicates = dup
 
     def _slice(self, pc: int, nd_w, kp: float, kd: float) -> float:
         nds, slices = self.grid[pc]
