@@ -30,7 +30,7 @@ def test_every_gpu_preset_names_a_catalogue_part_and_may_override_a_figure():
     for name in ("a100_80gb", "h100", "h200", "l40s", "rtx4090", "rtx_pro_6000"):
         g = instantiate(compose([f"gpu={name}"]).gpu)
         assert g == gpu_spec(g.name)
-    assert instantiate(compose(["gpu=h100", "+gpu.mem_bytes=81559"]).gpu).mem_bytes == 81559
+    assert instantiate(compose(["gpu=h100", "gpu.mem_bytes=81559"]).gpu).mem_bytes == 81559
 
 
 def test_a_device_outside_the_catalogue_keeps_its_figures_and_has_no_links():
