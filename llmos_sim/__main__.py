@@ -93,9 +93,36 @@ def missing_launcher(argv: list[str]) -> str | None:
     return None
 
 
+def composition_error(argv: list[str]) -> str | None:
+    """The error line for overrides that do not compose (an unknown key or option, a malformed
+    override), or ``None``. Hydra reports these over several lines; a plain single run (no
+    ``-m``, no other flag: those keep Hydra's own report) gets one line instead."""
+    if any(a.startswith("-") for a in argv):
+        return None
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from llmos_sim.run import compose
+
+    overrides = [a for a in argv if not a.lstrip("+~").startswith("hydra")]
+    try:
+        compose(overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        if "Available options in" in str(e):  # a missing option: name the options in one line
+            head = lines[0]
+            opts = [ln for ln in lines[lines.index(next(x for x in lines if x.startswith("Available options"))) + 1:]
+                    if not ln.startswith(("Config search path", "provider=", "Set the environment"))]
+            return f"error: {head} (options: {', '.join(opts)})"
+        keep = [ln for ln in lines if not ln.startswith(("Set the environment", "object_type=", "full_key:"))]
+        return "error: " + "; ".join(ln.rstrip(".") for ln in keep)
+    return None
+
+
 def main() -> float | None:
-    """The command line: check the launcher's plugin, then run under Hydra."""
-    msg = missing_launcher(sys.argv[1:])
+    """The command line: check the launcher's plugin and that the overrides compose, then run
+    under Hydra."""
+    msg = missing_launcher(sys.argv[1:]) or composition_error(sys.argv[1:])
     if msg is not None:
         print(msg, file=sys.stderr)
         sys.exit(1)

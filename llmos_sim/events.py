@@ -40,11 +40,24 @@ REQ_FIRST_TOKEN = "req_first_token"  # data: (replica,)
 REQ_FINISH = "req_finish"  # data: (replica,)
 REQ_PREEMPT = "req_preempt"  # data: (replica, mode)
 REQ_FAIL = "req_fail"  # data: (reason,)
+REQ_SLO = "req_slo"  # the request's own SLOs (NaN: the run's); data: (slo_ttft_s, slo_tpot_s, slo_e2e_s)
+# prefix caching: a request with prefix hashes enters its first batch with cached_tokens of its
+# prompt found in the replica's cache (hit_blocks of its hash_blocks prefix hash blocks; host_blocks
+# of the hits were copied back from host memory)
+REQ_CACHE = "req_cache"  # data: (replica, cached_tokens, hit_blocks, hash_blocks, host_blocks)
 BATCH = "batch"  # subject: replica; data: (n_prefill_tokens, n_decode_tokens, n_seqs, duration_s, kv_used_bytes)
 # a run of n_iters pure-decode iterations of an unchanged batch, fast-forwarded in one step;
 # token counts and duration are totals over the run, kv_used_bytes its end value
 BATCH_SPAN = "batch_span"  # subject: replica; data: (n_iters, n_prefill_tokens, n_decode_tokens, n_seqs, duration_s, kv_used_bytes)
 KV_SAMPLE = "kv_sample"  # subject: replica; data: (used_bytes, token_bytes, capacity_bytes, free_blocks)
+# inter-token latency: a BATCH/BATCH_SPAN record gives each of its decode tokens a gap of one
+# iteration's duration; this corrects the tokens of batch record batch_seq (its seq) whose gap
+# differs. n_tokens > 0: that many tokens of its first iteration came wait_s later than that
+# (their sequence sat out iterations, or was preempted), in_decode: 1 if they are among its
+# n_decode_tokens (else they are recomputed sequences' tokens, counted as prefill);
+# n_tokens < 0: that many of its n_decode_tokens were padding (static batching), not tokens.
+# Logged after the run's END (so the run's records keep their numbers), at its time
+ITL_ADJUST = "itl_adjust"  # subject: replica; data: (batch_seq, n_tokens, wait_s, in_decode)
 # real execution (torch backend): one record per finished run segment; subject: job id;
 # times are wall seconds since the run started (perf_counter in the worker); status is
 # "done" | "cancelled" | "failed"; matmul_n is the operand size used (smaller than calibrated
@@ -77,9 +90,12 @@ FIELDS: dict[str, tuple[str, ...]] = {
     REQ_FINISH: ("replica",),
     REQ_PREEMPT: ("replica", "mode"),
     REQ_FAIL: ("reason",),
+    REQ_SLO: ("slo_ttft_s", "slo_tpot_s", "slo_e2e_s"),
+    REQ_CACHE: ("replica", "cached_tokens", "hit_blocks", "hash_blocks", "host_blocks"),
     BATCH: ("n_prefill_tokens", "n_decode_tokens", "n_seqs", "duration_s", "kv_used_bytes"),
     BATCH_SPAN: ("n_iters", "n_prefill_tokens", "n_decode_tokens", "n_seqs", "duration_s", "kv_used_bytes"),
     KV_SAMPLE: ("used_bytes", "token_bytes", "capacity_bytes", "free_blocks"),
+    ITL_ADJUST: ("batch_seq", "n_tokens", "wait_s", "in_decode"),
     MEASURED: ("segment", "devices", "wall_start_s", "wall_end_s", "done_flops", "achieved_flops_s", "setup_s",
                "status", "matmul_n", "cpu_s"),
     SCHEDULE: ("n_queued", "n_running"),

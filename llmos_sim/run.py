@@ -160,6 +160,8 @@ def run_cluster(cfg: DictConfig, progress: bool = False, with_services: bool = F
     finally:
         if bar is not None:
             bar.close()
+    for host in engine.hosts.values():  # services' inter-token latency records, after the run's own
+        host.flush_itl(engine.env.now)
     cl = engine.cluster
     tables = derive_tables(log, cl)
     jobs_t = tables["jobs"]
@@ -289,6 +291,10 @@ def _plots(result: RunResult, folder: Path) -> None:
     from llmos_sim.metrics import plots
 
     t = result.tables
+    if "requests" in t and "batches" in t and "kv" in t:  # a serving run
+        from llmos_sim.serving.plots import write_serving_plots
+
+        write_serving_plots(t, result.log, folder)
     if "jobs" in t and len(t["jobs"]):
         plots.jct_cdf(t["jobs"], folder / "jct_cdf.png", label=str(result.cfg.get("name", "run")))
     if "timeline" in t and len(t["timeline"]):

@@ -32,7 +32,8 @@ from typing import Any, Callable, Sequence
 import simpy
 
 from llmos_sim import events as E
-from llmos_sim.policies.routing.base import ReplicaLoad, Router
+from llmos_sim.policies.routing.base import Router
+from llmos_sim.serving.system import replica_loads
 from llmos_sim.types import Job
 
 
@@ -126,13 +127,18 @@ class ServiceHost:
 
     def _route(self, r) -> None:
         reps = self.replicas
-        loads = [ReplicaLoad(x.index, x.outstanding, x.kv_used_frac, len(x.waiting)) for x in reps]
-        reps[self.router.route(r, loads)].enqueue(r)
+        reps[self.router.route(r, replica_loads(reps, self.router, r))].enqueue(r)
 
     def request_ended(self) -> None:
         self._left -= 1
         if self._left == 0 and self._done is not None and not self._done.triggered:
             self._done.succeed()
+
+    def flush_itl(self, time_s: float) -> None:
+        """Log the replicas' inter-token latency corrections (the run calls this at its end, so
+        that the cluster's records keep their numbers)."""
+        for x in self.replicas:
+            x.flush_itl(time_s)
 
 
 def service_jobs(services: dict, first_id: int, tp: int) -> list[Job]:

@@ -20,14 +20,46 @@ preempted by recompute leaves its full blocks cached while they sit in the free 
 it is admitted again, the leading blocks not yet reused are hits and need no recompute. The
 free queue is modelled by two counters: blocks pushed (freed; a sequence frees its tail block
 first, as vLLM does) and blocks popped (allocated, from the head). A freed block is reused
-once the pops pass its push position. Not modelled: sharing between requests (the shipped
-workloads have none) and the shift of queue positions when cached blocks are taken back from
-the middle of the queue.
+once the pops pass its push position. Not modelled there: the shift of queue positions when
+cached blocks are taken back from the middle of the queue.
+
+Prefix caching across requests (the same switch), for requests that carry prefix block hashes
+(:attr:`Request.prefix_hashes`, e.g. the Mooncake traces): the cache works at the granularity
+of the request's hash blocks. A hash block of ``H`` tokens (512 in the Mooncake traces) spans
+``H / block_tokens`` KV blocks (32 with 16-token blocks; ``block_tokens`` must divide ``H``),
+held as one *unit*: its own pool allocations, a key (the hash id), a reference count. A
+sequence's KV is then ``[unit 0, unit 1, ..., unit m-1 | private blocks]``: the units cover its
+prompt's whole hash blocks (a partial last hash block, and the generated tokens, are private).
+Growth fills the units first, block by block as the batching policy asks (so the block counts
+policies compute are unchanged), then the private allocation.
+
+- A unit becomes findable (cached) when its sequence has computed all its tokens; a second
+  sequence that computed the same hash block meanwhile keeps its copy private.
+- At admission a sequence takes the longest run of cached units from its first hash block
+  (at most ``known - 1`` tokens: vLLM always computes the last token): a hit. It references
+  them (the count goes up) and starts with ``computed`` = the hit tokens, so exactly those
+  tokens' prefill is skipped.
+- At release a cached unit's count goes down; at zero it stays in GPU memory, *evictable*, on
+  an LRU list (the tail unit of a sequence first, as vLLM frees tail blocks first). Other
+  units are freed.
+- Evictable units count as free blocks (:attr:`free_blocks`, as vLLM counts cached blocks in
+  its free queue); an allocation that does not fit in the pool evicts LRU units until it does.
+- A hit on an evictable unit takes its blocks out of the free count; a hit on a unit other
+  sequences hold takes nothing (``shared`` blocks, which admission does not count).
+
+Host-memory tier (optional, :class:`HostTier`, ``serving.host_kv_bytes``): a second pool of
+host memory behind the GPU's, of bounded capacity, for swapped-out sequences and evicted prefix
+units (vLLM's CPU offload, Mooncake's DRAM pool). A unit evicted from the GPU is copied to host
+memory (LRU there too; swapped sequences take precedence and evict cached units); a hit may then
+continue on host units, which are copied back into new GPU blocks at admission. Every copy is
+priced: its bytes join the iteration's host-link traffic (``BatchShape.swap_bytes``, at the
+GPU's ``host_bw_bytes_s``). A swap preemption that does not fit in host memory becomes a
+recompute preemption. Without the tier, swap space is unlimited and evicted units are dropped.
 """
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Sequence
 
 from llmos_sim.policies.memory.base import Allocation, MemoryPool
 
@@ -53,6 +85,84 @@ def make_pool(factory: Callable[..., MemoryPool], capacity_bytes: int, block_byt
     return factory(**kw)
 
 
+class Unit:
+    """One hash block's KV in the prefix cache: ``n`` blocks in ``allocs`` (pool allocations),
+    ``ref`` sequences using it; ``cached`` when findable by ``key`` (else private to its
+    sequence: not complete yet, or a duplicate of a cached one)."""
+
+    __slots__ = ("key", "allocs", "n", "ref", "cached")
+
+    def __init__(self, key: int) -> None:
+        self.key = key
+        self.allocs: list[Allocation] = []
+        self.n = 0
+        self.ref = 1
+        self.cached = False
+
+    def __repr__(self) -> str:
+        return f"Unit(key={self.key!r}, n={self.n}, ref={self.ref}, cached={self.cached})"
+
+
+class HostTier:
+    """Host memory behind one replica's KV cache: swapped sequences and evicted prefix units,
+    accounted in a :class:`MemoryPool` of ``capacity_bytes`` (any pool; an
+    :class:`~llmos_sim.policies.memory.ideal.IdealPool` by default). Cached units are evicted
+    LRU to make room; swapped sequences are never evicted (a swap that does not fit is refused)."""
+
+    def __init__(self, capacity_bytes: int, pool: MemoryPool | None = None) -> None:
+        if pool is None:
+            from llmos_sim.policies.memory.ideal import IdealPool
+            pool = IdealPool(int(capacity_bytes))
+        self.pool = pool
+        self._units: dict[int, Allocation] = {}  # key -> its copy, least recently used first
+        self._swapped: dict[Hashable, Allocation] = {}
+        self.n_dropped_units = 0  #: units evicted from host memory too (gone)
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._units
+
+    def _room(self, nbytes: int) -> Allocation | None:
+        while True:
+            a = self.pool.allocate(nbytes)
+            if a is not None or not self._units:
+                return a
+            k = next(iter(self._units))
+            self.pool.free(self._units.pop(k))
+            self.n_dropped_units += 1
+
+    def put_unit(self, key: int, nbytes: int) -> bool:
+        """Keep a copy of an evicted unit (most recently used); False if it cannot fit at all."""
+        a = self._room(nbytes)
+        if a is None:
+            return False
+        self._units[key] = a
+        return True
+
+    def take_unit(self, key: int) -> int:
+        """The unit goes back to the GPU: its host copy is freed; returns its bytes."""
+        a = self._units.pop(key)
+        self.pool.free(a)
+        return a.requested
+
+    def swap_out(self, seq: Hashable, nbytes: int) -> bool:
+        """Hold a swapped sequence's ``nbytes`` (evicting cached units); False if they do not fit."""
+        a = self._room(nbytes)
+        if a is None:
+            return False
+        self._swapped[seq] = a
+        return True
+
+    def swap_in(self, seq: Hashable) -> None:
+        """The sequence's cache went back to the GPU (or it is gone): free its host copy."""
+        a = self._swapped.pop(seq, None)
+        if a is not None:
+            self.pool.free(a)
+
+    @property
+    def used_bytes(self) -> int:
+        return self.pool.stats().allocated_bytes
+
+
 class KVCacheManager:
     """Token → block → byte accounting for one replica, backed by ``pool``.
 
@@ -60,7 +170,7 @@ class KVCacheManager:
     """
 
     def __init__(self, pool: MemoryPool, bytes_per_token: int, block_tokens: int = 16, mode: str = GROW,
-                 reserve_tokens: int = 0, prefix_caching: bool = False) -> None:
+                 reserve_tokens: int = 0, prefix_caching: bool = False, host: HostTier | None = None) -> None:
         if block_tokens < 1 or bytes_per_token < 1:
             raise ValueError("KVCacheManager: block_tokens and bytes_per_token must be >= 1")
         if mode not in (GROW, RESERVE):
@@ -90,6 +200,21 @@ class KVCacheManager:
         self._pops = 0  # blocks taken from the queue's head
         self._cached: dict[Hashable, tuple[int, int, int]] = {}  # seq -> (push position, blocks, full blocks)
         self._hit: dict[Hashable, int] = {}  # seq -> cached blocks it is taking back (not pops)
+        # -- prefix caching across requests (hash units, see the module docstring) --
+        self._table: dict[int, Unit] = {}  # key -> cached unit
+        self._lru: dict[int, Unit] = {}  # key -> evictable cached unit (ref 0), least recently used first
+        self._evictable = 0  # blocks of the units in _lru (counted in _free)
+        self.cached_bytes = 0  #: bytes of evictable cached units (in the pool, not in used_bytes)
+        self._hseq: dict[Hashable, tuple] = {}  # seq -> (keys of its whole hash blocks, blocks per unit, H)
+        self._units: dict[Hashable, list[Unit]] = {}  # seq -> the units it holds, in token order
+        self._hblocks: dict[Hashable, int] = {}  # seq -> blocks allocated in its units
+        self._hfill: set = set()  # seqs with unit blocks still to allocate (they grow one by one)
+        self._hdone: dict[Hashable, int] = {}  # seq -> units complete so far (absent once all are)
+        self.n_evicted_units = 0  #: units evicted from the cache so far
+        self.host = host  #: the host-memory tier (None: unlimited swap space, evicted units dropped)
+        self.transfer_bytes = 0  #: host-link bytes of offloads and reloads not yet charged to an iteration
+        self.n_host_hits = 0  #: units taken back from host memory
+        self.last_host_units = 0  #: of them, by the last :meth:`take_prefix`
 
     # -- pure queries (policies use these through the view) ----------------------------
     @property
@@ -98,7 +223,9 @@ class KVCacheManager:
         also bounded by the largest free extent (a fragmenting pool may refuse less)."""
         if self._exact:
             return self._free
-        return min(self._free, self.pool.largest_free_bytes() // self.block_bytes)
+        # (evictable cached units may free a larger extent: counted as if they did; an
+        # allocation that still does not fit is refused, and callers handle refusals)
+        return min(self._free, self.pool.largest_free_bytes() // self.block_bytes + self._evictable)
 
     @property
     def growth_in_one_call(self) -> bool:
@@ -160,7 +287,218 @@ class KVCacheManager:
             self._hit[seq] = tokens // self.block_tokens
 
     def held_blocks(self, seq: Hashable) -> int:
+        """Private blocks ``seq`` holds (its hash units not counted)."""
         return self._nblocks.get(seq, 0)
+
+    # -- prefix caching across requests -------------------------------------------------
+    def register(self, seq: Hashable, hashes: Sequence[int], hash_tokens: int, prompt_tokens: int) -> None:
+        """``seq`` carries prefix hashes (``hashes[j]`` covers prompt tokens ``[0, (j + 1) ·
+        hash_tokens)``); its whole hash blocks become cacheable units. No-op without prefix
+        caching. ValueError when ``block_tokens`` does not divide ``hash_tokens``."""
+        if not self.prefix_caching or not hashes:
+            return
+        if hash_tokens % self.block_tokens:
+            raise ValueError(f"prefix caching: the KV block size ({self.block_tokens} tokens, serving.block_tokens) "
+                             f"must divide the requests' prefix hash block ({hash_tokens} tokens)")
+        n_full = min(len(hashes), int(prompt_tokens) // hash_tokens)
+        if n_full:
+            self._hseq[seq] = (tuple(hashes[:n_full]), hash_tokens // self.block_tokens, hash_tokens)
+
+    def is_hashed(self, seq: Hashable) -> bool:
+        """Does ``seq`` have cacheable hash units (:meth:`register`)?"""
+        return seq in self._hseq
+
+    @property
+    def filling(self) -> dict:
+        """Sequences whose hash units are not all complete yet (the replica reports their
+        computed tokens through :meth:`computed`); empty without prefix caching."""
+        return self._hdone
+
+    def prefix_units(self, seq: Hashable, tokens: int) -> int:
+        """Hash blocks (units) ``tokens`` cached tokens of ``seq`` make."""
+        h = self._hseq.get(seq)
+        return int(tokens) // h[2] if h is not None else 0
+
+    def prefix_hit(self, seq: Hashable, limit_tokens: int) -> tuple[int, int]:
+        """``(tokens, shared_blocks)``: the cached prefix ``seq`` would take now (whole units,
+        at most ``limit_tokens`` tokens: ``known - 1``, as vLLM always computes the last
+        token) and how many of its blocks other sequences hold (those a hit does not take from
+        the free blocks)."""
+        h = self._hseq.get(seq)
+        if h is None:
+            return 0, 0
+        keys, ratio, H = h
+        table, host = self._table, self.host
+        m = shared = 0
+        for k in keys[: max(0, int(limit_tokens)) // H]:
+            u = table.get(k)
+            if u is None:
+                if host is not None and k in host:  # on host memory: copied back at admission
+                    m += 1
+                    continue
+                break
+            m += 1
+            if u.ref:
+                shared += ratio
+        return m * H, shared
+
+    def cached_prefix_tokens(self, hashes: Sequence[int], hash_tokens: int, prompt_tokens: int) -> int:
+        """Tokens of a prompt with these hashes that a hit would skip here now (routers ask)."""
+        table, host = self._table, self.host
+        m = 0
+        for k in hashes[: (int(prompt_tokens) - 1) // hash_tokens]:
+            if k not in table and (host is None or k not in host):
+                break
+            m += 1
+        return m * hash_tokens
+
+    def take_prefix(self, seq: Hashable, tokens: int) -> int:
+        """``seq`` is admitted with a hit of ``tokens`` (from :meth:`prefix_hit`, this instant):
+        it references those units; an evictable one leaves the LRU list and the free count; one
+        on host memory is copied into new blocks (its bytes join :attr:`transfer_bytes`).
+        Returns the tokens taken: fewer only when a fragmenting pool refuses a copy's blocks."""
+        h = self._hseq.get(seq)
+        if h is None:
+            return 0
+        keys, ratio, H = h
+        m = int(tokens) // H
+        units = []
+        table, lru = self._table, self._lru
+        self.last_host_units = 0
+        for j, k in enumerate(keys[:m]):
+            u = table.get(k)
+            if u is None:  # on host memory: back into new GPU blocks, cached again
+                u = self._reload(k, ratio, seq)
+                if u is None:
+                    m = j
+                    break
+            elif u.ref == 0:
+                del lru[k]
+                nbytes = sum(a.nbytes for a in u.allocs)
+                self._evictable -= u.n
+                self._free -= u.n
+                self.cached_bytes -= nbytes
+                self.used_bytes += nbytes
+            u.ref += 1
+            units.append(u)
+        self._units[seq] = units
+        self._hblocks[seq] = m * ratio
+        if m < len(keys):
+            self._hfill.add(seq)
+        if m < len(keys):
+            self._hdone[seq] = m
+        else:
+            self._hdone.pop(seq, None)
+        return m * H
+
+    def _reload(self, key: int, ratio: int, seq: Hashable) -> Unit | None:
+        """Copy a host unit back into ``ratio`` new blocks (ref 0 until the caller counts it);
+        None when it is no longer on the host (dropped to make room meanwhile) or the pool
+        refuses the blocks."""
+        host = self.host
+        if host is None or key not in host:
+            return None
+        nbytes = host.take_unit(key)  # (first: making room below may offload units and drop host ones)
+        a = self._alloc(ratio, seq)
+        if a is None:
+            host.put_unit(key, nbytes)
+            return None
+        self._free -= ratio
+        u = Unit(key)
+        u.allocs.append(a)
+        u.n, u.ref, u.cached = ratio, 0, True
+        self._table[key] = u
+        self.transfer_bytes += a.nbytes
+        self.used_bytes += a.nbytes
+        self.n_host_hits += 1
+        self.last_host_units += 1
+        return u
+    def computed(self, seq: Hashable, tokens: int) -> None:
+        """``seq`` has ``tokens`` tokens in its cache now: its units complete by then become
+        cached (findable), unless the same key is cached already."""
+        j = self._hdone.get(seq)
+        if j is None:
+            return
+        keys, ratio, H = self._hseq[seq]
+        units, table = self._units[seq], self._table
+        n = len(keys)
+        while j < n and (j + 1) * H <= tokens and j < len(units) and units[j].n == ratio:
+            u = units[j]
+            if u.key not in table:
+                table[u.key] = u
+                u.cached = True
+            j += 1
+        if j >= n:
+            del self._hdone[seq]
+        else:
+            self._hdone[seq] = j
+
+    def _evict_one(self) -> bool:
+        """Free the least recently used evictable unit; False when there is none."""
+        if not self._lru:
+            return False
+        k = next(iter(self._lru))
+        u = self._lru.pop(k)
+        del self._table[k]
+        free = self.pool.free
+        nbytes = sum(a.nbytes for a in u.allocs)
+        for a in u.allocs:
+            free(a)
+        self._evictable -= u.n
+        self.cached_bytes -= nbytes
+        self.n_evicted_units += 1
+        if self.host is not None and self.host.put_unit(k, nbytes):  # offloaded: a priced copy
+            self.transfer_bytes += nbytes
+        return True
+
+    def take_transfer_bytes(self) -> int:
+        """Host-link bytes of offloads and reloads since the last call (charged to an iteration)."""
+        n, self.transfer_bytes = self.transfer_bytes, 0
+        return n
+
+    def _make_room(self, n_blocks: int) -> None:
+        """Evict LRU units until ``n_blocks`` blocks fit in the pool's free blocks (exact for
+        paged and ideal pools; others may still refuse, see :meth:`_alloc`)."""
+        while self._free - self._evictable < n_blocks and self._evict_one():
+            pass
+
+    def _alloc(self, n_blocks: int, seq: Hashable) -> Allocation | None:
+        """One pool allocation of ``n_blocks`` blocks, evicting LRU units while it does not fit."""
+        self._make_room(n_blocks)
+        while True:
+            a = self.pool.allocate(n_blocks * self.block_bytes, seq)
+            if a is not None or not self._evict_one():
+                return a
+
+    def _grow_units(self, seq: Hashable, n_blocks: int) -> int:
+        """Fill ``seq``'s hash units with up to ``n_blocks`` new blocks; returns how many went
+        there (the rest are private), or -1 when the pool refused."""
+        keys, ratio, _ = self._hseq[seq]
+        have = self._hblocks[seq]
+        cap = len(keys) * ratio
+        if have >= cap:
+            return 0
+        units = self._units[seq]
+        put = 0
+        while put < n_blocks and have < cap:
+            j, off = divmod(have, ratio)
+            k = min(n_blocks - put, ratio - off)
+            if j == len(units):
+                units.append(Unit(keys[j]))
+            a = self._alloc(k, seq)
+            if a is None:
+                return -1
+            u = units[j]
+            u.allocs.append(a)
+            u.n += k
+            have += k
+            put += k
+            self._hblocks[seq] = have
+            if have == cap:
+                self._hfill.discard(seq)
+            self._free -= k
+            self.used_bytes += a.nbytes
+        return put
 
     # -- mutation (the replica only) ----------------------------------------------------
     def grow(self, seq: Hashable, n_blocks: int) -> bool:
@@ -171,6 +509,15 @@ class KVCacheManager:
             return False
         if self.prefix_caching:  # blocks taken back from the cache are not popped from the head
             self._pops += n_blocks - min(self._hit.pop(seq, 0), n_blocks)
+            if seq in self._hfill:
+                put = self._grow_units(seq, n_blocks)
+                if put < 0:
+                    return False
+                n_blocks -= put
+                if not n_blocks:
+                    return True
+            if self._evictable:
+                self._make_room(n_blocks)
         held = self._held.get(seq)
         if held is not None and self._defer is not None:
             if not self._defer(held, (n_blocks,)):
@@ -189,7 +536,7 @@ class KVCacheManager:
             self._free -= n_blocks
             self.used_bytes += a.nbytes - old.nbytes
             return True
-        a = self.pool.allocate(n_blocks * self.block_bytes, seq)
+        a = self._alloc(n_blocks, seq) if self._lru else self.pool.allocate(n_blocks * self.block_bytes, seq)
         if a is None:
             return False
         if held is None:
@@ -208,7 +555,13 @@ class KVCacheManager:
         A paged pool does it in one call (:meth:`PagedPool.append_blocks_many`) when every
         sequence already holds blocks and all fit."""
         total = sum(counts)
-        if self._append_many is not None and total <= self._free:
+        one_call = self._append_many is not None and total <= self._free
+        if one_call and self.prefix_caching:
+            if self._hfill and not self._hfill.isdisjoint(seqs):  # hash units fill one by one (below)
+                one_call = False
+            elif self._evictable:  # evict cached units until the pool has the blocks
+                self._make_room(total)
+        if one_call:
             held, nblocks = self._held, self._nblocks
             try:
                 olds = [held[s][0] for s in seqs]
@@ -242,6 +595,10 @@ class KVCacheManager:
     def release(self, seq: Hashable, cache_tokens: int = 0) -> int:
         """Free everything ``seq`` holds; returns the number of blocks freed. With prefix
         caching, ``cache_tokens`` (its computed tokens) stay findable while not reused."""
+        units = self._units.pop(seq, None) if self._units else None
+        if units is not None:
+            self._release_units(seq, units)
+            cache_tokens = 0  # the units are the cache of a hashed sequence
         held = self._held.pop(seq, None)
         if held is None:
             return 0
@@ -257,6 +614,57 @@ class KVCacheManager:
                 self._cached[seq] = (self._pushes, n, cache_tokens // self.block_tokens)
             self._pushes += n
         return n
+
+    def _release_units(self, seq: Hashable, units: list[Unit]) -> None:
+        """Drop ``seq``'s references: cached units at count 0 join the LRU list (tail unit
+        first, so it is evicted first); private ones are freed."""
+        self._hblocks.pop(seq, None)
+        self._hdone.pop(seq, None)
+        self._hfill.discard(seq)
+        lru, free = self._lru, self.pool.free
+        for u in reversed(units):
+            nbytes = sum(a.nbytes for a in u.allocs)
+            if u.cached:
+                u.ref -= 1
+                if u.ref == 0:  # evictable: counted free again
+                    lru[u.key] = u
+                    self._free += u.n
+                    self._evictable += u.n
+                    self.cached_bytes += nbytes
+                    self.used_bytes -= nbytes
+            else:
+                self._free += u.n
+                for a in u.allocs:
+                    free(a)
+                self.used_bytes -= nbytes
+                u.allocs = []
+
+    def forget(self, seq: Hashable) -> None:
+        """``seq`` is gone for good (finished or failed): drop its hash registration."""
+        if self._hseq:
+            self._hseq.pop(seq, None)
+
+    def check(self) -> None:
+        """Assert the bookkeeping invariants (tests): every block is free, evictable, held
+        privately or in a referenced unit exactly once; reference counts match the holders."""
+        private = sum(self._nblocks.values())
+        refs: dict[int, int] = {}
+        held_units = 0
+        for units in self._units.values():
+            for u in units:
+                refs[id(u)] = refs.get(id(u), 0) + 1
+                if refs[id(u)] == 1:
+                    held_units += u.n
+        for units in self._units.values():
+            for u in units:
+                assert u.ref == refs[id(u)], (u, refs[id(u)])
+        for k, u in self._lru.items():
+            assert u.ref == 0 and u.cached and self._table[k] is u and id(u) not in refs
+        assert self._evictable == sum(u.n for u in self._lru.values())
+        for k, u in self._table.items():
+            assert u.cached and u.key == k and (u.ref > 0 or k in self._lru)
+        assert private + held_units + self._free == self.total_blocks, (private, held_units, self._free)
+        assert self._free >= self._evictable >= 0
 
     def block_offsets(self, seq: Hashable) -> list[int]:
         """Byte offsets in the pool of the blocks ``seq`` holds, in token order (block ``j``

@@ -74,6 +74,15 @@ class Replica:
         self._admit_seq = 0
         self._wake: "simpy.Event | None" = None
         self._cached_waiting: list[WaitingSeq] = []  # preempted by recompute, blocks maybe cached
+        self._hashed: dict = {}  # prefix caching: request id -> its prefix hash blocks (here, not done)
+        #: sequences with tokens that sat out an iteration or were preempted -> time of their
+        #: last token (for inter-token latencies, see ``E.ITL_ADJUST``)
+        self._stalled: dict = {}
+        #: the same for whole batches that sat out an iteration together (vLLM v0's prefill-only
+        #: iterations), kept cheaply: ``(time, running rows' ids then)``, each list extending the
+        #: one before (so a row's stall is the first group holding it); see :meth:`_ungroup`
+        self._groups: list[tuple[float, list]] = []
+        self._itl: list[tuple] = []  # ITL_ADJUST data not yet logged (see flush_itl)
         self._bpt = kv.bytes_per_token
         self.now = env.now  #: the replica's clock (s); ahead of ``env.now`` while it runs iterations in one step
         #: yield at iterations that may finish a request, so that SimPy's clock is the finish
@@ -91,6 +100,10 @@ class Replica:
                           (f"kv_too_small: needs {need} blocks, replica {self.index} has {self.kv.total_blocks}",))
             return
         pred = req.predicted_output_tokens if req.predicted_output_tokens is not None else req.output_tokens
+        if req.prefix_hashes and self.kv.prefix_caching:
+            self.kv.register(req.id, req.prefix_hashes, req.prefix_block_tokens, req.prompt_tokens)
+            if self.kv.is_hashed(req.id):
+                self._hashed[req.id] = len(req.prefix_hashes)
         self._insert(WaitingSeq(req.id, req.prompt_tokens, req.output_tokens, req.arrival_s, req.priority, pred))
         self.outstanding += 1
         if self._wake is not None and not self._wake.triggered:
@@ -107,6 +120,42 @@ class Replica:
         self._keys.pop(0)
         self.outstanding -= 1
         self.log.emit(self.now, E.REQ_FAIL, w.rid, (reason,))
+        if self._groups:
+            self._ungroup()
+        self._stalled.pop(w.rid, None)
+        if w.swapped and self.kv.host is not None:
+            self.kv.host.swap_in(w.rid)
+        if self._hashed:
+            self._forget((w.rid,))
+
+    def _forget(self, rids) -> None:
+        """Prefix caching: these requests are done here (finished or failed)."""
+        hashed, forget = self._hashed, self.kv.forget
+        for r in rids:
+            if hashed.pop(r, None) is not None:
+                forget(r)
+
+    def _refresh_hits(self) -> None:
+        """Prefix caching: the cached prefix each waiting hashed sequence would take now
+        (``computed``, ``hit``, ``shared`` of its entry), for the entries a policy can reach:
+        admission is head-of-line and each admission takes at least one new block, one
+        sequence slot and one token (all of its remaining tokens, or the rest of the token
+        budget), so no policy looks past the entry where the free blocks, the free slots or
+        the budget (``max_num_batched_tokens``) run out."""
+        kv, hashed, pol = self.kv, self._hashed, self.policy
+        reach = min(len(self.waiting), kv.free_blocks + 1, getattr(pol, "max_num_seqs", 1 << 30) - len(self.table) + 1)
+        budget = getattr(pol, "max_num_batched_tokens", 1 << 60)
+        for w in self.waiting[:max(reach, 1)]:
+            if w.rid in hashed:
+                known = w.prompt + w.generated
+                if w.swapped:  # its computed tokens come back from host memory, less what is cached
+                    w.hit, w.shared = kv.prefix_hit(w.rid, min(known - 1, w.computed))
+                else:
+                    w.hit, w.shared = kv.prefix_hit(w.rid, known - 1)
+                    w.computed = w.hit
+            budget -= w.prompt + w.generated - w.computed
+            if budget <= 0:
+                break
 
     @property
     def kv_used_frac(self) -> float:
@@ -167,6 +216,8 @@ class Replica:
         if self._cached_waiting:  # prefix caching: how much of a preempted sequence is still cached
             for w in self._cached_waiting:
                 w.computed = kv.cached_tokens(w.rid, w.prompt + w.generated)
+        if self._hashed and self.waiting:
+            self._refresh_hits()
         d: BatchDecision = self.policy.next_batch(ReplicaView(t, tab, self.waiting, kv))
         tokens: list[int] = d.tokens.tolist()
         swap_bytes = 0
@@ -185,6 +236,8 @@ class Replica:
             later = self._count_growth(grow)
         else:
             tokens = self._grow(tokens, t, grow, n_run)
+        if kv.transfer_bytes:  # host tier: prefix units offloaded or copied back since the last iteration
+            swap_bytes += kv.take_transfer_bytes()
         n_tok = sum(tokens)
         if not n_tok and not swap_bytes:
             self._take_growth(later)
@@ -196,6 +249,12 @@ class Replica:
         pre = []  # rows computing a prefill / recompute chunk
         c_sum = sum(C)
         pure = False
+        # inter-token latency: rows back from a stall emit a token now (see ``E.ITL_ADJUST``)
+        stalled = self._stalled
+        back: list = []  # (wait_s, in_decode) per such row
+        n_pad = 0  # static batching's padding rows
+        groups = self._groups
+        counted = ()  # ((wait_s, in_decode), rows) for whole groups back from a stall
         if (n_rows and not n_done and n_tok == n_rows and min(tokens) == 1 and min(G) > 0
                 and sum(P) + sum(G) - c_sum == n_rows):
             # pure decode (the common case), without the pass: one token per row, none
@@ -204,16 +263,50 @@ class Replica:
             n_dec = n_seqs = n_rows
             dec_ctx = c_sum
             pure = True
-        elif n_done:
-            for i, (x, p, g, c, done) in enumerate(zip(tokens, P, G, C, tab.done)):
+            if groups and not stalled and tab.rid[:len(groups[-1][1])] == groups[-1][1]:
+                counted = self._resume_groups(t)  # the batch that sat out is back, whole: one group each
+            elif stalled or groups:
+                if groups:
+                    self._ungroup()
+                back = [(t - stalled.pop(r), 1) for r in tab.rid if r in stalled]
+        elif (n_run and not tokens[0] and n_run == n_rows - len(d.admit) and not n_done and not any(tokens[:n_run])
+              and min(G[:n_run]) > 0 and sum(P[:n_run]) + sum(G[:n_run]) - sum(C[:n_run]) == n_run
+              and self._group_stall(t, n_run)):
+            # every running row decodes but sits this iteration out (a prefill-only iteration):
+            # one group instead of one entry per row; the admitted rows make the shape
+            for i in range(n_run, n_rows):
+                x = tokens[i]
                 if x:
                     n_seqs += 1
-                    if done or (x == 1 and g and p + g - c == 1):  # held rows decode as padding
+                    if x == 1 and G[i] and P[i] + G[i] - C[i] == 1:
+                        n_dec += 1
+                        dec_ctx += C[i]
+                    else:
+                        pre.append(i)
+        elif n_done:
+            if groups:
+                self._ungroup()
+            for i, (x, p, g, c, done, r) in enumerate(zip(tokens, P, G, C, tab.done, tab.rid)):
+                if x:
+                    n_seqs += 1
+                    if done:  # held rows decode as padding
+                        n_dec += 1
+                        dec_ctx += c
+                        n_pad += 1
+                        continue
+                    if x == 1 and g and p + g - c == 1:
                         n_dec += 1
                         dec_ctx += c
                     else:
                         pre.append(i)
+                    if stalled and r in stalled and c + x == p + g:
+                        back.append((t - stalled.pop(r), int(x == 1)))
+                elif not done and g and p + g - c == 1:  # a decoding row sits this one out
+                    stalled.setdefault(r, t)
         else:
+            if groups:
+                self._ungroup()
+            rid = tab.rid
             for i, (x, p, g, c) in enumerate(zip(tokens, P, G, C)):
                 if x:
                     n_seqs += 1
@@ -222,6 +315,11 @@ class Replica:
                         dec_ctx += c
                     else:
                         pre.append(i)
+                    if stalled and rid[i] in stalled and c + x == p + g:  # back: its token ends a long gap
+                        back.append((t - stalled.pop(rid[i]), int(x == 1)))
+                elif g and p + g - c == 1:  # a decoding row sits this one out (its gap grows)
+                    stalled.setdefault(rid[i], t)
+        adj = self._itl_groups(back, n_pad, counted) if back or n_pad or counted else None
         dec_ctx += n_dec
         n_pre = n_tok - n_dec
         if n_pre:
@@ -244,10 +342,14 @@ class Replica:
             if k > 1:  # (it took ``later``)
                 if durs is not None:  # per-iteration records
                     starts = t + np.concatenate([[0.0], np.cumsum(durs[:-1])])
-                    for s_, d_ in zip(starts.tolist(), durs.tolist()):
+                    for j, (s_, d_) in enumerate(zip(starts.tolist(), durs.tolist())):
                         log.emit(s_, E.BATCH, self.index, (0, n_dec, n_seqs, d_, kv.used_bytes))
+                        if adj:
+                            self._note_itl(adj if j == 0 else [a for a in adj if a[0] < 0], 1)
                 else:
                     log.emit(t, E.BATCH_SPAN, self.index, (k, 0, n_dec * k, n_seqs, dur, kv.used_bytes))
+                    if adj:
+                        self._note_itl(adj, k)
                 log.emit(t, E.KV_SAMPLE, self.index,
                          (kv.used_bytes, (c_sum + k * (n_rows - n_done)) * self._bpt, kv.pool.capacity_bytes,
                           kv.free_blocks))
@@ -258,6 +360,8 @@ class Replica:
         shape = BatchShape(n_pre, pairs, pre_ctx, n_dec, dec_ctx, n_seqs, n_logits, swap_bytes, *spread)
         dur = self._iteration_s(shape, tokens)
         log.emit(t, E.BATCH, self.index, (n_pre, n_dec, n_seqs, dur, used))
+        if adj:
+            self._note_itl(adj, 1)
         tok = sum(x for x, done in zip(tokens, tab.done) if not done) if n_done else n_tok
         log.emit(t, E.KV_SAMPLE, self.index, (used, (c_sum + tok) * self._bpt, kv.pool.capacity_bytes, kv.free_blocks))
         may_finish = min(map(sub, tab.output, tab.generated), default=2) <= 1  # a row one token short (or held done)
@@ -273,6 +377,71 @@ class Replica:
         cs = [c for i, (x, c) in enumerate(zip(tokens, C)) if x and i not in skip]
         return max(cs) + 1, min(cs) + 1
 
+    def _group_stall(self, t: float, n_run: int) -> bool:
+        """The first ``n_run`` rows (all decoding) sit out the iteration at ``t``: note them as
+        one group (False, nothing noted, when per-row stalls are pending: the caller then
+        takes the general path)."""
+        if self._stalled:
+            return False
+        rids = self.table.rid[:n_run]
+        groups = self._groups
+        if groups and rids[:len(groups[-1][1])] != groups[-1][1]:
+            self._ungroup()
+            return False
+        if not groups or len(rids) > len(groups[-1][1]):
+            groups.append((t, rids))
+        return True
+
+    def _resume_groups(self, t: float) -> list[tuple]:
+        """Every row of the stalled groups decodes at ``t``: ``((wait_s, 1), rows)`` per group."""
+        back = []
+        before = 0
+        for t0, rids in self._groups:
+            if len(rids) > before:
+                back.append(((t - t0, 1), len(rids) - before))
+            before = len(rids)
+        self._groups = []
+        return back
+
+    def _ungroup(self) -> None:
+        """Turn the stalled groups into per-row entries (a row's first group is its stall)."""
+        stalled = self._stalled
+        for t0, rids in self._groups:
+            for r in rids:
+                stalled.setdefault(r, t0)
+        self._groups = []
+
+    @staticmethod
+    def _itl_groups(back: list, n_pad: int, counted=()) -> list[tuple]:
+        """``E.ITL_ADJUST`` data for one iteration: ``(n, wait_s, in_decode)`` per group of
+        rows back from a stall with the same wait (``back``: one ``(wait_s, in_decode)`` per
+        row; ``counted``: ``((wait_s, in_decode), rows)``), and ``(-n_pad, 0.0, 1)`` for padding."""
+        groups: dict = {}
+        for key, n in counted:
+            groups[key] = groups.get(key, 0) + n
+        for key in back:
+            groups[key] = groups.get(key, 0) + 1
+        out = [(n, w, dec) for (w, dec), n in groups.items()]
+        if n_pad:
+            out.append((-n_pad, 0.0, 1))
+        return out
+
+    def _note_itl(self, adj: list[tuple], k: int) -> None:
+        """Keep ``adj`` (from :meth:`_itl_adjust`) for the batch record of ``k`` iterations just
+        logged (padding repeats in each of them); :meth:`flush_itl` logs them."""
+        seq = len(self.log.records) - 1
+        for n, w, dec in adj:
+            self._itl.append((seq, n * k if n < 0 else n, w, dec))
+
+    def flush_itl(self, time_s: float) -> None:
+        """Log the inter-token latency corrections kept so far (``E.ITL_ADJUST``, naming their
+        batch records), at ``time_s``. The serving system calls this when the run ends, so
+        that the run's own records keep their numbers (the corrections follow them)."""
+        emit, idx = self.log.emit, self.index
+        for d in self._itl:
+            emit(time_s, E.ITL_ADJUST, idx, d)
+        self._itl = []
+
     def _iteration_s(self, shape: BatchShape, tokens: list[int]) -> float:
         """How long the iteration about to start takes: the cost model's time for its shape.
         ``tokens[i]`` is what row ``i`` of :attr:`table` computes in it (0: idle). The seam for
@@ -287,10 +456,14 @@ class Replica:
         swap = d.preempt_mode == "swap"
         swap_bytes = 0
         requeue = []
+        host = self.kv.host
         for r in d.preempt:
-            requeue.append(self._evict(r, swap, t))
-            if swap:
-                swap_bytes += tab.computed[r] * self._bpt
+            nbytes = tab.computed[r] * self._bpt
+            # a bounded host tier: a swap that does not fit there is a recompute
+            out = swap and (host is None or host.swap_out(tab.rid[r], nbytes))
+            requeue.append(self._evict(r, out, t))
+            if out:
+                swap_bytes += nbytes
         return self._drop(set(d.preempt), tokens), swap_bytes, requeue
 
     def _admit(self, admit: tuple, tokens: list[int], t: float) -> int:
@@ -304,16 +477,30 @@ class Replica:
             del self._keys[p]
         swap_bytes = 0
         rows = []
+        hashed = self._hashed
         for w in entries:
             if w in self._cached_waiting:
                 self._cached_waiting.remove(w)
                 kv.take_cached(w.rid, w.computed)
+            blocks = 0
+            if hashed and w.rid in hashed:  # prefix caching: it starts holding its cached prefix
+                got = kv.take_prefix(w.rid, w.hit)
+                if got < w.hit:  # (a fragmenting pool refused a host copy's blocks)
+                    if not w.swapped:
+                        w.computed = got
+                    w.hit = got
+                blocks = w.hit // kv.block_tokens
+                if not w.started:
+                    log.emit(t, E.REQ_CACHE, w.rid, (self.index, w.hit, kv.prefix_units(w.rid, w.hit),
+                                                     hashed[w.rid], kv.last_host_units))
             if not w.started:
                 log.emit(t, E.REQ_SCHEDULE, w.rid, (self.index,))
                 w.started = True
             if w.swapped:
-                swap_bytes += w.computed * self._bpt
-            rows.append((w.rid, w.prompt, w.output, w.computed, w.generated, 0, self._admit_seq, w.priority,
+                swap_bytes += (w.computed - w.hit) * self._bpt
+                if kv.host is not None:
+                    kv.host.swap_in(w.rid)
+            rows.append((w.rid, w.prompt, w.output, w.computed, w.generated, blocks, self._admit_seq, w.priority,
                          w.pred, w.arrival_s, False))
             self._admit_seq += 1
         self.table.append(rows)
@@ -491,7 +678,11 @@ class Replica:
         """Remove row ``r``'s cache (the caller drops the row); returns its waiting entry."""
         tab = self.table
         rid = tab.rid[r]
-        cached = self.kv.prefix_caching and not swap
+        if tab.generated[r]:  # its next token comes after a gap from its last one
+            if self._groups:
+                self._ungroup()
+            self._stalled.setdefault(rid, t)
+        cached = self.kv.prefix_caching and not swap and rid not in self._hashed  # (hashed: its units are the cache)
         self.kv.release(rid, tab.computed[r] if cached else 0)
         if not quiet:
             self.log.emit(t, E.REQ_PREEMPT, rid, (self.index, "swap" if swap else "recompute"))
@@ -521,9 +712,12 @@ class Replica:
                 return
         else:
             P = tab.prompt
+            filling = self.kv.filling  # prefix caching: sequences whose hash units are not all complete
             for i, x in enumerate(tokens):
                 if x and (done is None or not done[i]):
                     C[i] = c = C[i] + x
+                    if filling and tab.rid[i] in filling:
+                        self.kv.computed(tab.rid[i], c)
                     if c == P[i] + G[i]:  # the context is complete: one new token
                         G[i] = g = G[i] + 1
                         if g == 1:
@@ -541,6 +735,8 @@ class Replica:
         for r in rids:
             log.emit(now, E.REQ_FINISH, r, (idx,))
         self.outstanding -= len(rids)
+        if self._hashed:
+            self._forget(rids)
         if hold:
             for i in fin:
                 tab.done[i] = True

@@ -110,6 +110,8 @@ class WaitingSeq:
     computed: int = 0
     swapped: bool = False
     started: bool = False  #: has been in a batch before (REQ_SCHEDULE already emitted)
+    hit: int = 0  #: prefix caching: cached prompt tokens it would take now (whole hash units)
+    shared: int = 0  #: ... of which blocks other sequences hold (admission does not take them)
 
     @property
     def remaining(self) -> int:

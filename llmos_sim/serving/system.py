@@ -15,10 +15,15 @@ Config (``cfg.serving``; defaults in ``configs/serving/default.yaml``):
   ``auto`` (reserve when the pool says it is contiguous, else grow)
 - ``cost``: a partial cost model, called with ``model``, ``gpu``, ``tp`` (a top-level ``cost``
   config, from the ``cost`` group, e.g. ``cost=profiled``, takes its place when set)
-- ``slo_ttft_s``, ``slo_tpot_s``: SLOs for goodput; ``max_time_s``: stop time (null = none)
+- ``slo_ttft_s``, ``slo_tpot_s``, ``slo_e2e_s``: SLOs for goodput (a request's own replace
+  them for it); ``max_time_s``: stop time (null = none)
 - ``fast_forward``, ``per_iteration_records``: see :mod:`llmos_sim.serving.replica`
-- ``prefix_caching``: a recompute-preempted sequence reuses its blocks still cached
-  (see :mod:`llmos_sim.serving.kv`)
+- ``prefix_caching``: vLLM's automatic prefix caching: requests with prefix hashes share
+  cached hash blocks (reference counts, LRU eviction), and a recompute-preempted sequence
+  reuses its blocks still cached (see :mod:`llmos_sim.serving.kv`)
+- ``host_kv_bytes``: a host-memory tier of this many bytes per replica for swapped sequences
+  and evicted prefix units, its copies priced at the GPU's ``host_bw_bytes_s`` (null: unlimited
+  swap space, evicted prefix units dropped; see :class:`~llmos_sim.serving.kv.HostTier`)
 - ``async_scheduling``: vLLM's async scheduling, as far as it changes decisions: a finished
   sequence's blocks are freed after the next iteration's decision (see :class:`Replica`)
 """
@@ -40,15 +45,16 @@ from llmos_sim.engine import sparse_gc
 from llmos_sim.policies.memory.ideal import IdealPool
 from llmos_sim.policies.routing.base import ReplicaLoad, Router
 from llmos_sim.serving import metrics
-from llmos_sim.serving.kv import GROW, RESERVE, KVCacheManager, make_pool
+from llmos_sim.serving.kv import GROW, RESERVE, HostTier, KVCacheManager, make_pool
 from llmos_sim.serving.replica import Replica
 from llmos_sim.serving.specs import GpuSpec, ModelSpec
 
 DEFAULTS: dict[str, Any] = {
     "replicas": 1, "tp": 1, "gpu_memory_utilization": 0.9, "activation_reserve_bytes": 2 * 10**9,
     "num_kv_blocks": None, "block_tokens": 16, "kv_mode": "auto", "reserve_tokens": 0,
-    "slo_ttft_s": math.inf, "slo_tpot_s": math.inf, "max_time_s": None, "fast_forward": True,
+    "slo_ttft_s": math.inf, "slo_tpot_s": math.inf, "slo_e2e_s": math.inf, "max_time_s": None, "fast_forward": True,
     "per_iteration_records": False, "cost": None, "prefix_caching": False, "async_scheduling": False,
+    "host_kv_bytes": None,
 }
 
 
@@ -81,6 +87,16 @@ def _kv_mode(mode: str, pool) -> str:
     if contiguous is None:
         contiguous = "contiguous" in type(pool).__name__.lower()
     return RESERVE if contiguous else GROW
+
+
+def replica_loads(reps: Sequence[Replica], router: Router, r) -> list[ReplicaLoad]:
+    """What ``router`` sees of each replica for request ``r``: load, and the request's cached
+    prefix on each replica when the router asks for it (``uses_prefix``)."""
+    if router.uses_prefix and r.prefix_hashes:
+        h, bt, p = r.prefix_hashes, r.prefix_block_tokens, r.prompt_tokens
+        return [ReplicaLoad(x.index, x.outstanding, x.kv_used_frac, len(x.waiting), x.kv.cached_prefix_tokens(h, bt, p))
+                for x in reps]
+    return [ReplicaLoad(x.index, x.outstanding, x.kv_used_frac, len(x.waiting)) for x in reps]
 
 
 class ServingSystem:
@@ -123,8 +139,10 @@ class ServingSystem:
                 return
             self._i += 1
             log.emit(env.now, E.REQ_ARRIVE, r.id, (r.service, r.prompt_tokens, r.output_tokens))
-            loads = [ReplicaLoad(x.index, x.outstanding, x.kv_used_frac, len(x.waiting)) for x in reps]
-            reps[router.route(r, loads)].enqueue(r)
+            if r.slo_ttft_s is not None or r.slo_tpot_s is not None or r.slo_e2e_s is not None:
+                log.emit(env.now, E.REQ_SLO, r.id, tuple(math.nan if v is None else float(v)
+                                                         for v in (r.slo_ttft_s, r.slo_tpot_s, r.slo_e2e_s)))
+            reps[router.route(r, replica_loads(reps, router, r))].enqueue(r)
             if self._bar is not None:
                 self._bar.update(1)
         if self._bar is not None:
@@ -134,6 +152,8 @@ class ServingSystem:
         self.env.run(until=until)
         reason = "max_time" if until is not None and self.env.now >= until else "drained"
         self.log.emit(self.env.now, E.END, "serving", (reason,))
+        for rep in self.replicas:  # (after END: the run's records keep their numbers)
+            rep.flush_itl(self.env.now)
 
 
 def _cfg_get(s, key):
@@ -163,7 +183,8 @@ def simulate(cfg, seed: int, progress: bool = False, backend=None) -> ServingRes
         system = ServingSystem(requests, make_replica, instantiate(cfg.router), int(_cfg_get(s, "replicas")),
                                progress=progress, env=backend.environment() if backend is not None else None)
         system.run(None if max_time is None else float(max_time))
-        res = build_result(system.log, float(_cfg_get(s, "slo_ttft_s")), float(_cfg_get(s, "slo_tpot_s")))
+        res = build_result(system.log, float(_cfg_get(s, "slo_ttft_s")), float(_cfg_get(s, "slo_tpot_s")),
+                           float(_cfg_get(s, "slo_e2e_s")))
     res.extra.update(kv_blocks_per_replica=system.replicas[0].kv.total_blocks, kv_capacity_bytes=info["kv_capacity_bytes"],
                      replicas=system.replicas)
     return res
@@ -208,16 +229,33 @@ def replica_factory(cfg, backend=None, devices_from_cluster: bool = False) -> tu
     max_time = _cfg_get(s, "max_time_s")
     kv_mode, reserve = str(_cfg_get(s, "kv_mode")), int(_cfg_get(s, "reserve_tokens"))
     replica_cls = (backend.serving_replica(model) if backend is not None else None) or Replica
+    host_bytes = _cfg_get(s, "host_kv_bytes")
+    if host_bytes is not None and not float(host_bytes) >= 0:
+        raise ValueError(f"serving.host_kv_bytes must be >= 0 or null, got {host_bytes!r}")
+
+    def check_host_link(g: GpuSpec) -> None:
+        if host_bytes is not None and not g.host_bw_bytes_s > 0:
+            raise ValueError(f"serving.host_kv_bytes needs the GPU's host link bandwidth (gpu.host_bw_bytes_s > 0) "
+                             f"to price its copies; {g.name} has {g.host_bw_bytes_s}")
+
+    if not devices_from_cluster:
+        check_host_link(gpu)
 
     by_device: dict = {}
 
     def make_replica(i, env, log, next_arrival, device=None):
         # a replica on a granted cluster device runs on that device (its memory sizes the KV cache)
-        g, cap = (gpu, capacity) if device is None else by_device.get(device) or by_device.setdefault(
-            device, (GpuSpec.of_device(device), capacity_on(GpuSpec.of_device(device))))
+        if device is None:
+            g, cap = gpu, capacity
+        else:
+            if device not in by_device:
+                check_host_link(GpuSpec.of_device(device))
+                by_device[device] = (GpuSpec.of_device(device), capacity_on(GpuSpec.of_device(device)))
+            g, cap = by_device[device]
         pool = make_pool(pool_factory, cap, block_bytes, reserve * model.kv_bytes_per_token or None)
         kv = KVCacheManager(pool, model.kv_bytes_per_token, block_tokens, _kv_mode(kv_mode, pool), reserve,
-                            bool(_cfg_get(s, "prefix_caching")))
+                            bool(_cfg_get(s, "prefix_caching")),
+                            HostTier(int(float(host_bytes))) if host_bytes is not None else None)
         return replica_cls(i, env, log, instantiate(cfg.batching), kv, cost_factory(model=model, gpu=g, tp=tp),
                        next_arrival, math.inf if max_time is None else float(max_time),
                        bool(_cfg_get(s, "fast_forward")), bool(_cfg_get(s, "per_iteration_records")),
@@ -226,12 +264,16 @@ def replica_factory(cfg, backend=None, devices_from_cluster: bool = False) -> tu
     return make_replica, {"tp": tp, "kv_capacity_bytes": capacity}
 
 
-def build_result(log: E.EventLog, slo_ttft_s: float = math.inf, slo_tpot_s: float = math.inf) -> ServingResult:
-    """Tables (``requests``, ``batches``, ``kv``, ``events``) and summary from a log (pure)."""
+def build_result(log: E.EventLog, slo_ttft_s: float = math.inf, slo_tpot_s: float = math.inf,
+                 slo_e2e_s: float = math.inf) -> ServingResult:
+    """Tables (``requests``, ``batches``, ``kv``, ``events``) and summary from a log (pure).
+    The SLOs are the run's; a request's own (``Request.slo_*``) replace them for it."""
     by_kind = E.ByKind(log.records)  # the log split by kind once, for all the tables
     frames = metrics.Frames(log, by_kind)
     req = metrics.request_table(frames)
+    metrics.add_slo_columns(req, frames, slo_ttft_s, slo_tpot_s, slo_e2e_s)
     bat = metrics.batch_table(frames)
     kv = metrics.kv_table(frames)
-    return ServingResult(log, {"requests": req, "batches": bat, "kv": kv, "events": log.table(by_kind)},
-                         metrics.summary(req, bat, kv, slo_ttft_s, slo_tpot_s))
+    out = metrics.summary(req, bat, kv, slo_ttft_s, slo_tpot_s)
+    out.update(metrics.vllm_summary(req, metrics.itl_samples(frames, bat)))
+    return ServingResult(log, {"requests": req, "batches": bat, "kv": kv, "events": log.table(by_kind)}, out)

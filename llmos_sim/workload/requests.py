@@ -52,6 +52,12 @@ class Request:
     slo_ttft_s: float | None = None
     slo_tpot_s: float | None = None
     predicted_output_tokens: int | None = None
+    #: prefix block hashes: ``prefix_hashes[j]`` names the content of prompt tokens
+    #: ``[0, (j + 1) · prefix_block_tokens)``, so equal ids mean reusable KV (Mooncake's
+    #: ``hash_ids``); empty = nothing shareable. Used by prefix caching and prefix-aware routing.
+    prefix_hashes: tuple[int, ...] = ()
+    prefix_block_tokens: int = 0  #: prompt tokens one hash covers (512 in the Mooncake traces)
+    slo_e2e_s: float | None = None  #: end-to-end latency SLO (s), optional like the other two
 
     def __post_init__(self) -> None:
         if self.prompt_tokens < 1:
@@ -60,6 +66,8 @@ class Request:
             raise ValueError(f"request {self.id}: output_tokens must be >= 1, got {self.output_tokens}")
         if not (self.arrival_s >= 0 and math.isfinite(self.arrival_s)):
             raise ValueError(f"request {self.id}: arrival_s must be finite and >= 0, got {self.arrival_s}")
+        if self.prefix_hashes and self.prefix_block_tokens < 1:
+            raise ValueError(f"request {self.id}: prefix_hashes need prefix_block_tokens >= 1")
 
 
 def _resolve(path: str | Path | None, default: str) -> Path:

@@ -237,6 +237,8 @@ def _cli(args, cwd):
     (["workload=tiresias", "workload.path=BAD"], "BAD.csv:2:13: not UTF-8"),
     (["-m", "hydra/launcher=ray_local"], "pip install llmos_sim[ray]"),
     (["--config-dir", "CONF", "workload=mine"], "config key 'workload': has no _target_"),
+    (["schedulr=fifo"], "Could not override 'schedulr'"),                 # Hydra's own errors, one line too
+    (["scheduler=nonexist"], "Could not find 'scheduler/nonexist' (options: drf, easy"),
 ])
 def test_cli_prints_one_line_and_exits_1(tmp_path, args, needle):
     if "workload.path=BAD" in args:

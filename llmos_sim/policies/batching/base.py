@@ -159,8 +159,9 @@ class BatchingPolicy:
             if rem > budget and not self.chunked:
                 break
             t = min(rem, budget)
-            need = kv.admit_blocks(w.prompt, w.output, w.computed + t)
-            check = kv.admit_blocks(w.prompt, w.output, w.computed + rem) if self.reserve_full_prompt else need
+            # (blocks of a cached prefix that other sequences hold are not taken: ``shared``)
+            need = kv.admit_blocks(w.prompt, w.output, w.computed + t) - w.shared
+            check = kv.admit_blocks(w.prompt, w.output, w.computed + rem) - w.shared if self.reserve_full_prompt else need
             if check > free:
                 break
             out.append((pos, t))

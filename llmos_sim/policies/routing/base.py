@@ -11,21 +11,29 @@ class ReplicaLoad:
     A plain slotted class, not a frozen dataclass: one is built per replica per arrival, so
     construction is kept cheap; read-only by contract."""
 
-    __slots__ = ("index", "outstanding", "kv_used_frac", "waiting")
+    __slots__ = ("index", "outstanding", "kv_used_frac", "waiting", "cached_tokens")
 
-    def __init__(self, index: int, outstanding: int, kv_used_frac: float, waiting: int) -> None:
+    def __init__(self, index: int, outstanding: int, kv_used_frac: float, waiting: int, cached_tokens: int = 0) -> None:
         self.index = index
         self.outstanding = outstanding  #: requests routed here and not finished or failed (running + waiting)
         self.kv_used_frac = kv_used_frac  #: KV blocks held / all blocks
         self.waiting = waiting  #: requests queued, not running
+        #: prompt tokens of this request cached here now (longest cached prefix of its hash
+        #: blocks); filled only for routers that declare ``uses_prefix``, else 0
+        self.cached_tokens = cached_tokens
 
     def __repr__(self) -> str:
         return (f"ReplicaLoad(index={self.index!r}, outstanding={self.outstanding!r}, "
-                f"kv_used_frac={self.kv_used_frac!r}, waiting={self.waiting!r})")
+                f"kv_used_frac={self.kv_used_frac!r}, waiting={self.waiting!r}, cached_tokens={self.cached_tokens!r})")
 
 
 class Router:
-    """Base router: pick a replica for ``request`` given the loads (one per replica)."""
+    """Base router: pick a replica for ``request`` given the loads (one per replica).
+
+    ``uses_prefix`` (class attribute): the router reads :attr:`ReplicaLoad.cached_tokens`, so
+    the serving system looks the request's prefix up in every replica's cache (only then)."""
+
+    uses_prefix: bool = False
 
     def route(self, request, loads: Sequence[ReplicaLoad]) -> int:  # pragma: no cover - interface
         raise NotImplementedError
