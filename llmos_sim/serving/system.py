@@ -83,10 +83,7 @@ def _kv_mode(mode: str, pool) -> str:
         return mode
     if mode != "auto":
         raise ValueError(f"serving.kv_mode must be grow, reserve or auto, got {mode!r}")
-    contiguous = getattr(pool, "reserves_max_length", None)
-    if contiguous is None:
-        contiguous = "contiguous" in type(pool).__name__.lower()
-    return RESERVE if contiguous else GROW
+    return RESERVE if pool.reserves_max_length else GROW
 
 
 def replica_loads(reps: Sequence[Replica], router: Router, r) -> list[ReplicaLoad]:
