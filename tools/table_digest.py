@@ -59,7 +59,12 @@ def _options(group: str) -> list[str]:
 def _is_request_workload(name: str) -> bool:
     text = (CONFIGS / "workload" / f"{name}.yaml").read_text()
     target = re.search(r"^_target_:\s*(\S+)", text, re.M)
-    return bool(target) and ".requests." in target.group(1)
+    if not target:
+        return False
+    import importlib
+
+    module, _, cls = target.group(1).rpartition(".")
+    return hasattr(getattr(importlib.import_module(module), cls), "requests")
 
 
 def cases() -> dict[str, list[str]]:
@@ -145,15 +150,19 @@ def _cell(v):
 
 
 def _diff_values(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
-    """The first difference in content, ignoring how cells are stored (``--canonical``)."""
-    if set(a.columns) != set(b.columns) or len(a) != len(b):
+    """The first difference in content, ignoring how cells are stored (``--canonical``);
+    columns only added are named but do not count as a difference."""
+    if set(a.columns) - set(b.columns) or len(a) > len(b):
         return _diff_frame(a, b)
+    extra = len(b) - len(a)
+    if extra:  # records appended after the old ones (e.g. a new kind logged at the end)
+        b = b.head(len(a))
     for col in a.columns:
         x, y = [_cell(v) for v in a[col]], [_cell(v) for v in b[col]]
         if x != y:
             i = next(i for i, (p, q) in enumerate(zip(x, y)) if p != q)
             return f"{col} differs first at row {i}: {str(x[i])[:40]!r} -> {str(y[i])[:40]!r}"
-    return None
+    return f"+{extra} rows appended (the first {len(a)} identical)" if extra else None
 
 
 def _diff_frame(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
@@ -208,7 +217,8 @@ def compare(before: Path, after: Path, canonical: bool = False) -> int:
             if d:
                 notes.append(f"{t}: {d}")
         sa, sb = (json.loads((p / "summary.json").read_text()) for p in (a, b))
-        keys = sorted(k for k in set(sa) | set(sb) if not _same(sa.get(k), sb.get(k)) and not k.startswith("time_"))
+        keys = sorted(k for k in set(sa) | set(sb) if not _same(sa.get(k), sb.get(k)) and not k.startswith("time_")
+                      and not (canonical and k not in sa))  # a key only added is no difference
         if keys:
             notes.append("summary: " + ", ".join(f"{k} {sa.get(k)!r}->{sb.get(k)!r}" for k in keys[:6])
                          + (" ..." if len(keys) > 6 else ""))

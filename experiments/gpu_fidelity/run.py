@@ -76,7 +76,7 @@ def main() -> None:
                      f"{h['ttft_s_mape']:.1f} % | {h['tpot_s_mape']:.1f} % | {h['e2e_s_mape']:.1f} % | "
                      + " | ".join(f"{h[f'{k}_mean']:+.1f} / {h[f'{k}_p99']:+.1f} %" for k in F.METRICS) + " |")
     for run, a in AUTHORS.items():
-        lines.append(f"| {run} | the profiles' authors' simulator (their report) | ? | – | – | – | "
+        lines.append(f"| {run} | the profiles' authors' simulator (their report) | – | – | – | – | "
                      + " | ".join(f"{a[f'{k}_mean']:+.1f} / {a[f'{k}_p99']:+.1f} %" for k in F.METRICS) + " |")
     lines += ["", "| synthesized deployment | read from meta.json | KV blocks | TTFT / TPOT / e2e MAPE of the replay |",
               "|---|---|---|---|"]

@@ -160,7 +160,7 @@ def load_meta(folder: Path) -> dict:
     path = folder / "meta.yaml"
     try:
         with open(path, encoding="utf-8") as f:
-            meta = yaml.safe_load(f)
+            meta = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml when built with it
     except (OSError, yaml.YAMLError) as e:
         raise ProfileError(f"{path}: cannot read: {e}") from e
     if not isinstance(meta, dict):
@@ -280,8 +280,8 @@ class AttentionTable:
 
     def __init__(self, df: pd.DataFrame, path: str = "attention.csv") -> None:
         grid: dict = {}
-        for pc, kp, nd, kd, t in df[["prefill_chunk", "kv_prefill", "n_decode", "kv_decode", "time_us"]].itertuples(
-                index=False, name=None):
+        for pc, kp, nd, kd, t in zip(*(df[c].tolist() for c in ("prefill_chunk", "kv_prefill", "n_decode", "kv_decode",
+                                                                "time_us"))):
             row = grid.setdefault(int(pc), {}).setdefault(int(nd), {}).setdefault(int(kp), {})
             row[int(kd)] = float(t)  # a repeated measurement: the last one wins
         if not grid:
@@ -388,8 +388,8 @@ class SkewTable:
             if len(bins) != len(labels) + 1:
                 raise ProfileError(f"meta.yaml skew_fit.bucket_axes: {len(bins)} bin edges for {len(labels)} labels")
         self.alpha_default = float(alpha_default)
-        self.alpha = {(int(r.pc), r.n_label, r.skew_rate_label, r.kv_big_label, r.kp_label): float(r.alpha)
-                      for r in df.itertuples(index=False)}
+        cols = ("pc", "n_label", "skew_rate_label", "kv_big_label", "kp_label", "alpha")
+        self.alpha = {(int(pc), n, sr, kv, kp): float(a) for pc, n, sr, kv, kp, a in zip(*(df[c].tolist() for c in cols))}
         self.pcs = sorted({k[0] for k in self.alpha if k[0] > 0})
         self._grid: np.ndarray | None = None
         # the same table keyed by label positions, for the hot path
@@ -434,6 +434,19 @@ class SkewTable:
         k = bisect_left(kb, longest) - 1
         return float(self._decode_grid()[min(max(i, 0), len(nb) - 2), min(max(j, 0), len(sb) - 2),
                                           min(max(k, 0), len(kb) - 2)])
+
+    def decode_row(self, n: int) -> list:
+        """The ``alpha`` of pure-decode batches of ``n`` rows by (skew-rate, longest-row) bucket
+        position, as nested lists (for :meth:`row_alpha`)."""
+        return self._decode_grid()[self._index(self.bins[0][0], n)].tolist()
+
+    def row_alpha(self, row: list, skew_rate: float, longest: float) -> float:
+        """:meth:`decode_alpha` from :meth:`decode_row`'s ``row`` of the batch's row count."""
+        sb, kb = self.bins[1][0], self.bins[2][0]
+        j = bisect_left(sb, skew_rate if skew_rate < 1.0 else 1.0) - 1
+        k = bisect_left(kb, longest) - 1
+        r = row[j if j < len(sb) - 2 else len(sb) - 2] if j > 0 else row[0]
+        return r[k if k < len(kb) - 2 else len(kb) - 2] if k > 0 else r[0]
 
     def decode_vec(self, n: int, skew_rate: np.ndarray, longest: np.ndarray) -> np.ndarray:
         """``alpha`` of pure-decode batches of ``n`` rows (no prefill), vectorised."""
@@ -540,6 +553,7 @@ class ProfiledCost(CostModel):
         self._ep_ranks = self.dp * self.tp if (self.expert_parallel and model.is_moe) else 1
         self._moe_cache: dict[int, float] = {}
         self._curves: dict[int, tuple] = {}
+        self._span_curves: dict[int, tuple] = {}
         self._attn_cache: dict[tuple, float] = {}  # exact lookup points seen (bounded)
 
     # -- parts (µs) ----------------------------------------------------------------------
@@ -676,26 +690,42 @@ class ProfiledCost(CostModel):
             attn = np.where((alpha != 0.0) & (t_max > attn), attn + alpha * (t_max - attn), attn)
         return attn + fixed
 
+    def _span_curve(self, n: int) -> tuple:
+        """:meth:`_decode_curve` of ``n`` rows as plain lists, for :meth:`decode_span`'s closed
+        form: breakpoints, times, each piece's slope, the slope beyond, the rest of the iteration
+        and (with the unequal-length correction) the ``alpha`` grid of ``n`` rows by (skew-rate,
+        longest-row) bucket; cached per ``n``. The same numbers as the arrays, so the same sums."""
+        c = self._span_curves.get(n)
+        if c is not None:
+            return c
+        xs, ys, slope, fixed = self._decode_curve(n)
+        xl, yl = xs.tolist(), ys.tolist()
+        bl = [0.0] + [(yl[i] - yl[i - 1]) / (xl[i] - xl[i - 1]) for i in range(1, len(xl))]
+        arow = self.skew.decode_row(n) if self.skew is not None and n > 1 else None
+        c = (xl, yl, bl, slope, fixed, arow)
+        if len(self._span_curves) < 4096:
+            self._span_curves[n] = c
+        return c
+
     def decode_span(self, n_seqs: int, ctx_tokens: int, k: int, ctx_growth: int, start_s: float,
                     limit_s: float, spread: tuple[int, int] | None = None) -> tuple[int, float]:
         """:meth:`CostModel.decode_span`; in closed form when the iteration time is affine over
         the whole span: the rows' mean (and, with the unequal-length correction, the longest
         row) stay within one segment of the attention grid and ``alpha`` stays in one bucket."""
-        xs, ys, slope, fixed = self._decode_curve(n_seqs)
+        xl, yl, bl, slope, fixed, arow = self._span_curves.get(n_seqs) or self._span_curve(n_seqs)
         x0, x1 = ctx_tokens / n_seqs, (ctx_tokens + ctx_growth * (k - 1)) / n_seqs
-        mean = _segment(xs, ys, slope, x0, x1)
+        mean = _segment(xl, yl, bl, slope, x0, x1)
         ln = None
         if mean is not None:
             a, b = mean[0], mean[1] * ctx_growth / n_seqs
-            sk = self.skew
-            if sk is not None and spread is not None and n_seqs > 1 and spread[0] > x0:
+            if arow is not None and spread is not None and spread[0] > x0:
                 hi, lo = spread
                 w = hi - lo
                 sr0 = (x0 - lo) / w if w > 0 else 0.5
                 sr1 = (x1 - lo - (k - 1)) / w if w > 0 else 0.5
-                al = sk.decode_alpha(n_seqs, sr0, hi)
-                top = _segment(xs, ys, slope, hi, hi + k - 1)
-                if top is not None and al == sk.decode_alpha(n_seqs, sr1, hi + k - 1):
+                al = self.skew.row_alpha(arow, sr0, hi)
+                top = _segment(xl, yl, bl, slope, hi, hi + k - 1)
+                if top is not None and al == self.skew.row_alpha(arow, sr1, hi + k - 1):
                     tx0, tx1 = top[0], top[0] + top[1] * (k - 1)
                     tm1 = a + b * (k - 1)
                     if al == 0.0 or (tx0 <= a and tx1 <= tm1):
@@ -705,7 +735,7 @@ class ProfiledCost(CostModel):
             else:
                 ln = (a + fixed, b)
         if ln is not None and ln[1] >= 0:
-            return span_of_lines((ln,), k, start_s, limit_s)
+            return _span_of_line(ln[0], ln[1], k, start_s, limit_s)
         durs = self.decode_span_s(n_seqs, ctx_tokens, k, ctx_growth, spread)
         if start_s + float(durs.sum()) - float(durs[-1]) >= limit_s:
             k = max(1, int(np.searchsorted(start_s + (np.cumsum(durs) - durs), limit_s, side="left")))
@@ -713,15 +743,39 @@ class ProfiledCost(CostModel):
         return k, float(durs.sum())
 
 
-def _segment(xs: np.ndarray, ys: np.ndarray, slope: float, x0: float, x1: float):
+def _span_of_line(a: float, b: float, k: int, start_s: float, limit_s: float) -> tuple[int, float]:
+    """:func:`~llmos_sim.serving.cost.span_of_lines` for one line ``d_j = a + b·j`` (``b >= 0``):
+    the same ``S(j) = j·a + b·j(j−1)/2``, evaluated the same way, so the same result; the cut
+    (the first ``j >= 1`` whose start ``start_s + S(j)`` is at/after ``limit_s``; ``S`` never
+    decreases, so it is unique) is found from the quadratic's root and checked exactly."""
+    if k <= 1 or start_s + ((k - 1) * a + b * ((k - 1) * (k - 2) // 2)) < limit_s:
+        return k, k * a + b * (k * (k - 1) // 2)
+    room = limit_s - start_s
+    j = 1
+    if room > 0:  # the root of b/2·x² + (a − b/2)·x = room, in the form without cancellation
+        h = a - b / 2
+        if h > 0:
+            j = int(2 * room / (h + math.sqrt(h * h + 2 * b * room))) + 1
+        elif b > 0:
+            j = int((math.sqrt(h * h + 2 * b * room) - h) / b) + 1
+    j = min(max(j, 1), k - 1)
+    while j > 1 and start_s + ((j - 1) * a + b * ((j - 1) * (j - 2) // 2)) >= limit_s:
+        j -= 1
+    while j < k - 1 and start_s + (j * a + b * (j * (j - 1) // 2)) < limit_s:
+        j += 1
+    return j, j * a + b * (j * (j - 1) // 2)
+
+
+def _segment(xs: list, ys: list, bs: list, slope: float, x0: float, x1: float):
     """``(value at x0, slope)`` of a piecewise-linear curve (breakpoints ``xs``, values ``ys``,
-    clamped below, ``slope`` above) when ``[x0, x1]`` lies on one of its pieces, else None."""
+    ``bs[i]`` the slope between ``xs[i-1]`` and ``xs[i]``, clamped below, ``slope`` above) when
+    ``[x0, x1]`` lies on one of its pieces, else None."""
     i = bisect_right(xs, x0)
     if i >= len(xs):
         return ys[-1] + slope * (x0 - xs[-1]), slope
-    if i > 0 and x1 <= xs[i]:
-        b = (ys[i] - ys[i - 1]) / (xs[i] - xs[i - 1])
-        return ys[i - 1] + b * (x0 - xs[i - 1]), b
-    if i == 0 and x1 <= xs[0]:
+    if x1 <= xs[i]:
+        if i:
+            b = bs[i]
+            return ys[i - 1] + b * (x0 - xs[i - 1]), b
         return ys[0], 0.0
     return None

@@ -67,6 +67,8 @@ class Replica:
         self.async_scheduling = bool(async_scheduling)
         self._spread = bool(getattr(cost, "wants_decode_spread", False))  # the cost model prices unequal decode rows
         self._to_release: list = []  # async scheduling: finished sequences whose blocks free after the next decision
+        self._decisions = 0  # decisions taken so far
+        self._hold: dict = {}  # async scheduling: request id -> the decision that cannot see it yet
         self.table = SeqTable()
         self.waiting: list[WaitingSeq] = []
         self._keys: list[tuple] = []
@@ -106,6 +108,8 @@ class Replica:
                 self._hashed[req.id] = len(req.prefix_hashes)
         self._insert(WaitingSeq(req.id, req.prompt_tokens, req.output_tokens, req.arrival_s, req.priority, pred))
         self.outstanding += 1
+        if self.async_scheduling and self._wake is None and self.table.rid:
+            self._hold[req.id] = self._decisions + 1  # arrived while an iteration runs: see _admissible
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
 
@@ -218,7 +222,12 @@ class Replica:
                 w.computed = kv.cached_tokens(w.rid, w.prompt + w.generated)
         if self._hashed and self.waiting:
             self._refresh_hits()
-        d: BatchDecision = self.policy.next_batch(ReplicaView(t, tab, self.waiting, kv))
+        self._decisions += 1
+        if self._hold:
+            d, held = self._admissible(ReplicaView(t, tab, self.waiting, kv))
+        else:
+            d: BatchDecision = self.policy.next_batch(ReplicaView(t, tab, self.waiting, kv))
+            held = False
         tokens: list[int] = d.tokens.tolist()
         swap_bytes = 0
         requeue = ()
@@ -337,7 +346,8 @@ class Replica:
             n_logits = n_dec
         # -- fast-forward a span of identical decode iterations ---------------------------
         if (self.fast_forward and n_pre == 0 and not d.admit and not d.preempt and not swap_bytes and n_seqs == n_rows
-                and not self._to_release):  # blocks freed after this decision may change the next one
+                and not self._to_release  # blocks freed after this decision may change the next one
+                and not held):  # a request this decision could not see joins the next one
             k, (dur, durs), fin = self._span(n_seqs, dec_ctx, t, later)
             if k > 1:  # (it took ``later``)
                 if durs is not None:  # per-iteration records
@@ -366,6 +376,33 @@ class Replica:
         log.emit(t, E.KV_SAMPLE, self.index, (used, (c_sum + tok) * self._bpt, kv.pool.capacity_bytes, kv.free_blocks))
         may_finish = min(map(sub, tab.output, tab.generated), default=2) <= 1  # a row one token short (or held done)
         return (dur, tokens, 1, d.hold_finished, may_finish, pure)
+
+    def _admissible(self, view: ReplicaView) -> tuple[BatchDecision, bool]:
+        """Async scheduling: the decision on a view without the requests that arrived while the
+        iteration just ended was running, and whether there were any. With async scheduling
+        (one pipeline stage) vLLM's engine core keeps two batches in flight
+        (``max_concurrent_batches`` = 2; ``EngineCore.step_with_batch_queue``): it decides and
+        launches step ``n + 1`` right after launching step ``n``, while ``n`` runs, waits for
+        ``n``'s output, and then decides ``n + 2``; a request that arrives during step ``n`` is
+        first seen by the decision for ``n + 2``. Here, the decision taken when ``n`` ends is
+        that for ``n + 1``: such a request waits for the next one (and no decode span runs
+        meanwhile). When no row is running, no step ``n + 1`` was
+        in flight (vLLM schedules nothing then and decides again at once): nothing is held."""
+        n = self._decisions
+        hold = self._hold
+        held = {r for r, h in hold.items() if h == n} if view.running.rid else ()
+        for r in [r for r, h in hold.items() if h <= n]:
+            del hold[r]
+        waiting = view.waiting
+        if not held:
+            return self.policy.next_batch(view), False
+        idx = [i for i, w in enumerate(waiting) if w.rid not in held]
+        view.waiting = [waiting[i] for i in idx]
+        d = self.policy.next_batch(view)
+        view.waiting = waiting
+        if d.admit:
+            d.admit = tuple((idx[p], x) for p, x in d.admit)
+        return d, len(idx) < len(waiting)
 
     def _decode_spread(self, tokens: list[int], pre: list[int], pure: bool) -> tuple[int, int]:
         """The longest and the shortest context of the rows decoding now (new token included),

@@ -25,7 +25,9 @@ Config (``cfg.serving``; defaults in ``configs/serving/default.yaml``):
   and evicted prefix units, its copies priced at the GPU's ``host_bw_bytes_s`` (null: unlimited
   swap space, evicted prefix units dropped; see :class:`~llmos_sim.serving.kv.HostTier`)
 - ``async_scheduling``: vLLM's async scheduling, as far as it changes decisions: a finished
-  sequence's blocks are freed after the next iteration's decision (see :class:`Replica`)
+  sequence's blocks are freed after the next iteration's decision, and a request that arrives
+  while an iteration runs joins the iteration after the next at the earliest (see
+  :class:`Replica`)
 """
 from __future__ import annotations
 

@@ -221,6 +221,28 @@ def test_decode_spans_match_iterations(n, ctx, k, lag, limit, skew, low):
     assert got[0] == kk and got[1] == pytest.approx(durs[:kk].sum(), rel=1e-9)
 
 
+@settings(max_examples=300, deadline=None)
+@given(a=st.one_of(st.just(0.0), st.floats(1e-6, 1.0)), b=st.one_of(st.just(0.0), st.floats(1e-12, 1e-2)),
+       k=st.integers(1, 5000), start=st.floats(0.0, 100.0), room=st.floats(-1.0, 200.0))
+def test_one_line_span_is_span_of_lines(a, b, k, start, room):
+    """The decode span's one-line closed form returns exactly what the general one does."""
+    from llmos_sim.serving.cost import span_of_lines
+    from llmos_sim.serving.profiled import _span_of_line
+    assert _span_of_line(a, b, k, start, start + room) == span_of_lines(((a, b),), k, start, start + room)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 600), sr=st.floats(-0.5, 1.5), longest=st.integers(1, 40000))
+def test_decode_alpha_lookups_agree(n, sr, longest):
+    """The three pure-decode ``alpha`` lookups (by bucket labels, the dense grid, and the per-row-count
+    lists the closed-form spans use) give the same value, bucket edges included."""
+    sk = _shipped().skew
+    for x in (sr, 0.05, 0.4, 1.0):  # 0.05, 0.4: skew-rate bucket edges
+        a = sk(0, n, x, longest, 0)
+        assert sk.decode_alpha(n, x, longest) == a == sk.row_alpha(sk.decode_row(n), x, longest)
+        assert sk.row_alpha(sk.decode_row(n), x, 4096) == sk(0, n, x, 4096, 0)  # a longest-row edge
+
+
 def test_unequal_decode_rows_cost_more_by_the_profiles_alpha():
     """Pure decode of 64 rows, mean 1024: the longest at 4096 adds alpha · (t(4096) − t(1024))
     per layer, alpha from the profile's bucket (n<=64, skew rate 0.3 → sr<=40%, kvB<=4k, kp=0)."""
