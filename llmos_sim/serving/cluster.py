@@ -81,14 +81,12 @@ class ServiceHost:
         self._next = 0
         self._left = len(self.requests)
         self._done: simpy.Event | None = None
-        self.started_s: float | None = None
         env.process(self._arrivals())
 
     # -- the engine's host seam -----------------------------------------------------------
     def start(self, job: Job, devices: tuple[int, ...], env: simpy.Environment, log: E.EventLog) -> simpy.Event:
         """The scheduler started the service job on ``devices``: create the replicas, hand
         them the waiting requests; the returned event fires when the stream has ended."""
-        self.started_s = env.now
         self._done = simpy.Event(env)
         self.replicas = [self.make_replica(i, env, self._tap, self.next_arrival_s, **self._device_of(i, devices))
                          for i in range(self.n_replicas)]

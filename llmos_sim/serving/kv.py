@@ -277,9 +277,6 @@ class KVCacheManager:
         alive = max(0, min(full, pos + n - self._pops, (known_tokens - 1) // self.block_tokens))
         return alive * self.block_tokens
 
-    def has_cached(self, seq: Hashable) -> bool:
-        return seq in self._cached
-
     def take_cached(self, seq: Hashable, tokens: int) -> None:
         """``seq`` is admitted again reusing ``tokens`` cached tokens (from :meth:`cached_tokens`)."""
         self._cached.pop(seq, None)

@@ -104,7 +104,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from llmos_sim.serving.cost import BatchShape, CostModel, span_of_lines
+from llmos_sim.serving.cost import BatchShape, CostModel
 from llmos_sim.serving.specs import GpuSpec, ModelSpec
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
