@@ -1,5 +1,5 @@
 """Package layout: ``backends/`` and ``configs/`` are top-level folders that import as
-``llmos_sim.backends`` and ``llmos_sim.configs`` (DESIGN.md §5). Metadata is in pyproject.toml."""
+``llmos_sim.backends`` and ``llmos_sim.configs``. Metadata is in pyproject.toml."""
 from setuptools import find_packages, setup
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared check for a CUDA machine (issue 6): calibration, sim-vs-real validation and the
+# One prepared check for a CUDA machine: calibration, sim-vs-real validation and the
 # GPU tests, in under 8 minutes; figures and logs go to $OUT (default ./gpu_results).
 #
 #   bash benchmarks/gpu_check.sh            # or: OUT=/somewhere PYTHON=/path/python bash ...

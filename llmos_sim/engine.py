@@ -1,6 +1,6 @@
 """The engine: the control plane, and the only place that mutates cluster state.
 
-It is small on purpose (DESIGN §6.1). It turns arrivals and completions into scheduling
+It is small on purpose. It turns arrivals and completions into scheduling
 passes, asks the :class:`~llmos_sim.policies.scheduling.base.ClusterScheduler` for a
 decision, applies it under the seed's grant rule ``R_i* = min(R_i, R_i^d)`` and through the
 per-device memory pools (``M_u* = min(M, M_u + M_d)`` for the ideal one), hands work to the

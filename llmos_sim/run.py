@@ -30,7 +30,7 @@ from llmos_sim.engine import Engine
 from llmos_sim.events import EventLog
 from llmos_sim.metrics import jobs_table, memory_table, timeline_table, training_summary
 from llmos_sim.outputs import (LOCK, MARKER, PARTIAL_PREFIX, clean_partials, config_sha256, output_lock, provenance,
-                               read_marker, resume_check, watch_inputs)
+                               read_marker, watch_inputs)
 from llmos_sim.types import Cluster
 from llmos_sim.validate import InputError, chain, check_config, named_error
 
@@ -127,7 +127,7 @@ def run_config(cfg: DictConfig, progress: bool = False) -> RunResult:
 
 def _run_mode(cfg: DictConfig, progress: bool) -> RunResult:
     mode = str(cfg.get("mode", "training"))
-    if mode == "calibrate":  # measure the local devices (torch backend, issue 6)
+    if mode == "calibrate":  # measure the local devices (torch backend)
         facts = instantiate(_key(cfg, "calibration"))
         devices = {f"{d.get('kind')}{d.get('index')}_{dt}_flops": v.get("flops")
                    for d in facts.get("devices", []) for dt, v in d.get("dtypes", {}).items()}
@@ -135,7 +135,7 @@ def _run_mode(cfg: DictConfig, progress: bool) -> RunResult:
     if mode not in ("training", "serving", "mixed"):
         raise ValueError(f"config key 'mode' must be training, serving, mixed or calibrate, got {mode!r}")
     if mode == "serving":
-        from llmos_sim.serving import simulate  # the serving path (issue 5)
+        from llmos_sim.serving import simulate  # the serving path
 
         # the backend decides whether iterations are simulated or really run (backend=torch)
         backend = instantiate(cfg.backend) if cfg.get("backend") is not None else None
@@ -187,7 +187,8 @@ def _add_services(cfg: DictConfig, engine: Engine, streams: dict, first_job_id: 
     from llmos_sim.serving.cluster import ServiceHost, service_jobs
     from llmos_sim.serving.system import replica_factory
 
-    make_replica, info = replica_factory(cfg)
+    make_replica, info = replica_factory(cfg, devices_from_cluster=True)
+    device_specs = [d.spec for d in engine.cluster.devices]
     services = OmegaConf.to_container(_key(cfg, "services"), resolve=True)
     first_req = 0
     for name, s in sorted(services.items()):
@@ -197,7 +198,7 @@ def _add_services(cfg: DictConfig, engine: Engine, streams: dict, first_job_id: 
         reqs = [replace(r, id=first_req + i, service=name) for i, r in enumerate(reqs)]  # ids unique across services
         first_req += len(reqs)
         engine.hosts[name] = ServiceHost(name, reqs, make_replica, instantiate(cfg.router), int(s.get("replicas", 1)),
-                                         engine.env, engine.log)
+                                         engine.env, engine.log, device_specs)
     return service_jobs(services, first_job_id, int(info["tp"]))
 
 
@@ -218,13 +219,6 @@ def _progress_bar(total: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="job", mininterval=0.5, smoothing=0.1)
-
-
-def completed_summary(cfg: DictConfig, out_dir: str | Path) -> dict | None:
-    """The saved summary of a complete run of exactly ``cfg``, this code and unchanged inputs in
-    ``out_dir``, else ``None`` (how a re-run sweep skips what is done; see
-    :func:`llmos_sim.outputs.resume_check`, which also says why a folder does not qualify)."""
-    return resume_check(OmegaConf.to_yaml(cfg, resolve=True), out_dir)[0]
 
 
 #: files a run writes at the top of its folder (removed before a new run's files replace them)

@@ -18,7 +18,6 @@ per outcome; ``tests/core/test_stress_property.py`` runs the same checks under h
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import signal
 import sys

@@ -201,6 +201,8 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "serving.reserve_tokens": _int(0),
     "serving.slo_ttft_s": _opt(positive),
     "serving.slo_tpot_s": _opt(positive),
+    "serving.slo_e2e_s": _opt(positive),
+    "serving.host_kv_bytes": _opt(non_negative),
     "serving.max_time_s": _opt(non_negative),
     "serving.fast_forward": flag,
     "serving.per_iteration_records": flag,

@@ -5,7 +5,7 @@ import simpy
 
 from llmos_sim.backend import Backend, Instant, push_at, queue_of
 from llmos_sim.formulas import distributed_time_s
-from llmos_sim.backends.simpy_cluster.cost import CostModel
+from llmos_sim.backends.simpy_cluster.cost import TrainingCost
 from llmos_sim.types import Task
 
 
@@ -13,8 +13,8 @@ class SimPyCluster(Backend):
     """Waits the cost model's time. Preemption needs nothing here: the engine ignores the
     stale completion event of a cut-short task."""
 
-    def __init__(self, cost_model: CostModel | None = None) -> None:
-        self.cost_model = cost_model if cost_model is not None else CostModel()
+    def __init__(self, cost_model: TrainingCost | None = None) -> None:
+        self.cost_model = cost_model if cost_model is not None else TrainingCost()
 
     def rate_flops_s(self, task: Task) -> float:
         return self.cost_model.rate_flops_s(task, self.cluster)

@@ -9,7 +9,7 @@ from llmos_sim.formulas import distributed_time_s
 from llmos_sim.types import Cluster, Task
 
 
-class CostModel:
+class TrainingCost:
     """``T_d = T / Σ (C_i · share_i) · factor(placement)``; ``factor`` = 1.0 here.
 
     Subclasses change :meth:`factor` (placement, communication); :meth:`capacity_flops`
@@ -47,7 +47,7 @@ class CostModel:
         return self.capacity_flops(task, cluster) / self.factor(task, cluster)
 
 
-class CrossNodeSlowdown(CostModel):
+class CrossNodeSlowdown(TrainingCost):
     """A job spread over ``k`` > 1 nodes runs ``1 + per_extra_node · (k − 1)`` times slower."""
 
     def __init__(self, per_extra_node: float = 0.0) -> None:
@@ -60,7 +60,7 @@ class CrossNodeSlowdown(CostModel):
         return 1.0 + self.per_extra_node * (k - 1)
 
 
-class RingAllReduce(CostModel):
+class RingAllReduce(TrainingCost):
     """Data-parallel communication from link bandwidth: ring all-reduce of the gradients each step.
 
     A job on ``n`` > 1 devices runs steps of ``step_s`` seconds of compute (weak scaling: the
@@ -115,7 +115,7 @@ class RingAllReduce(CostModel):
         return (self.step_s + self.comm_s(task, cluster)) / self.step_s
 
 
-class DeviceAffinity(CostModel):
+class DeviceAffinity(TrainingCost):
     """Per-(job class, device type) speed: a job runs at ``C · affinity`` on each device, where
     ``affinity[class][type]`` (default 1.0; class ``"*"`` = every class) is how well that model
     uses that GPU (Gavel's throughput matrix, relative to peak FLOP/s). A mixed-type grant runs

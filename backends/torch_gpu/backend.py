@@ -35,7 +35,7 @@ import torch
 
 from llmos_sim import events as E
 from llmos_sim.backend import Backend
-from llmos_sim.backends.simpy_cluster.cost import CostModel
+from llmos_sim.backends.simpy_cluster.cost import TrainingCost
 from llmos_sim.backends.torch_gpu.devices import (DEFAULT_MATMUL_N, DTYPES, LocalDevice, apply_threads, discover,
                                                   load_calibration, resolve_dtype)
 from llmos_sim.backends.torch_gpu.work import Matrices, arena_matrices, fresh_matrices, matmuls_per_step, run_flops
@@ -156,7 +156,7 @@ class TorchBackend(Backend):
         self.calibration = calibration
         self.touch_arena = bool(touch_arena)
         self.seed = int(seed)
-        self.cost = CostModel()
+        self.cost = TrainingCost()
         self._log = None
         self._pools: Sequence[MemoryPool] | None = None
         self.handles: dict[int, Handle] = {}  # live tasks by id(task)
@@ -300,11 +300,10 @@ class TorchBackend(Backend):
         pools, _ = self._pools_and_log()
         pool = pools[device] if pools and device < len(pools) else None
         if allocations and pool is not None:
-            tensor_of = getattr(pool, "tensor", None)
-            if tensor_of is not None:  # a native pool: each allocation is its own tensor
-                buf = max((tensor_of(a) for a in allocations), key=lambda t: t.numel())
+            if pool.owns_storage:  # a native pool: each allocation is its own tensor
+                buf = max((pool.tensor(a) for a in allocations), key=lambda t: t.numel())
                 return arena_matrices(buf, [(0, buf.numel())], dtype, n, seed=seed)
-            if getattr(pool, "addressed", type(pool).__name__ != "IdealPool"):
+            if pool.addressed:
                 ext = [e for a in allocations for e in a.extents()]
                 return arena_matrices(self.arenas[device], ext, dtype, n, seed=seed)
         return fresh_matrices(self.local[device].torch_device, dtype, n, seed=seed)

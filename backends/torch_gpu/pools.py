@@ -31,10 +31,8 @@ class TorchNativePool(MemoryPool):
         self._tensors: dict[int, torch.Tensor] = {}
         self._base_ptr: int | None = None
 
-    @property
-    def addressed(self) -> bool:
-        """Offsets are labels of real addresses; the backend uses :meth:`tensor` instead."""
-        return False
+    addressed = False  #: offsets are labels of real addresses; the backend uses :meth:`tensor`
+    owns_storage = True
 
     def tensor(self, allocation: Allocation) -> torch.Tensor:
         """The real uint8 tensor behind ``allocation``."""

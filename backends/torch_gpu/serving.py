@@ -130,6 +130,9 @@ class ExecutingReplica(Replica):
         if self.kv.prefix_caching:
             raise ValueError("serving.prefix_caching is not supported by the torch backend (the simulator counts "
                              "cache hits; a real cache would need content-addressed blocks)")
+        if not self.kv.pool.addressed:
+            raise ValueError(f"the torch backend serves from a KV arena at the pool's offsets; "
+                             f"{type(self.kv.pool).__name__} gives labels, not positions (use a paged pool)")
         self.fast_forward = False
         self.device = device
         self.lm = _model(model, device, dtype, seed)

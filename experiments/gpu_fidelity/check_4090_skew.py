@@ -11,11 +11,6 @@ Prints TTFT / TPOT / e2e MAPE and the signed error of the mean and the p99, in %
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 from llmos_sim import fidelity as F  # noqa: E402
 from llmos_sim.serving import profiled as P  # noqa: E402
 from llmos_sim.serving.specs import LLAMA31_8B, RTX_PRO_6000  # noqa: E402

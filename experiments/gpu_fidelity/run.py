@@ -16,11 +16,9 @@ llmos_sim's own) and replays them: the command must rebuild those deployments fr
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
 
 from llmos_sim import fidelity as F  # noqa: E402
 from llmos_sim.workload.requests import DATA_DIR  # noqa: E402

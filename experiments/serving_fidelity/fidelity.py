@@ -31,7 +31,6 @@ import argparse
 import datetime
 import itertools
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,6 @@ from omegaconf import OmegaConf
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(ROOT))
 
 from llmos_sim.serving import simulate  # noqa: E402
 from llmos_sim.workload.requests import DATA_DIR, VllmBenchmarkRequests  # noqa: E402

@@ -10,14 +10,12 @@ a lower bound on pre-vLLM waste)?
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 from llmos_sim.serving import simulate  # noqa: E402
 
 C = ROOT / "configs"

@@ -14,9 +14,6 @@ against KV capacity, one replica) and ``results/prefix.png``.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
-import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -25,7 +22,6 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 from llmos_sim.serving import simulate  # noqa: E402
 from llmos_sim.workload.mooncake import MooncakeTrace  # noqa: E402
 

@@ -1,12 +1,11 @@
 """Fractional-GPU packing on the Alibaba OpenB trace: sharing vs whole GPUs (see README.md). ~3 min."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from llmos_sim.experiments import bar_plot, run_grid, write
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "train_common"))
-from driver import bar_plot, run_grid, write  # noqa: E402
 
 METRICS = ("jct_s_avg", "jct_s_p50", "jct_s_p99", "wait_s_avg", "wait_s_p99", "makespan_s", "gpu_hours",
            "utilisation")

@@ -1,12 +1,11 @@
 """Heterogeneity-aware (Gavel-style) vs unaware placement on a mixed-GPU cluster (see README.md)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from llmos_sim.experiments import bar_plot, run_grid, write
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "train_common"))
-from driver import bar_plot, run_grid, write  # noqa: E402
 
 METRICS = ("jct_s_avg", "jct_s_p50", "jct_s_p99", "wait_s_avg", "makespan_s", "gpu_hours", "ftf_rho_avg",
            "ftf_tenant_rho_max")

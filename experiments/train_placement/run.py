@@ -1,12 +1,11 @@
 """Placement policies under a ring all-reduce communication model (see README.md)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from llmos_sim.experiments import bar_plot, run_grid, write
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "train_common"))
-from driver import bar_plot, run_grid, write  # noqa: E402
 
 PLACEMENTS = ["pack", "topology", "first_free", "random", "spread"]
 SEEDS = [0, 1, 2]

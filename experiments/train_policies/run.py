@@ -1,12 +1,11 @@
 """FIFO vs SJF vs SRTF vs LAS vs 2D-LAS under rising load (see README.md). ~2 min on 2 cores."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from llmos_sim.experiments import bar_plot, run_grid, write
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "train_common"))
-from driver import bar_plot, run_grid, write  # noqa: E402
 
 POLICIES = ["fifo", "sjf", "srtf", "las", "tiresias"]
 LOADS = [1.0, 2.0, 3.0]

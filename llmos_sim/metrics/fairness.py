@@ -1,6 +1,6 @@
 """Fairness metrics of a training run, from its jobs table (itself from the event log).
 
-- Jain's index over per-job or per-tenant values (:func:`llmos_sim.metrics.summary.jain_index`)
+- Jain's index over per-job or per-tenant values (:func:`jain_index`)
 - finish-time fairness (Themis, NSDI'20): ``ρ = JCT_shared / JCT_isolated`` per job, and per
   tenant the mean of its jobs' ρ. ``JCT_isolated`` is estimated as the job's run time alone on
   its full demand of average devices, ``work / (gpus · C̄)`` (no queueing, no contention);
@@ -15,7 +15,13 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from llmos_sim.metrics.summary import jain_index
+
+def jain_index(x) -> float:
+    """Jain's fairness index ``(Σx)² / (n Σx²)``: 1 = equal shares, 1/n = one takes all."""
+    a = np.asarray(x, dtype=float)
+    if a.size == 0 or not np.any(a):
+        return float("nan")
+    return float(a.sum() ** 2 / (a.size * np.square(a).sum()))
 
 
 def isolated_jct_s(jobs: pd.DataFrame, mean_flops: float) -> pd.Series:

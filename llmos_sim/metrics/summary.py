@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from llmos_sim.metrics.fairness import fairness_summary
+
 
 def _stats(prefix: str, x: pd.Series) -> dict[str, float]:
     x = x.dropna()
@@ -12,14 +14,6 @@ def _stats(prefix: str, x: pd.Series) -> dict[str, float]:
     a = x.to_numpy(dtype=float)
     return {f"{prefix}_avg": float(a.mean()), f"{prefix}_p50": float(np.percentile(a, 50)),
             f"{prefix}_p99": float(np.percentile(a, 99))}
-
-
-def jain_index(x) -> float:
-    """Jain's fairness index ``(Σx)² / (n Σx²)``: 1 = equal shares, 1/n = one takes all."""
-    a = np.asarray(x, dtype=float)
-    if a.size == 0 or not np.any(a):
-        return float("nan")
-    return float(a.sum() ** 2 / (a.size * np.square(a).sum()))
 
 
 def training_summary(jobs: pd.DataFrame, timeline: pd.DataFrame, n_devices: int, mean_flops: float | None = None,
@@ -50,8 +44,6 @@ def training_summary(jobs: pd.DataFrame, timeline: pd.DataFrame, n_devices: int,
     out["utilisation"] = busy_s / (n_devices * makespan) if makespan > 0 else float("nan")
     out["n_preemptions"] = int(jobs["n_preempt"].sum())
     out["gpu_hours"] = out["device_hours"]
-    from llmos_sim.metrics.fairness import fairness_summary
-
     out |= fairness_summary(jobs, mean_flops, tenants)
     if len(timeline) > 1:
         t = timeline["time_s"].to_numpy(dtype=float)

@@ -1,4 +1,4 @@
-"""Tables as pure functions of the event log (DESIGN §3: nothing is derived during the run).
+"""Tables as pure functions of the event log: nothing is derived during the run.
 
 - :func:`jobs_table`: one row per arrived job
 - :func:`timeline_table`: device utilisation, queue length and running count after each change

@@ -18,8 +18,11 @@ Config (``mode: mixed``; see ``configs/experiment/shared_cluster.yaml``)::
         priority: 10              # the service job's priority (Job.priority)
         mem_bytes_per_device: 0   # memory it reserves from each device pool (M_d)
 
-The replicas' model, GPU (its cost model), batching, router, KV settings come from the
-``model``, ``gpu``, ``batching``, ``router`` and ``serving`` groups as in ``mode: serving``.
+The replicas' model, batching, router, KV settings come from the ``model``, ``batching``,
+``router`` and ``serving`` groups as in ``mode: serving``; their GPU is the device the cluster
+granted (replica ``i`` runs on the ``tp`` devices ``devices[i*tp:(i+1)*tp]``, and on the
+smallest of them if the scheduler mixed parts), not the ``gpu`` group: its memory sizes the KV
+cache and its FLOP/s and bandwidth drive the cost model.
 """
 from __future__ import annotations
 
@@ -61,7 +64,7 @@ class ServiceHost:
     """
 
     def __init__(self, name: str, requests: Sequence, make_replica: Callable, router: Router, replicas: int,
-                 env: simpy.Environment, log: E.EventLog) -> None:
+                 env: simpy.Environment, log: E.EventLog, device_specs: Sequence | None = None) -> None:
         if replicas < 1:
             raise ValueError(f"services.{name}.replicas must be >= 1, got {replicas}")
         self.name = name
@@ -72,27 +75,36 @@ class ServiceHost:
         self.env = env
         self.log = log
         self._tap = _CountingLog(log, self)
+        self.device_specs = device_specs  #: the cluster's DeviceSpec per device index (None: the gpu group's)
         self.replicas: list = []
         self.pending: list = []  # arrived before the service started
         self._next = 0
         self._left = len(self.requests)
         self._done: simpy.Event | None = None
-        self.started_s: float | None = None
         env.process(self._arrivals())
 
     # -- the engine's host seam -----------------------------------------------------------
     def start(self, job: Job, devices: tuple[int, ...], env: simpy.Environment, log: E.EventLog) -> simpy.Event:
         """The scheduler started the service job on ``devices``: create the replicas, hand
         them the waiting requests; the returned event fires when the stream has ended."""
-        self.started_s = env.now
         self._done = simpy.Event(env)
-        self.replicas = [self.make_replica(i, env, self._tap, self.next_arrival_s) for i in range(self.n_replicas)]
+        self.replicas = [self.make_replica(i, env, self._tap, self.next_arrival_s, **self._device_of(i, devices))
+                         for i in range(self.n_replicas)]
         for r in self.pending:
             self._route(r)
         self.pending = []
         if self._left == 0:
             self._done.succeed()
         return self._done
+
+    def _device_of(self, i: int, devices: tuple[int, ...]) -> dict:
+        """``{"device": spec}`` of replica ``i``'s share of ``devices`` (the smallest part if
+        they differ), or nothing when the host was not given the cluster's devices."""
+        if self.device_specs is None:
+            return {}
+        tp = max(1, len(devices) // self.n_replicas)
+        specs = {self.device_specs[d] for d in devices[i * tp:(i + 1) * tp]}
+        return {"device": min(specs, key=lambda d: (d.mem_bytes, d.flops, d.name))}
 
     # -- requests -----------------------------------------------------------------------------
     def next_arrival_s(self) -> float:

@@ -61,7 +61,7 @@ from __future__ import annotations
 import inspect
 from typing import Callable, Hashable, Sequence
 
-from llmos_sim.policies.memory.base import Allocation, MemoryPool
+from llmos_sim.policies.memory.base import Allocation, BlockPool, MemoryPool
 
 GROW = "grow"
 RESERVE = "reserve"
@@ -184,14 +184,14 @@ class KVCacheManager:
         self.total_blocks = pool.capacity_bytes // self.block_bytes
         self._free = self.total_blocks
         # a paged pool grows one allocation per sequence in place (O(1) per block)
-        self._append = getattr(pool, "append_blocks", None) if mode == GROW else None
-        self._append_many = getattr(pool, "append_blocks_many", None) if mode == GROW else None
+        blocks = mode == GROW and isinstance(pool, BlockPool)
+        self._append = pool.append_blocks if blocks else None
+        self._append_many = pool.append_blocks_many if blocks else None
         # ... and, with blocks of this size (so nothing is rounded: a sequence's bytes are its
         # blocks'), can defer the new blocks' bookkeeping until the allocation is freed (counts
-        # and free blocks stay exact; see :meth:`PagedPool.defer_blocks_many`)
-        same_blocks = getattr(pool, "block_bytes", None) == self.block_bytes
-        self._defer = getattr(pool, "defer_blocks_many", None) if mode == GROW and same_blocks else None
-        self._exact = mode == GROW and (self._append is not None or type(pool).__name__ == "IdealPool")
+        # and free blocks stay exact; see :meth:`BlockPool.defer_blocks_many`)
+        self._defer = pool.defer_blocks_many if blocks and pool.block_bytes == self.block_bytes else None
+        self._exact = mode == GROW and pool.exact_free_count
         self.used_bytes = 0  #: bytes the pool set aside for live KV (after its rounding)
         self._held: dict[Hashable, list[Allocation]] = {}
         self._nblocks: dict[Hashable, int] = {}
@@ -276,9 +276,6 @@ class KVCacheManager:
         pos, n, full = e
         alive = max(0, min(full, pos + n - self._pops, (known_tokens - 1) // self.block_tokens))
         return alive * self.block_tokens
-
-    def has_cached(self, seq: Hashable) -> bool:
-        return seq in self._cached
 
     def take_cached(self, seq: Hashable, tokens: int) -> None:
         """``seq`` is admitted again reusing ``tokens`` cached tokens (from :meth:`cached_tokens`)."""

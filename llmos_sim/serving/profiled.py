@@ -104,7 +104,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from llmos_sim.serving.cost import BatchShape, CostModel, span_of_lines
+from llmos_sim.serving.cost import BatchShape, CostModel
 from llmos_sim.serving.specs import GpuSpec, ModelSpec
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
@@ -280,13 +280,10 @@ class AttentionTable:
 
     def __init__(self, df: pd.DataFrame, path: str = "attention.csv") -> None:
         grid: dict = {}
-        dup = 0
         for pc, kp, nd, kd, t in zip(*(df[c].tolist() for c in ("prefill_chunk", "kv_prefill", "n_decode", "kv_decode",
                                                                 "time_us"))):
             row = grid.setdefault(int(pc), {}).setdefault(int(nd), {}).setdefault(int(kp), {})
-            if int(kd) in row:
-                dup += 1
-            row[int(kd)] = float(t)
+            row[int(kd)] = float(t)  # a repeated measurement: the last one wins
         if not grid:
             raise ProfileError(f"{path}: no rows")
         # pc -> (sorted positive nd, {nd: (sorted kp, [(kd list, t list)])}); nd = 0 kept apart
@@ -307,7 +304,6 @@ class AttentionTable:
             raise ProfileError(f"{path}: no pure-decode rows (prefill_chunk 0, n_decode > 0)")
         if not self.pcs:
             raise ProfileError(f"{path}: no prefill rows (prefill_chunk > 0)")
-        self.duplicates = dup
 
     def _slice(self, pc: int, nd_w, kp: float, kd: float) -> float:
         nds, slices = self.grid[pc]

@@ -18,17 +18,18 @@ Presets (values from the models' ``config.json`` and the vendors' datasheets):
 - Qwen3-30B-A3B (MoE): 48 layers, hidden 2048, 32 heads of 128, 4 KV heads, 128 experts of
   width 768, 8 active per token, vocab 151936 → 30.5e9 parameters (3.3e9 active per token),
   96 KiB of KV per token.
-- GPUs: dense (no sparsity) bf16 tensor FLOP/s with FP32 accumulate, memory bandwidth,
-  memory capacity, the per-GPU peer link (NVLink or PCIe) and the host link (swap).
-  RTX PRO 6000 Blackwell (Server Edition): 96 GiB GDDR7 at 1.597 TB/s, PCIe 5 x16 (64 GB/s),
-  503.8 TFLOP/s dense bf16 (the datasheet gives 4 PFLOP/s of sparse FP4; dense bf16 is an
-  eighth of it, as for the other Blackwell parts).
+- GPUs: a :class:`GpuSpec` is the serving view of one part of the device catalogue
+  (:data:`llmos_sim.hardware.CATALOGUE`, the one list training and serving share): dense bf16
+  tensor FLOP/s, memory bandwidth, memory capacity, the per-GPU peer link (NVLink or PCIe) and
+  the host link (swap). :func:`gpu_spec` builds one by name (``configs/gpu/*.yaml`` call it),
+  :meth:`GpuSpec.of_device` from the device a cluster granted.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llmos_sim.types import GiB, DeviceSpec
+from llmos_sim.hardware import CATALOGUE, part
+from llmos_sim.types import DeviceSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,28 @@ class GpuSpec:
         """The project-wide device type for this GPU."""
         return DeviceSpec(self.name, self.flops, self.mem_bytes, self.mem_bw_bytes_s)
 
+    @classmethod
+    def of_device(cls, dev: DeviceSpec) -> "GpuSpec":
+        """The GPU a cluster device is: its FLOP/s, memory and bandwidth as granted; its links
+        from the catalogue when the part is known there (else none). A device without a memory
+        bandwidth takes the catalogue's (a serving cost model needs one)."""
+        known = CATALOGUE.get(dev.name)
+        bw = dev.mem_bw_bytes_s or (known.mem_bw_bytes_s if known else 0.0)
+        return cls(dev.name, dev.flops, bw, dev.mem_bytes, known.link_bw_bytes_s if known else 0.0,
+                   known.host_bw_bytes_s if known else 0.0)
+
+
+def gpu_spec(name: str, flops: float | None = None, mem_bw_bytes_s: float | None = None,
+             mem_bytes: int | None = None, link_bw_bytes_s: float | None = None,
+             host_bw_bytes_s: float | None = None) -> GpuSpec:
+    """The catalogue part ``name`` (canonical name or alias) as a :class:`GpuSpec`; a given
+    figure overrides the catalogue's (e.g. ``gpu.mem_bytes`` for what a driver reports)."""
+    p = part(name, "gpu.name")
+    pick = lambda v, d: d if v is None else v  # noqa: E731
+    return GpuSpec(p.name, float(pick(flops, p.flops)), float(pick(mem_bw_bytes_s, p.mem_bw_bytes_s)),
+                   int(pick(mem_bytes, p.mem_bytes)), float(pick(link_bw_bytes_s, p.link_bw_bytes_s)),
+                   float(pick(host_bw_bytes_s, p.host_bw_bytes_s)))
+
 
 LLAMA31_8B = ModelSpec("Llama-3.1-8B", 32, 4096, 32, 8, 14336, 128256)
 LLAMA3_70B = ModelSpec("Llama-3-70B", 80, 8192, 64, 8, 28672, 128256)
@@ -141,9 +164,9 @@ QWEN3_32B = ModelSpec("Qwen3-32B", 64, 5120, 64, 8, 25600, 151936, head_size=128
 QWEN3_30B_A3B = ModelSpec("Qwen3-30B-A3B", 48, 2048, 32, 4, 6144, 151936, head_size=128,
                           experts=128, active_experts=8, expert_intermediate=768)
 
-A100_80GB = GpuSpec("A100-SXM-80GB", 312e12, 2.039e12, 80 * GiB, 300e9, 32e9)
-H100 = GpuSpec("H100-SXM", 989.4e12, 3.35e12, 80 * GiB, 450e9, 64e9)
-H200 = GpuSpec("H200-SXM", 989.4e12, 4.8e12, 141 * 10**9, 450e9, 64e9)
-RTX4090 = GpuSpec("RTX-4090", 165.2e12, 1.008e12, 24 * GiB, 32e9, 32e9)
-L40S = GpuSpec("L40S", 362.05e12, 0.864e12, 48 * GiB, 32e9, 32e9)
-RTX_PRO_6000 = GpuSpec("RTX-PRO-6000", 503.8e12, 1.597e12, 96 * GiB, 64e9, 64e9)
+A100_80GB = gpu_spec("A100")
+H100 = gpu_spec("H100")
+H200 = gpu_spec("H200")
+RTX4090 = gpu_spec("RTX4090")
+L40S = gpu_spec("L40S")
+RTX_PRO_6000 = gpu_spec("RTXPRO6000")

@@ -85,10 +85,7 @@ def _kv_mode(mode: str, pool) -> str:
         return mode
     if mode != "auto":
         raise ValueError(f"serving.kv_mode must be grow, reserve or auto, got {mode!r}")
-    contiguous = getattr(pool, "reserves_max_length", None)
-    if contiguous is None:
-        contiguous = "contiguous" in type(pool).__name__.lower()
-    return RESERVE if contiguous else GROW
+    return RESERVE if pool.reserves_max_length else GROW
 
 
 def replica_loads(reps: Sequence[Replica], router: Router, r) -> list[ReplicaLoad]:
@@ -192,13 +189,16 @@ def simulate(cfg, seed: int, progress: bool = False, backend=None) -> ServingRes
     return res
 
 
-def replica_factory(cfg, backend=None) -> tuple[Any, dict[str, Any]]:
+def replica_factory(cfg, backend=None, devices_from_cluster: bool = False) -> tuple[Any, dict[str, Any]]:
     """``make_replica(index, env, log, next_arrival) -> Replica`` from the composed config
     (``model``, ``gpu``, ``batching``, ``memory`` — or ``serving.kv_memory`` if set — and
     ``serving``), and facts about it (``tp``, ``kv_capacity_bytes``). Used by ``mode: serving``
     and by services on the shared cluster (``mode: mixed``). A ``backend`` whose
     :meth:`~llmos_sim.backend.Backend.serving_replica` gives a factory builds the replicas
-    with it (real execution)."""
+    with it (real execution). With ``devices_from_cluster`` (``mode: mixed``) every replica is
+    given the device the cluster granted it (``make_replica(..., device=DeviceSpec)``) and runs
+    on that part — its cost model and its KV cache from that device's figures, not the ``gpu``
+    group's; ``kv_capacity_bytes`` is then not known up front (None)."""
     from hydra.utils import instantiate
 
     s = cfg.get("serving", None)
@@ -208,11 +208,14 @@ def replica_factory(cfg, backend=None) -> tuple[Any, dict[str, Any]]:
     block_tokens = int(_cfg_get(s, "block_tokens"))
     block_bytes = block_tokens * model.kv_bytes_per_token
     nblocks = _cfg_get(s, "num_kv_blocks")
-    if nblocks is not None:
-        capacity = int(nblocks) * block_bytes
-    else:
-        capacity = kv_capacity_bytes(model, gpu, tp, float(_cfg_get(s, "gpu_memory_utilization")),
-                                     int(_cfg_get(s, "activation_reserve_bytes")))
+
+    def capacity_on(g: GpuSpec) -> int:
+        if nblocks is not None:
+            return int(nblocks) * block_bytes
+        return kv_capacity_bytes(model, g, tp, float(_cfg_get(s, "gpu_memory_utilization")),
+                                 int(_cfg_get(s, "activation_reserve_bytes")))
+
+    capacity = capacity_on(gpu) if devices_from_cluster is False else None
     kv_memory = s.get("kv_memory", None) if s is not None else None
     if kv_memory is None:
         kv_memory = cfg.get("memory", None)
@@ -228,16 +231,31 @@ def replica_factory(cfg, backend=None) -> tuple[Any, dict[str, Any]]:
     host_bytes = _cfg_get(s, "host_kv_bytes")
     if host_bytes is not None and not float(host_bytes) >= 0:
         raise ValueError(f"serving.host_kv_bytes must be >= 0 or null, got {host_bytes!r}")
-    if host_bytes is not None and not gpu.host_bw_bytes_s > 0:
-        raise ValueError(f"serving.host_kv_bytes needs the GPU's host link bandwidth (gpu.host_bw_bytes_s > 0) "
-                         f"to price its copies; {gpu.name} has {gpu.host_bw_bytes_s}")
 
-    def make_replica(i, env, log, next_arrival):
-        pool = make_pool(pool_factory, capacity, block_bytes, reserve * model.kv_bytes_per_token or None)
+    def check_host_link(g: GpuSpec) -> None:
+        if host_bytes is not None and not g.host_bw_bytes_s > 0:
+            raise ValueError(f"serving.host_kv_bytes needs the GPU's host link bandwidth (gpu.host_bw_bytes_s > 0) "
+                             f"to price its copies; {g.name} has {g.host_bw_bytes_s}")
+
+    if not devices_from_cluster:
+        check_host_link(gpu)
+
+    by_device: dict = {}
+
+    def make_replica(i, env, log, next_arrival, device=None):
+        # a replica on a granted cluster device runs on that device (its memory sizes the KV cache)
+        if device is None:
+            g, cap = gpu, capacity
+        else:
+            if device not in by_device:
+                check_host_link(GpuSpec.of_device(device))
+                by_device[device] = (GpuSpec.of_device(device), capacity_on(GpuSpec.of_device(device)))
+            g, cap = by_device[device]
+        pool = make_pool(pool_factory, cap, block_bytes, reserve * model.kv_bytes_per_token or None)
         kv = KVCacheManager(pool, model.kv_bytes_per_token, block_tokens, _kv_mode(kv_mode, pool), reserve,
                             bool(_cfg_get(s, "prefix_caching")),
                             HostTier(int(float(host_bytes))) if host_bytes is not None else None)
-        return replica_cls(i, env, log, instantiate(cfg.batching), kv, cost_factory(model=model, gpu=gpu, tp=tp),
+        return replica_cls(i, env, log, instantiate(cfg.batching), kv, cost_factory(model=model, gpu=g, tp=tp),
                        next_arrival, math.inf if max_time is None else float(max_time),
                        bool(_cfg_get(s, "fast_forward")), bool(_cfg_get(s, "per_iteration_records")),
                        bool(_cfg_get(s, "async_scheduling")))

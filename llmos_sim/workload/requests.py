@@ -27,14 +27,15 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from llmos_sim.validate import InputError, count, non_negative, optional_count, positive
-from llmos_sim.workload.base import check_fields, read_csv_text, read_text
+from llmos_sim.validate import count, non_negative, optional_count, positive
+from llmos_sim.workload.base import TraceError, check_fields, read_csv_text, read_text
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
-class WorkloadError(InputError):
-    """Malformed workload input; the message names the file and the line."""
+#: malformed request-workload input: the same error as a malformed job trace (one type for every
+#: trace reader; the message names the file and the line); the name is kept for callers
+WorkloadError = TraceError
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +96,7 @@ def _read_csv(path: Path, columns: Sequence[str], ints: Sequence[str] = ()) -> p
         df = read_csv_text(path, text, WorkloadError)
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise WorkloadError(f"{path}:1: missing column(s) {missing}; header has {list(df.columns)}")
+        raise WorkloadError(f"{path}: line 1: missing column(s) {missing}; header has {list(df.columns)}")
     if len(df) == 0:
         raise WorkloadError(f"{path}: no data rows")
     return df
@@ -111,7 +112,7 @@ def _ints(df: pd.DataFrame, col: str, path: Path, minimum: int) -> np.ndarray:
     bad = ~np.isfinite(v) | (v < minimum) | (v != np.floor(v)) | (v > 2**53)
     if bad.any():
         i = int(np.argmax(bad))
-        raise WorkloadError(f"{path}:{i + 2}: column {col!r} must be an integer in [{minimum}, 2**53], "
+        raise WorkloadError(f"{path}: line {i + 2}: column {col!r} must be an integer in [{minimum}, 2**53], "
                             f"got {df[col].iloc[i]!r}")
     return v.astype(np.int64)
 
@@ -152,7 +153,7 @@ class AzureLLMTrace:
         ts = pd.to_datetime(df["TIMESTAMP"], format="ISO8601", errors="coerce")
         if ts.isna().any():
             i = int(np.argmax(ts.isna().to_numpy()))
-            raise WorkloadError(f"{self.path}:{i + 2}: bad TIMESTAMP {df['TIMESTAMP'].iloc[i]!r}")
+            raise WorkloadError(f"{self.path}: line {i + 2}: bad TIMESTAMP {df['TIMESTAMP'].iloc[i]!r}")
         t = ts.to_numpy(dtype="datetime64[ns]").astype(np.int64)
         arrival = (t - t.min()).astype(np.float64) * 1e-9 / self.rate_scale
         prompt = _ints(df, "ContextTokens", self.path, 1)
@@ -215,18 +216,18 @@ class VllmBenchmarkRequests:
             try:
                 r = json.loads(line)
             except json.JSONDecodeError as e:
-                raise WorkloadError(f"{self.path}:{ln}: not valid JSON: {e.msg}") from e
+                raise WorkloadError(f"{self.path}: line {ln}: not valid JSON: {e.msg}") from e
             if not isinstance(r, dict):
-                raise WorkloadError(f"{self.path}:{ln}: expected a JSON object")
+                raise WorkloadError(f"{self.path}: line {ln}: expected a JSON object")
             for k in (*self.KEYS, self.arrival_field):
                 if k not in r:
-                    raise WorkloadError(f"{self.path}:{ln}: missing key {k!r}")
+                    raise WorkloadError(f"{self.path}: line {ln}: missing key {k!r}")
             for k in ("input_toks", "output_toks"):
                 if not isinstance(r[k], int) or isinstance(r[k], bool) or not 1 <= r[k] <= 2**53:
-                    raise WorkloadError(f"{self.path}:{ln}: {k!r} must be an integer in [1, 2**53], got {r[k]!r}")
+                    raise WorkloadError(f"{self.path}: line {ln}: {k!r} must be an integer in [1, 2**53], got {r[k]!r}")
             t = r[self.arrival_field]
             if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or abs(t) > 2**53:
-                raise WorkloadError(f"{self.path}:{ln}: {self.arrival_field!r} must be a finite number, got {t!r}")
+                raise WorkloadError(f"{self.path}: line {ln}: {self.arrival_field!r} must be a finite number, got {t!r}")
             rows.append(r)
         if not rows:
             raise WorkloadError(f"{self.path}: no requests")

@@ -69,7 +69,7 @@ def test_experiments_compose(experiment):
     assert cfg.mode == "serving"
     if experiment == "fidelity_vllm_4090":
         assert cfg.serving.num_kv_blocks == 2588 and cfg.batching.max_num_batched_tokens == 2048
-        assert cfg.gpu.name == "RTX-4090" and cfg.workload._target_.endswith("VllmBenchmarkRequests")
+        assert cfg.gpu.name == "RTX4090" and cfg.workload._target_.endswith("VllmBenchmarkRequests")
     r = simulate(_compose([f"experiment={experiment}", "++workload.max_requests=30"]), seed=0)
     assert r.summary["n_finished"] == 30
 

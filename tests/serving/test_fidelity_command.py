@@ -30,7 +30,7 @@ def test_a_synthesized_run_replays_to_itself(tmp_path, engine):
     assert (d["tp"], d["dp"], d["expert_parallel"]) == (engine["tensor_parallel_size"], engine["data_parallel_size"],
                                                       engine["enable_expert_parallel"])
     assert (d["max_num_seqs"], d["max_num_batched_tokens"]) == (engine["max_num_seqs"], engine["max_num_batched_tokens"])
-    assert d["gpu"] == "RTX-PRO-6000" and d["model"] in engine["model"]
+    assert d["gpu"] == "RTXPRO6000" and d["model"] in engine["model"]
     for k in F.METRICS:
         assert f.summary[f"{k}_mape"] < 1e-5
     assert f.summary["series_running"]["mae"] == 0.0
@@ -87,7 +87,7 @@ def test_shipped_runs_deployments():
     d4 = F.RunFolder.read(DATA_DIR / "vllm_rtx4090_llama31_8b").deployment()
     assert (d4["num_gpu_blocks"], d4["prefix_caching"], d4["async_scheduling"], d4["max_num_seqs"]) == (2588, True, True, 256)
     cfg, dep = F.build_config(F.RunFolder.read(DATA_DIR / "vllm_rtxpro6000_llama31_8b"))
-    assert dep["gpu"] == "RTX-PRO-6000" and dep["max_num_seqs"] == 128 and dep["num_gpu_blocks"] is None
+    assert dep["gpu"] == "RTXPRO6000" and dep["max_num_seqs"] == 128 and dep["num_gpu_blocks"] is None
     # no stated block count: from memory, 0.9 · 96 GiB − 16.06 GB of weights − 2 GB, per 16-token block of 128 KiB
     assert dep["kv_blocks"] == int((0.9 * 96 * 2**30 - 8030261248 * 2 - 2e9) // (16 * 131072))
 

@@ -59,33 +59,33 @@ def _write(tmp_path, name, text, gz=False):
 def test_malformed_csv_names_file_and_line(tmp_path):
     p = _write(tmp_path, "t.csv.gz", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
                "2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:47.0,12x,5\n", gz=True)
-    with pytest.raises(WorkloadError, match=r"t\.csv\.gz:3: column 'ContextTokens'"):
+    with pytest.raises(WorkloadError, match=r"t\.csv\.gz: line 3: column 'ContextTokens'"):
         AzureLLMTrace("conv", path=p).requests()
     p = _write(tmp_path, "u.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\nnot-a-time,1,1\n")
-    with pytest.raises(WorkloadError, match=r"u\.csv:2: bad TIMESTAMP"):
+    with pytest.raises(WorkloadError, match=r"u\.csv: line 2: bad TIMESTAMP"):
         AzureLLMTrace("conv", path=p).requests()
     p = _write(tmp_path, "v.csv", "TIMESTAMP,Context\n2023-11-16 18:15:46,1\n")
-    with pytest.raises(WorkloadError, match=r"v\.csv:1: missing column"):
+    with pytest.raises(WorkloadError, match=r"v\.csv: line 1: missing column"):
         AzureLLMTrace("conv", path=p).requests()
     p = _write(tmp_path, "w.csv", "num_prefill_tokens,num_decode_tokens\n10,5\n10,0\n")
-    with pytest.raises(WorkloadError, match=r"w\.csv:3: column 'num_decode_tokens'"):
+    with pytest.raises(WorkloadError, match=r"w\.csv: line 3: column 'num_decode_tokens'"):
         ArxivSummarization(path=p).requests(np.random.default_rng(0))
     p = _write(tmp_path, "x.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n"
                "2023-11-16 18:15:50.9951690,99999999999999999999999,109\n")  # beyond int64
-    with pytest.raises(WorkloadError, match=r"x\.csv:3: column 'ContextTokens' must be an integer in \[1, 2\*\*53\]"):
+    with pytest.raises(WorkloadError, match=r"x\.csv: line 3: column 'ContextTokens' must be an integer in \[1, 2\*\*53\]"):
         AzureLLMTrace("conv", path=p).requests()
 
 
 def test_malformed_jsonl_names_file_and_line(tmp_path):
     good = '{"request_id": "a", "input_toks": 5, "output_toks": 3, "arrival_time": 1.0}\n'
     p = _write(tmp_path, "r.jsonl", good + "{not json\n")
-    with pytest.raises(WorkloadError, match=r"r\.jsonl:2: not valid JSON"):
+    with pytest.raises(WorkloadError, match=r"r\.jsonl: line 2: not valid JSON"):
         VllmBenchmarkRequests(path=p).requests()
     p = _write(tmp_path, "s.jsonl", good + '{"request_id": "b", "input_toks": 5, "arrival_time": 2.0}\n')
-    with pytest.raises(WorkloadError, match=r"s\.jsonl:2: missing key 'output_toks'"):
+    with pytest.raises(WorkloadError, match=r"s\.jsonl: line 2: missing key 'output_toks'"):
         VllmBenchmarkRequests(path=p).requests()
     p = _write(tmp_path, "t.jsonl", good.replace('"input_toks": 5', '"input_toks": -1'))
-    with pytest.raises(WorkloadError, match=r"t\.jsonl:1: 'input_toks'"):
+    with pytest.raises(WorkloadError, match=r"t\.jsonl: line 1: 'input_toks'"):
         VllmBenchmarkRequests(path=p).requests()
     with pytest.raises(WorkloadError, match="no such file"):
         VllmBenchmarkRequests(path=str(tmp_path / "missing.jsonl"))

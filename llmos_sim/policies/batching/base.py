@@ -1,4 +1,4 @@
-"""Iteration-level batching policies: a view in, a batch decision out (DESIGN §6.2, §6.4).
+"""Iteration-level batching policies: a view in, a batch decision out (hooks on one base, not copies).
 
 :class:`BatchingPolicy` owns the per-iteration plan; variants override one hook:
 

@@ -2,7 +2,7 @@
 
 One class per policy, one YAML per policy in ``configs/memory/`` (Hydra is the registry).
 """
-from llmos_sim.policies.memory.base import Allocation, MemoryPool, PoolStats
+from llmos_sim.policies.memory.base import Allocation, BlockPool, MemoryPool, PoolStats
 from llmos_sim.policies.memory.buddy import BuddyPool
 from llmos_sim.policies.memory.caching import CachingPool
 from llmos_sim.policies.memory.contiguous import ContiguousReservationPool
@@ -12,7 +12,7 @@ from llmos_sim.policies.memory.paged import PagedPool
 from llmos_sim.policies.memory.slab import SizeClassPool
 
 __all__ = [
-    "Allocation", "MemoryPool", "PoolStats", "IdealPool", "FitPool", "FirstFitPool", "NextFitPool",
+    "Allocation", "MemoryPool", "BlockPool", "PoolStats", "IdealPool", "FitPool", "FirstFitPool", "NextFitPool",
     "BestFitPool", "WorstFitPool", "BuddyPool", "SizeClassPool", "CachingPool", "PagedPool",
     "ContiguousReservationPool",
 ]

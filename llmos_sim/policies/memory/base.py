@@ -5,6 +5,14 @@ A pool manages one device's memory of capacity ``M`` as an address range ``[0, M
 decides whether to wait, preempt or fail. Pools are the one stateful kind of policy: they own
 their bookkeeping and only the engine (or a serving replica on the engine's behalf) calls them.
 
+What a pool can do beyond the seam it declares as class attributes, so callers ask instead of
+guessing from class names: :attr:`MemoryPool.addressed` (offsets are positions a real arena
+can back), :attr:`MemoryPool.exact_free_count` (an allocation succeeds exactly when its blocks
+are free: a KV cache may count free blocks itself), :attr:`MemoryPool.reserves_max_length`
+(every allocation reserves a sequence's maximum length: a KV cache on it reserves, not grows),
+:attr:`MemoryPool.owns_storage` (each allocation is its own storage, ``pool.tensor(a)``).
+Pools of fixed-size blocks derive from :class:`BlockPool` (block size, growth in whole blocks).
+
 Subclasses implement :meth:`_allocate` and :meth:`_free` and keep ``self._allocated`` (bytes
 handed out, after rounding) and ``self._reserved`` (bytes the pool holds from the device,
 >= allocated; equal for pools that do not cache) up to date; the base class keeps requested
@@ -14,7 +22,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Hashable
+from typing import ClassVar, Hashable, Sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +92,17 @@ class PoolStats:
 
 class MemoryPool(ABC):
     """Base of every pool policy. ``capacity_bytes`` is the seed's ``M``."""
+
+    #: offsets are positions in ``[0, capacity)`` that a real arena can back (False: labels,
+    #: e.g. the ideal pool's running counter)
+    addressed: ClassVar[bool] = True
+    #: ``allocate`` succeeds exactly when the request's blocks are free (no rounding beyond the
+    #: block, no fragmentation), so a KV cache's own free-block count is exact
+    exact_free_count: ClassVar[bool] = False
+    #: every allocation reserves a sequence's maximum length up front (``kv_mode: auto`` reserves)
+    reserves_max_length: ClassVar[bool] = False
+    #: each allocation is its own storage, given by ``tensor(allocation)`` (a real allocator)
+    owns_storage: ClassVar[bool] = False
 
     def __init__(self, capacity_bytes: int) -> None:
         if capacity_bytes < 0:
@@ -171,3 +190,29 @@ class MemoryPool(ABC):
     @abstractmethod
     def largest_free_bytes(self) -> int:
         """Largest single request that would succeed now."""
+
+
+class BlockPool(MemoryPool):
+    """A pool of fixed-size blocks of :attr:`block_bytes` that grows an allocation in place by
+    whole blocks (a KV cache's block pool). Its free count is exact in blocks.
+
+    - :meth:`append_blocks`: one allocation grows by ``n`` blocks (a new object, same id)
+    - :meth:`append_blocks_many`: several at once, all or nothing
+    - :meth:`defer_blocks_many`: as ``append_blocks_many`` with the objects rebuilt lazily
+    - :meth:`settle`: the allocation with its deferred blocks (the live object)
+    """
+
+    exact_free_count = True
+    block_bytes: int
+
+    @abstractmethod
+    def append_blocks(self, allocation: Allocation, n_more: int) -> Allocation | None: ...
+
+    @abstractmethod
+    def append_blocks_many(self, allocations: Sequence[Allocation], counts: Sequence[int]) -> list[Allocation] | None: ...
+
+    @abstractmethod
+    def defer_blocks_many(self, allocations: Sequence[Allocation], counts: Sequence[int]) -> bool: ...
+
+    @abstractmethod
+    def settle(self, allocation: Allocation) -> Allocation: ...

@@ -20,6 +20,8 @@ class ContiguousReservationPool(FirstFitPool):
     ``n <= max_len_bytes``); capacity beyond the last whole slot is unused.
     """
 
+    reserves_max_length = True
+
     def __init__(self, capacity_bytes: int, max_len_bytes: int) -> None:
         if max_len_bytes < 1:
             raise ValueError(f"max_len_bytes must be >= 1, got {max_len_bytes}")

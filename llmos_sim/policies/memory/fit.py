@@ -2,7 +2,7 @@
 
 One base class, :class:`FitPool`, owns the free-extent bookkeeping (split on allocate,
 coalesce with both neighbours on free); each variant overrides one hook,
-:meth:`FitPool._choose`, that picks which free extent to carve from (DESIGN §6.4).
+:meth:`FitPool._choose`, that picks which free extent to carve from.
 
 Data structures (all kept in step; invariants checked by the property tests):
 

@@ -11,6 +11,9 @@ class IdealPool(MemoryPool):
     """Fits whenever total free >= request. Offsets are a running counter: the ideal pool has
     no address space to fragment, so offsets are labels, not positions."""
 
+    addressed = False
+    exact_free_count = True
+
     def _allocate(self, nbytes: int, tag: Hashable, alloc_id: int) -> Allocation | None:
         used = self._allocated
         after = pool_usage_bytes(self.capacity_bytes, used, nbytes)

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from typing import Hashable, Sequence
 
-from llmos_sim.policies.memory.base import Allocation, MemoryPool
+from llmos_sim.policies.memory.base import Allocation, BlockPool
 
 
-class PagedPool(MemoryPool):
+class PagedPool(BlockPool):
     """Fixed-size blocks of ``block_bytes`` each; ``allocate(n)`` takes ``ceil(n / block)``.
 
     A request takes at least one block (also a zero-byte one) and is all-or-nothing: it

@@ -7,7 +7,7 @@ anything that no longer holds. A scheduler composes a :class:`Placement` that pi
 
 Most policies differ only in the order in which they consider waiting jobs, so
 :class:`QueueScheduler` owns the loop (grant, place, plan, stop-or-skip, grow elastic jobs)
-and a policy overrides :meth:`QueueScheduler.order` (DESIGN §6.4: hooks, not copies).
+and a policy overrides :meth:`QueueScheduler.order` (hooks, not copies).
 """
 from __future__ import annotations
 

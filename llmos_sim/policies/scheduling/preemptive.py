@@ -1,7 +1,7 @@
 """Preemptive, priority-ordered scheduling: SRTF, LAS and Tiresias's discretized 2D-LAS.
 
 :class:`PreemptiveScheduler` owns the loop; a policy overrides one hook, :meth:`key`
-(lower = served first), for queued and running jobs alike (DESIGN §6.4).
+(lower = served first), for queued and running jobs alike.
 
 One pass:
 

@@ -1,4 +1,4 @@
-"""Shared driver of the training-scheduling experiments (``experiments/train_*``).
+"""The package's experiment driver (used by ``experiments/train_*/run.py``).
 
 Runs a grid of Hydra override lists through ``llmos_sim.run.compose`` + ``run_config``,
 adds per-tenant fairness (which needs the job list: re-drawn from the same seed stream, so
@@ -11,15 +11,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import pandas as pd
+from hydra.utils import instantiate
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-
-from llmos_sim.metrics import training_summary  # noqa: E402
-from llmos_sim.run import compose, rngs, run_config  # noqa: E402
+from llmos_sim.metrics import training_summary
+from llmos_sim.run import compose, rngs, run_config
 
 DEFAULT_METRICS = ("jct_s_avg", "jct_s_p50", "jct_s_p99", "wait_s_avg", "slowdown_avg", "makespan_s",
                    "utilisation", "n_preemptions", "gpu_hours", "jain_slowdown", "ftf_rho_avg", "ftf_tenant_rho_max")
@@ -70,6 +66,11 @@ def write(df: pd.DataFrame, folder: Path) -> None:
 
 def bar_plot(df: pd.DataFrame, x: str, metrics: Sequence[str], path: Path, title: str, hue: str | None = None,
              log: Sequence[str] = ()) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6))
     for ax, m in zip(axes if len(metrics) > 1 else [axes], metrics):
         if hue:
