@@ -1,6 +1,6 @@
 """A policy's fast path and the general path give the same schedule.
 
-LAS and 2D-LAS compute their ranking keys in one sweep per pass (``ranked``) instead of one
+SRTF, LAS and 2D-LAS compute their ranking keys in one sweep per pass (``ranked``) instead of one
 ``key`` call per job. A subclass that overrides ``key`` (here: only to call the parent's) is
 served by the general path, so running both on the same random workloads and comparing the
 whole event log checks that the sweep computes exactly the keys ``key`` would."""
@@ -9,13 +9,18 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from llmos_sim.engine import Engine
-from llmos_sim.policies.scheduling.preemptive import LAS, DiscretizedLAS, PreemptiveScheduler
+from llmos_sim.policies.scheduling.preemptive import LAS, SRTF, DiscretizedLAS, PreemptiveScheduler
 from llmos_sim.types import Job
 from sched_helpers import cluster
 
 
 class GeneralLAS(LAS):
     def key(self, job, running, view):  # an override: the general path
+        return super().key(job, running, view)
+
+
+class GeneralSRTF(SRTF):
+    def key(self, job, running, view):
         return super().key(job, running, view)
 
 
@@ -37,7 +42,9 @@ def _log(scheduler, jobs, **kw):
     return eng.run(jobs).records
 
 
-LAS_CASES = [
+CASES = [
+    (SRTF, GeneralSRTF, {"round_s": None}),
+    (SRTF, GeneralSRTF, {"round_s": 60.0}),
     (LAS, GeneralLAS, {"round_s": 60.0}),
     (LAS, GeneralLAS, {"round_s": 30.0, "min_run_s": 45.0}),
     (DiscretizedLAS, GeneralDiscretizedLAS, {"round_s": 60.0, "thresholds": (200.0, 2000.0)}),
@@ -46,10 +53,10 @@ LAS_CASES = [
 ]
 
 
-@pytest.mark.parametrize("fast,general,kw", LAS_CASES)
+@pytest.mark.parametrize("fast,general,kw", CASES)
 @settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), overhead=st.sampled_from([0.0, 10.0, 90.0]), per_event=st.booleans())
-def test_las_fast_path_is_the_general_path(fast, general, kw, seed, overhead, per_event):
+def test_fast_path_is_the_general_path(fast, general, kw, seed, overhead, per_event):
     jobs = _jobs(seed, 40)
     engine_kw = {"preempt_overhead_s": overhead, "pass_per_event": per_event}
     a = _log(fast(**kw), jobs, **engine_kw)
@@ -58,7 +65,7 @@ def test_las_fast_path_is_the_general_path(fast, general, kw, seed, overhead, pe
     assert sum(1 for r in a if r[1] == "finish") == len(jobs)
 
 
-@pytest.mark.parametrize("fast,general,kw", LAS_CASES)
+@pytest.mark.parametrize("fast,general,kw", CASES)
 def test_the_general_subclass_takes_the_general_path(fast, general, kw, monkeypatch):
     """The check above compares two paths only if the subclass really leaves the fast one (and
     the policy itself does not)."""

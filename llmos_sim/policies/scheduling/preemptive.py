@@ -201,6 +201,25 @@ class SRTF(PreemptiveScheduler):
         rem = job.work_flops - self.done_flops(job, running, view)
         return (rem / (job.gpus * mean_flops(view) * job.gpu_milli / FULL_DEVICE_MILLI), job.arrival_s, job.id)
 
+    def ranked(self, view: ClusterView, running: Sequence[RunningJob]) -> list[tuple[tuple, Job, RunningJob | None]]:
+        """:meth:`key` in one sweep (the same expressions, the cluster's mean capacity computed
+        once); a subclass with its own key or progress measure gets the general path."""
+        cls = type(self)
+        if cls.key is not SRTF.key or cls.done_flops is not PreemptiveScheduler.done_flops:
+            return super().ranked(view, running)
+        now, sus, m = view.now_s, view.suspended.get, mean_flops(view)
+        out = []
+        for j in view.queue:
+            s = sus(j.id)
+            rem = j.work_flops - (s.done_flops if s is not None else 0.0)
+            out.append(((rem / (j.gpus * m * j.gpu_milli / FULL_DEVICE_MILLI), j.arrival_s, j.id), j, None))
+        for r in running:  # RunningJob.done_at, inlined
+            job = r.job
+            run = now - r.seg_start_s - r.seg_overhead_s
+            rem = job.work_flops - min(job.work_flops, r.done_flops + (run * r.rate_flops_s if run > 0 else 0.0))
+            out.append(((rem / (job.gpus * m * job.gpu_milli / FULL_DEVICE_MILLI), job.arrival_s, job.id), job, r))
+        return out
+
 
 class LAS(PreemptiveScheduler):
     """Least attained service first (Tiresias's continuous LAS): jobs that have received the
