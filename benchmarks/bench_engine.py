@@ -1,33 +1,36 @@
-"""Engine speed: FIFO on synthetic jobs at 10^4, 10^5, 10^6 jobs on 64 and 10,240 GPUs.
+"""Engine speed: strict FIFO on synthetic jobs at 10^4, 10^5, 10^6 jobs on 64 and 10,240 GPUs.
 
-    python benchmarks/bench_engine.py            # all sizes (the 10^6 runs take a minute or two)
-    python benchmarks/bench_engine.py --max-jobs 100000
+    python benchmarks/bench_engine.py                      # engine alone, all sizes
+    python benchmarks/bench_engine.py --reference          # + a bare heapq FIFO loop, side by side
+    python benchmarks/bench_engine.py --reference --max-jobs 100000 --repeat 3
 
-Reports, per case, the engine's wall time (the simulation alone: arrivals, passes, starts,
-finishes, the event log), jobs/s and µs/job, and separately the time to generate the jobs and
-to derive the tables from the log. Offered load is 80% of the cluster's device-seconds. One
-process, one core. Writes benchmarks/results/engine.csv.
+Each size runs in its own subprocess, so its peak RSS (``ru_maxrss``: the jobs, the engine's
+state and its event log) is that size's alone. Inside it, the engine and (``--reference``) the
+bare loop run interleaved ``--repeat`` times on the same jobs; the makespans must agree. Times
+are CPU seconds (``time.process_time``; the machine may be shared), reported as the minimum
+and the median of the repeats, with the engine/bare-loop ratio of each. The engine runs with
+the garbage collector on, as users run it. Offered load is 80% of the cluster's device-seconds.
+Writes benchmarks/results/engine.csv.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import gc
+import json
+import resource
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from llmos_sim.engine import Engine
-from llmos_sim.hardware import device_spec
-from llmos_sim.metrics import jobs_table
-from llmos_sim.policies.scheduling import FIFO
-from llmos_sim.types import Cluster
-from llmos_sim.workload import SyntheticJobs
-
 GPUS = (1, 2, 4, 8)
 GPUS_P = (0.5, 0.2, 0.2, 0.1)
 MEDIAN_S, SIGMA = 600.0, 1.0
+FLOPS = 312e12  # A100: the devices' and the jobs' reference rate
 
 
 def offered_rate(n_gpus: int, load: float = 0.8) -> float:
@@ -37,42 +40,44 @@ def offered_rate(n_gpus: int, load: float = 0.8) -> float:
     return load * n_gpus / (mean_gpus * mean_dur)
 
 
-def case(n_jobs: int, n_gpus: int, tables: bool, reference: bool = False) -> dict:
-    cluster = Cluster.homogeneous(n_gpus // 8, 8, device_spec("A100"))
+def make_jobs(n_jobs: int, n_gpus: int):
+    from llmos_sim.workload import SyntheticJobs
+
     w = SyntheticJobs(n_jobs=n_jobs, arrival_rate_per_s=offered_rate(n_gpus), gpus=GPUS, gpus_p=GPUS_P,
-                      duration_median_s=MEDIAN_S, duration_sigma=SIGMA, reference_flops=312e12)
-    t0 = time.perf_counter()
-    jobs = w.jobs(np.random.default_rng(0))
-    t_gen = time.perf_counter() - t0
+                      duration_median_s=MEDIAN_S, duration_sigma=SIGMA, reference_flops=FLOPS)
+    return w.jobs(np.random.default_rng(0))
+
+
+def run_engine(jobs, n_gpus: int) -> tuple[float, float, int]:
+    """CPU seconds of ``Engine.run``, the makespan and the number of log records."""
+    from llmos_sim.engine import Engine
+    from llmos_sim.hardware import device_spec
+    from llmos_sim.policies.scheduling import FIFO
+    from llmos_sim.types import Cluster
+
+    cluster = Cluster.homogeneous(n_gpus // 8, 8, device_spec("A100"))
     gc.collect()
-    eng = Engine(cluster, FIFO())  # with the garbage collector on, as users run it
-    t0, c0 = time.perf_counter(), time.process_time()
+    eng = Engine(cluster, FIFO())
+    c0 = time.process_time()
     log = eng.run(jobs)
-    t_run, c_run = time.perf_counter() - t0, time.process_time() - c0
-    assert len(eng.finished) == n_jobs
-    t_tab = float("nan")
-    if tables:
-        t0 = time.perf_counter()
-        jobs_table(log, cluster)
-        t_tab = time.perf_counter() - t0
-    t_ref = bare_heapq_fifo(jobs, n_gpus, 312e12) if reference else float("nan")
-    return {"jobs": n_jobs, "gpus": n_gpus, "engine_s": round(t_run, 3), "engine_cpu_s": round(c_run, 3),
-            "us_per_job_cpu": round(c_run / n_jobs * 1e6, 2), "jobs_per_s": round(n_jobs / t_run),
-            "us_per_job": round(t_run / n_jobs * 1e6, 2), "events": len(log), "generate_s": round(t_gen, 3),
-            "jobs_table_s": round(t_tab, 3), "bare_heapq_s": round(t_ref, 3)}
+    cpu = time.process_time() - c0
+    assert len(eng.finished) == len(jobs)
+    return cpu, max(f.finish_s for f in eng.finished), len(log)
 
 
-def bare_heapq_fifo(jobs, n_gpus: int, flops: float) -> float:
+def bare_heapq_fifo(jobs, n_gpus: int, flops: float = FLOPS) -> tuple[float, float]:
     """Reference floor: the same strict-FIFO toy as a bare heapq loop (a free-device counter,
-    no placement, no pools, no log). Returns its wall time."""
+    no placement, no pools, no log). Returns its CPU seconds and the makespan."""
     import heapq
     from collections import deque
 
-    t0 = time.perf_counter()
+    gc.collect()
+    c0 = time.process_time()
     heap = [(j.arrival_s, 0, i) for i, j in enumerate(jobs)]
     heapq.heapify(heap)
     queue: deque = deque()
     free = n_gpus
+    t = 0.0
     while heap:
         t, kind, i = heapq.heappop(heap)
         if kind == 0:
@@ -83,26 +88,57 @@ def bare_heapq_fifo(jobs, n_gpus: int, flops: float) -> float:
             k = queue.popleft()
             free -= jobs[k].gpus
             heapq.heappush(heap, (t + jobs[k].work_flops / (jobs[k].gpus * flops), 1, k))
-    return time.perf_counter() - t0
+    return time.process_time() - c0, t
+
+
+def one_case(n_jobs: int, n_gpus: int, repeat: int, reference: bool) -> dict:
+    """One size, in this process: engine (and bare loop) interleaved ``repeat`` times."""
+    jobs = make_jobs(n_jobs, n_gpus)
+    eng_s, ref_s = [], []
+    events = 0
+    for _ in range(repeat):
+        cpu, makespan, events = run_engine(jobs, n_gpus)
+        eng_s.append(cpu)
+        if reference:
+            rcpu, rmakespan = bare_heapq_fifo(jobs, n_gpus)
+            ref_s.append(rcpu)
+            assert abs(makespan - rmakespan) <= 1e-9 * max(1.0, abs(makespan)), (makespan, rmakespan)
+    row = {"jobs": n_jobs, "gpus": n_gpus, "repeat": repeat,
+           "engine_cpu_min_s": round(min(eng_s), 3), "engine_cpu_median_s": round(statistics.median(eng_s), 3),
+           "us_per_job_cpu": round(min(eng_s) / n_jobs * 1e6, 2), "events": events}
+    if reference:
+        row.update({"bare_cpu_min_s": round(min(ref_s), 3), "bare_cpu_median_s": round(statistics.median(ref_s), 3),
+                    "ratio_min": round(min(eng_s) / min(ref_s), 2),
+                    "ratio_median": round(statistics.median(eng_s) / statistics.median(ref_s), 2)})
+    row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
+    return row
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-jobs", type=int, default=10**6)
-    ap.add_argument("--tables", action="store_true", help="also time the jobs table")
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--reference", action="store_true", help="also time a bare heapq FIFO on the same jobs")
+    ap.add_argument("--gpus", type=int, nargs="*", default=[64, 10_240])
+    ap.add_argument("--case", type=int, nargs=2, metavar=("JOBS", "GPUS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.case:  # the subprocess of one size
+        print(json.dumps(one_case(args.case[0], args.case[1], args.repeat, args.reference)))
+        return
     rows = []
-    for n_gpus in (64, 10_240):
-        for n in (10**4, 10**5, 10**6):
+    for n_gpus in args.gpus:
+        for n in (10**4, 10**5, 10**6, 3 * 10**6):
             if n > args.max_jobs:
                 continue
-            r = case(n, n_gpus, args.tables, args.reference)
+            cmd = [sys.executable, __file__, "--case", str(n), str(n_gpus), "--repeat", str(args.repeat)]
+            out = subprocess.run(cmd + (["--reference"] if args.reference else []), check=True,
+                                 capture_output=True, text=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
             rows.append(r)
             print("  ".join(f"{k}={v}" for k, v in r.items()), flush=True)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    with open(out / "engine.csv", "w", newline="") as f:
+    out_dir = Path(__file__).parent / "results"
+    out_dir.mkdir(exist_ok=True)
+    with open(out_dir / "engine.csv", "w", newline="") as f:
         wr = csv.DictWriter(f, fieldnames=list(rows[0]))
         wr.writeheader()
         wr.writerows(rows)

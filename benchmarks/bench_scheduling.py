@@ -6,12 +6,21 @@ FIFO, LAS with 300 s rounds (preemptive; 10 s checkpoint/restore), and the
 heterogeneity-aware policy (Gavel-style). jobs/s = completed jobs / wall seconds of
 ``Engine.run`` (workload parsing excluded). Writes ``benchmarks/results/scheduling.csv``.
 
-    python benchmarks/bench_scheduling.py               # full trace
+    python benchmarks/bench_scheduling.py               # full trace, then the load-3 cases
     python benchmarks/bench_scheduling.py --jobs 20000  # the first N jobs
+    python benchmarks/bench_scheduling.py --suite load3 # only the contention cases
+
+Contention (``--suite load3``): LAS and 2D-LAS (``scheduler=las`` / ``scheduler=tiresias``) at
+``workload.load=3`` on the setup of ``experiments/train_policies`` (Philly virtual cluster
+6c71a0, 9,953 jobs, on 64 A100s, 10 s checkpoint/restore), built from the shipped configs.
+Reported: CPU seconds of ``Engine.run`` (``time.process_time``; min and median of
+``--repeat``), preemptions, scheduling passes and log records. Writes
+``benchmarks/results/scheduling_load3.csv``.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -30,11 +39,63 @@ POLICIES = {
 }
 
 
+#: the contention cases: scheduler option -> label
+LOAD3 = {"las": "LAS", "tiresias": "2D-LAS"}
+
+
+def count_passes(engine: Engine) -> list[int]:
+    """Wrap the engine's pass so the passes that reach the scheduler are counted."""
+    n = [0]
+    decide = engine.scheduler.decide
+
+    def counted(view):
+        n[0] += 1
+        return decide(view)
+
+    engine.scheduler.decide = counted  # type: ignore[method-assign]
+    return n
+
+
+def load3(repeat: int) -> None:
+    from llmos_sim.run import build_engine, compose, rngs
+    from hydra.utils import instantiate
+
+    rows = []
+    for opt, label in LOAD3.items():
+        cfg = compose(["experiment=train_policies", f"scheduler={opt}", "workload.load=3.0"])
+        cpu, passes, pre, events = [], 0, 0, 0
+        for _ in range(repeat):
+            streams = rngs(int(cfg.seed))
+            eng = build_engine(cfg, streams)
+            jobs = list(instantiate(cfg.workload).jobs(streams["workload"]))
+            n_pass = count_passes(eng)
+            c0 = time.process_time()
+            log = eng.run(jobs)
+            cpu.append(time.process_time() - c0)
+            passes, events = n_pass[0], len(log)
+            pre = sum(1 for r in log.records if r[1] == "preempt")
+        rows.append({"policy": label, "jobs": len(jobs), "load": 3.0, "preemptions": pre, "passes": passes,
+                     "events": events, "cpu_min_s": round(min(cpu), 2), "cpu_median_s": round(statistics.median(cpu), 2)})
+        print(rows[-1], flush=True)
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    pd.DataFrame(rows).to_csv(out / "scheduling_load3.csv", index=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=None, help="first N jobs (default: all)")
     ap.add_argument("--policies", nargs="*", default=list(POLICIES))
+    ap.add_argument("--suite", choices=("all", "philly", "load3"), default="all")
+    ap.add_argument("--repeat", type=int, default=3, help="repeats of each load-3 case")
     args = ap.parse_args()
+    if args.suite in ("all", "philly"):
+        philly(args)
+    if args.suite in ("all", "load3"):
+        load3(args.repeat)
+
+
+def philly(args: argparse.Namespace) -> None:
     cluster = build_cluster([{"nodes": 160, "devices_per_node": 8, "device": "V100"},
                              {"nodes": 160, "devices_per_node": 8, "device": "A100"}], nodes_per_switch=16)
     jobs = PhillyTrace(max_jobs=args.jobs, reference_flops=125e12).jobs(np.random.default_rng(0))

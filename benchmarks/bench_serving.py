@@ -68,7 +68,7 @@ def main() -> None:
     # of the results kept so far would land in whichever of them comes first)
     from hydra.utils import instantiate
 
-    from llmos_sim.engine import sparse_gc
+    from llmos_sim.kernel import sparse_gc
     from llmos_sim.serving.system import build_result
 
     t_load = t_tables = float("inf")

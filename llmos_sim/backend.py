@@ -8,44 +8,12 @@ never asks how.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from heapq import heappush
 from typing import Any
 
 import simpy
 
+from llmos_sim.kernel import Instant, push_at, queue_of  # noqa: F401  (re-exported: their old home)
 from llmos_sim.types import Cluster, Task
-
-
-class Instant:
-    """A triggered, successful event at an absolute time, for SimPy's ``step``: only a
-    callback list and ``_ok`` — far lighter than ``simpy.Event``. The engine's own instants
-    (arrivals, passes) and the SimPy model's task completions use it, one or more per job.
-
-    Push it with :func:`push_at`. ``env.timeout(t - now)`` would land at ``now + (t - now)``,
-    which floating point does not always round back to ``t``; pushing the absolute time keeps
-    ties exact (jobs that arrive together are seen together).
-    """
-
-    __slots__ = ("callbacks",)
-    _ok = True
-    _value = None
-
-    def __init__(self, callback=None) -> None:
-        self.callbacks = [callback] if callback is not None else []
-
-
-def queue_of(env: simpy.Environment) -> tuple[list, Any]:
-    """``env``'s event heap and id counter, for :func:`push_at` (fetched once, kept by the caller:
-    this is on the per-job path)."""
-    return env._queue, env._eid  # type: ignore[attr-defined]
-
-
-def push_at(queue: tuple[list, Any], time_s: float, event: Instant, priority: int = 1) -> Instant:
-    """Put ``event`` on the environment's queue (from :func:`queue_of`) at absolute ``time_s``.
-    Relies on SimPy 4's queue layout ``(time, priority, eid, event)``, the one
-    ``Environment.schedule`` uses."""
-    heappush(queue[0], (time_s, priority, next(queue[1]), event))
-    return event
 
 
 class Backend(ABC):

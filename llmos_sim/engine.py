@@ -15,16 +15,15 @@ class-level counters): same inputs, same log.
 """
 from __future__ import annotations
 
-import gc
 import logging
 import math
-from contextlib import contextmanager
 from typing import Callable, Sequence
 
 import simpy
 
 from llmos_sim import events as E
-from llmos_sim.backend import Backend, Instant, push_at, queue_of
+from llmos_sim.backend import Backend
+from llmos_sim.kernel import Instant, events_pending, nothing_due_at, outcome, push_at, queue_of, sparse_gc  # noqa: F401  (sparse_gc: re-exported)
 from llmos_sim.events import EventLog
 from llmos_sim.policies.memory.base import MemoryPool
 from llmos_sim.policies.scheduling.base import ClusterScheduler, Decision
@@ -36,24 +35,6 @@ log = logging.getLogger(__name__)
 PASS_PRIORITY = 2  #: after SimPy's NORMAL (1): a pass sees everything else at its instant
 
 MEMORY_FULL_ACTIONS = ("wait", "fail", "preempt")
-
-
-@contextmanager
-def sparse_gc(threshold0: int = 100_000):
-    """Run the cyclic garbage collector rarely while simulating.
-
-    A run keeps millions of small live objects (log records, jobs); with the default
-    thresholds the collector rescans them over and over and doubles a large run's cost. The
-    engine makes no reference cycles per job, so reference counting frees its garbage; cycles
-    made elsewhere are still collected, only less often. The old thresholds come back after.
-    (The serving simulation uses it too.)
-    """
-    old = gc.get_threshold()
-    gc.set_threshold(max(old[0], threshold0), max(old[1], 50), max(old[2], 100))
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
 
 
 class Engine:
@@ -193,7 +174,7 @@ class Engine:
             else:
                 self.env.run(until=until_s)
                 # only SimPy's own stop marker (priority < 0) left: the run ended before the horizon
-                reason = "until" if any(e[1] >= 0 for e in self._heap) else "drained"
+                reason = "until" if events_pending(self._heap) else "drained"
         if self.queue and reason == "drained":
             reason = "stalled"  # jobs wait that no future event can start
             self._fail_stalled()
@@ -334,8 +315,7 @@ class Engine:
             return
         if self._pass_pending:
             return
-        heap = self._heap
-        if not self._in_pass and (not heap or heap[0][0] > self.env.now):
+        if not self._in_pass and nothing_due_at(self._heap, self.env.now):
             self._pass(None)
         else:
             self._pass_pending = True
@@ -638,10 +618,11 @@ class Engine:
                 self._free_memory(r.transient.pop(key, []))
 
     def _work_done(self, r: RunningJob, epoch: int, ev: simpy.Event) -> None:
-        if not ev._ok:  # the backend failed the task (e.g. a real out-of-memory error)
+        ok, value = outcome(ev)
+        if not ok:  # the backend failed the task (e.g. a real out-of-memory error)
             ev.defused = True
             if epoch == r.epoch:
-                self.fail_running(r, f"{type(ev._value).__name__}: {ev._value}")
+                self.fail_running(r, f"{type(value).__name__}: {value}")
             return
         if epoch != r.epoch:
             return  # a preempted or resized segment's stale completion

@@ -75,6 +75,8 @@ class Cluster:
     devices: tuple[Device, ...]
     link_bw_bytes_s: float = 0.0  #: inter-node link bandwidth (0 = not modelled)
     link_latency_s: float = 0.0
+    #: Σ C_i, summed once (policies ask for the mean capacity per job per pass)
+    _total_flops: float = field(init=False, repr=False, compare=False, default=0.0)
 
     def __post_init__(self) -> None:
         for i, d in enumerate(self.devices):
@@ -82,6 +84,7 @@ class Cluster:
                 raise ValueError(f"device at position {i} has index {d.index}")
         if not self.devices:
             raise ValueError("a cluster needs at least one device")
+        object.__setattr__(self, "_total_flops", sum(d.flops for d in self.devices))
 
     @property
     def n_devices(self) -> int:
@@ -89,7 +92,7 @@ class Cluster:
 
     @property
     def total_flops(self) -> float:
-        return sum(d.flops for d in self.devices)
+        return self._total_flops
 
     def totals(self) -> dict[str, float]:
         """Capacity per resource type (the seed's R_i)."""

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import simpy
 
-from llmos_sim.backend import Backend, Instant, push_at, queue_of
+from llmos_sim.backend import Backend
+from llmos_sim.kernel import Instant, push_at, queue_of
 from llmos_sim.formulas import distributed_time_s
 from llmos_sim.backends.simpy_cluster.cost import TrainingCost
 from llmos_sim.types import Task

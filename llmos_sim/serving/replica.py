@@ -42,7 +42,7 @@ import simpy
 from simpy.events import NORMAL
 
 from llmos_sim import events as E
-from llmos_sim.backend import Instant, push_at, queue_of
+from llmos_sim.kernel import Instant, push_at, queue_of
 from llmos_sim.serving.cost import BatchShape, CostModel
 from llmos_sim.serving.kv import GROW, KVCacheManager
 from llmos_sim.serving.state import BatchDecision, ReplicaView, SeqTable, WaitingSeq

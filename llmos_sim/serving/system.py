@@ -42,8 +42,7 @@ import simpy
 from simpy.events import URGENT
 
 from llmos_sim import events as E
-from llmos_sim.backend import Instant, push_at, queue_of
-from llmos_sim.engine import sparse_gc
+from llmos_sim.kernel import Instant, push_at, queue_of, sparse_gc
 from llmos_sim.policies.memory.ideal import IdealPool
 from llmos_sim.policies.routing.base import ReplicaLoad, Router
 from llmos_sim.serving import metrics

@@ -120,17 +120,19 @@ class PreemptiveScheduler(QueueScheduler):
         running = view.running
         if not view.queue:
             return Decision()
-        ranked = [(self.key(j, None, view), j, None) for j in view.queue]
         cap = float(view.cluster.n_devices)
-        protected = set()
         guard = not self.preempt_in_overhead
+        min_run = self.min_run_s
+        rankable: list[RunningJob] = []
         for r in running.values():
-            if (self.min_run_s > 0 and now - r.seg_start_s < self.min_run_s) or (guard and r.in_overhead(now)):
-                protected.add(r.job.id)
+            # protected: younger than min_run_s, or (guard) still in its overhead (RunningJob.in_overhead)
+            if (min_run > 0 and now - r.seg_start_s < min_run) or (
+                    guard and r.seg_overhead_s > 0 and now <= r.seg_start_s + r.seg_overhead_s):
                 cap -= self.need(r.job)
             else:
-                ranked.append((self.key(r.job, r, view), r.job, r))
-        ranked.sort(key=lambda e: e[0])
+                rankable.append(r)
+        ranked = self.ranked(view, rankable)
+        ranked.sort(key=_first)
         to_start: list[Job] = []
         victims: list[RunningJob] = []
         rest: list[Job] = []
@@ -174,8 +176,20 @@ class PreemptiveScheduler(QueueScheduler):
                     starts.append(Start(job.id, devs))
         return Decision(starts=tuple(starts), preempts=tuple(preempts))
 
+    def ranked(self, view: ClusterView, running: Sequence[RunningJob]) -> list[tuple[tuple, Job, RunningJob | None]]:
+        """``(key, job, record)`` of every queued job (record ``None``) and of ``running``, unsorted.
+        A policy may compute the same keys in bulk (LAS does); the default asks :meth:`key`."""
+        key = self.key
+        out = [(key(j, None, view), j, None) for j in view.queue]
+        out += [(key(r.job, r, view), r.job, r) for r in running]
+        return out
+
     def order(self, view: ClusterView) -> Iterable[Job]:
         return sorted(view.queue, key=lambda j: self.key(j, None, view))
+
+
+def _first(e: tuple) -> tuple:
+    return e[0]
 
 
 class SRTF(PreemptiveScheduler):
@@ -186,6 +200,25 @@ class SRTF(PreemptiveScheduler):
     def key(self, job: Job, running: RunningJob | None, view: ClusterView) -> tuple:
         rem = job.work_flops - self.done_flops(job, running, view)
         return (rem / (job.gpus * mean_flops(view) * job.gpu_milli / FULL_DEVICE_MILLI), job.arrival_s, job.id)
+
+    def ranked(self, view: ClusterView, running: Sequence[RunningJob]) -> list[tuple[tuple, Job, RunningJob | None]]:
+        """:meth:`key` in one sweep (the same expressions, the cluster's mean capacity computed
+        once); a subclass with its own key or progress measure gets the general path."""
+        cls = type(self)
+        if cls.key is not SRTF.key or cls.done_flops is not PreemptiveScheduler.done_flops:
+            return super().ranked(view, running)
+        now, sus, m = view.now_s, view.suspended.get, mean_flops(view)
+        out = []
+        for j in view.queue:
+            s = sus(j.id)
+            rem = j.work_flops - (s.done_flops if s is not None else 0.0)
+            out.append(((rem / (j.gpus * m * j.gpu_milli / FULL_DEVICE_MILLI), j.arrival_s, j.id), j, None))
+        for r in running:  # RunningJob.done_at, inlined
+            job = r.job
+            run = now - r.seg_start_s - r.seg_overhead_s
+            rem = job.work_flops - min(job.work_flops, r.done_flops + (run * r.rate_flops_s if run > 0 else 0.0))
+            out.append(((rem / (job.gpus * m * job.gpu_milli / FULL_DEVICE_MILLI), job.arrival_s, job.id), job, r))
+        return out
 
 
 class LAS(PreemptiveScheduler):
@@ -226,6 +259,26 @@ class LAS(PreemptiveScheduler):
 
     def key(self, job: Job, running: RunningJob | None, view: ClusterView) -> tuple:
         return (self.served(job, running, view), job.arrival_s, job.id)
+
+    def ranked(self, view: ClusterView, running: Sequence[RunningJob]) -> list[tuple[tuple, Job, RunningJob | None]]:
+        """The keys of :meth:`key` computed in one sweep (a pass ranks the whole queue): the same
+        values, without four calls per job. Only for LAS's own key on compute device-seconds;
+        a subclass with its own key or service measure gets the general path."""
+        cls = type(self)
+        if (self.service != "gpu_s" or self.service_overhead or cls.key is not LAS.key
+                or cls.served is not LAS.served or cls.served_gpu_s is not LAS.served_gpu_s):
+            return super().ranked(view, running)
+        now, sus = view.now_s, view.suspended.get
+        out = []
+        for j in view.queue:
+            s = sus(j.id)
+            out.append(((s.compute_gpu_s if s is not None else 0.0, j.arrival_s, j.id), j, None))
+        for r in running:  # RunningJob.computed_at, inlined
+            run = now - r.seg_start_s - r.seg_overhead_s
+            served = r.compute_gpu_s + (run * len(r.devices) * r.share_milli / 1000 if run > 0 else 0.0)
+            job = r.job
+            out.append(((served, job.arrival_s, job.id), job, r))
+        return out
 
 
 class DiscretizedLAS(LAS):
@@ -312,6 +365,38 @@ class DiscretizedLAS(LAS):
                 e = self._entry[job.id] = (q, (self._pass_no, e[1] if e is not None else ()))
             k += (e[1],)
         return k + (job.arrival_s, job.id)
+
+    def ranked(self, view: ClusterView, running: Sequence[RunningJob]) -> list[tuple[tuple, Job, RunningJob | None]]:
+        """:meth:`key` in one sweep for the common configuration (FIFO order within a queue,
+        arrival tie-break, service in compute device-seconds): the same values; any other
+        configuration or an overriding subclass gets the general path."""
+        cls = type(self)
+        if (self.order_by != "fifo" or self.tie_break != "arrival" or self.service != "gpu_s" or self.service_overhead
+                or cls.key is not DiscretizedLAS.key or cls.queue_index is not DiscretizedLAS.queue_index
+                or cls.served is not LAS.served or cls.served_gpu_s is not LAS.served_gpu_s
+                or cls.stopped_at_s is not PreemptiveScheduler.stopped_at_s):
+            return super().ranked(view, running)
+        now, sus, thr, promote = view.now_s, view.suspended.get, self.thresholds, self.promote_after_s
+        waiting = (1,) if self.running_first else ()
+        busy = (0,) if self.running_first else ()
+        out = []
+        for j in view.queue:
+            s = sus(j.id)
+            if promote is not None:  # stopped_at_s, inlined
+                stopped = s.stopped_s if s is not None and s.stopped_s is not None else j.arrival_s
+                if now - stopped >= promote:
+                    out.append(((0, *waiting, j.arrival_s, j.id), j, None))
+                    continue
+            a = s.compute_gpu_s if s is not None else 0.0
+            q = bisect_right(thr, a + 1e-9 * (1.0 + abs(a)))  # _crossed, inlined
+            out.append(((q, *waiting, j.arrival_s, j.id), j, None))
+        for r in running:  # RunningJob.computed_at, inlined
+            run = now - r.seg_start_s - r.seg_overhead_s
+            a = r.compute_gpu_s + (run * len(r.devices) * r.share_milli / 1000 if run > 0 else 0.0)
+            q = bisect_right(thr, a + 1e-9 * (1.0 + abs(a)))
+            job = r.job
+            out.append(((q, *busy, job.arrival_s, job.id), job, r))
+        return out
 
     # -- Gittins index ------------------------------------------------------------------------
     def _distribution(self, view: ClusterView) -> None:
