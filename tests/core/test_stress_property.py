@@ -4,11 +4,14 @@ run to the end within a CPU budget, every job/request ends exactly once, no devi
 over-booked, no memory above capacity, every pool empty at the end
 (:mod:`llmos_sim.stress`; ``python -m llmos_sim.stress -n 300`` runs many more)."""
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 from llmos_sim import stress
 
 OK = {"all_completed", "some_failed", "stalled"}
+#: no shrinking and no explaining: a failing configuration is printed whole in the assertion,
+#: and re-running whole simulations under hypothesis's line tracer would take minutes
+PHASES = (Phase.explicit, Phase.reuse, Phase.generate)
 
 
 def _drawer(data):
@@ -21,13 +24,13 @@ def _check(data, make, check):
     assert outcome in OK, f"{outcome}: {detail}\n{' '.join(overrides)}"
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow], phases=PHASES)
 @given(st.data())
 def test_random_training_configurations_keep_every_invariant(data):
     _check(data, stress.training_overrides, stress.check_training)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow], phases=PHASES)
 @given(st.data())
 def test_random_serving_configurations_keep_every_invariant(data):
     _check(data, stress.serving_overrides, stress.check_serving)

@@ -213,12 +213,15 @@ class CachingPool(MemoryPool):
         self._reserved += grow
         return start
 
+    _n_emptied = 0  #: calls of empty_cache (part of the state ``fits`` answers for)
+
     def empty_cache(self) -> int:
         """Release cached memory to the device (``torch.cuda.empty_cache``); returns bytes.
 
         Standard mode: every segment that is one whole free block is released. Expandable
         mode: the free pages at each segment's growing end are unmapped.
         """
+        self._n_emptied += 1
         before = self._reserved
         if not self.expandable_segments:
             for start, (seg, small) in list(self._segments.items()):
@@ -329,8 +332,21 @@ class CachingPool(MemoryPool):
 
     def fits(self, nbytes: int) -> bool:
         """Exact: would ``allocate(nbytes)`` succeed now (including the empty-cache retry)?
-        Runs the allocation on a copy of the pool: O(pool state), for placement, not loops."""
-        return copy.deepcopy(self)._allocate(int(nbytes), None, 0) is not None
+        Runs the allocation on a copy of the pool: O(pool state). Answers are kept until the
+        pool next changes (an allocation, a free, a failed allocation — which may empty the
+        cache — or ``empty_cache``): a scheduling pass asks the same question of the same
+        unchanged pool many times."""
+        state = (self._n_alloc, self._n_free, self._n_fail, self._n_emptied)
+        memo = self.__dict__.get("_fits_memo")
+        if memo is None or memo[0] != state:
+            memo = self._fits_memo = (state, {})
+        n = int(nbytes)
+        hit = memo[1].get(n)
+        if hit is None:
+            clone = copy.copy(self)
+            clone.__dict__.pop("_fits_memo", None)
+            hit = memo[1][n] = copy.deepcopy(clone)._allocate(n, None, 0) is not None
+        return hit
 
     def cached_free_blocks(self) -> list[tuple[int, int, bool]]:
         """Cached free blocks as ``(start, end, is_small_pool)``, in address order."""
