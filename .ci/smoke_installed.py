@@ -26,6 +26,8 @@ RUNS = [
     ("azure_conv", ["mode=serving", "workload=azure_conv", "workload.max_requests=200"]),
     ("azure_code", ["mode=serving", "workload=azure_code", "workload.max_requests=200"]),
     ("arxiv_summarization", ["mode=serving", "workload=arxiv_summarization", "workload.max_requests=200"]),
+    ("mooncake_conv", ["mode=serving", "workload=mooncake_conv", "workload.max_requests=200"]),
+    ("mooncake_synthetic", ["mode=serving", "workload=mooncake_synthetic", "workload.max_requests=200"]),
     ("requests_synthetic", ["mode=serving", "workload=requests_synthetic", "workload.n=100"]),
     ("vllm_rtx4090", ["experiment=fidelity_vllm_4090"]),
 ]
