@@ -45,6 +45,10 @@ REQ_SLO = "req_slo"  # the request's own SLOs (NaN: the run's); data: (slo_ttft_
 # prompt found in the replica's cache (hit_blocks of its hash_blocks prefix hash blocks; host_blocks
 # of the hits were copied back from host memory)
 REQ_CACHE = "req_cache"  # data: (replica, cached_tokens, hit_blocks, hash_blocks, host_blocks)
+# prefill/decode disaggregation: the prompt's KV of a request moves from the prefill replica that
+# produced its first token to a decode replica; phase "start" at the first token, "end" when it
+# has arrived (the decode replica may admit it from then on); nbytes: prompt tokens x KV bytes per token
+KV_TRANSFER = "kv_transfer"  # subject: request; data: (phase, from_replica, to_replica, nbytes)
 BATCH = "batch"  # subject: replica; data: (n_prefill_tokens, n_decode_tokens, n_seqs, duration_s, kv_used_bytes)
 # a run of n_iters pure-decode iterations of an unchanged batch, fast-forwarded in one step;
 # token counts and duration are totals over the run, kv_used_bytes its end value
@@ -92,6 +96,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     REQ_FAIL: ("reason",),
     REQ_SLO: ("slo_ttft_s", "slo_tpot_s", "slo_e2e_s"),
     REQ_CACHE: ("replica", "cached_tokens", "hit_blocks", "hash_blocks", "host_blocks"),
+    KV_TRANSFER: ("phase", "from_replica", "to_replica", "nbytes"),
     BATCH: ("n_prefill_tokens", "n_decode_tokens", "n_seqs", "duration_s", "kv_used_bytes"),
     BATCH_SPAN: ("n_iters", "n_prefill_tokens", "n_decode_tokens", "n_seqs", "duration_s", "kv_used_bytes"),
     KV_SAMPLE: ("used_bytes", "token_bytes", "capacity_bytes", "free_blocks"),

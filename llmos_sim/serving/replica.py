@@ -90,14 +90,22 @@ class Replica:
         #: yield at iterations that may finish a request, so that SimPy's clock is the finish
         #: time when others react to it (a service host); off where nothing does
         self.sync_finishes = True
+        #: disaggregation: a prefill replica's hand-off ``(replica, request ids, time)``; it keeps
+        #: a request until its first token, then the decode stage takes it (see serving.disagg)
+        self.handoff = None
+        self.wake_s = env.now  #: time of the event it waits for (an iteration's end; inf: for an arrival)
         self._queue = queue_of(env)
         self.process = env.process(self._loop())
 
     # -- arrivals -----------------------------------------------------------------------
-    def enqueue(self, req: "Request") -> None:
-        """Accept a routed request (the system emitted its REQ_ARRIVE)."""
-        if not self.kv.can_ever_fit(req.prompt_tokens, req.output_tokens):
-            need = self.kv.max_blocks(req.prompt_tokens, req.output_tokens)
+    def enqueue(self, req: "Request", landed_s: "float | None" = None) -> None:
+        """Accept a routed request (the system emitted its REQ_ARRIVE). ``landed_s``
+        (disaggregation): the request was prefilled elsewhere, its first token came at
+        ``landed_s`` and its prompt's KV has arrived here: it waits as a swapped-out sequence
+        whose copy is already paid for (``WaitingSeq.landed``), and decodes on admission."""
+        out = 1 if self.handoff is not None else req.output_tokens  # a prefill replica: up to the first token
+        if not self.kv.can_ever_fit(req.prompt_tokens, out):
+            need = self.kv.max_blocks(req.prompt_tokens, out)
             self.log.emit(self.env.now, E.REQ_FAIL, req.id,
                           (f"kv_too_small: needs {need} blocks, replica {self.index} has {self.kv.total_blocks}",))
             return
@@ -106,7 +114,13 @@ class Replica:
             self.kv.register(req.id, req.prefix_hashes, req.prefix_block_tokens, req.prompt_tokens)
             if self.kv.is_hashed(req.id):
                 self._hashed[req.id] = len(req.prefix_hashes)
-        self._insert(WaitingSeq(req.id, req.prompt_tokens, req.output_tokens, req.arrival_s, req.priority, pred))
+        if landed_s is None:
+            self._insert(WaitingSeq(req.id, req.prompt_tokens, out, req.arrival_s, req.priority,
+                                    pred if self.handoff is None else 1))
+        else:
+            self._insert(WaitingSeq(req.id, req.prompt_tokens, out, req.arrival_s, req.priority, pred, 1,
+                                    req.prompt_tokens, True, True, landed=True))
+            self._stalled[req.id] = landed_s  # its next token's gap runs from its first
         self.outstanding += 1
         if self.async_scheduling and self._wake is None and self.table.rid:
             self._hold[req.id] = self._decisions + 1  # arrived while an iteration runs: see _admissible
@@ -176,6 +190,7 @@ class Replica:
                 if self.now > env.now:  # catch SimPy up with the iterations run ahead of it
                     yield self._at(self.now)
                 self._wake = env.event()
+                self.wake_s = float("inf")  # (no time: an arrival wakes it)
                 yield self._wake
                 self._wake = None
                 self.now = env.now
@@ -211,6 +226,7 @@ class Replica:
         priority, after what is already scheduled then). ``env.timeout(time_s - env.now)``
         would round ``env.now + delay`` again when this replica's clock is ahead of SimPy's.
         A light :class:`~llmos_sim.backend.Instant` (the process adds its own callback)."""
+        self.wake_s = time_s
         return push_at(self._queue, time_s, Instant(), NORMAL)
 
     def _start(self):
@@ -533,7 +549,7 @@ class Replica:
             if not w.started:
                 log.emit(t, E.REQ_SCHEDULE, w.rid, (self.index,))
                 w.started = True
-            if w.swapped:
+            if w.swapped and not w.landed:
                 swap_bytes += (w.computed - w.hit) * self._bpt
                 if kv.host is not None:
                     kv.host.swap_in(w.rid)
@@ -769,8 +785,11 @@ class Replica:
             return
         rid = tab.rid
         rids = [rid[i] for i in fin]
-        for r in rids:
-            log.emit(now, E.REQ_FINISH, r, (idx,))
+        if self.handoff is None:
+            for r in rids:
+                log.emit(now, E.REQ_FINISH, r, (idx,))
+        else:  # a prefill replica: the decode stage takes them on (or finishes those of one token)
+            self.handoff(self, rids, now)
         self.outstanding -= len(rids)
         if self._hashed:
             self._forget(rids)

@@ -112,6 +112,7 @@ class WaitingSeq:
     started: bool = False  #: has been in a batch before (REQ_SCHEDULE already emitted)
     hit: int = 0  #: prefix caching: cached prompt tokens it would take now (whole hash units)
     shared: int = 0  #: ... of which blocks other sequences hold (admission does not take them)
+    landed: bool = False  #: swapped in from another replica (disaggregation): its copy is already paid for
 
     @property
     def remaining(self) -> int:

@@ -168,6 +168,9 @@ def simulate(cfg, seed: int, progress: bool = False, backend=None) -> ServingRes
     default time is simulated and iterations take the cost model's time."""
     from hydra.utils import instantiate
 
+    from llmos_sim.serving import disagg
+    if disagg.is_disaggregated(cfg):  # prefill and decode on separate pools (``topology``)
+        return disagg.simulate(cfg, seed, progress, backend)
     rng = np.random.default_rng(seed)
     s = cfg.get("serving", None)
     # the requests, the run and the tables allocate hundreds of thousands of long-lived

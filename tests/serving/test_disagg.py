@@ -1,0 +1,196 @@
+"""Prefill/decode disaggregation: hand-computed schedules (every iteration takes 1 s), the
+transfer's price, the pools' own GPUs, and a property test of the bookkeeping.
+
+Tiny model: 512 B of KV per token. A request (arrival, prompt P, output O) is prefilled on a
+prefill replica (first token at the end of that iteration), its P·512 bytes cross the link in
+``latency + bytes / bandwidth``, then the decode replica decodes its O − 1 other tokens.
+"""
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from omegaconf import OmegaConf
+
+from llmos_sim import events as E
+from llmos_sim.serving import simulate
+from llmos_sim.serving.disagg import KVLink
+from .helpers import CONFIGS, batches, make_cfg, req_events
+
+S, F, D, X = "req_schedule", "req_first_token", "req_finish", "req_fail"
+BPT = 512  # tiny model: KV bytes per token
+
+
+def disagg_cfg(rows, prefill=1, decode=1, bw=8192.0, latency=0.5, pools=None, **kw):
+    kw.setdefault("serving", {"num_kv_blocks": 100})
+    cfg = make_cfg(rows, **kw)
+    topo = OmegaConf.load(CONFIGS / "topology" / "disaggregated.yaml")
+    topo.prefill.replicas, topo.decode.replicas = prefill, decode
+    topo.link.bw_bytes_s, topo.link.latency_s = bw, latency
+    if pools:
+        topo = OmegaConf.merge(topo, pools)
+    cfg.topology = topo
+    return cfg
+
+
+def run(rows, **kw):
+    r = simulate(disagg_cfg(rows, **kw), seed=0)
+    for rep in r.extra["replicas"]:
+        rep.kv.check()
+    return r
+
+
+def transfers(log):
+    return [(t, s, d) for t, k, s, d in log if k == E.KV_TRANSFER]
+
+
+def test_link_prices_latency_plus_bytes_over_bandwidth():
+    assert KVLink(8192.0, 0.5).seconds(16 * BPT) == 1.5
+    assert KVLink(1e9, 0.0).seconds(0) == 0.0
+    with pytest.raises(ValueError, match="topology.link.bw_bytes_s"):
+        KVLink(0.0, 0.1)
+    with pytest.raises(ValueError, match="topology.link.latency_s"):
+        KVLink(1.0, -1.0)
+
+
+def test_decode_starts_exactly_when_the_transfer_ends():
+    # prefill 0->1 (first token at 1); 20·512 B at 8192 B/s + 0.5 s = 1.75 s: lands at 2.75;
+    # the decode replica (idle) starts at 2.75: tokens 2 and 3 at 3.75 and 4.75
+    r = run([[0, 20, 3]])
+    assert req_events(r.log) == [(0.0, S, 0), (1.0, F, 0), (4.75, D, 0)]
+    assert transfers(r.log) == [(1.0, 0, ("start", 0, 1, 20 * BPT)), (2.75, 0, ("end", 0, 1, 20 * BPT))]
+    assert [(t, s) for t, k, s, d in r.log if k == "batch"] == [(0.0, 0), (2.75, 1), (3.75, 1)]
+    req = r.tables["requests"].set_index("request")
+    assert req.loc[0, "ttft_s"] == 1.0 and req.loc[0, "tpot_s"] == 1.875 and req.loc[0, "e2e_s"] == 4.75
+    assert req.loc[0, "replica"] == 0  # where it was first scheduled: the prefill replica
+    # the first decode token's gap includes the transfer (2.75 s), the second is one iteration
+    assert r.summary["mean_itl_ms"] == 1875.0 and r.summary["p99_itl_ms"] == pytest.approx(2732.5)
+    tr = r.tables["transfers"]
+    assert tr.to_dict("records") == [{"request": 0, "from_replica": 0, "to_replica": 1, "nbytes": 20 * BPT,
+                                      "start_s": 1.0, "end_s": 2.75, "transfer_s": 1.75}]
+    assert r.summary["kv_transfers"] == 1 and r.summary["gpus"] == 2
+
+
+def test_a_one_token_request_finishes_on_its_prefill_replica():
+    r = run([[0, 20, 1]])
+    assert req_events(r.log) == [(0.0, S, 0), (1.0, F, 0), (1.0, D, 0)]
+    assert transfers(r.log) == [] and len(r.tables["transfers"]) == 0
+
+
+def test_transfers_land_into_the_decode_batch_in_order():
+    # both prefilled together 0->1. B (10 tokens: 0.625 + 0.5) lands at 2.125, A (20: 1.25 +
+    # 0.5) at 2.75. The decode replica takes B at 2.125 (2.125->3.125 its 2nd and last token);
+    # A waits for that iteration to end (3.125), then decodes 3.125->5.125
+    r = run([[0, 20, 3], [0, 10, 2]])
+    assert req_events(r.log) == [(0.0, S, 0), (0.0, S, 1), (1.0, F, 0), (1.0, F, 1), (3.125, D, 1), (5.125, D, 0)]
+    assert [(t, k, s) for t, s, (k, *_) in transfers(r.log)] == [
+        (1.0, "start", 0), (1.0, "start", 1), (2.125, "end", 1), (2.75, "end", 0)]
+    assert batches(r.log) == [(0.0, 30, 0, 2, 1.0), (2.125, 0, 1, 1, 1.0), (3.125, 0, 1, 1, 1.0), (4.125, 0, 1, 1, 1.0)]
+    req = r.tables["requests"].set_index("request")
+    assert req.loc[0, "tpot_s"] == 2.0625 and req.loc[1, "tpot_s"] == 2.125
+
+
+@pytest.mark.parametrize("fast_forward", [True, False])
+def test_a_decode_span_never_runs_past_a_landing(fast_forward):
+    # A: prefill 0->1, 16 tokens land at 2.5, decodes from 2.5 (its 10th token at 11.5). B
+    # arrives at 3, prefill 3->4, lands at 5.5: the decode iteration starting at 5.5 takes it
+    # (B's tokens at 6.5 and 7.5). Fast-forwarding A's decodes must stop at 5.5 all the same.
+    r = run([[0, 16, 10], [3, 16, 3]], serving={"num_kv_blocks": 100, "fast_forward": fast_forward})
+    assert req_events(r.log) == [(0.0, S, 0), (1.0, F, 0), (3.0, S, 1), (4.0, F, 1), (7.5, D, 1), (11.5, D, 0)]
+    dec = [(t, d) for t, k, s, d in r.log if k in ("batch", "batch_span") and s == 1]
+    starts = [t for t, _ in dec]
+    assert 5.5 in starts and all(t < 5.5 or t >= 5.5 for t in starts)
+    # the records before 5.5 cover A's decodes from 2.5 to 5.5 exactly (3 iterations)
+    before = [d for t, d in dec if t < 5.5]
+    assert sum(d[0] if len(d) == 6 else 1 for d in before) == 3
+    t55 = [d for t, d in dec if t == 5.5][0]
+    assert (t55[3] if len(t55) == 6 else t55[2]) == 2  # both decode from 5.5
+
+
+def test_the_decode_router_counts_transfers_under_way():
+    # least-outstanding over two decode replicas: A and B are handed off together; B must see
+    # A's transfer to replica 2 (index 1 of the decode pool) and go to the other one
+    r = run([[0, 20, 3], [0, 20, 3]], prefill=1, decode=2, router="least_outstanding")
+    assert [(s, d[2]) for t, s, d in transfers(r.log) if d[0] == "start"] == [(0, 1), (1, 2)]
+
+
+def test_pools_take_their_own_gpu_and_tp():
+    # decode on H200 (more memory: more KV blocks by vLLM's rule); TP 2 on both: twice the link
+    r = run([[0, 20, 3]], serving={}, pools={"prefill": {"tp": 2}, "decode": {"gpu": "H200", "tp": 2}}, bw=8192.0)
+    assert r.extra["kv_blocks_decode"] > r.extra["kv_blocks_per_replica"]
+    assert transfers(r.log)[1][0] == 1.0 + 0.5 + 20 * BPT / (2 * 8192.0)
+    assert r.summary["gpus"] == 4
+
+
+@pytest.mark.parametrize("key,value,msg", [
+    (("prefill", "replicas"), 0, "topology.prefill.replicas"),
+    (("decode", "tp"), 1.5, "topology.decode.tp"),
+    (("link", "bw_bytes_s"), -1.0, "topology.link.bw_bytes_s"),
+    (("link", "latency_s"), "x", "topology.link"),
+    (("kind",), "split", "topology.kind"),
+])
+def test_bad_topology_names_the_key(key, value, msg):
+    cfg = disagg_cfg([[0, 20, 3]])
+    node = cfg.topology
+    for k in key[:-1]:
+        node = node[k]
+    node[key[-1]] = value
+    with pytest.raises(ValueError, match=msg):
+        simulate(cfg, seed=0)
+
+
+def test_colocated_topology_is_the_plain_run():
+    rows = [[0, 20, 3], [0, 10, 2], [1, 5, 4]]
+    plain = simulate(make_cfg(rows, serving={"num_kv_blocks": 100}), seed=0)
+    cfg = make_cfg(rows, serving={"num_kv_blocks": 100})
+    cfg.topology = OmegaConf.load(CONFIGS / "topology" / "colocated.yaml")
+    assert simulate(cfg, seed=0).log.records == plain.log.records
+
+
+# -- property: nothing lost, duplicated or double-freed; every pool empty at the end ------------
+ROW = st.tuples(st.integers(0, 6), st.integers(1, 80), st.integers(1, 10))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(ROW, min_size=1, max_size=10),
+       batching=st.sampled_from(["static", "orca", "continuous", "chunked_prefill"]),
+       pool=st.sampled_from(["ideal", "paged"]), blocks=st.integers(3, 20), mode=st.sampled_from(["recompute", "swap"]),
+       prefill=st.integers(1, 2), decode=st.integers(1, 2), router=st.sampled_from(["round_robin", "least_outstanding"]),
+       link=st.sampled_from([(8192.0, 0.5), (1e6, 0.0), (1000.0, 0.25)]), fast_forward=st.booleans())
+def test_disaggregation_bookkeeping_property(rows, batching, pool, blocks, mode, prefill, decode, router, link,
+                                             fast_forward):
+    memory = {"ideal": None, "paged": {"_target_": "llmos_sim.policies.memory.paged.PagedPool", "_partial_": True}}[pool]
+    over = {"preemption": mode} if batching != "static" else None
+    rows = [list(x) for x in rows]
+    r = run(rows, prefill=prefill, decode=decode, bw=link[0], latency=link[1], batching=batching, batching_over=over,
+            memory=memory, router=router, serving={"num_kv_blocks": blocks, "fast_forward": fast_forward})
+    ends = [s for t, k, s, d in r.log if k in (D, X)]
+    assert sorted(ends) == list(range(len(rows)))  # each exactly once: finished xor failed
+    first = [s for t, k, s, d in r.log if k == F]
+    assert len(first) == len(set(first))
+    tr = {}
+    for t, s, (phase, src, dst, nbytes) in transfers(r.log):
+        assert phase not in tr.setdefault(s, {})
+        tr[s][phase] = (t, src, dst, nbytes)
+        assert src < prefill <= dst < prefill + decode and nbytes == rows[s][1] * BPT
+    fin = {s: t for t, k, s, d in r.log if k == D}
+    ft = {s: t for t, k, s, d in r.log if k == F}
+    for s, (arr, p, o) in enumerate(rows):
+        if o > 1 and s in ft:  # prefilled: its KV went to the decode pool, and landed
+            (t0, *_), (t1, *_) = tr[s]["start"], tr[s]["end"]
+            assert t0 == ft[s] and t1 == pytest.approx(t0 + link[1] + p * BPT / link[0])
+            if s in fin:
+                assert fin[s] >= t1 + 1.0  # at least one decode iteration after it landed
+        else:
+            assert s not in tr
+    for rep in r.extra["replicas"]:  # every pool empty, every count back to zero
+        assert rep.kv.used_bytes == 0 and rep.kv.unheld_blocks == rep.kv.total_blocks
+        assert rep.kv.pool.stats().n_live == 0
+        assert rep.outstanding == 0 and not rep.waiting and not len(rep.table)
+    # fast-forwarded decode spans stop at every landing: the same request events without them
+    # (events of different replicas at one time may come in another order)
+    other = run(rows, prefill=prefill, decode=decode, bw=link[0], latency=link[1], batching=batching,
+                batching_over=over, memory=memory, router=router,
+                serving={"num_kv_blocks": blocks, "fast_forward": not fast_forward})
+    mine, theirs = (sorted(req_events(x.log), key=lambda e: (round(e[0], 9), e[1], e[2])) for x in (r, other))
+    assert [e[1:] for e in mine] == [e[1:] for e in theirs]
+    assert [e[0] for e in mine] == pytest.approx([e[0] for e in theirs], rel=1e-12, abs=1e-9)
