@@ -141,6 +141,11 @@ def _run_mode(cfg: DictConfig, progress: bool) -> RunResult:
         backend = instantiate(cfg.backend) if cfg.get("backend") is not None else None
         res = simulate(cfg, seed=int(cfg.seed), progress=progress, backend=backend)
         return RunResult(cfg, res.log, res.tables, res.summary)
+    if mode == "mixed":
+        from llmos_sim.serving.disagg import is_disaggregated
+        if is_disaggregated(cfg):
+            raise ValueError("topology=disaggregated is for mode: serving; a service on the shared cluster "
+                             "(mode: mixed) is co-located")
     return run_cluster(cfg, progress, with_services=(mode == "mixed"))
 
 

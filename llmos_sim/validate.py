@@ -208,6 +208,13 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "serving.per_iteration_records": flag,
     "serving.prefix_caching": flag,
     "serving.async_scheduling": flag,
+    "topology.kind": _words("colocated", "disaggregated"),
+    "topology.prefill.replicas": _int(1),
+    "topology.prefill.tp": _opt(_int(1)),
+    "topology.decode.replicas": _int(1),
+    "topology.decode.tp": _opt(_int(1)),
+    "topology.link.bw_bytes_s": positive,
+    "topology.link.latency_s": non_negative,
     # words a scheduler checks when it is built, checked here before anything runs
     "scheduler.objective": _words("throughput", "max_min"),
     "scheduler.by": _words("service", "duration"),
@@ -274,7 +281,8 @@ SIGNED_KEYS = frozenset({"coef", "priority"})
 
 #: the component groups a run builds (with ``_target_``), in the order they are checked
 COMPONENTS = ("cluster", "workload", "scheduler", "placement", "memory", "backend", "batching", "router", "model",
-              "gpu", "serving.cost", "serving.kv_memory", "calibration")
+              "gpu", "serving.cost", "serving.kv_memory", "calibration", "topology.prefill.router",
+              "topology.prefill.batching", "topology.decode.router", "topology.decode.batching")
 
 #: where the optional packages come from (module -> pip extra)
 EXTRAS = {"torch": "torch", "hydra_plugins.hydra_joblib_launcher": "sweep",

@@ -70,6 +70,7 @@ from llmos_sim.kernel import Instant, push_at, sparse_gc
 from llmos_sim.policies.routing.base import Router
 from llmos_sim.serving.replica import Replica
 from llmos_sim.serving.system import ServingResult, ServingSystem, build_result, replica_factory, replica_loads
+from llmos_sim.validate import ConfigError
 
 #: the link's defaults (see the module docstring for where they come from)
 LINK_BW_BYTES_S = 50e9
@@ -86,9 +87,9 @@ class KVLink:
 
     def __post_init__(self) -> None:
         if not self.bw_bytes_s > 0:
-            raise ValueError(f"topology.link.bw_bytes_s must be > 0, got {self.bw_bytes_s!r}")
+            raise ConfigError("topology.link.bw_bytes_s", f"must be > 0, got {self.bw_bytes_s!r}")
         if not (self.latency_s >= 0 and math.isfinite(self.latency_s)):
-            raise ValueError(f"topology.link.latency_s must be finite and >= 0, got {self.latency_s!r}")
+            raise ConfigError("topology.link.latency_s", f"must be finite and >= 0, got {self.latency_s!r}")
 
     def seconds(self, nbytes: int) -> float:
         """Transfer time of ``nbytes``: ``latency_s + nbytes / bw_bytes_s``."""
@@ -171,13 +172,13 @@ def is_disaggregated(cfg) -> bool:
         return False
     kind = topo.get("kind", "colocated")
     if kind not in ("colocated", "disaggregated"):
-        raise ValueError(f"topology.kind must be colocated or disaggregated, got {kind!r}")
+        raise ConfigError("topology.kind", f"must be colocated or disaggregated, got {kind!r}")
     return kind == "disaggregated"
 
 
 def _positive_int(v, key: str) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < 1:
-        raise ValueError(f"{key} must be an integer >= 1, got {v!r}")
+        raise ConfigError(key, f"must be an integer >= 1, got {v!r}")
     return int(v)
 
 
@@ -204,12 +205,10 @@ def pool_config(cfg, stage: str) -> DictConfig:
 def link_of(topo) -> KVLink:
     link = topo.get("link", None) or {}
     bw, lat = link.get("bw_bytes_s", None), link.get("latency_s", None)
-    try:
-        return KVLink(LINK_BW_BYTES_S if bw is None else float(bw), LINK_LATENCY_S if lat is None else float(lat))
-    except (TypeError, ValueError) as e:
-        if isinstance(e, ValueError) and str(e).startswith("topology."):
-            raise
-        raise ValueError(f"topology.link: bw_bytes_s and latency_s must be numbers, got {bw!r} and {lat!r}") from None
+    for key, v in (("bw_bytes_s", bw), ("latency_s", lat)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ConfigError(f"topology.link.{key}", f"must be a number, got {v!r}")
+    return KVLink(LINK_BW_BYTES_S if bw is None else float(bw), LINK_LATENCY_S if lat is None else float(lat))
 
 
 def transfer_table(log: E.EventLog) -> pd.DataFrame:
@@ -234,6 +233,9 @@ def simulate(cfg, seed: int, progress: bool = False, backend=None) -> ServingRes
     from llmos_sim.serving.system import _cfg_get
 
     topo = cfg.topology
+    if backend is not None and backend.serving_replica(instantiate(cfg.model)) is not None:
+        raise ValueError("topology=disaggregated runs on simulated replicas (backend=simpy): a real backend's "
+                         "replicas cannot take a prompt's KV from another replica")
     n = {st: _positive_int((topo.get(st, None) or {}).get("replicas", 1), f"topology.{st}.replicas") for st in STAGES}
     link = link_of(topo)
     pools = {st: pool_config(cfg, st) for st in STAGES}

@@ -194,3 +194,37 @@ def test_disaggregation_bookkeeping_property(rows, batching, pool, blocks, mode,
     mine, theirs = (sorted(req_events(x.log), key=lambda e: (round(e[0], 9), e[1], e[2])) for x in (r, other))
     assert [e[1:] for e in mine] == [e[1:] for e in theirs]
     assert [e[0] for e in mine] == pytest.approx([e[0] for e in theirs], rel=1e-12, abs=1e-9)
+
+
+def test_disaggregation_is_for_simulated_serving_runs():
+    from hydra import compose, initialize_config_dir
+
+    from llmos_sim.run import _run_mode
+
+    class RealBackend:  # a backend whose replicas execute their iterations
+        def environment(self):
+            return None
+
+        def serving_replica(self, model):
+            return object
+
+    with pytest.raises(ValueError, match="simulated replicas"):
+        simulate(disagg_cfg([[0, 20, 3]]), seed=0, backend=RealBackend())
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        cfg = compose("config", overrides=["mode=mixed", "topology=disaggregated"])
+    with pytest.raises(ValueError, match="topology=disaggregated is for mode: serving"):
+        _run_mode(cfg, False)
+
+
+@pytest.mark.parametrize("override,key", [("topology.decode.replicas=0", "topology.decode.replicas"),
+                                          ("topology.link.bw_bytes_s=0", "topology.link.bw_bytes_s"),
+                                          ("+topology.prefill.router.foo=1", "topology.prefill.router")])
+def test_the_config_check_names_bad_topology_keys(override, key):
+    from hydra import compose, initialize_config_dir
+
+    from llmos_sim.validate import ConfigError, check_config
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        cfg = compose("config", overrides=["experiment=serving_disagg", "topology=disaggregated", override])
+    with pytest.raises(ConfigError, match=f"config key '{key}"):
+        check_config(cfg)
