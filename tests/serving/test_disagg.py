@@ -228,3 +228,33 @@ def test_the_config_check_names_bad_topology_keys(override, key):
         cfg = compose("config", overrides=["experiment=serving_disagg", "topology=disaggregated", override])
     with pytest.raises(ConfigError, match=f"config key '{key}"):
         check_config(cfg)
+
+
+HROW = st.tuples(st.integers(0, 6), st.integers(1, 100), st.integers(1, 8), st.integers(0, 3))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(HROW, min_size=1, max_size=10), blocks=st.integers(4, 24), mode=st.sampled_from(["recompute", "swap"]),
+       host=st.sampled_from([None, 0, 20_000]), prefill=st.integers(1, 2), decode=st.integers(1, 2))
+def test_disaggregation_with_prefix_caching_and_host_memory_property(rows, blocks, mode, host, prefill, decode):
+    # prompts share their first 32-token hash blocks by a small family id: hits on both pools
+    import json
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "t.jsonl"
+        path.write_text("".join(json.dumps({"timestamp": t * 1000, "input_length": n, "output_length": o,
+                                            "hash_ids": [100 * fam + j for j in range(-(-n // 32))]}) + "\n"
+                                for t, n, o, fam in rows))
+        wl = {"_target_": "llmos_sim.workload.mooncake.MooncakeTrace", "path": str(path), "block_tokens": 32}
+        r = run(None, prefill=prefill, decode=decode, workload=wl, batching_over={"preemption": mode},
+                serving={"num_kv_blocks": blocks, "prefix_caching": True, "host_kv_bytes": host})
+    ends = [s for t, k, s, d in r.log if k in (D, X)]
+    assert sorted(ends) == list(range(len(rows)))
+    for rep in r.extra["replicas"]:
+        kv = rep.kv
+        assert not kv._units and not kv._hseq and kv.used_bytes == 0  # no references, nothing registered
+        assert rep.outstanding == 0 and not rep.waiting and not len(rep.table)
+        if kv.host is not None:
+            assert not kv.host._swapped
