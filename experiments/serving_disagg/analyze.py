@@ -10,8 +10,9 @@ as DistServe defines it: the highest request rate at which at least 90 % of the 
 meet their SLOs — where the attainment first falls below 90 %, interpolated linearly between
 the two rates swept around it (0 when the lowest rate misses; the highest rate swept when none does).
 
-Writes ``results/runs.csv``, ``results/goodput.csv`` and ``results/disagg.png``, and prints the
-tables as markdown.
+The link sweep (``<sweep>/link/``: 2P+2D on conv at three link bandwidths) goes to
+``results/link.csv``. Writes ``results/runs.csv``, ``results/goodput.csv``, ``results/link.csv``
+and ``results/disagg.png``, and prints the tables as markdown.
 """
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ def load(sweep: Path) -> tuple[pd.DataFrame, dict]:
         span = req["arrival_s"].max() - req["arrival_s"].min()
         rs = float(cfg["workload"]["rate_scale"])
         row = {"trace": trace, "setup": setup, "rate_scale": rs, "rate_req_s": round(len(req) / span, 2),
+               "link_gbit_s": (8e-9 * float(cfg["topology"]["link"]["bw_bytes_s"])
+                               if cfg["topology"]["kind"] == "disaggregated" else float("nan")),
                "slo_ttft_s": ttft, "slo_tpot_s": tpot}
         for k in SCALES:
             row[f"attain_x{k:g}"] = attainment(req, k * ttft, k * tpot)
@@ -66,7 +69,7 @@ def load(sweep: Path) -> tuple[pd.DataFrame, dict]:
         reqs[(trace, setup, rs)] = (req, ttft, tpot)
     if not rows:
         raise SystemExit(f"no runs under {sweep} (run experiments/serving_disagg/run.sh first)")
-    df = pd.DataFrame(rows).sort_values(["trace", "setup", "rate_scale"], key=lambda c: c.map(
+    df = pd.DataFrame(rows).sort_values(["trace", "setup", "rate_scale", "link_gbit_s"], key=lambda c: c.map(
         {s: i for i, s in enumerate(SETUPS)}) if c.name == "setup" else c).reset_index(drop=True)
     return df, reqs
 
@@ -130,12 +133,18 @@ def main(argv: list[str]) -> None:
     df, reqs = load(sweep)
     res = HERE / "results"
     res.mkdir(exist_ok=True)
+    link = df[df.trace == "link"].drop(columns=["trace"])
+    df = df[df.trace != "link"]
     df.round(4).to_csv(res / "runs.csv", index=False)
+    link.round(4).to_csv(res / "link.csv", index=False)
     gp = goodput(df)
     gp.to_csv(res / "goodput.csv", index=False)
     plot(df, reqs, res / "disagg.png")
     fmt = lambda x: f"{x:.3g}" if isinstance(x, float) else str(x)  # noqa: E731
-    for name, t in (("goodput (req/s at which >= 90 % meet the SLOs)", gp), ("runs", df)):
+    cols = ["rate_req_s", "link_gbit_s", "attain_x0.5", "attain_x1", "tpot_p50_ms", "tpot_p99_ms", "itl_p99_ms",
+            "kv_transfer_ms"]
+    for name, t in (("goodput (req/s at which >= 90 % meet the SLOs)", gp), ("link (conv, 2P+2D)", link[cols]),
+                    ("runs", df)):
         print(f"\n{name}\n")
         print("| " + " | ".join(t.columns) + " |")
         print("|" + "---|" * len(t.columns))

@@ -24,4 +24,8 @@ for trace in conv code; do
       ${SLOS[$trace]} ${SETUPS[$setup]} output.plots=false hydra.sweep.dir="$out/$trace/$setup" > /dev/null
   done
 done
+# the link: 2P+2D on conv with 400, 100 and 25 Gb/s per GPU (25 Gb/s: DistServe's cross-node network)
+python -m llmos_sim -m experiment=serving_disagg workload=azure_conv workload.rate_scale=8,10 ${SLOS[conv]} \
+  ${SETUPS[disagg_2p2d]} topology.link.bw_bytes_s=5e10,1.25e10,3.125e9 output.plots=false \
+  hydra.sweep.dir="$out/link/disagg_2p2d" > /dev/null
 python experiments/serving_disagg/analyze.py "$out"
