@@ -58,7 +58,6 @@ recompute preemption. Without the tier, swap space is unlimited and evicted unit
 """
 from __future__ import annotations
 
-import inspect
 from typing import Callable, Hashable, Sequence
 
 from llmos_sim.policies.memory.base import Allocation, BlockPool, MemoryPool
@@ -69,19 +68,18 @@ RESERVE = "reserve"
 
 def make_pool(factory: Callable[..., MemoryPool], capacity_bytes: int, block_bytes: int,
               slot_bytes: int | None = None) -> MemoryPool:
-    """Call a pool partial with ``capacity_bytes``, sized for this KV cache: a paged pool gets
-    ``block_bytes`` (one KV block), a max-length reservation pool gets ``max_len_bytes`` =
-    ``slot_bytes`` (the reservation; one block when None), overriding the config's generic sizes."""
+    """Call a pool factory with ``capacity_bytes``, sized for this KV cache by what the pool
+    class declares: a :class:`~llmos_sim.policies.memory.base.BlockPool` gets ``block_bytes``
+    (one KV block), a pool that declares ``reserves_max_length`` gets ``max_len_bytes`` =
+    ``slot_bytes`` (the reservation; one block when None), overriding the config's generic
+    sizes. Any other factory (a pool class, or a callable that builds pools) gets the capacity."""
     target = getattr(factory, "func", factory)
-    try:
-        params = inspect.signature(target).parameters
-    except (TypeError, ValueError):  # builtins or odd callables: just pass capacity
-        params = {}
-    kw = {"capacity_bytes": capacity_bytes}
-    if "block_bytes" in params:
-        kw["block_bytes"] = block_bytes
-    if "max_len_bytes" in params:
-        kw["max_len_bytes"] = slot_bytes or block_bytes
+    kw: dict = {"capacity_bytes": capacity_bytes}
+    if isinstance(target, type) and issubclass(target, MemoryPool):
+        if issubclass(target, BlockPool):
+            kw["block_bytes"] = block_bytes
+        if target.reserves_max_length:
+            kw["max_len_bytes"] = slot_bytes or block_bytes
     return factory(**kw)
 
 
