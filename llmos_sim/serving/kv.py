@@ -61,9 +61,8 @@ from __future__ import annotations
 from typing import Callable, Hashable, Sequence
 
 from llmos_sim.policies.memory.base import Allocation, BlockPool, MemoryPool
+from llmos_sim.serving.view import GROW, RESERVE, KVMode, block_growth, blocks_for
 
-GROW = "grow"
-RESERVE = "reserve"
 
 
 def make_pool(factory: Callable[..., MemoryPool], capacity_bytes: int, block_bytes: int,
@@ -172,7 +171,8 @@ class KVCacheManager:
         if block_tokens < 1 or bytes_per_token < 1:
             raise ValueError("KVCacheManager: block_tokens and bytes_per_token must be >= 1")
         if mode not in (GROW, RESERVE):
-            raise ValueError(f"KVCacheManager: mode must be {GROW!r} or {RESERVE!r}, got {mode!r}")
+            raise ValueError(f"KVCacheManager: mode must be 'grow' or 'reserve', got {mode!r}")
+        mode = KVMode(mode)
         self.pool = pool
         self.bytes_per_token = int(bytes_per_token)
         self.block_tokens = int(block_tokens)
@@ -240,7 +240,11 @@ class KVCacheManager:
 
     def blocks_for(self, tokens: int) -> int:
         """Blocks that hold ``tokens`` tokens: ``ceil(tokens / block_tokens)``."""
-        return -(-int(tokens) // self.block_tokens)
+        return blocks_for(int(tokens), self.block_tokens)
+
+    def growth(self, computed, tokens, blocks) -> tuple[list[int], list[int]]:
+        """``(rows, need)``: the rows that cross into new blocks (:func:`~llmos_sim.serving.view.block_growth`)."""
+        return block_growth(computed, tokens, blocks, self.block_tokens)
 
     def max_blocks(self, prompt_tokens: int, output_tokens: int) -> int:
         """Blocks the sequence holds at its largest (its last token is never cached)."""

@@ -28,12 +28,13 @@ the shared cluster counts them; ``sync_finishes``), so SimPy's clock must be the
 a standalone :class:`~llmos_sim.serving.system.ServingSystem`, where nothing does, runs on.
 
 Cost: one pass over the running rows per iteration or span (plain lists, see
-:class:`~llmos_sim.serving.state.SeqTable`), plus one pool call per span for the sequences
+:class:`~llmos_sim.serving.view.SeqTable`), plus one pool call per span for the sequences
 that cross a block boundary.
 """
 from __future__ import annotations
 
 from bisect import bisect_right
+from itertools import repeat
 from operator import sub
 from typing import TYPE_CHECKING
 
@@ -44,8 +45,8 @@ from simpy.events import NORMAL
 from llmos_sim import events as E
 from llmos_sim.kernel import Instant, push_at, queue_of
 from llmos_sim.serving.cost import BatchShape, CostModel
-from llmos_sim.serving.kv import GROW, KVCacheManager
-from llmos_sim.serving.state import BatchDecision, ReplicaView, SeqTable, WaitingSeq
+from llmos_sim.serving.kv import KVCacheManager
+from llmos_sim.serving.view import GROW, BatchDecision, ReplicaView, SeqTable, WaitingSeq, block_growth, blocks_for
 
 if TYPE_CHECKING:
     from llmos_sim.policies.batching.base import BatchingPolicy
@@ -555,30 +556,29 @@ class Replica:
         B, C = tab.blocks, tab.computed
         bt = kv.block_tokens
         if kv.mode == GROW:
-            b1 = bt - 1
             if grow is not None:
                 rows, need = grow
                 if len(tokens) > n_run:  # admitted rows (never held finished)
-                    new = [i for i in range(n_run, len(tokens)) if (C[i] + tokens[i] + b1) // bt > B[i]]
+                    new, more = block_growth(C[n_run:], tokens[n_run:], B[n_run:], bt)
                     if new:
-                        rows = rows + new
-                        need = need + [(C[i] + tokens[i] + b1) // bt - B[i] for i in new]
+                        rows = rows + [n_run + i for i in new]
+                        need = need + more
                 if not rows:
                     return tokens
             else:
-                rows = [i for i, (c, x, b) in enumerate(zip(C, tokens, B)) if (c + x + b1) // bt > b]
-                if tab.n_done:
+                rows, need = block_growth(C, tokens, B, bt)
+                if tab.n_done and rows:
                     done = tab.done
-                    rows = [i for i in rows if not done[i]]
+                    keep = [j for j, i in enumerate(rows) if not done[i]]
+                    rows, need = [rows[j] for j in keep], [need[j] for j in keep]
                 if not rows:
                     return tokens
-                need = [(C[i] + tokens[i] + b1) // bt - B[i] for i in rows]
         else:
             rows = [i for i, (x, b) in enumerate(zip(tokens, B)) if x > 0 and b == 0]
             if not rows:
                 return tokens
             rt, P, O = kv.reserve_tokens, tab.prompt, tab.output
-            need = [((rt or P[i] + O[i]) + bt - 1) // bt for i in rows]
+            need = [blocks_for(rt or P[i] + O[i], bt) for i in rows]
         rid = tab.rid
         seqs = [rid[i] for i in rows]
         failed = []
@@ -665,16 +665,14 @@ class Replica:
         if grow:
             bt = kv.block_tokens
             free = kv.free_blocks - (sum(later[1]) if later is not None else 0)
-            b1 = bt - 1
             # rows crossing into new blocks over k iterations, and how many each needs
             k_rows = k
-            rows = [i for i, (x, y) in enumerate(zip(c, b)) if (x + k + b1) // bt > y]
-            g = [(c[i] + k + b1) // bt - b[i] for i in rows]
+            rows, g = block_growth(c, repeat(k), b, bt)
             if sum(g) > free:
                 lo, hi = 1, k  # need(lo) fits (already allocated), need(hi) does not
                 while hi - lo > 1:
                     mid = (lo + hi) // 2
-                    if sum(n for n in [(x + mid + b1) // bt - y for x, y in zip(c, b)] if n > 0) <= free:
+                    if sum(block_growth(c, repeat(mid), b, bt)[1]) <= free:
                         lo = mid
                     else:
                         hi = mid
@@ -694,8 +692,7 @@ class Replica:
             return 1, (0.0, None), True
         if grow:
             if k != k_rows:
-                rows = [i for i, (x, y) in enumerate(zip(c, b)) if (x + k + b1) // bt > y]
-                g = [(c[i] + k + b1) // bt - b[i] for i in rows]
+                rows, g = block_growth(c, repeat(k), b, bt)
             if rows or later is not None:
                 if live is not None:
                     rows = [live[i] for i in rows]
