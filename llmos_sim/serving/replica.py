@@ -45,6 +45,7 @@ from simpy.events import NORMAL
 from llmos_sim import events as E
 from llmos_sim.kernel import Instant, push_at, queue_of
 from llmos_sim.serving.cost import BatchShape, CostModel
+from llmos_sim.serving.iteration import IterationPlan, advance, prefill_shape, span_on_free_blocks
 from llmos_sim.serving.kv import KVCacheManager
 from llmos_sim.serving.view import GROW, BatchDecision, ReplicaView, SeqTable, WaitingSeq, block_growth, blocks_for
 
@@ -197,8 +198,8 @@ class Replica:
                     stalls = 0
                 continue
             stalls = 0
-            end = self.now + plan[0]
-            if end >= env.peek() or (plan[4] and self.sync_finishes):
+            end = self.now + plan.duration_s
+            if end >= env.peek() or (plan.may_finish and self.sync_finishes):
                 # something else may happen first (let SimPy order it), or this iteration may
                 # finish a request, which others see at once (a service host counts them)
                 yield self._at(end)
@@ -214,8 +215,9 @@ class Replica:
         A light :class:`~llmos_sim.backend.Instant` (the process adds its own callback)."""
         return push_at(self._queue, time_s, Instant(), NORMAL)
 
-    def _start(self):
-        """Decide and apply the next iteration (or span); returns what :meth:`_finish` needs."""
+    def _start(self) -> IterationPlan | None:
+        """Decide and apply the next iteration (or span); returns its plan for :meth:`_finish`
+        (None when nothing could run)."""
         log, kv, t = self.log, self.kv, self.now
         tab = self.table
         if self._cached_waiting:  # prefix caching: how much of a preempted sequence is still cached
@@ -333,13 +335,7 @@ class Replica:
         dec_ctx += n_dec
         n_pre = n_tok - n_dec
         if n_pre:
-            pairs = pre_ctx = n_logits = 0
-            for i in pre:
-                x, c = tokens[i], C[i]
-                pairs += x * c + x * (x + 1) // 2
-                pre_ctx += c
-                if c + x >= P[i] + G[i]:  # the chunk completes the context: it emits a token
-                    n_logits += 1
+            pairs, pre_ctx, n_logits = prefill_shape(tokens, pre, P, G, C)
             pre_ctx += n_pre
             n_logits += n_dec
         else:
@@ -364,7 +360,7 @@ class Replica:
                 log.emit(t, E.KV_SAMPLE, self.index,
                          (kv.used_bytes, (c_sum + k * (n_rows - n_done)) * self._bpt, kv.pool.capacity_bytes,
                           kv.free_blocks))
-                return (dur, tokens, k, d.hold_finished, fin, True)
+                return IterationPlan(dur, tokens, k, d.hold_finished, fin, True)
         self._take_growth(later)
         used = kv.used_bytes
         spread = self._decode_spread(tokens, pre, pure) if self._spread and n_dec > 1 else (0, 0)
@@ -376,7 +372,7 @@ class Replica:
         tok = sum(x for x, done in zip(tokens, tab.done) if not done) if n_done else n_tok
         log.emit(t, E.KV_SAMPLE, self.index, (used, (c_sum + tok) * self._bpt, kv.pool.capacity_bytes, kv.free_blocks))
         may_finish = min(map(sub, tab.output, tab.generated), default=2) <= 1  # a row one token short (or held done)
-        return (dur, tokens, 1, d.hold_finished, may_finish, pure)
+        return IterationPlan(dur, tokens, 1, d.hold_finished, may_finish, pure)
 
     def _admissible(self, view: ReplicaView) -> tuple[BatchDecision, bool]:
         """Async scheduling: the decision on a view without the requests that arrived while the
@@ -669,14 +665,7 @@ class Replica:
             k_rows = k
             rows, g = block_growth(c, repeat(k), b, bt)
             if sum(g) > free:
-                lo, hi = 1, k  # need(lo) fits (already allocated), need(hi) does not
-                while hi - lo > 1:
-                    mid = (lo + hi) // 2
-                    if sum(block_growth(c, repeat(mid), b, bt)[1]) <= free:
-                        lo = mid
-                    else:
-                        hi = mid
-                k = lo
+                k = span_on_free_blocks(c, b, k, bt, free)  # (one iteration's blocks are already taken)
                 if k <= 1:
                     return 1, (0.0, None), True
                 dur = None  # a shorter span than the arrivals allow: its own duration
@@ -726,42 +715,15 @@ class Replica:
             self._cached_waiting.append(w)
         return w
 
-    def _finish(self, plan) -> None:
-        """Advance the sequences after an iteration (or a span of ``k``) ends."""
-        _, tokens, k, hold, may_finish, pure = plan
+    def _finish(self, plan: IterationPlan) -> None:
+        """Advance the sequences after an iteration (or a span of ``k``) ends
+        (:func:`~llmos_sim.serving.iteration.advance`), log first tokens and finishes."""
         tab, log, now, idx = self.table, self.log, self.now, self.index
-        C, G = tab.computed, tab.generated
-        done = tab.done if tab.n_done else None
-        if pure:  # a span, or one pure-decode iteration: every live row decoded k tokens
-            if done is None:
-                add_k = k.__add__
-                tab.computed = list(map(add_k, C))
-                tab.generated = G = list(map(add_k, G))
-            else:
-                for i, dn in enumerate(done):
-                    if not dn:
-                        C[i] += k
-                        G[i] += k
-            if not may_finish:  # the span stopped before its first finish
-                return
-        else:
-            P = tab.prompt
-            filling = self.kv.filling  # prefix caching: sequences whose hash units are not all complete
-            for i, x in enumerate(tokens):
-                if x and (done is None or not done[i]):
-                    C[i] = c = C[i] + x
-                    if filling and tab.rid[i] in filling:
-                        self.kv.computed(tab.rid[i], c)
-                    if c == P[i] + G[i]:  # the context is complete: one new token
-                        G[i] = g = G[i] + 1
-                        if g == 1:
-                            log.emit(now, E.REQ_FIRST_TOKEN, tab.rid[i], (idx,))
-            if not may_finish:  # every row was two or more tokens short: one iteration adds one at most
-                return
-        if done is None:
-            fin = [i for i, (g, o) in enumerate(zip(G, tab.output)) if g >= o]
-        else:
-            fin = [i for i, (g, o, dn) in enumerate(zip(G, tab.output, done)) if g >= o and not dn]
+        kv = self.kv
+        first, fin = advance(tab, plan, kv.computed, kv.filling)
+        for r in first:
+            log.emit(now, E.REQ_FIRST_TOKEN, r, (idx,))
+        hold = plan.hold_finished
         if not fin:
             return
         rid = tab.rid

@@ -88,8 +88,8 @@ def test_generated_tokens_do_not_depend_on_batching_or_preemption():
         "static": ["batching=static"],  # finished rows ride along as padding
         "orca": ["batching=orca"],
         "chunked": ["batching=chunked_prefill", "batching.max_num_batched_tokens=16"],
-        "recompute": ["serving.num_kv_blocks=12", "batching.preemption=recompute"],
-        "swap": ["serving.num_kv_blocks=12", "batching.preemption=swap"],
+        "recompute": ["serving.num_kv_blocks=10", "batching.preemption=recompute"],
+        "swap": ["serving.num_kv_blocks=10", "batching.preemption=swap"],
     }.items()}
     outs = {k: r.extra["replicas"][0].outputs for k, r in runs.items()}
     assert runs["recompute"].tables["requests"]["preemptions"].sum() > 0
