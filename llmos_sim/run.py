@@ -125,7 +125,13 @@ def serving_spec(cfg: DictConfig):
 
     node = _key(cfg, "serving")
     ServingSpec.check_keys(node)
-    return instantiate(node)
+    try:
+        return instantiate(node)
+    except Exception as e:  # Hydra wraps the spec's own check: raise that, it names the key
+        inner = next((c for c in chain(e) if isinstance(c, InputError)), None)
+        if inner is None:
+            raise
+        raise inner from None
 
 
 def build_replica_factory(cfg: DictConfig, backend: Any = None, devices_from_cluster: bool = False):
