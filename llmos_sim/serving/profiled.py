@@ -451,8 +451,9 @@ class SkewTable:
     def decode_vec(self, n: int, skew_rate: np.ndarray, longest: np.ndarray) -> np.ndarray:
         """``alpha`` of pure-decode batches of ``n`` rows (no prefill), vectorised."""
         (nb, _), (sb, _), (kb, _) = self.bins[:3]
-        i_s = np.clip(np.searchsorted(sb, np.clip(skew_rate, 0.0, 1.0), side="left") - 1, 0, len(sb) - 2)
-        i_k = np.clip(np.searchsorted(kb, longest, side="left") - 1, 0, len(kb) - 2)
+        mx, mn = np.maximum, np.minimum  # (np.clip's dispatch costs more than the work here)
+        i_s = mn(mx(np.searchsorted(sb, mn(mx(skew_rate, 0.0), 1.0), side="left") - 1, 0), len(sb) - 2)
+        i_k = mn(mx(np.searchsorted(kb, longest, side="left") - 1, 0), len(kb) - 2)
         return self._decode_grid()[self._index(nb, n), i_s, i_k]
 
 
@@ -555,6 +556,7 @@ class ProfiledCost(CostModel):
         self._curves: dict[int, tuple] = {}
         self._span_curves: dict[int, tuple] = {}
         self._attn_cache: dict[tuple, float] = {}  # exact lookup points seen (bounded)
+        self._iter_cache: dict[tuple, float] = {}  # whole iterations by batch shape (bounded)
 
     # -- parts (µs) ----------------------------------------------------------------------
     def allreduce_us(self, tokens: int) -> float:
@@ -614,6 +616,17 @@ class ProfiledCost(CostModel):
         n_tok = b.n_prefill_tokens + b.n_decode_tokens
         if n_tok == 0:
             return 0.0
+        key = (b.n_prefill_tokens, b.prefill_attn_pairs, b.n_decode_tokens, b.decode_ctx_tokens, b.n_seqs,
+               b.decode_ctx_max, b.decode_ctx_min)
+        t = self._iter_cache.get(key)
+        if t is None:
+            t = self._iteration_us(b, n_tok)
+            if len(self._iter_cache) < 1 << 16:
+                self._iter_cache[key] = t
+        return t
+
+    def _iteration_us(self, b: BatchShape, n_tok: int) -> float:
+        """:meth:`iteration_us`, computed."""
         L = self.model.layers
         key = self.attention_args(b)
         skewed = self.skew is not None and key[2] > 1 and b.decode_ctx_max > key[3]
