@@ -588,11 +588,18 @@ def plot(f: Fidelity, path: Path, title: str) -> None:
 
 def plot_series(f: Fidelity, path: Path, title: str) -> None:
     """The engine's samples over time, measured vs simulated."""
+    plot_series_frame(f.series, path, title)
+
+
+def plot_series_frame(ts: pd.DataFrame, path: Path, title: str,
+                      xlabel: str = "time since the run started (s)") -> None:
+    """One panel per engine series: ``ts`` has ``t`` and, per series in :data:`SERIES`, the
+    measured column and the simulated ``sim_<series>``; each panel's title gives the MAE,
+    bias and correlation (or says the run did not record the series: all zero)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ts = f.series
     labels = {"running": "running requests", "waiting": "waiting requests", "kv_cache_pct": "KV cache used (%)",
               "prompt_throughput": "prompt tokens/s", "gen_throughput": "generated tokens/s"}
     fig, ax = plt.subplots(len(SERIES), 1, figsize=(12, 11), sharex=True)
@@ -600,12 +607,16 @@ def plot_series(f: Fidelity, path: Path, title: str) -> None:
         m, s_ = ts[c].to_numpy(float), ts[f"sim_{c}"].to_numpy(float)
         a.plot(ts["t"], m, "-", lw=1.3, color="C0", label="vLLM (measured)")
         a.plot(ts["t"], s_, "-", lw=1.1, color="C1", alpha=0.85, label="llmos_sim")
-        note = " (not recorded in this run)" if c == "kv_cache_pct" and not np.any(m) else ""
+        if not np.any(m):
+            note = " (not recorded in this run)"
+        else:
+            corr = np.corrcoef(m, s_)[0, 1] if np.std(m) > 0 and np.std(s_) > 0 else float("nan")
+            note = f": MAE {np.abs(s_ - m).mean():.1f}, bias {(s_ - m).mean():+.1f}, corr {corr:.2f}"
         a.set_ylabel(labels[c])
         a.set_title(f"{labels[c]}{note}", fontsize=10, loc="left")
         a.grid(alpha=0.3)
     ax[0].legend(loc="upper right")
-    ax[-1].set_xlabel("time since the run started (s)")
+    ax[-1].set_xlabel(xlabel)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
