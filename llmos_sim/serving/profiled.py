@@ -184,10 +184,45 @@ def load_meta(folder: Path) -> dict:
     return meta
 
 
+#: tables built from profile files, by what was read (file path, modification time, size) and
+#: how: a run that builds the same cost model again (a sweep, a benchmark's repeats, the
+#: fidelity command's variants) parses and indexes each file once. The values are never
+#: mutated after they are built.
+_BUILT: dict[tuple, object] = {}
+
+
+def _stamp(path: Path) -> tuple:
+    st = path.stat()
+    return str(path.resolve()), st.st_mtime_ns, st.st_size
+
+
+def _built(key: tuple, build):
+    """``build()``, kept under ``key`` (bounded: cleared when it grows past 256 entries)."""
+    v = _BUILT.get(key)
+    if v is None:
+        if len(_BUILT) >= 256:
+            _BUILT.clear()
+        v = _BUILT[key] = build()
+    return v
+
+
+def _derived(src: pd.DataFrame, tag: tuple, build):
+    """``build()`` from the table ``src`` (one that :func:`_read` returned), kept beside it
+    (the entry holds ``src``, so its id is not reused while the entry exists)."""
+    key = ("derived", id(src), tag)
+    v = _BUILT.get(key)
+    if v is None or v[0] is not src:
+        if len(_BUILT) >= 256:
+            _BUILT.clear()
+        v = _BUILT[key] = (src, build())
+    return v[1]
+
+
 def _read(folder: Path, name: str, cols: Sequence[str], required: bool = True,
           text: Sequence[str] = ("layer",), signed: Sequence[str] = ()) -> pd.DataFrame | None:
     """``name``.csv or ``name``.csv.gz in ``folder``, checked: the columns, numbers (>= 0
-    unless ``signed``) except the ``text`` columns."""
+    unless ``signed``) except the ``text`` columns (read once per file version: not to be
+    modified)."""
     for path in (folder / f"{name}.csv", folder / f"{name}.csv.gz"):
         if path.is_file():
             break
@@ -195,6 +230,11 @@ def _read(folder: Path, name: str, cols: Sequence[str], required: bool = True,
         if required:
             raise ProfileError(f"{folder}: no {name}.csv (or .csv.gz)")
         return None
+    return _built(("csv", _stamp(path), tuple(cols), tuple(text), tuple(signed)),
+                  lambda: _parse(path, cols, text, signed))
+
+
+def _parse(path: Path, cols: Sequence[str], text: Sequence[str], signed: Sequence[str]) -> pd.DataFrame:
     try:
         df = pd.read_csv(path)
     except Exception as e:  # noqa: BLE001 - any parse error, named with the file
@@ -590,7 +630,7 @@ class ProfiledCost(CostModel):
         self.dense = Table1D(xs, L * per + interp_vec(xo, one, xs))
         sx, ss = _layer_sum(per_seq, "sequences", sorted(set(per_seq["layer"])), lambda n: 1)
         self.per_seq = Table1D(sx, ss)
-        self.attention = AttentionTable(attn, str(tp_dir / "attention.csv"))
+        self.attention = _derived(attn, ("attention",), lambda: AttentionTable(attn, str(tp_dir / "attention.csv")))
         self.skew = self._skew_table(tp_dir)
         self.wants_decode_spread = self.skew is not None
         self.moe = None
@@ -630,7 +670,8 @@ class ProfiledCost(CostModel):
         if alpha is None:
             raw = _read(tp_dir, "skew", ("t_mean_us", "t_max_us", "t_skew_us"), required=False, text=())
             alpha = pooled_alpha(raw) if raw is not None else 0.0
-        return SkewTable(sk, fit.get("bucket_axes") or SKEW_AXES, alpha, str(tp_dir / "skew_fit.csv"))
+        axes = fit.get("bucket_axes") or SKEW_AXES
+        return _derived(sk, (repr(axes), alpha), lambda: SkewTable(sk, axes, alpha, str(tp_dir / "skew_fit.csv")))
 
     # -- parts (µs) ----------------------------------------------------------------------
     def allreduce_us(self, tokens: int) -> float:

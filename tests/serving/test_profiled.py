@@ -417,3 +417,17 @@ def test_moe_under_tp_shards_experts_or_spreads_them(tmp_path):
     e = ProfiledCost(TINY_MOE, GPU, tp=2, profile=str(root), expert_parallel=True)
     worst = (3 + math.sqrt(1.5) / math.sqrt(math.pi)) / 2
     assert e.moe_us(3) == pytest.approx(10 + 2 * worst + 5 * 2, rel=1e-9)
+
+
+def test_profile_tables_are_read_once_per_file_version(tiny_profile):
+    """A second cost model on the same files shares their parsed tables; a changed file is
+    read again (its modification time and size are part of the key)."""
+    a = ProfiledCost(TINY, GPU, profile=str(tiny_profile))
+    b = ProfiledCost(TINY, GPU, profile=str(tiny_profile))
+    assert a.attention is b.attention
+    f = tiny_profile / "tp1" / "attention.csv"
+    f.write_text(f.read_text().replace("prefill_chunk,kv_prefill,n_decode,kv_decode,time_us\n",
+                                       "prefill_chunk,kv_prefill,n_decode,kv_decode,time_us\n0,0,2,16,99.5\n"))
+    c = ProfiledCost(TINY, GPU, profile=str(tiny_profile))
+    assert c.attention is not a.attention
+    assert c.attention(0, 0, 2, 16) == 99.5 and a.attention(0, 0, 2, 16) != 99.5
