@@ -101,6 +101,10 @@ class Engine:
         self._queue = queue_of(self.env)
         self._heap = self._queue[0]
         self.log = EventLog()
+        log_ = self.log  # the hot kinds' records are appended to the log's columns directly
+        self._c_arrive, self._c_start, self._c_finish = (log_.code_of(k) for k in (E.ARRIVE, E.START, E.FINISH))
+        self._log_time, self._log_code = log_.time.append, log_.code.append
+        self._log_subject, self._log_data = log_.subject.append, log_.data.append
         self.round_s = round_s if round_s is not None else scheduler.round_s
         self.on_memory_full = on_memory_full
         self.preempt_overhead_s = float(preempt_overhead_s)
@@ -213,14 +217,19 @@ class Engine:
         self._next = j
         if j < n:
             self._at(jobs[j].arrival_s, self._arrive_batch)
-        append, now, queue = self.log.records.append, self.env.now, self.queue  # EventLog.emit, inlined
+        now, queue, emit = self.env.now, self.queue, self.log.emit
+        t_app, c_app, s_app, d_app = self._log_time, self._log_code, self._log_subject, self._log_data
+        arrive = self._c_arrive
         per_event = self.pass_per_event
         for k in range(i, j):
             job = jobs[k]
-            append((now, E.ARRIVE, job.id, (job.gpus, job.work_flops, job.gpu_milli, job.tenant)))
+            t_app(now)  # EventLog.emit, inlined
+            c_app(arrive)
+            s_app(job.id)
+            d_app((job.gpus, job.work_flops, job.gpu_milli, job.tenant))
             why = self._unsatisfiable(job)
             if why:
-                append((now, E.FAIL, job.id, (why,)))
+                emit(now, E.FAIL, job.id, (why,))
             else:
                 queue[job.id] = job
                 if per_event:
@@ -577,8 +586,11 @@ class Engine:
             done, r.rate_flops_s = self.hosts[job.service].start(job, devices, self.env, self.log), 0.0
         else:
             done, r.rate_flops_s = self.backend.start(task)
-        if emit:
-            self.log.records.append((now, E.START, job.id, (devices, job.gpu_milli, r.rate_flops_s)))
+        if emit:  # EventLog.emit, inlined
+            self._log_time(now)
+            self._log_code(self._c_start)
+            self._log_subject(job.id)
+            self._log_data((devices, job.gpu_milli, r.rate_flops_s))
         epoch = r.epoch
         done.callbacks.append(lambda ev: self._work_done(r, epoch, ev))
         if job.mem_trace and self.pools:
@@ -639,7 +651,10 @@ class Engine:
         r.settle(now)
         self.under_demand.pop(job.id, None)
         del self.running[job.id]
-        self.log.records.append((now, E.FINISH, job.id, ()))
+        self._log_time(now)  # EventLog.emit, inlined
+        self._log_code(self._c_finish)
+        self._log_subject(job.id)
+        self._log_data(())
         self._release(r)
         self.finished.append(FinishedJob(job, r.first_start_s, now, r.devices, r.compute_gpu_s))
         if self.progress is not None:
