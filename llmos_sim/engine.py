@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from operator import attrgetter
 from typing import Callable, Sequence
 
 import simpy
@@ -28,7 +29,7 @@ from llmos_sim.events import EventLog
 from llmos_sim.policies.memory.base import MemoryPool
 from llmos_sim.policies.scheduling.base import ClusterScheduler, Decision
 from llmos_sim.types import FULL_DEVICE_MILLI, GPU, Cluster, Job, Task
-from llmos_sim.view import ClusterView, FinishedJob, FreeDevices, RunningJob, Tentative
+from llmos_sim.view import ClusterView, FinishedJobs, FreeDevices, RunningJob, Tentative
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,9 @@ class Engine:
         self._heap = self._queue[0]
         self.log = EventLog()
         log_ = self.log  # the hot kinds' records are appended to the log's columns directly
-        self._c_arrive, self._c_start, self._c_finish = (log_.code_of(k) for k in (E.ARRIVE, E.START, E.FINISH))
+        # an arrival's data are the job's fields: the record keeps the (immutable) job
+        self._c_arrive = log_.derive(E.ARRIVE, attrgetter("gpus", "work_flops", "gpu_milli", "tenant"))
+        self._c_start, self._c_finish = log_.code_of(E.START), log_.code_of(E.FINISH)
         self._log_time, self._log_code = log_.time.append, log_.code.append
         self._log_subject, self._log_data = log_.subject.append, log_.data.append
         self.round_s = round_s if round_s is not None else scheduler.round_s
@@ -129,7 +132,7 @@ class Engine:
         self.queue: dict[int, Job] = {}  # insertion order = arrival order (preempted rejoin at the end)
         self.running: dict[int, RunningJob] = {}
         self.suspended: dict[int, RunningJob] = {}  # preempted jobs' progress, keyed by id
-        self.finished: list[FinishedJob] = []
+        self.finished = FinishedJobs()  # columns; a FinishedJob is built when read
         self.free = FreeDevices(cluster)
         self.device_free_milli = [FULL_DEVICE_MILLI] * cluster.n_devices
         self.partial: dict[int, None] = {}  # devices shared by fractional jobs, with room left
@@ -226,7 +229,7 @@ class Engine:
             t_app(now)  # EventLog.emit, inlined
             c_app(arrive)
             s_app(job.id)
-            d_app((job.gpus, job.work_flops, job.gpu_milli, job.tenant))
+            d_app(job)  # derived: (job.gpus, job.work_flops, job.gpu_milli, job.tenant)
             why = self._unsatisfiable(job)
             if why:
                 emit(now, E.FAIL, job.id, (why,))
@@ -656,7 +659,7 @@ class Engine:
         self._log_subject(job.id)
         self._log_data(())
         self._release(r)
-        self.finished.append(FinishedJob(job, r.first_start_s, now, r.devices, r.compute_gpu_s))
+        self.finished.add(job, r.first_start_s, now, r.devices, r.compute_gpu_s)
         if self.progress is not None:
             self.progress(1)
         if self.queue or self.under_demand:

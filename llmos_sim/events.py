@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 from array import array
 from collections.abc import Sequence
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from llmos_sim.kernel import sparse_gc
 
 # job life cycle (the seed's five steps: receive, allocate & schedule, preprocess, run, output)
 ARRIVE = "arrive"  # data: (gpus, work_flops, gpu_milli, tenant)
@@ -119,9 +121,15 @@ class EventLog:
     :meth:`emit` is the one way in; :attr:`records` is a read-only sequence view that builds
     each ``(time_s, kind, subject, data)`` tuple when asked (iteration, indexing, slicing,
     ``==``), for code that reads records. A record's time reads back as a ``float``.
+
+    A kind may be *derived* (:meth:`derive`): its records store one object in ``data`` (the
+    engine stores the arriving :class:`~llmos_sim.types.Job`, which is immutable) and a
+    function of it gives the record's data tuple whenever it is read (``attrgetter`` of the
+    job's fields for ``arrive``), so the tuple is not kept per record. Read ``data`` through
+    :meth:`data_at` or the views, never the raw list.
     """
 
-    __slots__ = ("time", "code", "subject", "data", "kinds", "_codes", "_view")
+    __slots__ = ("time", "code", "subject", "data", "kinds", "_codes", "_view", "derived")
 
     def __init__(self) -> None:
         self.time: array = array("d")
@@ -131,6 +139,32 @@ class EventLog:
         self.kinds: list = []  #: code -> kind, in order of first appearance
         self._codes: dict = {}  # kind -> code
         self._view = Records(self)
+        self.derived: dict[int, Callable[[Any], tuple]] = {}  #: code -> stored object -> data tuple
+
+    def derive(self, kind: Any, make_data: Callable[[Any], tuple]) -> int:
+        """Make ``kind`` derived: its records' ``data`` hold an immutable object and
+        ``make_data(object)`` is the record's data tuple. Only before its first record; returns
+        its code."""
+        c = self.code_of(kind)
+        if c in self.code:
+            raise ValueError(f"kind {kind!r} already has records; derive it before the first")
+        self.derived[c] = make_data
+        return c
+
+    def data_at(self, positions: list) -> list:
+        """The data tuples of the records at ``positions`` (derived kinds made)."""
+        out = _gather(self.data, positions)
+        if self.derived:
+            derived, code = self.derived, self.code
+            out = [derived[code[i]](d) if code[i] in derived else d for i, d in zip(positions, out)]
+        return out
+
+    def _data_iter(self) -> Iterator[tuple]:
+        """Every record's data tuple, in order."""
+        if not self.derived:
+            return iter(self.data)
+        derived = self.derived
+        return (derived[c](d) if c in derived else d for c, d in zip(self.code, self.data))
 
     def code_of(self, kind: Any) -> int:
         """``kind``'s code, interned on first use (the engine keeps the codes of its hot kinds)."""
@@ -162,7 +196,7 @@ class EventLog:
         return iter(self._view)
 
     def __getstate__(self) -> dict:
-        return {k: getattr(self, k) for k in ("time", "code", "subject", "data", "kinds")}
+        return {k: getattr(self, k) for k in ("time", "code", "subject", "data", "kinds", "derived")}
 
     def __setstate__(self, state: dict) -> None:
         for k, v in state.items():
@@ -188,7 +222,7 @@ class EventLog:
     def of(self, *kinds: str) -> list[tuple[int, float, Any, tuple]]:
         """``(seq, time_s, subject, data)`` of the records of the given kinds, in order."""
         seq = self.positions(*kinds).tolist()
-        return list(zip(seq, _gather(self.time, seq), _gather(self.subject, seq), _gather(self.data, seq)))
+        return list(zip(seq, _gather(self.time, seq), _gather(self.subject, seq), self.data_at(seq)))
 
     def frame(self, kind: str) -> pd.DataFrame:
         """One kind's records as a typed table: ``seq, time_s, subject`` + its data fields."""
@@ -208,8 +242,10 @@ class EventLog:
         tables share one :class:`ByKind`)."""
         if not len(self):
             return pd.DataFrame({"seq": [], "time_s": [], "kind": [], "subject": [], "data": []})
-        if by_kind is None:
-            by_kind = ByKind(self)
+        with sparse_gc():  # many short-lived containers: the collector would rescan the log's objects
+            return self._table(by_kind if by_kind is not None else ByKind(self))
+
+    def _table(self, by_kind: "ByKind") -> pd.DataFrame:
         kinds = by_kind.kinds
         return pd.DataFrame(
             {
@@ -238,7 +274,7 @@ class Records(Sequence):
 
     def __iter__(self) -> Iterator[tuple[float, str, Any, tuple]]:
         log = self._log
-        return zip(log.time, map(log.kinds.__getitem__, log.code), log.subject, log.data)
+        return zip(log.time, map(log.kinds.__getitem__, log.code), log.subject, log._data_iter())
 
     def __reversed__(self) -> Iterator[tuple[float, str, Any, tuple]]:
         return (self[i] for i in range(len(self) - 1, -1, -1))
@@ -246,8 +282,11 @@ class Records(Sequence):
     def __getitem__(self, i):
         log = self._log
         if isinstance(i, slice):
-            return list(zip(log.time[i], map(log.kinds.__getitem__, log.code[i]), log.subject[i], log.data[i]))
-        return (log.time[i], log.kinds[log.code[i]], log.subject[i], log.data[i])
+            return list(zip(log.time[i], map(log.kinds.__getitem__, log.code[i]), log.subject[i],
+                            log.data_at(list(range(len(log.time))[i]))))
+        c = log.code[i]
+        d = log.data[i]
+        return (log.time[i], log.kinds[c], log.subject[i], log.derived[c](d) if c in log.derived else d)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Records):
@@ -287,15 +326,23 @@ class ByKind:
     def __init__(self, records: "EventLog | Records | list") -> None:
         log = records._log if isinstance(records, Records) else records
         if isinstance(log, EventLog):  # the columns, gathered by numpy indexing
-            self.kinds: list = list(log.kinds)
             codes = log.codes_array()
+            # the kinds with records, in order of their first record (a kind may be interned early)
+            present, first = np.unique(codes, return_index=True)
+            present = present[np.argsort(first)]
+            remap = np.zeros(len(log.kinds) + 1, dtype=np.intp)
+            remap[present] = np.arange(len(present))
+            codes = remap[codes]
+            self.kinds: list = [log.kinds[c] for c in present.tolist()]
             times, subjects, datas = log.time, log.subject, log.data
+            derived = {log.kinds[c]: f for c, f in log.derived.items()}
         else:  # a plain list of record tuples
             codes, kinds = pd.factorize(np.array([r[1] for r in records], dtype=object))
             self.kinds = list(kinds)
             times = [r[0] for r in records]
             subjects = [r[2] for r in records]
             datas = [r[3] for r in records]
+            derived = {}
         self.codes: np.ndarray = codes
         self.order = np.argsort(codes, kind="stable")  # the records grouped by kind, in log order within
         counts = np.bincount(codes, minlength=len(self.kinds))
@@ -306,8 +353,10 @@ class ByKind:
                 continue
             seq = self.order[start:end]
             pos = seq.tolist()
-            self.groups[kind] = KindRecords(seq, tuple(_gather(times, pos)), tuple(_gather(subjects, pos)),
-                                            tuple(_gather(datas, pos)))
+            data = _gather(datas, pos)
+            if kind in derived:
+                data = map(derived[kind], data)
+            self.groups[kind] = KindRecords(seq, tuple(_gather(times, pos)), tuple(_gather(subjects, pos)), tuple(data))
 
     def data_strings(self):
         """Every record's data as a JSON object keyed by the kind's :data:`FIELDS`, as a string

@@ -12,6 +12,7 @@ import pandas as pd
 
 from llmos_sim import events as E
 from llmos_sim.events import EventLog
+from llmos_sim.kernel import sparse_gc
 from llmos_sim.types import Cluster
 
 JOB_COLUMNS = ["job_id", "tenant", "arrival_s", "gpus", "gpu_milli", "work_flops", "start_s", "finish_s", "wait_s",
@@ -24,11 +25,12 @@ def jobs_table(log: EventLog, cluster: Cluster | None = None) -> pd.DataFrame:
     log's columns with numpy (:class:`_Life`); a log whose job records do not have the
     engine's shapes (a record for a job that never arrived, a repeated arrival, data of
     another layout) goes through the record-by-record loop, which gives the same table."""
-    try:
-        life = _Life(log)
-    except _Irregular:
-        return _jobs_table_loop(log, cluster)
-    return life.jobs_table(cluster)
+    with sparse_gc():  # many short-lived containers: the collector would rescan the log's objects
+        try:
+            life = _Life(log)
+        except _Irregular:
+            return _jobs_table_loop(log, cluster)
+        return life.jobs_table(cluster)
 
 
 def _jobs_table_loop(log: EventLog, cluster: Cluster | None = None) -> pd.DataFrame:
@@ -115,11 +117,12 @@ def timeline_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
     """Busy devices (fraction-weighted), utilisation, queue length and running jobs after each
     event that changes them; one row per instant (the last state at that time). Built from
     the log's columns (:class:`_Life`), or record by record where they are irregular."""
-    try:
-        life = _Life(log)
-    except _Irregular:
-        return _timeline_table_loop(log, cluster)
-    return life.timeline_table(cluster)
+    with sparse_gc():
+        try:
+            life = _Life(log)
+        except _Irregular:
+            return _timeline_table_loop(log, cluster)
+        return life.timeline_table(cluster)
 
 
 def _timeline_table_loop(log: EventLog, cluster: Cluster) -> pd.DataFrame:
@@ -168,18 +171,40 @@ def _timeline_table_loop(log: EventLog, cluster: Cluster) -> pd.DataFrame:
 
 
 def memory_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
-    """One row per memory operation (alloc, free, fail) with the device pool's levels after it."""
-    cols = ["seq", "time_s", "device", "op", "owner", "offset", "nbytes", "requested", "pool_allocated",
-            "pool_reserved", "pool_requested", "pool_largest_free"]
-    rows = []
-    for i, (t, kind, subj, d) in enumerate(log.records):
-        if kind == E.MEM_ALLOC:
-            rows.append((i, t, subj, "alloc", *d))
-        elif kind == E.MEM_FREE:
-            rows.append((i, t, subj, "free", *d))
-        elif kind == E.MEM_FAIL:
-            rows.append((i, t, subj, "fail", d[0], -1, 0, d[1], *d[2:]))
-    df = pd.DataFrame.from_records(rows, columns=cols)
+    """One row per memory operation (alloc, free, fail) with the device pool's levels after it.
+
+    Built from the log's columns: the memory records are found by kind code and their data
+    split into columns by ``zip``; rows of an irregular layout go record by record."""
+    with sparse_gc():
+        return _memory_table(log, cluster)
+
+
+_MEM_COLUMNS = ["seq", "time_s", "device", "op", "owner", "offset", "nbytes", "requested", "pool_allocated",
+                "pool_reserved", "pool_requested", "pool_largest_free"]
+
+
+def _memory_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
+    seq = log.positions(E.MEM_ALLOC, E.MEM_FREE, E.MEM_FAIL).tolist()
+    kinds = list(map(log.kinds.__getitem__, map(log.code.__getitem__, seq)))
+    data = log.data_at(seq)
+    time_s = list(map(log.time.__getitem__, seq))
+    device = list(map(log.subject.__getitem__, seq))
+    op = {E.MEM_ALLOC: "alloc", E.MEM_FREE: "free", E.MEM_FAIL: "fail"}
+    # a failed request has no offset and no block: (owner, -1, 0, requested, levels...)
+    rows = [d if k != E.MEM_FAIL else (d[0], -1, 0, d[1], *d[2:]) for k, d in zip(kinds, data)] \
+        if E.MEM_FAIL in log._codes else data
+    if rows and len(set(map(len, rows))) == 1 and len(rows[0]) == 8:
+        cols = dict(zip(_MEM_COLUMNS[4:], zip(*rows)))
+        df = pd.DataFrame({"seq": seq, "time_s": time_s, "device": device, "op": list(map(op.__getitem__, kinds)),
+                           **{k: list(v) for k, v in cols.items()}}, columns=_MEM_COLUMNS)
+    else:
+        df = pd.DataFrame.from_records([(i, t, dv, op[k], *d) for i, t, dv, k, d in
+                                        zip(seq, time_s, device, kinds, rows)], columns=_MEM_COLUMNS)
+    return _memory_derived(df, cluster)
+
+
+def _memory_derived(df: pd.DataFrame, cluster: Cluster) -> pd.DataFrame:
+    """The memory table's columns derived from its records: owner as text, capacity, fragmentation."""
     df["owner"] = df["owner"].astype(str)
     cap = np.array([dv.spec.mem_bytes for dv in cluster.devices], dtype=np.int64)
     df["capacity"] = cap[df["device"].to_numpy(dtype=np.int64)] if len(df) else np.zeros(0, np.int64)
@@ -224,7 +249,9 @@ class _Life:
         pl = pos.tolist()
         self.t = np.frombuffer(log.time, dtype=np.float64)[pos] if len(pos) else np.zeros(0)
         self.subject = subject = list(map(log.subject.__getitem__, pl))
-        self.data = data = list(map(log.data.__getitem__, pl))
+        self.data = data = list(map(log.data.__getitem__, pl))  # raw: a derived kind's object
+        c_arr = log._codes.get(E.ARRIVE)
+        make_arrive = log.derived.get(c_arr) if c_arr is not None else None
         arr = np.flatnonzero(kind == _ARR).tolist()
         self.ids = ids = list(map(subject.__getitem__, arr))
         row_of = dict(zip(ids, range(len(ids))))
@@ -233,6 +260,8 @@ class _Life:
         try:
             self.row = row = np.fromiter(map(row_of.__getitem__, subject), dtype=np.int64, count=len(subject))
             arr_data = list(map(data.__getitem__, arr))
+            if make_arrive is not None:
+                arr_data = list(map(make_arrive, arr_data))
             if any(len(d) != 4 for d in arr_data):
                 raise _Irregular("arrival data")
             self.gpus, self.work, self.milli, self.tenant = (list(c) for c in zip(*arr_data)) if arr else ([],) * 4

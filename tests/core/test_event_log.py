@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import pickle
+from operator import itemgetter
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,12 +18,14 @@ _data = st.one_of(st.just(()), st.tuples(st.integers(0, 9), st.floats(allow_nan=
 _records = st.lists(st.tuples(st.floats(0, 1e9), _kinds, _subjects, _data), max_size=40)
 
 
-@given(_records)
+@given(_records, st.booleans())
 @settings(max_examples=60, deadline=None)
-def test_records_read_back_as_emitted(recs):
+def test_records_read_back_as_emitted(recs, derive):
     log = EventLog()
+    if derive:  # arrivals store an object; their data tuple is made when read
+        log.derive(E.ARRIVE, itemgetter(0))
     for r in recs:
-        log.emit(*r)
+        log.emit(*r[:3], [r[3]] if derive and r[1] == E.ARRIVE else r[3])
     assert len(log) == len(log.records) == len(recs)
     assert list(log.records) == recs and list(log) == recs
     assert log.records == recs
@@ -49,6 +53,8 @@ def test_kinds_are_interned_in_order_of_first_appearance():
     assert log.kinds == ["b", "a"] and list(log.code) == [0, 1, 0]
     assert log.times_array().tolist() == [1.0, 2.0, 3.0]
     assert log.positions("b").tolist() == [0, 2] and log.positions("zzz").tolist() == []
+    with pytest.raises(ValueError, match="already has records"):
+        log.derive("a", tuple)
     log.records.append((4.0, "a", 4, ()))  # the view's append is emit
     assert log.records[-1] == (4.0, "a", 4, ()) and len(log) == 4
     assert log.table()["kind"].tolist() == ["b", "a", "b", "a"]
@@ -73,6 +79,20 @@ def _same_tables(log, cluster):
     pd.testing.assert_frame_equal(a.drop(columns="devices"), b.drop(columns="devices"))
     assert all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(a["devices"], b["devices"]))
     pd.testing.assert_frame_equal(T.timeline_table(log, cluster), T._timeline_table_loop(log, cluster))
+    pd.testing.assert_frame_equal(T.memory_table(log, cluster), _memory_table_loop(log, cluster))
+
+
+def _memory_table_loop(log, cluster):
+    """The memory table record by record (the columns' version must equal it)."""
+    import pandas as pd
+
+    rows = []
+    for i, (t, kind, subj, d) in enumerate(log.records):
+        if kind in (E.MEM_ALLOC, E.MEM_FREE):
+            rows.append((i, t, subj, "alloc" if kind == E.MEM_ALLOC else "free", *d))
+        elif kind == E.MEM_FAIL:
+            rows.append((i, t, subj, "fail", d[0], -1, 0, d[1], *d[2:]))
+    return T._memory_derived(pd.DataFrame.from_records(rows, columns=T._MEM_COLUMNS), cluster)
 
 
 @given(st.lists(_job, min_size=1, max_size=12), st.sampled_from(["fifo", "fifo_skip", "las", "srtf"]),
@@ -92,3 +112,17 @@ def test_tables_from_columns_equal_the_record_loop(spec, sched, full, until):
     cluster = Cluster.homogeneous(2, 4, _DEV)
     engine = Engine(cluster, scheduler, pool_factory=FirstFitPool, on_memory_full=full, preempt_overhead_s=1.0)
     _same_tables(engine.run(jobs, until_s=until), cluster)
+
+
+def test_finished_jobs_are_columns_read_as_finished_job_records():
+    from llmos_sim.view import FinishedJob
+
+    cluster = Cluster.homogeneous(1, 2, _DEV)
+    jobs = [Job(0, 0.0, 2e13 * 10, gpus=2), Job(1, 1.0, 1e13 * 4)]  # 10 s on 2 devices; then 4 s on 1
+    engine = Engine(cluster, FIFO())
+    engine.run(jobs)
+    fin = engine.finished
+    assert len(fin) == 2
+    assert fin[0] == FinishedJob(jobs[0], 0.0, 10.0, (0, 1), 20.0)
+    assert fin[-1] == FinishedJob(jobs[1], 10.0, 14.0, (0,), 4.0) and fin[-1].jct_s == 13.0
+    assert list(fin) == fin[0:2] == [fin[0], fin[1]]
