@@ -243,9 +243,11 @@ class EventLog:
         if not len(self):
             return pd.DataFrame({"seq": [], "time_s": [], "kind": [], "subject": [], "data": []})
         with sparse_gc():  # many short-lived containers: the collector would rescan the log's objects
-            return self._table(by_kind if by_kind is not None else ByKind(self))
+            if by_kind is None:
+                return self._table(ByKind(self), release=True)
+            return self._table(by_kind)
 
-    def _table(self, by_kind: "ByKind") -> pd.DataFrame:
+    def _table(self, by_kind: "ByKind", release: bool = False) -> pd.DataFrame:
         kinds = by_kind.kinds
         return pd.DataFrame(
             {
@@ -255,7 +257,7 @@ class EventLog:
                 "kind": (pd.Series(kinds).array.take(by_kind.codes) if set(map(type, kinds)) == {str}
                          else [kinds[c] for c in by_kind.codes.tolist()]),
                 "subject": _str_by_distinct(self.subject),
-                "data": by_kind.data_strings(),
+                "data": by_kind.data_strings(release),
             }
         )
 
@@ -358,17 +360,24 @@ class ByKind:
                 data = map(derived[kind], data)
             self.groups[kind] = KindRecords(seq, tuple(_gather(times, pos)), tuple(_gather(subjects, pos)), tuple(data))
 
-    def data_strings(self):
+    def data_strings(self, release: bool = False):
         """Every record's data as a JSON object keyed by the kind's :data:`FIELDS`, as a string
         column in log order. Per kind, when its data are tuples of one length, column by column
         (numbers through Arrow's formatting, strings once per distinct value); otherwise record
-        by record."""
-        parts = [group.data_json(kind) for kind, group in self.groups.items()]
+        by record. ``release``: drop each kind's split columns once its strings are made (less
+        peak memory, when nothing else will read this grouping)."""
+        parts = []
+        for kind, group in self.groups.items():
+            parts.append(group.data_json(kind))
+            if release:
+                group.release()
         if not parts:
             parts = [pa.array([], type=pa.large_string())]
         inverse = np.empty_like(self.order)
         inverse[self.order] = np.arange(len(self.order))
-        joined = pa.concat_arrays(parts).take(pa.array(inverse))
+        joined = pa.chunked_array(parts).take(pa.array(inverse))
+        del parts
+        joined = joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
         dtype = pd.Series([""]).dtype  # what a table infers for strings with this pandas
         if dtype == object:
             return joined.to_numpy(zero_copy_only=False)
@@ -388,6 +397,10 @@ class KindRecords:
 
     def __len__(self) -> int:
         return len(self.seq)
+
+    def release(self) -> None:
+        """Forget the split columns and arrays (they are made again if asked for)."""
+        self._columns, self._arrays = False, {}
 
     def data_columns(self) -> "list[tuple] | None":
         """The data split into one tuple per field, when every record's data is a tuple of
