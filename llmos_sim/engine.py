@@ -38,6 +38,21 @@ PASS_PRIORITY = 2  #: after SimPy's NORMAL (1): a pass sees everything else at i
 MEMORY_FULL_ACTIONS = ("wait", "fail", "preempt")
 
 
+_SHARED_MAX = 1 << 16  #: distinct values kept for sharing, per kind (beyond it, values are kept as given)
+
+
+def _shared(seen: dict, value: tuple, types: tuple) -> tuple:
+    """``value``, or the equal tuple seen before whose elements have the same exact ``types``
+    (so a million records of a few hundred distinct device sets hold a few hundred tuples)."""
+    key = (value, types)
+    got = seen.get(key)
+    if got is not None:
+        return got
+    if len(seen) < _SHARED_MAX:
+        seen[key] = value
+    return value
+
+
 class Engine:
     """Runs one workload on one cluster under one scheduler, pool policy and backend.
 
@@ -124,6 +139,9 @@ class Engine:
         # only a scheduler that overrides wake_s is asked after each pass
         self._wants_wake = getattr(type(scheduler), "wake_s", ClusterScheduler.wake_s) is not ClusterScheduler.wake_s
         self._last_reject: dict[int, str] = {}  # job id -> why its last start was rejected
+        # equal device sets and start records are stored once (most jobs repeat a few of each)
+        self._devices_seen: dict[tuple, tuple] = {}
+        self._starts_seen: dict[tuple, tuple] = {}
 
         self.pools: list[MemoryPool] = (
             [pool_factory(d.spec.mem_bytes) for d in cluster.devices] if pool_factory else []
@@ -576,6 +594,8 @@ class Engine:
         """Start a run segment of ``r`` on ``devices`` after ``overhead_s`` (``emit``: log a
         ``start``; a resize logs its own ``resize`` record instead)."""
         job, now = r.job, self.env.now
+        dev_types = tuple(map(type, devices))
+        devices = _shared(self._devices_seen, devices, dev_types)
         r.devices = devices
         r.share_milli = job.gpu_milli
         r.seg_start_s = now
@@ -593,7 +613,8 @@ class Engine:
             self._log_time(now)
             self._log_code(self._c_start)
             self._log_subject(job.id)
-            self._log_data((devices, job.gpu_milli, r.rate_flops_s))
+            data = (devices, job.gpu_milli, r.rate_flops_s)
+            self._log_data(_shared(self._starts_seen, data, (dev_types, type(data[1]), type(data[2]))))
         epoch = r.epoch
         done.callbacks.append(lambda ev: self._work_done(r, epoch, ev))
         if job.mem_trace and self.pools:

@@ -126,3 +126,13 @@ def test_finished_jobs_are_columns_read_as_finished_job_records():
     assert fin[0] == FinishedJob(jobs[0], 0.0, 10.0, (0, 1), 20.0)
     assert fin[-1] == FinishedJob(jobs[1], 10.0, 14.0, (0,), 4.0) and fin[-1].jct_s == 13.0
     assert list(fin) == fin[0:2] == [fin[0], fin[1]]
+
+
+def test_equal_start_records_are_stored_once():
+    cluster = Cluster.homogeneous(1, 2, _DEV)
+    jobs = [Job(i, float(i), 2e13 * 5, gpus=2) for i in range(4)]  # one after another, on devices (0, 1)
+    engine = Engine(cluster, FIFO())
+    log = engine.run(jobs)
+    starts = [log.data[i] for i in log.positions(E.START).tolist()]
+    assert starts == [((0, 1), 1000, 2e13)] * 4 and all(d is starts[0] for d in starts)
+    assert all(engine.finished.devices[i] is starts[0][0] for i in range(4))
