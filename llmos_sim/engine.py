@@ -560,12 +560,12 @@ class Engine:
     # -- job life cycle -------------------------------------------------------------------
     def _start(self, job: Job, devices: tuple[int, ...]) -> None:
         why = self._check_devices(job, devices)
-        resources = None if why else self._grant_resources(job, len(devices))
+        resources = None if why else (self._grant_resources(job, len(devices)) if job.demand else {})
         if why is None and resources is None:
             why = "resources: the seed's min(R, R^d) falls short of the demand"
         if why:
             return self._reject(job.id, "start: " + why)
-        allocs = self._alloc_memory(job, devices)
+        allocs = self._alloc_memory(job, devices) if self.pools else []
         if allocs is None and self.on_memory_full == "preempt" and self._evict_for(job, devices):
             allocs = self._alloc_memory(job, devices)
         if allocs is None:
@@ -706,11 +706,14 @@ class Engine:
             r.transient = {}
 
     def _release(self, r: RunningJob) -> None:
-        self._free_transient(r)
-        self._free_memory(r.allocations)
-        r.allocations = []
+        if r.transient:
+            self._free_transient(r)
+        if r.allocations:
+            self._free_memory(r.allocations)
+            r.allocations = []
         self._give(r.job, r.devices, r.resources)
-        r.resources = {}
+        if r.resources:
+            r.resources = {}
 
     def _preempt(self, r: RunningJob) -> None:
         job = r.job
