@@ -281,7 +281,7 @@ SIGNED_KEYS = frozenset({"coef", "priority"})
 
 #: the component groups a run builds (with ``_target_``), in the order they are checked
 COMPONENTS = ("cluster", "workload", "scheduler", "placement", "memory", "backend", "batching", "router", "model",
-              "gpu", "serving.cost", "serving.kv_memory", "calibration", "topology.prefill.router",
+              "gpu", "cost", "kv_memory", "serving", "calibration", "topology.prefill.router",
               "topology.prefill.batching", "topology.decode.router", "topology.decode.batching")
 
 #: where the optional packages come from (module -> pip extra)
@@ -332,6 +332,10 @@ def check_config(cfg: Any) -> None:
                     check(f"services.{name}.{k}", svc[k])
             if "workload" in svc:
                 _check_component(f"services.{name}.workload", svc["workload"], need="requests")
+    if isinstance(data.get("serving"), Mapping):  # every serving key is set once, in its yaml
+        from llmos_sim.serving.spec import ServingSpec
+
+        ServingSpec.check_keys(data["serving"])
     mode = data.get("mode", "training")
     for key in COMPONENTS:
         node = _get(data, key)

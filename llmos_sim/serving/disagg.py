@@ -24,7 +24,7 @@ summary and goodput are the co-located run's, from the same records.
 Pools (``topology.prefill`` and ``topology.decode``): ``replicas``, ``gpu`` (a catalogue name,
 e.g. ``A100``, or a gpu config; null: the run's ``gpu`` group), ``tp`` (null: ``serving.tp``),
 ``router`` and ``batching`` (configs; null: the run's groups). Each pool's replicas are built
-exactly as a co-located run's (:func:`~llmos_sim.serving.system.replica_factory` with the pool's
+exactly as a co-located run's (:func:`llmos_sim.run.build_replica_factory` with the pool's
 GPU, TP and batching: KV capacity by vLLM's memory rule, the cost model); the prefill
 replicas are numbered ``0 … P−1`` and the decode replicas ``P … P+D−1`` in every record.
 ``serving.replicas`` is not used.
@@ -60,7 +60,6 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, open_dict
 from simpy.events import URGENT
@@ -69,7 +68,7 @@ from llmos_sim import events as E
 from llmos_sim.kernel import Instant, push_at, sparse_gc
 from llmos_sim.policies.routing.base import Router
 from llmos_sim.serving.replica import Replica
-from llmos_sim.serving.system import ServingResult, ServingSystem, build_result, replica_factory, replica_loads
+from llmos_sim.serving.system import ServingResult, ServingSystem, build_result, replica_loads
 from llmos_sim.validate import ConfigError
 
 #: the link's defaults (see the module docstring for where they come from)
@@ -184,7 +183,7 @@ def _positive_int(v, key: str) -> int:
 
 def pool_config(cfg, stage: str) -> DictConfig:
     """The composed config with the ``stage`` pool's GPU, TP and batching in place of the
-    run's (what :func:`replica_factory` reads)."""
+    run's (what :func:`llmos_sim.run.build_replica_factory` reads)."""
     pool = cfg.topology.get(stage, None) or {}
     out = copy.deepcopy(cfg)
     with open_dict(out):
@@ -226,11 +225,12 @@ def transfer_table(log: E.EventLog) -> pd.DataFrame:
 
 def simulate(cfg, seed: int, progress: bool = False, backend=None) -> ServingResult:
     """Run the disaggregated service described by ``cfg`` (``topology.kind: disaggregated``)
-    with ``seed``; the same result as :func:`llmos_sim.serving.system.simulate`, plus a
-    ``transfers`` table and the pools' facts in the summary."""
+    with ``seed`` (requests from the run's ``serving`` seed stream, as a co-located run's);
+    the same result as :func:`llmos_sim.serving.system.simulate`, plus a ``transfers`` table
+    and the pools' facts in the summary."""
     from hydra.utils import instantiate
 
-    from llmos_sim.serving.system import _cfg_get
+    from llmos_sim.run import build_replica_factory, rngs
 
     topo = cfg.topology
     if backend is not None and backend.serving_replica(instantiate(cfg.model)) is not None:
@@ -238,37 +238,31 @@ def simulate(cfg, seed: int, progress: bool = False, backend=None) -> ServingRes
                          "replicas cannot take a prompt's KV from another replica")
     n = {st: _positive_int((topo.get(st, None) or {}).get("replicas", 1), f"topology.{st}.replicas") for st in STAGES}
     link = link_of(topo)
-    pools = {st: pool_config(cfg, st) for st in STAGES}
-    tps = {st: int(_cfg_get(pools[st].get("serving", None), "tp")) for st in STAGES}
-    link = KVLink(link.bw_bytes_s * min(tps.values()), link.latency_s)  # one link per GPU pair
+    factories = {st: build_replica_factory(pool_config(cfg, st), backend) for st in STAGES}
+    link = KVLink(link.bw_bytes_s * min(f.tp for f in factories.values()), link.latency_s)  # one link per GPU pair
     routers = {}
     for st in STAGES:
         rc = (topo.get(st, None) or {}).get("router", None)
         routers[st] = instantiate(rc if rc is not None else cfg.router)  # one instance per stage
-    rng = np.random.default_rng(seed)
-    s = cfg.get("serving", None)
+    spec = factories["prefill"].spec  # (the settings both pools share: stop time, SLOs)
+    env = backend.environment() if backend is not None else None
     with sparse_gc():
-        requests = instantiate(cfg.workload).requests(rng)
-        factories = {st: replica_factory(pools[st], backend) for st in STAGES}
-        model = instantiate(cfg.model)
-        max_time = _cfg_get(s, "max_time_s")
-        system = DisaggSystem(requests, factories["prefill"][0], factories["decode"][0], routers["prefill"],
-                              routers["decode"], n["prefill"], n["decode"], link, model.kv_bytes_per_token,
-                              progress=progress, env=backend.environment() if backend is not None else None)
-        system.run(None if max_time is None else float(max_time))
-        res = build_result(system.log, float(_cfg_get(s, "slo_ttft_s")), float(_cfg_get(s, "slo_tpot_s")),
-                           float(_cfg_get(s, "slo_e2e_s")))
+        requests = instantiate(cfg.workload).requests(rngs(int(seed))["serving"])
+        system = DisaggSystem(requests, factories["prefill"], factories["decode"], routers["prefill"],
+                              routers["decode"], n["prefill"], n["decode"], link,
+                              factories["prefill"].model.kv_bytes_per_token, progress=progress, env=env)
+        system.run(spec.max_time_s)
+        res = build_result(system.log, spec.slo_ttft_s, spec.slo_tpot_s, spec.slo_e2e_s)
     tr = transfer_table(system.log)
     res.tables["transfers"] = tr
     res.summary.update({
         "prefill_replicas": float(n["prefill"]), "decode_replicas": float(n["decode"]),
-        "gpus": float(n["prefill"] * tps["prefill"] + n["decode"] * tps["decode"]),
+        "gpus": float(sum(n[st] * factories[st].tp for st in STAGES)),
         "kv_transfers": float(len(tr)),
         "kv_transfer_s_mean": float(tr["transfer_s"].mean()) if len(tr) else math.nan,
         "kv_transfer_bytes": float(tr["nbytes"].sum()) if len(tr) else 0.0,
     })
     res.extra.update(kv_blocks_per_replica=system.prefill[0].kv.total_blocks,
                      kv_blocks_decode=system.decode[0].kv.total_blocks,
-                     kv_capacity_bytes=factories["prefill"][1]["kv_capacity_bytes"], replicas=system.all_replicas)
+                     kv_capacity_bytes=factories["prefill"].capacity_bytes, replicas=system.all_replicas)
     return res
-
