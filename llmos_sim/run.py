@@ -11,6 +11,7 @@ one per component (workload, scheduler, placement, ...): same config and seed, s
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -174,6 +175,11 @@ def run_cluster(cfg: DictConfig, progress: bool = False, with_services: bool = F
                                float(cfg.serving.get("slo_tpot_s") or math.inf))
         for k in ("requests", "batches", "kv"):
             tables[k] = serving.tables[k]
+        from llmos_sim.serving.cluster import replicas_table
+
+        replicas = replicas_table(log)
+        if len(replicas):  # autoscaled services: their replica counts over time
+            tables["replicas"] = replicas
         summary |= {f"serving_{k}": v for k, v in serving.summary.items()}
     summary["n_events"] = len(log)
     summary["sim_end_s"] = float(log.records[-1][0]) if len(log) else 0.0
@@ -190,6 +196,8 @@ def _add_services(cfg: DictConfig, engine: Engine, streams: dict, first_job_id: 
     make_replica, info = replica_factory(cfg, devices_from_cluster=True)
     device_specs = [d.spec for d in engine.cluster.devices]
     services = OmegaConf.to_container(_key(cfg, "services"), resolve=True)
+    jobs = service_jobs(services, first_job_id, int(info["tp"]))
+    job_ids = itertools.count(first_job_id + len(jobs))  # replicas added at run time (autoscaling)
     first_req = 0
     for name, s in sorted(services.items()):
         if "workload" not in s:
@@ -198,8 +206,30 @@ def _add_services(cfg: DictConfig, engine: Engine, streams: dict, first_job_id: 
         reqs = [replace(r, id=first_req + i, service=name) for i, r in enumerate(reqs)]  # ids unique across services
         first_req += len(reqs)
         engine.hosts[name] = ServiceHost(name, reqs, make_replica, instantiate(cfg.router), int(s.get("replicas", 1)),
-                                         engine.env, engine.log, device_specs)
-    return service_jobs(services, first_job_id, int(info["tp"]))
+                                         engine.env, engine.log, device_specs,
+                                         autoscaling=_autoscaling(cfg, name, s, engine, job_ids, int(info["tp"])))
+    return jobs
+
+
+def _autoscaling(cfg: DictConfig, name: str, s: dict, engine: Engine, job_ids, tp: int):
+    """The service's :class:`~llmos_sim.serving.cluster.Autoscaling`, or None (a fixed replica
+    count) when ``services.<name>.autoscaler`` is null or absent."""
+    from llmos_sim.serving.cluster import DEFAULT_LOAD_BW_BYTES_S, DEFAULT_STARTUP_S, Autoscaling, Provisioning
+
+    policy = s.get("autoscaler")
+    if policy is None:
+        return None
+    policy = instantiate(policy)
+    if int(s.get("replicas", 1)) > policy.max_replicas:
+        raise ValueError(f"config key 'services.{name}.replicas' ({s.get('replicas', 1)}) is above its "
+                         f"autoscaler's max_replicas ({policy.max_replicas})")
+    serving = cfg.get("serving", None) or {}
+    return Autoscaling(
+        policy, Provisioning(instantiate(cfg.model).weight_bytes, float(s.get("load_bw_bytes_s", DEFAULT_LOAD_BW_BYTES_S)),
+                             float(s.get("startup_s", DEFAULT_STARTUP_S))),
+        engine.submit, lambda: next(job_ids), tp=tp, priority=int(s.get("priority", 0)),
+        mem_bytes_per_device=int(s.get("mem_bytes_per_device", 0)),
+        slo_ttft_s=float(serving.get("slo_ttft_s") or math.inf), slo_tpot_s=float(serving.get("slo_tpot_s") or math.inf))
 
 
 def derive_tables(log: EventLog, cluster: Cluster) -> dict[str, pd.DataFrame]:
