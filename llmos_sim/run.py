@@ -33,7 +33,7 @@ from llmos_sim.metrics import jobs_table, memory_table, timeline_table, training
 from llmos_sim.outputs import (LOCK, MARKER, PARTIAL_PREFIX, clean_partials, config_sha256, output_lock, provenance,
                                read_marker, watch_inputs)
 from llmos_sim.types import Cluster
-from llmos_sim.validate import InputError, chain, check_config, named_error
+from llmos_sim.validate import ConfigError, InputError, chain, check_config, named_error
 
 GANTT_MAX_JOBS = 500  #: a per-run Gantt chart is drawn for runs up to this many jobs
 
@@ -216,17 +216,20 @@ def _autoscaling(cfg: DictConfig, name: str, s: dict, engine: Engine, job_ids, t
     count) when ``services.<name>.autoscaler`` is null or absent."""
     from llmos_sim.serving.cluster import DEFAULT_LOAD_BW_BYTES_S, DEFAULT_STARTUP_S, Autoscaling, Provisioning
 
-    policy = s.get("autoscaler")
-    if policy is None:
+    if s.get("autoscaler") is None:
         return None
-    policy = instantiate(policy)
+    policy = instantiate(cfg.services[name].autoscaler)  # from the config node: errors name its key
     if int(s.get("replicas", 1)) > policy.max_replicas:
-        raise ValueError(f"config key 'services.{name}.replicas' ({s.get('replicas', 1)}) is above its "
-                         f"autoscaler's max_replicas ({policy.max_replicas})")
+        raise ConfigError(f"services.{name}.replicas", f"{s.get('replicas', 1)} is above its autoscaler's "
+                                                       f"max_replicas ({policy.max_replicas})")
+    bw, startup = s.get("load_bw_bytes_s", DEFAULT_LOAD_BW_BYTES_S), s.get("startup_s", DEFAULT_STARTUP_S)
+    if not (isinstance(bw, (int, float)) and math.isfinite(bw) and bw > 0):
+        raise ConfigError(f"services.{name}.load_bw_bytes_s", f"must be a finite number > 0, got {bw!r}")
+    if not (isinstance(startup, (int, float)) and math.isfinite(startup) and startup >= 0):
+        raise ConfigError(f"services.{name}.startup_s", f"must be a finite number >= 0, got {startup!r}")
     serving = cfg.get("serving", None) or {}
     return Autoscaling(
-        policy, Provisioning(instantiate(cfg.model).weight_bytes, float(s.get("load_bw_bytes_s", DEFAULT_LOAD_BW_BYTES_S)),
-                             float(s.get("startup_s", DEFAULT_STARTUP_S))),
+        policy, Provisioning(instantiate(cfg.model).weight_bytes, float(bw), float(startup)),
         engine.submit, lambda: next(job_ids), tp=tp, priority=int(s.get("priority", 0)),
         mem_bytes_per_device=int(s.get("mem_bytes_per_device", 0)),
         slo_ttft_s=float(serving.get("slo_ttft_s") or math.inf), slo_tpot_s=float(serving.get("slo_tpot_s") or math.inf))
@@ -325,6 +328,10 @@ def _plots(result: RunResult, folder: Path) -> None:
         from llmos_sim.serving.plots import write_serving_plots
 
         write_serving_plots(t, result.log, folder)
+    if "replicas" in t and len(t["replicas"]):  # autoscaled services
+        from llmos_sim.serving.plots import replicas_plot
+
+        replicas_plot(t["replicas"], folder / "replicas.png", t.get("requests"))
     if "jobs" in t and len(t["jobs"]):
         plots.jct_cdf(t["jobs"], folder / "jct_cdf.png", label=str(result.cfg.get("name", "run")))
     if "timeline" in t and len(t["timeline"]):

@@ -331,14 +331,16 @@ class ServiceHost:
         cands = [s for s in self._active if s.added]
         if not cands:
             return
-        slot = min(cands, key=lambda s: (s.outstanding, -s.index))
-        self._record(E.SCALE, slot, reason, (-1,))
-        self._drain(slot)
+        self._drain(min(cands, key=lambda s: (s.outstanding, -s.index)), reason)
 
-    def _drain(self, slot: _Slot) -> None:
+    def _drain(self, slot: _Slot, reason: str | None = None) -> None:
+        """No new requests for ``slot``; it ends when its last one does (``reason``: a
+        scale-down's, logged as its ``scale`` record)."""
         if slot.state == READY:
             self._active.remove(slot)
         slot.state = DRAINING
+        if reason is not None:
+            self._record(E.SCALE, slot, reason, (-1,))
         self._record(E.DRAIN_START, slot, slot.outstanding)
         if slot.outstanding == 0:
             self._end(slot)

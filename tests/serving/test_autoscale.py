@@ -138,3 +138,117 @@ def test_a_queued_scale_up_granted_after_the_stream_ended_ends_at_once():
     # its stream and returns its device: the replica job is granted that device then, and ends
     assert added.start_s == _service(r).finish_s == added.finish_s == r.tables["requests"]["finish_s"].max()
     assert [k for _, k, _, _ in _records(r, E.PROVISION_START, E.DRAIN_START, E.DRAIN_END)] == [E.DRAIN_START, E.DRAIN_END]
+
+
+# -- property: nothing lost, nothing duplicated, every job ends ----------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_requests = st.lists(st.tuples(st.integers(0, 60).map(float), st.integers(16, 600), st.integers(1, 400)),
+                     min_size=1, max_size=25)
+_steps = st.lists(st.tuples(st.integers(1, 70).map(float), st.sampled_from(["up", "down"])), max_size=8,
+                  unique_by=lambda s: s[0])
+_jobs = st.lists(st.tuples(st.integers(0, 60).map(float), st.integers(1, 3), st.integers(1, 100).map(float),
+                           st.sampled_from([0, 20])), max_size=3)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_requests, _steps, _jobs, st.sampled_from(["fifo", "priority"]), st.integers(1, 2), st.booleans())
+def test_no_request_is_lost_or_duplicated_and_every_job_ends(requests, steps, jobs, scheduler, replicas, cut):
+    jobs = jobs or [(5000.0, 1, 1.0, 0)]
+    extra = ("engine.until_s=40",) if cut else ()
+    r = run_config(_cfg(requests, steps=steps, jobs=jobs, scheduler=scheduler, replicas=replicas, extra=extra))
+    recs = r.log.records
+    arrived = [s for _, k, s, _ in recs if k == E.REQ_ARRIVE]
+    ended = [s for _, k, s, _ in recs if k in (E.REQ_FINISH, E.REQ_FAIL)]
+    assert len(arrived) == len(set(arrived)) and len(ended) == len(set(ended))  # no duplicates
+    assert set(ended) <= set(arrived)
+    if not cut:  # the whole run: every request arrived and ended
+        assert sorted(arrived) == list(range(len(requests))) and sorted(ended) == sorted(arrived)
+    # every arrived job (training and replica jobs) ends completed or failed, or is still running
+    jobs_t = r.tables["jobs"]
+    n_arrive = sum(1 for _, k, _, _ in recs if k == E.ARRIVE)
+    assert len(jobs_t) == n_arrive
+    assert set(jobs_t["status"].astype(str)) <= ({"completed", "failed", "running", "queued"} if cut
+                                                 else {"completed", "failed"})
+    ups = {s for _, k, s, d in recs if k == E.SCALE and d[2] > 0}
+    assert ups <= set(jobs_t["job_id"])  # every scale-up is a job the scheduler saw
+    # a replica serves only between ready and its drain; a drained replica's job ends at its drain's end
+    ready = {d[1]: t for t, k, _, d in recs if k == E.REPLICA_READY}
+    drain = {d[1]: t for t, k, _, d in recs if k == E.DRAIN_START}
+    drained = {s: t for t, k, s, d in recs if k == E.DRAIN_END}
+    reqs = r.tables["requests"]
+    for _, q in reqs[reqs["replica"].notna()].iterrows():
+        rep = int(q["replica"])
+        assert q["schedule_s"] >= ready[rep]
+        assert rep not in drain or q["arrival_s"] <= drain[rep]
+    fin = jobs_t.set_index("job_id")
+    for job, t in drained.items():
+        assert fin.loc[job, "finish_s"] == t
+
+
+# -- the threshold policy on hand-built loads ------------------------------------------------------
+def _load(now, ready=2, prov=0, drain=0, queued=0, n_min=1, waiting=0, outstanding=0, att=math.nan, n=0):
+    return ServiceLoad(now, ready, prov, drain, queued, n_min, waiting, outstanding, att, n)
+
+
+def test_threshold_scales_up_on_queue_or_slo_and_respects_max_pending_and_cooldown():
+    p = ThresholdAutoscaler(max_replicas=3, up_queue_per_replica=4, up_slo_attainment=0.9, min_slo_samples=10,
+                            cooldown_s=30, down_idle_s=60)
+    assert p.decide(_load(0, waiting=8, outstanding=8)).delta == 0  # 4 per replica: not above
+    assert p.decide(_load(10, waiting=9, outstanding=9)).delta == +1  # 4.5 > 4
+    assert p.decide(_load(20, waiting=20, outstanding=20)).delta == 0  # cooldown (last change at 10)
+    assert p.decide(_load(40, ready=2, prov=1, waiting=20)).delta == 0  # one pending at a time
+    assert p.decide(_load(40, ready=3, waiting=20)).delta == 0  # at max_replicas
+    p2 = ThresholdAutoscaler(max_replicas=3, min_slo_samples=10)
+    assert p2.decide(_load(0, att=0.5, n=9)).delta == 0  # too few samples
+    step = p2.decide(_load(10, att=0.85, n=10, outstanding=20))
+    assert step.delta == +1 and "SLO attainment 0.85" in step.reason
+
+
+def test_threshold_scales_down_only_after_a_quiet_spell_and_never_below_the_floor():
+    p = ThresholdAutoscaler(max_replicas=4, down_idle_s=30, down_outstanding_per_replica=2, cooldown_s=0)
+    assert p.decide(_load(0, ready=3, outstanding=4)).delta == 0  # quiet (4 <= 2*2) starts here
+    assert p.decide(_load(20, ready=3, outstanding=5)).delta == 0  # 5 > 4: not quiet, spell reset
+    assert p.decide(_load(30, ready=3, outstanding=1)).delta == 0  # quiet again from 30
+    assert p.decide(_load(50, ready=3, outstanding=1)).delta == 0  # 20 s
+    assert p.decide(_load(60, ready=3, outstanding=1)) == ScaleStep(-1, "quiet for 30 s")
+    assert p.decide(_load(100, ready=1, n_min=1)).delta == 0  # at the floor: never quiet
+
+
+@pytest.mark.parametrize("kw,key", [({"max_replicas": 0}, "max_replicas"), ({"cooldown_s": -1}, "cooldown_s"),
+                                    ({"up_slo_attainment": 1.5}, "up_slo_attainment"),
+                                    ({"interval_s": 0}, "interval_s")])
+def test_threshold_rejects_bad_settings_naming_the_key(kw, key):
+    with pytest.raises(ValueError, match=f"autoscaler.{key}"):
+        ThresholdAutoscaler(**({"max_replicas": 2} | kw))
+
+
+def test_the_shipped_config_composes_and_a_bad_service_key_is_named():
+    cfg = compose(["experiment=shared_autoscale"])
+    assert cfg.services.code.autoscaler._target_.endswith("ThresholdAutoscaler")
+    from llmos_sim.validate import InputError
+
+    bad = _cfg([(0.0, 100, 10)], steps=[(1.0, "up")])
+    with open_dict(bad):
+        bad.services.chat.load_bw_bytes_s = 0
+    with pytest.raises((InputError, ValueError), match="load_bw_bytes_s"):
+        run_config(bad)
+    over = _cfg([(0.0, 100, 10)], replicas=3, autoscaler={"_target_": f"{__name__}.Scripted", "steps": [],
+                                                          "max_replicas": 2})
+    with pytest.raises((InputError, ValueError), match="services.chat.replicas"):
+        run_config(over)
+
+
+def test_the_replicas_table_counts_follow_the_records():
+    r = run_config(_cfg([(0.0, 100, 3000), (25.0, 100, 800), (31.0, 100, 10)], steps=[(1.0, "up"), (30.0, "down")]))
+    t = r.tables["replicas"]
+    assert t["event"].astype(str).tolist() == [E.REPLICA_READY, E.SCALE, E.PROVISION_START, E.REPLICA_READY,
+                                               E.SCALE, E.DRAIN_START, E.DRAIN_END]
+    assert t["time_s"].tolist()[:6] == [0.0, 1.0, 1.0, 1.0 + DELAY, 30.0, 30.0]
+    assert t["replica"].tolist() == [0, 1, 1, 1, 1, 1, 1]
+    assert t["n_ready"].tolist() == [1, 1, 1, 2, 1, 1, 1]
+    assert t["n_provisioning"].tolist() == [0, 0, 1, 0, 0, 0, 0]
+    assert t["n_draining"].tolist() == [0, 0, 0, 0, 1, 1, 0]
+    assert t["n_queued"].tolist() == [0, 1, 0, 0, 0, 0, 0]
+    assert t["delta"].tolist() == [0, 1, 0, 0, -1, 0, 0]
