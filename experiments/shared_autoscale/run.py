@@ -1,5 +1,5 @@
 """Static (min, max) vs autoscaled replicas of an LLM service sharing a cluster with Philly
-training jobs (see README.md): SLO attainment of the service vs training JCT. ~20 CPU-s."""
+training jobs (see README.md): SLO attainment of the service vs training JCT. ~10 CPU-s."""
 from __future__ import annotations
 
 import sys
@@ -22,6 +22,7 @@ VARIANTS = {  # label -> overrides
     f"static {MAX}": ["services.code.autoscaler=null", f"services.code.replicas={MAX}"],
     f"autoscaled {MIN}-{MAX}": [],
     f"autoscaled {MIN}-{MAX}, fifo": ["scheduler=fifo"],
+    f"autoscaled {MIN}-{MAX}, down 600 s": ["autoscaler.down_idle_s=600"],
 }
 
 
@@ -62,7 +63,8 @@ def plot(df: pd.DataFrame, traces: dict, path: Path) -> Path:
     a0.set_ylabel("requests / min")
     a0.legend(fontsize=7)
     a0.set_title("Azure code trace, one hour as shipped: the service's load", fontsize=9)
-    styles = iter([dict(lw=2.2, color="tab:blue"), dict(lw=1.2, ls="--", color="tab:red")])
+    styles = iter([dict(lw=2.2, color="tab:blue"), dict(lw=1.2, ls="--", color="tab:red"),
+                   dict(lw=1.2, ls="-.", color="tab:purple")])
     for label, tr in traces.items():
         reps = tr["replicas"]
         if reps is None:
@@ -77,10 +79,11 @@ def plot(df: pd.DataFrame, traces: dict, path: Path) -> Path:
     for ax in (a0, a1):
         ax.set_xlim(0, edges[-1])
         ax.grid(True, alpha=0.3)
-    for i, r in df.reset_index(drop=True).iterrows():
-        a2.scatter(r["train_jct_avg_s"] / 60, r["slo_attainment"], s=40)
-        a2.annotate(f"{r['run']} ({r['service_gpu_h']:.1f} GPU-h)", (r["train_jct_avg_s"] / 60, r["slo_attainment"]),
-                    fontsize=7, xytext=(-60, 8 if i % 2 == 0 else -14), textcoords="offset points")
+    markers = iter("osD^v<>")
+    for _, r in df.iterrows():
+        a2.scatter(r["train_jct_avg_s"] / 60, r["slo_attainment"], s=45, marker=next(markers), alpha=0.8,
+                   label=f"{r['run']} ({r['service_gpu_h']:.1f} service GPU-h)")
+    a2.legend(fontsize=7, loc="lower right")
     a2.set_xlabel("training jobs: mean JCT (min)")
     a2.set_ylabel("service SLO attainment")
     a2.set_ylim(0, 1.05)
