@@ -222,11 +222,7 @@ def _autoscaling(cfg: DictConfig, name: str, s: dict, engine: Engine, job_ids, t
     if int(s.get("replicas", 1)) > policy.max_replicas:
         raise ConfigError(f"services.{name}.replicas", f"{s.get('replicas', 1)} is above its autoscaler's "
                                                        f"max_replicas ({policy.max_replicas})")
-    bw, startup = s.get("load_bw_bytes_s", DEFAULT_LOAD_BW_BYTES_S), s.get("startup_s", DEFAULT_STARTUP_S)
-    if not (isinstance(bw, (int, float)) and math.isfinite(bw) and bw > 0):
-        raise ConfigError(f"services.{name}.load_bw_bytes_s", f"must be a finite number > 0, got {bw!r}")
-    if not (isinstance(startup, (int, float)) and math.isfinite(startup) and startup >= 0):
-        raise ConfigError(f"services.{name}.startup_s", f"must be a finite number >= 0, got {startup!r}")
+    bw, startup = s.get("load_bw_bytes_s", DEFAULT_LOAD_BW_BYTES_S), s.get("startup_s", DEFAULT_STARTUP_S)  # checked
     serving = cfg.get("serving", None) or {}
     return Autoscaling(
         policy, Provisioning(instantiate(cfg.model).weight_bytes, float(bw), float(startup)),
