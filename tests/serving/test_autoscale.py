@@ -252,3 +252,27 @@ def test_the_replicas_table_counts_follow_the_records():
     assert t["n_draining"].tolist() == [0, 0, 0, 0, 1, 1, 0]
     assert t["n_queued"].tolist() == [0, 1, 0, 0, 0, 0, 0]
     assert t["delta"].tolist() == [0, 1, 0, 0, -1, 0, 0]
+
+
+def test_engine_submit_adds_a_job_that_arrives_now_and_refuses_a_known_id():
+    from llmos_sim.engine import Engine
+    from llmos_sim.hardware import build_cluster
+    from llmos_sim.policies.scheduling.fifo import FIFO
+
+    cl = build_cluster([{"nodes": 1, "devices_per_node": 2, "device": "A100"}])
+    eng = Engine(cl, FIFO())
+    seen = []
+
+    def at_5(_ev):
+        eng.submit(Job(7, 5.0, 10.0 * C, gpus=1))  # arrives now, starts at once on the free device
+        eng.submit(Job(8, 5.0, 1.0, gpus=3))  # wider than the cluster: fails at once
+        with pytest.raises(ValueError, match="duplicate job id 0"):
+            eng.submit(Job(0, 5.0, 1.0))
+        seen.append(eng.env.now)
+
+    eng._at(5.0, at_5)
+    log = eng.run([Job(0, 0.0, 20.0 * C, gpus=1)])
+    rec = [(t, k, s) for t, k, s, _ in log.records if s in (7, 8)]
+    assert seen == [5.0]
+    # nothing else is due at t=5, so the pass the first submit asks for runs at once (Engine.request_pass)
+    assert rec == [(5.0, E.ARRIVE, 7), (5.0, E.START, 7), (5.0, E.ARRIVE, 8), (5.0, E.FAIL, 8), (15.0, E.FINISH, 7)]
