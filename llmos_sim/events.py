@@ -58,10 +58,11 @@ KV_SAMPLE = "kv_sample"  # subject: replica; data: (used_bytes, token_bytes, cap
 # n_tokens < 0: that many of its n_decode_tokens were padding (static batching), not tokens.
 # Logged after the run's END (so the run's records keep their numbers), at its time
 ITL_ADJUST = "itl_adjust"  # subject: replica; data: (batch_seq, n_tokens, wait_s, in_decode)
-# autoscaled services on the shared cluster (subject: the job id of the replica's job, the service's
-# own job for the replicas it holds; a scale-up's job is the one it submits); every record carries the service's replica counts after
-# it: n_ready (taking requests), n_provisioning (granted, loading weights), n_draining (finishing
-# their requests), n_queued (asked for, waiting for the cluster scheduler)
+# autoscaled services on the shared cluster. Subject: the job id of the replica's job (the
+# service's own job for the replicas it holds; for a scale-up, the job it submits). Every record
+# ends with the service's replica counts after it: n_ready (taking requests), n_provisioning
+# (granted, loading weights), n_draining (finishing their requests), n_queued (asked for,
+# waiting for the cluster scheduler)
 SCALE = "scale"  # the autoscaler decided; data: (service, replica, delta, reason, n_ready, n_provisioning, n_draining, n_queued)
 PROVISION_START = "provision_start"  # devices granted, weights loading; data: (service, replica, ready_s, n_ready, ...)
 REPLICA_READY = "replica_ready"  # provisioned: it takes requests; data: (service, replica, ready_s, n_ready, ...)
