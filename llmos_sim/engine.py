@@ -239,11 +239,11 @@ class Engine:
         if job.id in self._ids:
             raise ValueError(f"duplicate job id {job.id}")
         self._ids.add(job.id)
-        now = self.env.now
-        self.log.records.append((now, E.ARRIVE, job.id, (job.gpus, job.work_flops, job.gpu_milli, job.tenant)))
+        now, emit = self.env.now, self.log.emit
+        emit(now, E.ARRIVE, job.id, (job.gpus, job.work_flops, job.gpu_milli, job.tenant))
         why = self._unsatisfiable(job)
         if why:
-            self.log.records.append((now, E.FAIL, job.id, (why,)))
+            emit(now, E.FAIL, job.id, (why,))
             return
         self.queue[job.id] = job
         self.request_pass()
