@@ -28,10 +28,7 @@ def config(n: int | None, batching: str, memory: str, fast_forward: bool, cost: 
     wl.max_requests = n
     serving = OmegaConf.load(CONFIGS / "serving" / "default.yaml")
     serving.fast_forward = fast_forward
-    gpu = "h100"
-    if cost == "profiled":  # no H100 profile is shipped: the profiled GPU
-        serving.cost = OmegaConf.load(CONFIGS / "cost" / "profiled.yaml")
-        gpu = "rtx_pro_6000"
+    gpu = "rtx_pro_6000" if cost == "profiled" else "h100"  # no H100 profile is shipped: the profiled GPU
     return OmegaConf.create({
         "mode": "serving", "workload": wl,
         "batching": OmegaConf.load(CONFIGS / "batching" / f"{batching}.yaml"),
@@ -39,7 +36,7 @@ def config(n: int | None, batching: str, memory: str, fast_forward: bool, cost: 
         "memory": OmegaConf.load(CONFIGS / "memory" / f"{memory}.yaml"),
         "model": OmegaConf.load(CONFIGS / "model" / "llama31_8b.yaml"),
         "gpu": OmegaConf.load(CONFIGS / "gpu" / f"{gpu}.yaml"),
-        "serving": serving,
+        "serving": serving, "cost": OmegaConf.load(CONFIGS / "cost" / f"{cost}.yaml"),
     })
 
 

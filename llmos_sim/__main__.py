@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -93,29 +94,101 @@ def missing_launcher(argv: list[str]) -> str | None:
     return None
 
 
+#: a sweep is checked one value at a time; past this many compositions the rest is left to Hydra
+MAX_SWEEP_CHECKS = 256
+#: the flags that do not change what composes (everything else keeps Hydra's own report)
+_PLAIN_FLAGS = ("-m", "--multirun")
+
+
+def _one_line(e: Exception) -> str:
+    """Hydra's several-line composition report as one ``error:`` line."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if "Available options in" in str(e):  # a missing option: name the options in one line
+        head = lines[0]
+        opts = [ln for ln in lines[lines.index(next(x for x in lines if x.startswith("Available options"))) + 1:]
+                if not ln.startswith(("Config search path", "provider=", "Set the environment"))]
+        return f"error: {head} (options: {', '.join(opts)})"
+    keep = [ln for ln in lines if not ln.startswith(("Set the environment", "object_type=", "full_key:"))]
+    return "error: " + "; ".join(ln.rstrip(".") for ln in keep)
+
+
+def _is_group(key: str) -> bool:
+    """Whether an override key names a config group (``scheduler``, ``+experiment``) rather
+    than a value (``seed``, ``workload.n_jobs``)."""
+    import llmos_sim.configs as configs
+
+    name = key.lstrip("+~")
+    return "." not in name and any((Path(p) / name).is_dir() for p in configs.__path__)
+
+
+def _sweep_points(overrides: list[str]):
+    """Yield ``(config, swept)`` pairs that together try every value of every sweep once:
+    each sweep's values in turn, the others at their first value. A config-group value is
+    composed (it can fail to compose); a plain value is set on the base composition (one
+    compose for a ``seed=range(0,1000)`` sweep). A sweep the parser cannot expand (``glob``,
+    an interval) is left to Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from llmos_sim.run import compose
+
+    fixed, sweeps = [], []
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if not o.is_sweep_override():
+            fixed.append(o.input_line)
+            continue
+        try:
+            texts, values = [str(v) for v in o.sweep_string_iterator()], list(o.sweep_iterator())
+        except Exception:  # noqa: BLE001 - glob/interval sweeps: Hydra expands them itself
+            continue
+        if texts:
+            sweeps.append((o.get_key_element(), texts, values))
+    firsts = [f"{k}={texts[0]}" for k, texts, _ in sweeps]
+    base = compose(fixed + firsts)
+    yield base, " ".join(firsts)
+    n = 1
+    for i, (key, texts, values) in enumerate(sweeps):
+        for text, value in zip(texts[1:], values[1:]):
+            n += 1
+            if n > MAX_SWEEP_CHECKS:
+                return
+            point = firsts[:i] + [f"{key}={text}"] + firsts[i + 1:]
+            if _is_group(key):
+                yield compose(fixed + point), " ".join(point)
+            else:
+                cfg = base.copy()
+                OmegaConf.update(cfg, key.lstrip("+~"), value, force_add=key.startswith("+"))
+                yield cfg, " ".join(point)
+
+
 def composition_error(argv: list[str]) -> str | None:
     """The error line for overrides that do not compose (an unknown key or option, a malformed
-    override), or ``None``. Hydra reports these over several lines; a plain single run (no
-    ``-m``, no other flag: those keep Hydra's own report) gets one line instead."""
-    if any(a.startswith("-") for a in argv):
+    override) or, for a sweep (``-m``), hold a bad value at any point, or ``None``. Hydra
+    reports composition errors over several lines and a sweep would start its good points
+    first; here a single run or a sweep gets one line and a sweep with a bad point starts none
+    (each swept value is tried once, up to :data:`MAX_SWEEP_CHECKS`). Any other flag keeps
+    Hydra's own report."""
+    if any(a.startswith("-") and a not in _PLAIN_FLAGS for a in argv):
         return None
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from llmos_sim.run import compose
 
-    overrides = [a for a in argv if not a.lstrip("+~").startswith("hydra")]
+    overrides = [a for a in argv if a not in _PLAIN_FLAGS and not a.lstrip("+~").startswith("hydra")]
     try:
-        compose(overrides)
+        if not any(a in _PLAIN_FLAGS for a in argv):
+            compose(overrides)
+            return None
+        for cfg, swept in _sweep_points(overrides):
+            try:
+                check_config(cfg)
+            except Exception as e:  # noqa: BLE001 - only a user's mistake is reported here
+                msg = named_error(e)
+                if msg is None:
+                    raise
+                return f"error: {msg}" + (f" (sweep point: {swept})" if swept else "")
     except (HydraException, OmegaConfBaseException) as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        if "Available options in" in str(e):  # a missing option: name the options in one line
-            head = lines[0]
-            opts = [ln for ln in lines[lines.index(next(x for x in lines if x.startswith("Available options"))) + 1:]
-                    if not ln.startswith(("Config search path", "provider=", "Set the environment"))]
-            return f"error: {head} (options: {', '.join(opts)})"
-        keep = [ln for ln in lines if not ln.startswith(("Set the environment", "object_type=", "full_key:"))]
-        return "error: " + "; ".join(ln.rstrip(".") for ln in keep)
+        return _one_line(e)
     return None
 
 

@@ -27,7 +27,7 @@ from llmos_sim.kernel import Instant, events_pending, nothing_due_at, outcome, p
 from llmos_sim.events import EventLog
 from llmos_sim.policies.memory.base import MemoryPool
 from llmos_sim.policies.scheduling.base import ClusterScheduler, Decision
-from llmos_sim.types import FULL_DEVICE_MILLI, GPU, Cluster, Job, Task
+from llmos_sim.types import CAPACITY_TOLERANCE, FULL_DEVICE_MILLI, GPU, Cluster, Job, Task
 from llmos_sim.view import ClusterView, FinishedJob, FreeDevices, RunningJob, Tentative
 
 log = logging.getLogger(__name__)
@@ -451,7 +451,7 @@ class Engine:
             want = v * scale
             have = self.available.get(k, 0.0) + (held or {}).get(k, 0.0)
             got = min(have, want)  # the seed's R_i* = min(R_i, R_i^d)
-            if got + 1e-9 < want:
+            if got + CAPACITY_TOLERANCE < want:
                 return None
             out[k] = got
         return out

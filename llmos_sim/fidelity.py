@@ -247,7 +247,6 @@ def build_config(run: RunFolder, cost: str = "profiled", profile: str | None = N
         c = OmegaConf.load(CONFIGS / "cost" / "roofline.yaml")
     else:
         raise RunFolderError(f"--cost must be profiled or roofline, got {cost!r}")
-    serving.cost = c
     batching = OmegaConf.load(CONFIGS / "batching" / "chunked_prefill.yaml")
     batching.merge_with({"max_num_seqs": dep["max_num_seqs"], "max_num_batched_tokens": dep["max_num_batched_tokens"],
                          "preemption": "recompute", "reserve_full_prompt": dep["reserve_full_prompt"]})
@@ -258,7 +257,7 @@ def build_config(run: RunFolder, cost: str = "profiled", profile: str | None = N
         "batching": batching,
         "router": OmegaConf.load(CONFIGS / "router" / ("least_outstanding.yaml" if dep["dp"] > 1 else "round_robin.yaml")),
         "memory": OmegaConf.load(CONFIGS / "memory" / "paged.yaml"),
-        "model": model_cfg, "gpu": gpu_cfg, "serving": serving,
+        "model": model_cfg, "gpu": gpu_cfg, "serving": serving, "cost": c,
     })
     dep["cost"] = cost
     return cfg, dep

@@ -6,14 +6,21 @@ This is the public API behind ``python -m llmos_sim`` (which only adds Hydra's c
 >>> result = run_config(compose(["experiment=quickstart"]))   # doctest: +SKIP
 >>> result.summary["jct_s_avg"]                               # doctest: +SKIP
 
-Randomness: one ``numpy.random.SeedSequence(cfg.seed)`` is split into independent children,
-one per component (workload, scheduler, placement, ...): same config and seed, same tables.
+This module is the only place a run's objects are built from its config, for every mode:
+:func:`build_engine` (training and mixed), :func:`build_serving` and
+:func:`build_replica_factory` (serving, and the services of a mixed run). The simulation
+modules take the built objects and never read the config.
+
+Randomness: one ``numpy.random.SeedSequence(cfg.seed)`` is split into independent named
+children (:data:`RNG_STREAMS`), one per component: same config and seed, same tables. Request
+streams always draw from the ``serving`` child, in ``mode: serving`` as in ``mode: mixed``
+(where the services draw from it one after another, by name), so the same request workload
+and seed give the same requests in both modes.
 """
 from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -103,6 +110,64 @@ def build_engine(cfg: DictConfig, streams: dict[str, np.random.Generator], progr
     )
 
 
+@dataclass
+class ServingParts:
+    """What a serving run is made of, built from its config by :func:`build_serving`."""
+
+    spec: Any                 # llmos_sim.serving.spec.ServingSpec
+    requests: list
+    make_replica: Any         # llmos_sim.serving.system.ReplicaFactory
+    router: Any
+
+
+def serving_spec(cfg: DictConfig):
+    """The checked :class:`~llmos_sim.serving.spec.ServingSpec` of ``cfg.serving``."""
+    from llmos_sim.serving.spec import ServingSpec
+
+    node = _key(cfg, "serving")
+    ServingSpec.check_keys(node)
+    try:
+        return instantiate(node)
+    except Exception as e:  # Hydra wraps the spec's own check: raise that, it names the key
+        inner = next((c for c in chain(e) if isinstance(c, InputError)), None)
+        if inner is None:
+            raise
+        raise inner from None
+
+
+def build_replica_factory(cfg: DictConfig, backend: Any = None, devices_from_cluster: bool = False):
+    """The :class:`~llmos_sim.serving.system.ReplicaFactory` of ``cfg``: the ``serving`` spec,
+    ``model``, ``gpu`` (not with ``devices_from_cluster``: ``mode: mixed`` gives each replica
+    its granted device), a fresh ``batching`` policy per replica, the KV pool (``kv_memory``
+    group, else ``memory``), the ``cost`` group, and the backend's replica class when it runs
+    replicas for real (:meth:`~llmos_sim.backend.Backend.serving_replica`)."""
+    import functools
+
+    from llmos_sim.serving.replica import Replica
+    from llmos_sim.serving.system import ReplicaFactory
+
+    spec = serving_spec(cfg)
+    model = instantiate(_key(cfg, "model"))
+    gpu = None if devices_from_cluster else instantiate(_key(cfg, "gpu"))
+    kv_memory = OmegaConf.select(cfg, "kv_memory")
+    if kv_memory is None:
+        kv_memory = OmegaConf.select(cfg, "memory")
+    pool = instantiate(kv_memory) if kv_memory is not None else None
+    cost = instantiate(_key(cfg, "cost"))
+    replica_cls = (backend.serving_replica(model) if backend is not None else None) or Replica
+    return ReplicaFactory(spec, model, gpu, functools.partial(instantiate, _key(cfg, "batching")), pool, cost,
+                          replica_cls)
+
+
+def build_serving(cfg: DictConfig, streams: dict[str, np.random.Generator], backend: Any = None) -> ServingParts:
+    """The parts of a ``mode: serving`` run: requests (the ``workload`` group, drawn from the
+    ``serving`` stream), replica factory, router."""
+    workload = instantiate(_key(cfg, "workload"))
+    requests = workload.requests(streams["serving"])
+    make_replica = build_replica_factory(cfg, backend)
+    return ServingParts(make_replica.spec, requests, make_replica, instantiate(_key(cfg, "router")))
+
+
 def run_config(cfg: DictConfig, progress: bool = False) -> RunResult:
     """Run the composed config ``cfg`` and derive its tables and summary (``result.inputs``:
     the data files it read).
@@ -136,11 +201,15 @@ def _run_mode(cfg: DictConfig, progress: bool) -> RunResult:
     if mode not in ("training", "serving", "mixed"):
         raise ValueError(f"config key 'mode' must be training, serving, mixed or calibrate, got {mode!r}")
     if mode == "serving":
-        from llmos_sim.serving import simulate  # the serving path
+        from llmos_sim.kernel import sparse_gc
+        from llmos_sim.serving.system import serve  # the serving path
 
         # the backend decides whether iterations are simulated or really run (backend=torch)
         backend = instantiate(cfg.backend) if cfg.get("backend") is not None else None
-        res = simulate(cfg, seed=int(cfg.seed), progress=progress, backend=backend)
+        with sparse_gc():  # a trace's requests are many long-lived objects
+            parts = build_serving(cfg, rngs(int(cfg.seed)), backend)
+        res = serve(parts.requests, parts.make_replica, parts.router, parts.spec, progress,
+                    env=backend.environment() if backend is not None else None)
         return RunResult(cfg, res.log, res.tables, res.summary)
     return run_cluster(cfg, progress, with_services=(mode == "mixed"))
 
@@ -171,8 +240,8 @@ def run_cluster(cfg: DictConfig, progress: bool = False, with_services: bool = F
     if with_services:
         from llmos_sim.serving.system import build_result
 
-        serving = build_result(log, float(cfg.serving.get("slo_ttft_s") or math.inf),
-                               float(cfg.serving.get("slo_tpot_s") or math.inf))
+        spec = serving_spec(cfg)
+        serving = build_result(log, spec.slo_ttft_s, spec.slo_tpot_s, spec.slo_e2e_s)
         for k in ("requests", "batches", "kv"):
             tables[k] = serving.tables[k]
         from llmos_sim.serving.cluster import replicas_table
@@ -191,12 +260,10 @@ def _add_services(cfg: DictConfig, engine: Engine, streams: dict, first_job_id: 
     from dataclasses import replace
 
     from llmos_sim.serving.cluster import ServiceHost, service_jobs
-    from llmos_sim.serving.system import replica_factory
-
-    make_replica, info = replica_factory(cfg, devices_from_cluster=True)
+    make_replica = build_replica_factory(cfg, devices_from_cluster=True)
     device_specs = [d.spec for d in engine.cluster.devices]
     services = OmegaConf.to_container(_key(cfg, "services"), resolve=True)
-    jobs = service_jobs(services, first_job_id, int(info["tp"]))
+    jobs = service_jobs(services, first_job_id, make_replica.tp)
     job_ids = itertools.count(first_job_id + len(jobs))  # replicas added at run time (autoscaling)
     first_req = 0
     for name, s in sorted(services.items()):
@@ -207,7 +274,7 @@ def _add_services(cfg: DictConfig, engine: Engine, streams: dict, first_job_id: 
         first_req += len(reqs)
         engine.hosts[name] = ServiceHost(name, reqs, make_replica, instantiate(cfg.router), int(s.get("replicas", 1)),
                                          engine.env, engine.log, device_specs,
-                                         autoscaling=_autoscaling(cfg, name, s, engine, job_ids, int(info["tp"])))
+                                         autoscaling=_autoscaling(cfg, name, s, engine, job_ids, make_replica.tp))
     return jobs
 
 
@@ -223,12 +290,12 @@ def _autoscaling(cfg: DictConfig, name: str, s: dict, engine: Engine, job_ids, t
         raise ConfigError(f"services.{name}.replicas", f"{s.get('replicas', 1)} is above its autoscaler's "
                                                        f"max_replicas ({policy.max_replicas})")
     bw, startup = s.get("load_bw_bytes_s", DEFAULT_LOAD_BW_BYTES_S), s.get("startup_s", DEFAULT_STARTUP_S)  # checked
-    serving = cfg.get("serving", None) or {}
+    spec = serving_spec(cfg)
     return Autoscaling(
         policy, Provisioning(instantiate(cfg.model).weight_bytes, float(bw), float(startup)),
         engine.submit, lambda: next(job_ids), tp=tp, priority=int(s.get("priority", 0)),
         mem_bytes_per_device=int(s.get("mem_bytes_per_device", 0)),
-        slo_ttft_s=float(serving.get("slo_ttft_s") or math.inf), slo_tpot_s=float(serving.get("slo_tpot_s") or math.inf))
+        slo_ttft_s=spec.slo_ttft_s, slo_tpot_s=spec.slo_tpot_s)
 
 
 def derive_tables(log: EventLog, cluster: Cluster) -> dict[str, pd.DataFrame]:

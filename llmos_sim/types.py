@@ -21,6 +21,10 @@ HOST_MEM = "host_mem_bytes"
 
 FULL_DEVICE_MILLI = 1000  #: a whole device, in thousandths (Alibaba's ``gpu_milli``)
 
+#: slack when a demand is compared with what is free (float sums of fractional grants): the
+#: engine's grant and the view's fit test must use the same, or a job the view says fits is refused
+CAPACITY_TOLERANCE = 1e-9
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceSpec:

@@ -276,7 +276,7 @@ SIGNED_KEYS = frozenset({"coef", "priority"})
 
 #: the component groups a run builds (with ``_target_``), in the order they are checked
 COMPONENTS = ("cluster", "workload", "scheduler", "placement", "memory", "backend", "batching", "router", "model",
-              "gpu", "serving.cost", "serving.kv_memory", "calibration")
+              "gpu", "cost", "kv_memory", "serving", "calibration")
 
 #: where the optional packages come from (module -> pip extra)
 EXTRAS = {"torch": "torch", "hydra_plugins.hydra_joblib_launcher": "sweep",
@@ -328,6 +328,10 @@ def check_config(cfg: Any) -> None:
                 _check_component(f"services.{name}.workload", svc["workload"], need="requests")
             if svc.get("autoscaler") is not None:
                 _check_component(f"services.{name}.autoscaler", svc["autoscaler"])
+    if isinstance(data.get("serving"), Mapping):  # every serving key is set once, in its yaml
+        from llmos_sim.serving.spec import ServingSpec
+
+        ServingSpec.check_keys(data["serving"])
     mode = data.get("mode", "training")
     for key in COMPONENTS:
         node = _get(data, key)

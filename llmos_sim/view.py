@@ -12,7 +12,7 @@ from bisect import insort
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
-from llmos_sim.types import FULL_DEVICE_MILLI, GPU, Cluster, Job
+from llmos_sim.types import CAPACITY_TOLERANCE, FULL_DEVICE_MILLI, GPU, Cluster, Job
 
 if TYPE_CHECKING:  # pragma: no cover
     from llmos_sim.policies.memory.base import Allocation, MemoryPool
@@ -381,7 +381,7 @@ class ClusterView:
             return True
         scale = n_devices / job.gpus
         avail = self.available
-        return all(avail.get(k, 0.0) + 1e-9 >= v * scale for k, v in job.demand.items())
+        return all(avail.get(k, 0.0) + CAPACITY_TOLERANCE >= v * scale for k, v in job.demand.items())
 
     def take_resources(self, job: Job, n_devices: int) -> None:
         """Record a planned start's non-gpu resources in this pass's scratch."""

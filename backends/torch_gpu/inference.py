@@ -158,7 +158,7 @@ def compare_inference(overrides: Sequence[str] = (), repeats: int = 5, seed: int
        rate — calibrate in the regime you predict; with bursts and 2× added the fit is pulled
        towards large batches and under-predicts this regime's iterations by ~5–10 % here);
     2. each request's real TTFT / TPOT / e2e is its median over the ``repeats`` runs;
-    3. simulate the same config with ``serving.cost`` = the fitted model: its own batching
+    3. simulate the same config with the ``cost`` group = the fitted model: its own batching
        decisions on its own clock.
 
     Relative error = real / sim − 1. Also reported: the fitted model's error on the real
@@ -181,7 +181,7 @@ def compare_inference(overrides: Sequence[str] = (), repeats: int = 5, seed: int
         shares += sh
     cost = FittedCost.fit(shapes, times)
     coef = "[" + ",".join(repr(float(c)) for c in cost.coef) + "]"
-    sim = simulate(compose([f"experiment={EXPERIMENT}", *overrides, f"serving.cost.coef={coef}", f"seed={seed}"]),
+    sim = simulate(compose([f"experiment={EXPERIMENT}", *overrides, f"cost.coef={coef}", f"seed={seed}"]),
                    seed=seed)
     cols = ("ttft", "tpot", "e2e", "queue")
     tabs = [r.tables["requests"].set_index("request") for r in reals]

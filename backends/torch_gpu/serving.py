@@ -38,6 +38,7 @@ import torch
 
 from llmos_sim import events as E
 from llmos_sim.serving.cost import BatchShape
+from llmos_sim.serving.iteration import IterationPlan
 from llmos_sim.serving.replica import Replica
 from llmos_sim.serving.specs import ModelSpec
 
@@ -227,8 +228,8 @@ class ExecutingReplica(Replica):
             self.outstanding -= len(rows)
             gone = set(rows)
             tab.drop(gone)
-            dur, tokens, k, hold, may_finish, _ = plan
-            plan = (dur, [x for i, x in enumerate(tokens) if i not in gone], k, hold, may_finish, False)
+            plan = IterationPlan(plan.duration_s, [x for i, x in enumerate(plan.tokens) if i not in gone], plan.k,
+                                 plan.hold_finished, plan.may_finish, False)
         before = set(self.table.rid)
         super()._finish(plan)
         if len(before) != len(self.table):  # finished requests: forget their tokens and block tables

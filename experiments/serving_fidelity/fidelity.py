@@ -69,12 +69,13 @@ def compose(cost: dict | None = None) -> OmegaConf:
         "model": OmegaConf.load(CONFIGS / "model" / "llama31_8b.yaml"),
         "gpu": OmegaConf.load(CONFIGS / "gpu" / "rtx4090.yaml"),
         "serving": OmegaConf.load(CONFIGS / "serving" / "default.yaml"),
+        "cost": OmegaConf.load(CONFIGS / "cost" / "roofline.yaml"),
     })
     cfg = OmegaConf.merge(cfg, {k: v for k, v in exp.items() if k not in ("defaults", "name")})
     if OVERRIDES:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(OVERRIDES))
     if cost:
-        cfg.serving.cost = OmegaConf.merge(cfg.serving.cost, cost)
+        cfg.cost = OmegaConf.merge(cfg.cost, cost)
     return cfg
 
 
@@ -343,7 +344,7 @@ def main() -> None:
     t.to_csv(out / "per_request.csv")
     ts = timeseries_table(res)
     ts.to_csv(out / "timeseries.csv", index=False)
-    report = {"cost": cost or dict(compose().serving.cost), "all": errors(t), "train_even": errors(t, even),
+    report = {"cost": cost or dict(compose().cost), "all": errors(t), "train_even": errors(t, even),
               "test_odd": errors(t, odd), "tpot_breakdown_all": tpot_breakdown(t),
               "tpot_breakdown_odd": tpot_breakdown(t, odd), "decode_regression_even": decode_regression(t, res, even),
               "timeseries": timeseries_errors(ts),

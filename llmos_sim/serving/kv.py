@@ -58,30 +58,27 @@ recompute preemption. Without the tier, swap space is unlimited and evicted unit
 """
 from __future__ import annotations
 
-import inspect
 from typing import Callable, Hashable, Sequence
 
 from llmos_sim.policies.memory.base import Allocation, BlockPool, MemoryPool
+from llmos_sim.serving.view import GROW, RESERVE, KVMode, block_growth, blocks_for
 
-GROW = "grow"
-RESERVE = "reserve"
 
 
 def make_pool(factory: Callable[..., MemoryPool], capacity_bytes: int, block_bytes: int,
               slot_bytes: int | None = None) -> MemoryPool:
-    """Call a pool partial with ``capacity_bytes``, sized for this KV cache: a paged pool gets
-    ``block_bytes`` (one KV block), a max-length reservation pool gets ``max_len_bytes`` =
-    ``slot_bytes`` (the reservation; one block when None), overriding the config's generic sizes."""
+    """Call a pool factory with ``capacity_bytes``, sized for this KV cache by what the pool
+    class declares: a :class:`~llmos_sim.policies.memory.base.BlockPool` gets ``block_bytes``
+    (one KV block), a pool that declares ``reserves_max_length`` gets ``max_len_bytes`` =
+    ``slot_bytes`` (the reservation; one block when None), overriding the config's generic
+    sizes. Any other factory (a pool class, or a callable that builds pools) gets the capacity."""
     target = getattr(factory, "func", factory)
-    try:
-        params = inspect.signature(target).parameters
-    except (TypeError, ValueError):  # builtins or odd callables: just pass capacity
-        params = {}
-    kw = {"capacity_bytes": capacity_bytes}
-    if "block_bytes" in params:
-        kw["block_bytes"] = block_bytes
-    if "max_len_bytes" in params:
-        kw["max_len_bytes"] = slot_bytes or block_bytes
+    kw: dict = {"capacity_bytes": capacity_bytes}
+    if isinstance(target, type) and issubclass(target, MemoryPool):
+        if issubclass(target, BlockPool):
+            kw["block_bytes"] = block_bytes
+        if target.reserves_max_length:
+            kw["max_len_bytes"] = slot_bytes or block_bytes
     return factory(**kw)
 
 
@@ -174,7 +171,8 @@ class KVCacheManager:
         if block_tokens < 1 or bytes_per_token < 1:
             raise ValueError("KVCacheManager: block_tokens and bytes_per_token must be >= 1")
         if mode not in (GROW, RESERVE):
-            raise ValueError(f"KVCacheManager: mode must be {GROW!r} or {RESERVE!r}, got {mode!r}")
+            raise ValueError(f"KVCacheManager: mode must be 'grow' or 'reserve', got {mode!r}")
+        mode = KVMode(mode)
         self.pool = pool
         self.bytes_per_token = int(bytes_per_token)
         self.block_tokens = int(block_tokens)
@@ -242,7 +240,11 @@ class KVCacheManager:
 
     def blocks_for(self, tokens: int) -> int:
         """Blocks that hold ``tokens`` tokens: ``ceil(tokens / block_tokens)``."""
-        return -(-int(tokens) // self.block_tokens)
+        return blocks_for(int(tokens), self.block_tokens)
+
+    def growth(self, computed, tokens, blocks) -> tuple[list[int], list[int]]:
+        """``(rows, need)``: the rows that cross into new blocks (:func:`~llmos_sim.serving.view.block_growth`)."""
+        return block_growth(computed, tokens, blocks, self.block_tokens)
 
     def max_blocks(self, prompt_tokens: int, output_tokens: int) -> int:
         """Blocks the sequence holds at its largest (its last token is never cached)."""

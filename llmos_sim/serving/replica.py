@@ -28,12 +28,13 @@ the shared cluster counts them; ``sync_finishes``), so SimPy's clock must be the
 a standalone :class:`~llmos_sim.serving.system.ServingSystem`, where nothing does, runs on.
 
 Cost: one pass over the running rows per iteration or span (plain lists, see
-:class:`~llmos_sim.serving.state.SeqTable`), plus one pool call per span for the sequences
+:class:`~llmos_sim.serving.view.SeqTable`), plus one pool call per span for the sequences
 that cross a block boundary.
 """
 from __future__ import annotations
 
 from bisect import bisect_right
+from itertools import repeat
 from operator import sub
 from typing import TYPE_CHECKING
 
@@ -44,8 +45,9 @@ from simpy.events import NORMAL
 from llmos_sim import events as E
 from llmos_sim.kernel import Instant, push_at, queue_of
 from llmos_sim.serving.cost import BatchShape, CostModel
-from llmos_sim.serving.kv import GROW, KVCacheManager
-from llmos_sim.serving.state import BatchDecision, ReplicaView, SeqTable, WaitingSeq
+from llmos_sim.serving.iteration import IterationPlan, advance, prefill_shape, span_on_free_blocks
+from llmos_sim.serving.kv import KVCacheManager
+from llmos_sim.serving.view import GROW, BatchDecision, ReplicaView, SeqTable, WaitingSeq, block_growth, blocks_for
 
 if TYPE_CHECKING:
     from llmos_sim.policies.batching.base import BatchingPolicy
@@ -196,8 +198,8 @@ class Replica:
                     stalls = 0
                 continue
             stalls = 0
-            end = self.now + plan[0]
-            if end >= env.peek() or (plan[4] and self.sync_finishes):
+            end = self.now + plan.duration_s
+            if end >= env.peek() or (plan.may_finish and self.sync_finishes):
                 # something else may happen first (let SimPy order it), or this iteration may
                 # finish a request, which others see at once (a service host counts them)
                 yield self._at(end)
@@ -213,8 +215,9 @@ class Replica:
         A light :class:`~llmos_sim.backend.Instant` (the process adds its own callback)."""
         return push_at(self._queue, time_s, Instant(), NORMAL)
 
-    def _start(self):
-        """Decide and apply the next iteration (or span); returns what :meth:`_finish` needs."""
+    def _start(self) -> IterationPlan | None:
+        """Decide and apply the next iteration (or span); returns its plan for :meth:`_finish`
+        (None when nothing could run)."""
         log, kv, t = self.log, self.kv, self.now
         tab = self.table
         if self._cached_waiting:  # prefix caching: how much of a preempted sequence is still cached
@@ -332,13 +335,7 @@ class Replica:
         dec_ctx += n_dec
         n_pre = n_tok - n_dec
         if n_pre:
-            pairs = pre_ctx = n_logits = 0
-            for i in pre:
-                x, c = tokens[i], C[i]
-                pairs += x * c + x * (x + 1) // 2
-                pre_ctx += c
-                if c + x >= P[i] + G[i]:  # the chunk completes the context: it emits a token
-                    n_logits += 1
+            pairs, pre_ctx, n_logits = prefill_shape(tokens, pre, P, G, C)
             pre_ctx += n_pre
             n_logits += n_dec
         else:
@@ -363,7 +360,7 @@ class Replica:
                 log.emit(t, E.KV_SAMPLE, self.index,
                          (kv.used_bytes, (c_sum + k * (n_rows - n_done)) * self._bpt, kv.pool.capacity_bytes,
                           kv.free_blocks))
-                return (dur, tokens, k, d.hold_finished, fin, True)
+                return IterationPlan(dur, tokens, k, d.hold_finished, fin, True)
         self._take_growth(later)
         used = kv.used_bytes
         spread = self._decode_spread(tokens, pre, pure) if self._spread and n_dec > 1 else (0, 0)
@@ -375,7 +372,7 @@ class Replica:
         tok = sum(x for x, done in zip(tokens, tab.done) if not done) if n_done else n_tok
         log.emit(t, E.KV_SAMPLE, self.index, (used, (c_sum + tok) * self._bpt, kv.pool.capacity_bytes, kv.free_blocks))
         may_finish = min(map(sub, tab.output, tab.generated), default=2) <= 1  # a row one token short (or held done)
-        return (dur, tokens, 1, d.hold_finished, may_finish, pure)
+        return IterationPlan(dur, tokens, 1, d.hold_finished, may_finish, pure)
 
     def _admissible(self, view: ReplicaView) -> tuple[BatchDecision, bool]:
         """Async scheduling: the decision on a view without the requests that arrived while the
@@ -555,30 +552,29 @@ class Replica:
         B, C = tab.blocks, tab.computed
         bt = kv.block_tokens
         if kv.mode == GROW:
-            b1 = bt - 1
             if grow is not None:
                 rows, need = grow
                 if len(tokens) > n_run:  # admitted rows (never held finished)
-                    new = [i for i in range(n_run, len(tokens)) if (C[i] + tokens[i] + b1) // bt > B[i]]
+                    new, more = block_growth(C[n_run:], tokens[n_run:], B[n_run:], bt)
                     if new:
-                        rows = rows + new
-                        need = need + [(C[i] + tokens[i] + b1) // bt - B[i] for i in new]
+                        rows = rows + [n_run + i for i in new]
+                        need = need + more
                 if not rows:
                     return tokens
             else:
-                rows = [i for i, (c, x, b) in enumerate(zip(C, tokens, B)) if (c + x + b1) // bt > b]
-                if tab.n_done:
+                rows, need = block_growth(C, tokens, B, bt)
+                if tab.n_done and rows:
                     done = tab.done
-                    rows = [i for i in rows if not done[i]]
+                    keep = [j for j, i in enumerate(rows) if not done[i]]
+                    rows, need = [rows[j] for j in keep], [need[j] for j in keep]
                 if not rows:
                     return tokens
-                need = [(C[i] + tokens[i] + b1) // bt - B[i] for i in rows]
         else:
             rows = [i for i, (x, b) in enumerate(zip(tokens, B)) if x > 0 and b == 0]
             if not rows:
                 return tokens
             rt, P, O = kv.reserve_tokens, tab.prompt, tab.output
-            need = [((rt or P[i] + O[i]) + bt - 1) // bt for i in rows]
+            need = [blocks_for(rt or P[i] + O[i], bt) for i in rows]
         rid = tab.rid
         seqs = [rid[i] for i in rows]
         failed = []
@@ -665,20 +661,11 @@ class Replica:
         if grow:
             bt = kv.block_tokens
             free = kv.free_blocks - (sum(later[1]) if later is not None else 0)
-            b1 = bt - 1
             # rows crossing into new blocks over k iterations, and how many each needs
             k_rows = k
-            rows = [i for i, (x, y) in enumerate(zip(c, b)) if (x + k + b1) // bt > y]
-            g = [(c[i] + k + b1) // bt - b[i] for i in rows]
+            rows, g = block_growth(c, repeat(k), b, bt)
             if sum(g) > free:
-                lo, hi = 1, k  # need(lo) fits (already allocated), need(hi) does not
-                while hi - lo > 1:
-                    mid = (lo + hi) // 2
-                    if sum(n for n in [(x + mid + b1) // bt - y for x, y in zip(c, b)] if n > 0) <= free:
-                        lo = mid
-                    else:
-                        hi = mid
-                k = lo
+                k = span_on_free_blocks(c, b, k, bt, free)  # (one iteration's blocks are already taken)
                 if k <= 1:
                     return 1, (0.0, None), True
                 dur = None  # a shorter span than the arrivals allow: its own duration
@@ -694,8 +681,7 @@ class Replica:
             return 1, (0.0, None), True
         if grow:
             if k != k_rows:
-                rows = [i for i, (x, y) in enumerate(zip(c, b)) if (x + k + b1) // bt > y]
-                g = [(c[i] + k + b1) // bt - b[i] for i in rows]
+                rows, g = block_growth(c, repeat(k), b, bt)
             if rows or later is not None:
                 if live is not None:
                     rows = [live[i] for i in rows]
@@ -729,42 +715,15 @@ class Replica:
             self._cached_waiting.append(w)
         return w
 
-    def _finish(self, plan) -> None:
-        """Advance the sequences after an iteration (or a span of ``k``) ends."""
-        _, tokens, k, hold, may_finish, pure = plan
+    def _finish(self, plan: IterationPlan) -> None:
+        """Advance the sequences after an iteration (or a span of ``k``) ends
+        (:func:`~llmos_sim.serving.iteration.advance`), log first tokens and finishes."""
         tab, log, now, idx = self.table, self.log, self.now, self.index
-        C, G = tab.computed, tab.generated
-        done = tab.done if tab.n_done else None
-        if pure:  # a span, or one pure-decode iteration: every live row decoded k tokens
-            if done is None:
-                add_k = k.__add__
-                tab.computed = list(map(add_k, C))
-                tab.generated = G = list(map(add_k, G))
-            else:
-                for i, dn in enumerate(done):
-                    if not dn:
-                        C[i] += k
-                        G[i] += k
-            if not may_finish:  # the span stopped before its first finish
-                return
-        else:
-            P = tab.prompt
-            filling = self.kv.filling  # prefix caching: sequences whose hash units are not all complete
-            for i, x in enumerate(tokens):
-                if x and (done is None or not done[i]):
-                    C[i] = c = C[i] + x
-                    if filling and tab.rid[i] in filling:
-                        self.kv.computed(tab.rid[i], c)
-                    if c == P[i] + G[i]:  # the context is complete: one new token
-                        G[i] = g = G[i] + 1
-                        if g == 1:
-                            log.emit(now, E.REQ_FIRST_TOKEN, tab.rid[i], (idx,))
-            if not may_finish:  # every row was two or more tokens short: one iteration adds one at most
-                return
-        if done is None:
-            fin = [i for i, (g, o) in enumerate(zip(G, tab.output)) if g >= o]
-        else:
-            fin = [i for i, (g, o, dn) in enumerate(zip(G, tab.output, done)) if g >= o and not dn]
+        kv = self.kv
+        first, fin = advance(tab, plan, kv.computed, kv.filling)
+        for r in first:
+            log.emit(now, E.REQ_FIRST_TOKEN, r, (idx,))
+        hold = plan.hold_finished
         if not fin:
             return
         rid = tab.rid

@@ -1,29 +1,21 @@
 """The serving system: requests arrive, a router picks a replica, replicas run iterations.
 
-:func:`simulate` is the entry point the Hydra run builder calls for ``mode: serving``. It
-instantiates the workload, model, GPU, memory pool, batching policy, router and cost model
-from the composed config, runs SimPy until every request finished or failed (or
-``serving.max_time_s``), and returns the log with tables and a summary built from it.
+Nothing here reads the config: :mod:`llmos_sim.run` builds the parts from it (the checked
+:class:`~llmos_sim.serving.spec.ServingSpec`, model, GPU, pool factory, batching policy,
+router, cost model, requests) and hands them over. :class:`ReplicaFactory` makes replicas from
+those parts; :func:`serve` runs SimPy until every request finished or failed (or
+``spec.max_time_s``) and returns the log with tables and a summary built from it.
+:func:`simulate` (``cfg``, ``seed``) is the config-level shortcut, kept for scripts and tests:
+it asks :mod:`llmos_sim.run` to build the parts.
 
-Config (``cfg.serving``; defaults in ``configs/serving/default.yaml``):
+The settings are documented on :class:`~llmos_sim.serving.spec.ServingSpec`; their defaults
+are in ``configs/serving/default.yaml``. Three of them in more words:
 
-- ``replicas``, ``tp``: replicas and tensor-parallel degree per replica
-- ``num_kv_blocks``: KV blocks per replica; when null, the KV bytes are
-  ``gpu_memory_utilization · mem_bytes · tp − weights − activation_reserve_bytes`` (vLLM's rule)
-- ``block_tokens``: tokens per KV block; ``kv_mode``: ``grow`` (paged), ``reserve``
-  (contiguous max-length reservation, ``reserve_tokens`` each, 0 = own prompt+output) or
-  ``auto`` (reserve when the pool says it is contiguous, else grow)
-- ``cost``: a partial cost model, called with ``model``, ``gpu``, ``tp`` (a top-level ``cost``
-  config, from the ``cost`` group, e.g. ``cost=profiled``, takes its place when set)
-- ``slo_ttft_s``, ``slo_tpot_s``, ``slo_e2e_s``: SLOs for goodput (a request's own replace
-  them for it); ``max_time_s``: stop time (null = none)
-- ``fast_forward``, ``per_iteration_records``: see :mod:`llmos_sim.serving.replica`
-- ``prefix_caching``: vLLM's automatic prefix caching: requests with prefix hashes share
-  cached hash blocks (reference counts, LRU eviction), and a recompute-preempted sequence
-  reuses its blocks still cached (see :mod:`llmos_sim.serving.kv`)
-- ``host_kv_bytes``: a host-memory tier of this many bytes per replica for swapped sequences
-  and evicted prefix units, its copies priced at the GPU's ``host_bw_bytes_s`` (null: unlimited
-  swap space, evicted prefix units dropped; see :class:`~llmos_sim.serving.kv.HostTier`)
+- ``kv_mode``: ``grow`` (paged), ``reserve`` (contiguous max-length reservation,
+  ``reserve_tokens`` each) or ``auto`` (reserve when the pool declares
+  ``reserves_max_length``, else grow)
+- ``host_kv_bytes``: a host-memory tier per replica for swapped sequences and evicted prefix
+  units, its copies priced at the GPU's ``host_bw_bytes_s``
 - ``async_scheduling``: vLLM's async scheduling, as far as it changes decisions: a finished
   sequence's blocks are freed after the next iteration's decision, and a request that arrives
   while an iteration runs joins the iteration after the next at the earliest (see
@@ -34,9 +26,8 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-import numpy as np
 import pandas as pd
 import simpy
 from simpy.events import URGENT
@@ -48,16 +39,8 @@ from llmos_sim.policies.routing.base import ReplicaLoad, Router
 from llmos_sim.serving import metrics
 from llmos_sim.serving.kv import GROW, RESERVE, HostTier, KVCacheManager, make_pool
 from llmos_sim.serving.replica import Replica
+from llmos_sim.serving.spec import ServingSpec
 from llmos_sim.serving.specs import GpuSpec, ModelSpec
-
-DEFAULTS: dict[str, Any] = {
-    "replicas": 1, "tp": 1, "gpu_memory_utilization": 0.9, "activation_reserve_bytes": 2 * 10**9,
-    "num_kv_blocks": None, "block_tokens": 16, "kv_mode": "auto", "reserve_tokens": 0,
-    "slo_ttft_s": math.inf, "slo_tpot_s": math.inf, "slo_e2e_s": math.inf, "max_time_s": None, "fast_forward": True,
-    "per_iteration_records": False, "cost": None, "prefix_caching": False, "async_scheduling": False,
-    "host_kv_bytes": None,
-}
-
 
 @dataclass
 class ServingResult:
@@ -154,112 +137,102 @@ class ServingSystem:
             rep.flush_itl(self.env.now)
 
 
-def _cfg_get(s, key):
-    if s is not None and key in s and s[key] is not None:
-        return s[key]
-    return DEFAULTS[key]
-
-
-def simulate(cfg, seed: int, progress: bool = False, backend=None) -> ServingResult:
-    """Run the serving simulation described by the composed config ``cfg`` with ``seed``.
-
-    ``backend`` (a :class:`~llmos_sim.backend.Backend`, optional) supplies the environment and,
-    for real execution, the replicas (:meth:`~llmos_sim.backend.Backend.serving_replica`); by
-    default time is simulated and iterations take the cost model's time."""
-    from hydra.utils import instantiate
-
-    rng = np.random.default_rng(seed)
-    s = cfg.get("serving", None)
+def serve(requests: Sequence, make_replica, router: Router, spec: ServingSpec, progress: bool = False,
+          env: simpy.Environment | None = None) -> ServingResult:
+    """Run ``requests`` on ``spec.replicas`` replicas from ``make_replica`` behind ``router``
+    until all finished or failed (or ``spec.max_time_s``); the result is built from the log."""
     # the requests, the run and the tables allocate hundreds of thousands of long-lived
-    # objects: the cyclic collector runs sparsely meanwhile, as in the engine (see
-    # engine.sparse_gc); else loading the trace alone may rescan every object a caller holds
+    # objects: the cyclic collector runs sparsely meanwhile, as in the engine
     with sparse_gc():
-        workload = instantiate(cfg.workload)
-        requests = workload.requests(rng)
-        make_replica, info = replica_factory(cfg, backend)
-        max_time = _cfg_get(s, "max_time_s")
-        system = ServingSystem(requests, make_replica, instantiate(cfg.router), int(_cfg_get(s, "replicas")),
-                               progress=progress, env=backend.environment() if backend is not None else None)
-        system.run(None if max_time is None else float(max_time))
-        res = build_result(system.log, float(_cfg_get(s, "slo_ttft_s")), float(_cfg_get(s, "slo_tpot_s")),
-                           float(_cfg_get(s, "slo_e2e_s")))
-    res.extra.update(kv_blocks_per_replica=system.replicas[0].kv.total_blocks, kv_capacity_bytes=info["kv_capacity_bytes"],
-                     replicas=system.replicas)
+        system = ServingSystem(requests, make_replica, router, spec.replicas, progress=progress, env=env)
+        system.run(spec.max_time_s)
+        res = build_result(system.log, spec.slo_ttft_s, spec.slo_tpot_s, spec.slo_e2e_s)
+    res.extra.update(kv_blocks_per_replica=system.replicas[0].kv.total_blocks,
+                     kv_capacity_bytes=getattr(make_replica, "capacity_bytes", None), replicas=system.replicas)
     return res
 
 
-def replica_factory(cfg, backend=None, devices_from_cluster: bool = False) -> tuple[Any, dict[str, Any]]:
-    """``make_replica(index, env, log, next_arrival) -> Replica`` from the composed config
-    (``model``, ``gpu``, ``batching``, ``memory`` — or ``serving.kv_memory`` if set — and
-    ``serving``), and facts about it (``tp``, ``kv_capacity_bytes``). Used by ``mode: serving``
-    and by services on the shared cluster (``mode: mixed``). A ``backend`` whose
-    :meth:`~llmos_sim.backend.Backend.serving_replica` gives a factory builds the replicas
-    with it (real execution). With ``devices_from_cluster`` (``mode: mixed``) every replica is
-    given the device the cluster granted it (``make_replica(..., device=DeviceSpec)``) and runs
-    on that part — its cost model and its KV cache from that device's figures, not the ``gpu``
-    group's; ``kv_capacity_bytes`` is then not known up front (None)."""
-    from hydra.utils import instantiate
+def simulate(cfg, seed: int, progress: bool = False, backend=None) -> ServingResult:
+    """Run the serving simulation described by the composed config ``cfg`` with ``seed``
+    (requests from the run's ``serving`` seed stream, as in ``mode: mixed``).
 
-    s = cfg.get("serving", None)
-    model: ModelSpec = instantiate(cfg.model)
-    gpu: GpuSpec = instantiate(cfg.gpu)
-    tp = int(_cfg_get(s, "tp"))
-    block_tokens = int(_cfg_get(s, "block_tokens"))
-    block_bytes = block_tokens * model.kv_bytes_per_token
-    nblocks = _cfg_get(s, "num_kv_blocks")
+    ``backend`` (a :class:`~llmos_sim.backend.Backend`, optional) supplies the environment and,
+    for real execution, the replicas (:meth:`~llmos_sim.backend.Backend.serving_replica`); by
+    default time is simulated and iterations take the cost model's time. The parts are built
+    by :func:`llmos_sim.run.build_serving`."""
+    from llmos_sim.run import build_serving, rngs
 
-    def capacity_on(g: GpuSpec) -> int:
-        if nblocks is not None:
-            return int(nblocks) * block_bytes
-        return kv_capacity_bytes(model, g, tp, float(_cfg_get(s, "gpu_memory_utilization")),
-                                 int(_cfg_get(s, "activation_reserve_bytes")))
+    with sparse_gc():  # loading a trace allocates many long-lived objects too
+        parts = build_serving(cfg, rngs(int(seed)), backend)
+    return serve(parts.requests, parts.make_replica, parts.router, parts.spec, progress,
+                 env=backend.environment() if backend is not None else None)
 
-    capacity = capacity_on(gpu) if devices_from_cluster is False else None
-    kv_memory = s.get("kv_memory", None) if s is not None else None
-    if kv_memory is None:
-        kv_memory = cfg.get("memory", None)
-    pool_factory = instantiate(kv_memory) if kv_memory is not None else functools.partial(IdealPool)
-    cost_cfg = cfg.get("cost", None) or _cfg_get(s, "cost")  # the ``cost`` group, when chosen, wins
-    cost_factory = instantiate(cost_cfg) if cost_cfg is not None else None
-    if cost_factory is None:
-        from llmos_sim.serving.cost import RooflineCost
-        cost_factory = functools.partial(RooflineCost)
-    max_time = _cfg_get(s, "max_time_s")
-    kv_mode, reserve = str(_cfg_get(s, "kv_mode")), int(_cfg_get(s, "reserve_tokens"))
-    replica_cls = (backend.serving_replica(model) if backend is not None else None) or Replica
-    host_bytes = _cfg_get(s, "host_kv_bytes")
-    if host_bytes is not None and not float(host_bytes) >= 0:
-        raise ValueError(f"serving.host_kv_bytes must be >= 0 or null, got {host_bytes!r}")
 
-    def check_host_link(g: GpuSpec) -> None:
-        if host_bytes is not None and not g.host_bw_bytes_s > 0:
+def replica_factory(cfg, backend=None, devices_from_cluster: bool = False) -> tuple["ReplicaFactory", dict[str, Any]]:
+    """``(make_replica, {"tp", "kv_capacity_bytes"})`` for the composed config ``cfg``: the
+    factory :func:`llmos_sim.run.build_replica_factory` builds (kept for scripts and tests)."""
+    from llmos_sim.run import build_replica_factory
+
+    make = build_replica_factory(cfg, backend, devices_from_cluster)
+    return make, {"tp": make.spec.tp, "kv_capacity_bytes": make.capacity_bytes}
+
+
+class ReplicaFactory:
+    """``make_replica(index, env, log, next_arrival, device=None) -> Replica`` from built parts.
+
+    ``spec`` (the serving settings), ``model``; ``gpu``: the device every replica runs on, or
+    None when each replica is given the device a cluster granted it (``mode: mixed``: its
+    cost model and its KV cache then from that device's figures); ``batching()``: a fresh
+    batching policy per replica; ``pool(capacity_bytes=..., ...)``: the KV cache's pool factory
+    (sized by :func:`~llmos_sim.serving.kv.make_pool`); ``cost(model=, gpu=, tp=)``: the cost
+    model factory; ``replica_cls``: :class:`Replica` or a backend's real replica.
+    ``capacity_bytes``: KV bytes per replica (None when the devices come from the cluster)."""
+
+    def __init__(self, spec: ServingSpec, model: ModelSpec, gpu: GpuSpec | None, batching: Callable[[], Any],
+                 pool: Callable[..., Any] | None, cost: Callable[..., Any], replica_cls: type = Replica) -> None:
+        self.spec, self.model, self.gpu = spec, model, gpu
+        self.batching, self.cost, self.replica_cls = batching, cost, replica_cls
+        self.pool = pool if pool is not None else functools.partial(IdealPool)
+        self.block_bytes = spec.block_tokens * model.kv_bytes_per_token
+        self._by_device: dict = {}
+        self.capacity_bytes = None
+        if gpu is not None:
+            self._check_host_link(gpu)
+            self.capacity_bytes = self.capacity_on(gpu)
+
+    @property
+    def tp(self) -> int:
+        return self.spec.tp
+
+    def capacity_on(self, g: GpuSpec) -> int:
+        """KV bytes of one replica on ``g`` (pinned by ``num_kv_blocks`` when set)."""
+        s = self.spec
+        if s.num_kv_blocks is not None:
+            return s.num_kv_blocks * self.block_bytes
+        return kv_capacity_bytes(self.model, g, s.tp, s.gpu_memory_utilization, s.activation_reserve_bytes)
+
+    def _check_host_link(self, g: GpuSpec) -> None:
+        if self.spec.host_kv_bytes is not None and not g.host_bw_bytes_s > 0:
             raise ValueError(f"serving.host_kv_bytes needs the GPU's host link bandwidth (gpu.host_bw_bytes_s > 0) "
                              f"to price its copies; {g.name} has {g.host_bw_bytes_s}")
 
-    if not devices_from_cluster:
-        check_host_link(gpu)
-
-    by_device: dict = {}
-
-    def make_replica(i, env, log, next_arrival, device=None):
+    def __call__(self, i, env, log, next_arrival, device=None) -> Replica:
         # a replica on a granted cluster device runs on that device (its memory sizes the KV cache)
         if device is None:
-            g, cap = gpu, capacity
+            g, cap = self.gpu, self.capacity_bytes
         else:
-            if device not in by_device:
-                check_host_link(GpuSpec.of_device(device))
-                by_device[device] = (GpuSpec.of_device(device), capacity_on(GpuSpec.of_device(device)))
-            g, cap = by_device[device]
-        pool = make_pool(pool_factory, cap, block_bytes, reserve * model.kv_bytes_per_token or None)
-        kv = KVCacheManager(pool, model.kv_bytes_per_token, block_tokens, _kv_mode(kv_mode, pool), reserve,
-                            bool(_cfg_get(s, "prefix_caching")),
-                            HostTier(int(float(host_bytes))) if host_bytes is not None else None)
-        return replica_cls(i, env, log, instantiate(cfg.batching), kv, cost_factory(model=model, gpu=g, tp=tp),
-                       next_arrival, math.inf if max_time is None else float(max_time),
-                       bool(_cfg_get(s, "fast_forward")), bool(_cfg_get(s, "per_iteration_records")),
-                       bool(_cfg_get(s, "async_scheduling")))
-
-    return make_replica, {"tp": tp, "kv_capacity_bytes": capacity}
+            if device not in self._by_device:
+                g = GpuSpec.of_device(device)
+                self._check_host_link(g)
+                self._by_device[device] = (g, self.capacity_on(g))
+            g, cap = self._by_device[device]
+        s, model = self.spec, self.model
+        pool = make_pool(self.pool, cap, self.block_bytes, s.reserve_tokens * model.kv_bytes_per_token or None)
+        kv = KVCacheManager(pool, model.kv_bytes_per_token, s.block_tokens, _kv_mode(s.kv_mode, pool),
+                            s.reserve_tokens, s.prefix_caching,
+                            HostTier(int(float(s.host_kv_bytes))) if s.host_kv_bytes is not None else None)
+        return self.replica_cls(i, env, log, self.batching(), kv, self.cost(model=model, gpu=g, tp=s.tp), next_arrival,
+                                s.max_time, s.fast_forward, s.per_iteration_records, s.async_scheduling)
 
 
 def build_result(log: E.EventLog, slo_ttft_s: float = math.inf, slo_tpot_s: float = math.inf,

@@ -239,6 +239,9 @@ def _cli(args, cwd):
     (["--config-dir", "CONF", "workload=mine"], "config key 'workload': has no _target_"),
     (["schedulr=fifo"], "Could not override 'schedulr'"),                 # Hydra's own errors, one line too
     (["scheduler=nonexist"], "Could not find 'scheduler/nonexist' (options: drf, easy"),
+    (["-m", "scheduler=fifo,nonexist"], "Could not find 'scheduler/nonexist' (options: drf, easy"),  # a sweep too
+    (["-m", "scheduler=fifo,las", "seed=0,abc"], "config key 'seed': must be an integer >= 0, got 'abc' "
+                                                  "(sweep point: scheduler=fifo seed=abc)"),
 ])
 def test_cli_prints_one_line_and_exits_1(tmp_path, args, needle):
     if "workload.path=BAD" in args:
@@ -253,3 +256,4 @@ def test_cli_prints_one_line_and_exits_1(tmp_path, args, needle):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], p.stderr
     assert "Traceback" not in p.stderr
+    assert not (tmp_path / "s").exists(), "a sweep with a bad point must not start any run"

@@ -19,8 +19,6 @@ def make_cfg(rows=None, batching: str = "chunked_prefill", batching_over: dict |
     if batching_over:
         b = OmegaConf.merge(b, batching_over)
     s = OmegaConf.load(CONFIGS / "serving" / "default.yaml")
-    if cost is not None:
-        s.cost = cost
     if serving:
         s = OmegaConf.merge(s, serving)
     return OmegaConf.create({
@@ -32,6 +30,7 @@ def make_cfg(rows=None, batching: str = "chunked_prefill", batching_over: dict |
         "gpu": OmegaConf.load(CONFIGS / "gpu" / f"{gpu}.yaml"),
         "memory": memory or IDEAL,
         "serving": s,
+        "cost": cost if cost is not None else OmegaConf.load(CONFIGS / "cost" / "roofline.yaml"),
     })
 
 

@@ -14,7 +14,7 @@ import pytest
 from llmos_sim import events as E
 from llmos_sim.policies.batching.base import BatchingPolicy
 from llmos_sim.serving import metrics, simulate
-from llmos_sim.serving.state import TokenList
+from llmos_sim.serving.view import TokenList
 from .helpers import make_cfg
 
 PAGED = {"_target_": "llmos_sim.policies.memory.paged.PagedPool", "_partial_": True, "block_bytes": 16 * 512}
@@ -51,7 +51,7 @@ def test_overridden_schedule_running_hands_no_growth():
         def schedule_running(self, view, budget):
             return super().schedule_running(view, budget // 2)
 
-    from llmos_sim.serving.state import ReplicaView, SeqTable
+    from llmos_sim.serving.view import ReplicaView, SeqTable
     from llmos_sim.serving.kv import KVCacheManager
     from llmos_sim.policies.memory.paged import PagedPool
 

@@ -12,7 +12,7 @@ from llmos_sim.serving import simulate
 from llmos_sim.serving.cost import BatchShape, OperatorRooflineCost, RooflineCost
 from llmos_sim.serving.kv import KVCacheManager
 from llmos_sim.serving.specs import H100, LLAMA31_8B, RTX4090
-from llmos_sim.serving.state import ReplicaView, SeqTable, WaitingSeq
+from llmos_sim.serving.view import ReplicaView, SeqTable, WaitingSeq
 from .helpers import make_cfg, req_events
 
 BPT = 512

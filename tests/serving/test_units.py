@@ -14,7 +14,7 @@ from llmos_sim.serving import simulate
 from llmos_sim.serving.cost import BatchShape, LinearCost, MeasuredCost, RooflineCost
 from llmos_sim.serving.kv import KVCacheManager, make_pool
 from llmos_sim.serving.specs import H100, LLAMA31_8B, LLAMA3_70B, RTX4090
-from llmos_sim.serving.state import ReplicaView, SeqTable, WaitingSeq
+from llmos_sim.serving.view import ReplicaView, SeqTable, WaitingSeq
 from .helpers import make_cfg
 
 BPT = 512  # tiny model: bytes of KV per token

@@ -71,8 +71,8 @@ def test_real_run_is_the_simulation_with_measured_times(extra):
     req = real.tables["requests"]
     assert (req["first_token_s"] > req["arrival_s"]).all() and (req["finish_s"] >= req["first_token_s"]).all()
     cfg = compose(["experiment=serving_real", *SMALL, *extra, "serving.fast_forward=false", "seed=0"])
-    cfg.serving.cost = {"_target_": "tests.torch_backend.test_torch_inference.ReplayCost", "_partial_": True,
-                        "times": times}
+    cfg.cost = {"_target_": "tests.torch_backend.test_torch_inference.ReplayCost", "_partial_": True,
+               "times": times}
     sim = simulate(cfg, seed=0)
     assert _trace(sim) == _trace(real)
     assert sim.tables["requests"].equals(real.tables["requests"])
@@ -88,8 +88,8 @@ def test_generated_tokens_do_not_depend_on_batching_or_preemption():
         "static": ["batching=static"],  # finished rows ride along as padding
         "orca": ["batching=orca"],
         "chunked": ["batching=chunked_prefill", "batching.max_num_batched_tokens=16"],
-        "recompute": ["serving.num_kv_blocks=12", "batching.preemption=recompute"],
-        "swap": ["serving.num_kv_blocks=12", "batching.preemption=swap"],
+        "recompute": ["serving.num_kv_blocks=10", "batching.preemption=recompute"],
+        "swap": ["serving.num_kv_blocks=10", "batching.preemption=swap"],
     }.items()}
     outs = {k: r.extra["replicas"][0].outputs for k, r in runs.items()}
     assert runs["recompute"].tables["requests"]["preemptions"].sum() > 0

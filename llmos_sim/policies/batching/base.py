@@ -17,8 +17,7 @@ from __future__ import annotations
 from operator import add, sub
 
 from llmos_sim.policies.batching.order import FCFS, Ordering
-from llmos_sim.serving.kv import GROW
-from llmos_sim.serving.state import BatchDecision, ReplicaView, TokenList
+from llmos_sim.serving.view import GROW, BatchDecision, ReplicaView, TokenList
 
 RECOMPUTE = "recompute"
 SWAP = "swap"
@@ -80,10 +79,9 @@ class BatchingPolicy:
         kv, run = view.kv, view.running
         if kv.mode != GROW or not tokens:
             return 0
-        bt = kv.block_tokens
         done = run.done if run.n_done else None
-        return sum(max(0, (c + t + bt - 1) // bt - b) for i, (c, t, b) in enumerate(zip(run.computed, tokens, run.blocks))
-                   if t and (done is None or not done[i]))
+        rows, need = kv.growth(run.computed, tokens, run.blocks)
+        return sum(n for i, n in zip(rows, need) if tokens[i] and (done is None or not done[i]))
 
     # -- hooks ------------------------------------------------------------------------------
     def schedule_running(self, view: ReplicaView, budget: int) -> tuple[list[int], tuple[int, ...]]:
@@ -118,15 +116,13 @@ class BatchingPolicy:
         kv = view.kv
         if kv.mode != GROW:
             return tokens, (), None
-        bt = kv.block_tokens
         # blocks each row needs before this iteration: ceil((computed + tokens) / bt) - held
         # (rows holding more than they need, after a refused span's growth, need nothing)
-        b1 = bt - 1
         B = run.blocks
-        rows = [i for i, (c, t, b) in enumerate(zip(C, tokens, B)) if (c + t + b1) // bt > b]
+        rows, need = kv.growth(C, tokens, B)
         if n_done and rows:
-            rows = [i for i in rows if not done[i]]
-        need = [(C[i] + tokens[i] + b1) // bt - B[i] for i in rows]
+            keep = [j for j, i in enumerate(rows) if not done[i]]
+            rows, need = [rows[j] for j in keep], [need[j] for j in keep]
         total = sum(need)
         avail = kv.free_blocks
         if total <= avail:

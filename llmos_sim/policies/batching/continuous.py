@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from llmos_sim.policies.batching.base import BatchingPolicy
 from llmos_sim.policies.batching.order import Ordering
-from llmos_sim.serving.kv import GROW
-from llmos_sim.serving.state import BatchDecision, ReplicaView, TokenList
+from llmos_sim.serving.view import GROW, BatchDecision, ReplicaView, TokenList
 
 
 class ContinuousBatching(BatchingPolicy):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llmos_sim.serving.state import SeqTable, WaitingSeq
+from llmos_sim.serving.view import SeqTable, WaitingSeq
 
 
 class Ordering:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from llmos_sim.policies.batching.base import BatchingPolicy
 from llmos_sim.policies.batching.order import Ordering
-from llmos_sim.serving.state import BatchDecision, ReplicaView, TokenList
+from llmos_sim.serving.view import BatchDecision, ReplicaView, TokenList
 
 
 class StaticBatching(BatchingPolicy):

@@ -39,7 +39,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from llmos_sim.policies.scheduling.base import Decision, Placement, Preempt, QueueScheduler, Start
-from llmos_sim.types import FULL_DEVICE_MILLI, Job
+from llmos_sim.types import CAPACITY_TOLERANCE, FULL_DEVICE_MILLI, Job
 from llmos_sim.view import ClusterView, RunningJob
 
 
@@ -138,7 +138,7 @@ class PreemptiveScheduler(QueueScheduler):
         rest: list[Job] = []
         for _, job, r in ranked:
             need = self.need(job) if job.gpu_milli < FULL_DEVICE_MILLI else job.min_devices
-            if need <= cap + 1e-9:
+            if need <= cap + CAPACITY_TOLERANCE:
                 cap -= need
                 if r is None:
                     to_start.append(job)
