@@ -3,6 +3,7 @@
     python benchmarks/bench_engine.py                      # engine alone, all sizes
     python benchmarks/bench_engine.py --reference          # + a bare heapq FIFO loop, side by side
     python benchmarks/bench_engine.py --reference --max-jobs 100000 --repeat 3
+    python benchmarks/bench_engine.py --command 300000     # the user's whole command vs the bare loop
 
 Each size runs in its own subprocess, so its peak RSS (``ru_maxrss``: the jobs, the engine's
 state and its event log) is that size's alone. Inside it, the engine and (``--reference``) the
@@ -11,6 +12,12 @@ are CPU seconds (``time.process_time``; the machine may be shared), reported as 
 and the median of the repeats, with the engine/bare-loop ratio of each. The engine runs with
 the garbage collector on, as users run it. Offered load is 80% of the cluster's device-seconds.
 Writes benchmarks/results/engine.csv.
+
+``--command N`` times what a user runs instead: ``python -m llmos_sim experiment=quickstart
+cluster=large workload.n_jobs=N workload.arrival_rate_per_s=1.55 output.plots=false`` (imports,
+job generation, the run, every table written), as a child process whose CPU seconds (user +
+system) and peak RSS come from ``wait4``; interleaved with the bare loop on the same jobs (the
+config's workload, same seed) on the same 10,240 GPUs. Writes benchmarks/results/command.csv.
 """
 from __future__ import annotations
 
@@ -114,6 +121,43 @@ def one_case(n_jobs: int, n_gpus: int, repeat: int, reference: bool) -> dict:
     return row
 
 
+COMMAND = ["experiment=quickstart", "cluster=large", "workload.arrival_rate_per_s=1.55", "output.plots=false"]
+
+
+def user_command(n_jobs: int, repeat: int) -> dict:
+    """The whole command (child process: CPU s and peak RSS by ``wait4``) and the bare loop on
+    its jobs, interleaved ``repeat`` times."""
+    import os
+    import tempfile
+
+    from hydra.utils import instantiate
+
+    from llmos_sim.run import compose, rngs
+
+    overrides = COMMAND + [f"workload.n_jobs={n_jobs}"]
+    cfg = compose(overrides)
+    jobs = list(instantiate(cfg.workload).jobs(rngs(int(cfg.seed))["workload"]))
+    n_gpus = 10_240  # cluster=large
+    cmd_s, rss, ref_s = [], [], []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            proc = subprocess.Popen([sys.executable, "-m", "llmos_sim", *overrides, f"hydra.run.dir={tmp}/run"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _, status, ru = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode:
+                raise SystemExit(f"the command failed ({proc.returncode})")
+        cmd_s.append(ru.ru_utime + ru.ru_stime)
+        rss.append(ru.ru_maxrss / 1024)
+        ref_s.append(bare_heapq_fifo(jobs, n_gpus)[0])
+    return {"command": "python -m llmos_sim " + " ".join(overrides), "jobs": n_jobs, "repeat": repeat,
+            "command_cpu_min_s": round(min(cmd_s), 2), "command_cpu_median_s": round(statistics.median(cmd_s), 2),
+            "bare_cpu_min_s": round(min(ref_s), 3), "bare_cpu_median_s": round(statistics.median(ref_s), 3),
+            "ratio_min": round(min(cmd_s) / min(ref_s), 1),
+            "ratio_median": round(statistics.median(cmd_s) / statistics.median(ref_s), 1),
+            "peak_rss_mb": round(max(rss), 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-jobs", type=int, default=10**6)
@@ -121,7 +165,18 @@ def main() -> None:
     ap.add_argument("--reference", action="store_true", help="also time a bare heapq FIFO on the same jobs")
     ap.add_argument("--gpus", type=int, nargs="*", default=[64, 10_240])
     ap.add_argument("--case", type=int, nargs=2, metavar=("JOBS", "GPUS"), help=argparse.SUPPRESS)
+    ap.add_argument("--command", type=int, metavar="JOBS", help="time the user's whole command at JOBS jobs")
     args = ap.parse_args()
+    if args.command:
+        row = user_command(args.command, args.repeat)
+        print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+        out_dir = Path(__file__).parent / "results"
+        out_dir.mkdir(exist_ok=True)
+        with open(out_dir / "command.csv", "w", newline="") as f:
+            wr = csv.DictWriter(f, fieldnames=list(row))
+            wr.writeheader()
+            wr.writerow(row)
+        return
     if args.case:  # the subprocess of one size
         print(json.dumps(one_case(args.case[0], args.case[1], args.repeat, args.reference)))
         return

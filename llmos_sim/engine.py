@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from operator import attrgetter
 from typing import Callable, Sequence
 
 import simpy
@@ -28,13 +29,28 @@ from llmos_sim.events import EventLog
 from llmos_sim.policies.memory.base import MemoryPool
 from llmos_sim.policies.scheduling.base import ClusterScheduler, Decision
 from llmos_sim.types import CAPACITY_TOLERANCE, FULL_DEVICE_MILLI, GPU, Cluster, Job, Task
-from llmos_sim.view import ClusterView, FinishedJob, FreeDevices, RunningJob, Tentative
+from llmos_sim.view import ClusterView, FinishedJobs, FreeDevices, RunningJob, Tentative
 
 log = logging.getLogger(__name__)
 
 PASS_PRIORITY = 2  #: after SimPy's NORMAL (1): a pass sees everything else at its instant
 
 MEMORY_FULL_ACTIONS = ("wait", "fail", "preempt")
+
+
+_SHARED_MAX = 1 << 16  #: distinct values kept for sharing, per kind (beyond it, values are kept as given)
+
+
+def _shared(seen: dict, value: tuple, types: tuple) -> tuple:
+    """``value``, or the equal tuple seen before whose elements have the same exact ``types``
+    (so a million records of a few hundred distinct device sets hold a few hundred tuples)."""
+    key = (value, types)
+    got = seen.get(key)
+    if got is not None:
+        return got
+    if len(seen) < _SHARED_MAX:
+        seen[key] = value
+    return value
 
 
 class Engine:
@@ -101,6 +117,12 @@ class Engine:
         self._queue = queue_of(self.env)
         self._heap = self._queue[0]
         self.log = EventLog()
+        log_ = self.log  # the hot kinds' records are appended to the log's columns directly
+        # an arrival's data are the job's fields: the record keeps the (immutable) job
+        self._c_arrive = log_.derive(E.ARRIVE, attrgetter("gpus", "work_flops", "gpu_milli", "tenant"))
+        self._c_start, self._c_finish = log_.code_of(E.START), log_.code_of(E.FINISH)
+        self._log_time, self._log_code = log_.time.append, log_.code.append
+        self._log_subject, self._log_data = log_.subject.append, log_.data.append
         self.round_s = round_s if round_s is not None else scheduler.round_s
         self.on_memory_full = on_memory_full
         self.preempt_overhead_s = float(preempt_overhead_s)
@@ -117,6 +139,9 @@ class Engine:
         # only a scheduler that overrides wake_s is asked after each pass
         self._wants_wake = getattr(type(scheduler), "wake_s", ClusterScheduler.wake_s) is not ClusterScheduler.wake_s
         self._last_reject: dict[int, str] = {}  # job id -> why its last start was rejected
+        # equal device sets and start records are stored once (most jobs repeat a few of each)
+        self._devices_seen: dict[tuple, tuple] = {}
+        self._starts_seen: dict[tuple, tuple] = {}
 
         self.pools: list[MemoryPool] = (
             [pool_factory(d.spec.mem_bytes) for d in cluster.devices] if pool_factory else []
@@ -125,7 +150,7 @@ class Engine:
         self.queue: dict[int, Job] = {}  # insertion order = arrival order (preempted rejoin at the end)
         self.running: dict[int, RunningJob] = {}
         self.suspended: dict[int, RunningJob] = {}  # preempted jobs' progress, keyed by id
-        self.finished: list[FinishedJob] = []
+        self.finished = FinishedJobs()  # columns; a FinishedJob is built when read
         self.free = FreeDevices(cluster)
         self.device_free_milli = [FULL_DEVICE_MILLI] * cluster.n_devices
         self.partial: dict[int, None] = {}  # devices shared by fractional jobs, with room left
@@ -214,14 +239,19 @@ class Engine:
         self._next = j
         if j < n:
             self._at(jobs[j].arrival_s, self._arrive_batch)
-        append, now, queue = self.log.records.append, self.env.now, self.queue  # EventLog.emit, inlined
+        now, queue, emit = self.env.now, self.queue, self.log.emit
+        t_app, c_app, s_app, d_app = self._log_time, self._log_code, self._log_subject, self._log_data
+        arrive = self._c_arrive
         per_event = self.pass_per_event
         for k in range(i, j):
             job = jobs[k]
-            append((now, E.ARRIVE, job.id, (job.gpus, job.work_flops, job.gpu_milli, job.tenant)))
+            t_app(now)  # EventLog.emit, inlined
+            c_app(arrive)
+            s_app(job.id)
+            d_app(job)  # derived: (job.gpus, job.work_flops, job.gpu_milli, job.tenant)
             why = self._unsatisfiable(job)
             if why:
-                append((now, E.FAIL, job.id, (why,)))
+                emit(now, E.FAIL, job.id, (why,))
             else:
                 queue[job.id] = job
                 if per_event:
@@ -240,7 +270,7 @@ class Engine:
             raise ValueError(f"duplicate job id {job.id}")
         self._ids.add(job.id)
         now, emit = self.env.now, self.log.emit
-        emit(now, E.ARRIVE, job.id, (job.gpus, job.work_flops, job.gpu_milli, job.tenant))
+        emit(now, E.ARRIVE, job.id, job)  # a derived kind: the job is the record's data (see __init__)
         why = self._unsatisfiable(job)
         if why:
             emit(now, E.FAIL, job.id, (why,))
@@ -550,12 +580,12 @@ class Engine:
     # -- job life cycle -------------------------------------------------------------------
     def _start(self, job: Job, devices: tuple[int, ...]) -> None:
         why = self._check_devices(job, devices)
-        resources = None if why else self._grant_resources(job, len(devices))
+        resources = None if why else (self._grant_resources(job, len(devices)) if job.demand else {})
         if why is None and resources is None:
             why = "resources: the seed's min(R, R^d) falls short of the demand"
         if why:
             return self._reject(job.id, "start: " + why)
-        allocs = self._alloc_memory(job, devices)
+        allocs = self._alloc_memory(job, devices) if self.pools else []
         if allocs is None and self.on_memory_full == "preempt" and self._evict_for(job, devices):
             allocs = self._alloc_memory(job, devices)
         if allocs is None:
@@ -584,6 +614,8 @@ class Engine:
         """Start a run segment of ``r`` on ``devices`` after ``overhead_s`` (``emit``: log a
         ``start``; a resize logs its own ``resize`` record instead)."""
         job, now = r.job, self.env.now
+        dev_types = tuple(map(type, devices))
+        devices = _shared(self._devices_seen, devices, dev_types)
         r.devices = devices
         r.share_milli = job.gpu_milli
         r.seg_start_s = now
@@ -597,8 +629,12 @@ class Engine:
             done, r.rate_flops_s = self.hosts[job.service].start(job, devices, self.env, self.log), 0.0
         else:
             done, r.rate_flops_s = self.backend.start(task)
-        if emit:
-            self.log.records.append((now, E.START, job.id, (devices, job.gpu_milli, r.rate_flops_s)))
+        if emit:  # EventLog.emit, inlined
+            self._log_time(now)
+            self._log_code(self._c_start)
+            self._log_subject(job.id)
+            data = (devices, job.gpu_milli, r.rate_flops_s)
+            self._log_data(_shared(self._starts_seen, data, (dev_types, type(data[1]), type(data[2]))))
         epoch = r.epoch
         done.callbacks.append(lambda ev: self._work_done(r, epoch, ev))
         if job.mem_trace and self.pools:
@@ -659,9 +695,12 @@ class Engine:
         r.settle(now)
         self.under_demand.pop(job.id, None)
         del self.running[job.id]
-        self.log.records.append((now, E.FINISH, job.id, ()))
+        self._log_time(now)  # EventLog.emit, inlined
+        self._log_code(self._c_finish)
+        self._log_subject(job.id)
+        self._log_data(())
         self._release(r)
-        self.finished.append(FinishedJob(job, r.first_start_s, now, r.devices, r.compute_gpu_s))
+        self.finished.add(job, r.first_start_s, now, r.devices, r.compute_gpu_s)
         if self.progress is not None:
             self.progress(1)
         if self.queue or self.under_demand:
@@ -687,11 +726,14 @@ class Engine:
             r.transient = {}
 
     def _release(self, r: RunningJob) -> None:
-        self._free_transient(r)
-        self._free_memory(r.allocations)
-        r.allocations = []
+        if r.transient:
+            self._free_transient(r)
+        if r.allocations:
+            self._free_memory(r.allocations)
+            r.allocations = []
         self._give(r.job, r.devices, r.resources)
-        r.resources = {}
+        if r.resources:
+            r.resources = {}
 
     def _preempt(self, r: RunningJob) -> None:
         job = r.job

@@ -1,25 +1,30 @@
 """The append-only event log: the single source of truth of a run.
 
 Every table, metric and plot is a pure function of this log (see :mod:`llmos_sim.metrics`).
-Records are plain tuples ``(time_s, kind, subject, data)`` appended in the order they happen;
-their position is the run's sequence number, which breaks ties in time deterministically.
+A record is ``(time_s, kind, subject, data)``, appended in the order things happen; its
+position is the run's sequence number, which breaks ties in time deterministically.
 
 - ``kind`` is one of the string constants below.
 - ``subject`` is the id of what the event is about (a job, a request, a device).
 - ``data`` is a small tuple whose layout is fixed per kind (``FIELDS``).
 
-Appending a tuple is the cheapest thing Python can do per event, which keeps a million-job
-run fast; columns are built once, at the end, by :meth:`EventLog.frame`.
+The log stores its records as columns (a time array, a kind-code array, subject and data
+lists), so a million-job run keeps no tuple per record; tables are built from the columns
+(:class:`ByKind`, :meth:`EventLog.table`), and :attr:`EventLog.records` reads them back as tuples.
 """
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from array import array
+from collections.abc import Sequence
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from llmos_sim.kernel import sparse_gc
 
 # job life cycle (the seed's five steps: receive, allocate & schedule, preprocess, run, output)
 ARRIVE = "arrive"  # data: (gpus, work_flops, gpu_milli, tenant)
@@ -119,32 +124,125 @@ FIELDS: dict[str, tuple[str, ...]] = {
 
 
 class EventLog:
-    """Append-only list of ``(time_s, kind, subject, data)`` records."""
+    """Append-only log of ``(time_s, kind, subject, data)`` records, stored as columns.
 
-    __slots__ = ("records",)
+    Four columns grow side by side, one entry per record: ``time`` (``array('d')``: 8 bytes,
+    no float object), ``code`` (``array('H')``: the record's kind as an index into ``kinds``,
+    interned in order of first appearance), ``subject`` and ``data`` (lists of references to
+    the objects the caller passed). A record is never a tuple while it is stored: a million-job
+    run keeps no millions of 4-tuples and boxed times alive, and tables read the columns
+    whole (numpy views of the arrays) instead of looping over records.
+
+    :meth:`emit` is the one way in; :attr:`records` is a read-only sequence view that builds
+    each ``(time_s, kind, subject, data)`` tuple when asked (iteration, indexing, slicing,
+    ``==``), for code that reads records. A record's time reads back as a ``float``.
+
+    A kind may be *derived* (:meth:`derive`): its records store one object in ``data`` (the
+    engine stores the arriving :class:`~llmos_sim.types.Job`, which is immutable) and a
+    function of it gives the record's data tuple whenever it is read (``attrgetter`` of the
+    job's fields for ``arrive``), so the tuple is not kept per record. Read ``data`` through
+    :meth:`data_at` or the views, never the raw list.
+    """
+
+    __slots__ = ("time", "code", "subject", "data", "kinds", "_codes", "_view", "derived")
 
     def __init__(self) -> None:
-        self.records: list[tuple[float, str, Any, tuple]] = []
+        self.time: array = array("d")
+        self.code: array = array("H")
+        self.subject: list = []
+        self.data: list = []
+        self.kinds: list = []  #: code -> kind, in order of first appearance
+        self._codes: dict = {}  # kind -> code
+        self._view = Records(self)
+        self.derived: dict[int, Callable[[Any], tuple]] = {}  #: code -> stored object -> data tuple
+
+    def derive(self, kind: Any, make_data: Callable[[Any], tuple]) -> int:
+        """Make ``kind`` derived: its records' ``data`` hold an immutable object and
+        ``make_data(object)`` is the record's data tuple. Only before its first record; returns
+        its code."""
+        c = self.code_of(kind)
+        if c in self.code:
+            raise ValueError(f"kind {kind!r} already has records; derive it before the first")
+        self.derived[c] = make_data
+        return c
+
+    def data_at(self, positions: list) -> list:
+        """The data tuples of the records at ``positions`` (derived kinds made)."""
+        out = _gather(self.data, positions)
+        if self.derived:
+            derived, code = self.derived, self.code
+            out = [derived[code[i]](d) if code[i] in derived else d for i, d in zip(positions, out)]
+        return out
+
+    def _data_iter(self) -> Iterator[tuple]:
+        """Every record's data tuple, in order."""
+        if not self.derived:
+            return iter(self.data)
+        derived = self.derived
+        return (derived[c](d) if c in derived else d for c, d in zip(self.code, self.data))
+
+    def code_of(self, kind: Any) -> int:
+        """``kind``'s code, interned on first use (the engine keeps the codes of its hot kinds)."""
+        c = self._codes.get(kind)
+        if c is None:
+            if len(self.kinds) >= 65535:
+                raise ValueError("an event log holds at most 65,535 distinct kinds")
+            c = self._codes[kind] = len(self.kinds)
+            self.kinds.append(kind)
+        return c
 
     def emit(self, time_s: float, kind: str, subject: Any, data: tuple = ()) -> None:
         """Append one record. The hot path: keep it this small."""
-        self.records.append((time_s, kind, subject, data))
+        c = self._codes.get(kind)
+        self.time.append(time_s)
+        self.code.append(self.code_of(kind) if c is None else c)
+        self.subject.append(subject)
+        self.data.append(data)
+
+    @property
+    def records(self) -> "Records":
+        """The records as a read-only sequence of ``(time_s, kind, subject, data)`` tuples."""
+        return self._view
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.time)
 
     def __iter__(self) -> Iterator[tuple[float, str, Any, tuple]]:
-        return iter(self.records)
+        return iter(self._view)
+
+    def __getstate__(self) -> dict:
+        return {k: getattr(self, k) for k in ("time", "code", "subject", "data", "kinds", "derived")}
+
+    def __setstate__(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+        self._codes = {k: i for i, k in enumerate(self.kinds)}
+        self._view = Records(self)
+
+    def codes_array(self) -> np.ndarray:
+        """Each record's kind code as a numpy array (a copy: the log may grow after)."""
+        return np.frombuffer(self.code, dtype=np.uint16).astype(np.intp) if len(self.code) else np.zeros(0, np.intp)
+
+    def times_array(self) -> np.ndarray:
+        """Each record's time as a float64 array (a copy)."""
+        return np.frombuffer(self.time, dtype=np.float64).copy() if len(self.time) else np.zeros(0)
+
+    def positions(self, *kinds: str) -> np.ndarray:
+        """Positions (sequence numbers) of the records of the given kinds, in order."""
+        codes = [self._codes[k] for k in kinds if k in self._codes]
+        if not codes:
+            return np.zeros(0, np.intp)
+        return np.flatnonzero(np.isin(self.codes_array(), codes))
 
     def of(self, *kinds: str) -> list[tuple[int, float, Any, tuple]]:
         """``(seq, time_s, subject, data)`` of the records of the given kinds, in order."""
-        ks = set(kinds)
-        return [(i, t, s, d) for i, (t, k, s, d) in enumerate(self.records) if k in ks]
+        seq = self.positions(*kinds).tolist()
+        return list(zip(seq, _gather(self.time, seq), _gather(self.subject, seq), self.data_at(seq)))
 
     def frame(self, kind: str) -> pd.DataFrame:
         """One kind's records as a typed table: ``seq, time_s, subject`` + its data fields."""
         cols = FIELDS.get(kind, ())
-        rows = [(i, t, s, *d) for i, (t, k, s, d) in enumerate(self.records) if k == kind]
+        rows = [(i, t, s, *d) for i, t, s, d in self.of(kind)]
         names = ["seq", "time_s", "subject", *cols]
         if rows and len(rows[0]) != len(names):
             names = ["seq", "time_s", "subject", *[f"f{j}" for j in range(len(rows[0]) - 3)]]
@@ -157,23 +255,79 @@ class EventLog:
         non-finite floats ``NaN`` / ``Infinity`` as Python's ``json`` writes them): read it with
         :func:`parse_data` or ``json.loads``. ``by_kind``: the log already grouped (the serving
         tables share one :class:`ByKind`)."""
-        recs = self.records
-        if not recs:
+        if not len(self):
             return pd.DataFrame({"seq": [], "time_s": [], "kind": [], "subject": [], "data": []})
-        if by_kind is None:
-            by_kind = ByKind(recs)
-        kinds = [r[1] for r in recs]
+        with sparse_gc():  # many short-lived containers: the collector would rescan the log's objects
+            if by_kind is None:
+                return self._table(ByKind(self), release=True)
+            return self._table(by_kind)
+
+    def _table(self, by_kind: "ByKind", release: bool = False) -> pd.DataFrame:
+        kinds = by_kind.kinds
         return pd.DataFrame(
             {
-                "seq": range(len(recs)),
-                "time_s": [r[0] for r in recs],
+                "seq": range(len(self)),
+                "time_s": self.times_array(),
                 # the few distinct kinds, gathered by code (exact strings only: codes merge equal values)
-                "kind": (pd.Series(by_kind.kinds).array.take(by_kind.codes) if set(map(type, kinds)) == {str}
-                         else kinds),
-                "subject": _str_by_distinct([r[2] for r in recs]),
-                "data": by_kind.data_strings(),
+                "kind": (pd.Series(kinds).array.take(by_kind.codes) if set(map(type, kinds)) == {str}
+                         else [kinds[c] for c in by_kind.codes.tolist()]),
+                "subject": _str_by_distinct(self.subject),
+                "data": by_kind.data_strings(release),
             }
         )
+
+
+class Records(Sequence):
+    """A read-only view of an :class:`EventLog` as ``(time_s, kind, subject, data)`` tuples,
+    built on demand from its columns (``append`` is :meth:`EventLog.emit`)."""
+
+    __slots__ = ("_log",)
+
+    def __init__(self, log: EventLog) -> None:
+        self._log = log
+
+    def __len__(self) -> int:
+        return len(self._log.time)
+
+    def __iter__(self) -> Iterator[tuple[float, str, Any, tuple]]:
+        log = self._log
+        return zip(log.time, map(log.kinds.__getitem__, log.code), log.subject, log._data_iter())
+
+    def __reversed__(self) -> Iterator[tuple[float, str, Any, tuple]]:
+        return (self[i] for i in range(len(self) - 1, -1, -1))
+
+    def __getitem__(self, i):
+        log = self._log
+        if isinstance(i, slice):
+            return list(zip(log.time[i], map(log.kinds.__getitem__, log.code[i]), log.subject[i],
+                            log.data_at(list(range(len(log.time))[i]))))
+        c = log.code[i]
+        d = log.data[i]
+        return (log.time[i], log.kinds[c], log.subject[i], log.derived[c](d) if c in log.derived else d)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Records):
+            other = list(other)
+        if not isinstance(other, (list, tuple)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def append(self, record: tuple) -> None:
+        self._log.emit(*record)
+
+    def __repr__(self) -> str:
+        return f"Records({len(self)} records)"
+
+
+def _gather(column, positions: list) -> list:
+    """``[column[i] for i in positions]`` without a Python step per element."""
+    return list(map(column.__getitem__, positions))
 
 
 class ByKind:
@@ -186,32 +340,59 @@ class ByKind:
     ``groups``: kind → :class:`KindRecords`.
     """
 
-    def __init__(self, records: list) -> None:
-        n = len(records)
-        codes, kinds = pd.factorize(np.array([r[1] for r in records], dtype=object))
-        self.kinds: list = list(kinds)
+    def __init__(self, records: "EventLog | Records | list") -> None:
+        log = records._log if isinstance(records, Records) else records
+        if isinstance(log, EventLog):  # the columns, gathered by numpy indexing
+            codes = log.codes_array()
+            # the kinds with records, in order of their first record (a kind may be interned early)
+            present, first = np.unique(codes, return_index=True)
+            present = present[np.argsort(first)]
+            remap = np.zeros(len(log.kinds) + 1, dtype=np.intp)
+            remap[present] = np.arange(len(present))
+            codes = remap[codes]
+            self.kinds: list = [log.kinds[c] for c in present.tolist()]
+            times, subjects, datas = log.time, log.subject, log.data
+            derived = {log.kinds[c]: f for c, f in log.derived.items()}
+        else:  # a plain list of record tuples
+            codes, kinds = pd.factorize(np.array([r[1] for r in records], dtype=object))
+            self.kinds = list(kinds)
+            times = [r[0] for r in records]
+            subjects = [r[2] for r in records]
+            datas = [r[3] for r in records]
+            derived = {}
         self.codes: np.ndarray = codes
         self.order = np.argsort(codes, kind="stable")  # the records grouped by kind, in log order within
-        counts = np.bincount(codes, minlength=len(kinds))
+        counts = np.bincount(codes, minlength=len(self.kinds))
         ends = np.cumsum(counts)
-        recs = np.fromiter(records, dtype=object, count=n)  # the record tuples
         self.groups: dict[Any, KindRecords] = {}
         for kind, start, end in zip(self.kinds, (ends - counts).tolist(), ends.tolist()):
+            if start == end:
+                continue
             seq = self.order[start:end]
-            time_s, _, subject, data = zip(*recs[seq])
-            self.groups[kind] = KindRecords(seq, time_s, subject, data)
+            pos = seq.tolist()
+            data = _gather(datas, pos)
+            if kind in derived:
+                data = map(derived[kind], data)
+            self.groups[kind] = KindRecords(seq, tuple(_gather(times, pos)), tuple(_gather(subjects, pos)), tuple(data))
 
-    def data_strings(self):
+    def data_strings(self, release: bool = False):
         """Every record's data as a JSON object keyed by the kind's :data:`FIELDS`, as a string
         column in log order. Per kind, when its data are tuples of one length, column by column
         (numbers through Arrow's formatting, strings once per distinct value); otherwise record
-        by record."""
-        parts = [group.data_json(kind) for kind, group in self.groups.items()]
+        by record. ``release``: drop each kind's split columns once its strings are made (less
+        peak memory, when nothing else will read this grouping)."""
+        parts = []
+        for kind, group in self.groups.items():
+            parts.append(group.data_json(kind))
+            if release:
+                group.release()
         if not parts:
             parts = [pa.array([], type=pa.large_string())]
         inverse = np.empty_like(self.order)
         inverse[self.order] = np.arange(len(self.order))
-        joined = pa.concat_arrays(parts).take(pa.array(inverse))
+        joined = pa.chunked_array(parts).take(pa.array(inverse))
+        del parts
+        joined = joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
         dtype = pd.Series([""]).dtype  # what a table infers for strings with this pandas
         if dtype == object:
             return joined.to_numpy(zero_copy_only=False)
@@ -231,6 +412,10 @@ class KindRecords:
 
     def __len__(self) -> int:
         return len(self.seq)
+
+    def release(self) -> None:
+        """Forget the split columns and arrays (they are made again if asked for)."""
+        self._columns, self._arrays = False, {}
 
     def data_columns(self) -> "list[tuple] | None":
         """The data split into one tuple per field, when every record's data is a tuple of

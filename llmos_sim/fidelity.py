@@ -29,7 +29,10 @@ writes ``table.csv``, ``table.md``, ``per_request.parquet``, ``timeseries.csv``,
 Engine settings (from ``meta.json``; where it is silent, vLLM 0.19's defaults, which the
 shipped RTX 4090 run's ``resolved_config`` shows for keys its ``engine_kwargs`` did not set):
 ``enable_prefix_caching`` true, ``async_scheduling`` true, ``scheduler_reserve_full_isl``
-true, ``block_size`` 16, ``gpu_memory_utilization`` 0.9. KV blocks: ``num_gpu_blocks`` when
+true, ``block_size`` 16, ``gpu_memory_utilization`` 0.9, CUDA graphs on (``enforce_eager``
+false) with the capture sizes of ``compilation_config.cudagraph_capture_sizes`` or vLLM's
+default for ``max_num_seqs`` (the profiled cost model pads a batch's token-wise layers to
+the next size, as vLLM does). KV blocks: ``num_gpu_blocks`` when
 stated; otherwise per GPU ``gpu_memory_utilization · device memory − weights / tp −
 activation reserve`` (2 GB, the serving default), divided by one block's bytes per GPU. With
 ``dp`` > 1 requests go to the replica with the fewest outstanding requests (vLLM's DP
@@ -203,7 +206,29 @@ class RunFolder:
                                                      sched + ("scheduler_reserve_full_isl",))),
             "device_memory_bytes": (self.meta.get("hardware") or {}).get("device_total_memory_bytes"),
             "dtype": str(self.setting("dtype", "bfloat16")),
+            "cuda_graph_sizes": self.cuda_graph_sizes(),
         }
+
+    def cuda_graph_sizes(self) -> list[int] | None:
+        """The engine's CUDA-graph capture sizes, or None when it ran eagerly
+        (``enforce_eager``, or ``cudagraph_mode`` none). Where ``meta.json`` does not state
+        them, vLLM 0.19's default for the run's ``max_num_seqs`` (what the RTX 4090 run's
+        ``resolved_config`` shows for its 256): 1, 2, 4, then every 8 up to 256, then every
+        16, up to ``min(2 · max_num_seqs, 512)``."""
+        comp = ("resolved_config", "compilation_config")
+        if self.setting("enforce_eager", False, ("resolved_config", "model_config", "enforce_eager")):
+            return None
+        mode = self.setting("cudagraph_mode", None, comp + ("cudagraph_mode",))
+        if mode is not None and (mode in (0, "NONE", "none") or (isinstance(mode, list) and not any(mode))):
+            return None
+        sizes = self.setting("cudagraph_capture_sizes", None, comp + ("cudagraph_capture_sizes",))
+        if sizes is None:
+            top = min(2 * self._int("max_num_seqs", 256, ("resolved_config", "scheduler_config", "max_num_seqs")), 512)
+            sizes = [s for s in [1, 2, 4, *range(8, 256, 8), *range(256, top + 1, 16)] if s <= top]
+        if not isinstance(sizes, list) or not sizes or not all(isinstance(x, int) and x >= 1 for x in sizes):
+            raise RunFolderError(f"{self.path / 'meta.json'}: cudagraph_capture_sizes must be a list of integers "
+                                 f">= 1, got {sizes!r}")
+        return sorted(sizes)
 
 
 def kv_blocks_from_memory(model, gpu, tp: int, util: float, block_tokens: int, device_bytes: int | None = None,
@@ -242,7 +267,8 @@ def build_config(run: RunFolder, cost: str = "profiled", profile: str | None = N
                         "async_scheduling": dep["async_scheduling"], "slo_ttft_s": math.inf, "slo_tpot_s": math.inf})
     if cost == "profiled":
         c = OmegaConf.load(CONFIGS / "cost" / "profiled.yaml")
-        c.merge_with({"profile": profile or "auto", "dp": dep["dp"], "expert_parallel": dep["expert_parallel"]})
+        c.merge_with({"profile": profile or "auto", "dp": dep["dp"], "expert_parallel": dep["expert_parallel"],
+                      "cuda_graph_sizes": dep["cuda_graph_sizes"]})
     elif cost == "roofline":
         c = OmegaConf.load(CONFIGS / "cost" / "roofline.yaml")
     else:
@@ -561,11 +587,18 @@ def plot(f: Fidelity, path: Path, title: str) -> None:
 
 def plot_series(f: Fidelity, path: Path, title: str) -> None:
     """The engine's samples over time, measured vs simulated."""
+    plot_series_frame(f.series, path, title)
+
+
+def plot_series_frame(ts: pd.DataFrame, path: Path, title: str,
+                      xlabel: str = "time since the run started (s)") -> None:
+    """One panel per engine series: ``ts`` has ``t`` and, per series in :data:`SERIES`, the
+    measured column and the simulated ``sim_<series>``; each panel's title gives the MAE,
+    bias and correlation (or says the run did not record the series: all zero)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ts = f.series
     labels = {"running": "running requests", "waiting": "waiting requests", "kv_cache_pct": "KV cache used (%)",
               "prompt_throughput": "prompt tokens/s", "gen_throughput": "generated tokens/s"}
     fig, ax = plt.subplots(len(SERIES), 1, figsize=(12, 11), sharex=True)
@@ -573,12 +606,16 @@ def plot_series(f: Fidelity, path: Path, title: str) -> None:
         m, s_ = ts[c].to_numpy(float), ts[f"sim_{c}"].to_numpy(float)
         a.plot(ts["t"], m, "-", lw=1.3, color="C0", label="vLLM (measured)")
         a.plot(ts["t"], s_, "-", lw=1.1, color="C1", alpha=0.85, label="llmos_sim")
-        note = " (not recorded in this run)" if c == "kv_cache_pct" and not np.any(m) else ""
+        if not np.any(m):
+            note = " (not recorded in this run)"
+        else:
+            corr = np.corrcoef(m, s_)[0, 1] if np.std(m) > 0 and np.std(s_) > 0 else float("nan")
+            note = f": MAE {np.abs(s_ - m).mean():.1f}, bias {(s_ - m).mean():+.1f}, corr {corr:.2f}"
         a.set_ylabel(labels[c])
         a.set_title(f"{labels[c]}{note}", fontsize=10, loc="left")
         a.grid(alpha=0.3)
     ax[0].legend(loc="upper right")
-    ax[-1].set_xlabel("time since the run started (s)")
+    ax[-1].set_xlabel(xlabel)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -633,7 +670,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"deployment: {d['model']} on {d['gpu']}, tp={d['tp']} dp={d['dp']} expert_parallel={d['expert_parallel']}, "
           f"max_num_seqs={d['max_num_seqs']} max_num_batched_tokens={d['max_num_batched_tokens']}, "
           f"KV blocks {d['kv_blocks']} (stated {d['num_gpu_blocks']}, from memory {d['kv_blocks_computed']}), "
-          f"prefix caching {d['prefix_caching']}, async scheduling {d['async_scheduling']}")
+          f"prefix caching {d['prefix_caching']}, async scheduling {d['async_scheduling']}, CUDA graphs "
+          + (f"up to {d['cuda_graph_sizes'][-1]} tokens" if d["cuda_graph_sizes"] else "off"))
     print(format_table(f.table, title))
     print(f"written to {out}")
     return 0

@@ -1,15 +1,18 @@
 """Random configurations, run and checked: the simulator's invariants under stress.
 
 Training runs draw scheduler × placement × memory pool × workload × engine options × seed on
-small clusters; serving runs draw batching × KV memory × preemption × router × seed. Each
-run is checked for:
+small clusters; serving runs draw batching × KV memory × preemption × router × workload
+(synthetic lengths, or the Mooncake synthetic trace's prefix block hashes) × prefix caching ×
+host-memory KV tier × seed. Each run is checked for:
 
 - every job (request) ends exactly once: completed, or failed with a reason (a run cut by
   the horizon would leave some running: that is counted as a hang);
 - devices never over-booked (replaying the log's starts, resizes, preemptions and ends);
 - memory never above a device's capacity (every pool operation's levels), KV use never
   above the replica's capacity;
-- every memory pool empty at the end (no live allocation left behind);
+- every memory pool empty at the end (no live allocation left behind; a serving replica's KV
+  pool may keep only its unreferenced cached prefix units, its bookkeeping consistent and
+  every reference count back to zero);
 - no hang: a simulated-time horizon and a CPU-time limit per run.
 
 ``python -m llmos_sim.stress -n 300`` runs 300 random configurations and prints the count
@@ -40,7 +43,9 @@ MEM_MAX = (0, 1_000_000_000, 2_000_000_000, 3_500_000_000, 4_000_000_000, 16_000
 #: serving
 BATCHING = ("static", "orca", "continuous", "chunked_prefill")
 KV_POOLS = ("paged", "first_fit", "buddy", "caching", "size_class", "ideal")
-ROUTERS = ("round_robin", "least_outstanding", "least_kv")
+ROUTERS = ("round_robin", "least_outstanding", "least_kv", "prefix_aware")
+#: host-memory KV tier per replica: none (unlimited swap space), nothing, less than one block, some blocks, plenty
+HOST_KV_BYTES = ("null", "null", 0, 1_000_000, 100_000_000, 10_000_000_000)
 
 OUTCOMES = ("all_completed", "some_failed", "stalled", "config_error", "violation", "hang", "crash")
 
@@ -105,13 +110,19 @@ def training_overrides(draw: Draw) -> list[str]:
 def serving_overrides(draw: Draw) -> list[str]:
     """One random serving configuration, as command-line overrides."""
     batching = draw(BATCHING)
-    o = ["mode=serving", "workload=requests_synthetic", f"batching={batching}", f"memory={draw(KV_POOLS)}",
-         f"router={draw(ROUTERS)}", f"seed={draw(range(1000))}", "output.plots=false",
-         f"workload.n={draw((1, 10, 40))}", f"workload.rate_per_s={draw((0.5, 5.0, 50.0))}",
-         f"workload.output_max={draw((16, 256, 2048))}",
-         f"serving.replicas={draw((1, 2, 3))}",
-         f"serving.num_kv_blocks={draw(('null', 'null', 40, 200, 1000))}",
-         f"batching.preemption={draw(('recompute', 'swap'))}"]
+    o = ["mode=serving", f"batching={batching}", f"memory={draw(KV_POOLS)}",
+         f"router={draw(ROUTERS)}", f"seed={draw(range(1000))}", "output.plots=false"]
+    if draw((False, True)):  # requests sharing prefixes (hash ids over 512-token blocks)
+        o += ["workload=mooncake_synthetic", f"workload.max_requests={draw((1, 10, 40))}",
+              f"workload.rate_scale={draw((1.0, 10.0, 100.0))}"]
+    else:
+        o += ["workload=requests_synthetic", f"workload.n={draw((1, 10, 40))}",
+              f"workload.rate_per_s={draw((0.5, 5.0, 50.0))}", f"workload.output_max={draw((16, 256, 2048))}"]
+    o += [f"serving.replicas={draw((1, 2, 3))}",
+          f"serving.num_kv_blocks={draw(('null', 'null', 40, 200, 1000))}",
+          f"batching.preemption={draw(('recompute', 'swap'))}",
+          f"serving.prefix_caching={draw(('false', 'true'))}",
+          f"serving.host_kv_bytes={draw(HOST_KV_BYTES)}"]
     return o
 
 
@@ -208,6 +219,27 @@ def check_training(overrides: list[str], cpu_s: float = 20.0) -> tuple[str, str]
     return ("some_failed", f"{len(failed)} of {len(table)} failed") if len(failed) else ("all_completed", "")
 
 
+def kv_left_behind(index: int, kv) -> str | None:
+    """A replica's KV cache at the end of a run: its bookkeeping consistent (every block free,
+    evictable or held exactly once; reference counts equal to the holders), no block held by
+    any sequence (every reference count back to zero), and the pool holding nothing but the
+    unreferenced cached prefix units (none without prefix caching)."""
+    try:
+        kv.check()
+    except AssertionError as e:
+        return f"replica {index}'s KV bookkeeping broken at the end: {e}"
+    if kv.unheld_blocks != kv.total_blocks:
+        return f"replica {index}: {kv.total_blocks - kv.unheld_blocks} KV blocks still held at the end"
+    pool = kv.pool
+    if pool is not None:
+        live = pool.live()
+        cached = getattr(kv, "_evictable", 0) * kv.block_bytes  # unreferenced cached units (blocks)
+        if sum(a.requested for a in live) != cached:
+            return (f"replica {index}'s KV pool holds {len(live)} allocations at the end "
+                    f"({sum(a.requested for a in live)} bytes; cached prefix units: {cached})")
+    return None
+
+
 def check_serving(overrides: list[str], cpu_s: float = 20.0) -> tuple[str, str]:
     """Run one serving configuration and check it; ``(outcome, detail)``."""
     from hydra.errors import HydraException
@@ -240,9 +272,9 @@ def check_serving(overrides: list[str], cpu_s: float = 20.0) -> tuple[str, str]:
         bad = sorted(i for i in arrived if ends.get(i, 0) != 1)[:5]
         return "violation", f"requests not ended exactly once: {bad}"
     for rep in res.extra["replicas"]:
-        pool = rep.kv.pool
-        if pool is not None and pool.live():
-            return "violation", f"replica {rep.index}'s KV pool holds {len(pool.live())} allocations at the end"
+        why = kv_left_behind(rep.index, rep.kv)
+        if why:
+            return "violation", why
     n_failed = sum(1 for t, kind, _, _ in res.log.records if kind == E.REQ_FAIL)
     return ("some_failed", f"{n_failed} of {len(arrived)} failed") if n_failed else ("all_completed", "")
 

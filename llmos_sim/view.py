@@ -8,7 +8,9 @@ mutate anything reachable from the view except through ``view.free.take``/``view
 """
 from __future__ import annotations
 
+from array import array
 from bisect import insort
+from collections.abc import Sequence as _Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
@@ -96,6 +98,39 @@ class FinishedJob:
     @property
     def jct_s(self) -> float:
         return self.finish_s - self.job.arrival_s
+
+
+class FinishedJobs(_Sequence):
+    """The engine's completed jobs, oldest first, stored as columns (a job reference and three
+    float arrays, a device tuple reference): a :class:`FinishedJob` is built only when a
+    policy reads one (``finished[i]``, slices, iteration), so a million-job run keeps no
+    object per finished job besides the job itself."""
+
+    __slots__ = ("jobs", "start_s", "finish_s", "devices", "service_gpu_s")
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+        self.start_s, self.finish_s, self.service_gpu_s = array("d"), array("d"), array("d")
+        self.devices: list[tuple[int, ...]] = []
+
+    def add(self, job: Job, start_s: float, finish_s: float, devices: tuple[int, ...], service_gpu_s: float) -> None:
+        self.jobs.append(job)
+        self.start_s.append(start_s)
+        self.finish_s.append(finish_s)
+        self.devices.append(devices)
+        self.service_gpu_s.append(service_gpu_s)
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return list(map(FinishedJob, self.jobs[i], self.start_s[i], self.finish_s[i], self.devices[i],
+                            self.service_gpu_s[i]))
+        return FinishedJob(self.jobs[i], self.start_s[i], self.finish_s[i], self.devices[i], self.service_gpu_s[i])
+
+    def __iter__(self) -> Iterator[FinishedJob]:
+        return map(FinishedJob, self.jobs, self.start_s, self.finish_s, self.devices, self.service_gpu_s)
 
 
 class FreeDevices:

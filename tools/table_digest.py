@@ -84,6 +84,15 @@ def cases() -> dict[str, list[str]]:
         for opt in _options(group):
             extra = ["serving.replicas=2"] if group == "router" else SERVE_EXTRA.get((group, opt), [])
             out[f"serve-{group}-{opt}"] = SERVE_BASE + [f"{group}={opt}"] + extra
+    for opt in _options("cost"):  # the profiled model on each profiled GPU (the roofline's on it too)
+        for gpu in ("rtx_pro_6000", "rtx4090"):
+            out[f"serve-cost-{opt}-{gpu}"] = SERVE_BASE + [f"cost={opt}", f"gpu={gpu}"]
+    out["serve-cost-profiled-continuous"] = SERVE_BASE + ["cost=profiled", "gpu=rtx_pro_6000", "batching=continuous"]
+    out["serve-cost-profiled-qwen3_32b_tp2"] = SERVE_BASE + ["cost=profiled", "gpu=rtx_pro_6000", "model=qwen3_32b",
+                                                             "serving.tp=2"]
+    out["serve-cost-profiled-qwen3_30b_a3b_dp2_ep"] = SERVE_BASE + [
+        "cost=profiled", "gpu=rtx_pro_6000", "model=qwen3_30b_a3b", "serving.replicas=2", "cost.dp=2",
+        "cost.expert_parallel=true"]
     for mem in ("paged", "contiguous", "first_fit", "buddy", "ideal"):
         for b in _options("batching"):
             out[f"serve-mem-{mem}-{b}"] = SERVE_BASE + [f"memory={mem}", f"batching={b}"]

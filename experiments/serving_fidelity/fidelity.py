@@ -40,13 +40,13 @@ from omegaconf import OmegaConf
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
+from llmos_sim.fidelity import SERIES  # noqa: E402  (the engine series the fidelity command compares)
 from llmos_sim.serving import simulate  # noqa: E402
 from llmos_sim.workload.requests import DATA_DIR, VllmBenchmarkRequests  # noqa: E402
 
 CONFIGS = ROOT / "configs"
 RUN_DIR = DATA_DIR / "vllm_rtx4090_llama31_8b"
 METRICS = ("ttft_s", "tpot_s", "e2e_s")
-SERIES = ("running", "waiting", "kv_cache_pct", "prompt_throughput", "gen_throughput")
 #: a request whose TPOT exceeds this decoded with a pause (preempted after its first token):
 #: 1.2x the median TPOT of the run (30.8 ms measured), above every unpaused request's TPOT
 PAUSED_TPOT_S = 0.036
@@ -363,7 +363,11 @@ def main() -> None:
     print(f"  TPOT (ms) on [1, prefill tok/output tok, seqs, ctx k tokens], {r_['n']} unpaused even requests: "
           f"measured {np.round(r_['measured']['coef_ms'], 3).tolist()}  simulated {np.round(r_['simulated']['coef_ms'], 3).tolist()}")
     plot(t, out / "fidelity.png")
-    plot_timeseries(ts, out / "timeseries.png")
+    from llmos_sim.fidelity import plot_series_frame
+
+    plot_series_frame(ts, out / "timeseries.png",
+                      "Engine state over time: vLLM 0.19 vs llmos_sim (Llama-3.1-8B, RTX 4090, 300 requests)",
+                      "time since the run started (s); 1-second engine samples")
 
 
 def plot(t: pd.DataFrame, path: Path) -> None:
@@ -388,29 +392,6 @@ def plot(t: pd.DataFrame, path: Path) -> None:
     fig.suptitle("llmos_sim vs vLLM 0.19: Llama-3.1-8B on one RTX 4090, 300 requests")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_timeseries(ts: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    labels = {"running": "running requests", "waiting": "waiting requests", "kv_cache_pct": "KV cache used (%)",
-              "prompt_throughput": "prompt tokens/s", "gen_throughput": "generated tokens/s"}
-    fig, ax = plt.subplots(len(SERIES), 1, figsize=(13, 12), sharex=True)
-    for a_, c in zip(ax, SERIES):
-        m, s_ = ts[c].to_numpy(float), ts[f"sim_{c}"].to_numpy(float)
-        a_.plot(ts["t"], m, "-", lw=1.3, color="C0", label="vLLM (measured)")
-        a_.plot(ts["t"], s_, "-", lw=1.1, color="C1", alpha=0.85, label="llmos_sim")
-        a_.set_ylabel(labels[c])
-        a_.set_title(f"{labels[c]}: MAE {np.abs(s_ - m).mean():.1f}, bias {(s_ - m).mean():+.1f}, "
-                     f"corr {np.corrcoef(m, s_)[0, 1]:.2f}", fontsize=10, loc="left")
-        a_.grid(alpha=0.3)
-    ax[0].legend(loc="upper right")
-    ax[-1].set_xlabel("time since the run started (s); 1-second engine samples")
-    fig.suptitle("Engine state over time: vLLM 0.19 vs llmos_sim (Llama-3.1-8B, RTX 4090, 300 requests)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 

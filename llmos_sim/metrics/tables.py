@@ -12,6 +12,7 @@ import pandas as pd
 
 from llmos_sim import events as E
 from llmos_sim.events import EventLog
+from llmos_sim.kernel import sparse_gc
 from llmos_sim.types import Cluster
 
 JOB_COLUMNS = ["job_id", "tenant", "arrival_s", "gpus", "gpu_milli", "work_flops", "start_s", "finish_s", "wait_s",
@@ -20,6 +21,19 @@ JOB_COLUMNS = ["job_id", "tenant", "arrival_s", "gpus", "gpu_milli", "work_flops
 
 
 def jobs_table(log: EventLog, cluster: Cluster | None = None) -> pd.DataFrame:
+    """One row per arrived job (see :func:`_jobs_table_loop` for the columns): built from the
+    log's columns with numpy (:class:`_Life`); a log whose job records do not have the
+    engine's shapes (a record for a job that never arrived, a repeated arrival, data of
+    another layout) goes through the record-by-record loop, which gives the same table."""
+    with sparse_gc():  # many short-lived containers: the collector would rescan the log's objects
+        try:
+            life = _Life(log)
+        except _Irregular:
+            return _jobs_table_loop(log, cluster)
+        return life.jobs_table(cluster)
+
+
+def _jobs_table_loop(log: EventLog, cluster: Cluster | None = None) -> pd.DataFrame:
     """One row per arrived job.
 
     ``start_s`` is the first start, ``wait_s = start − arrival``, ``jct_s = finish − arrival``,
@@ -78,6 +92,11 @@ def jobs_table(log: EventLog, cluster: Cluster | None = None) -> pd.DataFrame:
     df = pd.DataFrame.from_records(list(rows.values()), columns=[c for c in JOB_COLUMNS if c not in derived])
     # int64 arrays, so parquet stores list<int64> even when every list is empty
     df["devices"] = [np.asarray(d, dtype=np.int64) for d in df["devices"]]
+    return _finish_jobs_table(df, cluster)
+
+
+def _finish_jobs_table(df: pd.DataFrame, cluster: Cluster | None) -> pd.DataFrame:
+    """The derived columns (wait, JCT, run time, ideal time, slowdown), in the table's order."""
     df["wait_s"] = df["start_s"] - df["arrival_s"]
     df["jct_s"] = df["finish_s"] - df["arrival_s"]
     df["run_s"] = df["finish_s"] - df["start_s"]
@@ -96,7 +115,18 @@ def _set_devices(row: dict, devices: tuple, node_of: list[int] | None) -> None:
 
 def timeline_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
     """Busy devices (fraction-weighted), utilisation, queue length and running jobs after each
-    event that changes them; one row per instant (the last state at that time)."""
+    event that changes them; one row per instant (the last state at that time). Built from
+    the log's columns (:class:`_Life`), or record by record where they are irregular."""
+    with sparse_gc():
+        try:
+            life = _Life(log)
+        except _Irregular:
+            return _timeline_table_loop(log, cluster)
+        return life.timeline_table(cluster)
+
+
+def _timeline_table_loop(log: EventLog, cluster: Cluster) -> pd.DataFrame:
+    """:func:`timeline_table`, one record at a time."""
     n_dev = cluster.n_devices
     busy = 0.0
     queued = running = 0
@@ -141,18 +171,40 @@ def timeline_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
 
 
 def memory_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
-    """One row per memory operation (alloc, free, fail) with the device pool's levels after it."""
-    cols = ["seq", "time_s", "device", "op", "owner", "offset", "nbytes", "requested", "pool_allocated",
-            "pool_reserved", "pool_requested", "pool_largest_free"]
-    rows = []
-    for i, (t, kind, subj, d) in enumerate(log.records):
-        if kind == E.MEM_ALLOC:
-            rows.append((i, t, subj, "alloc", *d))
-        elif kind == E.MEM_FREE:
-            rows.append((i, t, subj, "free", *d))
-        elif kind == E.MEM_FAIL:
-            rows.append((i, t, subj, "fail", d[0], -1, 0, d[1], *d[2:]))
-    df = pd.DataFrame.from_records(rows, columns=cols)
+    """One row per memory operation (alloc, free, fail) with the device pool's levels after it.
+
+    Built from the log's columns: the memory records are found by kind code and their data
+    split into columns by ``zip``; rows of an irregular layout go record by record."""
+    with sparse_gc():
+        return _memory_table(log, cluster)
+
+
+_MEM_COLUMNS = ["seq", "time_s", "device", "op", "owner", "offset", "nbytes", "requested", "pool_allocated",
+                "pool_reserved", "pool_requested", "pool_largest_free"]
+
+
+def _memory_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
+    seq = log.positions(E.MEM_ALLOC, E.MEM_FREE, E.MEM_FAIL).tolist()
+    kinds = list(map(log.kinds.__getitem__, map(log.code.__getitem__, seq)))
+    data = log.data_at(seq)
+    time_s = list(map(log.time.__getitem__, seq))
+    device = list(map(log.subject.__getitem__, seq))
+    op = {E.MEM_ALLOC: "alloc", E.MEM_FREE: "free", E.MEM_FAIL: "fail"}
+    # a failed request has no offset and no block: (owner, -1, 0, requested, levels...)
+    rows = [d if k != E.MEM_FAIL else (d[0], -1, 0, d[1], *d[2:]) for k, d in zip(kinds, data)] \
+        if E.MEM_FAIL in log._codes else data
+    if rows and len(set(map(len, rows))) == 1 and len(rows[0]) == 8:
+        cols = dict(zip(_MEM_COLUMNS[4:], zip(*rows)))
+        df = pd.DataFrame({"seq": seq, "time_s": time_s, "device": device, "op": list(map(op.__getitem__, kinds)),
+                           **{k: list(v) for k, v in cols.items()}}, columns=_MEM_COLUMNS)
+    else:
+        df = pd.DataFrame.from_records([(i, t, dv, op[k], *d) for i, t, dv, k, d in
+                                        zip(seq, time_s, device, kinds, rows)], columns=_MEM_COLUMNS)
+    return _memory_derived(df, cluster)
+
+
+def _memory_derived(df: pd.DataFrame, cluster: Cluster) -> pd.DataFrame:
+    """The memory table's columns derived from its records: owner as text, capacity, fragmentation."""
     df["owner"] = df["owner"].astype(str)
     cap = np.array([dv.spec.mem_bytes for dv in cluster.devices], dtype=np.int64)
     df["capacity"] = cap[df["device"].to_numpy(dtype=np.int64)] if len(df) else np.zeros(0, np.int64)
@@ -166,3 +218,221 @@ def memory_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
 def events_table(log: EventLog) -> pd.DataFrame:
     """The log, one row per record (``data`` as text)."""
     return log.table()
+
+
+class _Irregular(Exception):
+    """The log's job records are not in the shapes :class:`_Life` reads."""
+
+
+_LIFE_KINDS = (E.ARRIVE, E.START, E.RESIZE, E.FINISH, E.PREEMPT, E.FAIL)
+_ARR, _START, _RESIZE, _FINISH, _PREEMPT, _FAIL = range(6)
+
+
+class _Life:
+    """The job life-cycle records of a log (arrive, start, resize, finish, preempt, fail) as
+    numpy columns, in log order, with what the tables need: each record's job row, and for
+    each record the one before it of the same job. A start or resize opens a holding
+    interval; the job's next life-cycle record closes it (a resize closes one and opens the
+    next). Sums are taken in log order, so every float is the one the record-by-record loop
+    computes."""
+
+    def __init__(self, log: EventLog) -> None:
+        self.end_t = log.time[-1] if len(log) else 0.0
+        lut = np.full(len(log.kinds) + 1, -1, dtype=np.int8)
+        for i, k in enumerate(_LIFE_KINDS):
+            c = log._codes.get(k)
+            if c is not None:
+                lut[c] = i
+        kind = lut[log.codes_array()]
+        pos = np.flatnonzero(kind >= 0)
+        self.kind = kind = kind[pos].astype(np.int8)
+        pl = pos.tolist()
+        self.t = np.frombuffer(log.time, dtype=np.float64)[pos] if len(pos) else np.zeros(0)
+        self.subject = subject = list(map(log.subject.__getitem__, pl))
+        self.data = data = list(map(log.data.__getitem__, pl))  # raw: a derived kind's object
+        c_arr = log._codes.get(E.ARRIVE)
+        make_arrive = log.derived.get(c_arr) if c_arr is not None else None
+        arr = np.flatnonzero(kind == _ARR).tolist()
+        self.ids = ids = list(map(subject.__getitem__, arr))
+        row_of = dict(zip(ids, range(len(ids))))
+        if len(row_of) != len(ids) or not ids:
+            raise _Irregular("a job arrived twice, or none arrived")
+        try:
+            self.row = row = np.fromiter(map(row_of.__getitem__, subject), dtype=np.int64, count=len(subject))
+            arr_data = list(map(data.__getitem__, arr))
+            if make_arrive is not None:
+                arr_data = list(map(make_arrive, arr_data))
+            if any(len(d) != 4 for d in arr_data):
+                raise _Irregular("arrival data")
+            self.gpus, self.work, self.milli, self.tenant = (list(c) for c in zip(*arr_data)) if arr else ([],) * 4
+        except KeyError:
+            raise _Irregular("a record of a job that never arrived") from None
+        self.arr_pos = np.asarray(arr, dtype=np.int64)
+        n = len(kind)
+        # the record before each one of the same job (-1: none)
+        order = np.argsort(row, kind="stable")
+        prev = np.full(n, -1, dtype=np.int64)
+        if n > 1:
+            same = row[order[1:]] == row[order[:-1]]
+            prev[order[1:][same]] = order[:-1][same]
+        self.prev = prev
+        # holding intervals: opened by starts and resizes (devices, share), weight per device-s
+        opener = (kind == _START) | (kind == _RESIZE)
+        ndev = np.zeros(n, dtype=np.int64)
+        share = np.zeros(n, dtype=np.float64)  # the job's share of each device (milli / 1000)
+        share_obj: dict[int, object] = {}  # START's share_milli as logged (int or float)
+        devices: list = [()] * n
+        for i in np.flatnonzero(kind == _START).tolist():
+            d = data[i]
+            if len(d) != 3:
+                raise _Irregular("start data")
+            devices[i], share_obj[i] = d[0], d[1]
+        self.share_milli = share_obj
+        starts = np.flatnonzero(kind == _START)
+        if len(starts):
+            ndev[starts] = np.fromiter(map(len, map(devices.__getitem__, starts.tolist())), dtype=np.int64,
+                                       count=len(starts))
+            sm = list(map(share_obj.__getitem__, starts.tolist()))
+            share[starts] = [m / 1000 for m in sm] if not all(type(m) is int for m in sm) else \
+                np.asarray(sm, dtype=np.int64) / 1000
+        # a resize keeps the share of the start (or resize) before it; it reads its devices
+        resized_from: dict[int, int] = {}
+        for i in np.flatnonzero(kind == _RESIZE).tolist():  # few (elastic jobs only), in log order
+            o = int(prev[i])
+            if o < 0 or not opener[o] or len(data[i]) != 2:
+                raise _Irregular("a resize of a job not holding devices")
+            devices[i] = data[i][1]
+            ndev[i] = len(devices[i])
+            share[i] = share[o]
+            resized_from[i] = o
+        self.devices, self.ndev, self.share, self.opener = devices, ndev, share, opener
+        self.resized_from = resized_from
+        # which records close an interval (the job's previous record opened one)
+        closes = np.zeros(n, dtype=bool)
+        has_prev = prev >= 0
+        closes[has_prev] = opener[prev[has_prev]]
+        closing_kind = (kind == _FINISH) | (kind == _PREEMPT)
+        if (closing_kind & ~closes).any():
+            raise _Irregular("a finish or preemption of a job not holding devices")
+        if (kind[closes] == _START).any() or (kind[closes] == _ARR).any():
+            raise _Irregular("a start of a job already holding devices")
+        self.closes = closes
+        # still open at the end: openers that are the last record of their job
+        last = np.ones(n, dtype=bool)
+        last[prev[has_prev]] = False
+        self.open_at_end = np.flatnonzero(opener & last)
+
+    # -- jobs ------------------------------------------------------------------------------
+    def jobs_table(self, cluster: Cluster | None) -> pd.DataFrame:
+        kind, row, t, prev = self.kind, self.row, self.t, self.prev
+        n_jobs = len(self.ids)
+        start_s = np.full(n_jobs, np.nan)
+        st = np.flatnonzero(kind == _START)
+        first = _first_per_job(row, st)
+        start_s[row[first]] = t[first]
+        finish_s = np.full(n_jobs, np.nan)
+        fin = np.flatnonzero(kind == _FINISH)
+        finish_s[row[fin]] = t[fin]
+        # device-seconds: each closed interval in log order, then those still open at the end
+        cl = np.flatnonzero(self.closes)
+        o = prev[cl]
+        amount = (t[cl] - t[o]) * self.ndev[o] * self.share[o]
+        device_s = np.bincount(row[cl], weights=amount, minlength=n_jobs).astype(np.float64)
+        oe = self.open_at_end
+        device_s[row[oe]] += (self.end_t - t[oe]) * self.ndev[oe] * self.share[oe]
+        n_preempt = np.bincount(row[kind == _PREEMPT], minlength=n_jobs).astype(np.int64)
+        n_resize = np.bincount(row[kind == _RESIZE], minlength=n_jobs).astype(np.int64)
+        # status: the job's last record that sets it (a resize does not)
+        status_of = np.array(["queued", "running", "", "completed", "queued", "failed"], dtype=object)
+        setting = np.flatnonzero(kind != _RESIZE)
+        last_rec = np.full(n_jobs, -1, dtype=np.int64)
+        lr = _first_per_job(row, setting[::-1])
+        last_rec[row[lr]] = lr
+        status = status_of[kind[last_rec]].tolist() if n_jobs else []
+        reason = [""] * n_jobs
+        for i in np.flatnonzero(kind == _FAIL).tolist():
+            reason[row[i]] = self.data[i][0]
+            if self.closes[i]:
+                finish_s[row[i]] = np.nan
+        # the last device set of each job (start or resize)
+        last_dev = np.full(n_jobs, -1, dtype=np.int64)
+        op = _first_per_job(row, np.flatnonzero(self.opener)[::-1])
+        last_dev[row[op]] = op
+        has = last_dev >= 0
+        dev_sets = [self.devices[i] for i in last_dev[has].tolist()]
+        lens = np.fromiter(map(len, dev_sets), dtype=np.int64, count=len(dev_sets))
+        flat = np.fromiter((d for ds in dev_sets for d in ds), dtype=np.int64, count=int(lens.sum()))
+        n_devices = np.zeros(n_jobs, dtype=np.int64)
+        n_devices[has] = lens
+        n_nodes = np.zeros(n_jobs, dtype=np.int64)
+        if cluster is not None and len(flat):
+            node_of = np.array([d.node for d in cluster.devices], dtype=np.int64)
+            owner = np.repeat(np.arange(len(dev_sets)), lens)
+            pairs = np.unique(owner * (int(node_of.max()) + 1) + node_of[flat])
+            n_nodes[has] = np.bincount(pairs // (int(node_of.max()) + 1), minlength=len(dev_sets))
+        empty = np.zeros(0, dtype=np.int64)
+        devices = [empty] * n_jobs
+        parts = np.split(flat, np.cumsum(lens)[:-1]) if len(dev_sets) else []
+        for r, a in zip(np.flatnonzero(has).tolist(), parts):
+            devices[r] = a
+        df = pd.DataFrame({
+            "job_id": self.ids, "tenant": self.tenant, "arrival_s": t[self.arr_pos], "gpus": self.gpus,
+            "gpu_milli": self.milli, "work_flops": self.work, "start_s": start_s, "finish_s": finish_s,
+            "devices": pd.Series(devices, dtype=object), "n_devices": n_devices, "n_nodes": n_nodes,
+            "n_preempt": n_preempt, "n_resize": n_resize, "device_s": device_s, "status": status, "reason": reason,
+        })
+        return _finish_jobs_table(df, cluster)
+
+    # -- timeline --------------------------------------------------------------------------
+    def timeline_table(self, cluster: Cluster) -> pd.DataFrame:
+        kind, prev, n = self.kind, self.prev, len(self.kind)
+        # each holding interval's weight: devices × share (a resize scales the one it closes)
+        weight = np.zeros(n, dtype=np.float64)
+        st = np.flatnonzero(kind == _START)
+        weight[st] = self.ndev[st] * np.asarray([self.share_milli[i] for i in st.tolist()], dtype=np.float64) / 1000 \
+            if len(st) else 0.0
+        if any(type(self.share_milli[i]) is not int for i in st.tolist()):
+            for i in st.tolist():
+                weight[i] = len(self.devices[i]) * self.share_milli[i] / 1000
+        for i, o in self.resized_from.items():  # log order: a chain of resizes scales in turn
+            weight[i] = len(self.devices[i]) * weight[o] / max(len(self.data[i][0]), 1)
+        d_busy = np.zeros(n, dtype=np.float64)
+        d_queue = np.zeros(n, dtype=np.int64)
+        d_run = np.zeros(n, dtype=np.int64)
+        closes = self.closes
+        cl = np.flatnonzero(closes)
+        d_busy[cl] = -weight[prev[cl]]
+        d_busy[st] += weight[st]  # a start closes nothing (checked when the columns were read)
+        rz = np.flatnonzero(kind == _RESIZE)
+        d_busy[rz] = weight[rz] - weight[prev[rz]]
+        d_queue[kind == _ARR] = 1
+        d_queue[st] = -1
+        d_queue[kind == _PREEMPT] = 1
+        d_run[st] = 1
+        d_run[(kind == _FINISH) | (kind == _PREEMPT)] = -1
+        fail = kind == _FAIL
+        d_run[fail & closes] = -1
+        d_queue[fail & ~closes] = -1
+        busy = _running_sum(d_busy)
+        queued = np.cumsum(d_queue)
+        running = np.cumsum(d_run)
+        t = self.t
+        keep = np.ones(n, dtype=bool)  # the last record of each run of equal times
+        if n > 1:
+            keep[:-1] = t[1:] != t[:-1]
+        df = pd.DataFrame({"time_s": t[keep], "busy_devices": np.round(busy[keep], 9),
+                           "queue_len": queued[keep], "running": running[keep]})
+        df["utilisation"] = df["busy_devices"] / cluster.n_devices
+        return df
+
+
+def _first_per_job(row: np.ndarray, records: np.ndarray) -> np.ndarray:
+    """Of ``records`` (positions, in the order to search), the first one of each job."""
+    _, first = np.unique(row[records], return_index=True)
+    return records[first]
+
+
+def _running_sum(deltas: np.ndarray) -> np.ndarray:
+    """``busy`` after each record, as ``busy += delta`` one record at a time computes it
+    (``np.cumsum`` adds in order, from the first element)."""
+    return np.cumsum(deltas)

@@ -24,13 +24,15 @@ or ``auto``: the shipped profile for the GPU and model presets in use.
 Iteration time (µs, then seconds), for a batch of ``T`` tokens (``Q`` prefill tokens in
 chunks, ``N`` decode rows), ``S`` sequences, ``L`` layers, on each of ``tp`` ranks::
 
-    t = L · dense_layer(T) + dense_once(T)             # dense.csv, summed per layer
+    t = L · dense_layer(T') + dense_once(T')           # dense.csv, summed per layer
       + L · attention(Q, K, N, kv)                     # attention.csv, one lookup
-      + L · moe(T)                                     # MoE models: moe.csv (below)
+      + L · moe(T')                                    # MoE models: moe.csv (below)
       + lm_head(S) + sampler(S)                        # per_sequence.csv
-      + L · 2 · allreduce(T)                           # tp > 1 (below)
+      + L · 2 · allreduce(T')                          # tp > 1 (below)
       + L · 2 · ep_collective(T)                       # dp > 1 with expert parallelism
       + swap bytes / host link + overhead_s            # overhead_s = 0 by default
+
+``T' = T`` unless the engine runs with CUDA graphs (``cuda_graph_sizes``, below).
 
 Assumptions (none of them fitted to end-to-end runs: the profile is the only input measured):
 
@@ -39,6 +41,13 @@ Assumptions (none of them fitted to end-to-end runs: the profile is the only inp
   ``final_layernorm`` run once per iteration. These are vLLM's Llama / Qwen3 / Qwen3-MoE
   decoder layers. The profiled times are taken as they are: no launch overhead is added or
   removed (the profiles were measured eagerly; the real runs use CUDA graphs).
+- **CUDA graphs** (``cuda_graph_sizes``: the engine's capture sizes, when it runs with
+  graphs): vLLM runs a batch of ``T`` tokens, ``T`` up to the largest captured size, as the
+  graph of the next captured size ``T' >= T``, its input padded (``pad_for_cudagraph``):
+  every token-wise layer (dense, MoE, all-reduce) computes ``T'`` rows. The LM head and the
+  sampler see the real sequences (logits are taken at the sequences' last tokens only), and
+  attention the real rows (the padded rows have no KV). Larger batches run unpadded. Off
+  (``None``) by default; the fidelity command sets it from the run's ``meta.json``.
 - **Interpolation.** Every table is piecewise linear in each of its axes, one axis after the
   other (multilinear; on the attention table: in ``prefill_chunk``, then ``n_decode``, then
   ``kv_prefill``, then ``kv_decode``, each bracketed among the values measured for the
@@ -57,14 +66,21 @@ Assumptions (none of them fitted to end-to-end runs: the profile is the only inp
   tokens with ``Q'(Q'+1)/2 = P``.
 - **Decode rows of unequal length** (the attention grid has one length per batch): looked up
   at the mean length (the same KV bytes read), then corrected by the profile's own
-  measurements of unequal rows where its ``meta.yaml`` enables them (``skew_fit``; the RTX
-  PRO 6000 profiles; not the RTX 4090 one): ``t = t(mean) + alpha · (t(longest) − t(mean))``
+  measurements of unequal rows wherever its ``tp<N>/`` folder holds their fit
+  (``skew_fit.csv``; every shipped profile): ``t = t(mean) + alpha · (t(longest) − t(mean))``
   when ``t(longest) > t(mean)``, ``alpha`` from ``tp<N>/skew_fit.csv`` by bucket of (prefill
   chunk — the table's nearest —, decode rows, skew rate ``(mean − shortest) / (longest −
   shortest)``, longest row, cached prefill KV; bins from ``meta.yaml``), else its pooled
   ``alpha_default``. That table is the profile authors' per-bucket fit of their kernel
-  measurements (``skew.csv``), not of end-to-end runs. The replica passes the longest and
-  the shortest decode row to this model (``wants_decode_spread``).
+  measurements (``skew.csv``: it is exactly each bucket's least-squares ``alpha`` of
+  ``t_skew − t_mean = alpha · (t_max − t_mean)``), not of end-to-end runs. A ``meta.yaml``
+  without a ``skew_fit`` section (the RTX 4090 profile's says ``enabled: false``, yet its
+  folder holds ``skew.csv`` — its ``t_mean`` is 3.0× the same profile's attention table at
+  the same points, as on the RTX PRO 6000, not the other GPU's 4.7× — and that file's
+  per-bucket fit) gets the profiler's standard bins (:data:`SKEW_AXES`) and the pooled
+  least-squares ``alpha`` of ``skew.csv`` (:func:`pooled_alpha`, the rule that reproduces
+  every stated ``alpha_default``). The replica passes the longest and the shortest decode
+  row to this model (``wants_decode_spread``).
 - **Per-sequence costs** count every sequence in the batch (vLLM computes logits for each
   scheduled request, partial prefills included).
 - **MoE** (``moe.csv``): ``T`` tokens routed top-``k`` among ``E`` experts activate
@@ -168,10 +184,45 @@ def load_meta(folder: Path) -> dict:
     return meta
 
 
+#: tables built from profile files, by what was read (file path, modification time, size) and
+#: how: a run that builds the same cost model again (a sweep, a benchmark's repeats, the
+#: fidelity command's variants) parses and indexes each file once. The values are never
+#: mutated after they are built.
+_BUILT: dict[tuple, object] = {}
+
+
+def _stamp(path: Path) -> tuple:
+    st = path.stat()
+    return str(path.resolve()), st.st_mtime_ns, st.st_size
+
+
+def _built(key: tuple, build):
+    """``build()``, kept under ``key`` (bounded: cleared when it grows past 256 entries)."""
+    v = _BUILT.get(key)
+    if v is None:
+        if len(_BUILT) >= 256:
+            _BUILT.clear()
+        v = _BUILT[key] = build()
+    return v
+
+
+def _derived(src: pd.DataFrame, tag: tuple, build):
+    """``build()`` from the table ``src`` (one that :func:`_read` returned), kept beside it
+    (the entry holds ``src``, so its id is not reused while the entry exists)."""
+    key = ("derived", id(src), tag)
+    v = _BUILT.get(key)
+    if v is None or v[0] is not src:
+        if len(_BUILT) >= 256:
+            _BUILT.clear()
+        v = _BUILT[key] = (src, build())
+    return v[1]
+
+
 def _read(folder: Path, name: str, cols: Sequence[str], required: bool = True,
           text: Sequence[str] = ("layer",), signed: Sequence[str] = ()) -> pd.DataFrame | None:
     """``name``.csv or ``name``.csv.gz in ``folder``, checked: the columns, numbers (>= 0
-    unless ``signed``) except the ``text`` columns."""
+    unless ``signed``) except the ``text`` columns (read once per file version: not to be
+    modified)."""
     for path in (folder / f"{name}.csv", folder / f"{name}.csv.gz"):
         if path.is_file():
             break
@@ -179,6 +230,11 @@ def _read(folder: Path, name: str, cols: Sequence[str], required: bool = True,
         if required:
             raise ProfileError(f"{folder}: no {name}.csv (or .csv.gz)")
         return None
+    return _built(("csv", _stamp(path), tuple(cols), tuple(text), tuple(signed)),
+                  lambda: _parse(path, cols, text, signed))
+
+
+def _parse(path: Path, cols: Sequence[str], text: Sequence[str], signed: Sequence[str]) -> pd.DataFrame:
     try:
         df = pd.read_csv(path)
     except Exception as e:  # noqa: BLE001 - any parse error, named with the file
@@ -451,9 +507,55 @@ class SkewTable:
     def decode_vec(self, n: int, skew_rate: np.ndarray, longest: np.ndarray) -> np.ndarray:
         """``alpha`` of pure-decode batches of ``n`` rows (no prefill), vectorised."""
         (nb, _), (sb, _), (kb, _) = self.bins[:3]
-        i_s = np.clip(np.searchsorted(sb, np.clip(skew_rate, 0.0, 1.0), side="left") - 1, 0, len(sb) - 2)
-        i_k = np.clip(np.searchsorted(kb, longest, side="left") - 1, 0, len(kb) - 2)
+        mx, mn = np.maximum, np.minimum  # (np.clip's dispatch costs more than the work here)
+        i_s = mn(mx(np.searchsorted(sb, mn(mx(skew_rate, 0.0), 1.0), side="left") - 1, 0), len(sb) - 2)
+        i_k = mn(mx(np.searchsorted(kb, longest, side="left") - 1, 0), len(kb) - 2)
         return self._decode_grid()[self._index(nb, n), i_s, i_k]
+
+
+#: the profiler's bucket axes of ``skew_fit.csv`` (as every profile whose ``meta.yaml`` has a
+#: ``skew_fit`` section states them), for a profile whose ``meta.yaml`` does not
+SKEW_AXES = {
+    "n_bins": [0, 2, 4, 8, 16, 32, 64, 128, 256, 1000000],
+    "n_labels": ["n<=2", "n<=4", "n<=8", "n<=16", "n<=32", "n<=64", "n<=128", "n<=256", "n>256"],
+    "skew_rate_bins": [-0.01, 0.05, 0.15, 0.4, 0.7, 1.01],
+    "skew_rate_labels": ["sr<=5%", "sr<=15%", "sr<=40%", "sr<=70%", "sr>70%"],
+    "kv_big_bins": [0, 1024, 4096, 16384, 1000000000],
+    "kv_big_labels": ["kvB<=1k", "kvB<=4k", "kvB<=16k", "kvB>16k"],
+    "kp_bins": [-1, 0, 512, 1024, 2048, 4096, 8192, 1000000000],
+    "kp_labels": ["kp=0", "kp<=512", "kp<=1k", "kp<=2k", "kp<=4k", "kp<=8k", "kp>8k"],
+}
+
+
+def pooled_alpha(skew: pd.DataFrame) -> float:
+    """The least-squares ``alpha`` of every unequal-length measurement together: the ``alpha``
+    minimising Σ (t_skew − t_mean − alpha·(t_max − t_mean))² (0 when no row has t_max ≠
+    t_mean). On every shipped profile whose ``meta.yaml`` states its ``alpha_default``, this
+    gives that value (to its 4 decimals)."""
+    dm = skew["t_max_us"].to_numpy(float) - skew["t_mean_us"].to_numpy(float)
+    ds = skew["t_skew_us"].to_numpy(float) - skew["t_mean_us"].to_numpy(float)
+    den = float(dm @ dm)
+    return float(ds @ dm) / den if den > 0 else 0.0
+
+
+def graph_padding(sizes: Sequence[int] | None) -> list[int] | None:
+    """``pad[T]``: the token count a batch of ``T`` tokens runs at under CUDA graphs captured
+    at ``sizes`` (the smallest size >= ``T``), for ``T`` up to the largest; None for None."""
+    if sizes is None:
+        return None
+    try:
+        sz = sorted({int(x) for x in sizes})
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"cuda_graph_sizes must be a list of integers >= 1, got {sizes!r}") from e
+    if not sz or sz[0] < 1:
+        raise ValueError(f"cuda_graph_sizes must be a non-empty list of integers >= 1, got {sizes!r}")
+    pad = [0] * (sz[-1] + 1)
+    j = 0
+    for t in range(1, sz[-1] + 1):
+        if t > sz[j]:
+            j += 1
+        pad[t] = sz[j]
+    return pad
 
 
 def expected_active(tokens: float, experts: int, top_k: int, local: float | None = None) -> float:
@@ -483,11 +585,15 @@ class ProfiledCost(CostModel):
     ``dp``, ``expert_parallel``: the deployment's data-parallel size and whether its MoE
     layers are expert-parallel across the ``dp · tp`` ranks. ``allreduce_latency_s``,
     ``link_bw_bytes_s`` (default: the GPU preset's peer link): the collectives' cost.
+    ``cuda_graph_sizes``: the engine's CUDA-graph capture sizes when it runs with graphs (a
+    batch of up to the largest runs its token-wise layers padded to the next one); None: no
+    padding (eager).
     """
 
     def __init__(self, model: ModelSpec, gpu: GpuSpec, tp: int = 1, profile: str = "auto", dp: int = 1,
                  expert_parallel: bool = False, allreduce_latency_s: float = 10e-6,
-                 link_bw_bytes_s: float | None = None, overhead_s: float = 0.0) -> None:
+                 link_bw_bytes_s: float | None = None, overhead_s: float = 0.0,
+                 cuda_graph_sizes: Sequence[int] | None = None) -> None:
         if tp < 1 or dp < 1:
             raise ValueError(f"ProfiledCost: tp and dp must be >= 1, got tp={tp}, dp={dp}")
         if str(profile) == "auto":
@@ -524,17 +630,8 @@ class ProfiledCost(CostModel):
         self.dense = Table1D(xs, L * per + interp_vec(xo, one, xs))
         sx, ss = _layer_sum(per_seq, "sequences", sorted(set(per_seq["layer"])), lambda n: 1)
         self.per_seq = Table1D(sx, ss)
-        self.attention = AttentionTable(attn, str(tp_dir / "attention.csv"))
-        self.skew = None
-        fit = self.meta.get("skew_fit") or {}
-        if isinstance(fit, dict) and fit.get("enabled"):
-            sk = _read(tp_dir, "skew_fit", ("pc", "n_label", "skew_rate_label", "kv_big_label", "kp_label", "alpha"),
-                       required=False, text=("n_label", "skew_rate_label", "kv_big_label", "kp_label"),
-                       signed=("alpha",))
-            entry = (fit.get("per_tp") or {}).get(self.tp) or {}
-            if sk is not None:
-                self.skew = SkewTable(sk, fit.get("bucket_axes") or {}, entry.get("alpha_default", 0.0),
-                                      str(tp_dir / "skew_fit.csv"))
+        self.attention = _derived(attn, ("attention",), lambda: AttentionTable(attn, str(tp_dir / "attention.csv")))
+        self.skew = self._skew_table(tp_dir)
         self.wants_decode_spread = self.skew is not None
         self.moe = None
         self._moe_scale = 1.0
@@ -555,6 +652,26 @@ class ProfiledCost(CostModel):
         self._curves: dict[int, tuple] = {}
         self._span_curves: dict[int, tuple] = {}
         self._attn_cache: dict[tuple, float] = {}  # exact lookup points seen (bounded)
+        self._iter_cache: dict[tuple, float] = {}  # whole iterations by batch shape (bounded)
+        self._graph_pad = graph_padding(cuda_graph_sizes)
+
+    def _skew_table(self, tp_dir: Path) -> "SkewTable | None":
+        """The profile's unequal-length correction where its folder holds ``skew_fit.csv``:
+        bucket axes and pooled ``alpha`` from ``meta.yaml``'s ``skew_fit`` where it states
+        them, else the profiler's standard axes and the pooled least-squares ``alpha`` of
+        ``skew.csv`` (see the module docstring)."""
+        sk = _read(tp_dir, "skew_fit", ("pc", "n_label", "skew_rate_label", "kv_big_label", "kp_label", "alpha"),
+                   required=False, text=("n_label", "skew_rate_label", "kv_big_label", "kp_label"), signed=("alpha",))
+        if sk is None:
+            return None
+        fit = self.meta.get("skew_fit")
+        fit = fit if isinstance(fit, dict) else {}
+        alpha = ((fit.get("per_tp") or {}).get(self.tp) or {}).get("alpha_default")
+        if alpha is None:
+            raw = _read(tp_dir, "skew", ("t_mean_us", "t_max_us", "t_skew_us"), required=False, text=())
+            alpha = pooled_alpha(raw) if raw is not None else 0.0
+        axes = fit.get("bucket_axes") or SKEW_AXES
+        return _derived(sk, (repr(axes), alpha), lambda: SkewTable(sk, axes, alpha, str(tp_dir / "skew_fit.csv")))
 
     # -- parts (µs) ----------------------------------------------------------------------
     def allreduce_us(self, tokens: int) -> float:
@@ -614,6 +731,17 @@ class ProfiledCost(CostModel):
         n_tok = b.n_prefill_tokens + b.n_decode_tokens
         if n_tok == 0:
             return 0.0
+        key = (b.n_prefill_tokens, b.prefill_attn_pairs, b.n_decode_tokens, b.decode_ctx_tokens, b.n_seqs,
+               b.decode_ctx_max, b.decode_ctx_min)
+        t = self._iter_cache.get(key)
+        if t is None:
+            t = self._iteration_us(b, n_tok)
+            if len(self._iter_cache) < 1 << 16:
+                self._iter_cache[key] = t
+        return t
+
+    def _iteration_us(self, b: BatchShape, n_tok: int) -> float:
+        """:meth:`iteration_us`, computed."""
         L = self.model.layers
         key = self.attention_args(b)
         skewed = self.skew is not None and key[2] > 1 and b.decode_ctx_max > key[3]
@@ -626,6 +754,8 @@ class ProfiledCost(CostModel):
                 a = self._skewed(a, *key)
             if len(self._attn_cache) < 1 << 16:
                 self._attn_cache[key] = a
+        if self._graph_pad is not None and n_tok < len(self._graph_pad):
+            n_tok = self._graph_pad[n_tok]
         t = self.dense(n_tok) + self.per_seq(b.n_seqs) + L * a
         if self.moe is not None:
             t += L * self.moe_us(n_tok)
@@ -650,11 +780,12 @@ class ProfiledCost(CostModel):
         if c is not None:
             return c
         L = self.model.layers
-        fixed = self.dense(n) + self.per_seq(n)
+        n_tok = self._graph_pad[n] if self._graph_pad is not None and n < len(self._graph_pad) else n
+        fixed = self.dense(n_tok) + self.per_seq(n)
         if self.moe is not None:
-            fixed += L * self.moe_us(n)
+            fixed += L * self.moe_us(n_tok)
         if self.tp > 1:
-            fixed += 2 * L * self.allreduce_us(n)
+            fixed += 2 * L * self.allreduce_us(n_tok)
         nds, slices = self.attention.grid[0]
         xs = np.unique(np.concatenate([np.asarray(slices[nds[i]][1][0][0], float) for i, _ in bracket(nds, n)]))
         ys = L * self.attention.decode_vec(n, xs) * 1e-6

@@ -1,5 +1,6 @@
 """The stress property: random configurations (training: scheduler × placement × memory pool
-× workload × engine options × seed; serving: batching × KV memory × preemption × router × seed)
+× workload × engine options × seed; serving: batching × KV memory × preemption × router ×
+workload with or without prefix hashes × prefix caching × host KV tier × seed)
 run to the end within a CPU budget, every job/request ends exactly once, no device is
 over-booked, no memory above capacity, every pool empty at the end
 (:mod:`llmos_sim.stress`; ``python -m llmos_sim.stress -n 300`` runs many more)."""
@@ -50,6 +51,27 @@ def test_the_checker_catches_a_pool_left_holding_memory(monkeypatch):
     monkeypatch.setattr(Engine, "_free_transient", lambda self, r: None)  # the old resize leak, and worse
     outcome, detail = stress.check_training(_LEAKY)
     assert outcome == "violation" and "pool holds" in detail
+
+
+def test_the_checker_tells_cached_prefix_units_from_held_blocks():
+    """At the end a KV pool may keep unreferenced cached prefix units, nothing else: a run that
+    ends with cached units passes; a block still held, or an allocation no cache structure
+    knows, is caught."""
+    from llmos_sim.run import compose
+    from llmos_sim.serving.system import simulate
+
+    ov = ["mode=serving", "batching=continuous", "memory=paged", "router=round_robin", "output.plots=false",
+          "workload=mooncake_synthetic", "workload.max_requests=40", "workload.rate_scale=10.0", "serving.replicas=2",
+          "serving.prefix_caching=true", "serving.host_kv_bytes=0"]
+    assert stress.check_serving(ov)[0] in OK
+    kv = simulate(compose(ov), seed=0).extra["replicas"][0].kv
+    assert kv.pool.live() and stress.kv_left_behind(0, kv) is None  # cached units only
+    assert kv.grow("late", 1)
+    assert "1 KV blocks still held" in stress.kv_left_behind(0, kv)
+    kv.release("late")
+    assert stress.kv_left_behind(0, kv) is None
+    assert kv.pool.allocate(kv.block_bytes, tag="stray") is not None
+    assert "pool holds" in stress.kv_left_behind(0, kv)
 
 
 # the CPU-time signal may land inside hypothesis's gc callback, which reports and drops it;

@@ -92,6 +92,22 @@ def test_shipped_runs_deployments():
     assert dep["kv_blocks"] == int((0.9 * 96 * 2**30 - 8030261248 * 2 - 2e9) // (16 * 131072))
 
 
+def test_cuda_graph_sizes_from_meta_json(tmp_path):
+    """The RTX 4090 run states its capture sizes; the RTX PRO 6000 run states none: vLLM's
+    default for max_num_seqs 128 (1, 2, 4, every 8 up to 256); enforce_eager: no graphs."""
+    d4 = F.RunFolder.read(DATA_DIR / "vllm_rtx4090_llama31_8b").deployment()
+    assert d4["cuda_graph_sizes"] == [1, 2, 4, *range(8, 257, 8), *range(272, 513, 16)]
+    d6 = F.RunFolder.read(DATA_DIR / "vllm_rtxpro6000_llama31_8b").deployment()
+    assert d6["cuda_graph_sizes"] == [1, 2, 4, *range(8, 257, 8)]
+    p, o, a = _requests(4)
+    F.synthesize_run(tmp_path / "run", dict(QWEN_DENSE_TP2, enforce_eager=True), "RTXPRO6000", p, o, a)
+    run = F.RunFolder.read(tmp_path / "run")
+    assert run.deployment()["cuda_graph_sizes"] is None
+    run.engine = {**run.engine, "enforce_eager": False, "cudagraph_capture_sizes": [4, "8"]}
+    with pytest.raises(F.RunFolderError, match="cudagraph_capture_sizes"):
+        run.deployment()
+
+
 def test_a_run_without_engine_samples_and_engine_arrival(tmp_path):
     p, o, a = _requests(10, seed=3)
     F.synthesize_run(tmp_path / "run", QWEN_DENSE_TP2, "RTXPRO6000", p, o, a)

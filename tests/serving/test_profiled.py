@@ -10,8 +10,8 @@ from hypothesis import given, settings, strategies as st
 
 from llmos_sim.serving.cost import BatchShape, CostModel
 from llmos_sim.serving.profiled import (
-    AttentionTable, ProfileError, ProfiledCost, available_profiles, bracket, expected_active, expected_max_normal,
-    find_profile)
+    SKEW_AXES, AttentionTable, ProfileError, ProfiledCost, available_profiles, bracket, expected_active,
+    expected_max_normal, find_profile, graph_padding, load_meta, pooled_alpha)
 from llmos_sim.serving.specs import LLAMA31_8B, QWEN3_30B_A3B, QWEN3_32B, RTX4090, RTX_PRO_6000, GpuSpec, ModelSpec
 
 TINY = ModelSpec("tiny", 2, 64, 4, 4, 256, 1000)
@@ -259,7 +259,56 @@ def test_unequal_decode_rows_cost_more_by_the_profiles_alpha():
     t_mean, t_max = c.attention(0, 0, 64, 1024), c.attention(0, 0, 64, 4096)
     assert c.skew(0, 64, 1014 / 4086, 4096, 0) == alpha
     assert uneven - even == pytest.approx(32 * alpha * (t_max - t_mean) * 1e-6, rel=1e-9)
-    assert ProfiledCost(LLAMA31_8B, RTX4090).skew is None  # its meta.yaml: skew fit not enabled
+
+
+def test_pooled_alpha_is_the_least_squares_fit():
+    """alpha minimising Σ (ds − alpha·dm)²: Σ ds·dm / Σ dm² (ds = t_skew − t_mean, dm = t_max − t_mean)."""
+    import pandas as pd
+    df = pd.DataFrame({"t_mean_us": [10.0, 20.0, 5.0], "t_max_us": [12.0, 24.0, 5.0], "t_skew_us": [11.0, 21.0, 7.0]})
+    assert pooled_alpha(df) == pytest.approx((1 * 2 + 1 * 4 + 0) / (4 + 16))
+    assert pooled_alpha(df.iloc[2:]) == 0.0  # no row with t_max != t_mean
+
+
+def test_rtx4090_uses_its_own_unequal_length_measurements():
+    """The RTX 4090 profile's meta.yaml has no skew_fit section, but its folder holds skew.csv and
+    its per-bucket fit: the profiler's standard bins, alpha_default the pooled fit of skew.csv, and
+    each bucket's alpha that file's own least-squares fit of its rows."""
+    import pandas as pd
+    from llmos_sim.serving.profiled import PROFILES_DIR
+    folder = PROFILES_DIR / "RTX4090" / "Llama-3.1-8B"
+    assert not (load_meta(folder).get("skew_fit") or {}).get("enabled")
+    c = ProfiledCost(LLAMA31_8B, RTX4090)
+    assert c.wants_decode_spread and c.skew is not None
+    raw = pd.read_csv(folder / "tp1" / "skew.csv.gz")
+    assert c.skew.alpha_default == pooled_alpha(raw) == pytest.approx(0.0224, abs=5e-5)
+    # one bucket, refitted from the measurements: pure decode, 9–16 rows, skew rate in (5 %, 15 %], longest <= 4k
+    sel = raw[(raw.pc == 0) & (raw.kp == 0) & (raw.n > 8) & (raw.n <= 16) & (raw.ratio > 0.05) & (raw.ratio <= 0.15)
+              & (raw.kv_big > 1024) & (raw.kv_big <= 4096)]
+    assert len(sel) > 0
+    dm, ds = sel.t_max_us - sel.t_mean_us, sel.t_skew_us - sel.t_mean_us
+    assert c.skew(0, 16, 0.125, 4096, 0) == pytest.approx(float((ds * dm).sum() / (dm * dm).sum()), abs=5e-5)
+    # the standard bins are those the RTX PRO 6000 profiles state
+    assert load_meta(PROFILES_DIR / "RTXPRO6000" / "Llama-3.1-8B")["skew_fit"]["bucket_axes"] | {"pc": None} == (
+        SKEW_AXES | {"pc": None})
+
+
+def test_cuda_graph_padding_prices_token_wise_layers_at_the_next_size(tiny_profile):
+    """Sizes 1, 2, 4, 8: a batch of 3 tokens runs dense layers at 4, a batch of 9 (beyond the
+    largest) unpadded; the LM head / sampler and attention see the real rows."""
+    assert graph_padding([8, 1, 4, 2]) == [0, 1, 2, 4, 4, 8, 8, 8, 8]
+    assert graph_padding(None) is None
+    with pytest.raises(ValueError, match="cuda_graph_sizes"):
+        graph_padding([0, 4])
+    eager = ProfiledCost(TINY, GPU, profile=str(tiny_profile))
+    graphs = ProfiledCost(TINY, GPU, profile=str(tiny_profile), cuda_graph_sizes=[1, 2, 4, 8])
+    d3 = BatchShape(0, 0, 0, 3, 120, 3, 3)  # pure decode, 3 rows of 40: dense(3) = 39 → dense(4) = 41 µs
+    assert graphs.iteration_s(d3) - eager.iteration_s(d3) == pytest.approx(2e-6, rel=1e-9)
+    d9 = BatchShape(0, 0, 0, 9, 360, 9, 9)
+    assert graphs.iteration_s(d9) == eager.iteration_s(d9)
+    # decode spans price the same padded iterations
+    durs = graphs.decode_span_s(3, 120, 5, 3)
+    assert durs.tolist() == pytest.approx([graphs.iteration_s(BatchShape(0, 0, 0, 3, 120 + 3 * j, 3, 3))
+                                           for j in range(5)], rel=1e-12)
 
 
 _CACHE = {}
@@ -368,3 +417,17 @@ def test_moe_under_tp_shards_experts_or_spreads_them(tmp_path):
     e = ProfiledCost(TINY_MOE, GPU, tp=2, profile=str(root), expert_parallel=True)
     worst = (3 + math.sqrt(1.5) / math.sqrt(math.pi)) / 2
     assert e.moe_us(3) == pytest.approx(10 + 2 * worst + 5 * 2, rel=1e-9)
+
+
+def test_profile_tables_are_read_once_per_file_version(tiny_profile):
+    """A second cost model on the same files shares their parsed tables; a changed file is
+    read again (its modification time and size are part of the key)."""
+    a = ProfiledCost(TINY, GPU, profile=str(tiny_profile))
+    b = ProfiledCost(TINY, GPU, profile=str(tiny_profile))
+    assert a.attention is b.attention
+    f = tiny_profile / "tp1" / "attention.csv"
+    f.write_text(f.read_text().replace("prefill_chunk,kv_prefill,n_decode,kv_decode,time_us\n",
+                                       "prefill_chunk,kv_prefill,n_decode,kv_decode,time_us\n0,0,2,16,99.5\n"))
+    c = ProfiledCost(TINY, GPU, profile=str(tiny_profile))
+    assert c.attention is not a.attention
+    assert c.attention(0, 0, 2, 16) == 99.5 and a.attention(0, 0, 2, 16) != 99.5

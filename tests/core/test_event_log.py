@@ -1,0 +1,138 @@
+"""The event log's columnar storage: every record reads back as the tuple that was emitted."""
+from __future__ import annotations
+
+import pickle
+from operator import itemgetter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmos_sim import events as E
+from llmos_sim.events import ByKind, EventLog
+
+_kinds = st.sampled_from([E.ARRIVE, E.START, E.FINISH, E.FAIL, E.REQ_ARRIVE, "custom"])
+_subjects = st.one_of(st.none(), st.integers(-5, 10**6), st.text(max_size=3))
+_data = st.one_of(st.just(()), st.tuples(st.integers(0, 9), st.floats(allow_nan=False)), st.tuples(st.text(max_size=4)))
+_records = st.lists(st.tuples(st.floats(0, 1e9), _kinds, _subjects, _data), max_size=40)
+
+
+@given(_records, st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_records_read_back_as_emitted(recs, derive):
+    log = EventLog()
+    if derive:  # arrivals store an object; their data tuple is made when read
+        log.derive(E.ARRIVE, itemgetter(0))
+    for r in recs:
+        log.emit(*r[:3], [r[3]] if derive and r[1] == E.ARRIVE else r[3])
+    assert len(log) == len(log.records) == len(recs)
+    assert list(log.records) == recs and list(log) == recs
+    assert log.records == recs
+    if recs:
+        assert log.records[-1] == recs[-1] and log.records[0] == recs[0]
+        assert log.records[1:3] == recs[1:3]
+    for kind in (E.ARRIVE, "custom"):
+        assert log.of(kind) == [(i, t, s, d) for i, (t, k, s, d) in enumerate(recs) if k == kind]
+    # grouping from the columns equals grouping from plain tuples
+    a, b = ByKind(log.records), ByKind(list(recs))
+    assert a.kinds == b.kinds and np.array_equal(a.codes, b.codes)
+    for k, g in b.groups.items():
+        h = a.groups[k]
+        assert h.seq.tolist() == g.seq.tolist() and h.subject == g.subject and h.data == g.data
+        assert list(h.time_s) == list(g.time_s)
+    back = pickle.loads(pickle.dumps(log))
+    assert back.records == recs
+
+
+def test_kinds_are_interned_in_order_of_first_appearance():
+    log = EventLog()
+    log.emit(1.0, "b", 1)
+    log.emit(2.0, "a", 2, (3,))
+    log.emit(3.0, "b", 3)
+    assert log.kinds == ["b", "a"] and list(log.code) == [0, 1, 0]
+    assert log.times_array().tolist() == [1.0, 2.0, 3.0]
+    assert log.positions("b").tolist() == [0, 2] and log.positions("zzz").tolist() == []
+    with pytest.raises(ValueError, match="already has records"):
+        log.derive("a", tuple)
+    log.records.append((4.0, "a", 4, ()))  # the view's append is emit
+    assert log.records[-1] == (4.0, "a", 4, ()) and len(log) == 4
+    assert log.table()["kind"].tolist() == ["b", "a", "b", "a"]
+
+
+# -- tables from the columns = tables record by record --------------------------------------
+from llmos_sim.engine import Engine  # noqa: E402
+from llmos_sim.metrics import tables as T  # noqa: E402
+from llmos_sim.policies.memory.fit import FirstFitPool  # noqa: E402
+from llmos_sim.policies.scheduling import FIFO, LAS, SRTF  # noqa: E402
+from llmos_sim.types import GB, Cluster, DeviceSpec, Job  # noqa: E402
+
+_DEV = DeviceSpec("d", 1e13, 8 * GB)
+_job = st.tuples(st.integers(0, 40), st.sampled_from([1, 2, 3, 4, 8, 9]), st.integers(1, 40),
+                 st.sampled_from([0, 3, 6, 9]), st.booleans(), st.sampled_from([1000, 1000, 500, 250]))
+
+
+def _same_tables(log, cluster):
+    import pandas as pd
+
+    a, b = T.jobs_table(log, cluster), T._jobs_table_loop(log, cluster)
+    pd.testing.assert_frame_equal(a.drop(columns="devices"), b.drop(columns="devices"))
+    assert all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(a["devices"], b["devices"]))
+    pd.testing.assert_frame_equal(T.timeline_table(log, cluster), T._timeline_table_loop(log, cluster))
+    pd.testing.assert_frame_equal(T.memory_table(log, cluster), _memory_table_loop(log, cluster))
+
+
+def _memory_table_loop(log, cluster):
+    """The memory table record by record (the columns' version must equal it)."""
+    import pandas as pd
+
+    rows = []
+    for i, (t, kind, subj, d) in enumerate(log.records):
+        if kind in (E.MEM_ALLOC, E.MEM_FREE):
+            rows.append((i, t, subj, "alloc" if kind == E.MEM_ALLOC else "free", *d))
+        elif kind == E.MEM_FAIL:
+            rows.append((i, t, subj, "fail", d[0], -1, 0, d[1], *d[2:]))
+    return T._memory_derived(pd.DataFrame.from_records(rows, columns=T._MEM_COLUMNS), cluster)
+
+
+@given(st.lists(_job, min_size=1, max_size=12), st.sampled_from(["fifo", "fifo_skip", "las", "srtf"]),
+       st.sampled_from(["wait", "fail", "preempt"]), st.sampled_from([None, 25.0]))
+@settings(max_examples=50, deadline=None)
+def test_tables_from_columns_equal_the_record_loop(spec, sched, full, until):
+    jobs = []
+    for i, (t, g, d, m, el, milli) in enumerate(spec):
+        if milli < 1000:
+            g, el = 1, False
+        jobs.append(Job(i, float(t), g * 1e13 * d * milli / 1000, gpus=g, min_gpus=1 if el and g > 1 else None,
+                        gpu_milli=milli, mem_bytes_per_device=m * GB, priority=i % 2,
+                        # an allocation that cannot fit: the job fails while running
+                        mem_trace=((0.5, "alloc", "k", 7 * GB),) if m == 3 and d > 20 else ()))
+    scheduler = {"fifo": FIFO(), "fifo_skip": FIFO(blocking=False), "las": LAS(round_s=7.0),
+                 "srtf": SRTF(round_s=5.0)}[sched]
+    cluster = Cluster.homogeneous(2, 4, _DEV)
+    engine = Engine(cluster, scheduler, pool_factory=FirstFitPool, on_memory_full=full, preempt_overhead_s=1.0)
+    _same_tables(engine.run(jobs, until_s=until), cluster)
+
+
+def test_finished_jobs_are_columns_read_as_finished_job_records():
+    from llmos_sim.view import FinishedJob
+
+    cluster = Cluster.homogeneous(1, 2, _DEV)
+    jobs = [Job(0, 0.0, 2e13 * 10, gpus=2), Job(1, 1.0, 1e13 * 4)]  # 10 s on 2 devices; then 4 s on 1
+    engine = Engine(cluster, FIFO())
+    engine.run(jobs)
+    fin = engine.finished
+    assert len(fin) == 2
+    assert fin[0] == FinishedJob(jobs[0], 0.0, 10.0, (0, 1), 20.0)
+    assert fin[-1] == FinishedJob(jobs[1], 10.0, 14.0, (0,), 4.0) and fin[-1].jct_s == 13.0
+    assert list(fin) == fin[0:2] == [fin[0], fin[1]]
+
+
+def test_equal_start_records_are_stored_once():
+    cluster = Cluster.homogeneous(1, 2, _DEV)
+    jobs = [Job(i, float(i), 2e13 * 5, gpus=2) for i in range(4)]  # one after another, on devices (0, 1)
+    engine = Engine(cluster, FIFO())
+    log = engine.run(jobs)
+    starts = [log.data[i] for i in log.positions(E.START).tolist()]
+    assert starts == [((0, 1), 1000, 2e13)] * 4 and all(d is starts[0] for d in starts)
+    assert all(engine.finished.devices[i] is starts[0][0] for i in range(4))
