@@ -185,6 +185,7 @@ class Engine:
                 raise ValueError(f"job {j.id}: arrival_s and work_flops must be finite numbers, "
                                  f"got {j.arrival_s} and {j.work_flops}")
         jobs = sorted(jobs, key=lambda j: (j.arrival_s, j.id))
+        self._ids = ids  # every job id of the run, for :meth:`submit`
         self._jobs = jobs
         self._next = 0
         self._arrivals_left = len(jobs)
@@ -257,6 +258,25 @@ class Engine:
                     self.request_pass()
         if not per_event:
             self.request_pass()
+
+    def submit(self, job: Job) -> None:
+        """A job submitted during the run (by a service host asking for one more replica): it
+        arrives now, exactly as a job of the workload would (an ``arrive`` record; a job that
+        can never start fails at once; else it joins the queue and a pass is requested). Call
+        it from inside the simulation (an event callback or process). Its ``id`` must differ
+        from every other job's; its arrival is logged at the current time (give it that
+        ``arrival_s`` too, so the job and its records agree)."""
+        if job.id in self._ids:
+            raise ValueError(f"duplicate job id {job.id}")
+        self._ids.add(job.id)
+        now, emit = self.env.now, self.log.emit
+        emit(now, E.ARRIVE, job.id, job)  # a derived kind: the job is the record's data (see __init__)
+        why = self._unsatisfiable(job)
+        if why:
+            emit(now, E.FAIL, job.id, (why,))
+            return
+        self.queue[job.id] = job
+        self.request_pass()
 
     def _unsatisfiable(self, job: Job) -> str | None:
         """Why ``job`` could never start on this cluster, or ``None``."""

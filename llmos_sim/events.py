@@ -67,6 +67,16 @@ KV_SAMPLE = "kv_sample"  # subject: replica; data: (used_bytes, token_bytes, cap
 # n_tokens < 0: that many of its n_decode_tokens were padding (static batching), not tokens.
 # Logged after the run's END (so the run's records keep their numbers), at its time
 ITL_ADJUST = "itl_adjust"  # subject: replica; data: (batch_seq, n_tokens, wait_s, in_decode)
+# autoscaled services on the shared cluster. Subject: the job id of the replica's job (the
+# service's own job for the replicas it holds; for a scale-up, the job it submits). Every record
+# ends with the service's replica counts after it: n_ready (taking requests), n_provisioning
+# (granted, loading weights), n_draining (finishing their requests), n_queued (asked for,
+# waiting for the cluster scheduler)
+SCALE = "scale"  # the autoscaler decided; data: (service, replica, delta, reason, n_ready, n_provisioning, n_draining, n_queued)
+PROVISION_START = "provision_start"  # devices granted, weights loading; data: (service, replica, ready_s, n_ready, ...)
+REPLICA_READY = "replica_ready"  # provisioned: it takes requests; data: (service, replica, ready_s, n_ready, ...)
+DRAIN_START = "drain_start"  # no new requests; data: (service, replica, outstanding, n_ready, ...)
+DRAIN_END = "drain_end"  # its last request ended: its job ends; data: (service, replica, outstanding, n_ready, ...)
 # real execution (torch backend): one record per finished run segment; subject: job id;
 # times are wall seconds since the run started (perf_counter in the worker); status is
 # "done" | "cancelled" | "failed"; matmul_n is the operand size used (smaller than calibrated
@@ -108,6 +118,11 @@ FIELDS: dict[str, tuple[str, ...]] = {
     ITL_ADJUST: ("batch_seq", "n_tokens", "wait_s", "in_decode"),
     MEASURED: ("segment", "devices", "wall_start_s", "wall_end_s", "done_flops", "achieved_flops_s", "setup_s",
                "status", "matmul_n", "cpu_s"),
+    SCALE: ("service", "replica", "delta", "reason", "n_ready", "n_provisioning", "n_draining", "n_queued"),
+    PROVISION_START: ("service", "replica", "ready_s", "n_ready", "n_provisioning", "n_draining", "n_queued"),
+    REPLICA_READY: ("service", "replica", "ready_s", "n_ready", "n_provisioning", "n_draining", "n_queued"),
+    DRAIN_START: ("service", "replica", "outstanding", "n_ready", "n_provisioning", "n_draining", "n_queued"),
+    DRAIN_END: ("service", "replica", "outstanding", "n_ready", "n_provisioning", "n_draining", "n_queued"),
     SCHEDULE: ("n_queued", "n_running"),
     END: ("reason",),
 }

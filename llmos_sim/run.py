@@ -19,6 +19,7 @@ and seed give the same requests in both modes.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -39,7 +40,7 @@ from llmos_sim.metrics import jobs_table, memory_table, timeline_table, training
 from llmos_sim.outputs import (LOCK, MARKER, PARTIAL_PREFIX, clean_partials, config_sha256, output_lock, provenance,
                                read_marker, watch_inputs)
 from llmos_sim.types import Cluster
-from llmos_sim.validate import InputError, chain, check_config, named_error
+from llmos_sim.validate import ConfigError, InputError, chain, check_config, named_error
 
 GANTT_MAX_JOBS = 500  #: a per-run Gantt chart is drawn for runs up to this many jobs
 
@@ -252,6 +253,11 @@ def run_cluster(cfg: DictConfig, progress: bool = False, with_services: bool = F
         serving = build_result(log, spec.slo_ttft_s, spec.slo_tpot_s, spec.slo_e2e_s)
         for k in ("requests", "batches", "kv"):
             tables[k] = serving.tables[k]
+        from llmos_sim.serving.cluster import replicas_table
+
+        replicas = replicas_table(log)
+        if len(replicas):  # autoscaled services: their replica counts over time
+            tables["replicas"] = replicas
         summary |= {f"serving_{k}": v for k, v in serving.summary.items()}
     summary["n_events"] = len(log)
     summary["sim_end_s"] = float(log.records[-1][0]) if len(log) else 0.0
@@ -266,6 +272,8 @@ def _add_services(cfg: DictConfig, engine: Engine, streams: dict, first_job_id: 
     make_replica = build_replica_factory(cfg, devices_from_cluster=True)
     device_specs = [d.spec for d in engine.cluster.devices]
     services = OmegaConf.to_container(_key(cfg, "services"), resolve=True)
+    jobs = service_jobs(services, first_job_id, make_replica.tp)
+    job_ids = itertools.count(first_job_id + len(jobs))  # replicas added at run time (autoscaling)
     first_req = 0
     for name, s in sorted(services.items()):
         if "workload" not in s:
@@ -274,8 +282,29 @@ def _add_services(cfg: DictConfig, engine: Engine, streams: dict, first_job_id: 
         reqs = [replace(r, id=first_req + i, service=name) for i, r in enumerate(reqs)]  # ids unique across services
         first_req += len(reqs)
         engine.hosts[name] = ServiceHost(name, reqs, make_replica, instantiate(cfg.router), int(s.get("replicas", 1)),
-                                         engine.env, engine.log, device_specs)
-    return service_jobs(services, first_job_id, make_replica.tp)
+                                         engine.env, engine.log, device_specs,
+                                         autoscaling=_autoscaling(cfg, name, s, engine, job_ids, make_replica.tp))
+    return jobs
+
+
+def _autoscaling(cfg: DictConfig, name: str, s: dict, engine: Engine, job_ids, tp: int):
+    """The service's :class:`~llmos_sim.serving.cluster.Autoscaling`, or None (a fixed replica
+    count) when ``services.<name>.autoscaler`` is null or absent."""
+    from llmos_sim.serving.cluster import DEFAULT_LOAD_BW_BYTES_S, DEFAULT_STARTUP_S, Autoscaling, Provisioning
+
+    if s.get("autoscaler") is None:
+        return None
+    policy = instantiate(cfg.services[name].autoscaler)  # from the config node: errors name its key
+    if int(s.get("replicas", 1)) > policy.max_replicas:
+        raise ConfigError(f"services.{name}.replicas", f"{s.get('replicas', 1)} is above its autoscaler's "
+                                                       f"max_replicas ({policy.max_replicas})")
+    bw, startup = s.get("load_bw_bytes_s", DEFAULT_LOAD_BW_BYTES_S), s.get("startup_s", DEFAULT_STARTUP_S)  # checked
+    spec = serving_spec(cfg)
+    return Autoscaling(
+        policy, Provisioning(instantiate(cfg.model).weight_bytes, float(bw), float(startup)),
+        engine.submit, lambda: next(job_ids), tp=tp, priority=int(s.get("priority", 0)),
+        mem_bytes_per_device=int(s.get("mem_bytes_per_device", 0)),
+        slo_ttft_s=spec.slo_ttft_s, slo_tpot_s=spec.slo_tpot_s)
 
 
 def derive_tables(log: EventLog, cluster: Cluster) -> dict[str, pd.DataFrame]:
@@ -371,6 +400,10 @@ def _plots(result: RunResult, folder: Path) -> None:
         from llmos_sim.serving.plots import write_serving_plots
 
         write_serving_plots(t, result.log, folder)
+    if "replicas" in t and len(t["replicas"]):  # autoscaled services
+        from llmos_sim.serving.plots import replicas_plot
+
+        replicas_plot(t["replicas"], folder / "replicas.png", t.get("requests"))
     if "jobs" in t and len(t["jobs"]):
         plots.jct_cdf(t["jobs"], folder / "jct_cdf.png", label=str(result.cfg.get("name", "run")))
     if "timeline" in t and len(t["timeline"]):

@@ -242,6 +242,8 @@ SERVICE_SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "arrival_s": non_negative,
     "mem_bytes_per_device": _int(0),
     "priority": _int(-INT64_MAX),
+    "load_bw_bytes_s": positive,  # an autoscaled service's added replicas: weights load bandwidth
+    "startup_s": non_negative,  # ...and fixed startup
 }
 
 #: bounds a key has wherever it appears (last part of the dotted key -> check)
@@ -332,6 +334,8 @@ def check_config(cfg: Any) -> None:
                     check(f"services.{name}.{k}", svc[k])
             if "workload" in svc:
                 _check_component(f"services.{name}.workload", svc["workload"], need="requests")
+            if svc.get("autoscaler") is not None:
+                _check_component(f"services.{name}.autoscaler", svc["autoscaler"])
     if isinstance(data.get("serving"), Mapping):  # every serving key is set once, in its yaml
         from llmos_sim.serving.spec import ServingSpec
 

@@ -17,6 +17,24 @@ Config (``mode: mixed``; see ``configs/experiment/shared_cluster.yaml``)::
         arrival_s: 0.0            # when the service job is submitted to the cluster
         priority: 10              # the service job's priority (Job.priority)
         mem_bytes_per_device: 0   # memory it reserves from each device pool (M_d)
+        autoscaler: null          # a policy (e.g. ${autoscaler}): scale between replicas and its max
+        load_bw_bytes_s: 2.0e9    # weights load bandwidth of a replica added at run time (B/s)
+        startup_s: 30.0           # its fixed startup time (process, CUDA context, warm-up) (s)
+
+Autoscaling (:class:`Autoscaling`; the policy is an
+:class:`~llmos_sim.policies.autoscaling.Autoscaler`, e.g. ``autoscaler=threshold``): the
+service's own job holds ``replicas`` replicas for its whole life (the floor). Every
+``interval_s`` the policy sees the service's load and may ask for one more replica: the host
+submits a job of ``tp`` devices with the service's priority and memory to the cluster
+scheduler (:meth:`llmos_sim.engine.Engine.submit`), which treats it like any job. When the
+scheduler grants it, the replica provisions for ``weight_bytes / load_bw_bytes_s + startup_s``
+(Llama-3.1-8B's 16 GB at the default 2 GB/s — a local NVMe or a fast object store — plus 30 s:
+38 s) and only then takes requests. A scale-down drains one replica added at run time (the
+one with the fewest requests, then the newest): it takes no new requests, its own finish
+there, and then its job ends and returns its devices. When the stream ends, every added
+replica ends with it (one still queued ends as soon as it is granted). Each step is a record
+(``scale``, ``provision_start``, ``replica_ready``, ``drain_start``, ``drain_end``, see
+:mod:`llmos_sim.events`); :func:`replicas_table` turns them into the replica counts over time.
 
 The replicas' model, batching, router, KV settings come from the ``model``, ``batching``,
 ``router`` and ``serving`` groups as in ``mode: serving``; their GPU is the device the cluster
@@ -27,14 +45,80 @@ cache and its FLOP/s and bandwidth drive the cost model.
 from __future__ import annotations
 
 import math
+from collections import deque
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import pandas as pd
 import simpy
 
 from llmos_sim import events as E
+from llmos_sim.kernel import Instant, push_at, queue_of
+from llmos_sim.policies.autoscaling.base import Autoscaler, ServiceLoad
 from llmos_sim.policies.routing.base import Router
 from llmos_sim.serving.system import replica_loads
 from llmos_sim.types import Job
+
+#: the records autoscaling writes (the ``replicas`` table's rows)
+SCALING_KINDS = (E.SCALE, E.PROVISION_START, E.REPLICA_READY, E.DRAIN_START, E.DRAIN_END)
+
+DEFAULT_LOAD_BW_BYTES_S = 2.0e9  #: weights load bandwidth of an added replica (local NVMe / fast object store)
+DEFAULT_STARTUP_S = 30.0  #: fixed startup of an added replica (process, CUDA context, warm-up)
+
+
+@dataclass(frozen=True)
+class Provisioning:
+    """How long a replica added at run time takes, from its grant, before it takes requests:
+    its weights load at ``load_bw_bytes_s``, plus a fixed ``startup_s``."""
+
+    weight_bytes: int
+    load_bw_bytes_s: float = DEFAULT_LOAD_BW_BYTES_S
+    startup_s: float = DEFAULT_STARTUP_S
+
+    def __post_init__(self) -> None:
+        if not (float(self.load_bw_bytes_s) > 0 and math.isfinite(float(self.load_bw_bytes_s))):
+            raise ValueError(f"services.<name>.load_bw_bytes_s must be a finite number > 0, got {self.load_bw_bytes_s!r}")
+        if not (float(self.startup_s) >= 0 and math.isfinite(float(self.startup_s))):
+            raise ValueError(f"services.<name>.startup_s must be a finite number >= 0, got {self.startup_s!r}")
+
+    @property
+    def delay_s(self) -> float:
+        """Seconds from the grant to ready."""
+        return self.weight_bytes / float(self.load_bw_bytes_s) + float(self.startup_s)
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    """What a :class:`ServiceHost` needs to scale: the policy, the provisioning delay, the
+    engine's :meth:`~llmos_sim.engine.Engine.submit`, a source of fresh job ids, and what its
+    replica jobs and its SLO count look like."""
+
+    policy: Autoscaler
+    provisioning: Provisioning
+    submit: Callable[[Job], None]
+    new_job_id: Callable[[], int]
+    tp: int = 1
+    priority: int = 0
+    mem_bytes_per_device: int = 0
+    slo_ttft_s: float = math.inf
+    slo_tpot_s: float = math.inf
+
+
+QUEUED, PROVISIONING, READY, DRAINING, ENDED = "queued", "provisioning", "ready", "draining", "ended"
+
+
+class _Slot:
+    """One replica of an autoscaled service through its life: queued (its job waits for the
+    scheduler), provisioning, ready, draining, ended. The service's own replicas start ready
+    and never drain."""
+
+    __slots__ = ("index", "job_id", "state", "replica", "outstanding", "done", "added")
+
+    def __init__(self, index: int, job_id: int, state: str, added: bool) -> None:
+        self.index, self.job_id, self.state, self.added = index, job_id, state, added
+        self.replica = None
+        self.outstanding = 0  # requests routed here, not yet finished or failed
+        self.done: simpy.Event | None = None  # the replica job's end (added replicas)
 
 
 class _CountingLog:
@@ -56,15 +140,32 @@ class _CountingLog:
             self.host.request_ended()
 
 
+class _ScalingLog(_CountingLog):
+    """The log as an autoscaled service's replicas see it: also tells the host which request
+    ended where (draining) and whether it met its SLOs (the policy's attainment)."""
+
+    __slots__ = ()
+
+    def emit(self, time_s: float, kind: str, subject: Any, data: tuple = ()) -> None:
+        self.log.emit(time_s, kind, subject, data)
+        if kind == E.REQ_FIRST_TOKEN:
+            self.host._first_token[subject] = time_s
+        elif kind == E.REQ_FINISH or kind == E.REQ_FAIL:
+            self.host._scaled_request_ended(time_s, subject, kind == E.REQ_FINISH)
+            self.host.request_ended()
+
+
 class ServiceHost:
     """Hosts one service: its request stream, and its replicas once the scheduler starts it.
 
     ``make_replica(index, env, log, next_arrival) -> Replica`` builds one replica (the same
-    factory ``mode: serving`` uses); ``replicas`` is how many the service runs.
+    factory ``mode: serving`` uses); ``replicas`` is how many the service's own job runs;
+    ``autoscaling`` (optional) adds and drains replicas at run time (see the module's docs).
     """
 
     def __init__(self, name: str, requests: Sequence, make_replica: Callable, router: Router, replicas: int,
-                 env: simpy.Environment, log: E.EventLog, device_specs: Sequence | None = None) -> None:
+                 env: simpy.Environment, log: E.EventLog, device_specs: Sequence | None = None,
+                 autoscaling: Autoscaling | None = None) -> None:
         if replicas < 1:
             raise ValueError(f"services.{name}.replicas must be >= 1, got {replicas}")
         self.name = name
@@ -74,22 +175,40 @@ class ServiceHost:
         self.n_replicas = int(replicas)
         self.env = env
         self.log = log
-        self._tap = _CountingLog(log, self)
+        self.autoscaling = autoscaling
+        self._tap = (_ScalingLog if autoscaling is not None else _CountingLog)(log, self)
         self.device_specs = device_specs  #: the cluster's DeviceSpec per device index (None: the gpu group's)
         self.replicas: list = []
         self.pending: list = []  # arrived before the service started
         self._next = 0
         self._left = len(self.requests)
         self._done: simpy.Event | None = None
+        if autoscaling is not None:
+            self._slots: list[_Slot] = []
+            self._by_job: dict[int, _Slot] = {}  # added replicas' job id -> slot
+            self._active: list = []  # ready replicas, by index: the ones requests are routed to
+            self._where: dict[int, _Slot] = {}  # request id -> the slot it was routed to
+            self._first_token: dict[int, float] = {}
+            self._req = {r.id: r for r in self.requests}
+            self._ended: deque = deque()  # (time, met its SLOs) of ended requests, for the window
+            self._met = 0  # ...how many of those met them
+            self._base_job: int | None = None
+            self._heap = queue_of(env)
         env.process(self._arrivals())
 
     # -- the engine's host seam -----------------------------------------------------------
     def start(self, job: Job, devices: tuple[int, ...], env: simpy.Environment, log: E.EventLog) -> simpy.Event:
         """The scheduler started the service job on ``devices``: create the replicas, hand
         them the waiting requests; the returned event fires when the stream has ended."""
+        if self.autoscaling is not None:
+            if job.id in self._by_job:
+                return self._start_added(self._by_job[job.id], devices)
+            self._base_job = job.id
         self._done = simpy.Event(env)
         self.replicas = [self.make_replica(i, env, self._tap, self.next_arrival_s, **self._device_of(i, devices))
                          for i in range(self.n_replicas)]
+        if self.autoscaling is not None:
+            self._start_scaling(job.id)
         for r in self.pending:
             self._route(r)
         self.pending = []
@@ -97,12 +216,12 @@ class ServiceHost:
             self._done.succeed()
         return self._done
 
-    def _device_of(self, i: int, devices: tuple[int, ...]) -> dict:
+    def _device_of(self, i: int, devices: tuple[int, ...], n_replicas: int | None = None) -> dict:
         """``{"device": spec}`` of replica ``i``'s share of ``devices`` (the smallest part if
         they differ), or nothing when the host was not given the cluster's devices."""
         if self.device_specs is None:
             return {}
-        tp = max(1, len(devices) // self.n_replicas)
+        tp = max(1, len(devices) // (self.n_replicas if n_replicas is None else n_replicas))
         specs = {self.device_specs[d] for d in devices[i * tp:(i + 1) * tp]}
         return {"device": min(specs, key=lambda d: (d.mem_bytes, d.flops, d.name))}
 
@@ -124,19 +243,185 @@ class ServiceHost:
                 self.pending.append(r)
 
     def _route(self, r) -> None:
+        if self.autoscaling is not None:
+            return self._route_scaled(r)
         reps = self.replicas
         reps[self.router.route(r, replica_loads(reps, self.router, r))].enqueue(r)
+
+    def _route_scaled(self, r) -> None:
+        """Route to a ready replica (the router sees only those, numbered by position)."""
+        active = self._active
+        loads = replica_loads([s.replica for s in active], self.router, r)
+        for pos, ld in enumerate(loads):
+            ld.index = pos
+        slot = active[self.router.route(r, loads)]
+        slot.outstanding += 1
+        self._where[r.id] = slot
+        slot.replica.enqueue(r)
 
     def request_ended(self) -> None:
         self._left -= 1
         if self._left == 0 and self._done is not None and not self._done.triggered:
             self._done.succeed()
 
+    # -- autoscaling ------------------------------------------------------------------------------
+    def _start_scaling(self, job_id: int) -> None:
+        """The service's own job started: its replicas are ready now; decisions begin."""
+        for i, rep in enumerate(self.replicas):
+            slot = _Slot(i, job_id, READY, added=False)
+            slot.replica = rep
+            self._slots.append(slot)
+            self._active.append(slot)
+            self._record(E.REPLICA_READY, slot, self.env.now)
+        self._at(self.env.now + self.autoscaling.policy.interval_s, self._tick)
+
+    def _at(self, time_s: float, callback: Callable) -> None:
+        """Call ``callback(event)`` at absolute ``time_s`` (exact: no ``now + (t - now)`` rounding)."""
+        push_at(self._heap, time_s, Instant(callback))
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """``(ready, provisioning, draining, queued)`` replicas of the service now."""
+        n = {QUEUED: 0, PROVISIONING: 0, READY: 0, DRAINING: 0, ENDED: 0}
+        for s in self._slots:
+            n[s.state] += 1
+        return n[READY], n[PROVISIONING], n[DRAINING], n[QUEUED]
+
+    def _record(self, kind: str, slot: _Slot, value: Any, extra: tuple = ()) -> None:
+        self.log.emit(self.env.now, kind, slot.job_id, (self.name, slot.index, *extra, value, *self.counts()))
+
+    def load(self) -> ServiceLoad:
+        """The service's load now, as the autoscaler sees it."""
+        now = self.env.now
+        ended, window = self._ended, self.autoscaling.policy.slo_window_s
+        while ended and ended[0][0] < now - window:
+            self._met -= ended.popleft()[1]
+        ready, prov, drain, queued = self.counts()
+        active = self._active
+        return ServiceLoad(now, ready, prov, drain, queued, self.n_replicas,
+                           waiting=sum(len(s.replica.waiting) for s in active),
+                           outstanding=sum(s.outstanding for s in active),
+                           slo_attainment=self._met / len(ended) if ended else math.nan, n_slo_samples=len(ended))
+
+    def _tick(self, _ev=None) -> None:
+        if self._left == 0:
+            return  # the stream has ended: no more decisions
+        a = self.autoscaling
+        step = a.policy.decide(self.load())
+        if step.delta > 0:
+            self._scale_up(step.reason)
+        elif step.delta < 0:
+            self._scale_down(step.reason)
+        self._at(self.env.now + a.policy.interval_s, self._tick)
+
+    def _scale_up(self, reason: str) -> None:
+        """Ask the cluster scheduler for one more replica (one pending at a time)."""
+        if any(s.state in (QUEUED, PROVISIONING) for s in self._slots):
+            return
+        a, now = self.autoscaling, self.env.now
+        slot = _Slot(len(self._slots), a.new_job_id(), QUEUED, added=True)
+        self._slots.append(slot)
+        self._by_job[slot.job_id] = slot
+        self._record(E.SCALE, slot, reason, (+1,))
+        a.submit(Job(slot.job_id, now, 0.0, gpus=a.tp, priority=a.priority,
+                     mem_bytes_per_device=a.mem_bytes_per_device, tenant=f"service:{self.name}",
+                     name=f"service:{self.name}/replica{slot.index}", service=self.name))
+
+    def _scale_down(self, reason: str) -> None:
+        """Drain one added ready replica: the fewest outstanding requests, then the newest."""
+        cands = [s for s in self._active if s.added]
+        if not cands:
+            return
+        self._drain(min(cands, key=lambda s: (s.outstanding, -s.index)), reason)
+
+    def _drain(self, slot: _Slot, reason: str | None = None) -> None:
+        """No new requests for ``slot``; it ends when its last one does (``reason``: a
+        scale-down's, logged as its ``scale`` record)."""
+        if slot.state == READY:
+            self._active.remove(slot)
+        slot.state = DRAINING
+        if reason is not None:
+            self._record(E.SCALE, slot, reason, (-1,))
+        self._record(E.DRAIN_START, slot, slot.outstanding)
+        if slot.outstanding == 0:
+            self._end(slot)
+
+    def _end(self, slot: _Slot) -> None:
+        slot.state = ENDED
+        self._record(E.DRAIN_END, slot, slot.outstanding)
+        slot.done.succeed()
+
+    def _start_added(self, slot: _Slot, devices: tuple[int, ...]) -> simpy.Event:
+        """The scheduler granted an added replica's job: it provisions, then takes requests
+        (or ends at once if the stream has ended meanwhile)."""
+        env = self.env
+        slot.done = simpy.Event(env)
+        slot.state = PROVISIONING
+        if self._left == 0:
+            self._drain(slot)
+            return slot.done
+        slot.replica = self.make_replica(slot.index, env, self._tap, self.next_arrival_s,
+                                         **self._device_of(0, devices, 1))
+        self.replicas.append(slot.replica)
+        ready_s = env.now + self.autoscaling.provisioning.delay_s
+        self._record(E.PROVISION_START, slot, ready_s)
+        self._at(ready_s, lambda _ev: self._ready(slot))
+        return slot.done
+
+    def _ready(self, slot: _Slot) -> None:
+        if slot.state != PROVISIONING:
+            return  # ended while provisioning (the stream ended)
+        slot.state = READY
+        self._active.append(slot)
+        self._active.sort(key=lambda s: s.index)
+        self._record(E.REPLICA_READY, slot, self.env.now)
+
+    def _scaled_request_ended(self, time_s: float, rid: int, finished: bool) -> None:
+        """A request ended (finished or failed): its replica's count, the SLO window; a
+        draining replica whose last request this was ends; the stream's end ends every added
+        replica."""
+        slot = self._where.pop(rid, None)
+        if slot is not None:
+            slot.outstanding -= 1
+            if slot.state == DRAINING and slot.outstanding == 0:
+                self._end(slot)
+        t0 = self._first_token.pop(rid, None)
+        met = False
+        if finished and t0 is not None:
+            r, a = self._req[rid], self.autoscaling
+            ttft = t0 - r.arrival_s
+            tpot = (time_s - t0) / (r.output_tokens - 1) if r.output_tokens > 1 else 0.0
+            met = (ttft <= (a.slo_ttft_s if r.slo_ttft_s is None else r.slo_ttft_s)
+                   and tpot <= (a.slo_tpot_s if r.slo_tpot_s is None else r.slo_tpot_s))
+        self._ended.append((time_s, met))
+        self._met += met
+        if self._left == 1:  # this is the stream's last request (request_ended follows)
+            for s in self._slots:
+                if s.added and s.state in (READY, PROVISIONING):
+                    self._drain(s)
+
     def flush_itl(self, time_s: float) -> None:
         """Log the replicas' inter-token latency corrections (the run calls this at its end, so
         that the cluster's records keep their numbers)."""
         for x in self.replicas:
             x.flush_itl(time_s)
+
+
+def replicas_table(log: E.EventLog) -> pd.DataFrame:
+    """Autoscaled services' replica counts over time: one row per scaling record (``scale``,
+    ``provision_start``, ``replica_ready``, ``drain_start``, ``drain_end``) with the service's
+    ready / provisioning / draining / queued replicas after it."""
+    cols = ["time_s", "service", "event", "job_id", "replica", "delta", "reason",
+            "n_ready", "n_provisioning", "n_draining", "n_queued"]
+    rows = []
+    for t, kind, subject, d in log.records:
+        if kind in SCALING_KINDS:
+            delta, reason = (d[2], d[3]) if kind == E.SCALE else (0, "")
+            rows.append((t, d[0], kind, subject, d[1], delta, reason, *d[-4:]))
+    return pd.DataFrame(rows, columns=cols).astype({"time_s": "float64", "service": "string", "event": "string",
+                                                     "job_id": "int64", "replica": "int64", "delta": "int64",
+                                                     "reason": "string", "n_ready": "int64",
+                                                     "n_provisioning": "int64", "n_draining": "int64",
+                                                     "n_queued": "int64"})
 
 
 def service_jobs(services: dict, first_id: int, tp: int) -> list[Job]:

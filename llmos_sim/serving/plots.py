@@ -127,3 +127,36 @@ def write_serving_plots(tables: dict, log, folder: str | Path) -> list[Path]:
     if len(bat):
         out.append(throughput_timeline(bat, folder / "throughput.png"))
     return out
+
+
+def replicas_plot(replicas: pd.DataFrame, path: str | Path, requests: pd.DataFrame | None = None) -> Path:
+    """Autoscaled services (the ``replicas`` table): per service, the replicas ready, ready or
+    provisioning, and asked for (queued at the cluster scheduler) over time; with
+    ``requests``, the service's arrivals per minute on a second axis."""
+    services = list(dict.fromkeys(replicas["service"].astype(str)))
+    fig, axes = plt.subplots(len(services), 1, figsize=(8, 2.8 * len(services)), squeeze=False)
+    unit, per = time_unit(float(replicas["time_s"].max()) if len(replicas) else 0.0)
+    for ax, name in zip(axes[:, 0], services):
+        d = replicas[replicas["service"].astype(str) == name]
+        t = d["time_s"].to_numpy(float) / per
+        ready = d["n_ready"].to_numpy(int)
+        prov = ready + d["n_provisioning"].to_numpy(int)
+        asked = prov + d["n_queued"].to_numpy(int)
+        ax.step(t, asked, where="post", color="0.6", ls=":", label="asked for (+ queued)")
+        ax.step(t, prov, where="post", color="tab:orange", label="ready + provisioning")
+        ax.step(t, ready, where="post", color="tab:blue", lw=2, label="ready")
+        ax.set_ylabel("replicas")
+        ax.set_title(f"service {name}", fontsize=9)
+        ax.set_ylim(0, max(int(asked.max()) if len(asked) else 1, 1) + 0.5)
+        ax.grid(True, alpha=0.3)
+        if requests is not None and "service" in requests and len(requests):
+            a = requests.loc[requests["service"].astype(str) == name, "arrival_s"].to_numpy(float)
+            if len(a):
+                edges = np.arange(0.0, a.max() + 60.0, 60.0)
+                n, _ = np.histogram(a, bins=edges)
+                ax2 = ax.twinx()
+                ax2.step(edges[:-1] / per, n, where="post", color="tab:green", alpha=0.5, lw=1)
+                ax2.set_ylabel("arrivals / min", color="tab:green")
+        ax.legend(fontsize=7, loc="upper left")
+    axes[-1, 0].set_xlabel(f"time ({unit})")
+    return _save(fig, path)

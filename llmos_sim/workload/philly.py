@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
 from llmos_sim.types import Job
 from llmos_sim.validate import count, non_negative, optional_count, positive
@@ -31,6 +32,9 @@ class PhillyTrace(Workload):
     - ``max_gpus``: drop jobs wider than this (None = keep; the engine fails jobs wider than
       the cluster)
     - ``mem_bytes_per_device``: the same ``M_d`` for every job (the trace has no memory column)
+    - ``skip_s``: drop the jobs submitted in the trace's first ``skip_s`` seconds (trace time,
+      before ``load``); the rest arrive from their own offset past that point (the trace's
+      first weeks are quiet: this picks a busier window)
     """
 
     SEED_VARIES = "nothing"  #: the trace is replayed as is, whatever the seed
@@ -45,6 +49,7 @@ class PhillyTrace(Workload):
         max_gpus: int | None = None,
         mem_bytes_per_device: int = 0,
         start_offset_s: float = 0.0,
+        skip_s: float = 0.0,
     ) -> None:
         self.path = path
         self.clusters = None if clusters is None else [str(c) for c in clusters]
@@ -54,6 +59,7 @@ class PhillyTrace(Workload):
         self.max_gpus = optional_count("workload.max_gpus", max_gpus, 1)
         self.mem_bytes_per_device = count("workload.mem_bytes_per_device", mem_bytes_per_device)
         self.start_offset_s = non_negative("workload.start_offset_s", start_offset_s)
+        self.skip_s = non_negative("workload.skip_s", skip_s)
 
     def frame(self):
         """The validated trace as a DataFrame (sorted by arrival, ``arrival_s`` added)."""
@@ -72,6 +78,11 @@ class PhillyTrace(Workload):
             if df.empty:
                 raise TraceError(f"{self.path}: no jobs with at most max_gpus={self.max_gpus} GPUs")
         t0 = df["timestamp"].min()
+        if self.skip_s:
+            df = df[(df["timestamp"] - t0).dt.total_seconds() >= self.skip_s]
+            if df.empty:
+                raise TraceError(f"{self.path}: no jobs after skip_s={self.skip_s:g} s")
+            t0 = t0 + pd.Timedelta(seconds=self.skip_s)
         df = df.assign(arrival_s=(df["timestamp"] - t0).dt.total_seconds() / self.load + self.start_offset_s)
         df = df.sort_values(["arrival_s", "line"], kind="stable")
         if self.max_jobs is not None:
