@@ -128,7 +128,14 @@ class HostTier:
             self.n_dropped_units += 1
 
     def put_unit(self, key: int, nbytes: int) -> bool:
-        """Keep a copy of an evicted unit (most recently used); False if it cannot fit at all."""
+        """Keep a copy of an evicted unit (most recently used); True when bytes were copied.
+        A unit the host already holds (the GPU recomputed it after an earlier offload: equal
+        hashes are equal KV) keeps its one copy, made most recently used, and nothing is
+        copied; False too when it cannot fit at all."""
+        old = self._units.pop(key, None)
+        if old is not None:
+            self._units[key] = old
+            return False
         a = self._room(nbytes)
         if a is None:
             return False

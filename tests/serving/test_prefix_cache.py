@@ -11,7 +11,7 @@ import gzip
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from llmos_sim.policies.routing import PrefixAware, ReplicaLoad
 from llmos_sim.serving import simulate
@@ -198,6 +198,9 @@ ROW = st.tuples(st.integers(0, 8), st.integers(1, 120), st.integers(1, 12), st.l
        pool=st.sampled_from(sorted(POOLS)), blocks=st.integers(4, 30), mode=st.sampled_from(["recompute", "swap"]),
        replicas=st.integers(1, 2), router=st.sampled_from(["round_robin", "prefix_aware"]),
        host=st.sampled_from([None, 0, 20_000, 10**7]))
+# found by this property: unit 808 offloaded, recomputed on the GPU, then evicted again kept two host copies
+@example(rows=[(0, 1, 1, []), (0, 32, 1, [0]), (0, 32, 1, [0]), (0, 1, 1, [])], batching="static", pool="buddy",
+         blocks=4, mode="recompute", replicas=1, router="round_robin", host=10**7)
 def test_prefix_caching_bookkeeping_property(tmp_path, rows, batching, pool, blocks, mode, replicas, router, host):
     # hashes from a small tree (a prefix of (a, b, c) choices): shared prefixes are common
     rows = [(t, n, o, [hash(tuple(pick[:j + 1])) % 1000 for j in range(-(-n // 32))] if pick else
@@ -225,6 +228,15 @@ def test_prefix_caching_bookkeeping_property(tmp_path, rows, batching, pool, blo
 
 # -- the host-memory tier ----------------------------------------------------------------------
 UNIT_BYTES = 2 * 16 * 512  # one 32-token unit of the tiny model
+
+
+def test_a_unit_the_host_already_holds_is_not_copied_again():
+    from llmos_sim.serving.kv import HostTier
+
+    host = HostTier(10 * UNIT_BYTES)
+    assert host.put_unit(7, UNIT_BYTES) and host.put_unit(8, UNIT_BYTES)
+    assert not host.put_unit(7, UNIT_BYTES)  # the GPU recomputed unit 7 and evicts it again: one copy
+    assert host.used_bytes == 2 * UNIT_BYTES and list(host._units) == [8, 7]  # 7 is now most recently used
 
 
 def _shapes(monkeypatch):
