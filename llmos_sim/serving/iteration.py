@@ -8,7 +8,6 @@ here is arithmetic on the sequence state, so it is tested on hand-built tables
 """
 from __future__ import annotations
 
-from itertools import repeat
 from typing import Callable
 
 from llmos_sim.serving.view import SeqTable, block_growth
@@ -61,12 +60,12 @@ def prefill_shape(tokens: list[int], pre: list[int], prompt: list[int], generate
 def span_on_free_blocks(computed: list[int], blocks: list[int], k: int, block_tokens: int, free: int) -> int:
     """The longest decode span ``k' <= k`` whose block growth (every row one token per
     iteration) fits in ``free`` blocks, given that one iteration's already does (so at least 1)."""
-    if sum(block_growth(computed, repeat(k), blocks, block_tokens)[1]) <= free:
+    if sum(block_growth(computed, k, blocks, block_tokens)[1]) <= free:
         return k
     lo, hi = 1, k  # need(lo) fits, need(hi) does not
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if sum(block_growth(computed, repeat(mid), blocks, block_tokens)[1]) <= free:
+        if sum(block_growth(computed, mid, blocks, block_tokens)[1]) <= free:
             lo = mid
         else:
             hi = mid

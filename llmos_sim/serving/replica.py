@@ -34,7 +34,6 @@ that cross a block boundary.
 from __future__ import annotations
 
 from bisect import bisect_right
-from itertools import repeat
 from operator import sub
 from typing import TYPE_CHECKING
 
@@ -184,6 +183,7 @@ class Replica:
     # -- the loop -----------------------------------------------------------------------
     def _loop(self):
         env = self.env
+        heap = self._queue[0]  # SimPy's event heap: its head is ``env.peek()``
         stalls = 0
         while True:
             if not self.table.rid and not self.waiting:  # no rows running, none waiting
@@ -214,7 +214,7 @@ class Replica:
                 continue
             stalls = 0
             end = self.now + plan.duration_s
-            if end >= env.peek() or (plan.may_finish and self.sync_finishes):
+            if (heap and end >= heap[0][0]) or (plan.may_finish and self.sync_finishes):
                 # something else may happen first (let SimPy order it), or this iteration may
                 # finish a request, which others see at once (a service host counts them)
                 yield self._at(end)
@@ -679,7 +679,7 @@ class Replica:
             free = kv.free_blocks - (sum(later[1]) if later is not None else 0)
             # rows crossing into new blocks over k iterations, and how many each needs
             k_rows = k
-            rows, g = block_growth(c, repeat(k), b, bt)
+            rows, g = block_growth(c, k, b, bt)
             if sum(g) > free:
                 k = span_on_free_blocks(c, b, k, bt, free)  # (one iteration's blocks are already taken)
                 if k <= 1:
@@ -697,7 +697,7 @@ class Replica:
             return 1, (0.0, None), True
         if grow:
             if k != k_rows:
-                rows, g = block_growth(c, repeat(k), b, bt)
+                rows, g = block_growth(c, k, b, bt)
             if rows or later is not None:
                 if live is not None:
                     rows = [live[i] for i in rows]

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from itertools import count
 from typing import Iterable, Protocol, Sequence
 
 import numpy as np
@@ -56,16 +57,35 @@ def blocks_for(tokens: int, block_tokens: int) -> int:
     return -(-tokens // block_tokens)
 
 
-def block_growth(computed: Iterable[int], tokens: Iterable[int], blocks: Iterable[int],
+def block_growth(computed: Iterable[int], tokens: "Iterable[int] | int", blocks: Iterable[int],
                  block_tokens: int) -> tuple[list[int], list[int]]:
     """``(rows, need)``: the rows (positions, ascending) whose ``computed + tokens`` tokens need
     more blocks than the ``blocks`` they hold, and how many more each needs
     (``ceil((computed + tokens) / block_tokens) - blocks`` > 0). ``tokens`` may be any
-    iterable (``itertools.repeat(k)`` for ``k`` tokens each)."""
+    iterable, or an int ``k`` for ``k`` tokens each (as ``itertools.repeat(k)``).
+
+    One pass tests each row (``computed + tokens > blocks * block_tokens``: the same rows as
+    the ceiling > 0) and a second counts the blocks of the few rows that cross: a decode
+    iteration moves most rows within the block they hold."""
+    if type(computed) is not list:
+        computed = list(computed)
+    if type(blocks) is not list:
+        blocks = list(blocks)
     b1 = block_tokens - 1
-    g = [(c + t + b1) // block_tokens - b for c, t, b in zip(computed, tokens, blocks)]
-    rows = [i for i, n in enumerate(g) if n > 0]
-    return rows, [g[i] for i in rows]
+    if type(tokens) is int:
+        k = tokens
+        rows = [i for i, c, b in zip(count(), computed, blocks) if c + k > b * block_tokens]
+        if not rows:
+            return rows, []
+        return rows, [(computed[i] + k + b1) // block_tokens - blocks[i] for i in rows]
+    if not isinstance(tokens, (list, tuple)):  # any iterable (maybe endless: ``repeat(k)``)
+        g = [(c + t + b1) // block_tokens - b for c, t, b in zip(computed, tokens, blocks)]
+        rows = [i for i, n in enumerate(g) if n > 0]
+        return rows, [g[i] for i in rows]
+    rows = [i for i, c, t, b in zip(count(), computed, tokens, blocks) if c + t > b * block_tokens]
+    if not rows:
+        return rows, []
+    return rows, [(computed[i] + tokens[i] + b1) // block_tokens - blocks[i] for i in rows]
 
 
 class KVView(Protocol):

@@ -4,6 +4,9 @@ import subprocess
 import sys
 from itertools import repeat
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from llmos_sim.serving.view import GROW, RESERVE, KVMode, block_growth, blocks_for
 
 HEAVY = ("pandas", "pyarrow", "simpy", "hydra", "llmos_sim.engine", "llmos_sim.serving.system",
@@ -41,4 +44,21 @@ def test_block_growth_on_hand_built_rows():
     assert block_growth([3, 8, 0, 5], [2, 0, 9, 1], [1, 2, 0, 3], 4) == ([0, 2], [1, 3])
     # k tokens each (a decode span): 4 decode steps from 7 and 8 tokens in blocks of 4
     assert block_growth([7, 8], repeat(4), [2, 2], 4) == ([0, 1], [1, 1])
+    assert block_growth([7, 8], 4, [2, 2], 4) == ([0, 1], [1, 1])  # (an int: k each)
     assert block_growth([], [], [], 16) == ([], [])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 300), st.integers(0, 40), st.integers(0, 25)), max_size=20),
+       st.integers(1, 32), st.integers(0, 40))
+def test_block_growth_is_the_ceiling_formula(rows, bt, k):
+    """Whatever form ``tokens`` takes, the rows and counts are those of the definition:
+    ``ceil((computed + tokens) / block_tokens) - blocks`` where it is > 0."""
+    C, T, B = ([r[i] for r in rows] for i in range(3))
+    g = [-(-(c + t) // bt) - b for c, t, b in zip(C, T, B)]
+    want = [i for i, n in enumerate(g) if n > 0]
+    assert block_growth(C, T, B, bt) == (want, [g[i] for i in want])
+    assert block_growth(tuple(C), iter(T), iter(B), bt) == (want, [g[i] for i in want])
+    gk = [-(-(c + k) // bt) - b for c, b in zip(C, B)]
+    want_k = ([i for i, n in enumerate(gk) if n > 0], [n for n in gk if n > 0])
+    assert block_growth(C, k, B, bt) == want_k == block_growth(C, repeat(k), B, bt)

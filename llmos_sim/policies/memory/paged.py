@@ -16,9 +16,12 @@ the call is O(1) when the sequence stays within its last block and O(blocks) oth
 """
 from __future__ import annotations
 
+from operator import attrgetter, is_
 from typing import Hashable, Sequence
 
 from llmos_sim.policies.memory.base import Allocation, BlockPool
+
+_ID = attrgetter("id")
 
 
 class PagedPool(BlockPool):
@@ -198,7 +201,7 @@ class PagedPool(BlockPool):
         ValueError), counts >= 0 (else ValueError); False (one failure counted) when the
         blocks of all together are not free."""
         live = self._live
-        if any(live.get(a.id) is not a for a in allocations):
+        if not all(map(is_, map(live.get, map(_ID, allocations)), allocations)):  # (each the live object)
             raise ValueError(f"{who}: an allocation is not live in this pool")
         if counts and min(counts) < 0:
             raise ValueError(f"{who}: counts must be >= 0")
