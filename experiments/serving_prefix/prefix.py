@@ -19,13 +19,12 @@ from collections import OrderedDict
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[2]
+from llmos_sim.run import compose  # noqa: E402
 from llmos_sim.serving import simulate  # noqa: E402
 from llmos_sim.workload.mooncake import MooncakeTrace  # noqa: E402
 
-C = ROOT / "configs"
 KEYS = ("prefix_hit_rate_tokens", "prefix_hit_rate_blocks", "prefix_host_hit_rate_blocks", "mean_ttft_ms", "median_ttft_ms", "p90_ttft_ms",
         "p99_ttft_ms", "mean_tpot_ms", "p99_itl_ms", "output_throughput", "request_throughput", "n_preemptions",
         "completed")
@@ -33,19 +32,14 @@ KEYS = ("prefix_hit_rate_tokens", "prefix_hit_rate_blocks", "prefix_host_hit_rat
 
 def cfg(router: str, caching: bool, replicas: int, n: int | None, kv_blocks: int | None = None,
         load_tokens: float | None = None, rate_scale: float = 1.0, host_gb: float | None = None):
-    wl = OmegaConf.load(C / "workload" / "mooncake_conv.yaml")
-    wl.max_requests, wl.rate_scale = n, rate_scale
-    s = OmegaConf.load(C / "serving" / "default.yaml")
-    s.replicas, s.prefix_caching, s.num_kv_blocks = replicas, caching, kv_blocks
-    s.host_kv_bytes = None if host_gb is None else int(host_gb * 1e9)
-    r = OmegaConf.load(C / "router" / f"{router}.yaml")
+    """The shipped experiment config (``experiment=serving_prefix``) with this run's overrides."""
+    o = [f"router={router}", f"serving.prefix_caching={str(caching).lower()}", f"serving.replicas={replicas}",
+         f"workload.max_requests={'null' if n is None else n}", f"workload.rate_scale={rate_scale}",
+         f"serving.num_kv_blocks={'null' if kv_blocks is None else kv_blocks}",
+         f"serving.host_kv_bytes={'null' if host_gb is None else int(host_gb * 1e9)}"]
     if load_tokens is not None:
-        r.load_tokens = load_tokens
-    return OmegaConf.create({"mode": "serving", "workload": wl,
-                             "batching": OmegaConf.load(C / "batching" / "chunked_prefill.yaml"), "router": r,
-                             "memory": OmegaConf.load(C / "memory" / "paged.yaml"),
-                             "model": OmegaConf.load(C / "model" / "llama31_8b.yaml"),
-                             "gpu": OmegaConf.load(C / "gpu" / "h100.yaml"), "serving": s})
+        o.append(f"router.load_tokens={load_tokens}")
+    return compose(["experiment=serving_prefix", *o])
 
 
 def run(c) -> dict:
