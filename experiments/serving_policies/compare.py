@@ -13,25 +13,17 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[2]
+from llmos_sim.run import compose  # noqa: E402
 from llmos_sim.serving import simulate  # noqa: E402
-
-C = ROOT / "configs"
 
 
 def cfg(batching: str, memory: str, n: int, rate_scale: float, kv_blocks: int):
-    wl = OmegaConf.load(C / "workload" / "azure_conv.yaml")
-    wl.max_requests, wl.rate_scale = n, rate_scale
-    s = OmegaConf.load(C / "serving" / "default.yaml")
-    s.num_kv_blocks = kv_blocks
-    return OmegaConf.create({"mode": "serving", "workload": wl,
-                             "batching": OmegaConf.load(C / "batching" / f"{batching}.yaml"),
-                             "router": OmegaConf.load(C / "router" / "round_robin.yaml"),
-                             "memory": OmegaConf.load(C / "memory" / f"{memory}.yaml"),
-                             "model": OmegaConf.load(C / "model" / "llama31_8b.yaml"),
-                             "gpu": OmegaConf.load(C / "gpu" / "h100.yaml"), "serving": s})
+    """One H100 serving Llama-3.1-8B on the Azure conversation trace, composed as the command line would."""
+    return compose(["mode=serving", "workload=azure_conv", f"workload.max_requests={n}",
+                    f"workload.rate_scale={rate_scale}", f"batching={batching}", "router=round_robin",
+                    f"memory={memory}", "model=llama31_8b", "gpu=h100", f"serving.num_kv_blocks={kv_blocks}"])
 
 
 def main() -> None:
