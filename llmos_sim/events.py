@@ -151,6 +151,14 @@ class EventLog:
         self.derived[c] = make_data
         return c
 
+    def int_rows(self, kinds: Sequence, width: int) -> "IntRows":
+        """Make ``kinds`` derived from one :class:`IntRows` of ``width`` (before their first
+        records): their emitters store ``rows.store(data)`` instead of the tuple."""
+        rows = IntRows(width)
+        for kind in kinds:
+            self.derive(kind, rows)
+        return rows
+
     def data_at(self, positions: list) -> list:
         """The data tuples of the records at ``positions`` (derived kinds made)."""
         out = _gather(self.data, positions)
@@ -261,6 +269,51 @@ class EventLog:
                     "data": data,
                 }
             )
+
+
+class IntRows:
+    """Data tuples of ``width`` exact ints stored as rows of one int64 array (8 bytes a value,
+    no tuple or int object per record): the data of a derived kind whose records are mostly
+    such tuples (the engine's memory records: owner, offset, sizes and the pool's levels).
+    :meth:`store` keeps a fitting tuple as its row number and anything else as itself;
+    calling the rows with what was stored gives the tuple back (ints read back as ints)."""
+
+    __slots__ = ("width", "values")
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.values = array("q")
+
+    def store(self, data: tuple) -> "int | tuple":
+        """The row number of ``data`` (appended) if it is ``width`` exact ints within int64,
+        else ``data`` itself."""
+        if len(data) != self.width or set(map(type, data)) != {int}:
+            return data
+        values = self.values
+        n = len(values)
+        try:
+            values.extend(data)
+        except OverflowError:
+            del values[n:]
+            return data
+        return n // self.width
+
+    def __call__(self, stored: "int | tuple") -> tuple:
+        if type(stored) is int:
+            i = stored * self.width
+            return tuple(self.values[i:i + self.width])
+        return stored
+
+    def __getstate__(self) -> tuple:
+        return self.width, self.values
+
+    def __setstate__(self, state: tuple) -> None:
+        self.width, self.values = state
+
+    def matrix(self) -> np.ndarray:
+        """The rows as an ``(n, width)`` int64 array (a view: read it before more rows come)."""
+        return np.frombuffer(self.values, dtype=np.int64).reshape(-1, self.width) if len(self.values) \
+            else np.zeros((0, self.width), np.int64)
 
 
 class Records(Sequence):

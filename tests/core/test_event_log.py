@@ -170,3 +170,18 @@ def test_events_table_in_blocks_equals_the_whole_columns(recs, block, derive):
     assert list(E._data_texts(log, kinds, codes, size=block)) == list(whole)
     table = log.table()
     assert table["data"].tolist() == list(whole) and table["kind"].tolist() == [k for k, _ in recs]
+
+
+def test_int_rows_keep_exact_int_tuples_as_rows_and_anything_else_as_given():
+    log = EventLog()
+    rows = log.int_rows((E.MEM_ALLOC, E.MEM_FREE), 3)
+    datas = [(1, 2, 3), (4, np.int64(5), 6), (True, 0, 0), (1, 2), (2**63, 0, 0), (-2**63, 2**63 - 1, 0), (1.0, 2, 3)]
+    stored = [rows.store(d) for d in datas]
+    assert stored[0] == 0 and stored[5] == 1 and len(rows.values) == 6  # the overflowing tuple left no partial row
+    assert all(s is d for s, d in zip(stored, datas) if type(s) is tuple) and sum(type(s) is int for s in stored) == 2
+    for i, s in enumerate(stored):
+        log.emit(float(i), E.MEM_ALLOC if i % 2 else E.MEM_FREE, i, s)
+    back = [r[3] for r in log.records]
+    assert back == datas and [tuple(map(type, b)) for b in back] == [tuple(map(type, d)) for d in datas]
+    assert [r[3] for r in pickle.loads(pickle.dumps(log)).records] == datas
+    assert rows.matrix().tolist() == [[1, 2, 3], [-2**63, 2**63 - 1, 0]]
