@@ -123,6 +123,9 @@ class Engine:
         self._c_start, self._c_finish = log_.code_of(E.START), log_.code_of(E.FINISH)
         self._log_time, self._log_code = log_.time.append, log_.code.append
         self._log_subject, self._log_data = log_.subject.append, log_.data.append
+        # memory records' data (owner, offset, sizes, the pool's levels: 8 ints) kept as int64 rows
+        self._mem_data = (log_.int_rows((E.MEM_ALLOC, E.MEM_FREE), 8).store if log_memory and pool_factory
+                          else tuple)
         self.round_s = round_s if round_s is not None else scheduler.round_s
         self.on_memory_full = on_memory_full
         self.preempt_overhead_s = float(preempt_overhead_s)
@@ -544,7 +547,7 @@ class Engine:
                 self._free_memory(got)
                 return None
             if self.log_memory:
-                emit(now, E.MEM_ALLOC, dv, (job.id, a.offset, a.nbytes, a.requested, *pools[dv].levels()))
+                emit(now, E.MEM_ALLOC, dv, self._mem_data((job.id, a.offset, a.nbytes, a.requested, *pools[dv].levels())))
             got.append((dv, a))
         return got
 
@@ -575,7 +578,7 @@ class Engine:
         for dv, a in allocations:
             pools[dv].free(a)
             if self.log_memory:
-                emit(now, E.MEM_FREE, dv, (a.tag, a.offset, a.nbytes, a.requested, *pools[dv].levels()))
+                emit(now, E.MEM_FREE, dv, self._mem_data((a.tag, a.offset, a.nbytes, a.requested, *pools[dv].levels())))
 
     # -- job life cycle -------------------------------------------------------------------
     def _start(self, job: Job, devices: tuple[int, ...]) -> None:

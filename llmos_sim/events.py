@@ -171,6 +171,14 @@ class EventLog:
         self.derived[c] = make_data
         return c
 
+    def int_rows(self, kinds: Sequence, width: int) -> "IntRows":
+        """Make ``kinds`` derived from one :class:`IntRows` of ``width`` (before their first
+        records): their emitters store ``rows.store(data)`` instead of the tuple."""
+        rows = IntRows(width)
+        for kind in kinds:
+            self.derive(kind, rows)
+        return rows
+
     def data_at(self, positions: list) -> list:
         """The data tuples of the records at ``positions`` (derived kinds made)."""
         out = _gather(self.data, positions)
@@ -259,27 +267,73 @@ class EventLog:
         "share_milli": 1000, "rate_flops_s": 1e+13}``; no data: ``{}``; tuples become arrays;
         non-finite floats ``NaN`` / ``Infinity`` as Python's ``json`` writes them): read it with
         :func:`parse_data` or ``json.loads``. ``by_kind``: the log already grouped (the serving
-        tables share one :class:`ByKind`)."""
+        tables share one :class:`ByKind`); without it the ``data`` texts are made block by
+        block of the log (:func:`_data_texts`), so the whole log is never split into columns
+        at once."""
         if not len(self):
             return pd.DataFrame({"seq": [], "time_s": [], "kind": [], "subject": [], "data": []})
         with sparse_gc():  # many short-lived containers: the collector would rescan the log's objects
             if by_kind is None:
-                return self._table(ByKind(self), release=True)
-            return self._table(by_kind)
+                kinds, codes = _present_kinds(self)
+                data = _data_texts(self, kinds, codes)
+            else:
+                kinds, codes, data = by_kind.kinds, by_kind.codes, by_kind.data_strings()
+            return pd.DataFrame(
+                {
+                    "seq": range(len(self)),
+                    "time_s": self.times_array(),
+                    # the few distinct kinds, gathered by code (exact strings only: codes merge equal values)
+                    "kind": (pd.Series(kinds).array.take(codes) if set(map(type, kinds)) == {str}
+                             else [kinds[c] for c in codes.tolist()]),
+                    "subject": _str_by_distinct(self.subject),
+                    "data": data,
+                }
+            )
 
-    def _table(self, by_kind: "ByKind", release: bool = False) -> pd.DataFrame:
-        kinds = by_kind.kinds
-        return pd.DataFrame(
-            {
-                "seq": range(len(self)),
-                "time_s": self.times_array(),
-                # the few distinct kinds, gathered by code (exact strings only: codes merge equal values)
-                "kind": (pd.Series(kinds).array.take(by_kind.codes) if set(map(type, kinds)) == {str}
-                         else [kinds[c] for c in by_kind.codes.tolist()]),
-                "subject": _str_by_distinct(self.subject),
-                "data": by_kind.data_strings(release),
-            }
-        )
+
+class IntRows:
+    """Data tuples of ``width`` exact ints stored as rows of one int64 array (8 bytes a value,
+    no tuple or int object per record): the data of a derived kind whose records are mostly
+    such tuples (the engine's memory records: owner, offset, sizes and the pool's levels).
+    :meth:`store` keeps a fitting tuple as its row number and anything else as itself;
+    calling the rows with what was stored gives the tuple back (ints read back as ints)."""
+
+    __slots__ = ("width", "values")
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.values = array("q")
+
+    def store(self, data: tuple) -> "int | tuple":
+        """The row number of ``data`` (appended) if it is ``width`` exact ints within int64,
+        else ``data`` itself."""
+        if len(data) != self.width or set(map(type, data)) != {int}:
+            return data
+        values = self.values
+        n = len(values)
+        try:
+            values.extend(data)
+        except OverflowError:
+            del values[n:]
+            return data
+        return n // self.width
+
+    def __call__(self, stored: "int | tuple") -> tuple:
+        if type(stored) is int:
+            i = stored * self.width
+            return tuple(self.values[i:i + self.width])
+        return stored
+
+    def __getstate__(self) -> tuple:
+        return self.width, self.values
+
+    def __setstate__(self, state: tuple) -> None:
+        self.width, self.values = state
+
+    def matrix(self) -> np.ndarray:
+        """The rows as an ``(n, width)`` int64 array (a view: read it before more rows come)."""
+        return np.frombuffer(self.values, dtype=np.int64).reshape(-1, self.width) if len(self.values) \
+            else np.zeros((0, self.width), np.int64)
 
 
 class Records(Sequence):
@@ -348,14 +402,7 @@ class ByKind:
     def __init__(self, records: "EventLog | Records | list") -> None:
         log = records._log if isinstance(records, Records) else records
         if isinstance(log, EventLog):  # the columns, gathered by numpy indexing
-            codes = log.codes_array()
-            # the kinds with records, in order of their first record (a kind may be interned early)
-            present, first = np.unique(codes, return_index=True)
-            present = present[np.argsort(first)]
-            remap = np.zeros(len(log.kinds) + 1, dtype=np.intp)
-            remap[present] = np.arange(len(present))
-            codes = remap[codes]
-            self.kinds: list = [log.kinds[c] for c in present.tolist()]
+            self.kinds, codes = _present_kinds(log)
             times, subjects, datas = log.time, log.subject, log.data
             derived = {log.kinds[c]: f for c, f in log.derived.items()}
         else:  # a plain list of record tuples
@@ -380,28 +427,176 @@ class ByKind:
                 data = map(derived[kind], data)
             self.groups[kind] = KindRecords(seq, tuple(_gather(times, pos)), tuple(_gather(subjects, pos)), tuple(data))
 
-    def data_strings(self, release: bool = False):
+    def data_strings(self):
         """Every record's data as a JSON object keyed by the kind's :data:`FIELDS`, as a string
-        column in log order. Per kind, when its data are tuples of one length, column by column
-        (numbers through Arrow's formatting, strings once per distinct value); otherwise record
-        by record. ``release``: drop each kind's split columns once its strings are made (less
-        peak memory, when nothing else will read this grouping)."""
-        parts = []
-        for kind, group in self.groups.items():
-            parts.append(group.data_json(kind))
-            if release:
-                group.release()
-        if not parts:
-            parts = [pa.array([], type=pa.large_string())]
-        inverse = np.empty_like(self.order)
-        inverse[self.order] = np.arange(len(self.order))
-        joined = pa.chunked_array(parts).take(pa.array(inverse))
-        del parts
-        joined = joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
-        dtype = pd.Series([""]).dtype  # what a table infers for strings with this pandas
-        if dtype == object:
-            return joined.to_numpy(zero_copy_only=False)
-        return pd.array(joined, dtype=dtype)
+        column in log order (see :meth:`KindRecords.data_json`)."""
+        parts = [group.data_json(kind) for kind, group in self.groups.items()]
+        return _text_column(_in_log_order(parts, self.order))
+
+
+def _present_kinds(log: EventLog) -> tuple[list, np.ndarray]:
+    """The kinds with records, in order of their first record (a kind may be interned before
+    it has one), and each record's index in that list."""
+    codes = log.codes_array()
+    present, first = np.unique(codes, return_index=True)
+    present = present[np.argsort(first)]
+    remap = np.zeros(len(log.kinds) + 1, dtype=np.intp)
+    remap[present] = np.arange(len(present))
+    return [log.kinds[c] for c in present.tolist()], remap[codes]
+
+
+def _in_log_order(parts: list, order: np.ndarray) -> pa.Array:
+    """The kinds' text arrays (``parts``, concatenated: the records in ``order``) put back in
+    log order."""
+    if not parts:
+        return pa.array([], type=pa.large_string())
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    joined = pa.chunked_array(parts).take(pa.array(inverse))
+    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
+
+
+def _text_column(texts: "pa.Array | pa.ChunkedArray"):
+    """Arrow texts as the table's string column (Arrow-backed where this pandas infers that
+    for strings: no copy, chunks kept)."""
+    dtype = pd.Series([""]).dtype  # what a table infers for strings with this pandas
+    if dtype == object:
+        return texts.to_numpy(zero_copy_only=False)
+    return pd.array(texts, dtype=dtype)
+
+
+#: records per block of the events table's ``data`` column (:func:`_data_texts`)
+TEXT_BLOCK = 1 << 16
+
+
+def _blocks(log: EventLog, kinds: list, codes: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, list]]:
+    """The log in blocks of ``size`` records: per block, its records' order by kind (stable)
+    and ``(kind index, data tuples in log order)`` for each kind present in it."""
+    derived = {kinds.index(log.kinds[c]): f for c, f in log.derived.items() if log.kinds[c] in kinds}
+    for s in range(0, len(codes), size):
+        block = codes[s:s + size]
+        order = np.argsort(block, kind="stable")
+        counts = np.bincount(block, minlength=len(kinds))
+        ends = np.cumsum(counts)
+        groups = []
+        for k in np.flatnonzero(counts).tolist():
+            data = _gather(log.data, (order[ends[k] - counts[k]:ends[k]] + s).tolist())
+            groups.append((k, list(map(derived[k], data)) if k in derived else data))
+        yield order, groups
+
+
+def _data_texts(log: EventLog, kinds: list, codes: np.ndarray, size: int = TEXT_BLOCK):
+    """The events table's ``data`` column made block by block of the log: a first sweep
+    decides per kind how its data are written (:class:`_KindPlan`, from all its records),
+    a second writes each block's texts and puts them in log order. Only one block's data
+    columns and texts are held besides the result, which stays in chunks."""
+    plans = [_KindPlan(kind) for kind in kinds]
+    for _, groups in _blocks(log, kinds, codes, size):
+        for k, data in groups:
+            plans[k].see(data)
+    out = []
+    for order, groups in _blocks(log, kinds, codes, size):
+        out.append(_in_log_order([plans[k].texts(data) for k, data in groups], order))
+    return _text_column(pa.chunked_array(out, type=pa.large_string()))
+
+
+_NUMBERS = frozenset((int, np.int64, float, np.float64))
+_FLOATS = frozenset((float, np.float64))
+
+
+def _field_way(types: set, int64: bool) -> str:
+    """How a data field is written, from the exact types of all its values and whether numpy
+    makes them one int64 array: ``int`` and ``float`` through Arrow, ``str`` once per
+    distinct value, ``any`` by ``json.dumps``."""
+    if types and types <= _NUMBERS:
+        if int64:
+            return "int"
+        if types <= _FLOATS:
+            return "float"
+    return "str" if types == {str} else "any"
+
+
+def _field_json(values: Sequence, way: str, array: "np.ndarray | None" = None) -> pa.Array:
+    """``values`` as JSON texts written the ``way`` :func:`_field_way` chose (``array``: the
+    values as numpy made them, if at hand). Each value's text depends on the way alone, so
+    any slice of a column written the same way gives the same texts."""
+    if way == "int":
+        return pa.array(np.array(values, dtype=np.int64) if array is None else array).cast(pa.large_string())
+    if way == "float":
+        return _float_json(np.array(values, dtype=np.float64) if array is None else array)
+    if way == "str":
+        codes, distinct = pd.factorize(np.array(values, dtype=object))
+        return pa.array([json.dumps(v) for v in distinct], type=pa.large_string()).take(pa.array(codes))
+    return pa.array([json.dumps(v, default=_json_default) for v in values], type=pa.large_string())
+
+
+def _kind_json(kind: str, data: Sequence, columns: "list[tuple] | None", ways: Sequence[str], field_json=None) -> pa.Array:
+    """One kind's records' data as JSON objects keyed by ``FIELDS[kind]`` (``f0, f1, ...``
+    where a record's data does not match them), in order. ``columns``: the data split by
+    field when the kind's data are all tuples of one length, else ``None``; ``ways``: per
+    field (:func:`_field_way`); ``field_json(j)``: field ``j``'s texts (default: from
+    ``columns``)."""
+    names = FIELDS.get(kind, ())
+    if columns is None or len(ways) != len(names):
+        def obj(d: Any) -> str:
+            d = d if isinstance(d, tuple) else (d,)
+            keys = names if len(d) == len(names) else [f"f{j}" for j in range(len(d))]
+            return json.dumps(dict(zip(keys, d)), default=_json_default)
+
+        return pa.array(["{}" if isinstance(d, tuple) and not d else obj(d) for d in data], type=pa.large_string())
+    if not ways:  # empty tuples
+        return pa.array(["{}"] * len(data), type=pa.large_string())
+    parts: list = []
+    for j, name in enumerate(names):
+        parts += [pa.scalar(("{" if j == 0 else ", ") + json.dumps(name) + ": ", type=pa.large_string()),
+                  field_json(j) if field_json is not None else _field_json(columns[j], ways[j])]
+    parts.append(_TEXT["}"])
+    return pc.binary_join_element_wise(*parts, _TEXT[""])
+
+
+class _KindPlan:
+    """How one kind's data are written, decided from all its records seen block by block
+    (:meth:`see`), so each block is written (:meth:`texts`) exactly as the whole column
+    would be: whether its data are tuples of one length, and per field the exact types of
+    its values and whether numpy makes them int64 (as :meth:`KindRecords.data_json` decides
+    on the whole column)."""
+
+    __slots__ = ("kind", "regular", "lengths", "types", "int64", "_ways")
+
+    def __init__(self, kind: Any) -> None:
+        self.kind = kind
+        self.regular = True  # every record's data is a tuple
+        self.lengths: set[int] = set()
+        self.types: list[set] = []
+        self.int64: list[bool] = []
+        self._ways: "tuple[str, ...] | None" = None
+
+    def see(self, data: list) -> None:
+        if not self.regular:
+            return
+        if set(map(type, data)) != {tuple}:
+            self.regular = False
+            return
+        self.lengths |= set(map(len, data))
+        if len(self.lengths) != 1:
+            self.regular = False
+            return
+        for j, col in enumerate(zip(*data)):
+            if j == len(self.types):
+                self.types.append(set())
+                self.int64.append(True)
+            types = set(map(type, col))
+            self.types[j] |= types
+            if self.int64[j]:
+                self.int64[j] = types <= _NUMBERS and np.array(col).dtype == np.int64
+
+    def texts(self, data: list) -> pa.Array:
+        if self._ways is None:
+            self._ways = tuple(map(_field_way, self.types, self.int64)) if self.regular else ()
+        if not self.regular:
+            return _kind_json(self.kind, data, None, ())
+        columns = list(zip(*data))
+        return _kind_json(self.kind, data, columns, self._ways)
 
 
 class KindRecords:
@@ -417,10 +612,6 @@ class KindRecords:
 
     def __len__(self) -> int:
         return len(self.seq)
-
-    def release(self) -> None:
-        """Forget the split columns and arrays (they are made again if asked for)."""
-        self._columns, self._arrays = False, {}
 
     def data_columns(self) -> "list[tuple] | None":
         """The data split into one tuple per field, when every record's data is a tuple of
@@ -440,43 +631,20 @@ class KindRecords:
             a = self._arrays[field] = np.array(self.data_columns()[field])
         return a
 
-    def _json(self, field: int) -> pa.Array:
-        """Data column ``field`` as JSON texts (an Arrow string array): integers and floats
-        formatted by Arrow (shortest round-trip digits; whole floats keep a ``.0``), strings
-        encoded once per distinct value, anything else by ``json.dumps``."""
+    def _way(self, field: int) -> str:
         values = self.data_columns()[field]
         types = set(map(type, values))
-        if types <= {int, np.int64, float, np.float64} and types:
-            array = self.data_array(field)
-            if array.dtype == np.int64:
-                return pa.array(array).cast(pa.large_string())
-            if array.dtype == np.float64 and types <= {float, np.float64}:
-                return _float_json(array)
-        if types == {str}:
-            codes, distinct = pd.factorize(np.array(values, dtype=object))
-            return pa.array([json.dumps(v) for v in distinct], type=pa.large_string()).take(pa.array(codes))
-        return pa.array([json.dumps(v, default=_json_default) for v in values], type=pa.large_string())
+        return _field_way(types, bool(types) and types <= _NUMBERS and self.data_array(field).dtype == np.int64)
 
     def data_json(self, kind: str) -> pa.Array:
         """Each record's data as a JSON object keyed by ``FIELDS[kind]`` (``f0, f1, ...`` where a
-        record's data does not match them), in order (an Arrow array)."""
+        record's data does not match them), in order (an Arrow array): integers and floats
+        formatted by Arrow (shortest round-trip digits; whole floats keep a ``.0``), strings
+        encoded once per distinct value, anything else by ``json.dumps``."""
         cols = self.data_columns()
-        names = FIELDS.get(kind, ())
-        if cols is None or len(cols) != len(names):
-            def obj(d: Any) -> str:
-                d = d if isinstance(d, tuple) else (d,)
-                keys = names if len(d) == len(names) else [f"f{j}" for j in range(len(d))]
-                return json.dumps(dict(zip(keys, d)), default=_json_default)
-
-            return pa.array([obj(d) if d != () else "{}" for d in self.data], type=pa.large_string())
-        if not cols:  # empty tuples
-            return pa.array(["{}"] * len(self), type=pa.large_string())
-        parts: list = []
-        for j, name in enumerate(names):
-            parts += [pa.scalar(("{" if j == 0 else ", ") + json.dumps(name) + ": ", type=pa.large_string()),
-                      self._json(j)]
-        parts.append(_TEXT["}"])
-        return pc.binary_join_element_wise(*parts, _TEXT[""])
+        ways = tuple(map(self._way, range(len(cols)))) if cols is not None else ()
+        return _kind_json(kind, self.data, cols, ways,
+                          lambda j: _field_json(cols[j], ways[j], self._arrays.get(j) if ways[j] != "str" else None))
 
 
 def _json_default(v: Any) -> Any:

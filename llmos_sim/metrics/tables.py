@@ -186,6 +186,13 @@ _MEM_COLUMNS = ["seq", "time_s", "device", "op", "owner", "offset", "nbytes", "r
 def _memory_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
     seq = log.positions(E.MEM_ALLOC, E.MEM_FREE, E.MEM_FAIL).tolist()
     kinds = list(map(log.kinds.__getitem__, map(log.code.__getitem__, seq)))
+    rows = _int_rows(log, seq, kinds)
+    if rows is not None:  # every record is a row of ints: the columns are slices of the rows
+        op = {E.MEM_ALLOC: "alloc", E.MEM_FREE: "free"}
+        df = pd.DataFrame({"seq": seq, "time_s": list(map(log.time.__getitem__, seq)),
+                           "device": list(map(log.subject.__getitem__, seq)), "op": list(map(op.__getitem__, kinds)),
+                           **{k: rows[:, j] for j, k in enumerate(_MEM_COLUMNS[4:])}}, columns=_MEM_COLUMNS)
+        return _memory_derived(df, cluster)
     data = log.data_at(seq)
     time_s = list(map(log.time.__getitem__, seq))
     device = list(map(log.subject.__getitem__, seq))
@@ -201,6 +208,19 @@ def _memory_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
         df = pd.DataFrame.from_records([(i, t, dv, op[k], *d) for i, t, dv, k, d in
                                         zip(seq, time_s, device, kinds, rows)], columns=_MEM_COLUMNS)
     return _memory_derived(df, cluster)
+
+
+def _int_rows(log: EventLog, seq: list, kinds: list) -> "np.ndarray | None":
+    """The memory records' data as an ``(n, 8)`` int64 array when every one is stored as a row
+    of one :class:`~llmos_sim.events.IntRows` (the engine's alloc and free records), else None."""
+    rows = {log.derived.get(log._codes.get(k)) for k in set(kinds)}
+    if len(rows) != 1:
+        return None
+    rows = rows.pop()
+    stored = list(map(log.data.__getitem__, seq))
+    if not isinstance(rows, E.IntRows) or rows.width != 8 or set(map(type, stored)) != {int}:
+        return None
+    return rows.matrix()[np.array(stored, dtype=np.int64)]
 
 
 def _memory_derived(df: pd.DataFrame, cluster: Cluster) -> pd.DataFrame:

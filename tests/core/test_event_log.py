@@ -136,3 +136,52 @@ def test_equal_start_records_are_stored_once():
     starts = [log.data[i] for i in log.positions(E.START).tolist()]
     assert starts == [((0, 1), 1000, 2e13)] * 4 and all(d is starts[0] for d in starts)
     assert all(engine.finished.devices[i] is starts[0][0] for i in range(4))
+
+
+# values whose JSON text depends on how their whole column is written (ints beyond int64,
+# ints beside floats, numpy scalars, strings beside numbers, non-finite floats, and floats
+# whose text differs between Arrow's formatting and json.dumps)
+_cell = st.one_of(st.integers(-3, 3), st.integers(2**63 - 2, 2**64), st.floats(allow_nan=True), st.text(max_size=2),
+                  st.integers(0, 5).map(np.int64), st.floats(-1e20, 1e20).map(np.float64), st.none(),
+                  st.sampled_from([1e-05, 1e15, 1e-07]))  # floats Arrow and json.dumps write differently
+_kind_data = {
+    E.ARRIVE: st.tuples(st.integers(1, 8), st.floats(0, 1e18), st.sampled_from([1000, 500]), st.text(max_size=2)),
+    E.START: st.tuples(st.tuples(st.integers(0, 9)), st.one_of(st.integers(0, 1000), st.floats(0, 1e3)), _cell),
+    E.FINISH: st.one_of(st.just(()), st.tuples(_cell)),
+    E.MEM_FAIL: st.tuples(*[_cell] * 6),
+    "custom": st.one_of(st.tuples(_cell, _cell), st.tuples(_cell), _cell),
+}
+_mixed = st.lists(st.sampled_from(sorted(_kind_data)).flatmap(lambda k: st.tuples(st.just(k), _kind_data[k])),
+                  min_size=1, max_size=30)
+
+
+@given(_mixed, st.integers(1, 7), st.booleans())
+@settings(max_examples=80, deadline=None)
+def test_events_table_in_blocks_equals_the_whole_columns(recs, block, derive):
+    """The events table's data texts made block by block are those made from each kind's whole
+    column, whatever the block size: how a field is written is decided from all its records."""
+    log = EventLog()
+    if derive:
+        log.derive(E.ARRIVE, itemgetter(0))
+    for i, (kind, d) in enumerate(recs):
+        log.emit(float(i), kind, i, [d] if derive and kind == E.ARRIVE else d)
+    kinds, codes = E._present_kinds(log)
+    whole = ByKind(log).data_strings()
+    assert list(E._data_texts(log, kinds, codes, size=block)) == list(whole)
+    table = log.table()
+    assert table["data"].tolist() == list(whole) and table["kind"].tolist() == [k for k, _ in recs]
+
+
+def test_int_rows_keep_exact_int_tuples_as_rows_and_anything_else_as_given():
+    log = EventLog()
+    rows = log.int_rows((E.MEM_ALLOC, E.MEM_FREE), 3)
+    datas = [(1, 2, 3), (4, np.int64(5), 6), (True, 0, 0), (1, 2), (2**63, 0, 0), (-2**63, 2**63 - 1, 0), (1.0, 2, 3)]
+    stored = [rows.store(d) for d in datas]
+    assert stored[0] == 0 and stored[5] == 1 and len(rows.values) == 6  # the overflowing tuple left no partial row
+    assert all(s is d for s, d in zip(stored, datas) if type(s) is tuple) and sum(type(s) is int for s in stored) == 2
+    for i, s in enumerate(stored):
+        log.emit(float(i), E.MEM_ALLOC if i % 2 else E.MEM_FREE, i, s)
+    back = [r[3] for r in log.records]
+    assert back == datas and [tuple(map(type, b)) for b in back] == [tuple(map(type, d)) for d in datas]
+    assert [r[3] for r in pickle.loads(pickle.dumps(log)).records] == datas
+    assert rows.matrix().tolist() == [[1, 2, 3], [-2**63, 2**63 - 1, 0]]
