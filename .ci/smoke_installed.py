@@ -30,6 +30,10 @@ RUNS = [
     ("mooncake_synthetic", ["mode=serving", "workload=mooncake_synthetic", "workload.max_requests=200"]),
     ("requests_synthetic", ["mode=serving", "workload=requests_synthetic", "workload.n=100"]),
     ("vllm_rtx4090", ["experiment=fidelity_vllm_4090"]),
+    ("profiled", ["mode=serving", "workload=azure_conv", "workload.max_requests=200", "cost=profiled",
+                  "gpu=rtx_pro_6000"]),
+    ("disaggregated", ["experiment=serving_disagg", "topology=disaggregated", "workload.max_requests=200"]),
+    ("autoscaled", ["experiment=shared_autoscale"]),
 ]
 
 

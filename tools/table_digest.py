@@ -93,6 +93,8 @@ def cases() -> dict[str, list[str]]:
     out["serve-cost-profiled-qwen3_30b_a3b_dp2_ep"] = SERVE_BASE + [
         "cost=profiled", "gpu=rtx_pro_6000", "model=qwen3_30b_a3b", "serving.replicas=2", "cost.dp=2",
         "cost.expert_parallel=true"]
+    for opt in _options("topology"):  # co-located vs prefill/decode pools on the same 4 GPUs
+        out[f"serve-topology-{opt}"] = ["experiment=serving_disagg", f"topology={opt}", "workload.max_requests=300"]
     for mem in ("paged", "contiguous", "first_fit", "buddy", "ideal"):
         for b in _options("batching"):
             out[f"serve-mem-{mem}-{b}"] = SERVE_BASE + [f"memory={mem}", f"batching={b}"]
