@@ -8,11 +8,13 @@ here is arithmetic on the sequence state, so it is tested on hand-built tables
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from llmos_sim.serving.view import SeqTable, block_growth
 
 
+@dataclass(slots=True, eq=False)
 class IterationPlan:
     """An iteration (or a decode span of ``k``) decided and started, for the replica to finish.
 
@@ -24,20 +26,12 @@ class IterationPlan:
     - ``pure``: every live row decodes one token per iteration (the fast path of :func:`advance`)
     """
 
-    __slots__ = ("duration_s", "tokens", "k", "hold_finished", "may_finish", "pure")
-
-    def __init__(self, duration_s: float, tokens: list[int], k: int, hold_finished: bool, may_finish: bool,
-                 pure: bool) -> None:
-        self.duration_s = duration_s
-        self.tokens = tokens
-        self.k = k
-        self.hold_finished = hold_finished
-        self.may_finish = may_finish
-        self.pure = pure
-
-    def __repr__(self) -> str:
-        return (f"IterationPlan(duration_s={self.duration_s!r}, tokens={self.tokens!r}, k={self.k!r}, "
-                f"hold_finished={self.hold_finished!r}, may_finish={self.may_finish!r}, pure={self.pure!r})")
+    duration_s: float
+    tokens: list[int]
+    k: int
+    hold_finished: bool
+    may_finish: bool
+    pure: bool
 
 
 def prefill_shape(tokens: list[int], pre: list[int], prompt: list[int], generated: list[int],

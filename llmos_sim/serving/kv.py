@@ -127,6 +127,15 @@ class HostTier:
             self.pool.free(self._units.pop(k))
             self.n_dropped_units += 1
 
+    def _keep(self, into: dict, key: Hashable, nbytes: int) -> bool:
+        """Allocate ``nbytes`` (evicting cached units) and file it under ``key`` in ``into``;
+        False if they do not fit."""
+        a = self._room(nbytes)
+        if a is None:
+            return False
+        into[key] = a
+        return True
+
     def put_unit(self, key: int, nbytes: int) -> bool:
         """Keep a copy of an evicted unit (most recently used); True when bytes were copied.
         A unit the host already holds (the GPU recomputed it after an earlier offload: equal
@@ -136,11 +145,7 @@ class HostTier:
         if old is not None:
             self._units[key] = old
             return False
-        a = self._room(nbytes)
-        if a is None:
-            return False
-        self._units[key] = a
-        return True
+        return self._keep(self._units, key, nbytes)
 
     def take_unit(self, key: int) -> int:
         """The unit goes back to the GPU: its host copy is freed; returns its bytes."""
@@ -150,11 +155,7 @@ class HostTier:
 
     def swap_out(self, seq: Hashable, nbytes: int) -> bool:
         """Hold a swapped sequence's ``nbytes`` (evicting cached units); False if they do not fit."""
-        a = self._room(nbytes)
-        if a is None:
-            return False
-        self._swapped[seq] = a
-        return True
+        return self._keep(self._swapped, seq, nbytes)
 
     def swap_in(self, seq: Hashable) -> None:
         """The sequence's cache went back to the GPU (or it is gone): free its host copy."""
