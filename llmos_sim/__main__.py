@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from itertools import islice
 from pathlib import Path
 
 import hydra
@@ -137,7 +138,8 @@ def _sweep_points(overrides: list[str]):
             fixed.append(o.input_line)
             continue
         try:
-            texts, values = [str(v) for v in o.sweep_string_iterator()], list(o.sweep_iterator())
+            texts = [str(v) for v in islice(o.sweep_string_iterator(), MAX_SWEEP_CHECKS)]
+            values = list(islice(o.sweep_iterator(), MAX_SWEEP_CHECKS))
         except Exception:  # noqa: BLE001 - glob/interval sweeps: Hydra expands them itself
             continue
         if texts:
