@@ -108,8 +108,15 @@ def preemption_evidence() -> list[str]:
     log: list = []
     evict, admit = R.Replica._evict, R.Replica._admit
 
+    order = [0, 0]  # preemptions with earlier victims still waiting; of those, one that arrived before it
+
     def evict_(self, r, swap, t, quiet=False):
         log.append((t, self.table.rid[r], None))
+        # vLLM prepends a victim to its waiting queue; here the queue is in arrival order: the
+        # same unless a victim still waiting arrived before the new one
+        earlier = [w.arrival_s for w in self.waiting if w.started]
+        order[0] += bool(earlier)
+        order[1] += any(a < self.table.arrival_s[r] for a in earlier)
         return evict(self, r, swap, t, quiet)
 
     def admit_(self, adm, tokens, t):
@@ -159,7 +166,8 @@ def preemption_evidence() -> list[str]:
            f"{int((sim_r >= 1.3).sum())} requests with a simulated TPOT >= 1.3x their neighbours' "
            f"(the run: {int(real.sum())}); wait in the queue p25 / p50 / p75 / p90 {q(waits)} s "
            f"(mean {waits.mean():.2f} s); tokens recomputed on return (after the prefix-cache hit) "
-           f"{q(recompute)}", "",
+           f"{q(recompute)}; {order[0]} preemptions found earlier victims still waiting, {order[1]} of them one "
+           f"that arrived before the new victim (where arrival order and vLLM's prepending differ)", "",
            "| requests | n | measured TPOT / neighbours' (mean) | simulated (mean) |", "|---|---|---|---|"]
     for name, m in (("neither", ~pre & ~real), ("preempted in the simulation only", pre & ~real),
                     ("stalled in the run only", ~pre & real), ("both", pre & real)):
