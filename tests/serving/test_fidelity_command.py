@@ -134,3 +134,21 @@ def test_a_run_without_engine_samples_and_engine_arrival(tmp_path):
     assert not any("series" in q for q in f.table["quantity"])
     with pytest.raises(F.RunFolderError, match="arrival must be"):
         F.replay(tmp_path / "run", arrival="later")
+
+
+def test_kv_series_grows_a_block_at_a_time(tmp_path):
+    """One request, 40 prompt + 160 output tokens, 100 allocatable blocks (KV-% = blocks held):
+    each engine sample holds ceil((40 + decode iterations begun) / 16) blocks, as vLLM's cache
+    grows; a fast-forwarded decode span would have taken its whole growth at its start."""
+    F.synthesize_run(tmp_path / "run", dict(QWEN_DENSE_TP2, max_num_seqs=1), "RTXPRO6000", [40], [160], [1.7e9],
+                     kv_cache={"num_gpu_blocks": 101})
+    f = F.replay(tmp_path / "run")
+    b = f.result.tables["batches"].infer_objects()
+    assert (b["n_iters"] == 1).all()  # iteration by iteration
+    starts = b["time_s"].to_numpy(float)
+    ts = f.series
+    ticks = ts["sim_t"].to_numpy(float)
+    busy = ticks < float(f.result.tables["requests"]["finish_s"].iloc[0])
+    assert busy.sum() >= 2
+    begun = np.searchsorted(starts, ticks[busy], side="right")  # iterations begun by each tick (1: the prefill)
+    assert list(ts["sim_kv_cache_pct"].to_numpy()[busy]) == pytest.approx(list(np.ceil((40 + begun - 1) / 16)))
