@@ -34,7 +34,12 @@ false) with the capture sizes of ``compilation_config.cudagraph_capture_sizes`` 
 default for ``max_num_seqs`` (the profiled cost model pads a batch's token-wise layers to
 the next size, as vLLM does). KV blocks: ``num_gpu_blocks`` when
 stated; otherwise per GPU ``gpu_memory_utilization · device memory − weights / tp −
-activation reserve`` (2 GB, the serving default), divided by one block's bytes per GPU. With
+activation reserve`` (2 GB, the serving default), divided by one block's bytes per GPU. The replay runs iteration by iteration (no fast-forwarded decode
+spans: a span takes its whole KV growth at its start, so its KV-% would run ahead of vLLM's
+block-by-block growth; the latencies are identical). Of
+those, vLLM's block pool keeps one as its *null block* (the placeholder its block tables point
+at), so the replica's cache has ``num_gpu_blocks - 1`` blocks (2,587 for the RTX 4090 run's
+stated 2,588) and its KV-% is over those, as vLLM's usage is. With
 ``dp`` > 1 requests go to the replica with the fewest outstanding requests (vLLM's DP
 load balancing counts waiting and running requests).
 
@@ -259,12 +264,19 @@ def build_config(run: RunFolder, cost: str = "profiled", profile: str | None = N
     computed = kv_blocks_from_memory(model, gpu, dep["tp"], dep["gpu_memory_utilization"], dep["block_size"],
                                      dep["device_memory_bytes"])
     stated = dep["num_gpu_blocks"]
-    dep.update(model=model.name, gpu=gpu.name, kv_blocks_computed=computed,
-               kv_blocks=int(stated) if stated else computed)
+    kv_blocks = int(stated) if stated else computed
+    # vLLM's block pool takes one block as its null block (a placeholder in block tables) at
+    # start-up: ``num_gpu_blocks - 1`` are ever allocated, and its KV usage is over those
+    dep.update(model=model.name, gpu=gpu.name, kv_blocks_computed=computed, kv_blocks=kv_blocks,
+               kv_blocks_usable=max(kv_blocks - 1, 0))
     serving = OmegaConf.load(CONFIGS / "serving" / "default.yaml")
-    serving.merge_with({"replicas": dep["dp"], "tp": dep["tp"], "num_kv_blocks": dep["kv_blocks"],
+    serving.merge_with({"replicas": dep["dp"], "tp": dep["tp"], "num_kv_blocks": dep["kv_blocks_usable"],
                         "block_tokens": dep["block_size"], "kv_mode": "grow", "prefix_caching": dep["prefix_caching"],
-                        "async_scheduling": dep["async_scheduling"], "slo_ttft_s": math.inf, "slo_tpot_s": math.inf})
+                        "async_scheduling": dep["async_scheduling"], "slo_ttft_s": math.inf, "slo_tpot_s": math.inf,
+                        # iteration by iteration: a fast-forwarded decode span takes its whole KV growth
+                        # when it starts, so its KV-% sample would run ahead of vLLM's, which grows a
+                        # block at a time (the latencies are the same either way)
+                        "fast_forward": False})
     if cost == "profiled":
         c = OmegaConf.load(CONFIGS / "cost" / "profiled.yaml")
         c.merge_with({"profile": profile or "auto", "dp": dep["dp"], "expert_parallel": dep["expert_parallel"],
@@ -344,7 +356,8 @@ def sim_series(res, ticks: np.ndarray, window_s: float = 1.0) -> pd.DataFrame:
     requests whose first token came in the window before the tick, per second) and
     ``gen_throughput`` (tokens emitted in that window per second; a fast-forwarded span's
     tokens spread evenly over it)."""
-    b, k, rq = res.tables["batches"], res.tables["kv"], res.tables["requests"]
+    # (without decode spans the tables' columns can come out as objects: typed here)
+    b, k, rq = res.tables["batches"].infer_objects(), res.tables["kv"].infer_objects(), res.tables["requests"]
     reps = sorted(set(b["replica"].astype(int))) or [0]
     running = np.zeros(len(ticks))
     kv = np.zeros(len(ticks))
@@ -669,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     d = f.deployment
     print(f"deployment: {d['model']} on {d['gpu']}, tp={d['tp']} dp={d['dp']} expert_parallel={d['expert_parallel']}, "
           f"max_num_seqs={d['max_num_seqs']} max_num_batched_tokens={d['max_num_batched_tokens']}, "
-          f"KV blocks {d['kv_blocks']} (stated {d['num_gpu_blocks']}, from memory {d['kv_blocks_computed']}), "
+          f"KV blocks {d['kv_blocks']} ({d['kv_blocks_usable']} usable: one is vLLM's null block; stated {d['num_gpu_blocks']}, from memory {d['kv_blocks_computed']}), "
           f"prefix caching {d['prefix_caching']}, async scheduling {d['async_scheduling']}, CUDA graphs "
           + (f"up to {d['cuda_graph_sizes'][-1]} tokens" if d["cuda_graph_sizes"] else "off"))
     print(format_table(f.table, title))

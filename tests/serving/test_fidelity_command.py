@@ -86,10 +86,27 @@ def test_bad_run_folders_are_named(tmp_path, capsys):
 def test_shipped_runs_deployments():
     d4 = F.RunFolder.read(DATA_DIR / "vllm_rtx4090_llama31_8b").deployment()
     assert (d4["num_gpu_blocks"], d4["prefix_caching"], d4["async_scheduling"], d4["max_num_seqs"]) == (2588, True, True, 256)
+    # vLLM's block pool keeps one of the 2,588 as its null block: 2,587 can be allocated
+    cfg4, dep4 = F.build_config(F.RunFolder.read(DATA_DIR / "vllm_rtx4090_llama31_8b"))
+    assert (dep4["kv_blocks"], dep4["kv_blocks_usable"], cfg4.serving.num_kv_blocks) == (2588, 2587, 2587)
     cfg, dep = F.build_config(F.RunFolder.read(DATA_DIR / "vllm_rtxpro6000_llama31_8b"))
     assert dep["gpu"] == "RTXPRO6000" and dep["max_num_seqs"] == 128 and dep["num_gpu_blocks"] is None
     # no stated block count: from memory, 0.9 · 96 GiB − 16.06 GB of weights − 2 GB, per 16-token block of 128 KiB
     assert dep["kv_blocks"] == int((0.9 * 96 * 2**30 - 8030261248 * 2 - 2e9) // (16 * 131072))
+    assert cfg.serving.num_kv_blocks == dep["kv_blocks"] - 1
+
+
+def test_the_null_block_is_not_allocatable(tmp_path):
+    """A run stating 4 blocks of 16 tokens: vLLM can allocate 3 (one is its null block), so a
+    request of 40 prompt + 9 output tokens (48 held at most: 3 blocks) runs, and one of 41 + 9
+    (49: 4 blocks) is refused as too long for the cache."""
+    engine = dict(QWEN_DENSE_TP2, max_num_seqs=2)
+    F.synthesize_run(tmp_path / "fits", engine, "RTXPRO6000", [40], [9], [1.7e9], kv_cache={"num_gpu_blocks": 4})
+    f = F.replay(tmp_path / "fits")
+    assert f.result.extra["replicas"][0].kv.total_blocks == 3
+    assert f.result.tables["requests"]["finish_s"].notna().all()
+    with pytest.raises(ValueError, match="every request must have finished"):
+        F.synthesize_run(tmp_path / "long", engine, "RTXPRO6000", [41], [9], [1.7e9], kv_cache={"num_gpu_blocks": 4})
 
 
 def test_cuda_graph_sizes_from_meta_json(tmp_path):
@@ -117,3 +134,21 @@ def test_a_run_without_engine_samples_and_engine_arrival(tmp_path):
     assert not any("series" in q for q in f.table["quantity"])
     with pytest.raises(F.RunFolderError, match="arrival must be"):
         F.replay(tmp_path / "run", arrival="later")
+
+
+def test_kv_series_grows_a_block_at_a_time(tmp_path):
+    """One request, 40 prompt + 160 output tokens, 100 allocatable blocks (KV-% = blocks held):
+    each engine sample holds ceil((40 + decode iterations begun) / 16) blocks, as vLLM's cache
+    grows; a fast-forwarded decode span would have taken its whole growth at its start."""
+    F.synthesize_run(tmp_path / "run", dict(QWEN_DENSE_TP2, max_num_seqs=1), "RTXPRO6000", [40], [160], [1.7e9],
+                     kv_cache={"num_gpu_blocks": 101})
+    f = F.replay(tmp_path / "run")
+    b = f.result.tables["batches"].infer_objects()
+    assert (b["n_iters"] == 1).all()  # iteration by iteration
+    starts = b["time_s"].to_numpy(float)
+    ts = f.series
+    ticks = ts["sim_t"].to_numpy(float)
+    busy = ticks < float(f.result.tables["requests"]["finish_s"].iloc[0])
+    assert busy.sum() >= 2
+    begun = np.searchsorted(starts, ticks[busy], side="right")  # iterations begun by each tick (1: the prefill)
+    assert list(ts["sim_kv_cache_pct"].to_numpy()[busy]) == pytest.approx(list(np.ceil((40 + begun - 1) / 16)))
