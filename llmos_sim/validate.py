@@ -246,6 +246,7 @@ SERVICE_SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "priority": _int(-INT64_MAX),
     "load_bw_bytes_s": positive,  # an autoscaled service's added replicas: weights load bandwidth
     "startup_s": non_negative,  # ...and fixed startup
+    "provision_floor": flag,  # the service's own replicas provision when it starts too
 }
 
 #: bounds a key has wherever it appears (last part of the dotted key -> check)
