@@ -287,6 +287,15 @@ class DisaggSystem(ServingSystem):
             ev.succeed()
         return n
 
+    def _drop_held(self, i: int, rid) -> None:
+        """Request ``rid``'s KV is no longer needed on prefill replica ``i`` (sent, or failed)."""
+        held = self._held[i]
+        if held[rid] == "released":
+            del held[rid]
+            self._free_held(i, rid)
+        else:  # the replica releases it later (async scheduling): then it is freed
+            held[rid] = "sent"
+
     def _held_event(self, i: int):
         """Prefill replica ``i`` cannot run anything: the event of a held request's blocks
         freeing (None when it holds none for transfers)."""
@@ -348,7 +357,15 @@ class DisaggSystem(ServingSystem):
         q, kv = self._pending[j], self.decode[j].kv
         while q:
             x = q[0]
-            if kv.free_blocks < x.blocks or not kv.grow(x.req.id, x.blocks):
+            # (a count: a fragmenting pool's ``free_blocks`` is a lower bound, its ``grow`` decides)
+            if kv.unheld_blocks < x.blocks or not kv.grow(x.req.id, x.blocks):
+                if kv.unheld_blocks == kv.total_blocks:  # refused by an empty pool: it never will take it
+                    q.popleft()
+                    self._in_flight[j] -= 1
+                    self.log.emit(now, E.REQ_FAIL, x.req.id, (f"kv_refused: decode replica {self.decode[j].index}'s "
+                                                              f"empty pool refused {x.blocks} blocks",))
+                    self._drop_held(x.src, x.req.id)
+                    continue
                 return
             q.popleft()
             dst = self.decode[j].index
@@ -396,12 +413,7 @@ class DisaggSystem(ServingSystem):
         self._in_flight[j] -= 1
         dst = self.decode[j]
         self.log.emit(now, E.KV_TRANSFER, r.id, ("end", x.src, dst.index, x.nbytes))
-        held = self._held[x.src]
-        if held[r.id] == "released":
-            del held[r.id]
-            self._free_held(x.src, r.id)
-        else:  # the replica releases it later (async scheduling): then it is freed
-            held[r.id] = "sent"
+        self._drop_held(x.src, r.id)
         # (its prompt's KV is this pool's own copy: not shared with other requests' prefixes here)
         dst.enqueue(dataclasses.replace(r, prefix_hashes=()) if r.prefix_hashes else r, landed_s=x.first_token_s,
                     held_blocks=x.blocks)
