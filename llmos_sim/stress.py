@@ -218,29 +218,45 @@ def memory_above_capacity(log, cluster) -> str | None:
     return None
 
 
-def check_training(overrides: list[str], cpu_s: float = CPU_LIMIT_S) -> tuple[str, str]:
-    """Run one training configuration and check it; ``(outcome, detail)``."""
+def _engine_and_jobs(overrides: list[str], services: bool):
+    """``(engine, jobs, None)`` built from the overrides (with the services' jobs and hosts
+    when ``services``), or ``(None, None, (outcome, detail))`` for a configuration error."""
     from hydra.errors import HydraException
     from hydra.utils import instantiate
 
-    from llmos_sim.metrics import jobs_table
-    from llmos_sim.run import build_engine, compose, rngs
+    from llmos_sim.run import _add_services, build_engine, compose, rngs
 
     try:
         cfg = compose(overrides)
         streams = rngs(int(cfg.seed))
         jobs = list(instantiate(cfg.workload).jobs(streams["workload"]))
         engine = build_engine(cfg, streams)
+        if services:
+            jobs += _add_services(cfg, engine, streams, first_job_id=max((j.id for j in jobs), default=-1) + 1)
     except (ValueError, KeyError, HydraException) as e:
-        return "config_error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    n_dev = engine.cluster.n_devices
+        return None, None, ("config_error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    return engine, jobs, None
+
+
+def _horizon(engine, jobs) -> float:
+    """Generous: every job alone on its minimum of the slowest devices, one after the other,
+    each preempted a hundred times."""
     slowest = min(d.spec.flops for d in engine.cluster.devices)
-    # generous: every job alone on its minimum of the slowest devices, one after the other,
-    # each preempted a hundred times
     work = sum(j.work_flops / (j.min_devices * slowest * j.gpu_milli / 1000) + j.preprocess_s + j.output_s
                for j in jobs)
-    horizon = max((j.arrival_s for j in jobs), default=0.0) + 10 * work + 100 * len(jobs) * (
+    return max((j.arrival_s for j in jobs), default=0.0) + 10 * work + 100 * len(jobs) * (
         engine.preempt_overhead_s + engine.resize_overhead_s) + 1000.0
+
+
+def check_training(overrides: list[str], cpu_s: float = CPU_LIMIT_S) -> tuple[str, str]:
+    """Run one training configuration and check it; ``(outcome, detail)``."""
+    from llmos_sim.metrics import jobs_table
+
+    engine, jobs, err = _engine_and_jobs(overrides, services=False)
+    if err:
+        return err
+    n_dev = engine.cluster.n_devices
+    horizon = _horizon(engine, jobs)
     try:
         with cpu_limit(cpu_s):
             log = engine.run(jobs, until_s=horizon)
@@ -334,26 +350,14 @@ def check_serving(overrides: list[str], cpu_s: float = CPU_LIMIT_S) -> tuple[str
 def check_mixed(overrides: list[str], cpu_s: float = CPU_LIMIT_S) -> tuple[str, str]:
     """Run one mixed configuration (training jobs and services) and check it; ``(outcome, detail)``."""
     from hydra.errors import HydraException
-    from hydra.utils import instantiate
 
-    from llmos_sim.run import _add_services, build_engine, compose, rngs
-
-    try:
-        cfg = compose(overrides)
-        streams = rngs(int(cfg.seed))
-        jobs = list(instantiate(cfg.workload).jobs(streams["workload"]))
-        engine = build_engine(cfg, streams)
-        jobs += _add_services(cfg, engine, streams, first_job_id=max((j.id for j in jobs), default=-1) + 1)
-    except (ValueError, KeyError, HydraException) as e:
-        return "config_error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    slowest = min(d.spec.flops for d in engine.cluster.devices)
-    work = sum(j.work_flops / (j.min_devices * slowest * j.gpu_milli / 1000) + j.preprocess_s + j.output_s
-               for j in jobs)
+    engine, jobs, err = _engine_and_jobs(overrides, services=True)
+    if err:
+        return err
     n_req = sum(len(h.requests) for h in engine.hosts.values())
-    last = max([j.arrival_s for j in jobs] + [r.arrival_s for h in engine.hosts.values() for r in h.requests])
-    # generous: the training horizon, plus a minute per request, plus the provisioning delays
-    horizon = last + 10 * work + 60.0 * n_req + 100 * len(jobs) * (
-        engine.preempt_overhead_s + engine.resize_overhead_s) + 10_000.0
+    last = max([r.arrival_s for h in engine.hosts.values() for r in h.requests], default=0.0)
+    # the training horizon, plus a minute per request after the last arrives
+    horizon = max(_horizon(engine, jobs), last + 1000.0) + 60.0 * n_req
     try:
         with cpu_limit(cpu_s):
             log = engine.run(jobs, until_s=horizon)
