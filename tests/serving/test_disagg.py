@@ -231,8 +231,27 @@ def test_disaggregation_bookkeeping_property(rows, batching, pool, blocks, mode,
     over = {"preemption": mode} if batching != "static" else None
     rows = [list(x) for x in rows]
     pools = {"link": {"sharing": sharing, "scope": scope}}
-    r = run(rows, prefill=prefill, decode=decode, bw=link[0], latency=link[1], batching=batching, batching_over=over,
-            memory=memory, router=router, serving={"num_kv_blocks": blocks, "fast_forward": fast_forward}, pools=pools)
+    from unittest import mock
+
+    from llmos_sim.serving import disagg
+
+    land, landed = disagg.DisaggSystem._land, []
+
+    def checked_land(system, x, now):  # when a transfer ends, both pools hold the request's KV
+        rid = x.req.id
+        landed.append(rid)
+        kv = system.prefill[x.src].kv
+        assert kv.held_blocks(rid) == -(-x.req.prompt_tokens // kv.block_tokens)  # its prompt's blocks
+        assert system.decode[x.j].kv.held_blocks(rid) == x.blocks > 0  # allocated before the transfer
+        land(system, x, now)
+        assert system.prefill[x.src].kv.held_blocks(rid) == 0 or rid in system._held[x.src]  # freed now (or with
+        # the replica's own release, still to come)
+
+    with mock.patch.object(disagg.DisaggSystem, "_land", checked_land):
+        r = run(rows, prefill=prefill, decode=decode, bw=link[0], latency=link[1], batching=batching,
+                batching_over=over, memory=memory, router=router,
+                serving={"num_kv_blocks": blocks, "fast_forward": fast_forward}, pools=pools)
+    assert sorted(landed) == sorted(s for t, s, d in transfers(r.log) if d[0] == "end")
     ends = [s for t, k, s, d in r.log if k in (D, X)]
     assert sorted(ends) == list(range(len(rows)))  # each exactly once: finished xor failed
     first = [s for t, k, s, d in r.log if k == F]
