@@ -261,6 +261,11 @@ def test_the_shipped_config_composes_and_a_bad_service_key_is_named():
         bad.services.chat.load_bw_bytes_s = 0
     with pytest.raises((InputError, ValueError), match="load_bw_bytes_s"):
         run_config(bad)
+    with open_dict(bad):
+        bad.services.chat.load_bw_bytes_s = BW
+        bad.services.chat.provision_floor = "sometimes"
+    with pytest.raises((InputError, ValueError), match="provision_floor"):
+        run_config(bad)
     over = _cfg([(0.0, 100, 10)], replicas=3, autoscaler={"_target_": f"{__name__}.Scripted", "steps": [],
                                                           "max_replicas": 2})
     with pytest.raises((InputError, ValueError), match="services.chat.replicas"):

@@ -195,6 +195,8 @@ def test_pools_take_their_own_gpu_and_tp():
     (("link", "bw_bytes_s"), -1.0, "topology.link.bw_bytes_s"),
     (("link", "latency_s"), "x", "topology.link"),
     (("kind",), "split", "topology.kind"),
+    (("link", "sharing"), "lottery", "topology.link.sharing"),
+    (("link", "scope"), "rack", "topology.link.scope"),
 ])
 def test_bad_topology_names_the_key(key, value, msg):
     cfg = disagg_cfg([[0, 20, 3]])
@@ -309,6 +311,7 @@ def test_disaggregation_is_for_simulated_serving_runs():
 
 @pytest.mark.parametrize("override,key", [("topology.decode.replicas=0", "topology.decode.replicas"),
                                           ("topology.link.bw_bytes_s=0", "topology.link.bw_bytes_s"),
+                                          ("topology.link.sharing=lottery", "topology.link.sharing"),
                                           ("+topology.prefill.router.foo=1", "topology.prefill.router")])
 def test_the_config_check_names_bad_topology_keys(override, key):
     from hydra import compose, initialize_config_dir
