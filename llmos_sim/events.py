@@ -51,8 +51,9 @@ REQ_SLO = "req_slo"  # the request's own SLOs (NaN: the run's); data: (slo_ttft_
 # of the hits were copied back from host memory)
 REQ_CACHE = "req_cache"  # data: (replica, cached_tokens, hit_blocks, hash_blocks, host_blocks)
 # prefill/decode disaggregation: the prompt's KV of a request moves from the prefill replica that
-# produced its first token to a decode replica; phase "start" at the first token, "end" when it
-# has arrived (the decode replica may admit it from then on); nbytes: prompt tokens x KV bytes per token
+# produced its first token to a decode replica; phase "start" when the decode replica's blocks for
+# it are allocated (at its first token, or later when that pool is full), "end" when it has
+# arrived (the decode replica may admit it from then on); nbytes: prompt tokens x KV bytes per token
 KV_TRANSFER = "kv_transfer"  # subject: request; data: (phase, from_replica, to_replica, nbytes)
 BATCH = "batch"  # subject: replica; data: (n_prefill_tokens, n_decode_tokens, n_seqs, duration_s, kv_used_bytes)
 # a run of n_iters pure-decode iterations of an unchanged batch, fast-forwarded in one step;

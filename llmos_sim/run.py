@@ -283,8 +283,20 @@ def _add_services(cfg: DictConfig, engine: Engine, streams: dict, first_job_id: 
         first_req += len(reqs)
         engine.hosts[name] = ServiceHost(name, reqs, make_replica, instantiate(cfg.router), int(s.get("replicas", 1)),
                                          engine.env, engine.log, device_specs,
-                                         autoscaling=_autoscaling(cfg, name, s, engine, job_ids, make_replica.tp))
+                                         autoscaling=_autoscaling(cfg, name, s, engine, job_ids, make_replica.tp),
+                                         floor_delay_s=_floor_delay_s(cfg, s))
     return jobs
+
+
+def _floor_delay_s(cfg: DictConfig, s: dict) -> float:
+    """Provisioning time of a service's own replicas: 0 (they start warm) unless
+    ``provision_floor`` is true (see :mod:`llmos_sim.serving.cluster`)."""
+    from llmos_sim.serving.cluster import DEFAULT_LOAD_BW_BYTES_S, DEFAULT_STARTUP_S, Provisioning
+
+    if not s.get("provision_floor", False):
+        return 0.0
+    return Provisioning(instantiate(cfg.model).weight_bytes, float(s.get("load_bw_bytes_s", DEFAULT_LOAD_BW_BYTES_S)),
+                        float(s.get("startup_s", DEFAULT_STARTUP_S))).delay_s
 
 
 def _autoscaling(cfg: DictConfig, name: str, s: dict, engine: Engine, job_ids, tp: int):

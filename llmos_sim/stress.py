@@ -3,7 +3,11 @@
 Training runs draw scheduler × placement × memory pool × workload × engine options × seed on
 small clusters; serving runs draw batching × KV memory × preemption × router × workload
 (synthetic lengths, or the Mooncake synthetic trace's prefix block hashes) × prefix caching ×
-host-memory KV tier × seed. Each run is checked for:
+host-memory KV tier × topology (co-located, or disaggregated: pool sizes, the link's bandwidth,
+sharing and scope) × seed; mixed runs (``mode: mixed``) draw a service (model, replicas,
+batching, router, request rate, a cold or warm start, with or without the threshold autoscaler
+and its settings) next to training jobs on a GPU cluster under any scheduler. Each run is
+checked for:
 
 - every job (request) ends exactly once: completed, or failed with a reason (a run cut by
   the horizon would leave some running: that is counted as a hang);
@@ -13,7 +17,11 @@ host-memory KV tier × seed. Each run is checked for:
 - every memory pool empty at the end (no live allocation left behind; a serving replica's KV
   pool may keep only its unreferenced cached prefix units, its bookkeeping consistent and
   every reference count back to zero);
-- no hang: a simulated-time horizon and a CPU-time limit per run (:data:`CPU_LIMIT_S`).
+- no hang: a simulated-time horizon and a CPU-time limit per run (:data:`CPU_LIMIT_S`);
+- mixed runs: all of the above for the training jobs, the service's job and every replica job
+  it submitted, for its requests and for every replica's KV pool; an autoscaled service never
+  holds more than its ``max_replicas`` (ready, provisioning, draining and queued together), and
+  a replica serves no request before it is ready.
 
 ``python -m llmos_sim.stress -n 300`` runs 300 random configurations and prints the count
 per outcome; ``tests/core/test_stress_property.py`` runs the same checks under hypothesis.
@@ -46,6 +54,10 @@ KV_POOLS = ("paged", "first_fit", "buddy", "caching", "size_class", "ideal")
 ROUTERS = ("round_robin", "least_outstanding", "least_kv", "prefix_aware")
 #: host-memory KV tier per replica: none (unlimited swap space), nothing, less than one block, some blocks, plenty
 HOST_KV_BYTES = ("null", "null", 0, 1_000_000, 100_000_000, 10_000_000_000)
+#: disaggregated serving: the KV link's bandwidth (the default, and slow enough for transfers to queue)
+LINK_BW = (50e9, 1e8, 1e6)
+#: mixed runs: GPU clusters (the replicas run on the granted devices' specs)
+MIXED_CLUSTERS = ("small", "multi_switch", "hetero")
 
 #: CPU seconds a run may take before it counts as a hang. The heaviest legitimate draw seen
 #: (LAS with 30 s rounds on the tiny cluster, 40 two-to-sixteen-GPU jobs with a memory trace:
@@ -53,6 +65,7 @@ HOST_KV_BYTES = ("null", "null", 0, 1_000_000, 100_000_000, 10_000_000_000)
 #: a livelock never finishes, so the limit only has to sit above the slowest real run.
 CPU_LIMIT_S = 120.0
 OUTCOMES = ("all_completed", "some_failed", "stalled", "config_error", "violation", "hang", "crash")
+KINDS = ("training", "serving", "mixed")
 
 Draw = Callable[[Sequence], object]
 
@@ -128,6 +141,40 @@ def serving_overrides(draw: Draw) -> list[str]:
           f"batching.preemption={draw(('recompute', 'swap'))}",
           f"serving.prefix_caching={draw(('false', 'true'))}",
           f"serving.host_kv_bytes={draw(HOST_KV_BYTES)}"]
+    if draw((False, True)):  # prefill/decode disaggregation
+        o += ["topology=disaggregated", f"topology.prefill.replicas={draw((1, 2))}",
+              f"topology.decode.replicas={draw((1, 2))}", f"topology.link.bw_bytes_s={draw(LINK_BW)}",
+              f"topology.link.sharing={draw(('fair', 'fifo'))}",
+              f"topology.link.scope={draw(('source', 'destination', 'pair', 'single'))}"]
+    return o
+
+
+def mixed_overrides(draw: Draw) -> list[str]:
+    """One random mixed configuration (training jobs and one LLM service on a GPU cluster), as
+    command-line overrides."""
+    o = ["mode=mixed", f"cluster={draw(MIXED_CLUSTERS)}", "workload=synthetic", f"scheduler={draw(SCHEDULERS)}",
+         f"placement={draw(PLACEMENTS)}", f"seed={draw(range(1000))}", "output.plots=false", "engine.log_memory=false",
+         f"workload.n_jobs={draw((1, 5, 12, 25))}", f"workload.arrival_rate_per_s={draw((0.01, 0.1, 1.0))}",
+         f"workload.duration_median_s={draw((10.0, 100.0, 900.0))}",
+         f"workload.gpus={draw(('[1]', '[1,2,4]', '[1,2,4,8]', '[8,16]'))}", "workload.gpus_p=null",
+         f"model={draw(('tiny', 'llama31_8b'))}", f"batching={draw(BATCHING)}", f"router={draw(ROUTERS[:3])}",
+         f"batching.preemption={draw(('recompute', 'swap'))}",
+         f"serving.slo_ttft_s={draw((1e-6, 0.05, 2.0))}", f"serving.slo_tpot_s={draw((0.01, 0.1))}"]
+    replicas = draw((1, 1, 2))
+    svc = (f"+services={{svc: {{workload: {{_target_: llmos_sim.workload.requests.SyntheticRequests, "
+           f"n: {draw((1, 10, 40, 150))}, rate_per_s: {draw((0.5, 5.0, 50.0))}, output_max: {draw((16, 256))}}}, "
+           f"replicas: {replicas}, arrival_s: {draw((0.0, 0.0, 30.0))}, priority: {draw((0, 10))}, "
+           f"mem_bytes_per_device: 0, load_bw_bytes_s: {draw((1.0e9, 1.0e11))}, startup_s: {draw((0.0, 2.0, 30.0))}, "
+           f"provision_floor: {draw(('false', 'true'))}}}}}")
+    o.append(svc)
+    if draw((False, True, True)):  # autoscaled, eager or lazy
+        o += ["autoscaler=threshold", "+services.svc.autoscaler=${autoscaler}",
+              f"autoscaler.max_replicas={replicas + draw((0, 1, 3))}",
+              f"autoscaler.up_queue_per_replica={draw((0.0, 1.0, 4.0))}",
+              f"autoscaler.min_slo_samples={draw((1, 5, 20))}",
+              f"autoscaler.down_idle_s={draw((1.0, 10.0, 120.0))}",
+              f"autoscaler.cooldown_s={draw((0.0, 2.0, 60.0))}",
+              f"autoscaler.interval_s={draw((0.5, 1.0, 10.0))}"]
     return o
 
 
@@ -171,29 +218,45 @@ def memory_above_capacity(log, cluster) -> str | None:
     return None
 
 
-def check_training(overrides: list[str], cpu_s: float = CPU_LIMIT_S) -> tuple[str, str]:
-    """Run one training configuration and check it; ``(outcome, detail)``."""
+def _engine_and_jobs(overrides: list[str], services: bool):
+    """``(engine, jobs, None)`` built from the overrides (with the services' jobs and hosts
+    when ``services``), or ``(None, None, (outcome, detail))`` for a configuration error."""
     from hydra.errors import HydraException
     from hydra.utils import instantiate
 
-    from llmos_sim.metrics import jobs_table
-    from llmos_sim.run import build_engine, compose, rngs
+    from llmos_sim.run import _add_services, build_engine, compose, rngs
 
     try:
         cfg = compose(overrides)
         streams = rngs(int(cfg.seed))
         jobs = list(instantiate(cfg.workload).jobs(streams["workload"]))
         engine = build_engine(cfg, streams)
+        if services:
+            jobs += _add_services(cfg, engine, streams, first_job_id=max((j.id for j in jobs), default=-1) + 1)
     except (ValueError, KeyError, HydraException) as e:
-        return "config_error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    n_dev = engine.cluster.n_devices
+        return None, None, ("config_error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    return engine, jobs, None
+
+
+def _horizon(engine, jobs) -> float:
+    """Generous: every job alone on its minimum of the slowest devices, one after the other,
+    each preempted a hundred times."""
     slowest = min(d.spec.flops for d in engine.cluster.devices)
-    # generous: every job alone on its minimum of the slowest devices, one after the other,
-    # each preempted a hundred times
     work = sum(j.work_flops / (j.min_devices * slowest * j.gpu_milli / 1000) + j.preprocess_s + j.output_s
                for j in jobs)
-    horizon = max((j.arrival_s for j in jobs), default=0.0) + 10 * work + 100 * len(jobs) * (
+    return max((j.arrival_s for j in jobs), default=0.0) + 10 * work + 100 * len(jobs) * (
         engine.preempt_overhead_s + engine.resize_overhead_s) + 1000.0
+
+
+def check_training(overrides: list[str], cpu_s: float = CPU_LIMIT_S) -> tuple[str, str]:
+    """Run one training configuration and check it; ``(outcome, detail)``."""
+    from llmos_sim.metrics import jobs_table
+
+    engine, jobs, err = _engine_and_jobs(overrides, services=False)
+    if err:
+        return err
+    n_dev = engine.cluster.n_devices
+    horizon = _horizon(engine, jobs)
     try:
         with cpu_limit(cpu_s):
             log = engine.run(jobs, until_s=horizon)
@@ -284,23 +347,99 @@ def check_serving(overrides: list[str], cpu_s: float = CPU_LIMIT_S) -> tuple[str
     return ("some_failed", f"{n_failed} of {len(arrived)} failed") if n_failed else ("all_completed", "")
 
 
+def check_mixed(overrides: list[str], cpu_s: float = CPU_LIMIT_S) -> tuple[str, str]:
+    """Run one mixed configuration (training jobs and services) and check it; ``(outcome, detail)``."""
+    from hydra.errors import HydraException
+
+    engine, jobs, err = _engine_and_jobs(overrides, services=True)
+    if err:
+        return err
+    n_req = sum(len(h.requests) for h in engine.hosts.values())
+    last = max([r.arrival_s for h in engine.hosts.values() for r in h.requests], default=0.0)
+    # the training horizon, plus a minute per request after the last arrives
+    horizon = max(_horizon(engine, jobs), last + 1000.0) + 60.0 * n_req
+    try:
+        with cpu_limit(cpu_s):
+            log = engine.run(jobs, until_s=horizon)
+    except Hang as e:
+        return "hang", str(e)
+    except (ValueError, HydraException) as e:
+        return "config_error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    except Exception as e:  # noqa: BLE001 - classified and reported
+        return "crash", "".join(traceback.format_exception_only(type(e), e)).strip()
+    if engine.queue or engine.running:
+        return "hang", (f"horizon {horizon:g} s reached with {len(engine.queue)} queued and "
+                        f"{len(engine.running)} running")
+    arrived_jobs, job_ends, arrived, ends = set(), Counter(), set(), Counter()
+    max_replicas = {name: h.autoscaling.policy.max_replicas for name, h in engine.hosts.items()
+                    if h.autoscaling is not None}
+    ready: dict = {}
+    for t, kind, subj, data in log.records:
+        if kind == E.ARRIVE:
+            arrived_jobs.add(subj)
+        elif kind in (E.FINISH, E.FAIL):
+            job_ends[subj] += 1
+        elif kind == E.REQ_ARRIVE:
+            arrived.add(subj)
+        elif kind in (E.REQ_FINISH, E.REQ_FAIL):
+            ends[subj] += 1
+        elif kind == E.KV_SAMPLE and data[0] > data[2]:
+            return "violation", f"replica {subj} KV use {data[0]} above capacity {data[2]} at t={t}"
+        elif kind in (E.SCALE, E.PROVISION_START, E.REPLICA_READY, E.DRAIN_START, E.DRAIN_END):
+            if sum(data[-4:]) > max_replicas[data[0]]:
+                return "violation", f"service {data[0]} holds {sum(data[-4:])} replicas at t={t}, above its max"
+            if kind == E.REPLICA_READY:
+                ready[data[1]] = t
+        elif kind == E.REQ_SCHEDULE and max_replicas and data[0] not in ready:
+            return "violation", f"request {subj} scheduled on replica {data[0]} before it was ready (t={t})"
+    if arrived_jobs != set(job_ends) or any(c != 1 for c in job_ends.values()):
+        bad = sorted(i for i in arrived_jobs if job_ends.get(i, 0) != 1)[:5]
+        return "violation", f"jobs not ended exactly once: {bad}"
+    if set(ends) != arrived or any(c != 1 for c in ends.values()) or len(arrived) != n_req:
+        bad = sorted(i for i in arrived if ends.get(i, 0) != 1)[:5]
+        return "violation", f"requests not ended exactly once ({len(arrived)} of {n_req} arrived): {bad}"
+    why = replay_devices(log, engine.cluster.n_devices)
+    if why:
+        return "violation", why
+    for d, pool in enumerate(engine.pools):
+        if pool.live():
+            return "violation", f"device {d}'s pool holds {len(pool.live())} allocations at the end"
+    for name, host in engine.hosts.items():
+        for rep in host.replicas:
+            why = kv_left_behind(rep.index, rep.kv)
+            if why:
+                return "violation", f"service {name}: {why}"
+            if rep.outstanding or rep.waiting or len(rep.table):
+                return "violation", f"service {name}: replica {rep.index} still holds requests at the end"
+    n_failed = sum(1 for t, kind, _, _ in log.records if kind in (E.REQ_FAIL, E.FAIL))
+    n_up = sum(1 for t, kind, _, data in log.records if kind == E.SCALE and data[2] > 0)
+    facts = f"{len(arrived_jobs)} jobs, {n_req} requests, {n_up} scale-ups"
+    return ("some_failed", f"{n_failed} failed; {facts}") if n_failed else ("all_completed", facts)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m llmos_sim.stress", description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=300, help="random configurations (default 300)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the configuration draws")
     ap.add_argument("--serving-share", type=float, default=0.25, help="fraction of serving configurations")
+    ap.add_argument("--mixed-share", type=float, default=0.2, help="fraction of mixed configurations")
     ap.add_argument("--cpu-s", type=float, default=CPU_LIMIT_S,
                     help=f"CPU-time limit per run (a hang beyond it; default {CPU_LIMIT_S:g})")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every configuration's outcome")
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
-    counts: dict[str, Counter] = {"training": Counter(), "serving": Counter()}
+    counts: dict[str, Counter] = {k: Counter() for k in KINDS}
+    draws = {"training": (training_overrides, check_training), "serving": (serving_overrides, check_serving),
+             "mixed": (mixed_overrides, check_mixed)}
     bad = []
     t0 = time.process_time()
     for i in range(args.n):
-        kind = "serving" if rng.random() < args.serving_share else "training"
-        ov = (serving_overrides if kind == "serving" else training_overrides)(rng.choice)
-        outcome, detail = (check_serving if kind == "serving" else check_training)(ov, args.cpu_s)
+        x = rng.random()
+        kind = "serving" if x < args.serving_share else "mixed" if x < args.serving_share + args.mixed_share \
+            else "training"
+        make, check = draws[kind]
+        ov = make(rng.choice)
+        outcome, detail = check(ov, args.cpu_s)
         counts[kind][outcome] += 1
         if outcome in ("violation", "hang", "crash"):
             bad.append((kind, outcome, detail, ov))

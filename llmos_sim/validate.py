@@ -215,6 +215,8 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "topology.decode.tp": _opt(_int(1)),
     "topology.link.bw_bytes_s": positive,
     "topology.link.latency_s": non_negative,
+    "topology.link.sharing": _words("fair", "fifo"),
+    "topology.link.scope": _words("source", "destination", "pair", "single"),
     # words a scheduler checks when it is built, checked here before anything runs
     "scheduler.objective": _words("throughput", "max_min"),
     "scheduler.by": _words("service", "duration"),
@@ -244,6 +246,7 @@ SERVICE_SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "priority": _int(-INT64_MAX),
     "load_bw_bytes_s": positive,  # an autoscaled service's added replicas: weights load bandwidth
     "startup_s": non_negative,  # ...and fixed startup
+    "provision_floor": flag,  # the service's own replicas provision when it starts too
 }
 
 #: bounds a key has wherever it appears (last part of the dotted key -> check)

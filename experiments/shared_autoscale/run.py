@@ -23,6 +23,10 @@ VARIANTS = {  # label -> overrides
     f"autoscaled {MIN}-{MAX}": [],
     f"autoscaled {MIN}-{MAX}, fifo": ["scheduler=fifo"],
     f"autoscaled {MIN}-{MAX}, down 600 s": ["autoscaler.down_idle_s=600"],
+    # the service's own replicas load their weights when its job starts too (a cold start)
+    f"static {MAX}, cold start": ["services.code.autoscaler=null", f"services.code.replicas={MAX}",
+                                  "services.code.provision_floor=true"],
+    f"autoscaled {MIN}-{MAX}, cold floor": ["services.code.provision_floor=true"],
 }
 
 
@@ -64,10 +68,12 @@ def plot(df: pd.DataFrame, traces: dict, path: Path) -> Path:
     a0.legend(fontsize=7)
     a0.set_title("Azure code trace, one hour as shipped: the service's load", fontsize=9)
     styles = iter([dict(lw=2.2, color="tab:blue"), dict(lw=1.2, ls="--", color="tab:red"),
-                   dict(lw=1.2, ls="-.", color="tab:purple")])
+                   dict(lw=1.2, ls="-.", color="tab:purple"), dict(lw=1.0, ls=":", color="tab:orange")])
     for label, tr in traces.items():
         reps = tr["replicas"]
         if reps is None:
+            if "cold" in label:  # (the same count as its warm run, from its ready time)
+                continue
             n = int(label.split()[-1])
             a1.hlines(n, 0, edges[-1], colors="0.6", linestyles=":", label=label)
         else:

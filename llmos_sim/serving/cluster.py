@@ -20,6 +20,7 @@ Config (``mode: mixed``; see ``configs/experiment/shared_cluster.yaml``)::
         autoscaler: null          # a policy (e.g. ${autoscaler}): scale between replicas and its max
         load_bw_bytes_s: 2.0e9    # weights load bandwidth of a replica added at run time (B/s)
         startup_s: 30.0           # its fixed startup time (process, CUDA context, warm-up) (s)
+        provision_floor: false    # true: the service's own replicas provision too when it starts
 
 Autoscaling (:class:`Autoscaling`; the policy is an
 :class:`~llmos_sim.policies.autoscaling.Autoscaler`, e.g. ``autoscaler=threshold``): the
@@ -35,6 +36,15 @@ there, and then its job ends and returns its devices. When the stream ends, ever
 replica ends with it (one still queued ends as soon as it is granted). Each step is a record
 (``scale``, ``provision_start``, ``replica_ready``, ``drain_start``, ``drain_end``, see
 :mod:`llmos_sim.events`); :func:`replicas_table` turns them into the replica counts over time.
+
+The service's own replicas (the floor) start warm by default (``provision_floor: false``): they
+take requests as soon as the scheduler starts the service job, as if the weights were already
+loaded (a service deployed before the period simulated; the static and autoscaled runs of an
+experiment then differ only in the replicas added). ``provision_floor: true`` charges them the
+same ``weight_bytes / load_bw_bytes_s + startup_s`` when the service job starts (a cold start:
+each floor replica is logged ``provision_start`` then ``replica_ready`` when autoscaled, and
+requests that arrive meanwhile wait, as they do before the job starts); it applies to services
+without an autoscaler too.
 
 The replicas' model, batching, router, KV settings come from the ``model``, ``batching``,
 ``router`` and ``serving`` groups as in ``mode: serving``; their GPU is the device the cluster
@@ -165,7 +175,7 @@ class ServiceHost:
 
     def __init__(self, name: str, requests: Sequence, make_replica: Callable, router: Router, replicas: int,
                  env: simpy.Environment, log: E.EventLog, device_specs: Sequence | None = None,
-                 autoscaling: Autoscaling | None = None) -> None:
+                 autoscaling: Autoscaling | None = None, floor_delay_s: float = 0.0) -> None:
         if replicas < 1:
             raise ValueError(f"services.{name}.replicas must be >= 1, got {replicas}")
         self.name = name
@@ -176,6 +186,8 @@ class ServiceHost:
         self.env = env
         self.log = log
         self.autoscaling = autoscaling
+        #: provisioning time of the service's own replicas when its job starts (0: they start warm)
+        self.floor_delay_s = float(floor_delay_s)
         self._tap = (_ScalingLog if autoscaling is not None else _CountingLog)(log, self)
         self.device_specs = device_specs  #: the cluster's DeviceSpec per device index (None: the gpu group's)
         self.replicas: list = []
@@ -205,16 +217,30 @@ class ServiceHost:
                 return self._start_added(self._by_job[job.id], devices)
             self._base_job = job.id
         self._done = simpy.Event(env)
+        if self.floor_delay_s > 0 and self._left:  # a cold start: requests keep waiting meanwhile
+            ready_s = env.now + self.floor_delay_s
+            if self.autoscaling is not None:
+                for i in range(self.n_replicas):
+                    slot = _Slot(i, job.id, PROVISIONING, added=False)
+                    self._slots.append(slot)
+                    self._record(E.PROVISION_START, slot, ready_s)
+            push_at(queue_of(env), ready_s, Instant(lambda _ev: self._open(job.id, devices)))
+        else:
+            self._open(job.id, devices)
+        return self._done
+
+    def _open(self, job_id: int, devices: tuple[int, ...]) -> None:
+        """The service's own replicas take requests from now: built, given the waiting requests."""
+        env = self.env
         self.replicas = [self.make_replica(i, env, self._tap, self.next_arrival_s, **self._device_of(i, devices))
                          for i in range(self.n_replicas)]
         if self.autoscaling is not None:
-            self._start_scaling(job.id)
+            self._start_scaling(job_id)
         for r in self.pending:
             self._route(r)
         self.pending = []
-        if self._left == 0:
+        if self._left == 0 and not self._done.triggered:
             self._done.succeed()
-        return self._done
 
     def _device_of(self, i: int, devices: tuple[int, ...], n_replicas: int | None = None) -> dict:
         """``{"device": spec}`` of replica ``i``'s share of ``devices`` (the smallest part if
@@ -266,11 +292,17 @@ class ServiceHost:
 
     # -- autoscaling ------------------------------------------------------------------------------
     def _start_scaling(self, job_id: int) -> None:
-        """The service's own job started: its replicas are ready now; decisions begin."""
+        """The service's own replicas are ready now (its job started; or, with
+        ``floor_delay_s``, they provisioned): decisions begin."""
+        floor = list(self._slots)  # (their provisioning slots, if any)
         for i, rep in enumerate(self.replicas):
-            slot = _Slot(i, job_id, READY, added=False)
+            if floor:
+                slot = floor[i]
+                slot.state = READY
+            else:
+                slot = _Slot(i, job_id, READY, added=False)
+                self._slots.append(slot)
             slot.replica = rep
-            self._slots.append(slot)
             self._active.append(slot)
             self._record(E.REPLICA_READY, slot, self.env.now)
         self._at(self.env.now + self.autoscaling.policy.interval_s, self._tick)

@@ -6,18 +6,34 @@ stall the decodes batched with them (TPOT) and decodes take the batch slots pref
 
 1. an arriving request is routed (the prefill router) to a **prefill replica**, which runs it
    up to its first token — TTFT ends there, as in DistServe and Splitwise;
-2. its prompt's KV (``prompt_tokens × model.kv_bytes_per_token`` bytes) is sent over a **link**
-   to a **decode replica** picked then by the decode router; the transfer takes
-   ``latency_s + bytes / bandwidth`` (see :class:`KVLink`) and is logged as two ``kv_transfer``
-   records (``phase`` "start" at the first token, "end" on arrival; see
-   :data:`llmos_sim.events.KV_TRANSFER`);
-3. on arrival the request waits on the decode replica as a sequence whose computed tokens come
-   back from elsewhere — the replica's swap-in path (``WaitingSeq.swapped``), with the copy
-   already paid for (``WaitingSeq.landed``): admission allocates blocks for its prompt and
-   first token in the decode replica's own pool and decodes at once, no prompt recomputed.
+2. at its first token the decode router picks a **decode replica**; the request waits there
+   (first come, first served per decode replica) until that replica's pool can allocate the
+   blocks of its prompt and first token, which are then **allocated to it before the transfer
+   starts** (vLLM's disaggregated connectors: the decode scheduler allocates the blocks a
+   remote KV is read into; DistServe's decode instances pull KV when they have room). The
+   **prefill replica keeps the request's blocks until the transfer has ended** (vLLM's
+   connectors delay freeing them until the decode side has read them), so a full decode pool
+   holds KV back in the prefill pool, and a prefill replica short of blocks waits for a
+   transfer to end (``Replica.held_elsewhere``) instead of failing its head;
+3. its prompt's KV (``prompt_tokens × model.kv_bytes_per_token`` bytes) crosses a **link**
+   (:class:`KVLink`): first ``latency_s`` (the handshake; shares nothing), then its bytes at the
+   link's bandwidth, **shared with the transfers on the same link**: ``sharing: fair``
+   (processor sharing, the default: ``n`` transfers under way move at ``bw / n`` each, as
+   flows on one RDMA NIC roughly do) or ``fifo`` (one at a time, in the order they joined);
+   ``scope`` says which transfers share a link: ``source`` (the default: those out of one
+   prefill replica, its NICs), ``destination`` (into one decode replica), ``pair`` or
+   ``single``. Alone on its link a transfer takes ``latency_s + bytes / bandwidth``. Logged as
+   two ``kv_transfer`` records (``phase`` "start" when its decode blocks are allocated, "end"
+   on arrival; see :data:`llmos_sim.events.KV_TRANSFER`);
+4. on arrival the prefill replica frees its blocks and the request waits on the decode replica
+   as a sequence whose computed tokens come back from elsewhere — the replica's swap-in path
+   (``WaitingSeq.swapped``), with the copy already paid for (``WaitingSeq.landed``) and its
+   blocks already held (``Replica.enqueue(..., held_blocks=)``: admission takes no more for
+   them): it decodes at once on admission, no prompt recomputed. Its KV there is its own (a
+   landed request's prefix hashes are not registered in the decode pool's prefix cache).
 
 A request of one output token finishes on its prefill replica (nothing to decode). The decode
-stage's TPOT and inter-token latencies include the transfer and the wait for admission (the
+stage's TPOT and inter-token latencies include the waits for decode blocks and admission and the transfer (the
 gap between the first token and the second is what a user sees); the request table, the
 summary and goodput are the co-located run's, from the same records.
 
@@ -39,24 +55,29 @@ allowance for the per-request handshake that a KV transfer engine (Splitwise's, 
 ``KVConnector``s) performs, not a measured figure. Set ``bw_bytes_s`` to a GPU's NVLink
 bandwidth for prefill and decode in one node (DistServe's placement).
 
-Simplifications, stated: transfers do not contend (each is priced alone, however many share a
-NIC); a prefill replica frees the request's blocks at its first token, and the KV waits for
-admission outside the decode replica's pool (Splitwise overlaps the copy with the prefill,
-layer by layer; DistServe's decode instances pull KV when they have room, leaving it on the
-prefill side until then — held here by neither pool).
+Simplifications, stated: a transfer's bytes go in one piece after its prefill (Splitwise
+overlaps the copy with the prefill, layer by layer); a request whose blocks the decode pool can
+never hold fails at its first token; a waiting transfer starts at the first event after blocks
+free on its decode replica, after that replica's own next decision (its waiting sequences take
+freed blocks first).
 
 Fast-forward on decode replicas: a span of decode iterations must not run past an arrival. A
-decode replica's arrivals are transfers; those under way are known (their end times), and any
-later hand-off comes at the end of a prefill iteration, no earlier than the event each prefill
-replica waits for (``Replica.wake_s``; an idle one waits for the next request's arrival), so
-no transfer can end before that plus the link's latency (:meth:`DisaggSystem.next_landing_s`).
+decode replica's arrivals are transfers; those under way end no earlier than their links'
+next end (a transfer joining a link only delays the others), those waiting for blocks start no
+earlier than their decode replica's clock, and any later hand-off comes at the end of a prefill
+iteration, no earlier than the event each prefill replica waits for (``Replica.wake_s``), so
+no transfer can end before the least of these plus the link's latency
+(:meth:`DisaggSystem.next_landing_s`).
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import heapq
+import itertools
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -75,29 +96,115 @@ from llmos_sim.validate import ConfigError
 LINK_BW_BYTES_S = 50e9
 LINK_LATENCY_S = 100e-6
 STAGES = ("prefill", "decode")
+#: how transfers on one link share its bandwidth: ``fair`` (processor sharing: the ``n`` under
+#: way move at ``bw / n`` each), ``fifo`` (one at a time, in the order they entered)
+LINK_SHARING = ("fair", "fifo")
+#: which transfers share one link: ``source`` (those out of one prefill replica: its NICs),
+#: ``destination`` (those into one decode replica), ``pair`` (one link per prefill/decode
+#: pair), ``single`` (every transfer on one link)
+LINK_SCOPES = ("source", "destination", "pair", "single")
 
 
 @dataclass(frozen=True, slots=True)
 class KVLink:
-    """The link a prompt's KV crosses from a prefill replica to a decode replica."""
+    """The links a prompt's KV crosses from a prefill replica to a decode replica: each has
+    ``bw_bytes_s``, shared by the transfers on it (``sharing``), which link a transfer takes
+    by ``scope``; every transfer first waits ``latency_s`` (not sharing anything)."""
 
-    bw_bytes_s: float = LINK_BW_BYTES_S  #: bytes per second between the two replicas
-    latency_s: float = LINK_LATENCY_S  #: fixed time per transfer
+    bw_bytes_s: float = LINK_BW_BYTES_S  #: bytes per second of one link
+    latency_s: float = LINK_LATENCY_S  #: fixed time per transfer, before its bytes move
+    sharing: str = "fair"  #: see :data:`LINK_SHARING`
+    scope: str = "source"  #: see :data:`LINK_SCOPES`
 
     def __post_init__(self) -> None:
         if not self.bw_bytes_s > 0:
             raise ConfigError("topology.link.bw_bytes_s", f"must be > 0, got {self.bw_bytes_s!r}")
         if not (self.latency_s >= 0 and math.isfinite(self.latency_s)):
             raise ConfigError("topology.link.latency_s", f"must be finite and >= 0, got {self.latency_s!r}")
+        if self.sharing not in LINK_SHARING:
+            raise ConfigError("topology.link.sharing", f"must be one of {', '.join(LINK_SHARING)}, got {self.sharing!r}")
+        if self.scope not in LINK_SCOPES:
+            raise ConfigError("topology.link.scope", f"must be one of {', '.join(LINK_SCOPES)}, got {self.scope!r}")
 
     def seconds(self, nbytes: int) -> float:
-        """Transfer time of ``nbytes``: ``latency_s + nbytes / bw_bytes_s``."""
+        """Time of a transfer of ``nbytes`` alone on its link: ``latency_s + nbytes / bw_bytes_s``."""
         return self.latency_s + nbytes / self.bw_bytes_s
+
+    def key(self, src: int, dst: int):
+        """The link a transfer from replica ``src`` to replica ``dst`` takes."""
+        scope = self.scope
+        return src if scope == "source" else dst if scope == "destination" else (src, dst) if scope == "pair" else 0
+
+
+class Transfer:
+    """One request's KV on its way: ``rem`` bytes still to move once it is on its link."""
+
+    __slots__ = ("req", "src", "j", "nbytes", "blocks", "first_token_s", "rem")
+
+    def __init__(self, req, src: int, j: int, nbytes: int, blocks: int, first_token_s: float) -> None:
+        self.req, self.src, self.j, self.nbytes, self.blocks = req, src, j, nbytes, blocks
+        self.first_token_s = first_token_s
+        self.rem = float(nbytes)
+
+
+class LinkState:
+    """The transfers moving bytes on one link, advanced at each change (one joins, one ends).
+
+    ``fair``: the ``n`` under way each move at ``bw / n`` (processor sharing); ``fifo``: the
+    first moves at ``bw``, the others wait. :attr:`next_end` is when the next one ends if none
+    joins before (a join only delays the others: a lower bound on the next end)."""
+
+    __slots__ = ("bw", "fair", "active", "t", "next_end", "version")
+
+    def __init__(self, bw: float, fair: bool) -> None:
+        self.bw, self.fair = bw, fair
+        self.active: list[Transfer] = []
+        self.t = 0.0  # time the remaining bytes are counted at
+        self.next_end = math.inf
+        self.version = 0  # the completion instant that is still valid
+
+    def advance(self, now: float) -> None:
+        """Count the bytes moved from :attr:`t` to ``now``."""
+        dt = now - self.t
+        if dt > 0 and self.active:
+            if self.fair:
+                moved = dt * self.bw / len(self.active)
+                for x in self.active:
+                    x.rem -= moved
+            else:
+                self.active[0].rem -= dt * self.bw
+        self.t = max(self.t, now)
+
+    def due(self) -> list[Transfer]:
+        """The transfers that end at :attr:`next_end` (those with the fewest bytes left; fifo: the first)."""
+        if not self.active:
+            return []
+        if not self.fair:
+            return [self.active[0]]
+        least = min(x.rem for x in self.active)
+        return [x for x in self.active if x.rem == least]
+
+    def plan(self) -> float:
+        """Set and return :attr:`next_end` from the transfers under way now."""
+        if not self.active:
+            self.next_end = math.inf
+        elif self.fair:
+            self.next_end = self.t + max(0.0, min(x.rem for x in self.active)) * len(self.active) / self.bw
+        else:
+            self.next_end = self.t + max(0.0, self.active[0].rem) / self.bw
+        self.version += 1
+        return self.next_end
 
 
 class DisaggSystem(ServingSystem):
     """A prefill pool behind the prefill router (the arrivals are :class:`ServingSystem`'s,
-    routed over :attr:`prefill`), a decode pool behind the decode router, and the KV link."""
+    routed over :attr:`prefill`), a decode pool behind the decode router, and the KV links.
+
+    KV ownership (see the module docstring): a prefill replica keeps a handed-off request's
+    blocks until its transfer has ended (its pool's ``release`` is wrapped: a release of such
+    a request waits for the transfer); a request waits, after its first token, for its blocks
+    in the decode replica's pool (first come, first served per decode replica), which are
+    allocated to it before its transfer starts and which its admission there then holds."""
 
     def __init__(self, requests: Sequence, make_prefill, make_decode, prefill_router: Router, decode_router: Router,
                  n_prefill: int, n_decode: int, link: KVLink, kv_bytes_per_token: int,
@@ -106,57 +213,210 @@ class DisaggSystem(ServingSystem):
         self.prefill: list[Replica] = self.replicas  # (the arrivals are routed over self.replicas)
         self.decode: list[Replica] = [make_decode(n_prefill + j, self.env, self.log, self.next_landing_s)
                                       for j in range(n_decode)]
-        for rep in self.prefill:
-            rep.handoff = self._handoff
-        for rep in self.decode:
-            rep.sync_finishes = False
         self.decode_router = decode_router
         self.link = link
         self.kv_bytes_per_token = int(kv_bytes_per_token)
         self._by_id = {r.id: r for r in self.requests}
-        self._in_flight = [0] * n_decode  # transfers under way to each decode replica
-        self._landings: list[float] = []  # their end times (a heap)
+        self._in_flight = [0] * n_decode  # requests handed to each decode replica, not yet landed
+        self._pending: list[deque] = [deque() for _ in range(n_decode)]  # waiting for decode blocks
+        self._retry = [False] * n_decode  # a retry of a decode replica's pending transfers is due
+        self._joins: list = []  # (time, n, transfer): transfers in latency, joining their links then (a heap)
+        self._n = itertools.count()
+        self._links: dict = {}  # link key -> LinkState
+        # prefill replica -> request id -> whether the replica has released it (its blocks wait
+        # for the transfer's end); the event a prefill replica short of blocks waits for
+        self._held: list[dict] = [{} for _ in range(n_prefill)]
+        self._freed: list = [None] * n_prefill
+        self._release = {}  # replica index -> its pool's own release
+        for i, rep in enumerate(self.prefill):
+            rep.handoff = self._handoff
+            self._release[rep.index] = rep.kv.release
+            rep.kv.release = functools.partial(self._prefill_release, i)
+            rep.held_elsewhere = functools.partial(self._held_event, i)
+        for j, rep in enumerate(self.decode):
+            rep.sync_finishes = False
+            self._release[rep.index] = rep.kv.release
+            rep.kv.release = functools.partial(self._decode_release, j)
+        self.max_pending = 0  #: most requests waiting for decode blocks at once
+        self.max_held_blocks = 0  #: most prefill blocks held for transfers at once (all replicas)
+        self._held_blocks = 0
 
     @property
     def all_replicas(self) -> list[Replica]:
         return self.prefill + self.decode
 
     def next_landing_s(self) -> float:
-        """No transfer ends before this time (unless one is started at a prefill replica's next
-        event, see the module docstring): a decode replica's "next arrival"."""
-        t = min(self.next_arrival_s(), min(rep.wake_s for rep in self.prefill)) + self.link.latency_s
-        return min(t, self._landings[0]) if self._landings else t
+        """No transfer ends before this time: a decode replica's "next arrival". A transfer on
+        a link ends no earlier than the link's :attr:`LinkState.next_end`; one in its latency
+        joins its link at its join time; one waiting for blocks on decode replica ``j`` starts
+        no earlier than ``j``'s clock (blocks free there at its own iterations) and takes at
+        least ``latency_s``; a new hand-off comes at the end of a prefill iteration, no earlier
+        than the event each prefill replica waits for (``Replica.wake_s``; an idle one waits for
+        the next request's arrival, one short of blocks for a transfer's end)."""
+        lat = self.link.latency_s
+        t = min(self.next_arrival_s(), min(rep.wake_s for rep in self.prefill)) + lat
+        if self._joins:
+            t = min(t, self._joins[0][0])
+        for ln in self._links.values():
+            if ln.next_end < t:
+                t = ln.next_end
+        for j, q in enumerate(self._pending):
+            if q:
+                t = min(t, self.decode[j].now + lat)
+        return t
+
+    # -- the prefill side: blocks kept until the transfer ends -----------------------------
+    def _prefill_release(self, i: int, seq, cache_tokens: int = 0) -> int:
+        held = self._held[i]
+        state = held.get(seq)
+        if state is None:
+            return self._release[self.prefill[i].index](seq, cache_tokens)
+        if state == "sent":  # the transfer already ended
+            del held[seq]
+            return self._free_held(i, seq)
+        held[seq] = "released"  # freed when its transfer ends
+        return 0
+
+    def _free_held(self, i: int, seq) -> int:
+        rep = self.prefill[i]
+        self._held_blocks -= rep.kv.held_blocks(seq)
+        n = self._release[rep.index](seq)
+        ev = self._freed[i]
+        if ev is not None:
+            self._freed[i] = None
+            ev.succeed()
+        return n
+
+    def _drop_held(self, i: int, rid) -> None:
+        """Request ``rid``'s KV is no longer needed on prefill replica ``i`` (sent, or failed)."""
+        held = self._held[i]
+        if held[rid] == "released":
+            del held[rid]
+            self._free_held(i, rid)
+        else:  # the replica releases it later (async scheduling): then it is freed
+            held[rid] = "sent"
+
+    def _held_event(self, i: int):
+        """Prefill replica ``i`` cannot run anything: the event of a held request's blocks
+        freeing (None when it holds none for transfers)."""
+        if not self._held[i]:
+            return None
+        if self._freed[i] is None:
+            self._freed[i] = self.env.event()
+        return self._freed[i]
 
     def _handoff(self, rep: Replica, rids: list, now: float) -> None:
         """Prefill replica ``rep`` produced the first token of ``rids`` at ``now``: finish those
-        of one output token, send the others' KV to the decode replica the decode router picks."""
+        of one output token; for the others, pick a decode replica (the decode router) and
+        queue the transfer there until that replica's pool has the request's blocks."""
         log, router = self.log, self.decode_router
+        i = rep.index  # (prefill replicas are 0 ... P-1)
         for rid in rids:
             r = self._by_id[rid]
             if r.output_tokens <= 1:
-                log.emit(now, E.REQ_FINISH, rid, (rep.index,))
+                log.emit(now, E.REQ_FINISH, rid, (i,))
                 continue
             loads = replica_loads(self.decode, router, r)
-            for j, load in enumerate(loads):  # positions in the decode pool, transfers under way counted
+            for j, load in enumerate(loads):  # positions in the decode pool, hand-offs not yet landed counted
                 load.index = j
                 load.outstanding += self._in_flight[j]
             j = router.route(r, loads)
-            dst = self.decode[j]
-            nbytes = r.prompt_tokens * self.kv_bytes_per_token
-            log.emit(now, E.KV_TRANSFER, rid, ("start", rep.index, dst.index, nbytes))
-            end = now + self.link.seconds(nbytes)
+            kv = self.decode[j].kv
+            if not kv.can_ever_fit(r.prompt_tokens, r.output_tokens):
+                need = kv.max_blocks(r.prompt_tokens, r.output_tokens)
+                log.emit(now, E.REQ_FAIL, rid, (f"kv_too_small: needs {need} blocks, replica "
+                                                f"{self.decode[j].index} has {kv.total_blocks}",))
+                continue
+            blocks = kv.admit_blocks(r.prompt_tokens, r.output_tokens, r.prompt_tokens + 1)
+            self._held[i][rid] = "kept"
+            self._held_blocks += rep.kv.held_blocks(rid)
+            self.max_held_blocks = max(self.max_held_blocks, self._held_blocks)
             self._in_flight[j] += 1
-            heapq.heappush(self._landings, end)
-            # urgent, like an arrival: a decode iteration starting at ``end`` sees it
-            push_at(self._queue, end, Instant(functools.partial(self._land, r, rep.index, j, now, nbytes)), URGENT)
+            self._pending[j].append(Transfer(r, i, j, r.prompt_tokens * self.kv_bytes_per_token, blocks, now))
+        for j, q in enumerate(self._pending):
+            if q:
+                self._start_pending(j, now)
+        self.max_pending = max(self.max_pending, sum(len(q) for q in self._pending))
 
-    def _land(self, r, src: int, j: int, first_token_s: float, nbytes: int, _event=None) -> None:
-        """Request ``r``'s KV arrived at decode replica ``j``: it joins that replica's queue."""
-        heapq.heappop(self._landings)  # (transfers end in time order: this one is the earliest)
+    # -- the decode side: blocks before the transfer ------------------------------------------
+    def _decode_release(self, j: int, seq, cache_tokens: int = 0) -> int:
+        n = self._release[self.decode[j].index](seq, cache_tokens)
+        if n and self._pending[j] and not self._retry[j]:  # blocks freed: the waiting transfers may start
+            self._retry[j] = True
+            push_at(self._queue, max(self.env.now, self.decode[j].now),
+                    Instant(functools.partial(self._retry_pending, j)), URGENT)
+        return n
+
+    def _retry_pending(self, j: int, _event=None) -> None:
+        self._retry[j] = False
+        self._start_pending(j, self.env.now)
+
+    def _start_pending(self, j: int, now: float) -> None:
+        """Start the transfers waiting on decode replica ``j`` (in order) while its pool has
+        their blocks; each takes its blocks there now."""
+        q, kv = self._pending[j], self.decode[j].kv
+        while q:
+            x = q[0]
+            # (a count: a fragmenting pool's ``free_blocks`` is a lower bound, its ``grow`` decides)
+            if kv.unheld_blocks < x.blocks or not kv.grow(x.req.id, x.blocks):
+                if kv.unheld_blocks == kv.total_blocks:  # refused by an empty pool: it never will take it
+                    q.popleft()
+                    self._in_flight[j] -= 1
+                    self.log.emit(now, E.REQ_FAIL, x.req.id, (f"kv_refused: decode replica {self.decode[j].index}'s "
+                                                              f"empty pool refused {x.blocks} blocks",))
+                    self._drop_held(x.src, x.req.id)
+                    continue
+                return
+            q.popleft()
+            dst = self.decode[j].index
+            self.log.emit(now, E.KV_TRANSFER, x.req.id, ("start", x.src, dst, x.nbytes))
+            heapq.heappush(self._joins, (now + self.link.latency_s, next(self._n), x))
+            push_at(self._queue, now + self.link.latency_s, Instant(self._join), URGENT)
+
+    # -- the links --------------------------------------------------------------------------
+    def _join(self, _event=None) -> None:
+        """The earliest transfer in latency starts moving its bytes on its link."""
+        now = self.env.now
+        _, _, x = heapq.heappop(self._joins)  # (joins come in time order: this one is the earliest)
+        key = self.link.key(x.src, self.decode[x.j].index)
+        ln = self._links.get(key)
+        if ln is None:
+            ln = self._links[key] = LinkState(self.link.bw_bytes_s, self.link.sharing == "fair")
+            ln.t = now
+        ln.advance(now)
+        ln.active.append(x)
+        self._plan(ln)
+
+    def _plan(self, ln: LinkState) -> None:
+        end = ln.plan()
+        if ln.active:
+            push_at(self._queue, end, Instant(functools.partial(self._end, ln, ln.version)), URGENT)
+
+    def _end(self, ln: LinkState, version: int, _event=None) -> None:
+        """The transfers due on link ``ln`` end now (unless one joined since: ``version``)."""
+        if version != ln.version:
+            return
+        now = self.env.now
+        done = ln.due()
+        ln.advance(now)
+        for x in done:
+            x.rem = 0.0
+            ln.active.remove(x)
+        self._plan(ln)
+        for x in done:
+            self._land(x, now)
+
+    def _land(self, x: Transfer, now: float) -> None:
+        """Request ``x.req``'s KV arrived at decode replica ``x.j``: the prefill replica frees
+        its blocks, the request joins the decode replica's queue holding the blocks taken for it."""
+        r, j = x.req, x.j
         self._in_flight[j] -= 1
         dst = self.decode[j]
-        self.log.emit(self.env.now, E.KV_TRANSFER, r.id, ("end", src, dst.index, nbytes))
-        dst.enqueue(r, landed_s=first_token_s)
+        self.log.emit(now, E.KV_TRANSFER, r.id, ("end", x.src, dst.index, x.nbytes))
+        self._drop_held(x.src, r.id)
+        # (its prompt's KV is this pool's own copy: not shared with other requests' prefixes here)
+        dst.enqueue(dataclasses.replace(r, prefix_hashes=()) if r.prefix_hashes else r, landed_s=x.first_token_s,
+                    held_blocks=x.blocks)
 
     def run(self, until: float | None = None) -> None:
         super().run(until)
@@ -207,18 +467,25 @@ def link_of(topo) -> KVLink:
     for key, v in (("bw_bytes_s", bw), ("latency_s", lat)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
             raise ConfigError(f"topology.link.{key}", f"must be a number, got {v!r}")
-    return KVLink(LINK_BW_BYTES_S if bw is None else float(bw), LINK_LATENCY_S if lat is None else float(lat))
+    return KVLink(LINK_BW_BYTES_S if bw is None else float(bw), LINK_LATENCY_S if lat is None else float(lat),
+                  str(link.get("sharing", None) or "fair"), str(link.get("scope", None) or "source"))
 
 
 def transfer_table(log: E.EventLog) -> pd.DataFrame:
-    """One row per KV transfer: request, from/to replica, bytes, start and end times and the
-    transfer's duration (from the ``kv_transfer`` records)."""
-    start, end = {}, {}
+    """One row per KV transfer: request, from/to replica, bytes, its first token's time, start
+    and end times, the wait for the decode replica's blocks (``wait_s``: first token to start)
+    and the transfer's duration (from the ``kv_transfer`` and ``req_first_token`` records)."""
+    start, end, first = {}, {}, {}
     for t, kind, rid, data in log.records:
         if kind == E.KV_TRANSFER:
             (start if data[0] == "start" else end)[rid] = (t, data)
-    rows = [(rid, d[1], d[2], d[3], t0, end[rid][0] if rid in end else math.nan) for rid, (t0, d) in start.items()]
-    df = pd.DataFrame(rows, columns=["request", "from_replica", "to_replica", "nbytes", "start_s", "end_s"])
+        elif kind == E.REQ_FIRST_TOKEN and rid not in first:
+            first[rid] = t
+    rows = [(rid, d[1], d[2], d[3], first.get(rid, math.nan), t0, end[rid][0] if rid in end else math.nan)
+            for rid, (t0, d) in start.items()]
+    df = pd.DataFrame(rows, columns=["request", "from_replica", "to_replica", "nbytes", "first_token_s", "start_s",
+                                     "end_s"])
+    df["wait_s"] = df["start_s"] - df["first_token_s"]
     df["transfer_s"] = df["end_s"] - df["start_s"]
     return df
 
@@ -239,7 +506,7 @@ def simulate(cfg, seed: int, progress: bool = False, backend=None) -> ServingRes
     n = {st: _positive_int((topo.get(st, None) or {}).get("replicas", 1), f"topology.{st}.replicas") for st in STAGES}
     link = link_of(topo)
     factories = {st: build_replica_factory(pool_config(cfg, st), backend) for st in STAGES}
-    link = KVLink(link.bw_bytes_s * min(f.tp for f in factories.values()), link.latency_s)  # one link per GPU pair
+    link = dataclasses.replace(link, bw_bytes_s=link.bw_bytes_s * min(f.tp for f in factories.values()))  # per GPU pair
     routers = {}
     for st in STAGES:
         rc = (topo.get(st, None) or {}).get("router", None)
@@ -260,6 +527,9 @@ def simulate(cfg, seed: int, progress: bool = False, backend=None) -> ServingRes
         "gpus": float(sum(n[st] * factories[st].tp for st in STAGES)),
         "kv_transfers": float(len(tr)),
         "kv_transfer_s_mean": float(tr["transfer_s"].mean()) if len(tr) else math.nan,
+        "kv_transfer_wait_s_mean": float(tr["wait_s"].mean()) if len(tr) else math.nan,
+        "kv_transfer_wait_max_queue": float(system.max_pending),
+        "prefill_held_blocks_max": float(system.max_held_blocks),
         "kv_transfer_bytes": float(tr["nbytes"].sum()) if len(tr) else 0.0,
     })
     res.extra.update(kv_blocks_per_replica=system.prefill[0].kv.total_blocks,

@@ -94,16 +94,22 @@ class Replica:
         #: disaggregation: a prefill replica's hand-off ``(replica, request ids, time)``; it keeps
         #: a request until its first token, then the decode stage takes it (see serving.disagg)
         self.handoff = None
+        #: disaggregation: ``() -> event or None``: when nothing can run and blocks of this pool
+        #: are held for requests no longer here (a prefill replica keeps a request's KV until its
+        #: transfer ends), the event that fires when some are freed; the replica waits for it
+        self.held_elsewhere = None
         self.wake_s = env.now  #: time of the event it waits for (an iteration's end; inf: for an arrival)
         self._queue = queue_of(env)
         self.process = env.process(self._loop())
 
     # -- arrivals -----------------------------------------------------------------------
-    def enqueue(self, req: "Request", landed_s: "float | None" = None) -> None:
+    def enqueue(self, req: "Request", landed_s: "float | None" = None, held_blocks: int = 0) -> None:
         """Accept a routed request (the system emitted its REQ_ARRIVE). ``landed_s``
         (disaggregation): the request was prefilled elsewhere, its first token came at
         ``landed_s`` and its prompt's KV has arrived here: it waits as a swapped-out sequence
-        whose copy is already paid for (``WaitingSeq.landed``), and decodes on admission."""
+        whose copy is already paid for (``WaitingSeq.landed``), and decodes on admission;
+        ``held_blocks``: the blocks of this pool already allocated to it (the transfer's
+        target), which admission does not take again (``WaitingSeq.shared``)."""
         out = 1 if self.handoff is not None else req.output_tokens  # a prefill replica: up to the first token
         if not self.kv.can_ever_fit(req.prompt_tokens, out):
             need = self.kv.max_blocks(req.prompt_tokens, out)
@@ -120,7 +126,7 @@ class Replica:
                                     pred if self.handoff is None else 1))
         else:
             self._insert(WaitingSeq(req.id, req.prompt_tokens, out, req.arrival_s, req.priority, pred, 1,
-                                    req.prompt_tokens, True, True, landed=True))
+                                    req.prompt_tokens, True, True, shared=held_blocks, landed=True))
             self._stalled[req.id] = landed_s  # its next token's gap runs from its first
         self.outstanding += 1
         if self.async_scheduling and self._wake is None and self.table.rid:
@@ -144,6 +150,8 @@ class Replica:
         self._stalled.pop(w.rid, None)
         if w.swapped and self.kv.host is not None:
             self.kv.host.swap_in(w.rid)
+        if w.landed:  # (blocks allocated to it before it landed)
+            self.kv.release(w.rid)
         if self._hashed:
             self._forget((w.rid,))
 
@@ -205,6 +213,15 @@ class Replica:
             if plan is None:  # nothing could run: re-decide; break a true stall by failing the head
                 stalls += 1
                 if stalls >= 2:
+                    ev = self.held_elsewhere() if self.held_elsewhere is not None else None
+                    if ev is not None:  # blocks held for requests gone from here: wait for them
+                        if self.now > env.now:
+                            yield self._at(self.now)
+                        self.wake_s = float("inf")
+                        yield ev
+                        self.now = env.now
+                        stalls = 0
+                        continue
                     if not self.waiting:
                         raise RuntimeError(f"replica {self.index}: running sequences but nothing schedulable")
                     if self.now > env.now:  # others see a failure at SimPy's time: catch up first
@@ -532,7 +549,7 @@ class Replica:
             if w in self._cached_waiting:
                 self._cached_waiting.remove(w)
                 kv.take_cached(w.rid, w.computed)
-            blocks = 0
+            blocks = w.shared if w.landed else 0  # (a landed sequence's blocks were allocated for it)
             if hashed and w.rid in hashed:  # prefix caching: it starts holding its cached prefix
                 got = kv.take_prefix(w.rid, w.hit)
                 if got < w.hit:  # (a fragmenting pool refused a host copy's blocks)

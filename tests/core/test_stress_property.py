@@ -1,6 +1,7 @@
 """The stress property: random configurations (training: scheduler × placement × memory pool
 × workload × engine options × seed; serving: batching × KV memory × preemption × router ×
-workload with or without prefix hashes × prefix caching × host KV tier × seed)
+workload with or without prefix hashes × prefix caching × host KV tier × topology × seed; mixed:
+training jobs and a service, static or autoscaled, on a GPU cluster)
 run to the end within a CPU budget, every job/request ends exactly once, no device is
 over-booked, no memory above capacity, every pool empty at the end
 (:mod:`llmos_sim.stress`; ``python -m llmos_sim.stress -n 300`` runs many more)."""
@@ -94,3 +95,35 @@ def test_the_checker_catches_a_livelock_and_a_lost_job(monkeypatch):
     outcome, detail = stress.check_training(never + ["workload.mem_min_bytes=5000000000",
                                                      "workload.mem_max_bytes=6000000000"])
     assert outcome == "violation" and "not ended exactly once" in detail
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow], phases=PHASES)
+@given(st.data())
+def test_random_mixed_configurations_keep_every_invariant(data):
+    _check(data, stress.mixed_overrides, stress.check_mixed)
+
+
+# an eager autoscaler (an SLO no request meets) next to a few training jobs
+_MIXED = ["mode=mixed", "cluster=small", "workload=synthetic", "scheduler=priority", "model=tiny", "output.plots=false",
+          "engine.log_memory=false", "workload.n_jobs=5", "serving.slo_ttft_s=1e-6",
+          "+services={svc: {workload: {_target_: llmos_sim.workload.requests.SyntheticRequests, n: 150, "
+          "rate_per_s: 0.5}, replicas: 1, arrival_s: 0.0, priority: 10, mem_bytes_per_device: 0, "
+          "load_bw_bytes_s: 1.0e9, startup_s: 2.0, provision_floor: true}}",
+          "autoscaler=threshold", "+services.svc.autoscaler=${autoscaler}", "autoscaler.max_replicas=3",
+          "autoscaler.min_slo_samples=1", "autoscaler.cooldown_s=2.0", "autoscaler.interval_s=1.0",
+          "autoscaler.down_idle_s=10.0"]
+
+
+def test_the_mixed_checker_catches_too_many_replicas_and_a_replica_job_that_never_ends(monkeypatch):
+    from llmos_sim.policies.autoscaling import ScaleStep, ThresholdAutoscaler
+    from llmos_sim.serving.cluster import ServiceHost
+
+    outcome, detail = stress.check_mixed(_MIXED)
+    assert outcome in OK and int(detail.split(", ")[2].split()[0]) > 0, detail  # it scaled up
+    with monkeypatch.context() as m:  # a policy that ignores its ceiling
+        m.setattr(ThresholdAutoscaler, "decide", lambda self, load: ScaleStep(1, "always"))
+        outcome, detail = stress.check_mixed(_MIXED)
+        assert outcome == "violation" and "above its max" in detail, detail
+    monkeypatch.setattr(ServiceHost, "_end", lambda self, slot: None)  # a drained replica keeps its devices
+    outcome, detail = stress.check_mixed(_MIXED, cpu_s=20.0)
+    assert outcome == "hang", detail

@@ -93,6 +93,33 @@ def test_a_scale_up_takes_requests_exactly_after_its_provisioning_delay():
     assert added.finish_s == svc.finish_s == reqs["finish_s"].max()
 
 
+@pytest.mark.parametrize("scaled", [True, False])
+def test_provision_floor_charges_the_service_own_replicas_the_load_time_at_its_start(scaled):
+    # the service job starts at 0; with provision_floor its replica is ready at DELAY (~18 s):
+    # request 0 (arrived at 0) and 1 (at 5) wait for it; without, they start at once
+    rows = [(0.0, 100, 5), (5.0, 100, 5)]
+    cold = _cfg(rows)
+    with open_dict(cold):
+        cold.services.chat.provision_floor = True
+        if not scaled:
+            cold.services.chat.autoscaler = None
+    r = run_config(cold)
+    reqs = r.tables["requests"].set_index("request")
+    assert reqs.loc[0, "schedule_s"] == DELAY and reqs.loc[1, "schedule_s"] == DELAY
+    assert _service(r).start_s == 0.0
+    if scaled:  # the floor replica is logged provisioning, then ready
+        (prov,) = _records(r, E.PROVISION_START)
+        (ready,) = _records(r, E.REPLICA_READY)
+        assert prov[0] == 0.0 and prov[3][:3] == ("chat", 0, DELAY) and prov[3][3:] == (0, 1, 0, 0)
+        assert ready[0] == DELAY and ready[3][3:] == (1, 0, 0, 0)
+    else:
+        assert not _records(r, E.PROVISION_START, E.REPLICA_READY)
+    warm = run_config(_cfg(rows))  # the default: the floor starts warm
+    w = warm.tables["requests"].set_index("request")
+    assert w.loc[0, "schedule_s"] == 0.0 and w.loc[1, "schedule_s"] == 5.0
+    assert [x[0] for x in _records(warm, E.REPLICA_READY)] == [0.0]
+
+
 def test_a_drained_replica_takes_no_new_requests_and_its_job_ends_with_its_last_request():
     rows = [(0.0, 100, 3000), (25.0, 100, 800), (31.0, 100, 10), (32.0, 100, 10)]
     r = run_config(_cfg(rows, steps=[(1.0, "up"), (30.0, "down")]))
@@ -233,6 +260,11 @@ def test_the_shipped_config_composes_and_a_bad_service_key_is_named():
     with open_dict(bad):
         bad.services.chat.load_bw_bytes_s = 0
     with pytest.raises((InputError, ValueError), match="load_bw_bytes_s"):
+        run_config(bad)
+    with open_dict(bad):
+        bad.services.chat.load_bw_bytes_s = BW
+        bad.services.chat.provision_floor = "sometimes"
+    with pytest.raises((InputError, ValueError), match="provision_floor"):
         run_config(bad)
     over = _cfg([(0.0, 100, 10)], replicas=3, autoscaler={"_target_": f"{__name__}.Scripted", "steps": [],
                                                           "max_replicas": 2})

@@ -66,7 +66,8 @@ def test_decode_starts_exactly_when_the_transfer_ends():
     assert r.summary["mean_itl_ms"] == 1875.0 and r.summary["p99_itl_ms"] == pytest.approx(2732.5)
     tr = r.tables["transfers"]
     assert tr.to_dict("records") == [{"request": 0, "from_replica": 0, "to_replica": 1, "nbytes": 20 * BPT,
-                                      "start_s": 1.0, "end_s": 2.75, "transfer_s": 1.75}]
+                                      "first_token_s": 1.0, "start_s": 1.0, "end_s": 2.75, "wait_s": 0.0,
+                                      "transfer_s": 1.75}]
     assert r.summary["kv_transfers"] == 1 and r.summary["gpus"] == 2
 
 
@@ -76,17 +77,43 @@ def test_a_one_token_request_finishes_on_its_prefill_replica():
     assert transfers(r.log) == [] and len(r.tables["transfers"]) == 0
 
 
-def test_transfers_land_into_the_decode_batch_in_order():
-    # both prefilled together 0->1. B (10 tokens: 0.625 + 0.5) lands at 2.125, A (20: 1.25 +
-    # 0.5) at 2.75. The decode replica takes B at 2.125 (2.125->3.125 its 2nd and last token);
-    # A waits for that iteration to end (3.125), then decodes 3.125->5.125
+def test_two_transfers_share_the_link_fairly():
+    # both prefilled together 0->1, both start at 1 and move bytes from 1.5 (latency) on the
+    # prefill replica's link (8192 B/s): A 20·512 = 10240 B, B 10·512 = 5120 B, 4096 B/s each
+    # while both move. B ends at 1.5 + 5120/4096 = 2.75; A has 5120 B left, alone at 8192 B/s:
+    # ends at 2.75 + 0.625 = 3.375. The decode replica takes B at 2.75 (2.75->3.75, its last
+    # token); A waits for that iteration's end (3.75) and decodes 3.75->5.75
     r = run([[0, 20, 3], [0, 10, 2]])
-    assert req_events(r.log) == [(0.0, S, 0), (0.0, S, 1), (1.0, F, 0), (1.0, F, 1), (3.125, D, 1), (5.125, D, 0)]
+    assert req_events(r.log) == [(0.0, S, 0), (0.0, S, 1), (1.0, F, 0), (1.0, F, 1), (3.75, D, 1), (5.75, D, 0)]
     assert [(t, k, s) for t, s, (k, *_) in transfers(r.log)] == [
-        (1.0, "start", 0), (1.0, "start", 1), (2.125, "end", 1), (2.75, "end", 0)]
-    assert batches(r.log) == [(0.0, 30, 0, 2, 1.0), (2.125, 0, 1, 1, 1.0), (3.125, 0, 1, 1, 1.0), (4.125, 0, 1, 1, 1.0)]
+        (1.0, "start", 0), (1.0, "start", 1), (2.75, "end", 1), (3.375, "end", 0)]
+    assert batches(r.log) == [(0.0, 30, 0, 2, 1.0), (2.75, 0, 1, 1, 1.0), (3.75, 0, 1, 1, 1.0), (4.75, 0, 1, 1, 1.0)]
     req = r.tables["requests"].set_index("request")
-    assert req.loc[0, "tpot_s"] == 2.0625 and req.loc[1, "tpot_s"] == 2.125
+    assert req.loc[0, "tpot_s"] == 2.375 and req.loc[1, "tpot_s"] == 2.75
+
+
+def test_two_transfers_take_the_link_in_turn_under_fifo():
+    # the same two, sharing: fifo. A (handed off first) moves at 8192 B/s from 1.5: ends at
+    # 1.5 + 1.25 = 2.75; B then, 5120/8192 = 0.625: ends at 3.375. The decode replica takes A
+    # at 2.75 (2.75->3.75: its 2nd token), B lands during that iteration and joins at 3.75:
+    # 3.75->4.75 is A's last token and B's
+    r = run([[0, 20, 3], [0, 10, 2]], pools={"link": {"sharing": "fifo"}})
+    assert [(t, k, s) for t, s, (k, *_) in transfers(r.log)] == [
+        (1.0, "start", 0), (1.0, "start", 1), (2.75, "end", 0), (3.375, "end", 1)]
+    assert req_events(r.log) == [(0.0, S, 0), (0.0, S, 1), (1.0, F, 0), (1.0, F, 1), (4.75, D, 0), (4.75, D, 1)]
+    assert batches(r.log) == [(0.0, 30, 0, 2, 1.0), (2.75, 0, 1, 1, 1.0), (3.75, 0, 2, 2, 1.0)]
+
+
+@pytest.mark.parametrize("scope,sharing,ends", [
+    ("source", "fair", [2.75, 2.75]), ("pair", "fair", [2.75, 2.75]),  # one link each: no contention
+    ("destination", "fair", [4.0, 4.0]), ("single", "fair", [4.0, 4.0]),  # one link: 4096 B/s each
+    ("destination", "fifo", [2.75, 4.0]),  # one link, one at a time: 1.25 s each
+])
+def test_the_link_scope_says_which_transfers_share(scope, sharing, ends):
+    # two prefill replicas, one decode replica: A on prefill 0, B on prefill 1, both 20·512 B
+    # handed off at 1, moving from 1.5 at 8192 B/s per link
+    r = run([[0, 20, 3], [0, 20, 3]], prefill=2, pools={"link": {"scope": scope, "sharing": sharing}})
+    assert [(t, s) for t, s, (k, *_) in transfers(r.log) if k == "end"] == list(zip(ends, [0, 1]))
 
 
 @pytest.mark.parametrize("fast_forward", [True, False])
@@ -104,6 +131,47 @@ def test_a_decode_span_never_runs_past_a_landing(fast_forward):
     assert sum(d[0] if len(d) == 6 else 1 for d in before) == 3
     t55 = [d for t, d in dec if t == 5.5][0]
     assert (t55[3] if len(t55) == 6 else t55[2]) == 2  # both decode from 5.5
+
+
+def test_kv_is_held_by_the_prefill_until_sent_and_by_the_decode_before_it_starts(monkeypatch):
+    # 4 blocks of 16 tokens per replica. A and B (prompt 32, output 3) prefill together 0->1
+    # on the prefill replica: 2 blocks each. At 1 the decode replica allocates A's 3 blocks
+    # (prompt + first token: 33 tokens) and A's transfer starts (32·512 B: 0.5 + 2.0 s, ends at
+    # 3.5); B needs 3 more, 1 is free: it waits. The prefill replica keeps both requests' blocks
+    # until their transfers end. A decodes 3.5->4.5->5.5 in its 3 blocks and frees them at 5.5;
+    # B's transfer starts then (ends at 8.0) and B decodes 8->9->10.
+    from llmos_sim.serving import disagg
+
+    samples = []
+    run_system = disagg.DisaggSystem.run
+
+    def probed(system, until=None):
+        def probe():
+            for t in (0.5, 2.0, 4.0, 6.0, 9.0, 11.0):
+                yield system.env.timeout(t - system.env.now)
+                samples.append((t, [rep.kv.total_blocks - rep.kv.unheld_blocks for rep in system.all_replicas]))
+        system.env.process(probe())
+        run_system(system, until)
+
+    monkeypatch.setattr(disagg.DisaggSystem, "run", probed)
+    r = run([[0, 32, 3], [0, 32, 3]], serving={"num_kv_blocks": 4, "block_tokens": 16})
+    assert req_events(r.log) == [(0.0, S, 0), (0.0, S, 1), (1.0, F, 0), (1.0, F, 1), (5.5, D, 0), (10.0, D, 1)]
+    assert [(t, k, s) for t, s, (k, *_) in transfers(r.log)] == [
+        (1.0, "start", 0), (3.5, "end", 0), (5.5, "start", 1), (8.0, "end", 1)]
+    # blocks in use [prefill, decode] over time
+    assert samples == [(0.5, [4, 0]), (2.0, [4, 3]), (4.0, [2, 3]), (6.0, [2, 3]), (9.0, [0, 3]), (11.0, [0, 0])]
+    tr = r.tables["transfers"].set_index("request")
+    assert tr["wait_s"].tolist() == [0.0, 4.5]
+    assert r.summary["kv_transfer_wait_max_queue"] == 1 and r.summary["prefill_held_blocks_max"] == 4
+
+
+def test_a_prefill_replica_short_of_blocks_waits_for_a_transfer_to_end():
+    # 4 blocks: A (prompt 48: 3 blocks) prefills 0->1 and its blocks stay until its transfer
+    # ends (48·512 B: 0.5 + 3.0 s, at 4.5). B (prompt 32: 2 blocks) arrives at 0.5 and must
+    # wait for them: it is not failed, it prefills 4.5->5.5
+    r = run([[0, 48, 2], [0.5, 32, 2]], serving={"num_kv_blocks": 4, "block_tokens": 16})
+    assert req_events(r.log)[:4] == [(0.0, S, 0), (1.0, F, 0), (4.5, S, 1), (5.5, F, 1)]
+    assert sorted(s for t, k, s, d in r.log if k == D) == [0, 1]
 
 
 def test_the_decode_router_counts_transfers_under_way():
@@ -127,6 +195,8 @@ def test_pools_take_their_own_gpu_and_tp():
     (("link", "bw_bytes_s"), -1.0, "topology.link.bw_bytes_s"),
     (("link", "latency_s"), "x", "topology.link"),
     (("kind",), "split", "topology.kind"),
+    (("link", "sharing"), "lottery", "topology.link.sharing"),
+    (("link", "scope"), "rack", "topology.link.scope"),
 ])
 def test_bad_topology_names_the_key(key, value, msg):
     cfg = disagg_cfg([[0, 20, 3]])
@@ -155,14 +225,35 @@ ROW = st.tuples(st.integers(0, 6), st.integers(1, 80), st.integers(1, 10))
        batching=st.sampled_from(["static", "orca", "continuous", "chunked_prefill"]),
        pool=st.sampled_from(["ideal", "paged"]), blocks=st.integers(3, 20), mode=st.sampled_from(["recompute", "swap"]),
        prefill=st.integers(1, 2), decode=st.integers(1, 2), router=st.sampled_from(["round_robin", "least_outstanding"]),
-       link=st.sampled_from([(8192.0, 0.5), (1e6, 0.0), (1000.0, 0.25)]), fast_forward=st.booleans())
+       link=st.sampled_from([(8192.0, 0.5), (1e6, 0.0), (1000.0, 0.25)]), fast_forward=st.booleans(),
+       sharing=st.sampled_from(["fair", "fifo"]), scope=st.sampled_from(["source", "destination", "pair", "single"]))
 def test_disaggregation_bookkeeping_property(rows, batching, pool, blocks, mode, prefill, decode, router, link,
-                                             fast_forward):
+                                             fast_forward, sharing, scope):
     memory = {"ideal": None, "paged": {"_target_": "llmos_sim.policies.memory.paged.PagedPool", "_partial_": True}}[pool]
     over = {"preemption": mode} if batching != "static" else None
     rows = [list(x) for x in rows]
-    r = run(rows, prefill=prefill, decode=decode, bw=link[0], latency=link[1], batching=batching, batching_over=over,
-            memory=memory, router=router, serving={"num_kv_blocks": blocks, "fast_forward": fast_forward})
+    pools = {"link": {"sharing": sharing, "scope": scope}}
+    from unittest import mock
+
+    from llmos_sim.serving import disagg
+
+    land, landed = disagg.DisaggSystem._land, []
+
+    def checked_land(system, x, now):  # when a transfer ends, both pools hold the request's KV
+        rid = x.req.id
+        landed.append(rid)
+        kv = system.prefill[x.src].kv
+        assert kv.held_blocks(rid) == -(-x.req.prompt_tokens // kv.block_tokens)  # its prompt's blocks
+        assert system.decode[x.j].kv.held_blocks(rid) == x.blocks > 0  # allocated before the transfer
+        land(system, x, now)
+        assert system.prefill[x.src].kv.held_blocks(rid) == 0 or rid in system._held[x.src]  # freed now (or with
+        # the replica's own release, still to come)
+
+    with mock.patch.object(disagg.DisaggSystem, "_land", checked_land):
+        r = run(rows, prefill=prefill, decode=decode, bw=link[0], latency=link[1], batching=batching,
+                batching_over=over, memory=memory, router=router,
+                serving={"num_kv_blocks": blocks, "fast_forward": fast_forward}, pools=pools)
+    assert sorted(landed) == sorted(s for t, s, d in transfers(r.log) if d[0] == "end")
     ends = [s for t, k, s, d in r.log if k in (D, X)]
     assert sorted(ends) == list(range(len(rows)))  # each exactly once: finished xor failed
     first = [s for t, k, s, d in r.log if k == F]
@@ -174,13 +265,15 @@ def test_disaggregation_bookkeeping_property(rows, batching, pool, blocks, mode,
         assert src < prefill <= dst < prefill + decode and nbytes == rows[s][1] * BPT
     fin = {s: t for t, k, s, d in r.log if k == D}
     ft = {s: t for t, k, s, d in r.log if k == F}
+    too_big = {s for t, k, s, d in r.log if k == X and d[0].startswith("kv_too_small")}
     for s, (arr, p, o) in enumerate(rows):
-        if o > 1 and s in ft:  # prefilled: its KV went to the decode pool, and landed
+        if o > 1 and s in ft and s not in too_big:  # prefilled: its KV went to the decode pool, and landed
             (t0, *_), (t1, *_) = tr[s]["start"], tr[s]["end"]
-            assert t0 == ft[s] and t1 == pytest.approx(t0 + link[1] + p * BPT / link[0])
+            # it waits for the decode pool's blocks, then shares its link: never faster than alone
+            assert t0 >= ft[s] and t1 >= t0 + link[1] + p * BPT / link[0] - 1e-9
             if s in fin:
                 assert fin[s] >= t1 + 1.0  # at least one decode iteration after it landed
-        else:
+        else:  # (one the decode pool can never hold fails at its first token: nothing is sent)
             assert s not in tr
     for rep in r.extra["replicas"]:  # every pool empty, every count back to zero
         assert rep.kv.used_bytes == 0 and rep.kv.unheld_blocks == rep.kv.total_blocks
@@ -189,7 +282,7 @@ def test_disaggregation_bookkeeping_property(rows, batching, pool, blocks, mode,
     # fast-forwarded decode spans stop at every landing: the same request events without them
     # (events of different replicas at one time may come in another order)
     other = run(rows, prefill=prefill, decode=decode, bw=link[0], latency=link[1], batching=batching,
-                batching_over=over, memory=memory, router=router,
+                batching_over=over, memory=memory, router=router, pools=pools,
                 serving={"num_kv_blocks": blocks, "fast_forward": not fast_forward})
     mine, theirs = (sorted(req_events(x.log), key=lambda e: (round(e[0], 9), e[1], e[2])) for x in (r, other))
     assert [e[1:] for e in mine] == [e[1:] for e in theirs]
@@ -218,6 +311,7 @@ def test_disaggregation_is_for_simulated_serving_runs():
 
 @pytest.mark.parametrize("override,key", [("topology.decode.replicas=0", "topology.decode.replicas"),
                                           ("topology.link.bw_bytes_s=0", "topology.link.bw_bytes_s"),
+                                          ("topology.link.sharing=lottery", "topology.link.sharing"),
                                           ("+topology.prefill.router.foo=1", "topology.prefill.router")])
 def test_the_config_check_names_bad_topology_keys(override, key):
     from hydra import compose, initialize_config_dir
