@@ -141,6 +141,13 @@ class Engine:
         self._wake_s: float | None = None  # the earliest pass the scheduler asked for
         # only a scheduler that overrides wake_s is asked after each pass
         self._wants_wake = getattr(type(scheduler), "wake_s", ClusterScheduler.wake_s) is not ClusterScheduler.wake_s
+        # quiet passes: a scheduler that can say until when its passes stay empty (settled_until_s)
+        # lets the engine skip passes until then while nothing has been logged since the last one
+        settles = getattr(scheduler, "settles", None)
+        self._settles = bool(callable(settles) and settles()) and not log_passes
+        self._quiet_until = -math.inf  # passes before this time decide nothing ...
+        self._quiet_mark = -1  # ... while the log still has this many records
+        self.passes_skipped = 0  #: passes not run because they provably decide nothing
         self._last_reject: dict[int, str] = {}  # job id -> why its last start was rejected
         # equal device sets and start records are stored once (most jobs repeat a few of each)
         self._devices_seen: dict[tuple, tuple] = {}
@@ -192,6 +199,8 @@ class Engine:
         self._jobs = jobs
         self._next = 0
         self._arrivals_left = len(jobs)
+        if self._settles and self.pools and not self.log_memory and any(j.mem_trace for j in jobs):
+            self._settles = False  # memory traces change the pools without a record: never skip
         if jobs:
             self._at(jobs[0].arrival_s, self._arrive_batch)
         if self.round_s:
@@ -389,9 +398,16 @@ class Engine:
         self._in_pass = True
         try:
             view = self.view()
-            decision = self.scheduler.decide(view)
-            if decision:
-                self.apply(decision)
+            if self._settles and self.env.now < self._quiet_until and len(self.log) == self._quiet_mark:
+                self.passes_skipped += 1  # nothing happened since a pass that decided nothing
+            else:
+                decision = self.scheduler.decide(view)
+                if decision:
+                    self.apply(decision)
+                elif self._settles:
+                    until = self.scheduler.settled_until_s(view)  # type: ignore[attr-defined]
+                    if until is not None:
+                        self._quiet_until, self._quiet_mark = until, len(self.log)
             if self._wants_wake and self.running:
                 self._ask_wake(view)
         finally:
