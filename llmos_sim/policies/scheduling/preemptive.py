@@ -309,8 +309,6 @@ class PreemptiveScheduler(QueueScheduler):
         rk.now_s = view.now_s
         rk.started = []
         rk.was_running = [r.job for r in view.running.values()]
-        for r in view.running.values():
-            rk.note_need(r.job)
         return rk
 
     def settled_until_s(self, view: ClusterView) -> float | None:
@@ -394,13 +392,10 @@ class _Ranks:
         sus = view.suspended
         self.entries = sorted(((policy.wait_key(j, sus.get(j.id)), j) for j in queue), key=_first)
         self.keys = {j.id: k for k, j in self.entries}
-        for _, j in self.entries:
-            self.note_need(j)
-
-    def note_need(self, job: Job) -> None:
-        need = _need(job)
-        if need < self.min_need:
-            self.min_need = need
+        # every job a walk may meet: waiting now, or running (those joined the queue before,
+        # except in a run whose ranking is rebuilt midway)
+        needs = [_need(j) for _, j in self.entries] + [_need(r.job) for r in view.running.values()]
+        self.min_need = min(needs, default=float("inf"))
 
     def add(self, key: tuple, job: Job) -> None:
         self.keys[job.id] = key
