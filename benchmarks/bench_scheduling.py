@@ -14,12 +14,21 @@ Contention (``--suite load3``): LAS and 2D-LAS (``scheduler=las`` / ``scheduler=
 ``workload.load=3`` on the setup of ``experiments/train_policies`` (Philly virtual cluster
 6c71a0, 9,953 jobs, on 64 A100s, 10 s checkpoint/restore), built from the shipped configs.
 Reported: CPU seconds of ``Engine.run`` (``time.process_time``; min and median of
-``--repeat``), preemptions, scheduling passes and log records. Writes
-``benchmarks/results/scheduling_load3.csv``.
+``--repeat``), preemptions, scheduling passes (those that reached the policy, and those the
+engine skipped because they provably decide nothing), log records, and ``schedule_sha``: a
+digest of every job's first start, finish and preemption count (compare it across versions).
+Writes ``benchmarks/results/scheduling_load3.csv``.
+
+    python benchmarks/bench_scheduling.py --suite load3 --check  # also the old way, compared
+
+``--check`` runs each case a second time the old way (every pass ranks the whole queue, no
+pass skipped: a subclass overriding ``key`` takes that path) and fails unless both logs are
+identical record for record.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import statistics
 import time
 from pathlib import Path
@@ -56,7 +65,33 @@ def count_passes(engine: Engine) -> list[int]:
     return n
 
 
-def load3(repeat: int) -> None:
+def schedule_of(log) -> dict[int, list]:
+    """Job id -> [first start, finish, preemptions] from a run's log."""
+    out: dict[int, list] = {}
+    for t, kind, subject, _ in log.records:
+        if kind == "start":
+            out.setdefault(subject, [t, None, 0])
+        elif kind == "finish":
+            out[subject][1] = t
+        elif kind == "preempt":
+            out[subject][2] += 1
+    return out
+
+
+def schedule_sha(log) -> str:
+    return hashlib.sha256(repr(sorted(schedule_of(log).items())).encode()).hexdigest()[:16]
+
+
+def old_way(scheduler):
+    """The same policy the old way: a subclass overriding ``key`` ranks the whole queue every
+    pass and cannot say when passes are quiet, so none is skipped."""
+    cls = type(scheduler)
+    general = type("General" + cls.__name__, (cls,), {"key": lambda self, job, r, view: cls.key(self, job, r, view)})
+    scheduler.__class__ = general
+    return scheduler
+
+
+def load3(repeat: int, check: bool = False) -> None:
     from llmos_sim.run import build_engine, compose, rngs
     from hydra.utils import instantiate
 
@@ -74,8 +109,22 @@ def load3(repeat: int) -> None:
             cpu.append(time.process_time() - c0)
             passes, events = n_pass[0], len(log)
             pre = sum(1 for r in log.records if r[1] == "preempt")
-        rows.append({"policy": label, "jobs": len(jobs), "load": 3.0, "preemptions": pre, "passes": passes,
-                     "events": events, "cpu_min_s": round(min(cpu), 2), "cpu_median_s": round(statistics.median(cpu), 2)})
+        row = {"policy": label, "jobs": len(jobs), "load": 3.0, "preemptions": pre, "passes": passes,
+               "passes_skipped": eng.passes_skipped, "events": events, "cpu_min_s": round(min(cpu), 2),
+               "cpu_median_s": round(statistics.median(cpu), 2), "schedule_sha": schedule_sha(log)}
+        if check:
+            streams = rngs(int(cfg.seed))
+            eng_old = build_engine(cfg, streams)
+            old_way(eng_old.scheduler)
+            eng_old._settles = False
+            c0 = time.process_time()
+            log_old = eng_old.run(list(instantiate(cfg.workload).jobs(streams["workload"])))
+            row["cpu_old_way_s"] = round(time.process_time() - c0, 2)
+            same = list(log_old.records) == list(log.records)
+            row["identical_to_old_way"] = same
+            if not same:
+                raise SystemExit(f"{label}: the schedule differs from the old way's")
+        rows.append(row)
         print(rows[-1], flush=True)
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
@@ -88,11 +137,12 @@ def main() -> None:
     ap.add_argument("--policies", nargs="*", default=list(POLICIES))
     ap.add_argument("--suite", choices=("all", "philly", "load3"), default="all")
     ap.add_argument("--repeat", type=int, default=3, help="repeats of each load-3 case")
+    ap.add_argument("--check", action="store_true", help="load-3 cases: also run the old way and compare the logs")
     args = ap.parse_args()
     if args.suite in ("all", "philly"):
         philly(args)
     if args.suite in ("all", "load3"):
-        load3(args.repeat)
+        load3(args.repeat, args.check)
 
 
 def philly(args: argparse.Namespace) -> None:
