@@ -239,10 +239,19 @@ class Tentative:
 
     def first_node_with(self, k: int) -> int | None:
         """The first node (in :meth:`nodes_with` order) with exactly ``k`` free devices, or None."""
-        if not self.delta_on:  # no plans yet this pass: the engine's buckets are exact
-            bucket = self.base.buckets[k] if k < len(self.base.buckets) else None
+        delta_on, buckets = self.delta_on, self.base.buckets
+        bucket = buckets[k] if k < len(buckets) else None
+        if not delta_on:  # no plans yet this pass: the engine's buckets are exact
             return next(iter(bucket), None) if bucket else None
-        return next(self.nodes_with(k), None)
+        if bucket:  # nodes_with's order, without a generator (placement asks this per size)
+            for n in bucket:
+                if n not in delta_on:
+                    return n
+        by_node = self.base.by_node
+        for n, dlt in delta_on.items():
+            if len(by_node[n]) + dlt == k:
+                return n
+        return None
 
     def nodes_with(self, k: int) -> Iterator[int]:
         """Nodes with exactly ``k`` free devices after this pass's plans, in a fixed order."""

@@ -267,12 +267,12 @@ class PreemptiveScheduler(QueueScheduler):
 
     def _synced(self, view: ClusterView) -> "_Ranks | None":
         """The waiting jobs' ranks, sorted, brought up to date with ``view`` in O(changes):
-        the jobs the last pass started leave (or, if back in the queue, are re-ranked), the
-        jobs running at the last pass that are queued now (preempted) join, and the newest
-        queue entries beyond the known count are the arrivals (the engine's queue keeps
-        insertion order, and everything inserted by the last pass's decision precedes them).
-        A check failing (another engine, a hand-built view, counts that disagree) rebuilds
-        from the whole queue. ``None``: the policy's ranks are not fixed while waiting."""
+        the jobs the last pass started leave; the queue entries not ranked yet (arrivals and
+        preempted jobs, with their service so far) are its newest, as many as the count
+        differs (the engine's queue keeps insertion order, and only starts remove from it).
+        A check failing (a newest entry already ranked, counts that disagree) or a new run
+        rebuilds from the whole queue. ``None``: the policy's ranks are not fixed while
+        waiting, or the view is hand-built (a list): every pass ranks afresh."""
         if not self.incremental():
             return None
         queue = view.queue
@@ -284,22 +284,15 @@ class PreemptiveScheduler(QueueScheduler):
             rk = self._ranks = _Ranks(view.running)
             rk.rebuild(self, queue, view)
         else:
-            sus, keys = view.suspended, rk.keys
-            for jid in rk.started:  # left the queue, or (started and stopped at once) back in it
-                k = keys.get(jid)
-                if k is not None:
-                    job = qmap.get(jid)
-                    if job is None:
-                        rk.remove(jid)
-                    elif self.wait_key(job, sus.get(jid)) != k:
-                        rk.remove(jid)
-                        rk.add(self.wait_key(job, sus.get(jid)), job)
-            for job in rk.was_running:  # preempted since: waiting again, with its service so far
-                jid = job.id
-                if jid not in keys and jid in qmap:
-                    rk.add(self.wait_key(job, sus.get(jid)), job)
+            keys = rk.keys
+            for jid in rk.started:  # left the queue (if one is back already, it is new again)
+                if jid in keys:
+                    rk.remove(jid)
+            # only starts remove jobs from the queue, and every insertion goes to its end, so
+            # the jobs not ranked yet (arrivals, preempted jobs) are its newest entries
             fresh = len(qmap) - len(keys)
             if fresh > 0:
+                sus = view.suspended
                 for job in islice(reversed(queue), fresh):
                     if job.id in keys:
                         break
@@ -308,7 +301,6 @@ class PreemptiveScheduler(QueueScheduler):
                 rk.rebuild(self, queue, view)
         rk.now_s = view.now_s
         rk.started = []
-        rk.was_running = [r.job for r in view.running.values()]
         return rk
 
     def settled_until_s(self, view: ClusterView) -> float | None:
@@ -371,19 +363,17 @@ def _shortened(t: float, now: float) -> float:
 class _Ranks:
     """A policy's kept ranking of the waiting jobs in one run: ``entries`` sorted by rank
     (``(key, job)``; keys are unique, ending with the job id), ``keys`` job id -> key; what the
-    last pass started and what was running then (to bring it up to date, see
-    ``PreemptiveScheduler._synced``); the smallest device need of any job seen (a walk over
+    last pass started (to bring it up to date, see ``PreemptiveScheduler._synced``); the smallest device need of any job seen (a walk over
     the ranking stops once the free capacity is below it); and, after a pass that decided
     nothing, until when passes stay quiet (``settled_s``)."""
 
-    __slots__ = ("running", "entries", "keys", "started", "was_running", "min_need", "now_s", "settled_s")
+    __slots__ = ("running", "entries", "keys", "started", "min_need", "now_s", "settled_s")
 
     def __init__(self, running) -> None:
         self.running = running  # the engine's running dict: identifies the run
         self.entries: list[tuple[tuple, Job]] = []
         self.keys: dict[int, tuple] = {}
         self.started: list[int] = []
-        self.was_running: list[Job] = []
         self.min_need = float("inf")
         self.now_s = float("-inf")
         self.settled_s: float | None = None
