@@ -145,8 +145,9 @@ class Engine:
         # lets the engine skip passes until then while nothing has been logged since the last one
         settles = getattr(scheduler, "settles", None)
         self._settles = bool(callable(settles) and settles()) and not log_passes
-        self._quiet_until = -math.inf  # passes before this time decide nothing ...
+        self._quiet_until: float | None = -math.inf  # passes before this time decide nothing ...
         self._quiet_mark = -1  # ... while the log still has this many records
+        self._quiet_view: ClusterView | None = None  # the last empty pass's view (None: asked)
         self.passes_skipped = 0  #: passes not run because they provably decide nothing
         self._last_reject: dict[int, str] = {}  # job id -> why its last start was rejected
         # equal device sets and start records are stored once (most jobs repeat a few of each)
@@ -398,20 +399,27 @@ class Engine:
         self._in_pass = True
         try:
             view = self.view()
-            if self._settles and self.env.now < self._quiet_until and len(self.log) == self._quiet_mark:
+            if self._settles and len(self.log) == self._quiet_mark and self.env.now < self._quiet():
                 self.passes_skipped += 1  # nothing happened since a pass that decided nothing
             else:
                 decision = self.scheduler.decide(view)
                 if decision:
                     self.apply(decision)
-                elif self._settles:
-                    until = self.scheduler.settled_until_s(view)  # type: ignore[attr-defined]
-                    if until is not None:
-                        self._quiet_until, self._quiet_mark = until, len(self.log)
+                elif self._settles:  # how long it stays quiet is asked only if a pass comes first
+                    self._quiet_mark, self._quiet_view, self._quiet_until = len(self.log), view, None
             if self._wants_wake and self.running:
                 self._ask_wake(view)
         finally:
             self._in_pass = False
+
+    def _quiet(self) -> float:
+        """Until when passes decide nothing, per the scheduler, asked once after the last pass
+        that decided nothing (with that pass's view; nothing has been logged since)."""
+        if self._quiet_until is None:
+            until = self.scheduler.settled_until_s(self._quiet_view)  # type: ignore[attr-defined]
+            self._quiet_until = -math.inf if until is None else until
+            self._quiet_view = None
+        return self._quiet_until
 
     def _ask_wake(self, view: ClusterView) -> None:
         """Schedule a pass at the moment the scheduler says its ranking next changes (e.g. a

@@ -122,7 +122,7 @@ class PreemptiveScheduler(QueueScheduler):
         now = view.now_s
         if not view.queue:
             if ranks is not None:
-                ranks.settled_s = self._horizon(view, ranks, [], now)
+                ranks.quiet = ((), ())
             return Decision()
         cap = float(view.cluster.n_devices)
         guard = not self.preempt_in_overhead
@@ -144,7 +144,7 @@ class PreemptiveScheduler(QueueScheduler):
         to_start, victims, rest, tail = self._select_merged(ranks, run, cap)
         decision = self._plan(view, to_start, victims, rest, tail)
         ranks.started = [s.job_id for s in decision.starts]
-        ranks.settled_s = None if decision else self._horizon(view, ranks, run, now, protected)
+        ranks.quiet = None if decision else (run, protected)  # settled_until_s works from these
         return decision
 
     def _select_all(self, view: ClusterView, rankable: list[RunningJob], cap: float
@@ -309,9 +309,10 @@ class PreemptiveScheduler(QueueScheduler):
         checks that), because no rank can change before then. ``None``: unknown (every pass
         runs). Exact rounds are kept: the engine skips only passes that provably change nothing."""
         rk = self._ranks
-        if rk is None or rk.now_s != view.now_s or rk.running is not view.running:
+        if rk is None or rk.now_s != view.now_s or rk.running is not view.running or rk.quiet is None:
             return None
-        return rk.settled_s
+        run, protected = rk.quiet
+        return self._horizon(view, rk, list(run), view.now_s, protected)
 
     def _horizon(self, view: ClusterView, ranks: "_Ranks", run: list, now: float,
                  protected: Sequence[RunningJob] = ()) -> float | None:
@@ -365,9 +366,10 @@ class _Ranks:
     (``(key, job)``; keys are unique, ending with the job id), ``keys`` job id -> key; what the
     last pass started (to bring it up to date, see ``PreemptiveScheduler._synced``); the smallest device need of any job seen (a walk over
     the ranking stops once the free capacity is below it); and, after a pass that decided
-    nothing, until when passes stay quiet (``settled_s``)."""
+    nothing, what its quiet moment is computed from (``quiet``, asked only if the engine has a
+    pass to skip)."""
 
-    __slots__ = ("running", "entries", "keys", "started", "min_need", "now_s", "settled_s")
+    __slots__ = ("running", "entries", "keys", "started", "min_need", "now_s", "quiet")
 
     def __init__(self, running) -> None:
         self.running = running  # the engine's running dict: identifies the run
@@ -376,7 +378,7 @@ class _Ranks:
         self.started: list[int] = []
         self.min_need = float("inf")
         self.now_s = float("-inf")
-        self.settled_s: float | None = None
+        self.quiet: tuple | None = None  # after a pass that decided nothing: its ranked running jobs and protected ones
 
     def rebuild(self, policy: "PreemptiveScheduler", queue, view: ClusterView) -> None:
         sus = view.suspended
