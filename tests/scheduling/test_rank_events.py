@@ -161,3 +161,33 @@ def test_gittins_order_never_skips():
     assert not pol.incremental() and not pol.settles()
     _, eng = _run(pol, _jobs(1, 20, "whole"))
     assert eng.passes_skipped == 0
+
+
+@pytest.mark.parametrize("fast,general,kw", [
+    (LAS, GeneralLAS, {"round_s": 60.0}),
+    (DiscretizedLAS, GeneralDiscretizedLAS, {"round_s": 60.0, "thresholds": (200.0, 2000.0)}),
+])
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), action=st.sampled_from(["preempt", "wait", "fail"]))
+def test_memory_evictions_and_rejections_keep_the_old_schedule(fast, general, kw, seed, action):
+    """Shared devices with memory pools: a start may evict jobs (which rejoin the queue in the
+    middle of applying a decision), be rejected, or fail; the kept ranking must follow."""
+    from llmos_sim.policies.memory.fit import FirstFitPool
+    from llmos_sim.types import GB, Cluster, DeviceSpec
+
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for i, j in enumerate(_jobs(seed, 40, "fractional")):
+        jobs.append(Job(j.id, j.arrival_s, j.work_flops, gpus=j.gpus, gpu_milli=j.gpu_milli,
+                        mem_bytes_per_device=int(rng.choice([2, 5, 7])) * GB, priority=int(rng.integers(0, 3))))
+    cl = Cluster.homogeneous(2, 4, DeviceSpec("m", 1.0, 10 * GB))
+
+    def run(sched, skip=True):
+        eng = Engine(cl, sched, pool_factory=FirstFitPool, on_memory_full=action, preempt_overhead_s=10.0)
+        if not skip:
+            eng._settles = False
+        return list(eng.run(jobs).records)
+
+    old = run(general(**kw))
+    assert run(fast(**kw)) == old
+    assert run(fast(**kw), skip=False) == old
