@@ -645,10 +645,15 @@ class DiscretizedLAS(LAS):
         compute device-seconds, no promotion): a waiting job's queue is fixed while it waits, so
         ranks are kept across passes; any other configuration or an overriding subclass gets
         the general path."""
+        return self.promote_after_s is None and self._sweeps()
+
+    def _sweeps(self) -> bool:
+        """Can the keys be computed in one sweep with :meth:`key`'s expressions inlined (FIFO
+        within a queue, arrival tie-break, compute device-seconds, no overriding subclass)?"""
         cls = type(self)
         return (self.order_by == "fifo" and self.tie_break == "arrival" and self.service == "gpu_s"
-                and not self.service_overhead and self.promote_after_s is None
-                and cls.key is DiscretizedLAS.key and cls.queue_index is DiscretizedLAS.queue_index
+                and not self.service_overhead and cls.key is DiscretizedLAS.key
+                and cls.queue_index is DiscretizedLAS.queue_index
                 and cls.served is LAS.served and cls.served_gpu_s is LAS.served_gpu_s)
 
     def wait_key(self, job: Job, suspended: RunningJob | None) -> tuple:
@@ -658,10 +663,7 @@ class DiscretizedLAS(LAS):
 
     def running_keys(self, view: ClusterView, running: Sequence[RunningJob]) -> list[tuple[tuple, Job, RunningJob]]:
         """:meth:`key` of ``running`` in one sweep (RunningJob.computed_at inlined)."""
-        cls = type(self)
-        if (self.order_by != "fifo" or self.tie_break != "arrival" or self.service != "gpu_s" or self.service_overhead
-                or cls.key is not DiscretizedLAS.key or cls.queue_index is not DiscretizedLAS.queue_index
-                or cls.served is not LAS.served or cls.served_gpu_s is not LAS.served_gpu_s):
+        if not self._sweeps():
             return PreemptiveScheduler.running_keys(self, view, running)
         now, thr, busy = view.now_s, self.thresholds, (0,) if self.running_first else ()
         out = []
@@ -680,11 +682,7 @@ class DiscretizedLAS(LAS):
             sus, wait_key = view.suspended.get, self.wait_key
             out: list = [(wait_key(j, sus(j.id)), j, None) for j in view.queue]
             return out + self.running_keys(view, running)
-        cls = type(self)
-        if (self.order_by != "fifo" or self.tie_break != "arrival" or self.service != "gpu_s" or self.service_overhead
-                or cls.key is not DiscretizedLAS.key or cls.queue_index is not DiscretizedLAS.queue_index
-                or cls.served is not LAS.served or cls.served_gpu_s is not LAS.served_gpu_s
-                or cls.stopped_at_s is not PreemptiveScheduler.stopped_at_s):
+        if not self._sweeps() or type(self).stopped_at_s is not PreemptiveScheduler.stopped_at_s:
             return PreemptiveScheduler.ranked(self, view, running)
         # with promotion: a waiting job's queue depends on how long it has waited
         now, sus, thr, promote = view.now_s, view.suspended.get, self.thresholds, self.promote_after_s
