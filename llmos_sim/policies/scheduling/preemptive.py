@@ -17,7 +17,14 @@ One pass:
 5. (work conserving) queued jobs that were not selected may still start on devices left free.
 
 A preempted job's progress, attained service and stop time come from the engine's record of
-it (``view.suspended``), so these policies keep no state of their own.
+it (``view.suspended``), so these policies keep no state of their own beyond a cache: where a
+waiting job's rank cannot change while it waits (SRTF, LAS, 2D-LAS with FIFO queues and no
+promotion, :meth:`PreemptiveScheduler.incremental`), the waiting jobs' ranking is kept sorted
+across passes and brought up to date in O(changes) (``_Ranks``); a pass then ranks only the
+running jobs and walks the merge of both only as far as a job can still fit. Same decisions as
+ranking everything afresh. After a pass that decided nothing, LAS and 2D-LAS also say until
+when passes stay quiet (:meth:`PreemptiveScheduler.settled_until_s`: the next moment a running
+job's growing service can change the order), so the engine skips the rounds before it.
 
 ``round_s`` sets the engine's periodic pass (the time quantum); passes also run on every
 arrival and completion. ``min_run_s`` protects a job for that long after its segment started
