@@ -141,6 +141,14 @@ class Engine:
         self._wake_s: float | None = None  # the earliest pass the scheduler asked for
         # only a scheduler that overrides wake_s is asked after each pass
         self._wants_wake = getattr(type(scheduler), "wake_s", ClusterScheduler.wake_s) is not ClusterScheduler.wake_s
+        # quiet passes: a scheduler that can say until when its passes stay empty (settled_until_s)
+        # lets the engine skip passes until then while nothing has been logged since the last one
+        settles = getattr(scheduler, "settles", None)
+        self._settles = bool(callable(settles) and settles()) and not log_passes
+        self._quiet_until: float | None = -math.inf  # passes before this time decide nothing ...
+        self._quiet_mark = -1  # ... while the log still has this many records
+        self._quiet_view: ClusterView | None = None  # the last empty pass's view (None: asked)
+        self.passes_skipped = 0  #: passes not run because they provably decide nothing
         self._last_reject: dict[int, str] = {}  # job id -> why its last start was rejected
         # equal device sets and start records are stored once (most jobs repeat a few of each)
         self._devices_seen: dict[tuple, tuple] = {}
@@ -192,6 +200,8 @@ class Engine:
         self._jobs = jobs
         self._next = 0
         self._arrivals_left = len(jobs)
+        if self._settles and self.pools and not self.log_memory and any(j.mem_trace for j in jobs):
+            self._settles = False  # memory traces change the pools without a record: never skip
         if jobs:
             self._at(jobs[0].arrival_s, self._arrive_batch)
         if self.round_s:
@@ -389,13 +399,27 @@ class Engine:
         self._in_pass = True
         try:
             view = self.view()
-            decision = self.scheduler.decide(view)
-            if decision:
-                self.apply(decision)
+            if self._settles and len(self.log) == self._quiet_mark and self.env.now < self._quiet():
+                self.passes_skipped += 1  # nothing happened since a pass that decided nothing
+            else:
+                decision = self.scheduler.decide(view)
+                if decision:
+                    self.apply(decision)
+                elif self._settles:  # how long it stays quiet is asked only if a pass comes first
+                    self._quiet_mark, self._quiet_view, self._quiet_until = len(self.log), view, None
             if self._wants_wake and self.running:
                 self._ask_wake(view)
         finally:
             self._in_pass = False
+
+    def _quiet(self) -> float:
+        """Until when passes decide nothing, per the scheduler, asked once after the last pass
+        that decided nothing (with that pass's view; nothing has been logged since)."""
+        if self._quiet_until is None:
+            until = self.scheduler.settled_until_s(self._quiet_view)  # type: ignore[attr-defined]
+            self._quiet_until = -math.inf if until is None else until
+            self._quiet_view = None
+        return self._quiet_until
 
     def _ask_wake(self, view: ClusterView) -> None:
         """Schedule a pass at the moment the scheduler says its ranking next changes (e.g. a

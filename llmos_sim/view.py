@@ -203,7 +203,7 @@ class Tentative:
     ``total == base.total + Σ delta_on``.
     """
 
-    __slots__ = ("base", "taken", "released", "released_on", "delta_on", "total")
+    __slots__ = ("base", "taken", "released", "released_on", "delta_on", "total", "_firsts")
 
     def __init__(self, base: FreeDevices) -> None:
         self.base = base
@@ -212,6 +212,9 @@ class Tentative:
         self.released_on: dict[int, list[int]] = {}
         self.delta_on: dict[int, int] = {}
         self.total = base.total
+        #: free count -> the first node in ``delta_on`` with that many free devices (built when
+        #: asked, dropped by take/release): placement asks for several counts between two plans
+        self._firsts: dict[int, int] | None = None
 
     def fork(self) -> "Tentative":
         """An independent copy of this overlay over the same engine state (O(overlay))."""
@@ -220,6 +223,7 @@ class Tentative:
         t.taken, t.released = set(self.taken), set(self.released)
         t.released_on = {n: list(v) for n, v in self.released_on.items()}
         t.delta_on = dict(self.delta_on)
+        t._firsts = None
         return t
 
     def count(self, node: int) -> int:
@@ -239,10 +243,21 @@ class Tentative:
 
     def first_node_with(self, k: int) -> int | None:
         """The first node (in :meth:`nodes_with` order) with exactly ``k`` free devices, or None."""
-        if not self.delta_on:  # no plans yet this pass: the engine's buckets are exact
-            bucket = self.base.buckets[k] if k < len(self.base.buckets) else None
+        delta_on, buckets = self.delta_on, self.base.buckets
+        bucket = buckets[k] if k < len(buckets) else None
+        if not delta_on:  # no plans yet this pass: the engine's buckets are exact
             return next(iter(bucket), None) if bucket else None
-        return next(self.nodes_with(k), None)
+        if bucket:  # nodes_with's order, without a generator (placement asks this per size)
+            for n in bucket:
+                if n not in delta_on:
+                    return n
+        firsts = self._firsts
+        if firsts is None:
+            firsts, by_node = {}, self.base.by_node
+            for n, dlt in delta_on.items():
+                firsts.setdefault(len(by_node[n]) + dlt, n)
+            self._firsts = firsts
+        return firsts.get(k)
 
     def nodes_with(self, k: int) -> Iterator[int]:
         """Nodes with exactly ``k`` free devices after this pass's plans, in a fixed order."""
@@ -257,6 +272,7 @@ class Tentative:
     def take(self, devices: Sequence[int]) -> None:
         """Plan to use ``devices`` (each must be free after this pass's plans)."""
         node_of, delta_on = self.base.node_of, self.delta_on
+        self._firsts = None
         for d in devices:
             if d in self.taken:
                 raise ValueError(f"device {d} planned twice in one pass")
@@ -268,6 +284,7 @@ class Tentative:
     def release(self, devices: Sequence[int]) -> None:
         """Plan to free busy ``devices`` (a preemption or shrink in the same decision)."""
         node_of, delta_on = self.base.node_of, self.delta_on
+        self._firsts = None
         for d in devices:
             n = node_of[d]
             if d in self.taken:  # planned earlier in this pass: the plan is dropped

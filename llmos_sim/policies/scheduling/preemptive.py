@@ -17,7 +17,14 @@ One pass:
 5. (work conserving) queued jobs that were not selected may still start on devices left free.
 
 A preempted job's progress, attained service and stop time come from the engine's record of
-it (``view.suspended``), so these policies keep no state of their own.
+it (``view.suspended``), so these policies keep no state of their own beyond a cache: where a
+waiting job's rank cannot change while it waits (SRTF, LAS, 2D-LAS with FIFO queues and no
+promotion, :meth:`PreemptiveScheduler.incremental`), the waiting jobs' ranking is kept sorted
+across passes and brought up to date in O(changes) (``_Ranks``); a pass then ranks only the
+running jobs and walks the merge of both only as far as a job can still fit. Same decisions as
+ranking everything afresh. After a pass that decided nothing, LAS and 2D-LAS also say until
+when passes stay quiet (:meth:`PreemptiveScheduler.settled_until_s`: the next moment a running
+job's growing service can change the order), so the engine skips the rounds before it.
 
 ``round_s`` sets the engine's periodic pass (the time quantum); passes also run on every
 arrival and completion. ``min_run_s`` protects a job for that long after its segment started
@@ -33,7 +40,8 @@ merely by restoring.
 from __future__ import annotations
 
 from abc import abstractmethod
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right, insort
+from itertools import chain, islice
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -78,6 +86,7 @@ class PreemptiveScheduler(QueueScheduler):
         self.min_run_s = float(min_run_s)
         self.work_conserving = work_conserving
         self.preempt_in_overhead = bool(preempt_in_overhead)
+        self._ranks: _Ranks | None = None  # the waiting jobs' kept ranking (one run at a time)
 
     # -- the hook ---------------------------------------------------------------------------
     @abstractmethod
@@ -116,21 +125,38 @@ class PreemptiveScheduler(QueueScheduler):
 
     # -- the loop ---------------------------------------------------------------------------
     def decide(self, view: ClusterView) -> Decision:
+        ranks = self._synced(view)
         now = view.now_s
-        running = view.running
         if not view.queue:
+            if ranks is not None:
+                ranks.quiet = ((), ())
             return Decision()
         cap = float(view.cluster.n_devices)
         guard = not self.preempt_in_overhead
         min_run = self.min_run_s
         rankable: list[RunningJob] = []
-        for r in running.values():
+        protected: list[RunningJob] = []
+        for r in view.running.values():
             # protected: younger than min_run_s, or (guard) still in its overhead (RunningJob.in_overhead)
             if (min_run > 0 and now - r.seg_start_s < min_run) or (
                     guard and r.seg_overhead_s > 0 and now <= r.seg_start_s + r.seg_overhead_s):
                 cap -= self.need(r.job)
+                protected.append(r)
             else:
                 rankable.append(r)
+        if ranks is None:  # the general path: rank everything now
+            return self._plan(view, *self._select_all(view, rankable, cap))
+        run = self.running_keys(view, rankable)
+        run.sort(key=_first)
+        to_start, victims, rest, tail = self._select_merged(ranks, run, cap)
+        decision = self._plan(view, to_start, victims, rest, tail)
+        ranks.started = [s.job_id for s in decision.starts]
+        ranks.quiet = None if decision else (run, protected)  # settled_until_s works from these
+        return decision
+
+    def _select_all(self, view: ClusterView, rankable: list[RunningJob], cap: float
+                    ) -> tuple[list[Job], list[RunningJob], list[Job], Iterable[Job]]:
+        """Step 2 over a ranking of the whole queue and ``rankable`` built now (any key)."""
         ranked = self.ranked(view, rankable)
         ranked.sort(key=_first)
         to_start: list[Job] = []
@@ -146,7 +172,50 @@ class PreemptiveScheduler(QueueScheduler):
                 victims.append(r)
             else:
                 rest.append(job)
-        if not to_start and not (self.work_conserving and rest and view.free.total):
+        return to_start, victims, rest, ()
+
+    def _select_merged(self, ranks: "_Ranks", run: list, cap: float
+                       ) -> tuple[list[Job], list[RunningJob], list[Job], Iterable[Job]]:
+        """Step 2 over the kept ranking of the waiting jobs merged with ``run`` (the running
+        jobs' entries, sorted): the same walk as :meth:`_select_all`, stopped as soon as no job
+        can fit any more (``cap`` below the smallest need of any job), so it reads a prefix of
+        the queue. The rest of the queue is returned as ``tail`` (in rank order, lazily)."""
+        waiting, n_w, n_r = ranks.entries, len(ranks.entries), len(run)
+        least, tol, whole = ranks.min_need, CAPACITY_TOLERANCE, FULL_DEVICE_MILLI
+        need_of = self.need
+        to_start: list[Job] = []
+        victims: list[RunningJob] = []
+        rest: list[Job] = []
+        i = k = 0
+        while cap + tol >= least:
+            if i < n_w and (k >= n_r or waiting[i][0] < run[k][0]):
+                job, r = waiting[i][1], None
+                i += 1
+            elif k < n_r:
+                _, job, r = run[k]
+                k += 1
+            else:
+                break
+            need = need_of(job) if job.gpu_milli < whole else job.min_devices
+            if need <= cap + tol:
+                cap -= need
+                if r is None:
+                    to_start.append(job)
+            elif r is not None:
+                victims.append(r)
+            else:
+                rest.append(job)
+        victims.extend(e[2] for e in run[k:])
+        tail = (waiting[x][1] for x in range(i, n_w)) if i < n_w else ()
+        return to_start, victims, rest, tail
+
+    def _plan(self, view: ClusterView, to_start: list[Job], victims: list[RunningJob], rest: list[Job],
+              tail: Iterable[Job]) -> Decision:
+        """Steps 3-5: place the selected jobs (on free devices and the candidate victims'),
+        preempt the victims whose devices a start uses, then (work conserving) start the
+        unselected waiting jobs, ``rest`` then ``tail``, on devices still free."""
+        more = bool(rest) or bool(tail)
+        if not to_start and not (self.work_conserving and more and view.free.total):
             return Decision()
         v = released_view(view, ((r, r.devices) for r in victims)) if victims else view
         starts: list[Start] = []
@@ -167,14 +236,96 @@ class PreemptiveScheduler(QueueScheduler):
                     elif r.job.gpu_milli < FULL_DEVICE_MILLI:
                         for d in r.devices:
                             v.share_taken[d] = v.share_taken.get(d, 0) + r.job.gpu_milli
-        if self.work_conserving:
-            for job in rest:
-                if v.free.total == 0 and job.gpu_milli == FULL_DEVICE_MILLI:
+        if self.work_conserving and more:
+            # a whole-device job wanting more devices than are free cannot start (try_start would
+            # say None): skipped without asking, so a long queue costs one test per job
+            plain = type(self).try_start is QueueScheduler.try_start
+            free = v.free
+            for job in chain(rest, tail):
+                full = job.gpu_milli == FULL_DEVICE_MILLI
+                if full and free.total == 0:
                     break
+                if plain and full and job.min_devices > free.total:
+                    continue
                 devs = self.try_start(job, v)
                 if devs is not None:
                     starts.append(Start(job.id, devs))
         return Decision(starts=tuple(starts), preempts=tuple(preempts))
+
+    # -- kept ranks (the incremental path) -----------------------------------------------------
+    def incremental(self) -> bool:
+        """Does a waiting job's rank stay fixed while it waits (so the ranking of the waiting
+        jobs can be kept across passes, :meth:`wait_key`)? ``False``: every pass ranks the
+        whole queue (the general path)."""
+        return False
+
+    def wait_key(self, job: Job, suspended: RunningJob | None) -> tuple:
+        """The rank of a waiting job from its preempted record (``None``: it never ran), when
+        :meth:`incremental`. Must equal :meth:`key` for that job."""
+        raise NotImplementedError
+
+    def running_keys(self, view: ClusterView, running: Sequence[RunningJob]) -> list[tuple[tuple, Job, RunningJob]]:
+        """``(key, job, record)`` of ``running`` (unsorted): :meth:`ranked`'s running part."""
+        return [(self.key(r.job, r, view), r.job, r) for r in running]
+
+    def settles(self) -> bool:
+        """Can this policy say how long a quiet pass stays quiet (:meth:`settled_until_s`)?"""
+        return False
+
+    def _synced(self, view: ClusterView) -> "_Ranks | None":
+        """The waiting jobs' ranks, sorted, brought up to date with ``view`` in O(changes):
+        the jobs the last pass started leave; the queue entries not ranked yet (arrivals and
+        preempted jobs, with their service so far) are its newest, as many as the count
+        differs (the engine's queue keeps insertion order, and only starts remove from it).
+        A check failing (a newest entry already ranked, counts that disagree) or a new run
+        rebuilds from the whole queue. ``None``: the policy's ranks are not fixed while
+        waiting, or the view is hand-built (a list): every pass ranks afresh."""
+        if not self.incremental():
+            return None
+        queue = view.queue
+        qmap = getattr(queue, "mapping", None)
+        if qmap is None:  # a hand-built view (a list): rank afresh every pass
+            return None
+        rk = self._ranks
+        if rk is None or rk.running is not view.running or view.now_s < rk.now_s:
+            rk = self._ranks = _Ranks(view.running)
+            rk.rebuild(self, queue, view)
+        else:
+            keys = rk.keys
+            for jid in rk.started:  # left the queue (if one is back already, it is new again)
+                if jid in keys:
+                    rk.remove(jid)
+            # only starts remove jobs from the queue, and every insertion goes to its end, so
+            # the jobs not ranked yet (arrivals, preempted jobs) are its newest entries
+            fresh = len(qmap) - len(keys)
+            if fresh > 0:
+                sus = view.suspended
+                for job in islice(reversed(queue), fresh):
+                    if job.id in keys:
+                        break
+                    rk.add(self.wait_key(job, sus.get(job.id)), job)
+            if len(keys) != len(qmap):
+                rk.rebuild(self, queue, view)
+        rk.now_s = view.now_s
+        rk.started = []
+        return rk
+
+    def settled_until_s(self, view: ClusterView) -> float | None:
+        """After a pass that decided nothing: until when every pass would decide nothing as
+        long as nothing else happens (no arrival, completion, start, preemption: the engine
+        checks that), because no rank can change before then. ``None``: unknown (every pass
+        runs). Exact rounds are kept: the engine skips only passes that provably change nothing."""
+        rk = self._ranks
+        if rk is None or rk.now_s != view.now_s or rk.running is not view.running or rk.quiet is None:
+            return None
+        run, protected = rk.quiet
+        return self._horizon(view, rk, list(run), view.now_s, protected)
+
+    def _horizon(self, view: ClusterView, ranks: "_Ranks", run: list, now: float,
+                 protected: Sequence[RunningJob] = ()) -> float | None:
+        """The earliest moment the ranking may change with nothing else happening (see
+        :meth:`settled_until_s`), shortened by a safety margin; ``None`` = unknown."""
+        return None
 
     def ranked(self, view: ClusterView, running: Sequence[RunningJob]) -> list[tuple[tuple, Job, RunningJob | None]]:
         """``(key, job, record)`` of every queued job (record ``None``) and of ``running``, unsorted.
@@ -192,6 +343,72 @@ def _first(e: tuple) -> tuple:
     return e[0]
 
 
+def _need(job: Job) -> float:
+    """The devices a pass counts for ``job`` against the capacity (its share if fractional,
+    else its minimum grant)."""
+    return job.gpus * job.gpu_milli / FULL_DEVICE_MILLI if job.gpu_milli < FULL_DEVICE_MILLI else job.min_devices
+
+
+def _protection_ends(policy: PreemptiveScheduler, protected: Sequence[RunningJob], now: float) -> float:
+    """The earliest moment a protected running job (in its overhead, or younger than
+    ``min_run_s``) becomes a candidate for the ranking; infinity if none."""
+    best = float("inf")
+    guard, min_run = not policy.preempt_in_overhead, policy.min_run_s
+    for r in protected:
+        if guard and r.seg_overhead_s > 0 and now <= r.seg_start_s + r.seg_overhead_s:
+            best = min(best, r.seg_start_s + r.seg_overhead_s)
+        if min_run > 0 and now - r.seg_start_s < min_run:
+            best = min(best, r.seg_start_s + min_run)
+    return best
+
+
+def _shortened(t: float, now: float) -> float:
+    """``t`` moved earlier by a relative margin (a pass near a computed crossing runs: rounding
+    must never let a pass be skipped that would have seen the change)."""
+    return max(now, t - 1e-6 * (1.0 + abs(t)))
+
+
+class _Ranks:
+    """A policy's kept ranking of the waiting jobs in one run: ``entries`` sorted by rank
+    (``(key, job)``; keys are unique, ending with the job id), ``keys`` job id -> key; what the
+    last pass started (to bring it up to date, see ``PreemptiveScheduler._synced``); the smallest device need of any job seen (a walk over
+    the ranking stops once the free capacity is below it); and, after a pass that decided
+    nothing, what its quiet moment is computed from (``quiet``, asked only if the engine has a
+    pass to skip)."""
+
+    __slots__ = ("running", "entries", "keys", "started", "min_need", "now_s", "quiet")
+
+    def __init__(self, running) -> None:
+        self.running = running  # the engine's running dict: identifies the run
+        self.entries: list[tuple[tuple, Job]] = []
+        self.keys: dict[int, tuple] = {}
+        self.started: list[int] = []
+        self.min_need = float("inf")
+        self.now_s = float("-inf")
+        self.quiet: tuple | None = None  # after a pass that decided nothing: its ranked running jobs and protected ones
+
+    def rebuild(self, policy: "PreemptiveScheduler", queue, view: ClusterView) -> None:
+        sus = view.suspended
+        self.entries = sorted(((policy.wait_key(j, sus.get(j.id)), j) for j in queue), key=_first)
+        self.keys = {j.id: k for k, j in self.entries}
+        # every job a walk may meet: waiting now, or running (those joined the queue before,
+        # except in a run whose ranking is rebuilt midway)
+        needs = [_need(j) for _, j in self.entries] + [_need(r.job) for r in view.running.values()]
+        self.min_need = min(needs, default=float("inf"))
+
+    def add(self, key: tuple, job: Job) -> None:
+        self.keys[job.id] = key
+        insort(self.entries, (key, job))
+        need = _need(job)
+        if need < self.min_need:
+            self.min_need = need
+
+    def remove(self, job_id: int) -> None:
+        key = self.keys.pop(job_id)
+        entries = self.entries
+        del entries[bisect_left(entries, (key,))]
+
+
 class SRTF(PreemptiveScheduler):
     """Shortest remaining time first (oracle): remaining FLOPs over the job's full demand of
     average devices, in seconds. A shorter arrival preempts a longer running job at once
@@ -201,24 +418,41 @@ class SRTF(PreemptiveScheduler):
         rem = job.work_flops - self.done_flops(job, running, view)
         return (rem / (job.gpus * mean_flops(view) * job.gpu_milli / FULL_DEVICE_MILLI), job.arrival_s, job.id)
 
-    def ranked(self, view: ClusterView, running: Sequence[RunningJob]) -> list[tuple[tuple, Job, RunningJob | None]]:
-        """:meth:`key` in one sweep (the same expressions, the cluster's mean capacity computed
-        once); a subclass with its own key or progress measure gets the general path."""
+    def incremental(self) -> bool:
+        """A waiting job's remaining work is fixed: kept ranks, unless a subclass changes the
+        key or the progress measure."""
         cls = type(self)
-        if cls.key is not SRTF.key or cls.done_flops is not PreemptiveScheduler.done_flops:
-            return super().ranked(view, running)
-        now, sus, m = view.now_s, view.suspended.get, mean_flops(view)
+        return cls.key is SRTF.key and cls.done_flops is PreemptiveScheduler.done_flops
+
+    def wait_key(self, job: Job, suspended: RunningJob | None) -> tuple:
+        rem = job.work_flops - (suspended.done_flops if suspended is not None else 0.0)
+        return (rem / (job.gpus * self._mean * job.gpu_milli / FULL_DEVICE_MILLI), job.arrival_s, job.id)
+
+    def running_keys(self, view: ClusterView, running: Sequence[RunningJob]) -> list[tuple[tuple, Job, RunningJob]]:
+        """:meth:`key` of ``running`` in one sweep (RunningJob.done_at inlined)."""
+        if not self.incremental():
+            return super().running_keys(view, running)
+        now, m = view.now_s, mean_flops(view)
         out = []
-        for j in view.queue:
-            s = sus(j.id)
-            rem = j.work_flops - (s.done_flops if s is not None else 0.0)
-            out.append(((rem / (j.gpus * m * j.gpu_milli / FULL_DEVICE_MILLI), j.arrival_s, j.id), j, None))
-        for r in running:  # RunningJob.done_at, inlined
+        for r in running:
             job = r.job
             run = now - r.seg_start_s - r.seg_overhead_s
             rem = job.work_flops - min(job.work_flops, r.done_flops + (run * r.rate_flops_s if run > 0 else 0.0))
             out.append(((rem / (job.gpus * m * job.gpu_milli / FULL_DEVICE_MILLI), job.arrival_s, job.id), job, r))
         return out
+
+    def _synced(self, view: ClusterView) -> "_Ranks | None":
+        self._mean = mean_flops(view)
+        return super()._synced(view)
+
+    def ranked(self, view: ClusterView, running: Sequence[RunningJob]) -> list[tuple[tuple, Job, RunningJob | None]]:
+        """:meth:`key` in one sweep (the same expressions, the cluster's mean capacity computed
+        once); a subclass with its own key or progress measure gets the general path."""
+        if not self.incremental():
+            return super().ranked(view, running)
+        self._mean, sus = mean_flops(view), view.suspended.get
+        out: list = [(self.wait_key(j, sus(j.id)), j, None) for j in view.queue]
+        return out + self.running_keys(view, running)
 
 
 class LAS(PreemptiveScheduler):
@@ -260,25 +494,72 @@ class LAS(PreemptiveScheduler):
     def key(self, job: Job, running: RunningJob | None, view: ClusterView) -> tuple:
         return (self.served(job, running, view), job.arrival_s, job.id)
 
-    def ranked(self, view: ClusterView, running: Sequence[RunningJob]) -> list[tuple[tuple, Job, RunningJob | None]]:
-        """The keys of :meth:`key` computed in one sweep (a pass ranks the whole queue): the same
-        values, without four calls per job. Only for LAS's own key on compute device-seconds;
-        a subclass with its own key or service measure gets the general path."""
+    def incremental(self) -> bool:
+        """LAS's own key on compute device-seconds: a waiting job's service is fixed, so the
+        waiting jobs' ranks are kept across passes; any other service measure or an overriding
+        subclass gets the general path."""
         cls = type(self)
-        if (self.service != "gpu_s" or self.service_overhead or cls.key is not LAS.key
-                or cls.served is not LAS.served or cls.served_gpu_s is not LAS.served_gpu_s):
-            return super().ranked(view, running)
-        now, sus = view.now_s, view.suspended.get
+        return (self.service == "gpu_s" and not self.service_overhead and cls.key is LAS.key
+                and cls.served is LAS.served and cls.served_gpu_s is LAS.served_gpu_s)
+
+    def wait_key(self, job: Job, suspended: RunningJob | None) -> tuple:
+        return (suspended.compute_gpu_s if suspended is not None else 0.0, job.arrival_s, job.id)
+
+    def running_keys(self, view: ClusterView, running: Sequence[RunningJob]) -> list[tuple[tuple, Job, RunningJob]]:
+        """:meth:`key` of ``running`` in one sweep (RunningJob.computed_at inlined)."""
+        if not self.incremental():
+            return super().running_keys(view, running)
+        now = view.now_s
         out = []
-        for j in view.queue:
-            s = sus(j.id)
-            out.append(((s.compute_gpu_s if s is not None else 0.0, j.arrival_s, j.id), j, None))
-        for r in running:  # RunningJob.computed_at, inlined
+        for r in running:
             run = now - r.seg_start_s - r.seg_overhead_s
             served = r.compute_gpu_s + (run * len(r.devices) * r.share_milli / 1000 if run > 0 else 0.0)
             job = r.job
             out.append(((served, job.arrival_s, job.id), job, r))
         return out
+
+    def ranked(self, view: ClusterView, running: Sequence[RunningJob]) -> list[tuple[tuple, Job, RunningJob | None]]:
+        """The keys of :meth:`key` computed in one sweep: the same values, without four calls
+        per job (only where :meth:`incremental`; otherwise the general path)."""
+        if not self.incremental():
+            return super().ranked(view, running)
+        sus, wait_key = view.suspended.get, self.wait_key
+        out: list = [(wait_key(j, sus(j.id)), j, None) for j in view.queue]
+        return out + self.running_keys(view, running)
+
+    def settles(self) -> bool:
+        return self.incremental()
+
+    def _horizon(self, view: ClusterView, ranks: "_Ranks", run: list, now: float,
+                 protected: Sequence[RunningJob] = ()) -> float | None:
+        """Ranks change only as running jobs gain service: each rankable running job's service
+        grows linearly (by its width per second, from the end of its overhead), the waiting
+        jobs' stays put. In a sorted order whose keys move linearly, the first change of order
+        is a swap of two neighbours, so it is enough to ask, for each running job, when it
+        overtakes the next waiting job and the next running job; a protected job joins the
+        ranking when its protection ends, and a rankable job in its overhead starts gaining
+        service then: both are moments too. O(running × log queue)."""
+        if not self.incremental():
+            return None
+        best = _protection_ends(self, protected, now)
+        waiting = ranks.entries
+        prev = None
+        for key, _, r in run:
+            start = r.seg_start_s + r.seg_overhead_s
+            rate = len(r.devices) * r.share_milli / 1000
+            if start > now:  # in its overhead (may be preempted there): gains service from then
+                best = min(best, start)
+            elif rate > 0:
+                a = key[0]
+                i = bisect_left(waiting, (key,))
+                if i < len(waiting):  # the next waiting job: overtaken when a reaches its service
+                    best = min(best, now + (waiting[i][0][0] - a) / rate)
+            if prev is not None:  # the previous running job: overtakes this one if it gains faster
+                pa, prate, pstart = prev
+                if pstart <= now and prate > (rate if start <= now else 0.0):
+                    best = min(best, now + (key[0] - pa) / (prate - (rate if start <= now else 0.0)))
+            prev = (key[0], rate, start)
+        return _shortened(best, now)
 
 
 class DiscretizedLAS(LAS):
@@ -366,37 +647,81 @@ class DiscretizedLAS(LAS):
             k += (e[1],)
         return k + (job.arrival_s, job.id)
 
-    def ranked(self, view: ClusterView, running: Sequence[RunningJob]) -> list[tuple[tuple, Job, RunningJob | None]]:
-        """:meth:`key` in one sweep for the common configuration (FIFO order within a queue,
-        arrival tie-break, service in compute device-seconds): the same values; any other
-        configuration or an overriding subclass gets the general path."""
+    def incremental(self) -> bool:
+        """The common configuration (FIFO order within a queue, arrival tie-break, service in
+        compute device-seconds, no promotion): a waiting job's queue is fixed while it waits, so
+        ranks are kept across passes; any other configuration or an overriding subclass gets
+        the general path."""
+        return self.promote_after_s is None and self._sweeps()
+
+    def _sweeps(self) -> bool:
+        """Can the keys be computed in one sweep with :meth:`key`'s expressions inlined (FIFO
+        within a queue, arrival tie-break, compute device-seconds, no overriding subclass)?"""
         cls = type(self)
-        if (self.order_by != "fifo" or self.tie_break != "arrival" or self.service != "gpu_s" or self.service_overhead
-                or cls.key is not DiscretizedLAS.key or cls.queue_index is not DiscretizedLAS.queue_index
-                or cls.served is not LAS.served or cls.served_gpu_s is not LAS.served_gpu_s
-                or cls.stopped_at_s is not PreemptiveScheduler.stopped_at_s):
-            return super().ranked(view, running)
-        now, sus, thr, promote = view.now_s, view.suspended.get, self.thresholds, self.promote_after_s
-        waiting = (1,) if self.running_first else ()
-        busy = (0,) if self.running_first else ()
+        return (self.order_by == "fifo" and self.tie_break == "arrival" and self.service == "gpu_s"
+                and not self.service_overhead and cls.key is DiscretizedLAS.key
+                and cls.queue_index is DiscretizedLAS.queue_index
+                and cls.served is LAS.served and cls.served_gpu_s is LAS.served_gpu_s)
+
+    def wait_key(self, job: Job, suspended: RunningJob | None) -> tuple:
+        a = suspended.compute_gpu_s if suspended is not None else 0.0
+        q = bisect_right(self.thresholds, a + 1e-9 * (1.0 + abs(a)))  # _crossed, inlined
+        return (q, 1, job.arrival_s, job.id) if self.running_first else (q, job.arrival_s, job.id)
+
+    def running_keys(self, view: ClusterView, running: Sequence[RunningJob]) -> list[tuple[tuple, Job, RunningJob]]:
+        """:meth:`key` of ``running`` in one sweep (RunningJob.computed_at inlined)."""
+        if not self._sweeps():
+            return PreemptiveScheduler.running_keys(self, view, running)
+        now, thr, busy = view.now_s, self.thresholds, (0,) if self.running_first else ()
         out = []
-        for j in view.queue:
-            s = sus(j.id)
-            if promote is not None:  # stopped_at_s, inlined
-                stopped = s.stopped_s if s is not None and s.stopped_s is not None else j.arrival_s
-                if now - stopped >= promote:
-                    out.append(((0, *waiting, j.arrival_s, j.id), j, None))
-                    continue
-            a = s.compute_gpu_s if s is not None else 0.0
-            q = bisect_right(thr, a + 1e-9 * (1.0 + abs(a)))  # _crossed, inlined
-            out.append(((q, *waiting, j.arrival_s, j.id), j, None))
-        for r in running:  # RunningJob.computed_at, inlined
+        for r in running:
             run = now - r.seg_start_s - r.seg_overhead_s
             a = r.compute_gpu_s + (run * len(r.devices) * r.share_milli / 1000 if run > 0 else 0.0)
             q = bisect_right(thr, a + 1e-9 * (1.0 + abs(a)))
             job = r.job
             out.append(((q, *busy, job.arrival_s, job.id), job, r))
         return out
+
+    def ranked(self, view: ClusterView, running: Sequence[RunningJob]) -> list[tuple[tuple, Job, RunningJob | None]]:
+        """:meth:`key` in one sweep where :meth:`incremental` (the same values); any other
+        configuration or an overriding subclass gets the general path."""
+        if self.incremental():
+            sus, wait_key = view.suspended.get, self.wait_key
+            out: list = [(wait_key(j, sus(j.id)), j, None) for j in view.queue]
+            return out + self.running_keys(view, running)
+        if not self._sweeps() or type(self).stopped_at_s is not PreemptiveScheduler.stopped_at_s:
+            return PreemptiveScheduler.ranked(self, view, running)
+        # with promotion: a waiting job's queue depends on how long it has waited
+        now, sus, thr, promote = view.now_s, view.suspended.get, self.thresholds, self.promote_after_s
+        waiting = (1,) if self.running_first else ()
+        out = []
+        for j in view.queue:
+            s = sus(j.id)
+            stopped = s.stopped_s if s is not None and s.stopped_s is not None else j.arrival_s  # stopped_at_s
+            if now - stopped >= promote:
+                out.append(((0, *waiting, j.arrival_s, j.id), j, None))
+                continue
+            a = s.compute_gpu_s if s is not None else 0.0
+            q = bisect_right(thr, a + 1e-9 * (1.0 + abs(a)))  # _crossed, inlined
+            out.append(((q, *waiting, j.arrival_s, j.id), j, None))
+        return out + self.running_keys(view, running)
+
+    def _horizon(self, view: ClusterView, ranks: "_Ranks", run: list, now: float,
+                 protected: Sequence[RunningJob] = ()) -> float | None:
+        """Ranks change only when a running job's service crosses its queue's threshold (the
+        order within a queue is fixed), or a protected job joins the ranking."""
+        if not self.incremental():
+            return None
+        best = _protection_ends(self, protected, now)
+        thr = self.thresholds
+        for key, _, r in run:
+            q, rate = key[0], len(r.devices) * r.share_milli / 1000
+            if q >= len(thr) or rate <= 0:
+                continue
+            start = max(now, r.seg_start_s + r.seg_overhead_s)
+            a = r.computed_at(now)
+            best = min(best, start + (thr[q] - 2e-9 * (1.0 + thr[q]) - a) / rate)
+        return _shortened(best, now)
 
     # -- Gittins index ------------------------------------------------------------------------
     def _distribution(self, view: ClusterView) -> None:
