@@ -102,7 +102,13 @@ class Engine:
         progress: Callable[[int], None] | None = None,
         hosts: dict | None = None,
         pass_per_event: bool = False,
+        fast_path: str = "auto",
     ) -> None:
+        from llmos_sim.fastcore import FAST_PATH_MODES
+
+        if fast_path not in FAST_PATH_MODES:
+            raise ValueError(f"fast_path must be one of {FAST_PATH_MODES}, got {fast_path!r}")
+        self.fast_path = fast_path
         if on_memory_full not in MEMORY_FULL_ACTIONS:
             raise ValueError(f"on_memory_full must be one of {MEMORY_FULL_ACTIONS}, got {on_memory_full!r}")
         if backend is None:
@@ -192,12 +198,17 @@ class Engine:
         self._jobs = jobs
         self._next = 0
         self._arrivals_left = len(jobs)
-        if jobs:
+        from llmos_sim import fastcore
+
+        self.fast_path_used = fastcore.why_not(self, jobs, until_s) is None
+        if jobs and not self.fast_path_used:
             self._at(jobs[0].arrival_s, self._arrive_batch)
-        if self.round_s:
+        if self.round_s and not self.fast_path_used:
             self._at(self.env.now + self.round_s, self._round_tick)
         with sparse_gc():
-            if until_s is None:
+            if self.fast_path_used:  # the same records, without SimPy's loop (see llmos_sim.fastcore)
+                reason = fastcore.run(self, jobs)
+            elif until_s is None:
                 self.env.run()
                 reason = "drained"
             else:
