@@ -184,16 +184,19 @@ class Engine:
     # -- running ------------------------------------------------------------------------
     def run(self, jobs: Sequence[Job], until_s: float | None = None) -> EventLog:
         """Simulate ``jobs`` (any order; served by arrival, ties by id) to the end or ``until_s``."""
-        ids = set()
+        ids = set(map(attrgetter("id"), jobs))
         isfinite = math.isfinite
-        for j in jobs:
-            if j.id in ids:
-                raise ValueError(f"duplicate job id {j.id}")
-            ids.add(j.id)
-            if not (isfinite(j.arrival_s) and isfinite(j.work_flops)):  # NaN would never arrive
-                raise ValueError(f"job {j.id}: arrival_s and work_flops must be finite numbers, "
-                                 f"got {j.arrival_s} and {j.work_flops}")
-        jobs = sorted(jobs, key=lambda j: (j.arrival_s, j.id))
+        if len(ids) != len(jobs) or not all(map(isfinite, map(attrgetter("arrival_s"), jobs))) \
+                or not all(map(isfinite, map(attrgetter("work_flops"), jobs))):  # NaN would never arrive
+            seen: set = set()
+            for j in jobs:  # name the first offender
+                if j.id in seen:
+                    raise ValueError(f"duplicate job id {j.id}")
+                seen.add(j.id)
+                if not (isfinite(j.arrival_s) and isfinite(j.work_flops)):
+                    raise ValueError(f"job {j.id}: arrival_s and work_flops must be finite numbers, "
+                                     f"got {j.arrival_s} and {j.work_flops}")
+        jobs = sorted(jobs, key=attrgetter("arrival_s", "id"))
         self._ids = ids  # every job id of the run, for :meth:`submit`
         self._jobs = jobs
         self._next = 0

@@ -33,8 +33,10 @@ general engine unchanged. ``engine.fast_path: off`` forces the general engine.
 """
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect
 from heapq import heappop, heappush
+from itertools import count
+from operator import attrgetter
 from typing import TYPE_CHECKING, Sequence
 
 from llmos_sim import events as E
@@ -46,6 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from llmos_sim.engine import Engine
 
 FAST_PATH_MODES = ("auto", "off")
+STARTED, FAILED, WAITS = 0, 1, 2  #: a start's outcomes (its memory did not fit: failed, or waits)
 
 
 def _owner(cls: type, name: str) -> type | None:
@@ -80,10 +83,21 @@ def _placements() -> tuple[type, ...]:
     return (Pack, FirstFree, Spread, RandomPlacement, TopologyAware, Consolidated)
 
 
-def _plain_job(j: Job) -> bool:
-    """A whole-device, rigid job with no other demand, pin, service or memory trace."""
-    return (j.gpu_milli == FULL_DEVICE_MILLI and (j.min_gpus is None or j.min_gpus == j.gpus) and not j.demand
-            and j.device_type is None and j.service is None and not j.mem_trace)
+def _plain_jobs(jobs: Sequence[Job]) -> bool:
+    """Every job is whole-device and rigid, with no other demand, pin, service or memory trace
+    (checked field by field over all jobs, without a Python step per job)."""
+    def values(name: str) -> set:
+        return set(map(attrgetter(name), jobs))
+
+    if not jobs:
+        return True
+    if values("gpu_milli") != {FULL_DEVICE_MILLI} or values("device_type") != {None} or values("service") != {None}:
+        return False
+    if any(map(attrgetter("demand"), jobs)) or any(map(attrgetter("mem_trace"), jobs)):
+        return False
+    if values("min_gpus") == {None}:
+        return True
+    return all(m is None or m == g for m, g in zip(map(attrgetter("min_gpus"), jobs), map(attrgetter("gpus"), jobs)))
 
 
 def why_not(engine: "Engine", jobs: Sequence[Job], until_s: float | None) -> str | None:
@@ -104,7 +118,7 @@ def why_not(engine: "Engine", jobs: Sequence[Job], until_s: float | None) -> str
         return "the placement is not one the fast core knows reads only free devices and pools"
     if engine.pools and engine.on_memory_full == "preempt":
         return "on_memory_full=preempt"
-    if not all(map(_plain_job, jobs)):
+    if not _plain_jobs(jobs):
         return "a job is fractional, elastic, pinned, has a resource demand, a service or a memory trace"
     return None
 
@@ -113,19 +127,25 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     """Simulate ``jobs`` (sorted by arrival, then id; checked by :meth:`Engine.run`) on
     ``engine``'s state, log and pools; returns the end reason (``drained``/``stalled``)."""
     from llmos_sim.backends.simpy_cluster.cost import TrainingCost
-    from llmos_sim.engine import _shared
+    from llmos_sim.engine import _SHARED_MAX, _shared
+    from llmos_sim.policies.scheduling.base import Pack, QueueScheduler
 
     log, cluster, sched = engine.log, engine.cluster, engine.scheduler
     free, pools, finished = engine.free, engine.pools, engine.finished
     place, blocking = sched.placement.place, sched.blocking
     n = len(jobs)
-    # the columns the loop reads (one pass over the jobs)
-    arrival = [j.arrival_s for j in jobs]
-    gpus = [j.gpus for j in jobs]
-    ids = [j.id for j in jobs]
-    start_s = [0.0] * n  # first (only) start of each job
+    # the columns the loop reads
+    arrival = list(map(attrgetter("arrival_s"), jobs))
+    gpus = list(map(attrgetter("gpus"), jobs))
+    ids = list(map(attrgetter("id"), jobs))
+    start_s = [0.0] * n  # each job's (only) start
     devs: list = [None] * n
     allocs: list = [None] * n
+    mem = list(map(attrgetter("mem_bytes_per_device"), jobs)) if pools else None
+    # an arrival passes Engine._unsatisfiable's common-case test when it needs no more devices
+    # than there are and its memory fits every device's empty pool; the rest ask the engine
+    n_devices = cluster.n_devices
+    fit_all = min(engine._largest_fit(cap) for _, cap in engine._kinds) if pools else 0
 
     t_app, c_app, s_app, d_app = log.time.append, log.code.append, log.subject.append, log.data.append
     c_arrive, c_start, c_finish = engine._c_arrive, log.code_of(E.START), log.code_of(E.FINISH)
@@ -134,20 +154,100 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     c_free = log.code_of(E.MEM_FREE) if pools and log_memory else -1
     devices_seen, starts_seen, last_reject = engine._devices_seen, engine._starts_seen, engine._last_reject
     unsatisfiable, progress, emit = engine._unsatisfiable, engine.progress, log.emit
+    fin_job, fin_start = finished.jobs.append, finished.start_s.append
+    fin_finish, fin_dev, fin_service = finished.finish_s.append, finished.devices.append, finished.service_gpu_s.append
     on_full = engine.on_memory_full
-    backend = engine.backend
-    cost = backend.cost_model
+    cost = engine.backend.cost_model
     plain_cost = type(cost) is TrainingCost  # capacity = Σ C_i, factor exactly 1.0
     flops = cost.device_flops(cluster)
-    mem = [j.mem_bytes_per_device for j in jobs] if pools else None
+    start_of: dict = {}  # plain cost: devices -> (the start record's data, Σ C_i as a float)
 
-    view = ClusterView(0.0, cluster, (), {}, Tentative(free), engine.available, engine.device_free_milli, pools,
+    tent = Tentative(free)  # one overlay, reset before each pass that plans
+    placement = sched.placement
+    pack_simple = type(placement) is Pack  # Pack's fast path for jobs without memory, inlined below
+    buckets, by_node, maxk = free.buckets, free.by_node, free.max_per_node
+    view = ClusterView(0.0, cluster, (), {}, tent, engine.available, engine.device_free_milli, pools,
                        finished, under_demand={}, partial=engine.partial, suspended={})
+    # the queue: job indices in the policy's order; a key order other than arrival keeps the
+    # sorted keys beside it (arrival order is the index order: jobs come sorted)
+    by_arrival = _owner(type(sched), "order_key") is QueueScheduler
     order_key = sched.order_key
-    queue: list = []  # (key, job index), in the policy's order
+    queue: list = []
+    keys: list = []  # (key, index), sorted; parallel to queue (key orders only)
+
+    def start(t: float, k: int, devices: tuple) -> int:
+        """Engine._start of job ``k`` on ``devices`` (placed by the pass): STARTED, or, when
+        its memory did not fit the pools, FAILED (``on_memory_full: fail``) or WAITS."""
+        job = jobs[k]
+        got = None
+        if pools and mem[k] > 0:
+            nbytes, jid = mem[k], ids[k]
+            got = []
+            for dv in devices:
+                pool = pools[dv]
+                a = pool.allocate(nbytes, jid)
+                if a is None:
+                    if log_memory:
+                        emit(t, E.MEM_FAIL, dv, (jid, nbytes, *pool.levels()))
+                    for dv2, a2 in got:
+                        p2 = pools[dv2]
+                        p2.free(a2)
+                        if log_memory:
+                            emit(t, E.MEM_FREE, dv2, mem_data((a2.tag, a2.offset, a2.nbytes, a2.requested,
+                                                                *p2.levels())))
+                    got = None
+                    break
+                if log_memory:
+                    t_app(t)
+                    c_app(c_alloc)
+                    s_app(dv)
+                    d_app(mem_data((jid, a.offset, a.nbytes, a.requested, *pool.levels())))
+                got.append((dv, a))
+            if got is None:
+                if on_full == "fail":
+                    emit(t, E.FAIL, jid, ("memory: does not fit the device pools",))
+                    return FAILED
+                last_reject[jid] = reason = "start: memory does not fit"
+                emit(t, E.REJECT, jid, (reason,))
+                return WAITS
+        if last_reject:
+            last_reject.pop(ids[k], None)
+        free.take(devices)
+        overhead = job.preprocess_s
+        work = max(0.0, job.work_flops - 0.0)
+        hit = start_of.get(devices) if plain_cost else None
+        if hit is None:  # Engine._segment and SimPyCluster.start
+            dev_types = tuple(map(type, devices))
+            devices = _shared(devices_seen, devices, dev_types)
+            if plain_cost:
+                cap = sum(map(flops.__getitem__, devices))
+                factor = 1.0
+            else:
+                task = Task(job, devices, work, full, overhead, 0, tuple(got or ()))
+                cap = cost.capacity_flops(task, cluster)
+                factor = cost.factor(task, cluster)
+            total = float(cap)
+            if total <= 0:
+                raise ValueError("distributed_time_s: the granted devices have no capacity (Σ C_i = 0)")
+            data = (devices, job.gpu_milli, cap / factor)
+            data = _shared(starts_seen, data, (dev_types, type(data[1]), type(data[2])))
+            if plain_cost and len(start_of) < _SHARED_MAX and type(devices[0]) is int:
+                start_of[devices] = (data, total)
+        else:
+            data, total = hit
+            devices, factor = data[0], 1.0
+        heappush(heap, (t + (overhead + work / total * factor), tick(), k))
+        start_s[k] = t
+        devs[k] = devices
+        allocs[k] = got
+        t_app(t)
+        c_app(c_start)
+        s_app(ids[k])
+        d_app(data)
+        return STARTED
 
     heap: list = []  # completions: (time, seq, job index); index + n: the job's output step ended
-    seq = 1  # the engine's insertion counter, relatively: the first arrival instant took 0
+    tick = count(1).__next__  # the engine's insertion counter, relatively: the first arrival instant took 0
     nxt = 0  # next job to arrive
     arr_seq = 0  # seq of the pending arrival instant
     now = 0.0
@@ -168,36 +268,41 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                     j += 1
                 nxt = j
                 if j < n:
-                    arr_seq, seq = seq, seq + 1
+                    arr_seq = tick()
                 for k in range(i, j):
                     job = jobs[k]
                     t_app(t)
                     c_app(c_arrive)
                     s_app(ids[k])
                     d_app(job)
-                    why = unsatisfiable(job)
-                    if why:
-                        emit(t, E.FAIL, ids[k], (why,))
+                    if gpus[k] > n_devices or (pools and mem[k] > fit_all):
+                        why = unsatisfiable(job)
+                        if why:
+                            emit(t, E.FAIL, ids[k], (why,))
+                            continue
+                    if by_arrival:
+                        queue.append(k)
                     else:
                         entry = (order_key(job, view), k)
-                        if not queue or queue[-1] < entry:
-                            queue.append(entry)
+                        if not keys or keys[-1] < entry:
+                            keys.append(entry)
+                            queue.append(k)
                         else:
-                            insort(queue, entry)
+                            p = bisect(keys, entry)
+                            keys.insert(p, entry)
+                            queue.insert(p, k)
             elif heap and heap[0][0] == t:
                 _, _, k = heappop(heap)
                 if k < n:  # its work is done
                     job = jobs[k]
                     if job.output_s > 0:  # seed step 5: output, devices stay held
-                        heappush(heap, (t + job.output_s, seq, k + n))
-                        seq += 1
+                        heappush(heap, (t + job.output_s, tick(), k + n))
                         continue
                 else:
                     k -= n
-                # finish (Engine._finish)
+                # Engine._finish
                 d = devs[k]
                 run_s = t - start_s[k] - jobs[k].preprocess_s
-                compute = 0.0 + (run_s * len(d) * full / 1000 if run_s > 0 else 0.0)
                 t_app(t)
                 c_app(c_finish)
                 s_app(ids[k])
@@ -214,24 +319,59 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                             d_app(mem_data((a.tag, a.offset, a.nbytes, a.requested, *pool.levels())))
                     allocs[k] = None
                 free.give(d)
-                finished.add(jobs[k], start_s[k], t, d, compute)
+                fin_job(jobs[k])
+                fin_start(start_s[k])
+                fin_finish(t)
+                fin_dev(d)
+                fin_service(0.0 + (run_s * len(d) * full / 1000 if run_s > 0 else 0.0))
                 devs[k] = None
                 if progress is not None:
                     progress(1)
             else:
                 break
-        if not queue or free.total == 0:
-            continue
-        # the pass (QueueScheduler.decide on the key order; every job whole-device and rigid)
-        tent = Tentative(free)
-        view.free = tent
-        view.now_s = t
-        plans = []
-        for pos, (_, k) in enumerate(queue):
+        if not queue or free.total < (gpus[queue[0]] if blocking else 1):
+            continue  # the pass would start nothing
+        # the pass: QueueScheduler.decide over the key order (every job whole-device and rigid).
+        # The first job that can start is placed on the engine's free devices and started at
+        # once; the rest of the pass is planned on the overlay over what is then free, and
+        # started after. The same as planning all on one overlay and starting all after: an
+        # overlay that has taken one job's devices orders nodes exactly as the free devices do
+        # once that job has taken them, and a start reads and writes only its own devices' pools.
+        done = []
+        plans = None
+        for pos, k in enumerate(queue):
             g = gpus[k]
-            if tent.total < g:
-                if blocking or tent.total == 0:
+            avail = free.total if plans is None else tent.total
+            if avail < g:
+                if blocking or avail == 0:
                     break
+                continue
+            if plans is None:  # the pass's first start
+                if tent.taken:
+                    tent.taken.clear()
+                    tent.delta_on.clear()
+                tent.total = free.total
+                view.now_s = t
+                if pack_simple and (mem is None or mem[k] <= 0) and g <= maxk:
+                    devices = None  # Pack.place_whole's fast path, on the engine's free devices
+                    for c in range(g, maxk + 1):
+                        bucket = buckets[c]
+                        if bucket:
+                            devices = tuple(by_node[next(iter(bucket))][:g])
+                            break
+                else:
+                    devices = place(jobs[k], g, view)
+                if devices is None:
+                    if blocking:
+                        break
+                    continue
+                got = start(t, k, devices)
+                if got != WAITS:
+                    done.append(pos)
+                tent.total = free.total
+                if got != STARTED:  # its devices stay planned for the rest of the pass
+                    tent.take(devices)
+                plans = []
                 continue
             devices = place(jobs[k], g, view)
             if devices is None:
@@ -240,80 +380,22 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 continue
             tent.take(devices)
             plans.append((pos, k, devices))
-        # apply the plans in order (Engine._start)
-        done = []
-        for pos, k, devices in plans:
-            job = jobs[k]
-            got = None
-            if pools and mem[k] > 0:
-                nbytes, jid = mem[k], ids[k]
-                got = []
-                for dv in devices:
-                    pool = pools[dv]
-                    a = pool.allocate(nbytes, jid)
-                    if a is None:
-                        if log_memory:
-                            emit(t, E.MEM_FAIL, dv, (jid, nbytes, *pool.levels()))
-                        for dv2, a2 in got:
-                            p2 = pools[dv2]
-                            p2.free(a2)
-                            if log_memory:
-                                emit(t, E.MEM_FREE, dv2, mem_data((a2.tag, a2.offset, a2.nbytes, a2.requested,
-                                                                    *p2.levels())))
-                        got = None
-                        break
-                    if log_memory:
-                        t_app(t)
-                        c_app(c_alloc)
-                        s_app(dv)
-                        d_app(mem_data((jid, a.offset, a.nbytes, a.requested, *pool.levels())))
-                    got.append((dv, a))
-                if got is None:
-                    if on_full == "fail":
-                        done.append(pos)
-                        emit(t, E.FAIL, jid, ("memory: does not fit the device pools",))
-                    else:
-                        last_reject[jid] = reason = "start: memory does not fit"
-                        emit(t, E.REJECT, jid, (reason,))
-                    continue
-            done.append(pos)
-            if last_reject:
-                last_reject.pop(ids[k], None)
-            free.take(devices)
-            dev_types = tuple(map(type, devices))
-            devices = _shared(devices_seen, devices, dev_types)
-            overhead = job.preprocess_s
-            work = max(0.0, job.work_flops - 0.0)
-            if plain_cost:
-                cap = sum(map(flops.__getitem__, devices))
-                factor = 1.0
-            else:
-                task = Task(job, devices, work, full, overhead, 0, tuple(got or ()))
-                cap = cost.capacity_flops(task, cluster)
-                factor = cost.factor(task, cluster)
-            total = float(cap)
-            if total <= 0:
-                raise ValueError("distributed_time_s: the granted devices have no capacity (Σ C_i = 0)")
-            heappush(heap, (t + (overhead + work / total * factor), seq, k))
-            seq += 1
-            rate = cap / factor
-            start_s[k] = t
-            devs[k] = devices
-            allocs[k] = got
-            t_app(t)
-            c_app(c_start)
-            s_app(ids[k])
-            data = (devices, job.gpu_milli, rate)
-            d_app(_shared(starts_seen, data, (dev_types, type(data[1]), type(data[2]))))
+        for pos, k, devices in plans or ():
+            if start(t, k, devices) != WAITS:
+                done.append(pos)
         if done:
             if len(done) == done[-1] + 1:  # a prefix (always so under blocking)
                 del queue[:len(done)]
+                if keys:
+                    del keys[:len(done)]
             else:
                 for pos in reversed(done):
                     del queue[pos]
+                    if keys:
+                        del keys[pos]
     advance_to(engine.env, now)
     if queue:  # nothing left can start them: the engine's stalled end
-        engine.queue.update((ids[k], jobs[k]) for k in sorted(k for _, k in queue))
+        engine.queue.update((ids[k], jobs[k]) for k in sorted(queue))
         engine._fail_stalled()
         return "stalled"
     return "drained"
