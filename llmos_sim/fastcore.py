@@ -259,6 +259,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
         else:
             t = heap[0][0]
         now = t
+        want_pass = False  # an arrival or a finish asks for a pass (an output step's start does not)
         # every event at t, in (time, seq) order
         while True:
             if nxt < n and arrival[nxt] == t and (not heap or heap[0][0] != t or arr_seq < heap[0][1]):
@@ -267,6 +268,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 while j < n and arrival[j] == t:
                     j += 1
                 nxt = j
+                want_pass = True
                 if j < n:
                     arr_seq = tick()
                 for k in range(i, j):
@@ -301,6 +303,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 else:
                     k -= n
                 # Engine._finish
+                want_pass = True
                 d = devs[k]
                 run_s = t - start_s[k] - jobs[k].preprocess_s
                 t_app(t)
@@ -329,7 +332,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                     progress(1)
             else:
                 break
-        if not queue or free.total < (gpus[queue[0]] if blocking else 1):
+        if not want_pass or not queue or free.total < (gpus[queue[0]] if blocking else 1):
             continue  # the pass would start nothing
         # the pass: QueueScheduler.decide over the key order (every job whole-device and rigid).
         # The first job that can start is placed on the engine's free devices and started at
@@ -359,6 +362,8 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                         if bucket:
                             devices = tuple(by_node[next(iter(bucket))][:g])
                             break
+                    else:  # no one node holds it: Pack spills across nodes
+                        devices = place(jobs[k], g, view)
                 else:
                     devices = place(jobs[k], g, view)
                 if devices is None:
