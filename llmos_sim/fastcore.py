@@ -138,8 +138,12 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     arrival = list(map(attrgetter("arrival_s"), jobs))
     gpus = list(map(attrgetter("gpus"), jobs))
     ids = list(map(attrgetter("id"), jobs))
+    pre = list(map(attrgetter("preprocess_s"), jobs))
+    work = [max(0.0, w - 0.0) for w in map(attrgetter("work_flops"), jobs)]  # Task.work_flops of a first segment
+    outputs = any(map(attrgetter("output_s"), jobs))
     start_s = [0.0] * n  # each job's (only) start
     devs: list = [None] * n
+    dnode = [-1] * n  # the one node a running job's devices are on (-1: several)
     allocs: list = [None] * n
     mem = list(map(attrgetter("mem_bytes_per_device"), jobs)) if pools else None
     # an arrival passes Engine._unsatisfiable's common-case test when it needs no more devices
@@ -160,7 +164,8 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     cost = engine.backend.cost_model
     plain_cost = type(cost) is TrainingCost  # capacity = Σ C_i, factor exactly 1.0
     flops = cost.device_flops(cluster)
-    start_of: dict = {}  # plain cost: devices -> (the start record's data, Σ C_i as a float)
+    start_of: dict = {}  # plain cost: devices -> (the start record's data, Σ C_i as a float, its one node or -1)
+    node_of = free.node_of
 
     tent = Tentative(free)  # one overlay, reset before each pass that plans
     placement = sched.placement
@@ -175,9 +180,10 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     queue: list = []
     keys: list = []  # (key, index), sorted; parallel to queue (key orders only)
 
-    def start(t: float, k: int, devices: tuple) -> int:
+    def start(t: float, k: int, devices: tuple, taken: bool = False) -> int:
         """Engine._start of job ``k`` on ``devices`` (placed by the pass): STARTED, or, when
-        its memory did not fit the pools, FAILED (``on_memory_full: fail``) or WAITS."""
+        its memory did not fit the pools, FAILED (``on_memory_full: fail``) or WAITS.
+        ``taken``: the caller has taken the devices from the free ones (a job without memory)."""
         job = jobs[k]
         got = None
         if pools and mem[k] > 0:
@@ -212,9 +218,9 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 return WAITS
         if last_reject:
             last_reject.pop(ids[k], None)
-        free.take(devices)
-        overhead = job.preprocess_s
-        work = max(0.0, job.work_flops - 0.0)
+        if not taken:
+            free.take(devices)
+        overhead, w = pre[k], work[k]
         hit = start_of.get(devices) if plain_cost else None
         if hit is None:  # Engine._segment and SimPyCluster.start
             dev_types = tuple(map(type, devices))
@@ -223,7 +229,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 cap = sum(map(flops.__getitem__, devices))
                 factor = 1.0
             else:
-                task = Task(job, devices, work, full, overhead, 0, tuple(got or ()))
+                task = Task(job, devices, w, full, overhead, 0, tuple(got or ()))
                 cap = cost.capacity_flops(task, cluster)
                 factor = cost.factor(task, cluster)
             total = float(cap)
@@ -231,14 +237,17 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 raise ValueError("distributed_time_s: the granted devices have no capacity (Σ C_i = 0)")
             data = (devices, job.gpu_milli, cap / factor)
             data = _shared(starts_seen, data, (dev_types, type(data[1]), type(data[2])))
+            on = {node_of[d] for d in devices}
+            node = on.pop() if len(on) == 1 else -1
             if plain_cost and len(start_of) < _SHARED_MAX and type(devices[0]) is int:
-                start_of[devices] = (data, total)
+                start_of[devices] = (data, total, node)
         else:
-            data, total = hit
+            data, total, node = hit
             devices, factor = data[0], 1.0
-        heappush(heap, (t + (overhead + work / total * factor), tick(), k))
+        heappush(heap, (t + (overhead + w / total * factor), tick(), k))
         start_s[k] = t
         devs[k] = devices
+        dnode[k] = node
         allocs[k] = got
         t_app(t)
         c_app(c_start)
@@ -295,17 +304,15 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                             queue.insert(p, k)
             elif heap and heap[0][0] == t:
                 _, _, k = heappop(heap)
-                if k < n:  # its work is done
-                    job = jobs[k]
-                    if job.output_s > 0:  # seed step 5: output, devices stay held
-                        heappush(heap, (t + job.output_s, tick(), k + n))
-                        continue
-                else:
+                if k >= n:
                     k -= n
+                elif outputs and jobs[k].output_s > 0:  # its work is done; seed step 5: output,
+                    heappush(heap, (t + jobs[k].output_s, tick(), k + n))  # devices stay held
+                    continue
                 # Engine._finish
                 want_pass = True
                 d = devs[k]
-                run_s = t - start_s[k] - jobs[k].preprocess_s
+                run_s = t - start_s[k] - pre[k]
                 t_app(t)
                 c_app(c_finish)
                 s_app(ids[k])
@@ -321,7 +328,20 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                             s_app(dv)
                             d_app(mem_data((a.tag, a.offset, a.nbytes, a.requested, *pool.levels())))
                     allocs[k] = None
-                free.give(d)
+                node = dnode[k]
+                if node >= 0:  # FreeDevices.give, for devices on one node
+                    lst = by_node[node]
+                    k0 = len(lst)
+                    if not lst or lst[-1] < d[0]:
+                        lst.extend(d)
+                    else:
+                        lst.extend(d)
+                        lst.sort()
+                    del buckets[k0][node]
+                    buckets[len(lst)][node] = None
+                    free.total += len(d)
+                else:
+                    free.give(d)
                 fin_job(jobs[k])
                 fin_start(start_s[k])
                 fin_finish(t)
@@ -356,14 +376,38 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 tent.total = free.total
                 view.now_s = t
                 if pack_simple and (mem is None or mem[k] <= 0) and g <= maxk:
-                    devices = None  # Pack.place_whole's fast path, on the engine's free devices
                     for c in range(g, maxk + 1):
                         bucket = buckets[c]
-                        if bucket:
-                            devices = tuple(by_node[next(iter(bucket))][:g])
+                        if bucket:  # Pack.place_whole's fast path, on the engine's free devices
+                            node = next(iter(bucket))
+                            lst = by_node[node]
+                            devices = tuple(lst[:g])
+                            del lst[:g]  # FreeDevices.take of the node's first g devices
+                            del bucket[node]
+                            buckets[c - g][node] = None
+                            free.total -= g
+                            done.append(pos)
+                            if last_reject:
+                                last_reject.pop(ids[k], None)
+                            hit = start_of.get(devices)
+                            if hit is None:
+                                start(t, k, devices, taken=True)
+                            else:  # start(), inlined for a job without memory on known devices
+                                data = hit[0]
+                                heappush(heap, (t + (pre[k] + work[k] / hit[1] * 1.0), tick(), k))
+                                start_s[k] = t
+                                devs[k] = data[0]
+                                dnode[k] = hit[2]
+                                t_app(t)
+                                c_app(c_start)
+                                s_app(ids[k])
+                                d_app(data)
+                            tent.total = free.total
+                            plans = []
                             break
-                    else:  # no one node holds it: Pack spills across nodes
-                        devices = place(jobs[k], g, view)
+                    if plans is not None:
+                        continue
+                    devices = place(jobs[k], g, view)  # no one node holds it: Pack spills across nodes
                 else:
                     devices = place(jobs[k], g, view)
                 if devices is None:
