@@ -184,9 +184,8 @@ class Engine:
     # -- running ------------------------------------------------------------------------
     def run(self, jobs: Sequence[Job], until_s: float | None = None) -> EventLog:
         """Simulate ``jobs`` (any order; served by arrival, ties by id) to the end or ``until_s``."""
-        ids = set(map(attrgetter("id"), jobs))
         isfinite = math.isfinite
-        if len(ids) != len(jobs) or not all(map(isfinite, map(attrgetter("arrival_s"), jobs))) \
+        if len(set(map(attrgetter("id"), jobs))) != len(jobs) or not all(map(isfinite, map(attrgetter("arrival_s"), jobs))) \
                 or not all(map(isfinite, map(attrgetter("work_flops"), jobs))):  # NaN would never arrive
             seen: set = set()
             for j in jobs:  # name the first offender
@@ -197,7 +196,7 @@ class Engine:
                     raise ValueError(f"job {j.id}: arrival_s and work_flops must be finite numbers, "
                                      f"got {j.arrival_s} and {j.work_flops}")
         jobs = sorted(jobs, key=attrgetter("arrival_s", "id"))
-        self._ids = ids  # every job id of the run, for :meth:`submit`
+        self._ids: set | None = None  # every job id of the run, for :meth:`submit` (made at its first call)
         self._jobs = jobs
         self._next = 0
         self._arrivals_left = len(jobs)
@@ -283,6 +282,8 @@ class Engine:
         it from inside the simulation (an event callback or process). Its ``id`` must differ
         from every other job's; its arrival is logged at the current time (give it that
         ``arrival_s`` too, so the job and its records agree)."""
+        if self._ids is None:
+            self._ids = set(map(attrgetter("id"), self._jobs))
         if job.id in self._ids:
             raise ValueError(f"duplicate job id {job.id}")
         self._ids.add(job.id)

@@ -33,6 +33,7 @@ general engine unchanged. ``engine.fast_path: off`` forces the general engine.
 """
 from __future__ import annotations
 
+from array import array
 from bisect import bisect
 from heapq import heappop, heappush
 from itertools import count
@@ -110,6 +111,8 @@ def why_not(engine: "Engine", jobs: Sequence[Job], until_s: float | None) -> str
         return "a horizon (until_s) is set"
     if engine.pass_per_event or engine.log_passes or engine.round_s or engine.hosts:
         return "event-at-a-time passes, logged passes, rounds or service hosts"
+    if engine._heap:
+        return "events are already scheduled on the run's environment"
     if type(engine.backend) is not SimPyCluster:
         return "the backend is not the SimPy cluster model"
     if not key_order(engine.scheduler):
@@ -139,12 +142,14 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     gpus = list(map(attrgetter("gpus"), jobs))
     ids = list(map(attrgetter("id"), jobs))
     pre = list(map(attrgetter("preprocess_s"), jobs))
-    work = [max(0.0, w - 0.0) for w in map(attrgetter("work_flops"), jobs)]  # Task.work_flops of a first segment
+    # Task.work_flops of a first segment; float columns without a float object per job
+    # (max(0.0, w - 0.0) of the engine: w itself, as a double, since work_flops >= 0)
+    work = array("d", map(attrgetter("work_flops"), jobs))
     outputs = any(map(attrgetter("output_s"), jobs))
-    start_s = [0.0] * n  # each job's (only) start
+    start_s = array("d", bytes(8 * n))  # each job's (only) start
     devs: list = [None] * n
-    dnode = [-1] * n  # the one node a running job's devices are on (-1: several)
-    allocs: list = [None] * n
+    dnode = array("i", [-1]) * n  # the one node a running job's devices are on (-1: several)
+    allocs: list = [None] * n if pools else []
     mem = list(map(attrgetter("mem_bytes_per_device"), jobs)) if pools else None
     # an arrival passes Engine._unsatisfiable's common-case test when it needs no more devices
     # than there are and its memory fits every device's empty pool; the rest ask the engine
@@ -248,7 +253,8 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
         start_s[k] = t
         devs[k] = devices
         dnode[k] = node
-        allocs[k] = got
+        if got:
+            allocs[k] = got
         t_app(t)
         c_app(c_start)
         s_app(ids[k])
@@ -317,7 +323,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 c_app(c_finish)
                 s_app(ids[k])
                 d_app(())
-                got = allocs[k]
+                got = allocs[k] if pools else None
                 if got:
                     for dv, a in got:
                         pool = pools[dv]
