@@ -159,6 +159,13 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     t_app, c_app, s_app, d_app = log.time.append, log.code.append, log.subject.append, log.data.append
     c_arrive, c_start, c_finish = engine._c_arrive, log.code_of(E.START), log.code_of(E.FINISH)
     mem_data, log_memory = engine._mem_data, engine.log_memory
+    # the ideal pool's records hold ints only (job ids that are ints, offsets, sizes, levels):
+    # their rows are appended to the memory records' int64 rows directly (IntRows.store's result)
+    from llmos_sim.policies.memory.ideal import IdealPool
+
+    int_ids = set(map(type, ids)) <= {int}
+    mvals = (mem_data.__self__.values if pools and log_memory and int_ids and len(jobs) and max(map(abs, ids)) < 2**62
+             and all(type(p) is IdealPool and p.capacity_bytes < 2**62 for p in pools) else None)
     c_alloc = log.code_of(E.MEM_ALLOC) if pools and log_memory else -1
     c_free = log.code_of(E.MEM_FREE) if pools and log_memory else -1
     devices_seen, starts_seen, last_reject = engine._devices_seen, engine._starts_seen, engine._last_reject
@@ -212,7 +219,12 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                     t_app(t)
                     c_app(c_alloc)
                     s_app(dv)
-                    d_app(mem_data((jid, a.offset, a.nbytes, a.requested, *pool.levels())))
+                    if mvals is not None:
+                        d_app(len(mvals) >> 3)
+                        mvals.extend((jid, a.offset, a.nbytes, a.requested))
+                        mvals.extend(pool.levels())
+                    else:
+                        d_app(mem_data((jid, a.offset, a.nbytes, a.requested, *pool.levels())))
                 got.append((dv, a))
             if got is None:
                 if on_full == "fail":
@@ -332,7 +344,12 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                             t_app(t)
                             c_app(c_free)
                             s_app(dv)
-                            d_app(mem_data((a.tag, a.offset, a.nbytes, a.requested, *pool.levels())))
+                            if mvals is not None:
+                                d_app(len(mvals) >> 3)
+                                mvals.extend((a.tag, a.offset, a.nbytes, a.requested))
+                                mvals.extend(pool.levels())
+                            else:
+                                d_app(mem_data((a.tag, a.offset, a.nbytes, a.requested, *pool.levels())))
                     allocs[k] = None
                 node = dnode[k]
                 if node >= 0:  # FreeDevices.give, for devices on one node
