@@ -378,83 +378,88 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
         if not want_pass or not queue or free.total < (gpus[queue[0]] if blocking else 1):
             continue  # the pass would start nothing
         # the pass: QueueScheduler.decide over the key order (every job whole-device and rigid).
-        # The first job that can start is placed on the engine's free devices and started at
-        # once; the rest of the pass is planned on the overlay over what is then free, and
-        # started after. The same as planning all on one overlay and starting all after: an
-        # overlay that has taken one job's devices orders nodes exactly as the free devices do
-        # once that job has taken them, and a start reads and writes only its own devices' pools.
+        # Each start is applied as soon as it is placed, and the overlay a placement sees is
+        # rebuilt to be exactly the one the general engine's pass would have at that point:
+        # the pass's start state plus its plans so far. After starts are applied the free
+        # devices hold the same devices per node; an overlay over them whose delta lists the
+        # nodes the pass has touched (in first-touch order, with nothing taken) yields nodes in
+        # the order the pass-start overlay would (untouched nodes in their bucket order, then
+        # the touched ones). A start whose memory did not fit keeps its devices planned (taken
+        # in the overlay, never in the free devices); a start reads and writes only its own
+        # devices' pools, which later placements in the pass never read.
         done = []
-        plans = None
+        touched: dict = {}  # nodes the pass's plans took devices from, in first-touch order
+        planned: list = []  # devices of plans whose memory did not fit
         for pos, k in enumerate(queue):
             g = gpus[k]
-            avail = free.total if plans is None else tent.total
+            avail = free.total - len(planned)
             if avail < g:
                 if blocking or avail == 0:
                     break
                 continue
-            if plans is None:  # the pass's first start
-                if tent.taken:
-                    tent.taken.clear()
-                    tent.delta_on.clear()
-                tent.total = free.total
-                view.now_s = t
-                if pack_simple and (mem is None or mem[k] <= 0) and g <= maxk:
-                    for c in range(g, maxk + 1):
-                        bucket = buckets[c]
-                        if bucket:  # Pack.place_whole's fast path, on the engine's free devices
+            devices = None
+            if pack_simple and not planned and (mem is None or mem[k] <= 0) and g <= maxk:
+                for c in range(g, maxk + 1):  # Pack.place_whole's fast path (first_node_with)
+                    bucket = buckets[c]
+                    if bucket:
+                        if not touched:
                             node = next(iter(bucket))
-                            lst = by_node[node]
-                            devices = tuple(lst[:g])
-                            del lst[:g]  # FreeDevices.take of the node's first g devices
-                            del bucket[node]
-                            buckets[c - g][node] = None
-                            free.total -= g
-                            done.append(pos)
-                            if last_reject:
-                                last_reject.pop(ids[k], None)
-                            hit = start_of.get(devices)
-                            if hit is None:
-                                start(t, k, devices, taken=True)
-                            else:  # start(), inlined for a job without memory on known devices
-                                data = hit[0]
-                                heappush(heap, (t + (pre[k] + work[k] / hit[1] * 1.0), tick(), k))
-                                start_s[k] = t
-                                devs[k] = data[0]
-                                dnode[k] = hit[2]
-                                t_app(t)
-                                c_app(c_start)
-                                s_app(ids[k])
-                                d_app(data)
-                            tent.total = free.total
-                            plans = []
                             break
-                    if plans is not None:
-                        continue
-                    devices = place(jobs[k], g, view)  # no one node holds it: Pack spills across nodes
+                        node = next((nd for nd in bucket if nd not in touched), None)
+                        if node is not None:
+                            break
+                    if touched:
+                        node = next((nd for nd in touched if len(by_node[nd]) == c), None)
+                        if node is not None:
+                            break
                 else:
-                    devices = place(jobs[k], g, view)
-                if devices is None:
-                    if blocking:
-                        break
-                    continue
-                got = start(t, k, devices)
-                if got != WAITS:
+                    node = None
+                if node is not None:
+                    lst = by_node[node]
+                    devices = tuple(lst[:g])
+                    c = len(lst)
+                    del lst[:g]  # FreeDevices.take of the node's first g devices
+                    del buckets[c][node]
+                    buckets[c - g][node] = None
+                    free.total -= g
+                    touched[node] = None
                     done.append(pos)
-                tent.total = free.total
-                if got != STARTED:  # its devices stay planned for the rest of the pass
-                    tent.take(devices)
-                plans = []
-                continue
+                    if last_reject:
+                        last_reject.pop(ids[k], None)
+                    hit = start_of.get(devices)
+                    if hit is None:
+                        start(t, k, devices, taken=True)
+                    else:  # start(), inlined for a job without memory on known devices
+                        data = hit[0]
+                        heappush(heap, (t + (pre[k] + work[k] / hit[1] * 1.0), tick(), k))
+                        start_s[k] = t
+                        devs[k] = data[0]
+                        dnode[k] = hit[2]
+                        t_app(t)
+                        c_app(c_start)
+                        s_app(ids[k])
+                        d_app(data)
+                    continue
+            # the placement itself, on the overlay rebuilt for this point of the pass
+            tent.taken = set(planned)
+            delta = dict.fromkeys(touched, 0)
+            for d in planned:
+                delta[node_of[d]] -= 1
+            tent.delta_on = delta
+            tent.total = avail
+            view.now_s = t
             devices = place(jobs[k], g, view)
             if devices is None:
                 if blocking:
                     break
                 continue
-            tent.take(devices)
-            plans.append((pos, k, devices))
-        for pos, k, devices in plans or ():
-            if start(t, k, devices) != WAITS:
+            for d in devices:
+                touched.setdefault(node_of[d], None)
+            got = start(t, k, devices)
+            if got != WAITS:
                 done.append(pos)
+            if got != STARTED:  # its devices stay planned for the rest of the pass
+                planned.extend(devices)
         if done:
             if len(done) == done[-1] + 1:  # a prefix (always so under blocking)
                 del queue[:len(done)]
