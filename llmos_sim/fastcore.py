@@ -273,6 +273,17 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
         d_app(data)
         return STARTED
 
+    def nodes_with(c: int, touched: dict):
+        """Tentative.nodes_with(c) of the pass-start overlay plus the pass's plans, read off the
+        free devices after those plans started: untouched nodes in their bucket's order, then
+        the touched ones with c free, in first-touch order."""
+        for nd in buckets[c]:
+            if nd not in touched:
+                yield nd
+        for nd in touched:
+            if len(by_node[nd]) == c:
+                yield nd
+
     heap: list = []  # completions: (time, seq, job index); index + n: the job's output step ended
     tick = count(1).__next__  # the engine's insertion counter, relatively: the first arrival instant took 0
     nxt = 0  # next job to arrive
@@ -397,8 +408,8 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 if blocking or avail == 0:
                     break
                 continue
-            devices = None
-            if pack_simple and not planned and (mem is None or mem[k] <= 0) and g <= maxk:
+            if pack_simple and not planned and (mem is None or mem[k] <= 0):
+                node = None
                 for c in range(g, maxk + 1):  # Pack.place_whole's fast path (first_node_with)
                     bucket = buckets[c]
                     if bucket:
@@ -412,8 +423,6 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                         node = next((nd for nd in touched if len(by_node[nd]) == c), None)
                         if node is not None:
                             break
-                else:
-                    node = None
                 if node is not None:
                     lst = by_node[node]
                     devices = tuple(lst[:g])
@@ -440,6 +449,21 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                         s_app(ids[k])
                         d_app(data)
                     continue
+                # no one node holds it: Pack spills across nodes, those with the most free first
+                chosen: list = []
+                for c in range(maxk, 0, -1):
+                    for nd in nodes_with(c, touched):
+                        chosen.extend(by_node[nd][:g - len(chosen)])
+                        if len(chosen) == g:
+                            break
+                    if len(chosen) == g:
+                        break
+                devices = tuple(sorted(chosen))
+                for d in devices:
+                    touched.setdefault(node_of[d], None)
+                start(t, k, devices)
+                done.append(pos)
+                continue
             # the placement itself, on the overlay rebuilt for this point of the pass
             tent.taken = set(planned)
             delta = dict.fromkeys(touched, 0)
