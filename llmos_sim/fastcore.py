@@ -166,6 +166,11 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     int_ids = set(map(type, ids)) <= {int}
     mvals = (mem_data.__self__.values if pools and log_memory and int_ids and len(jobs) and max(map(abs, ids)) < 2**62
              and all(type(p) is IdealPool and p.capacity_bytes < 2**62 for p in pools) else None)
+    # ... and the ideal pool's allocate/free are its counters, updated in place: a run's
+    # allocations are all freed by its end, so the pools end as the general engine leaves them
+    # (no live allocation; the same counts and next id), and mid-run every placement reads
+    # only fits() (free bytes), which the counters keep exact
+    ideal = mvals is not None and set(map(type, mem)) <= {int}
     c_alloc = log.code_of(E.MEM_ALLOC) if pools and log_memory else -1
     c_free = log.code_of(E.MEM_FREE) if pools and log_memory else -1
     devices_seen, starts_seen, last_reject = engine._devices_seen, engine._starts_seen, engine._last_reject
@@ -201,31 +206,49 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
         if pools and mem[k] > 0:
             nbytes, jid = mem[k], ids[k]
             got = []
-            for dv in devices:
-                pool = pools[dv]
-                a = pool.allocate(nbytes, jid)
-                if a is None:
-                    if log_memory:
-                        emit(t, E.MEM_FAIL, dv, (jid, nbytes, *pool.levels()))
-                    for dv2, a2 in got:
-                        p2 = pools[dv2]
-                        p2.free(a2)
-                        if log_memory:
-                            emit(t, E.MEM_FREE, dv2, mem_data((a2.tag, a2.offset, a2.nbytes, a2.requested,
-                                                                *p2.levels())))
-                    got = None
-                    break
-                if log_memory:
+            if ideal:  # IdealPool.allocate and the mem_alloc record, inlined (see `ideal` above)
+                for dv in devices:
+                    pool = pools[dv]
+                    used = pool._allocated
+                    after = min(pool.capacity_bytes, used + nbytes)
+                    if after - used < nbytes:  # never: every placement asked fits() of each device
+                        raise RuntimeError(f"fast core: device {dv}'s ideal pool refused {nbytes} B it said fit")
+                    pool._allocated = pool._reserved = after
+                    pool._requested += nbytes
+                    pool._next_id += 1
+                    pool._n_alloc += 1
                     t_app(t)
                     c_app(c_alloc)
                     s_app(dv)
-                    if mvals is not None:
-                        d_app(len(mvals) >> 3)
-                        mvals.extend((jid, a.offset, a.nbytes, a.requested))
-                        mvals.extend(pool.levels())
-                    else:
-                        d_app(mem_data((jid, a.offset, a.nbytes, a.requested, *pool.levels())))
-                got.append((dv, a))
+                    d_app(len(mvals) >> 3)
+                    mvals.extend((jid, used, nbytes, nbytes, after, after, pool._requested, pool.capacity_bytes - after))
+                    got.append((dv, used))
+            else:
+                for dv in devices:
+                    pool = pools[dv]
+                    a = pool.allocate(nbytes, jid)
+                    if a is None:
+                        if log_memory:
+                            emit(t, E.MEM_FAIL, dv, (jid, nbytes, *pool.levels()))
+                        for dv2, a2 in got:
+                            p2 = pools[dv2]
+                            p2.free(a2)
+                            if log_memory:
+                                emit(t, E.MEM_FREE, dv2, mem_data((a2.tag, a2.offset, a2.nbytes, a2.requested,
+                                                                    *p2.levels())))
+                        got = None
+                        break
+                    if log_memory:
+                        t_app(t)
+                        c_app(c_alloc)
+                        s_app(dv)
+                        if mvals is not None:
+                            d_app(len(mvals) >> 3)
+                            mvals.extend((jid, a.offset, a.nbytes, a.requested))
+                            mvals.extend(pool.levels())
+                        else:
+                            d_app(mem_data((jid, a.offset, a.nbytes, a.requested, *pool.levels())))
+                    got.append((dv, a))
             if got is None:
                 if on_full == "fail":
                     emit(t, E.FAIL, jid, ("memory: does not fit the device pools",))
@@ -283,6 +306,27 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
         for nd in touched:
             if len(by_node[nd]) == c:
                 yield nd
+
+    def pack_fitting(g: int, need: int) -> tuple | None:
+        """Pack.place_whole's path for a job whose memory must fit (``eligible``: the device's
+        ideal pool has ``need`` bytes free), on the free devices, with the pass's node order
+        (:func:`nodes_with`; ``touched`` is the pass's)."""
+        def fitting(nd: int) -> list:
+            return [d for d in by_node[nd] if need <= pools[d].capacity_bytes - pools[d]._allocated]
+
+        if g <= maxk:
+            for c in range(g, maxk + 1):
+                for nd in nodes_with(c, touched):
+                    ids_ = fitting(nd)
+                    if len(ids_) >= g:
+                        return tuple(ids_[:g])
+        chosen: list = []
+        for c in range(maxk, 0, -1):
+            for nd in nodes_with(c, touched):
+                chosen.extend(fitting(nd)[:g - len(chosen)])
+                if len(chosen) == g:
+                    return tuple(sorted(chosen))
+        return None
 
     heap: list = []  # completions: (time, seq, job index); index + n: the job's output step ended
     tick = count(1).__next__  # the engine's insertion counter, relatively: the first arrival instant took 0
@@ -347,7 +391,20 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 s_app(ids[k])
                 d_app(())
                 got = allocs[k] if pools else None
-                if got:
+                if got and ideal:  # IdealPool.free and the mem_free record, inlined
+                    nbytes, jid = mem[k], ids[k]
+                    for dv, used in got:
+                        pool = pools[dv]
+                        pool._requested -= nbytes
+                        pool._n_free += 1
+                        pool._allocated = pool._reserved = left = pool._allocated - nbytes
+                        t_app(t)
+                        c_app(c_free)
+                        s_app(dv)
+                        d_app(len(mvals) >> 3)
+                        mvals.extend((jid, used, nbytes, nbytes, left, left, pool._requested, pool.capacity_bytes - left))
+                    allocs[k] = None
+                elif got:
                     for dv, a in got:
                         pool = pools[dv]
                         pool.free(a)
@@ -462,6 +519,17 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 for d in devices:
                     touched.setdefault(node_of[d], None)
                 start(t, k, devices)
+                done.append(pos)
+                continue
+            if pack_simple and ideal and not planned:  # Pack.place_whole for a job with memory
+                devices = pack_fitting(g, mem[k])
+                if devices is None:
+                    if blocking:
+                        break
+                    continue
+                for d in devices:
+                    touched.setdefault(node_of[d], None)
+                start(t, k, devices)  # the ideal pool grants what fits: it starts
                 done.append(pos)
                 continue
             # the placement itself, on the overlay rebuilt for this point of the pass

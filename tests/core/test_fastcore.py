@@ -93,6 +93,8 @@ def _same(a: Engine, b: Engine) -> None:
         pd.testing.assert_frame_equal(make(a.log, cl), make(b.log, cl))
     pd.testing.assert_frame_equal(a.log.table(), b.log.table())
     assert list(a.finished) == list(b.finished)
+    # the pools end in the same state (counts, levels, next allocation id, nothing live)
+    assert [(p.stats(), p._next_id) for p in a.pools] == [(p.stats(), p._next_id) for p in b.pools]
     assert a.env.now == b.env.now and not a.queue and not b.queue
 
 
