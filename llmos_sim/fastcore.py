@@ -197,6 +197,13 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     queue: list = []
     keys: list = []  # (key, index), sorted; parallel to queue (key orders only)
 
+    def log_mem(t: float, code: int, dv: int, owner, a, pool) -> None:
+        """A ``mem_alloc``/``mem_free`` record (Engine._alloc_memory / _free_memory)."""
+        t_app(t)
+        c_app(code)
+        s_app(dv)
+        d_app(mem_data((owner, a.offset, a.nbytes, a.requested, *pool.levels())))
+
     def start(t: float, k: int, devices: tuple, taken: bool = False) -> int:
         """Engine._start of job ``k`` on ``devices`` (placed by the pass): STARTED, or, when
         its memory did not fit the pools, FAILED (``on_memory_full: fail``) or WAITS.
@@ -239,15 +246,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                         got = None
                         break
                     if log_memory:
-                        t_app(t)
-                        c_app(c_alloc)
-                        s_app(dv)
-                        if mvals is not None:
-                            d_app(len(mvals) >> 3)
-                            mvals.extend((jid, a.offset, a.nbytes, a.requested))
-                            mvals.extend(pool.levels())
-                        else:
-                            d_app(mem_data((jid, a.offset, a.nbytes, a.requested, *pool.levels())))
+                        log_mem(t, c_alloc, dv, jid, a, pool)
                     got.append((dv, a))
             if got is None:
                 if on_full == "fail":
@@ -409,15 +408,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                         pool = pools[dv]
                         pool.free(a)
                         if log_memory:
-                            t_app(t)
-                            c_app(c_free)
-                            s_app(dv)
-                            if mvals is not None:
-                                d_app(len(mvals) >> 3)
-                                mvals.extend((a.tag, a.offset, a.nbytes, a.requested))
-                                mvals.extend(pool.levels())
-                            else:
-                                d_app(mem_data((a.tag, a.offset, a.nbytes, a.requested, *pool.levels())))
+                            log_mem(t, c_free, dv, a.tag, a, pool)
                     allocs[k] = None
                 node = dnode[k]
                 if node >= 0:  # FreeDevices.give, for devices on one node
