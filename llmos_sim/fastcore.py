@@ -12,13 +12,15 @@ nothing the run needs. :func:`run` simulates the same run directly:
   a heap of completions ``(time, seq, job)``; ``seq`` is handed out exactly where the engine
   hands out SimPy's insertion counter (when the next arrival instant is scheduled, when a
   completion is pushed), so events at equal times run in the engine's order;
-- the queue is a sorted list of ``(key, job)``: the policy's :meth:`order_key`, fixed while
-  the job waits, is its position;
-- one pass per instant, after every arrival and completion at that instant, exactly when the
-  engine runs one; it plans starts on the engine's own :class:`~llmos_sim.view.Tentative`
-  overlay with the run's real :class:`~llmos_sim.policies.scheduling.base.Placement` (so
-  every placement decision is the placement's own code), then applies them in order through
-  the run's real memory pools;
+- the queue is a list of job indices in the policy's order: the policy's :meth:`order_key`,
+  fixed while the job waits, is its position (arrival order is the index order);
+- one pass per instant, after the arrivals and finishes at that instant, exactly when the
+  engine runs one. Each start is applied as soon as it is placed; a placement sees the
+  engine's own :class:`~llmos_sim.view.Tentative` overlay rebuilt to be exactly the general
+  pass's at that point, and calls the run's real
+  :class:`~llmos_sim.policies.scheduling.base.Placement` (Pack's node search, and the ideal
+  pool's counters, are inlined: the same arithmetic on the same state); memory goes through
+  the run's real pools;
 - every record goes into the engine's :class:`~llmos_sim.events.EventLog` with the same kind,
   subject and data, in the same order, as the general engine writes it (the log is the
   single source of truth, so the tables are the same); finished jobs go into the engine's
