@@ -336,10 +336,10 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     now = 0.0
     full = FULL_DEVICE_MILLI
     while nxt < n or heap:
-        # the next instant: the earlier of the next arrival batch and the next completion
-        if nxt < n and (not heap or (arrival[nxt], arr_seq) < heap[0][:2]):
-            t = arrival[nxt]
-        else:
+        # the next instant: the earlier of the next arrival and the next completion (which of
+        # two at the same time comes first is the instant's business, below)
+        t = arrival[nxt] if nxt < n else heap[0][0]
+        if heap and heap[0][0] < t:
             t = heap[0][0]
         now = t
         want_pass = False  # an arrival or a finish asks for a pass (an output step's start does not)
