@@ -4,6 +4,7 @@
     python benchmarks/bench_engine.py --reference          # + a bare heapq FIFO loop, side by side
     python benchmarks/bench_engine.py --reference --max-jobs 100000 --repeat 3
     python benchmarks/bench_engine.py --command 300000     # the user's whole command vs the bare loop
+    python benchmarks/bench_engine.py --reference --fast-path off   # the general engine (no fast core)
 
 Each size runs in its own subprocess, so its peak RSS (``ru_maxrss``: the jobs, the engine's
 state and its event log) is that size's alone. Inside it, the engine and (``--reference``) the
@@ -11,6 +12,8 @@ bare loop run interleaved ``--repeat`` times on the same jobs; the makespans mus
 are CPU seconds (``time.process_time``; the machine may be shared), reported as the minimum
 and the median of the repeats, with the engine/bare-loop ratio of each. The engine runs with
 the garbage collector on, as users run it. Offered load is 80% of the cluster's device-seconds.
+Strict FIFO on these jobs is a run the key-order fast core simulates (``fast_path=auto``,
+asserted); ``--fast-path off`` times the general engine on the same jobs instead.
 Writes benchmarks/results/engine.csv.
 
 ``--command N`` times what a user runs instead: ``python -m llmos_sim experiment=quickstart
@@ -55,7 +58,7 @@ def make_jobs(n_jobs: int, n_gpus: int):
     return w.jobs(np.random.default_rng(0))
 
 
-def run_engine(jobs, n_gpus: int) -> tuple[float, float, int]:
+def run_engine(jobs, n_gpus: int, fast_path: str = "auto") -> tuple[float, float, int]:
     """CPU seconds of ``Engine.run``, the makespan and the number of log records."""
     from llmos_sim.engine import Engine
     from llmos_sim.hardware import device_spec
@@ -64,11 +67,12 @@ def run_engine(jobs, n_gpus: int) -> tuple[float, float, int]:
 
     cluster = Cluster.homogeneous(n_gpus // 8, 8, device_spec("A100"))
     gc.collect()
-    eng = Engine(cluster, FIFO())
+    eng = Engine(cluster, FIFO(), fast_path=fast_path)
     c0 = time.process_time()
     log = eng.run(jobs)
     cpu = time.process_time() - c0
     assert len(eng.finished) == len(jobs)
+    assert eng.fast_path_used == (fast_path == "auto")
     return cpu, max(f.finish_s for f in eng.finished), len(log)
 
 
@@ -98,19 +102,19 @@ def bare_heapq_fifo(jobs, n_gpus: int, flops: float = FLOPS) -> tuple[float, flo
     return time.process_time() - c0, t
 
 
-def one_case(n_jobs: int, n_gpus: int, repeat: int, reference: bool) -> dict:
+def one_case(n_jobs: int, n_gpus: int, repeat: int, reference: bool, fast_path: str = "auto") -> dict:
     """One size, in this process: engine (and bare loop) interleaved ``repeat`` times."""
     jobs = make_jobs(n_jobs, n_gpus)
     eng_s, ref_s = [], []
     events = 0
     for _ in range(repeat):
-        cpu, makespan, events = run_engine(jobs, n_gpus)
+        cpu, makespan, events = run_engine(jobs, n_gpus, fast_path)
         eng_s.append(cpu)
         if reference:
             rcpu, rmakespan = bare_heapq_fifo(jobs, n_gpus)
             ref_s.append(rcpu)
             assert abs(makespan - rmakespan) <= 1e-9 * max(1.0, abs(makespan)), (makespan, rmakespan)
-    row = {"jobs": n_jobs, "gpus": n_gpus, "repeat": repeat,
+    row = {"jobs": n_jobs, "gpus": n_gpus, "fast_path": fast_path, "repeat": repeat,
            "engine_cpu_min_s": round(min(eng_s), 3), "engine_cpu_median_s": round(statistics.median(eng_s), 3),
            "us_per_job_cpu": round(min(eng_s) / n_jobs * 1e6, 2), "events": events}
     if reference:
@@ -165,6 +169,8 @@ def main() -> None:
     ap.add_argument("--reference", action="store_true", help="also time a bare heapq FIFO on the same jobs")
     ap.add_argument("--gpus", type=int, nargs="*", default=[64, 10_240])
     ap.add_argument("--case", type=int, nargs=2, metavar=("JOBS", "GPUS"), help=argparse.SUPPRESS)
+    ap.add_argument("--fast-path", choices=("auto", "off"), default="auto",
+                    help="off: time the general engine (the fast core is on by default)")
     ap.add_argument("--command", type=int, metavar="JOBS", help="time the user's whole command at JOBS jobs")
     args = ap.parse_args()
     if args.command:
@@ -178,14 +184,15 @@ def main() -> None:
             wr.writerow(row)
         return
     if args.case:  # the subprocess of one size
-        print(json.dumps(one_case(args.case[0], args.case[1], args.repeat, args.reference)))
+        print(json.dumps(one_case(args.case[0], args.case[1], args.repeat, args.reference, args.fast_path)))
         return
     rows = []
     for n_gpus in args.gpus:
         for n in (10**4, 10**5, 10**6, 3 * 10**6):
             if n > args.max_jobs:
                 continue
-            cmd = [sys.executable, __file__, "--case", str(n), str(n_gpus), "--repeat", str(args.repeat)]
+            cmd = [sys.executable, __file__, "--case", str(n), str(n_gpus), "--repeat", str(args.repeat),
+                   "--fast-path", args.fast_path]
             out = subprocess.run(cmd + (["--reference"] if args.reference else []), check=True,
                                  capture_output=True, text=True).stdout
             r = json.loads(out.strip().splitlines()[-1])

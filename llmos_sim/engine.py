@@ -102,7 +102,13 @@ class Engine:
         progress: Callable[[int], None] | None = None,
         hosts: dict | None = None,
         pass_per_event: bool = False,
+        fast_path: str = "auto",
     ) -> None:
+        from llmos_sim.fastcore import FAST_PATH_MODES
+
+        if fast_path not in FAST_PATH_MODES:
+            raise ValueError(f"fast_path must be one of {FAST_PATH_MODES}, got {fast_path!r}")
+        self.fast_path = fast_path
         if on_memory_full not in MEMORY_FULL_ACTIONS:
             raise ValueError(f"on_memory_full must be one of {MEMORY_FULL_ACTIONS}, got {on_memory_full!r}")
         if backend is None:
@@ -186,28 +192,35 @@ class Engine:
     # -- running ------------------------------------------------------------------------
     def run(self, jobs: Sequence[Job], until_s: float | None = None) -> EventLog:
         """Simulate ``jobs`` (any order; served by arrival, ties by id) to the end or ``until_s``."""
-        ids = set()
         isfinite = math.isfinite
-        for j in jobs:
-            if j.id in ids:
-                raise ValueError(f"duplicate job id {j.id}")
-            ids.add(j.id)
-            if not (isfinite(j.arrival_s) and isfinite(j.work_flops)):  # NaN would never arrive
-                raise ValueError(f"job {j.id}: arrival_s and work_flops must be finite numbers, "
-                                 f"got {j.arrival_s} and {j.work_flops}")
-        jobs = sorted(jobs, key=lambda j: (j.arrival_s, j.id))
-        self._ids = ids  # every job id of the run, for :meth:`submit`
+        if len(set(map(attrgetter("id"), jobs))) != len(jobs) or not all(map(isfinite, map(attrgetter("arrival_s"), jobs))) \
+                or not all(map(isfinite, map(attrgetter("work_flops"), jobs))):  # NaN would never arrive
+            seen: set = set()
+            for j in jobs:  # name the first offender
+                if j.id in seen:
+                    raise ValueError(f"duplicate job id {j.id}")
+                seen.add(j.id)
+                if not (isfinite(j.arrival_s) and isfinite(j.work_flops)):
+                    raise ValueError(f"job {j.id}: arrival_s and work_flops must be finite numbers, "
+                                     f"got {j.arrival_s} and {j.work_flops}")
+        jobs = sorted(jobs, key=attrgetter("arrival_s", "id"))
+        self._ids: set | None = None  # every job id of the run, for :meth:`submit` (made at its first call)
         self._jobs = jobs
         self._next = 0
         self._arrivals_left = len(jobs)
         if self._settles and self.pools and not self.log_memory and any(j.mem_trace for j in jobs):
             self._settles = False  # memory traces change the pools without a record: never skip
-        if jobs:
+        from llmos_sim import fastcore
+
+        self.fast_path_used = fastcore.why_not(self, jobs, until_s) is None
+        if jobs and not self.fast_path_used:
             self._at(jobs[0].arrival_s, self._arrive_batch)
-        if self.round_s:
+        if self.round_s and not self.fast_path_used:
             self._at(self.env.now + self.round_s, self._round_tick)
         with sparse_gc():
-            if until_s is None:
+            if self.fast_path_used:  # the same records, without SimPy's loop (see llmos_sim.fastcore)
+                reason = fastcore.run(self, jobs)
+            elif until_s is None:
                 self.env.run()
                 reason = "drained"
             else:
@@ -279,6 +292,8 @@ class Engine:
         it from inside the simulation (an event callback or process). Its ``id`` must differ
         from every other job's; its arrival is logged at the current time (give it that
         ``arrival_s`` too, so the job and its records agree)."""
+        if self._ids is None:
+            self._ids = set(map(attrgetter("id"), self._jobs))
         if job.id in self._ids:
             raise ValueError(f"duplicate job id {job.id}")
         self._ids.add(job.id)

@@ -69,6 +69,12 @@ def events_pending(heap: list) -> bool:
     return any(e[1] >= 0 for e in heap)
 
 
+def advance_to(env: simpy.Environment, time_s: float) -> None:
+    """Set ``env``'s clock to ``time_s`` without stepping it: a run simulated outside SimPy's
+    loop (the engine's fast core) leaves the environment at the time it ended."""
+    env._now = time_s  # type: ignore[attr-defined]
+
+
 def outcome(event: Any) -> tuple[bool, Any]:
     """``(ok, value)`` of a processed event: its value, or the exception it failed with."""
     return event._ok, event._value

@@ -106,6 +106,7 @@ def build_engine(cfg: DictConfig, streams: dict[str, np.random.Generator], progr
         resize_overhead_s=eng.get("resize_overhead_s", 0.0),
         log_memory=eng.get("log_memory", True),
         pass_per_event=bool(eng.get("pass_per_event", False)),
+        fast_path=str(eng.get("fast_path", "auto")),
         progress=progress,
     )
 

@@ -186,6 +186,7 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "engine.log_memory": flag,
     "engine.until_s": _opt(non_negative),
     "engine.pass_per_event": flag,
+    "engine.fast_path": _words("auto", "off"),
     "output.plots": flag,
     "output.trace": flag,
     "output.resume": flag,

@@ -202,6 +202,15 @@ class QueueScheduler(ClusterScheduler):
         """The hook: waiting jobs in the order this policy serves them (default: arrival)."""
         return view.queue
 
+    def order_key(self, job: Job, view: ClusterView) -> tuple:
+        """:meth:`order` stated as a key: :meth:`order` is the queue sorted by it. A policy
+        that declares it (in the class that defines its :meth:`order`) runs through the
+        engine's key-order fast core (:mod:`llmos_sim.fastcore`). The key is computed once,
+        when the job arrives (``view`` is only for the cluster), so it must never change
+        while the job waits, and it must differ between jobs (end it with the job's id).
+        Default: arrival (the queue's order), then id."""
+        return (job.arrival_s, job.id)
+
     def decide(self, view: ClusterView) -> Decision:
         starts: list[Start] = []
         free = view.free

@@ -19,4 +19,7 @@ class PriorityFIFO(QueueScheduler):
         super().__init__(placement, blocking=blocking, elastic_grow=elastic_grow)
 
     def order(self, view: ClusterView) -> Iterable[Job]:
-        return sorted(view.queue, key=lambda j: (-j.priority, j.arrival_s, j.id))
+        return sorted(view.queue, key=lambda j: self.order_key(j, view))
+
+    def order_key(self, job: Job, view: ClusterView) -> tuple:
+        return (-job.priority, job.arrival_s, job.id)

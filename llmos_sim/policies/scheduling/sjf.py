@@ -21,5 +21,8 @@ class SJF(QueueScheduler):
         keys = self._keys
         for j in view.queue:
             if j.id not in keys:
-                keys[j.id] = (oracle_duration_s(j, view), j.arrival_s, j.id)
+                keys[j.id] = self.order_key(j, view)
         return sorted(view.queue, key=lambda j: keys[j.id])
+
+    def order_key(self, job: Job, view: ClusterView) -> tuple:
+        return (oracle_duration_s(job, view), job.arrival_s, job.id)

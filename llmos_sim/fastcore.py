@@ -1,0 +1,563 @@
+"""The key-order fast core: the engine's common case as one loop over job columns.
+
+Most runs are a queue policy that serves waiting jobs in an order it can state as a *key*
+(FIFO: arrival; SJF: oracle duration; strict priority: priority), whole-device rigid jobs,
+the SimPy cluster model and at most a memory pool per device. For such a run the general
+engine's machinery — a SimPy event per arrival instant and per completion, a view, a
+decision and a ``Start`` per pass, a ``Task`` and a ``RunningJob`` per job — computes
+nothing the run needs. :func:`run` simulates the same run directly:
+
+- jobs are read once into columns (lists of numbers), in the engine's arrival order;
+- arrivals are a pointer into that order (one batch per distinct arrival time), merged with
+  a heap of completions ``(time, seq, job)``; ``seq`` is handed out exactly where the engine
+  hands out SimPy's insertion counter (when the next arrival instant is scheduled, when a
+  completion is pushed), so events at equal times run in the engine's order;
+- the queue is a list of job indices in the policy's order: the policy's :meth:`order_key`,
+  fixed while the job waits, is its position (arrival order is the index order);
+- one pass per instant, after the arrivals and finishes at that instant, exactly when the
+  engine runs one. Each start is applied as soon as it is placed; a placement sees the
+  engine's own :class:`~llmos_sim.view.Tentative` overlay rebuilt to be exactly the general
+  pass's at that point, and calls the run's real
+  :class:`~llmos_sim.policies.scheduling.base.Placement` (Pack's node search, and the ideal
+  pool's counters, are inlined: the same arithmetic on the same state); memory goes through
+  the run's real pools;
+- every record goes into the engine's :class:`~llmos_sim.events.EventLog` with the same kind,
+  subject and data, in the same order, as the general engine writes it (the log is the
+  single source of truth, so the tables are the same); finished jobs go into the engine's
+  :class:`~llmos_sim.view.FinishedJobs`.
+
+Equality with the general path is tested on random workloads for every policy that declares
+a key, on several cluster shapes, placements and memory pools (``tests/core/test_fastcore.py``),
+and on every shipped config by the table digest.
+
+Eligibility (:func:`why_not`) is a predicate on the run; anything else runs through the
+general engine unchanged. ``engine.fast_path: off`` forces the general engine.
+"""
+from __future__ import annotations
+
+from array import array
+from bisect import bisect
+from heapq import heappop, heappush
+from itertools import count
+from operator import attrgetter
+from typing import TYPE_CHECKING, Sequence
+
+from llmos_sim import events as E
+from llmos_sim.kernel import advance_to
+from llmos_sim.types import FULL_DEVICE_MILLI, Job, Task
+from llmos_sim.view import ClusterView, Tentative
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmos_sim.engine import Engine
+
+FAST_PATH_MODES = ("auto", "off")
+STARTED, FAILED, WAITS = 0, 1, 2  #: a start's outcomes (its memory did not fit: failed, or waits)
+
+
+def _owner(cls: type, name: str) -> type | None:
+    """The class in ``cls``'s MRO that defines ``name``."""
+    return next((c for c in cls.__mro__ if name in c.__dict__), None)
+
+
+def key_order(scheduler) -> bool:
+    """Does ``scheduler`` run as a key order? It is a :class:`QueueScheduler` whose pass is the
+    base class's own (``decide``, ``try_start``, ``grow``), with no rounds and no wake-ups, and
+    whose :meth:`~QueueScheduler.order` comes from the class that declares its
+    :meth:`~QueueScheduler.order_key` (a subclass that changes the order without restating the
+    key is not one)."""
+    from llmos_sim.policies.scheduling.base import ClusterScheduler, QueueScheduler
+
+    cls = type(scheduler)
+    if not isinstance(scheduler, QueueScheduler) or scheduler.round_s is not None:
+        return False
+    if any(_owner(cls, m) is not QueueScheduler for m in ("decide", "try_start", "grow")):
+        return False
+    if _owner(cls, "wake_s") is not ClusterScheduler:
+        return False
+    return _owner(cls, "order") is _owner(cls, "order_key")
+
+
+def _placements() -> tuple[type, ...]:
+    """Placements the fast core may call: each reads only the view's free devices, pools and
+    cluster (never the queue or the running jobs, which the fast core does not keep)."""
+    from llmos_sim.policies.scheduling.base import FirstFree, Pack
+    from llmos_sim.policies.scheduling.placement import Consolidated, RandomPlacement, Spread, TopologyAware
+
+    return (Pack, FirstFree, Spread, RandomPlacement, TopologyAware, Consolidated)
+
+
+def _plain_jobs(jobs: Sequence[Job]) -> bool:
+    """Every job is whole-device and rigid, with no other demand, pin, service or memory trace
+    (checked field by field over all jobs, without a Python step per job)."""
+    def values(name: str) -> set:
+        return set(map(attrgetter(name), jobs))
+
+    if not jobs:
+        return True
+    if values("gpu_milli") != {FULL_DEVICE_MILLI} or values("device_type") != {None} or values("service") != {None}:
+        return False
+    if any(map(attrgetter("demand"), jobs)) or any(map(attrgetter("mem_trace"), jobs)):
+        return False
+    if values("min_gpus") == {None}:
+        return True
+    return all(m is None or m == g for m, g in zip(map(attrgetter("min_gpus"), jobs), map(attrgetter("gpus"), jobs)))
+
+
+def why_not(engine: "Engine", jobs: Sequence[Job], until_s: float | None) -> str | None:
+    """Why this run must use the general engine, or ``None``: it is eligible for :func:`run`."""
+    from llmos_sim.backends.simpy_cluster import SimPyCluster
+
+    if engine.fast_path == "off":
+        return "engine.fast_path is off"
+    if until_s is not None:
+        return "a horizon (until_s) is set"
+    if engine.pass_per_event or engine.log_passes or engine.round_s or engine.hosts:
+        return "event-at-a-time passes, logged passes, rounds or service hosts"
+    if engine._heap:
+        return "events are already scheduled on the run's environment"
+    if type(engine.backend) is not SimPyCluster:
+        return "the backend is not the SimPy cluster model"
+    if not key_order(engine.scheduler):
+        return "the scheduler does not run as a key order"
+    if type(engine.scheduler.placement) not in _placements():
+        return "the placement is not one the fast core knows reads only free devices and pools"
+    if engine.pools and engine.on_memory_full == "preempt":
+        return "on_memory_full=preempt"
+    if not _plain_jobs(jobs):
+        return "a job is fractional, elastic, pinned, has a resource demand, a service or a memory trace"
+    return None
+
+
+def run(engine: "Engine", jobs: list[Job]) -> str:
+    """Simulate ``jobs`` (sorted by arrival, then id; checked by :meth:`Engine.run`) on
+    ``engine``'s state, log and pools; returns the end reason (``drained``/``stalled``)."""
+    from llmos_sim.backends.simpy_cluster.cost import TrainingCost
+    from llmos_sim.engine import _SHARED_MAX, _shared
+    from llmos_sim.policies.scheduling.base import Pack, QueueScheduler
+
+    log, cluster, sched = engine.log, engine.cluster, engine.scheduler
+    free, pools, finished = engine.free, engine.pools, engine.finished
+    place, blocking = sched.placement.place, sched.blocking
+    n = len(jobs)
+    # the columns the loop reads
+    arrival = list(map(attrgetter("arrival_s"), jobs))
+    gpus = list(map(attrgetter("gpus"), jobs))
+    ids = list(map(attrgetter("id"), jobs))
+    pre = list(map(attrgetter("preprocess_s"), jobs))
+    # Task.work_flops of a first segment; float columns without a float object per job
+    # (max(0.0, w - 0.0) of the engine: w itself, as a double, since work_flops >= 0)
+    work = array("d", map(attrgetter("work_flops"), jobs))
+    outputs = any(map(attrgetter("output_s"), jobs))
+    start_s = array("d", bytes(8 * n))  # each job's (only) start
+    devs: list = [None] * n
+    dnode = array("i", [-1]) * n  # the one node a running job's devices are on (-1: several)
+    allocs: list = [None] * n if pools else []
+    mem = list(map(attrgetter("mem_bytes_per_device"), jobs)) if pools else None
+    # an arrival passes Engine._unsatisfiable's common-case test when it needs no more devices
+    # than there are and its memory fits every device's empty pool; the rest ask the engine
+    n_devices = cluster.n_devices
+    fit_all = min(engine._largest_fit(cap) for _, cap in engine._kinds) if pools else 0
+
+    t_app, c_app, s_app, d_app = log.time.append, log.code.append, log.subject.append, log.data.append
+    c_arrive, c_start, c_finish = engine._c_arrive, log.code_of(E.START), log.code_of(E.FINISH)
+    mem_data, log_memory = engine._mem_data, engine.log_memory
+    # the ideal pool's records hold ints only (job ids that are ints, offsets, sizes, levels):
+    # their rows are appended to the memory records' int64 rows directly (IntRows.store's result)
+    from llmos_sim.policies.memory.ideal import IdealPool
+
+    int_ids = set(map(type, ids)) <= {int}
+    mvals = (mem_data.__self__.values if pools and log_memory and int_ids and len(jobs) and max(map(abs, ids)) < 2**62
+             and all(type(p) is IdealPool and p.capacity_bytes < 2**62 for p in pools) else None)
+    # ... and the ideal pool's allocate/free are its counters, updated in place: a run's
+    # allocations are all freed by its end, so the pools end as the general engine leaves them
+    # (no live allocation; the same counts and next id), and mid-run every placement reads
+    # only fits() (free bytes), which the counters keep exact
+    ideal = mvals is not None and set(map(type, mem)) <= {int}
+    c_alloc = log.code_of(E.MEM_ALLOC) if pools and log_memory else -1
+    c_free = log.code_of(E.MEM_FREE) if pools and log_memory else -1
+    devices_seen, starts_seen, last_reject = engine._devices_seen, engine._starts_seen, engine._last_reject
+    unsatisfiable, progress, emit = engine._unsatisfiable, engine.progress, log.emit
+    fin_job, fin_start = finished.jobs.append, finished.start_s.append
+    fin_finish, fin_dev, fin_service = finished.finish_s.append, finished.devices.append, finished.service_gpu_s.append
+    on_full = engine.on_memory_full
+    cost = engine.backend.cost_model
+    plain_cost = type(cost) is TrainingCost  # capacity = Σ C_i, factor exactly 1.0
+    flops = cost.device_flops(cluster)
+    start_of: dict = {}  # plain cost: devices -> (the start record's data, Σ C_i as a float, its one node or -1)
+    node_of = free.node_of
+
+    tent = Tentative(free)  # one overlay, reset before each pass that plans
+    placement = sched.placement
+    pack_simple = type(placement) is Pack  # Pack's fast path for jobs without memory, inlined below
+    buckets, by_node, maxk = free.buckets, free.by_node, free.max_per_node
+    view = ClusterView(0.0, cluster, (), {}, tent, engine.available, engine.device_free_milli, pools,
+                       finished, under_demand={}, partial=engine.partial, suspended={})
+    # the queue: job indices in the policy's order; a key order other than arrival keeps the
+    # sorted keys beside it (arrival order is the index order: jobs come sorted)
+    by_arrival = _owner(type(sched), "order_key") is QueueScheduler
+    order_key = sched.order_key
+    queue: list = []
+    keys: list = []  # (key, index), sorted; parallel to queue (key orders only)
+
+    def log_mem(t: float, code: int, dv: int, owner, a, pool) -> None:
+        """A ``mem_alloc``/``mem_free`` record (Engine._alloc_memory / _free_memory)."""
+        t_app(t)
+        c_app(code)
+        s_app(dv)
+        d_app(mem_data((owner, a.offset, a.nbytes, a.requested, *pool.levels())))
+
+    def start(t: float, k: int, devices: tuple, taken: bool = False) -> int:
+        """Engine._start of job ``k`` on ``devices`` (placed by the pass): STARTED, or, when
+        its memory did not fit the pools, FAILED (``on_memory_full: fail``) or WAITS.
+        ``taken``: the caller has taken the devices from the free ones (a job without memory)."""
+        job = jobs[k]
+        got = None
+        if pools and mem[k] > 0:
+            nbytes, jid = mem[k], ids[k]
+            got = []
+            if ideal:  # IdealPool.allocate and the mem_alloc record, inlined (see `ideal` above)
+                for dv in devices:
+                    pool = pools[dv]
+                    used = pool._allocated
+                    after = min(pool.capacity_bytes, used + nbytes)
+                    if after - used < nbytes:  # never: every placement asked fits() of each device
+                        raise RuntimeError(f"fast core: device {dv}'s ideal pool refused {nbytes} B it said fit")
+                    pool._allocated = pool._reserved = after
+                    pool._requested += nbytes
+                    pool._next_id += 1
+                    pool._n_alloc += 1
+                    t_app(t)
+                    c_app(c_alloc)
+                    s_app(dv)
+                    d_app(len(mvals) >> 3)
+                    mvals.extend((jid, used, nbytes, nbytes, after, after, pool._requested, pool.capacity_bytes - after))
+                    got.append((dv, used))
+            else:
+                for dv in devices:
+                    pool = pools[dv]
+                    a = pool.allocate(nbytes, jid)
+                    if a is None:
+                        if log_memory:
+                            emit(t, E.MEM_FAIL, dv, (jid, nbytes, *pool.levels()))
+                        for dv2, a2 in got:
+                            p2 = pools[dv2]
+                            p2.free(a2)
+                            if log_memory:
+                                emit(t, E.MEM_FREE, dv2, mem_data((a2.tag, a2.offset, a2.nbytes, a2.requested,
+                                                                    *p2.levels())))
+                        got = None
+                        break
+                    if log_memory:
+                        log_mem(t, c_alloc, dv, jid, a, pool)
+                    got.append((dv, a))
+            if got is None:
+                if on_full == "fail":
+                    emit(t, E.FAIL, jid, ("memory: does not fit the device pools",))
+                    return FAILED
+                last_reject[jid] = reason = "start: memory does not fit"
+                emit(t, E.REJECT, jid, (reason,))
+                return WAITS
+        if last_reject:
+            last_reject.pop(ids[k], None)
+        if not taken:
+            free.take(devices)
+        overhead, w = pre[k], work[k]
+        hit = start_of.get(devices) if plain_cost else None
+        if hit is None:  # Engine._segment and SimPyCluster.start
+            dev_types = tuple(map(type, devices))
+            devices = _shared(devices_seen, devices, dev_types)
+            if plain_cost:
+                cap = sum(map(flops.__getitem__, devices))
+                factor = 1.0
+            else:
+                task = Task(job, devices, w, full, overhead, 0, tuple(got or ()))
+                cap = cost.capacity_flops(task, cluster)
+                factor = cost.factor(task, cluster)
+            total = float(cap)
+            if total <= 0:
+                raise ValueError("distributed_time_s: the granted devices have no capacity (Σ C_i = 0)")
+            data = (devices, job.gpu_milli, cap / factor)
+            data = _shared(starts_seen, data, (dev_types, type(data[1]), type(data[2])))
+            on = {node_of[d] for d in devices}
+            node = on.pop() if len(on) == 1 else -1
+            if plain_cost and len(start_of) < _SHARED_MAX and type(devices[0]) is int:
+                start_of[devices] = (data, total, node)
+        else:
+            data, total, node = hit
+            devices, factor = data[0], 1.0
+        heappush(heap, (t + (overhead + w / total * factor), tick(), k))
+        start_s[k] = t
+        devs[k] = devices
+        dnode[k] = node
+        if got:
+            allocs[k] = got
+        t_app(t)
+        c_app(c_start)
+        s_app(ids[k])
+        d_app(data)
+        return STARTED
+
+    def nodes_with(c: int, touched: dict):
+        """Tentative.nodes_with(c) of the pass-start overlay plus the pass's plans, read off the
+        free devices after those plans started: untouched nodes in their bucket's order, then
+        the touched ones with c free, in first-touch order."""
+        for nd in buckets[c]:
+            if nd not in touched:
+                yield nd
+        for nd in touched:
+            if len(by_node[nd]) == c:
+                yield nd
+
+    def pack_fitting(g: int, need: int) -> tuple | None:
+        """Pack.place_whole's path for a job whose memory must fit (``eligible``: the device's
+        ideal pool has ``need`` bytes free), on the free devices, with the pass's node order
+        (:func:`nodes_with`; ``touched`` is the pass's)."""
+        def fitting(nd: int) -> list:
+            return [d for d in by_node[nd] if need <= pools[d].capacity_bytes - pools[d]._allocated]
+
+        if g <= maxk:
+            for c in range(g, maxk + 1):
+                for nd in nodes_with(c, touched):
+                    ids_ = fitting(nd)
+                    if len(ids_) >= g:
+                        return tuple(ids_[:g])
+        chosen: list = []
+        for c in range(maxk, 0, -1):
+            for nd in nodes_with(c, touched):
+                chosen.extend(fitting(nd)[:g - len(chosen)])
+                if len(chosen) == g:
+                    return tuple(sorted(chosen))
+        return None
+
+    heap: list = []  # completions: (time, seq, job index); index + n: the job's output step ended
+    tick = count(1).__next__  # the engine's insertion counter, relatively: the first arrival instant took 0
+    nxt = 0  # next job to arrive
+    arr_seq = 0  # seq of the pending arrival instant
+    now = 0.0
+    full = FULL_DEVICE_MILLI
+    while nxt < n or heap:
+        # the next instant: the earlier of the next arrival and the next completion (which of
+        # two at the same time comes first is the instant's business, below)
+        t = arrival[nxt] if nxt < n else heap[0][0]
+        if heap and heap[0][0] < t:
+            t = heap[0][0]
+        now = t
+        want_pass = False  # an arrival or a finish asks for a pass (an output step's start does not)
+        # every event at t, in (time, seq) order
+        while True:
+            if nxt < n and arrival[nxt] == t and (not heap or heap[0][0] != t or arr_seq < heap[0][1]):
+                i = nxt
+                j = i + 1
+                while j < n and arrival[j] == t:
+                    j += 1
+                nxt = j
+                want_pass = True
+                if j < n:
+                    arr_seq = tick()
+                for k in range(i, j):
+                    job = jobs[k]
+                    t_app(t)
+                    c_app(c_arrive)
+                    s_app(ids[k])
+                    d_app(job)
+                    if gpus[k] > n_devices or (pools and mem[k] > fit_all):
+                        why = unsatisfiable(job)
+                        if why:
+                            emit(t, E.FAIL, ids[k], (why,))
+                            continue
+                    if by_arrival:
+                        queue.append(k)
+                    else:
+                        entry = (order_key(job, view), k)
+                        if not keys or keys[-1] < entry:
+                            keys.append(entry)
+                            queue.append(k)
+                        else:
+                            p = bisect(keys, entry)
+                            keys.insert(p, entry)
+                            queue.insert(p, k)
+            elif heap and heap[0][0] == t:
+                _, _, k = heappop(heap)
+                if k >= n:
+                    k -= n
+                elif outputs and jobs[k].output_s > 0:  # its work is done; seed step 5: output,
+                    heappush(heap, (t + jobs[k].output_s, tick(), k + n))  # devices stay held
+                    continue
+                # Engine._finish
+                want_pass = True
+                d = devs[k]
+                run_s = t - start_s[k] - pre[k]
+                t_app(t)
+                c_app(c_finish)
+                s_app(ids[k])
+                d_app(())
+                got = allocs[k] if pools else None
+                if got and ideal:  # IdealPool.free and the mem_free record, inlined
+                    nbytes, jid = mem[k], ids[k]
+                    for dv, used in got:
+                        pool = pools[dv]
+                        pool._requested -= nbytes
+                        pool._n_free += 1
+                        pool._allocated = pool._reserved = left = pool._allocated - nbytes
+                        t_app(t)
+                        c_app(c_free)
+                        s_app(dv)
+                        d_app(len(mvals) >> 3)
+                        mvals.extend((jid, used, nbytes, nbytes, left, left, pool._requested, pool.capacity_bytes - left))
+                    allocs[k] = None
+                elif got:
+                    for dv, a in got:
+                        pool = pools[dv]
+                        pool.free(a)
+                        if log_memory:
+                            log_mem(t, c_free, dv, a.tag, a, pool)
+                    allocs[k] = None
+                node = dnode[k]
+                if node >= 0:  # FreeDevices.give, for devices on one node
+                    lst = by_node[node]
+                    k0 = len(lst)
+                    if not lst or lst[-1] < d[0]:
+                        lst.extend(d)
+                    else:
+                        lst.extend(d)
+                        lst.sort()
+                    del buckets[k0][node]
+                    buckets[len(lst)][node] = None
+                    free.total += len(d)
+                else:
+                    free.give(d)
+                fin_job(jobs[k])
+                fin_start(start_s[k])
+                fin_finish(t)
+                fin_dev(d)
+                fin_service(0.0 + (run_s * len(d) * full / 1000 if run_s > 0 else 0.0))
+                devs[k] = None
+                if progress is not None:
+                    progress(1)
+            else:
+                break
+        if not want_pass or not queue or free.total < (gpus[queue[0]] if blocking else 1):
+            continue  # the pass would start nothing
+        # the pass: QueueScheduler.decide over the key order (every job whole-device and rigid).
+        # Each start is applied as soon as it is placed, and the overlay a placement sees is
+        # rebuilt to be exactly the one the general engine's pass would have at that point:
+        # the pass's start state plus its plans so far. After starts are applied the free
+        # devices hold the same devices per node; an overlay over them whose delta lists the
+        # nodes the pass has touched (in first-touch order, with nothing taken) yields nodes in
+        # the order the pass-start overlay would (untouched nodes in their bucket order, then
+        # the touched ones). A start whose memory did not fit keeps its devices planned (taken
+        # in the overlay, never in the free devices); a start reads and writes only its own
+        # devices' pools, which later placements in the pass never read.
+        done = []
+        touched: dict = {}  # nodes the pass's plans took devices from, in first-touch order
+        planned: list = []  # devices of plans whose memory did not fit
+        for pos, k in enumerate(queue):
+            g = gpus[k]
+            avail = free.total - len(planned)
+            if avail < g:
+                if blocking or avail == 0:
+                    break
+                continue
+            if pack_simple and not planned and (mem is None or mem[k] <= 0):
+                node = None
+                for c in range(g, maxk + 1):  # Pack.place_whole's fast path (first_node_with)
+                    bucket = buckets[c]
+                    if bucket:
+                        if not touched:
+                            node = next(iter(bucket))
+                            break
+                        node = next((nd for nd in bucket if nd not in touched), None)
+                        if node is not None:
+                            break
+                    if touched:
+                        node = next((nd for nd in touched if len(by_node[nd]) == c), None)
+                        if node is not None:
+                            break
+                if node is not None:
+                    lst = by_node[node]
+                    devices = tuple(lst[:g])
+                    c = len(lst)
+                    del lst[:g]  # FreeDevices.take of the node's first g devices
+                    del buckets[c][node]
+                    buckets[c - g][node] = None
+                    free.total -= g
+                    touched[node] = None
+                    done.append(pos)
+                    if last_reject:
+                        last_reject.pop(ids[k], None)
+                    hit = start_of.get(devices)
+                    if hit is None:
+                        start(t, k, devices, taken=True)
+                    else:  # start(), inlined for a job without memory on known devices
+                        data = hit[0]
+                        heappush(heap, (t + (pre[k] + work[k] / hit[1] * 1.0), tick(), k))
+                        start_s[k] = t
+                        devs[k] = data[0]
+                        dnode[k] = hit[2]
+                        t_app(t)
+                        c_app(c_start)
+                        s_app(ids[k])
+                        d_app(data)
+                    continue
+                # no one node holds it: Pack spills across nodes, those with the most free first
+                chosen: list = []
+                for c in range(maxk, 0, -1):
+                    for nd in nodes_with(c, touched):
+                        chosen.extend(by_node[nd][:g - len(chosen)])
+                        if len(chosen) == g:
+                            break
+                    if len(chosen) == g:
+                        break
+                devices = tuple(sorted(chosen))
+                for d in devices:
+                    touched.setdefault(node_of[d], None)
+                start(t, k, devices)
+                done.append(pos)
+                continue
+            if pack_simple and ideal and not planned:  # Pack.place_whole for a job with memory
+                devices = pack_fitting(g, mem[k])
+                if devices is None:
+                    if blocking:
+                        break
+                    continue
+                for d in devices:
+                    touched.setdefault(node_of[d], None)
+                start(t, k, devices)  # the ideal pool grants what fits: it starts
+                done.append(pos)
+                continue
+            # the placement itself, on the overlay rebuilt for this point of the pass
+            tent.taken = set(planned)
+            delta = dict.fromkeys(touched, 0)
+            for d in planned:
+                delta[node_of[d]] -= 1
+            tent.delta_on = delta
+            tent.total = avail
+            view.now_s = t
+            devices = place(jobs[k], g, view)
+            if devices is None:
+                if blocking:
+                    break
+                continue
+            for d in devices:
+                touched.setdefault(node_of[d], None)
+            got = start(t, k, devices)
+            if got != WAITS:
+                done.append(pos)
+            if got != STARTED:  # its devices stay planned for the rest of the pass
+                planned.extend(devices)
+        if done:
+            if len(done) == done[-1] + 1:  # a prefix (always so under blocking)
+                del queue[:len(done)]
+                if keys:
+                    del keys[:len(done)]
+            else:
+                for pos in reversed(done):
+                    del queue[pos]
+                    if keys:
+                        del keys[pos]
+    advance_to(engine.env, now)
+    if queue:  # nothing left can start them: the engine's stalled end
+        engine.queue.update((ids[k], jobs[k]) for k in sorted(queue))
+        engine._fail_stalled()
+        return "stalled"
+    return "drained"
