@@ -84,7 +84,8 @@ class ServingSystem:
     """Replicas behind a router, fed by a request list (sorted by arrival)."""
 
     def __init__(self, requests: Sequence, replicas_factory, router: Router, n_replicas: int,
-                 log: E.EventLog | None = None, progress: bool = False, env: simpy.Environment | None = None) -> None:
+                 log: E.EventLog | None = None, progress: bool = False, env: simpy.Environment | None = None,
+                 own_cuts: bool = True) -> None:
         self.env = env if env is not None else simpy.Environment()
         self.log = log if log is not None else E.EventLog()
         self.requests = sorted(requests, key=lambda r: (r.arrival_s, r.id))
@@ -94,6 +95,7 @@ class ServingSystem:
                                         for i in range(n_replicas)]
         for rep in self.replicas:  # nothing here reacts to a finish when it happens (see Replica)
             rep.sync_finishes = False
+            rep.own_cuts = own_cuts  # an arrival cuts only the spans of the replica it goes to
         self.progress = progress
         self._bar = None
         if progress and len(self.requests) > 10_000:  # like the training runs: long runs only
@@ -131,6 +133,8 @@ class ServingSystem:
 
     def run(self, until: float | None = None) -> None:
         self.env.run(until=until)
+        for rep in self.replicas:
+            rep.settle()
         reason = "max_time" if until is not None and self.env.now >= until else "drained"
         self.log.emit(self.env.now, E.END, "serving", (reason,))
         for rep in self.replicas:  # (after END: the run's records keep their numbers)
@@ -144,7 +148,8 @@ def serve(requests: Sequence, make_replica, router: Router, spec: ServingSpec, p
     # the requests, the run and the tables allocate hundreds of thousands of long-lived
     # objects: the cyclic collector runs sparsely meanwhile, as in the engine
     with sparse_gc():
-        system = ServingSystem(requests, make_replica, router, spec.replicas, progress=progress, env=env)
+        system = ServingSystem(requests, make_replica, router, spec.replicas, progress=progress, env=env,
+                               own_cuts=spec.span_cut == "own")
         system.run(spec.max_time_s)
         res = build_result(system.log, spec.slo_ttft_s, spec.slo_tpot_s, spec.slo_e2e_s)
     res.extra.update(kv_blocks_per_replica=system.replicas[0].kv.total_blocks,

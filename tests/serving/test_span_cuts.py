@@ -1,0 +1,105 @@
+"""What ends a fast-forwarded decode span (``serving.span_cut``): an arrival at its own replica
+(``own``, the default) or an arrival anywhere (``any``). With ``own`` a replica's records do not
+depend on the traffic routed elsewhere: each replica's are those of a one-replica run fed the
+requests it was given; per-request results are those of ``any`` up to float rounding of the
+span sums; ``any`` reproduces the tables of the rule before."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from llmos_sim.policies.routing import RoundRobin
+from llmos_sim.run import build_serving, compose, rngs, run_config
+from llmos_sim.serving import simulate
+from llmos_sim.serving.system import serve
+from .helpers import make_cfg, req_events
+
+S, F, D = "req_schedule", "req_first_token", "req_finish"
+QUICK = ["experiment=serving_quick", "workload.max_requests=300"]
+
+
+def _batch_records(log, replica=None):
+    return [(t, k, d) for t, k, s, d in log
+            if k in ("batch", "batch_span", "kv_sample") and (replica is None or s == replica)]
+
+
+@pytest.mark.parametrize("span_cut", ["own", "any"])
+def test_an_arrival_cuts_the_span_it_lands_in_to_one_iteration(span_cut):
+    # 1 s per iteration. A (4 prompt tokens, 6 out) prefills at 0 (first token at 1) and
+    # decodes from 1: a span of 5 up to its finish, planned before B arrives at 1.5. B cuts it
+    # after its first iteration (the one starting at 1): a plain one-iteration batch record;
+    # at 2 B prefills beside A's decode; at 3 both decode (B's last token); from 4 A alone, a
+    # span of 2 to its finish at 6.
+    r = simulate(make_cfg([[0, 4, 6], [1.5, 4, 2]], serving={"span_cut": span_cut}), seed=0)
+    kinds = [(t, k, d[:1] if k == "batch_span" else ()) for t, k, d in _batch_records(r.log) if k != "kv_sample"]
+    assert kinds == [(0.0, "batch", ()), (1.0, "batch", ()), (2.0, "batch", ()), (3.0, "batch", ()),
+                     (4.0, "batch_span", (2,))]
+    assert [d[:4] for _, k, d in _batch_records(r.log) if k == "batch"][1] == (0, 1, 1, 1.0)  # pure decode, 1 s
+    assert req_events(r.log) == [(0.0, S, 0), (1.0, F, 0), (2.0, S, 1), (3.0, F, 1), (4.0, D, 1), (6.0, D, 0)]
+    assert r.summary["n_iterations"] == 6
+
+
+def test_an_arrival_after_the_spans_last_start_leaves_it_whole():
+    # A's span from 1 runs 5 iterations (starts 1..5); B arrives at 5.5, after the last start
+    r = simulate(make_cfg([[0, 4, 6], [5.5, 4, 2]]), seed=0)
+    spans = [(t, d[0]) for t, k, d in _batch_records(r.log) if k == "batch_span"]
+    assert spans == [(1.0, 5)]
+    assert (6.0, S, 1) in req_events(r.log)
+
+
+@pytest.mark.parametrize("batching", ["continuous", "chunked_prefill"])
+def test_a_replicas_records_are_those_of_a_run_fed_only_its_requests(batching):
+    # three replicas, round robin: replica j gets the requests at positions j, j+3, ...; a
+    # one-replica run of exactly those gives the same batch and KV records at the same times
+    cfg = compose(QUICK + ["serving.replicas=3", f"batching={batching}", "workload.rate_scale=3"])
+    parts = build_serving(cfg, rngs(0))
+    reqs = sorted(parts.requests, key=lambda q: (q.arrival_s, q.id))
+    multi = serve(reqs, parts.make_replica, RoundRobin(), parts.spec)
+    one = dataclasses.replace(parts.spec, replicas=1)
+    for j in range(3):
+        mine = reqs[j::3]
+        alone = serve(mine, parts.make_replica, RoundRobin(), one)
+        assert _batch_records(multi.log, j) == _batch_records(alone.log, 0)
+        ids = {q.id for q in mine}
+        assert [e for e in req_events(multi.log) if e[2] in ids] == req_events(alone.log)
+        assert len(_batch_records(alone.log)) > 100
+
+
+@pytest.mark.parametrize("router", ["round_robin", "least_kv", "least_outstanding"])
+def test_per_request_results_are_those_of_cuts_at_any_arrival(router):
+    # the routers that read replica state (KV use, outstanding requests) see it as the old
+    # rule left it: the same replica for every request, the same times up to the rounding of
+    # a span's sum taken in one piece instead of several
+    base = QUICK + ["serving.replicas=2", f"router={router}"]
+    own = run_config(compose(base)).tables
+    old = run_config(compose(base + ["serving.span_cut=any"])).tables
+    a, b = own["requests"], old["requests"]
+    assert list(a.columns) == list(b.columns) and len(a) == len(b) == 300
+    for c in a.columns:
+        if a[c].dtype.kind == "f":
+            np.testing.assert_allclose(a[c].to_numpy(), b[c].to_numpy(), rtol=0, atol=1e-9, equal_nan=True)
+        else:
+            assert a[c].equals(b[c]), c
+    assert len(own["batches"]) < 0.85 * len(old["batches"])
+    assert own["batches"]["n_iters"].sum() == old["batches"]["n_iters"].sum()
+
+
+def test_cuts_at_any_arrival_reproduce_the_rule_before():
+    # the digest case of the least-KV router on two replicas, as the code before spans were
+    # cut only by their own replica's arrivals produced it (its tables, summarised)
+    t = run_config(compose(QUICK + ["serving.replicas=2", "router=least_kv", "serving.span_cut=any"]))
+    req, bat = t.tables["requests"], t.tables["batches"]
+    assert len(bat) == 1102
+    assert float(req["finish_s"].sum()) == 15519.749128312686
+    assert float(bat["duration_s"].sum()) == 147.3859395382779
+    assert req["replica"].value_counts().to_dict() == {0: 155, 1: 145}
+    assert t.summary["makespan_s"] == 87.09098244772649
+
+
+def test_span_cut_is_checked():
+    from llmos_sim.validate import ConfigError
+
+    with pytest.raises(ConfigError, match="serving.span_cut"):
+        simulate(make_cfg([[0, 4, 6]], serving={"span_cut": "sometimes"}), seed=0)
