@@ -71,13 +71,23 @@ def _kv_mode(mode: str, pool) -> str:
 
 
 def replica_loads(reps: Sequence[Replica], router: Router, r) -> list[ReplicaLoad]:
-    """What ``router`` sees of each replica for request ``r``: load, and the request's cached
-    prefix on each replica when the router asks for it (``uses_prefix``)."""
+    """What ``router`` sees of each replica for request ``r``: load (KV use only when the router
+    reads it, ``uses_kv``), and the request's cached prefix on each replica when the router
+    asks for it (``uses_prefix``)."""
+    kv = _kv_used_frac if router.uses_kv else _not_read
     if router.uses_prefix and r.prefix_hashes:
         h, bt, p = r.prefix_hashes, r.prefix_block_tokens, r.prompt_tokens
-        return [ReplicaLoad(x.index, x.outstanding, x.kv_used_frac, len(x.waiting), x.kv.cached_prefix_tokens(h, bt, p))
+        return [ReplicaLoad(x.index, x.outstanding, kv(x), len(x.waiting), x.kv.cached_prefix_tokens(h, bt, p))
                 for x in reps]
-    return [ReplicaLoad(x.index, x.outstanding, x.kv_used_frac, len(x.waiting)) for x in reps]
+    return [ReplicaLoad(x.index, x.outstanding, kv(x), len(x.waiting)) for x in reps]
+
+
+def _kv_used_frac(rep: Replica) -> float:
+    return rep.kv_used_frac
+
+
+def _not_read(rep: Replica) -> float:
+    return math.nan
 
 
 class ServingSystem:
@@ -96,6 +106,8 @@ class ServingSystem:
         for rep in self.replicas:  # nothing here reacts to a finish when it happens (see Replica)
             rep.sync_finishes = False
             rep.own_cuts = own_cuts  # an arrival cuts only the spans of the replica it goes to
+        #: what a router that reads no load is given (``Router.uses_loads`` false): placeholders
+        self._blank = [ReplicaLoad(i, 0, math.nan, 0) for i in range(n_replicas)]
         self.progress = progress
         self._bar = None
         if progress and len(self.requests) > 10_000:  # like the training runs: long runs only
@@ -125,7 +137,7 @@ class ServingSystem:
             if r.slo_ttft_s is not None or r.slo_tpot_s is not None or r.slo_e2e_s is not None:
                 log.emit(env.now, E.REQ_SLO, r.id, tuple(math.nan if v is None else float(v)
                                                          for v in (r.slo_ttft_s, r.slo_tpot_s, r.slo_e2e_s)))
-            reps[router.route(r, replica_loads(reps, router, r))].enqueue(r)
+            reps[router.route(r, replica_loads(reps, router, r) if router.uses_loads else self._blank)].enqueue(r)
             if self._bar is not None:
                 self._bar.update(1)
         if self._bar is not None:
