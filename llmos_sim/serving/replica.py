@@ -58,7 +58,7 @@ class _Span:
     what :meth:`Replica._span_length` needs to cut it at another limit, and where its records are."""
 
     __slots__ = ("t", "n_seqs", "dec_ctx", "k_fin", "n_live", "kw", "c", "b", "live", "free", "later", "k", "dur",
-                 "plan", "n_dec", "n_rows", "c_sum", "adj", "itl", "pos", "pure")
+                 "plan", "n_dec", "n_rows", "c_sum", "adj", "itl", "pos", "pure", "growth")
 
     def __init__(self, t, n_seqs, dec_ctx, k_fin, n_live, kw, c, b, live, free, later, k, dur) -> None:
         self.t, self.n_seqs, self.dec_ctx, self.k_fin, self.n_live, self.kw = t, n_seqs, dec_ctx, k_fin, n_live, kw
@@ -69,6 +69,7 @@ class _Span:
         self.itl = (0, 0)  # its entries in Replica._itl
         self.pos = 0  # position of its BATCH_SPAN record in the log (its KV_SAMPLE follows)
         self.pure = True  # the decision's rows all decode (see IterationPlan.pure)
+        self.growth = None  # (k, its block growth) when counted (see Replica._span_length)
 
 
 class Replica:
@@ -113,12 +114,11 @@ class Replica:
         #: a request until its first token, then the decode stage takes it (see serving.disagg)
         self.handoff = None
         self.wake_s = env.now  #: time of the event it waits for (an iteration's end; inf: for an arrival)
-        #: a decode span is cut only by what concerns this replica — its own arrivals, when they
-        #: come (:meth:`_cut_span`) — not by arrivals elsewhere (see :attr:`defers_spans`); off:
-        #: every arrival anywhere (``next_arrival``) ends the spans planned before it
-        self.own_cuts = False
+        # see own_cuts
+        self._own_cuts = self._defers = False
         self._pend: _Span | None = None  # the span run now, its blocks not taken yet
         self._wait: Instant | None = None  # the event the loop waits for (an iteration's end)
+        self._growth = None  # the block growth _span_length counted for the span it returned
         self._queue = queue_of(env)
         self.process = env.process(self._loop())
 
@@ -715,19 +715,21 @@ class Replica:
         free = kv.free_blocks - (sum(later[1]) if later is not None else 0) if kv.mode == GROW else 0
         if self.per_iteration_records:
             return self._span_iterations(n_seqs, dec_ctx, t, later, live, c, b, k_fin, n_live, kw, free)
-        if self.defers_spans:
+        if self._defers:
             # cut only by what concerns this replica: its own arrivals cut it later (_cut_span)
             k, dur = self._span_length(n_seqs, dec_ctx, k_fin, n_live, t, self.max_time_s, kw, c, b, free)
             if k <= 1:
                 return 1, (0.0, None), True
-            self._pend = _Span(t, n_seqs, dec_ctx, k_fin, n_live, kw, c, b, live, free, later, k, dur)
+            self._pend = p = _Span(t, n_seqs, dec_ctx, k_fin, n_live, kw, c, b, live, free, later, k, dur)
+            p.growth, self._growth = self._growth, None
             return k, (dur, None), k == k_fin
         # no iteration of the span may start at/after the next arrival or the stop time
         limit = min(self._next_arrival(), self.max_time_s)
         k, dur = self._span_length(n_seqs, dec_ctx, k_fin, n_live, t, limit, kw, c, b, free)
         if k <= 1:
             return 1, (0.0, None), True
-        if kv.mode == GROW and not self._take_span_blocks(k, c, b, live, later):
+        growth, self._growth = self._growth, None
+        if kv.mode == GROW and not self._take_span_blocks(k, c, b, live, later, growth):
             return 1, (0.0, None), True  # a fragmenting pool refused: no span
         return k, (dur, None), k == k_fin
 
@@ -735,10 +737,12 @@ class Replica:
                      c: list, b: list, free: int) -> tuple[int, float]:
         """The span from ``t`` (at most ``k_fin`` iterations) that ``limit`` cuts (no iteration
         starts at/after it) and the ``free`` blocks allow: ``(k, total duration)``, ``k`` <= 1
-        when there is none. Pure: the same answer for the same ``limit`` whenever it is asked."""
+        when there is none. Pure: the same answer for the same ``limit`` whenever it is asked.
+        Keeps the block growth of the span it returns in ``_growth`` when it counted it."""
         cost = self.cost
         dur = None
         k = k_fin
+        self._growth = None
         if self.kv.mode == GROW:
             # the span as the limit cuts it, before the blocks are counted: the cut (the first
             # iteration starting at/after the limit) is the same for any k, and fewer blocks
@@ -747,20 +751,24 @@ class Replica:
             if k <= 1:
                 return 1, 0.0
             bt = self.kv.block_tokens
-            if sum(block_growth(c, k, b, bt)[1]) > free:
+            growth = block_growth(c, k, b, bt)
+            if sum(growth[1]) > free:
                 k = span_on_free_blocks(c, b, k, bt, free)  # (one iteration's blocks are already taken)
                 if k <= 1:
                     return 1, 0.0
                 dur = None  # a shorter span than the limit allows: its own duration
+            else:
+                self._growth = (k, growth)
         if dur is None:
             k, dur = cost.decode_span(n_seqs, dec_ctx, k, n_live, t, limit, **kw)
         return k, dur
 
-    def _take_span_blocks(self, k: int, c: list, b: list, live, later) -> bool:
+    def _take_span_blocks(self, k: int, c: list, b: list, live, later, growth=None) -> bool:
         """Take the blocks a span of ``k`` iterations needs (``later`` first, in the same pool
-        call) and count them in the table; False when a fragmenting pool refused some."""
+        call) and count them in the table; False when a fragmenting pool refused some.
+        ``growth``: ``(k', block_growth(c, k', b))`` when counted already (used if ``k' == k``)."""
         kv, tab = self.kv, self.table
-        rows, g = block_growth(c, k, b, kv.block_tokens)
+        rows, g = growth[1] if growth is not None and growth[0] == k else block_growth(c, k, b, kv.block_tokens)
         if not rows and later is None:
             return True
         if live is not None:
@@ -800,15 +808,27 @@ class Replica:
         return k, (dur, durs), k == k_fin
 
     @property
+    def own_cuts(self) -> bool:
+        """A decode span is cut only by what concerns this replica — its own arrivals, when
+        they come (:meth:`_cut_span`) — not by arrivals elsewhere (where :attr:`defers_spans`);
+        False: every arrival anywhere (``next_arrival``) ends the spans planned before it."""
+        return self._own_cuts
+
+    @own_cuts.setter
+    def own_cuts(self, on: bool) -> None:
+        self._own_cuts = bool(on)
+        kv = self.kv
+        self._defers = (self._own_cuts and not self.per_iteration_records and not kv.prefix_caching
+                        and (kv.mode != GROW or kv.pool.exact_free_count))
+
+    @property
     def defers_spans(self) -> bool:
         """Spans are cut only by what concerns this replica (:attr:`own_cuts`) and can be:
         one record per span, and a pool that never refuses blocks it counts as free, without
         a prefix cache (whose evictions, at the allocation's time, others could see). A span's
         blocks are then taken when it ends (:meth:`_settle`), so an arrival here can still cut
-        it short (:meth:`_cut_span`)."""
-        kv = self.kv
-        return (self.own_cuts and not self.per_iteration_records and not kv.prefix_caching
-                and (kv.mode != GROW or kv.pool.exact_free_count))
+        it short (:meth:`_cut_span`). Otherwise every arrival anywhere cuts it, as it is planned."""
+        return self._defers
 
     def _settle(self) -> None:
         """Take the blocks of the span run now (left until it ends, see :attr:`defers_spans`)
@@ -818,7 +838,7 @@ class Replica:
         p, kv = self._pend, self.kv
         self._pend = None
         if kv.mode == GROW:
-            self._take_span_blocks(p.k, p.c, p.b, p.live, p.later)
+            self._take_span_blocks(p.k, p.c, p.b, p.live, p.later, p.growth)
         used, data = kv.used_bytes, self.log.data
         if p.k > 1:
             data[p.pos] = (p.k, 0, p.n_dec * p.k, p.n_seqs, p.dur, used)
@@ -840,6 +860,7 @@ class Replica:
         k, dur = self._span_length(p.n_seqs, p.dec_ctx, p.k_fin, p.n_live, p.t, now, p.kw, p.c, p.b, p.free)
         if k >= p.k:  # every iteration of the span starts before now
             return
+        p.growth, self._growth = self._growth, None
         plan, log = p.plan, self.log
         if k <= 1:  # one iteration: priced and logged as one (as a span too short to run would be)
             k = 1
