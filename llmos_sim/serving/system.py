@@ -103,9 +103,12 @@ class ServingSystem:
         self._i = 0
         self.replicas: list[Replica] = [replicas_factory(i, self.env, self.log, self.next_arrival_s)
                                         for i in range(n_replicas)]
+        # an arrival cuts only the spans of the replica it goes to (with one replica, that is
+        # every arrival: the spans are then planned up to the next one, no cut needed later)
+        own_cuts = own_cuts and n_replicas > 1
         for rep in self.replicas:  # nothing here reacts to a finish when it happens (see Replica)
             rep.sync_finishes = False
-            rep.own_cuts = own_cuts  # an arrival cuts only the spans of the replica it goes to
+            rep.own_cuts = own_cuts
         #: what a router that reads no load is given (``Router.uses_loads`` false): placeholders
         self._blank = [ReplicaLoad(i, 0, math.nan, 0) for i in range(n_replicas)]
         self.progress = progress

@@ -26,27 +26,37 @@ def _batch_records(log, replica=None):
 
 
 @pytest.mark.parametrize("span_cut", ["own", "any"])
-def test_an_arrival_cuts_the_span_it_lands_in_to_one_iteration(span_cut):
-    # 1 s per iteration. A (4 prompt tokens, 6 out) prefills at 0 (first token at 1) and
-    # decodes from 1: a span of 5 up to its finish, planned before B arrives at 1.5. B cuts it
-    # after its first iteration (the one starting at 1): a plain one-iteration batch record;
-    # at 2 B prefills beside A's decode; at 3 both decode (B's last token); from 4 A alone, a
-    # span of 2 to its finish at 6.
-    r = simulate(make_cfg([[0, 4, 6], [1.5, 4, 2]], serving={"span_cut": span_cut}), seed=0)
-    kinds = [(t, k, d[:1] if k == "batch_span" else ()) for t, k, d in _batch_records(r.log) if k != "kv_sample"]
-    assert kinds == [(0.0, "batch", ()), (1.0, "batch", ()), (2.0, "batch", ()), (3.0, "batch", ()),
-                     (4.0, "batch_span", (2,))]
-    assert [d[:4] for _, k, d in _batch_records(r.log) if k == "batch"][1] == (0, 1, 1, 1.0)  # pure decode, 1 s
-    assert req_events(r.log) == [(0.0, S, 0), (1.0, F, 0), (2.0, S, 1), (3.0, F, 1), (4.0, D, 1), (6.0, D, 0)]
-    assert r.summary["n_iterations"] == 6
+@pytest.mark.parametrize("b_arrives, records, events", [
+    # B lands before the span's second iteration starts: a plain one-iteration record at 1; at
+    # 2 B prefills beside A's decode, at 3 both decode (B's last token), from 4 A alone, a span
+    # of 2 to its finish at 6
+    (1.5, [(0.0, "batch", ()), (1.0, "batch", ()), (2.0, "batch", ()), (3.0, "batch", ()), (4.0, "batch_span", (2,))],
+     [(0.0, S, 0), (1.0, F, 0), (2.0, S, 2), (3.0, F, 2), (4.0, D, 2), (6.0, D, 0)]),
+    # B lands after three starts (1, 2, 3): a span of 3 ending at 4; then B's prefill, and
+    # both decode their last tokens at 5
+    (3.5, [(0.0, "batch", ()), (1.0, "batch_span", (3,)), (4.0, "batch", ()), (5.0, "batch", ())],
+     [(0.0, S, 0), (1.0, F, 0), (4.0, S, 2), (5.0, F, 2), (6.0, D, 0), (6.0, D, 2)]),
+])
+def test_an_arrival_cuts_the_span_it_lands_in(span_cut, b_arrives, records, events):
+    # 1 s per iteration, two replicas in turn. A (4 prompt tokens, 6 out) goes to replica 0,
+    # prefills at 0 (first token at 1) and decodes from 1: a span of 5 up to its finish,
+    # planned before B (replica 0 too) arrives; X (replica 1) arrives at 0.5, before it
+    r = simulate(make_cfg([[0, 4, 6], [0.5, 4, 1], [b_arrives, 4, 2]],
+                          serving={"span_cut": span_cut, "replicas": 2}), seed=0)
+    mine = _batch_records(r.log, 0)
+    assert [(t, k, d[:1] if k == "batch_span" else ()) for t, k, d in mine if k != "kv_sample"] == records
+    decode = [d[:4] for t, k, d in mine if k == "batch" and t == 1.0]
+    assert decode in ([], [(0, 1, 1, 1.0)])  # a cut to one iteration: a pure decode of 1 s
+    assert [e for e in req_events(r.log) if e[2] != 1] == events
 
 
-def test_an_arrival_after_the_spans_last_start_leaves_it_whole():
-    # A's span from 1 runs 5 iterations (starts 1..5); B arrives at 5.5, after the last start
-    r = simulate(make_cfg([[0, 4, 6], [5.5, 4, 2]]), seed=0)
-    spans = [(t, d[0]) for t, k, d in _batch_records(r.log) if k == "batch_span"]
-    assert spans == [(1.0, 5)]
-    assert (6.0, S, 1) in req_events(r.log)
+@pytest.mark.parametrize("span_cut, spans", [("own", [(1.0, 5)]), ("any", [(1.0, 2), (3.0, 3)])])
+def test_an_arrival_elsewhere_cuts_no_span_here(span_cut, spans):
+    # A's span on replica 0 runs 5 iterations from 1; X arrives at 2.5 on replica 1. Only the
+    # old rule cuts A's span there (after its iterations at 1 and 2); A finishes at 6 either way
+    r = simulate(make_cfg([[0, 4, 6], [2.5, 4, 1]], serving={"span_cut": span_cut, "replicas": 2}), seed=0)
+    assert [(t, d[0]) for t, k, d in _batch_records(r.log, 0) if k == "batch_span"] == spans
+    assert req_events(r.log) == [(0.0, S, 0), (1.0, F, 0), (2.5, S, 1), (3.5, F, 1), (3.5, D, 1), (6.0, D, 0)]
 
 
 @pytest.mark.parametrize("batching", ["continuous", "chunked_prefill"])
