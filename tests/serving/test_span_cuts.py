@@ -9,12 +9,15 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
 
 from llmos_sim.policies.routing import RoundRobin
 from llmos_sim.run import build_serving, compose, rngs, run_config
 from llmos_sim.serving import simulate
 from llmos_sim.serving.system import serve
-from .helpers import make_cfg, req_events
+from .helpers import CONFIGS, make_cfg, req_events
 
 S, F, D = "req_schedule", "req_first_token", "req_finish"
 QUICK = ["experiment=serving_quick", "workload.max_requests=300"]
@@ -113,3 +116,29 @@ def test_span_cut_is_checked():
 
     with pytest.raises(ConfigError, match="serving.span_cut"):
         simulate(make_cfg([[0, 4, 6]], serving={"span_cut": "sometimes"}), seed=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.lists(st.tuples(st.floats(0, 0.5), st.integers(1, 300), st.integers(1, 200)), min_size=1, max_size=25),
+       replicas=st.integers(2, 3), router=st.sampled_from(["round_robin", "least_kv", "least_outstanding"]),
+       batching=st.sampled_from(["continuous", "chunked_prefill"]), blocks=st.sampled_from([400, 40]),
+       memory=st.sampled_from(["paged", "ideal"]))
+def test_cuts_at_own_arrivals_change_no_request(rows, replicas, router, batching, blocks, memory):
+    # random requests, routers, batching, tight or ample KV: the same requests on the same
+    # replicas with the same tokens and preemptions, times within rounding, and as many
+    # iterations, in fewer or as many records
+    rows = [list(r) for r in sorted(rows)]
+    out = {}
+    for cut in ("own", "any"):
+        cfg = make_cfg(rows, batching=batching, router=router, model="tiny", cost=None,
+                       memory=OmegaConf.load(CONFIGS / "memory" / f"{memory}.yaml"),
+                       serving={"replicas": replicas, "span_cut": cut, "num_kv_blocks": blocks})
+        out[cut] = simulate(cfg, seed=0)
+    a, b = out["own"].tables["requests"], out["any"].tables["requests"]
+    for c in a.columns:
+        if a[c].dtype.kind == "f":
+            np.testing.assert_allclose(a[c].to_numpy(), b[c].to_numpy(), rtol=1e-12, atol=1e-9, equal_nan=True)
+        else:
+            assert a[c].equals(b[c]), c
+    assert out["own"].summary["n_iterations"] == out["any"].summary["n_iterations"]
+    assert out["own"].summary["n_batch_records"] <= out["any"].summary["n_batch_records"]
