@@ -8,6 +8,7 @@ share this substrate:
   environment's heap at an *absolute* time (``env.timeout(t - now)`` lands at
   ``now + (t - now)``, which floating point does not always round back to ``t``);
 - :func:`queue_of`: the environment's heap and id counter, fetched once by a caller;
+- :func:`move_to`: an event already on the heap moved to another time (a wait cut short);
 - :func:`nothing_due_at`, :func:`events_pending`: questions about the heap;
 - :func:`outcome`: whether a processed event succeeded, and its value (or exception);
 - :func:`sparse_gc`: the cyclic garbage collector, run rarely while simulating.
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import gc
 from contextlib import contextmanager
-from heapq import heappush
+from heapq import heapify, heappush
 from typing import Any
 
 import simpy
@@ -56,6 +57,22 @@ def push_at(queue: tuple[list, Any], time_s: float, event: Instant, priority: in
     in the layout ``(time, priority, eid, event)`` that ``Environment.schedule`` uses."""
     heappush(queue[0], (time_s, priority, next(queue[1]), event))
     return event
+
+
+def move_to(queue: tuple[list, Any], event: Instant, time_s: float) -> bool:
+    """Move ``event``, already on the heap of :func:`queue_of`, to ``time_s`` (its priority and
+    insertion id kept, so it keeps its order among events pushed at the same time before and
+    after it). Linear in the heap's size; False (nothing moved) when it is not on the heap."""
+    heap = queue[0]
+    for i, entry in enumerate(heap):
+        if entry[3] is event:
+            last = heap.pop()
+            if i < len(heap):
+                heap[i] = last
+                heapify(heap)
+            heappush(heap, (time_s, entry[1], entry[2], event))
+            return True
+    return False
 
 
 def nothing_due_at(heap: list, now_s: float) -> bool:

@@ -209,6 +209,7 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "serving.per_iteration_records": flag,
     "serving.prefix_caching": flag,
     "serving.async_scheduling": flag,
+    "serving.span_cut": _words("own", "any"),
     "topology.kind": _words("colocated", "disaggregated"),
     "topology.prefill.replicas": _int(1),
     "topology.prefill.tp": _opt(_int(1)),

@@ -11,7 +11,11 @@ finishes, or blocks run out. The replica then runs ``k`` such iterations in one 
 is the largest count such that (a) no sequence finishes before the last of them, (b) the
 blocks all of them need fit in the free blocks now (they are allocated at the span's start),
 (c) every iteration after the first starts before the next arrival (an arrival at time ``a``
-is seen by an iteration starting at ``s >= a``), (d) all start before ``max_time_s``. The
+is seen by an iteration starting at ``s >= a``), (d) all start before ``max_time_s``. Which
+arrivals count (:attr:`Replica.own_cuts`): those routed to this replica — the span is then
+planned without them and cut when one lands (:meth:`Replica._cut_span`), its blocks taken when
+it ends (:meth:`Replica._settle`), so its records do not depend on traffic routed elsewhere —
+or, as before, any arrival (``next_arrival``), known when the span is planned. The
 span is logged as one ``BATCH_SPAN`` record (or ``k`` ``BATCH`` records when
 ``per_iteration_records``); request events are exact either way. The only approximation is
 that the KV timeline shows a span's blocks from the span's start. A span's length and total
@@ -42,7 +46,7 @@ import simpy
 from simpy.events import NORMAL
 
 from llmos_sim import events as E
-from llmos_sim.kernel import Instant, push_at, queue_of
+from llmos_sim.kernel import Instant, move_to, push_at, queue_of
 from llmos_sim.serving.cost import BatchShape, CostModel
 from llmos_sim.serving.iteration import IterationPlan, advance, prefill_shape, span_on_free_blocks
 from llmos_sim.serving.kv import KVCacheManager
@@ -51,6 +55,25 @@ from llmos_sim.serving.view import GROW, BatchDecision, ReplicaView, SeqTable, W
 if TYPE_CHECKING:
     from llmos_sim.policies.batching.base import BatchingPolicy
     from llmos_sim.workload.requests import Request
+
+
+class _Span:
+    """A fast-forwarded decode span whose blocks are not taken yet (see :meth:`Replica._settle`):
+    what :meth:`Replica._span_length` needs to cut it at another limit, and where its records are."""
+
+    __slots__ = ("t", "n_seqs", "dec_ctx", "k_fin", "n_live", "kw", "c", "b", "live", "free", "later", "k", "dur",
+                 "plan", "n_dec", "n_rows", "c_sum", "adj", "itl", "pos", "pure", "growth")
+
+    def __init__(self, t, n_seqs, dec_ctx, k_fin, n_live, kw, c, b, live, free, later, k, dur) -> None:
+        self.t, self.n_seqs, self.dec_ctx, self.k_fin, self.n_live, self.kw = t, n_seqs, dec_ctx, k_fin, n_live, kw
+        self.c, self.b, self.live, self.free, self.later, self.k, self.dur = c, b, live, free, later, k, dur
+        self.plan = None
+        self.n_dec = self.n_rows = self.c_sum = 0
+        self.adj = None
+        self.itl = (0, 0)  # its entries in Replica._itl
+        self.pos = 0  # position of its BATCH_SPAN record in the log (its KV_SAMPLE follows)
+        self.pure = True  # the decision's rows all decode (see IterationPlan.pure)
+        self.growth = None  # (k, its block growth) when counted (see Replica._span_length)
 
 
 class Replica:
@@ -99,6 +122,11 @@ class Replica:
         #: transfer ends), the event that fires when some are freed; the replica waits for it
         self.held_elsewhere = None
         self.wake_s = env.now  #: time of the event it waits for (an iteration's end; inf: for an arrival)
+        # see own_cuts
+        self._own_cuts = self._defers = False
+        self._pend: _Span | None = None  # the span run now, its blocks not taken yet
+        self._wait: Instant | None = None  # the event the loop waits for (an iteration's end)
+        self._growth = None  # the block growth _span_length counted for the span it returned
         self._queue = queue_of(env)
         self.process = env.process(self._loop())
 
@@ -116,6 +144,8 @@ class Replica:
             self.log.emit(self.env.now, E.REQ_FAIL, req.id,
                           (f"kv_too_small: needs {need} blocks, replica {self.index} has {self.kv.total_blocks}",))
             return
+        if self._pend is not None:  # it joins the first iteration that starts at/after now
+            self._cut_span(self.env.now)
         pred = req.predicted_output_tokens if req.predicted_output_tokens is not None else req.output_tokens
         if req.prefix_hashes and self.kv.prefix_caching:
             self.kv.register(req.id, req.prefix_hashes, req.prefix_block_tokens, req.prompt_tokens)
@@ -186,7 +216,16 @@ class Replica:
 
     @property
     def kv_used_frac(self) -> float:
-        return self.kv.used_frac
+        """Blocks held / all blocks, now. In a span whose blocks are not taken yet (see
+        :meth:`_settle`), the blocks of its iterations that started before now count as held."""
+        p, kv = self._pend, self.kv
+        if p is None or kv.mode != GROW or not kv.total_blocks:
+            return kv.used_frac
+        k = self.cost.decode_span(p.n_seqs, p.dec_ctx, p.k, p.n_live, p.t, self.env.now, **p.kw)[0]
+        held = kv.total_blocks - kv.unheld_blocks + sum(block_growth(p.c, k, p.b, kv.block_tokens)[1])
+        if p.later is not None:
+            held += sum(p.later[1])
+        return held / kv.total_blocks
 
     # -- the loop -----------------------------------------------------------------------
     def _loop(self):
@@ -235,9 +274,13 @@ class Replica:
                 # something else may happen first (let SimPy order it), or this iteration may
                 # finish a request, which others see at once (a service host counts them)
                 yield self._at(end)
+                end = self.wake_s  # (an arrival here may have cut a span short: _cut_span)
+                self._wait = None
             # else: nothing is scheduled before ``end`` (and nothing can be: only this process
             # runs until it yields), so the next SimPy step would resume exactly here at ``end``
             self.now = end
+            if self._pend is not None:
+                self._settle()
             self._finish(plan)
 
     def _at(self, time_s: float) -> Instant:
@@ -246,7 +289,8 @@ class Replica:
         would round ``env.now + delay`` again when this replica's clock is ahead of SimPy's.
         A light :class:`~llmos_sim.backend.Instant` (the process adds its own callback)."""
         self.wake_s = time_s
-        return push_at(self._queue, time_s, Instant(), NORMAL)
+        self._wait = ev = push_at(self._queue, time_s, Instant(), NORMAL)
+        return ev
 
     def _start(self) -> IterationPlan | None:
         """Decide and apply the next iteration (or span); returns its plan for :meth:`_finish`
@@ -388,12 +432,19 @@ class Replica:
                             self._note_itl(adj if j == 0 else [a for a in adj if a[0] < 0], 1)
                 else:
                     log.emit(t, E.BATCH_SPAN, self.index, (k, 0, n_dec * k, n_seqs, dur, kv.used_bytes))
+                    i0 = len(self._itl)
                     if adj:
                         self._note_itl(adj, k)
                 log.emit(t, E.KV_SAMPLE, self.index,
                          (kv.used_bytes, (c_sum + k * (n_rows - n_done)) * self._bpt, kv.pool.capacity_bytes,
                           kv.free_blocks))
-                return IterationPlan(dur, tokens, k, d.hold_finished, fin, True)
+                plan = IterationPlan(dur, tokens, k, d.hold_finished, fin, True)
+                p = self._pend
+                if p is not None:  # its records are written again when its blocks are taken
+                    p.plan, p.n_dec, p.n_rows, p.c_sum, p.adj = plan, n_dec, n_rows - n_done, c_sum, adj
+                    p.itl, p.pos = (i0, len(self._itl)), len(log.subject) - 2
+                    p.pure = pure
+                return plan
         self._take_growth(later)
         used = kv.used_bytes
         spread = self._decode_spread(tokens, pre, pure) if self._spread and n_dec > 1 else (0, 0)
@@ -660,7 +711,8 @@ class Replica:
     def _span(self, n_seqs: int, dec_ctx: int, t: float, later=None):
         """How many identical decode iterations to run from now, their total duration, and
         whether the last of them finishes a sequence; ``k`` = 1 (no span) when fewer than two
-        would run. Allocates the blocks the whole span needs (after this iteration's, held).
+        would run. Takes the blocks the whole span needs (after this iteration's, held) — or,
+        when it can be cut short later (:attr:`defers_spans`), leaves them to :meth:`_settle`.
         ``later``: this iteration's growth, counted in the table but not yet taken from the
         pool (:meth:`_count_growth`); a span (``k`` > 1) takes it, first, in its own pool call."""
         kv, tab = self.kv, self.table
@@ -679,56 +731,177 @@ class Replica:
         if k <= 1:
             return 1, (0.0, None), True
         k_fin = k  # the first sequence finishes after k_fin iterations
-        grow = kv.mode == GROW
-        # no iteration of the span may start at/after the next arrival or the stop time
-        limit = min(self._next_arrival(), self.max_time_s)
-        dur = durs = None
+        n_live = n_seqs - tab.n_done
         kw = {"spread": (max(c) + 1, min(c) + 1)} if self._spread else {}  # the first iteration's rows
-        if grow and not self.per_iteration_records:
-            # the span as arrivals cut it, before the blocks are counted: the cut (the first
-            # iteration starting at/after the limit) is the same for any k, and fewer blocks
-            # can only shorten the span further, so the blocks are counted for this length
-            k, dur = self.cost.decode_span(n_seqs, dec_ctx, k, n_seqs - tab.n_done, t, limit, **kw)
+        free = kv.free_blocks - (sum(later[1]) if later is not None else 0) if kv.mode == GROW else 0
+        if self.per_iteration_records:
+            return self._span_iterations(n_seqs, dec_ctx, t, later, live, c, b, k_fin, n_live, kw, free)
+        if self._defers:
+            # cut only by what concerns this replica: its own arrivals cut it later (_cut_span)
+            k, dur = self._span_length(n_seqs, dec_ctx, k_fin, n_live, t, self.max_time_s, kw, c, b, free)
             if k <= 1:
                 return 1, (0.0, None), True
+            self._pend = p = _Span(t, n_seqs, dec_ctx, k_fin, n_live, kw, c, b, live, free, later, k, dur)
+            p.growth, self._growth = self._growth, None
+            return k, (dur, None), k == k_fin
+        # no iteration of the span may start at/after the next arrival or the stop time
+        limit = min(self._next_arrival(), self.max_time_s)
+        k, dur = self._span_length(n_seqs, dec_ctx, k_fin, n_live, t, limit, kw, c, b, free)
+        if k <= 1:
+            return 1, (0.0, None), True
+        growth, self._growth = self._growth, None
+        if kv.mode == GROW and not self._take_span_blocks(k, c, b, live, later, growth):
+            return 1, (0.0, None), True  # a fragmenting pool refused: no span
+        return k, (dur, None), k == k_fin
+
+    def _span_length(self, n_seqs: int, dec_ctx: int, k_fin: int, n_live: int, t: float, limit: float, kw: dict,
+                     c: list, b: list, free: int) -> tuple[int, float]:
+        """The span from ``t`` (at most ``k_fin`` iterations) that ``limit`` cuts (no iteration
+        starts at/after it) and the ``free`` blocks allow: ``(k, total duration)``, ``k`` <= 1
+        when there is none. Pure: the same answer for the same ``limit`` whenever it is asked.
+        Keeps the block growth of the span it returns in ``_growth`` when it counted it."""
+        cost = self.cost
+        dur = None
+        k = k_fin
+        self._growth = None
+        if self.kv.mode == GROW:
+            # the span as the limit cuts it, before the blocks are counted: the cut (the first
+            # iteration starting at/after the limit) is the same for any k, and fewer blocks
+            # can only shorten the span further, so the blocks are counted for this length
+            k, dur = cost.decode_span(n_seqs, dec_ctx, k_fin, n_live, t, limit, **kw)
+            if k <= 1:
+                return 1, 0.0
+            bt = self.kv.block_tokens
+            growth = block_growth(c, k, b, bt)
+            if sum(growth[1]) > free:
+                k = span_on_free_blocks(c, b, k, bt, free)  # (one iteration's blocks are already taken)
+                if k <= 1:
+                    return 1, 0.0
+                dur = None  # a shorter span than the limit allows: its own duration
+            else:
+                self._growth = (k, growth)
+        if dur is None:
+            k, dur = cost.decode_span(n_seqs, dec_ctx, k, n_live, t, limit, **kw)
+        return k, dur
+
+    def _take_span_blocks(self, k: int, c: list, b: list, live, later, growth=None) -> bool:
+        """Take the blocks a span of ``k`` iterations needs (``later`` first, in the same pool
+        call) and count them in the table; False when a fragmenting pool refused some.
+        ``growth``: ``(k', block_growth(c, k', b))`` when counted already (used if ``k' == k``)."""
+        kv, tab = self.kv, self.table
+        rows, g = growth[1] if growth is not None and growth[0] == k else block_growth(c, k, b, kv.block_tokens)
+        if not rows and later is None:
+            return True
+        if live is not None:
+            rows = [live[i] for i in rows]
+        rid, B = tab.rid, tab.blocks
+        seqs = [rid[r] for r in rows]
+        if later is None:
+            ok = kv.grow_many(seqs, g)
+        else:  # this iteration's blocks first, as two calls would take them
+            ok = kv.grow_many(later[0] + seqs, later[1] + g) - len(later[0])
+        for r, n in zip(rows[:ok], g):
+            B[r] += n
+        return ok >= len(rows)
+
+    def _span_iterations(self, n_seqs, dec_ctx, t, later, live, c, b, k, n_live, kw, free):
+        """:meth:`_span` with one record per iteration (``per_iteration_records``): each
+        iteration's duration is priced and logged; every arrival anywhere cuts the span."""
+        kv = self.kv
+        k_fin = k
+        grow = kv.mode == GROW
+        limit = min(self._next_arrival(), self.max_time_s)
         if grow:
             bt = kv.block_tokens
-            free = kv.free_blocks - (sum(later[1]) if later is not None else 0)
-            # rows crossing into new blocks over k iterations, and how many each needs
-            k_rows = k
-            rows, g = block_growth(c, k, b, bt)
-            if sum(g) > free:
+            if sum(block_growth(c, k, b, bt)[1]) > free:
                 k = span_on_free_blocks(c, b, k, bt, free)  # (one iteration's blocks are already taken)
                 if k <= 1:
                     return 1, (0.0, None), True
-                dur = None  # a shorter span than the arrivals allow: its own duration
-        if self.per_iteration_records:  # each iteration's duration is logged
-            durs = self.cost.decode_span_s(n_seqs, dec_ctx, k, n_seqs - tab.n_done, **kw)
-            if t + float(durs.sum()) - float(durs[-1]) >= limit:
-                k = int(np.searchsorted(t + (np.cumsum(durs) - durs), limit, side="left"))
-                durs = durs[:k]
-            dur = float(durs.sum())
-        elif dur is None:
-            k, dur = self.cost.decode_span(n_seqs, dec_ctx, k, n_seqs - tab.n_done, t, limit, **kw)
+        durs = self.cost.decode_span_s(n_seqs, dec_ctx, k, n_live, **kw)
+        if t + float(durs.sum()) - float(durs[-1]) >= limit:
+            k = int(np.searchsorted(t + (np.cumsum(durs) - durs), limit, side="left"))
+            durs = durs[:k]
+        dur = float(durs.sum())
         if k <= 1:
             return 1, (0.0, None), True
-        if grow:
-            if k != k_rows:
-                rows, g = block_growth(c, k, b, bt)
-            if rows or later is not None:
-                if live is not None:
-                    rows = [live[i] for i in rows]
-                rid, B = tab.rid, tab.blocks
-                seqs = [rid[r] for r in rows]
-                if later is None:
-                    ok = kv.grow_many(seqs, g)
-                else:  # this iteration's blocks first, as two calls would take them
-                    ok = kv.grow_many(later[0] + seqs, later[1] + g) - len(later[0])
-                for r, n in zip(rows[:ok], g):
-                    B[r] += n
-                if ok < len(rows):  # a fragmenting pool refused: no span
-                    return 1, (0.0, None), True
+        if grow and not self._take_span_blocks(k, c, b, live, later):
+            return 1, (0.0, None), True
         return k, (dur, durs), k == k_fin
+
+    @property
+    def own_cuts(self) -> bool:
+        """A decode span is cut only by what concerns this replica — its own arrivals, when
+        they come (:meth:`_cut_span`) — not by arrivals elsewhere (where :attr:`defers_spans`);
+        False: every arrival anywhere (``next_arrival``) ends the spans planned before it."""
+        return self._own_cuts
+
+    @own_cuts.setter
+    def own_cuts(self, on: bool) -> None:
+        self._own_cuts = bool(on)
+        kv = self.kv
+        self._defers = (self._own_cuts and not self.per_iteration_records and not kv.prefix_caching
+                        and (kv.mode != GROW or kv.pool.exact_free_count))
+
+    @property
+    def defers_spans(self) -> bool:
+        """Spans are cut only by what concerns this replica (:attr:`own_cuts`) and can be:
+        one record per span, and a pool that never refuses blocks it counts as free, without
+        a prefix cache (whose evictions, at the allocation's time, others could see). A span's
+        blocks are then taken when it ends (:meth:`_settle`), so an arrival here can still cut
+        it short (:meth:`_cut_span`). Otherwise every arrival anywhere cuts it, as it is planned."""
+        return self._defers
+
+    def _settle(self) -> None:
+        """Take the blocks of the span run now (left until it ends, see :attr:`defers_spans`)
+        and write its two records with the pool's figures after them, as a span that took
+        them at its start logs them: one pool call, the same as at its start (nothing else
+        touches this replica's pool meanwhile, and a pool of exact free counts never refuses)."""
+        p, kv = self._pend, self.kv
+        self._pend = None
+        if kv.mode == GROW:
+            self._take_span_blocks(p.k, p.c, p.b, p.live, p.later, p.growth)
+        used, data = kv.used_bytes, self.log.data
+        if p.k > 1:
+            data[p.pos] = (p.k, 0, p.n_dec * p.k, p.n_seqs, p.dur, used)
+        else:  # cut down to one iteration: an ordinary batch record
+            data[p.pos] = (0, p.n_dec, p.n_seqs, p.dur, used)
+        data[p.pos + 1] = (used, (p.c_sum + p.k * p.n_rows) * self._bpt, kv.pool.capacity_bytes, kv.free_blocks)
+
+    def settle(self) -> None:
+        """Take the blocks of a span still running (the run stopped at ``max_time`` in it)."""
+        if self._pend is not None:
+            self._settle()
+
+    def _cut_span(self, now: float) -> None:
+        """A request arrives here at ``now`` during the span run now: the span ends with its
+        last iteration that starts before ``now`` (the next one sees the request), exactly as
+        if it had been planned with ``now`` as its limit (:meth:`_span_length`); its end, its
+        plan and its records change, its blocks are taken for that length (:meth:`_settle`)."""
+        p = self._pend
+        k, dur = self._span_length(p.n_seqs, p.dec_ctx, p.k_fin, p.n_live, p.t, now, p.kw, p.c, p.b, p.free)
+        if k >= p.k:  # every iteration of the span starts before now
+            return
+        p.growth, self._growth = self._growth, None
+        plan, log = p.plan, self.log
+        if k <= 1:  # one iteration: priced and logged as one (as a span too short to run would be)
+            k = 1
+            spread = self._decode_spread(plan.tokens, [], p.pure) if self._spread and p.n_dec > 1 else (0, 0)
+            dur = self._iteration_s(BatchShape(0, 0, 0, p.n_dec, p.dec_ctx, p.n_seqs, p.n_dec, 0, *spread), plan.tokens)
+            log.code[p.pos] = log.code_of(E.BATCH)
+            plan.may_finish = min(map(sub, self.table.output, self.table.generated), default=2) <= 1
+            plan.pure = p.pure
+        else:
+            plan.may_finish = False  # (k < k_fin)
+        p.k, p.dur = k, dur
+        plan.k, plan.duration_s = k, dur
+        i0, i1 = p.itl
+        if i1 > i0:  # padding's share repeats in each iteration (see _note_itl)
+            seq = self._itl[i0][0]
+            self._itl[i0:i1] = [(seq, n * k if n < 0 else n, w, dec) for n, w, dec in p.adj]
+        end = p.t + dur
+        if self._wait is not None:
+            move_to(self._queue, self._wait, end)
+        self.wake_s = end
 
     def _evict(self, r: int, swap: bool, t: float, quiet: bool = False) -> WaitingSeq:
         """Remove row ``r``'s cache (the caller drops the row); returns its waiting entry."""

@@ -33,6 +33,9 @@ class ServingSpec:
     - ``max_time_s``: stop time (None: run until every request finished or failed)
     - ``fast_forward``, ``per_iteration_records``, ``async_scheduling``: see
       :class:`~llmos_sim.serving.replica.Replica`
+    - ``span_cut``: what ends a fast-forwarded decode span early: ``own`` (an arrival at its
+      replica) or ``any`` (an arrival anywhere, the rule before spans were independent of other
+      replicas' traffic); see :attr:`~llmos_sim.serving.replica.Replica.own_cuts`
     - ``prefix_caching``: vLLM's automatic prefix caching (see :mod:`llmos_sim.serving.kv`)
     - ``host_kv_bytes``: a host-memory KV tier of this many bytes per replica (None: unlimited
       swap space, evicted prefix units dropped; see :class:`~llmos_sim.serving.kv.HostTier`)
@@ -55,6 +58,7 @@ class ServingSpec:
     prefix_caching: bool
     host_kv_bytes: float | None
     async_scheduling: bool
+    span_cut: str
 
     def __post_init__(self) -> None:
         for f in fields(self):

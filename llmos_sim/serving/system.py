@@ -71,20 +71,31 @@ def _kv_mode(mode: str, pool) -> str:
 
 
 def replica_loads(reps: Sequence[Replica], router: Router, r) -> list[ReplicaLoad]:
-    """What ``router`` sees of each replica for request ``r``: load, and the request's cached
-    prefix on each replica when the router asks for it (``uses_prefix``)."""
+    """What ``router`` sees of each replica for request ``r``: load (KV use only when the router
+    reads it, ``uses_kv``), and the request's cached prefix on each replica when the router
+    asks for it (``uses_prefix``)."""
+    kv = _kv_used_frac if router.uses_kv else _not_read
     if router.uses_prefix and r.prefix_hashes:
         h, bt, p = r.prefix_hashes, r.prefix_block_tokens, r.prompt_tokens
-        return [ReplicaLoad(x.index, x.outstanding, x.kv_used_frac, len(x.waiting), x.kv.cached_prefix_tokens(h, bt, p))
+        return [ReplicaLoad(x.index, x.outstanding, kv(x), len(x.waiting), x.kv.cached_prefix_tokens(h, bt, p))
                 for x in reps]
-    return [ReplicaLoad(x.index, x.outstanding, x.kv_used_frac, len(x.waiting)) for x in reps]
+    return [ReplicaLoad(x.index, x.outstanding, kv(x), len(x.waiting)) for x in reps]
+
+
+def _kv_used_frac(rep: Replica) -> float:
+    return rep.kv_used_frac
+
+
+def _not_read(rep: Replica) -> float:
+    return math.nan
 
 
 class ServingSystem:
     """Replicas behind a router, fed by a request list (sorted by arrival)."""
 
     def __init__(self, requests: Sequence, replicas_factory, router: Router, n_replicas: int,
-                 log: E.EventLog | None = None, progress: bool = False, env: simpy.Environment | None = None) -> None:
+                 log: E.EventLog | None = None, progress: bool = False, env: simpy.Environment | None = None,
+                 own_cuts: bool = True) -> None:
         self.env = env if env is not None else simpy.Environment()
         self.log = log if log is not None else E.EventLog()
         self.requests = sorted(requests, key=lambda r: (r.arrival_s, r.id))
@@ -92,8 +103,14 @@ class ServingSystem:
         self._i = 0
         self.replicas: list[Replica] = [replicas_factory(i, self.env, self.log, self.next_arrival_s)
                                         for i in range(n_replicas)]
+        # an arrival cuts only the spans of the replica it goes to (with one replica, that is
+        # every arrival: the spans are then planned up to the next one, no cut needed later)
+        own_cuts = own_cuts and n_replicas > 1
         for rep in self.replicas:  # nothing here reacts to a finish when it happens (see Replica)
             rep.sync_finishes = False
+            rep.own_cuts = own_cuts
+        #: what a router that reads no load is given (``Router.uses_loads`` false): placeholders
+        self._blank = [ReplicaLoad(i, 0, math.nan, 0) for i in range(n_replicas)]
         self.progress = progress
         self._bar = None
         if progress and len(self.requests) > 10_000:  # like the training runs: long runs only
@@ -123,7 +140,7 @@ class ServingSystem:
             if r.slo_ttft_s is not None or r.slo_tpot_s is not None or r.slo_e2e_s is not None:
                 log.emit(env.now, E.REQ_SLO, r.id, tuple(math.nan if v is None else float(v)
                                                          for v in (r.slo_ttft_s, r.slo_tpot_s, r.slo_e2e_s)))
-            reps[router.route(r, replica_loads(reps, router, r))].enqueue(r)
+            reps[router.route(r, replica_loads(reps, router, r) if router.uses_loads else self._blank)].enqueue(r)
             if self._bar is not None:
                 self._bar.update(1)
         if self._bar is not None:
@@ -131,6 +148,8 @@ class ServingSystem:
 
     def run(self, until: float | None = None) -> None:
         self.env.run(until=until)
+        for rep in self.replicas:
+            rep.settle()
         reason = "max_time" if until is not None and self.env.now >= until else "drained"
         self.log.emit(self.env.now, E.END, "serving", (reason,))
         for rep in self.replicas:  # (after END: the run's records keep their numbers)
@@ -144,7 +163,8 @@ def serve(requests: Sequence, make_replica, router: Router, spec: ServingSpec, p
     # the requests, the run and the tables allocate hundreds of thousands of long-lived
     # objects: the cyclic collector runs sparsely meanwhile, as in the engine
     with sparse_gc():
-        system = ServingSystem(requests, make_replica, router, spec.replicas, progress=progress, env=env)
+        system = ServingSystem(requests, make_replica, router, spec.replicas, progress=progress, env=env,
+                               own_cuts=spec.span_cut == "own")
         system.run(spec.max_time_s)
         res = build_result(system.log, spec.slo_ttft_s, spec.slo_tpot_s, spec.slo_e2e_s)
     res.extra.update(kv_blocks_per_replica=system.replicas[0].kv.total_blocks,

@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 from itertools import count
+from operator import attrgetter
 from typing import Iterable, Protocol, Sequence
 
 import numpy as np
@@ -160,12 +161,12 @@ class SeqTable:
 
     def append(self, rows: Iterable[tuple]) -> None:
         """Add rows given as tuples in column order."""
-        cols = [getattr(self, name) for name in COLUMNS]
-        for row in rows:
-            for col, v in zip(cols, row):
-                col.append(v)
-            if row[-1]:
-                self.n_done += 1
+        rows = list(rows)
+        if not rows:
+            return
+        for col, values in zip(_columns(self), zip(*rows)):
+            col.extend(values)
+        self.n_done += sum(1 for row in rows if row[-1])
 
     def drop(self, rows: Iterable[int]) -> None:
         """Remove the rows at these positions (any order, each once)."""
@@ -175,8 +176,7 @@ class SeqTable:
         if len(rows) == len(self):
             self.clear()
             return
-        for name in COLUMNS:
-            col = getattr(self, name)
+        for col in _columns(self):
             for r in rows:
                 del col[r]
         if self.n_done:
@@ -184,9 +184,12 @@ class SeqTable:
 
     def clear(self) -> None:
         """Remove every row."""
-        for name in COLUMNS:
-            getattr(self, name).clear()
+        for col in _columns(self):
+            col.clear()
         self.n_done = 0
+
+
+_columns = attrgetter(*COLUMNS)  # a table's column lists, in column order
 
 
 @dataclass(slots=True)

@@ -143,12 +143,12 @@ def test_finishes_and_failures_happen_at_simpy_time(monkeypatch):
 
     init = system.ServingSystem.__init__
 
-    def patched(self, requests, factory, router, n, log=None, progress=False, env=None):
+    def patched(self, requests, factory, router, n, log=None, progress=False, env=None, own_cuts=True):
 
         def make(i, env, log_, next_arrival):
             TapLog.env = env
             return factory(i, env, log_, next_arrival)
-        init(self, requests, make, router, n, TapLog(), progress, env)
+        init(self, requests, make, router, n, TapLog(), progress, env, own_cuts)
         for rep in self.replicas:
             rep.sync_finishes = True
 

@@ -31,9 +31,17 @@ class Router:
     """Base router: pick a replica for ``request`` given the loads (one per replica).
 
     ``uses_prefix`` (class attribute): the router reads :attr:`ReplicaLoad.cached_tokens`, so
-    the serving system looks the request's prefix up in every replica's cache (only then)."""
+    the serving system looks the request's prefix up in every replica's cache (only then);
+    ``uses_loads``, ``uses_kv``: what else it reads (both by default), so that what it does not
+    read is not computed."""
 
     uses_prefix: bool = False
+    #: the router reads the loads (False: only how many there are — the serving system then
+    #: passes placeholders and reads no replica's state, e.g. round robin)
+    uses_loads: bool = True
+    #: the router reads :attr:`ReplicaLoad.kv_used_frac` (False: it is NaN, not computed — a
+    #: replica in a fast-forwarded span computes it from the span's iterations so far)
+    uses_kv: bool = True
 
     def route(self, request, loads: Sequence[ReplicaLoad]) -> int:  # pragma: no cover - interface
         raise NotImplementedError

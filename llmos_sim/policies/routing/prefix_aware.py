@@ -24,6 +24,8 @@ from llmos_sim.policies.routing.base import ReplicaLoad, Router
 class PrefixAware(Router):
     """Longest cached prefix, balanced against outstanding requests (``load_tokens`` each)."""
 
+    uses_kv = False
+
     uses_prefix = True
 
     def __init__(self, load_tokens: float = 2048.0) -> None:

@@ -9,6 +9,9 @@ from llmos_sim.policies.routing.base import ReplicaLoad, Router
 class RoundRobin(Router):
     """Request ``k`` (in arrival order) goes to replica ``k mod n``."""
 
+    uses_loads = False
+    uses_kv = False
+
     def __init__(self) -> None:
         self._next = 0
 
