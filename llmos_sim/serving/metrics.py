@@ -141,7 +141,9 @@ def batch_table(log) -> pd.DataFrame:
     s = log.frame(E.BATCH_SPAN).rename(columns={"subject": "replica"})
     cols = ["seq", "time_s", "replica", "n_iters", "n_prefill_tokens", "n_decode_tokens", "n_seqs", "duration_s",
             "kv_used_bytes"]
-    out = pd.concat([b.reindex(columns=cols), s.reindex(columns=cols)], ignore_index=True)
+    # an empty kind is left out: concatenated, its all-NaN object columns would make every column object
+    parts = [f.reindex(columns=cols) for f in (b, s) if len(f)] or [b.reindex(columns=cols)]
+    out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     return out.sort_values("seq", kind="stable").reset_index(drop=True)
 
 

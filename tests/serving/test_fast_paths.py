@@ -122,6 +122,8 @@ def test_fast_paths_change_no_request_event(case):
         assert [(k, s) for _, k, s in e] == [(k, s) for _, k, s in evs[0]]
         assert np.allclose([t for t, _, _ in e], [t for t, _, _ in evs[0]], rtol=1e-9, atol=1e-9)
     assert len({r.summary["n_iterations"] for r in runs}) == 1
+    for r in runs:  # typed columns whether a run logged spans, iterations or both
+        assert not (r.tables["batches"].dtypes == object).any(), r.tables["batches"].dtypes
 
 
 def test_finishes_and_failures_happen_at_simpy_time(monkeypatch):
