@@ -127,6 +127,7 @@ class Engine:
         # an arrival's data are the job's fields: the record keeps the (immutable) job
         self._c_arrive = log_.derive(E.ARRIVE, attrgetter("gpus", "work_flops", "gpu_milli", "tenant"))
         self._c_start, self._c_finish = log_.code_of(E.START), log_.code_of(E.FINISH)
+        self._c_preempt: int | None = None  # interned at the first preemption (kinds keep first-use order)
         self._log_time, self._log_code = log_.time.append, log_.code.append
         self._log_subject, self._log_data = log_.subject.append, log_.data.append
         # memory records' data (owner, offset, sizes, the pool's levels: 8 ints) kept as int64 rows
@@ -621,6 +622,37 @@ class Engine:
 
     # -- job life cycle -------------------------------------------------------------------
     def _start(self, job: Job, devices: tuple[int, ...]) -> None:
+        if job.gpu_milli == FULL_DEVICE_MILLI and job.device_type is None and not job.demand and not self.pools:
+            # the common case (whole devices, no pin, no other resource, no memory model):
+            # _check_devices's sweep and _take's grant inlined; anything else takes the general
+            # path below, which also names what is wrong
+            milli, n = self.device_free_milli, len(devices)
+            ok = (job.gpus if job.min_gpus is None else job.min_gpus) <= n <= job.gpus and len(set(devices)) == n
+            if ok:
+                n_dev = len(milli)
+                for dv in devices:
+                    if not (0 <= dv < n_dev and milli[dv] == FULL_DEVICE_MILLI):
+                        ok = False
+                        break
+            if ok:
+                jid = job.id
+                del self.queue[jid]
+                self._last_reject.pop(jid, None)
+                self.free.take(devices)
+                for dv in devices:
+                    milli[dv] = 0
+                r = self.suspended.pop(jid, None)
+                if r is None:
+                    r = RunningJob(job)
+                    r.first_start_s = self.env.now
+                    overhead = job.preprocess_s
+                else:
+                    overhead = self.preempt_overhead_s
+                r.allocations = []
+                r.resources = {}
+                self.running[jid] = r
+                self._segment(r, devices, overhead)
+                return
         why = self._check_devices(job, devices)
         resources = None if why else (self._grant_resources(job, len(devices)) if job.demand else {})
         if why is None and resources is None:
@@ -657,15 +689,21 @@ class Engine:
         ``start``; a resize logs its own ``resize`` record instead)."""
         job, now = r.job, self.env.now
         dev_types = tuple(map(type, devices))
-        devices = _shared(self._devices_seen, devices, dev_types)
+        key = (devices, dev_types)  # _shared, inlined: equal device sets are stored once
+        got = self._devices_seen.get(key)
+        if got is not None:
+            devices = got
+        elif len(self._devices_seen) < _SHARED_MAX:
+            self._devices_seen[key] = devices
         r.devices = devices
         r.share_milli = job.gpu_milli
         r.seg_start_s = now
         r.seg_overhead_s = overhead_s
-        if job.elastic and len(devices) < job.gpus:
+        if job.min_gpus is not None and job.min_gpus < job.gpus and len(devices) < job.gpus:  # job.elastic, inlined
             self.under_demand[job.id] = r
-        task = Task(job, devices, max(0.0, job.work_flops - r.done_flops), job.gpu_milli, overhead_s,
-                    r.n_preempt + r.n_resize, tuple(r.allocations))
+        left = job.work_flops - r.done_flops
+        task = Task(job, devices, left if left > 0.0 else 0.0, job.gpu_milli, overhead_s,
+                    r.n_preempt + r.n_resize, tuple(r.allocations) if r.allocations else ())
         r.task = task
         if job.service is not None:  # a service runs until its stream ends, on its host
             done, r.rate_flops_s = self.hosts[job.service].start(job, devices, self.env, self.log), 0.0
@@ -689,9 +727,11 @@ class Engine:
         r.done_flops = min(r.job.work_flops, r.done_at(now) if measured is None else r.done_flops + measured)
         r.settle(now)
         r.epoch += 1
-        self.under_demand.pop(r.job.id, None)
+        if self.under_demand:
+            self.under_demand.pop(r.job.id, None)
         self.backend.cancel(r.task)
-        self._free_transient(r)  # the next segment replays the memory trace from its start
+        if r.transient:
+            self._free_transient(r)  # the next segment replays the memory trace from its start
 
     def _replay_memory(self, r: RunningJob, epoch: int):
         """Replay the job's memory trace on each of its devices during this segment (a SimPy
@@ -773,17 +813,29 @@ class Engine:
         if r.allocations:
             self._free_memory(r.allocations)
             r.allocations = []
+        if r.job.gpu_milli == FULL_DEVICE_MILLI and not r.resources:  # _give's common case, inlined
+            milli = self.device_free_milli
+            for dv in r.devices:
+                milli[dv] = FULL_DEVICE_MILLI
+            self.free.give(r.devices)
+            return
         self._give(r.job, r.devices, r.resources)
         if r.resources:
             r.resources = {}
 
     def _preempt(self, r: RunningJob) -> None:
-        job = r.job
+        job, now = r.job, self.env.now
         self._end_segment(r)
         del self.running[job.id]
         r.n_preempt += 1
-        r.stopped_s = self.env.now
-        self.log.emit(self.env.now, E.PREEMPT, job.id, (r.devices, r.done_flops))
+        r.stopped_s = now
+        c = self._c_preempt
+        if c is None:
+            c = self._c_preempt = self.log.code_of(E.PREEMPT)
+        self._log_time(now)  # EventLog.emit, inlined
+        self._log_code(c)
+        self._log_subject(job.id)
+        self._log_data((r.devices, r.done_flops))
         self._release(r)
         self.suspended[job.id] = r
         self.queue[job.id] = job
