@@ -477,20 +477,23 @@ class Engine:
         self.log.emit(self.env.now, E.REJECT, job_id, (reason,))
 
     # -- grants -----------------------------------------------------------------------------
+    def _whole_free(self, job: Job, devices: tuple[int, ...]) -> bool:
+        """The common case of :meth:`_check_devices`, in one sweep: as many devices as the job
+        takes, distinct, existing and wholly free (the job's share and pin are checked by the caller)."""
+        milli, n = self.device_free_milli, len(devices)
+        if not ((job.gpus if job.min_gpus is None else job.min_gpus) <= n <= job.gpus and len(set(devices)) == n):
+            return False
+        n_dev = len(milli)
+        for dv in devices:
+            if not (0 <= dv < n_dev and milli[dv] == FULL_DEVICE_MILLI):
+                return False
+        return True
+
     def _check_devices(self, job: Job, devices: tuple[int, ...], held: tuple[int, ...] = ()) -> str | None:
         """Why ``job`` cannot run on ``devices`` now (``held``: devices it already has), or ``None``."""
         n = len(devices)
-        if not held and job.gpu_milli == FULL_DEVICE_MILLI and job.device_type is None:
-            # the common case, checked in one sweep: whole, free, existing, distinct devices
-            milli = self.device_free_milli
-            ok = job.min_devices <= n <= job.gpus and len(set(devices)) == n
-            if ok:
-                for dv in devices:
-                    if not (0 <= dv < len(milli) and milli[dv] == FULL_DEVICE_MILLI):
-                        ok = False
-                        break
-            if ok:
-                return None
+        if not held and job.gpu_milli == FULL_DEVICE_MILLI and job.device_type is None and self._whole_free(job, devices):
+            return None  # the common case
         if len(set(devices)) != n:
             return "devices repeat"
         if job.gpu_milli < FULL_DEVICE_MILLI:
@@ -624,35 +627,14 @@ class Engine:
     def _start(self, job: Job, devices: tuple[int, ...]) -> None:
         if job.gpu_milli == FULL_DEVICE_MILLI and job.device_type is None and not job.demand and not self.pools:
             # the common case (whole devices, no pin, no other resource, no memory model):
-            # _check_devices's sweep and _take's grant inlined; anything else takes the general
-            # path below, which also names what is wrong
-            milli, n = self.device_free_milli, len(devices)
-            ok = (job.gpus if job.min_gpus is None else job.min_gpus) <= n <= job.gpus and len(set(devices)) == n
-            if ok:
-                n_dev = len(milli)
-                for dv in devices:
-                    if not (0 <= dv < n_dev and milli[dv] == FULL_DEVICE_MILLI):
-                        ok = False
-                        break
-            if ok:
-                jid = job.id
-                del self.queue[jid]
-                self._last_reject.pop(jid, None)
+            # _take's grant inlined; anything else takes the general path below, which also
+            # names what is wrong
+            if self._whole_free(job, devices):
                 self.free.take(devices)
+                milli = self.device_free_milli
                 for dv in devices:
                     milli[dv] = 0
-                r = self.suspended.pop(jid, None)
-                if r is None:
-                    r = RunningJob(job)
-                    r.first_start_s = self.env.now
-                    overhead = job.preprocess_s
-                else:
-                    overhead = self.preempt_overhead_s
-                r.allocations = []
-                r.resources = {}
-                self.running[jid] = r
-                self._segment(r, devices, overhead)
-                return
+                return self._launch(job, devices, [], {})
         why = self._check_devices(job, devices)
         resources = None if why else (self._grant_resources(job, len(devices)) if job.demand else {})
         if why is None and resources is None:
@@ -669,9 +651,14 @@ class Engine:
             else:
                 self._reject(job.id, "start: memory does not fit")
             return
+        self._take(job, devices, resources)
+        self._launch(job, devices, allocs, resources)
+
+    def _launch(self, job: Job, devices: tuple[int, ...], allocs: list, resources: dict[str, float]) -> None:
+        """The granted ``job`` (devices, memory and resources taken) leaves the queue and runs:
+        a new record, or its suspended one resumed."""
         del self.queue[job.id]
         self._last_reject.pop(job.id, None)
-        self._take(job, devices, resources)
         r = self.suspended.pop(job.id, None)
         if r is None:
             r = RunningJob(job)
