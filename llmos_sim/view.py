@@ -272,22 +272,20 @@ class Tentative:
                 if bucket:
                     return next(iter(bucket))
             return None
-        firsts = self._firsts
-        for k in range(k0, len(buckets)):
+        # the planned-on nodes' best: the fewest free (>= k0), the first in delta_on's order
+        by_node, top, best = self.base.by_node, len(buckets), None
+        for n, dlt in delta_on.items():
+            c = len(by_node[n]) + dlt
+            if k0 <= c < top:
+                top, best = c, n
+        # an unplanned node with as few free comes first (nodes_with's order), fewer wins
+        for k in range(k0, top + 1 if best is not None else top):
             bucket = buckets[k]
             if bucket:
                 for n in bucket:
                     if n not in delta_on:
                         return n
-            if firsts is None:
-                firsts, by_node = {}, self.base.by_node
-                for n, dlt in delta_on.items():
-                    firsts.setdefault(len(by_node[n]) + dlt, n)
-                self._firsts = firsts
-            n = firsts.get(k)
-            if n is not None:
-                return n
-        return None
+        return best
 
     def nodes_with(self, k: int) -> Iterator[int]:
         """Nodes with exactly ``k`` free devices after this pass's plans, in a fixed order."""
