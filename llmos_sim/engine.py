@@ -127,6 +127,7 @@ class Engine:
         # an arrival's data are the job's fields: the record keeps the (immutable) job
         self._c_arrive = log_.derive(E.ARRIVE, attrgetter("gpus", "work_flops", "gpu_milli", "tenant"))
         self._c_start, self._c_finish = log_.code_of(E.START), log_.code_of(E.FINISH)
+        self._c_preempt: int | None = None  # interned at the first preemption (kinds keep first-use order)
         self._log_time, self._log_code = log_.time.append, log_.code.append
         self._log_subject, self._log_data = log_.subject.append, log_.data.append
         # memory records' data (owner, offset, sizes, the pool's levels: 8 ints) kept as int64 rows
@@ -476,20 +477,23 @@ class Engine:
         self.log.emit(self.env.now, E.REJECT, job_id, (reason,))
 
     # -- grants -----------------------------------------------------------------------------
+    def _whole_free(self, job: Job, devices: tuple[int, ...]) -> bool:
+        """The common case of :meth:`_check_devices`, in one sweep: as many devices as the job
+        takes, distinct, existing and wholly free (the job's share and pin are checked by the caller)."""
+        milli, n = self.device_free_milli, len(devices)
+        if not ((job.gpus if job.min_gpus is None else job.min_gpus) <= n <= job.gpus and len(set(devices)) == n):
+            return False
+        n_dev = len(milli)
+        for dv in devices:
+            if not (0 <= dv < n_dev and milli[dv] == FULL_DEVICE_MILLI):
+                return False
+        return True
+
     def _check_devices(self, job: Job, devices: tuple[int, ...], held: tuple[int, ...] = ()) -> str | None:
         """Why ``job`` cannot run on ``devices`` now (``held``: devices it already has), or ``None``."""
         n = len(devices)
-        if not held and job.gpu_milli == FULL_DEVICE_MILLI and job.device_type is None:
-            # the common case, checked in one sweep: whole, free, existing, distinct devices
-            milli = self.device_free_milli
-            ok = job.min_devices <= n <= job.gpus and len(set(devices)) == n
-            if ok:
-                for dv in devices:
-                    if not (0 <= dv < len(milli) and milli[dv] == FULL_DEVICE_MILLI):
-                        ok = False
-                        break
-            if ok:
-                return None
+        if not held and job.gpu_milli == FULL_DEVICE_MILLI and job.device_type is None and self._whole_free(job, devices):
+            return None  # the common case
         if len(set(devices)) != n:
             return "devices repeat"
         if job.gpu_milli < FULL_DEVICE_MILLI:
@@ -621,6 +625,16 @@ class Engine:
 
     # -- job life cycle -------------------------------------------------------------------
     def _start(self, job: Job, devices: tuple[int, ...]) -> None:
+        if job.gpu_milli == FULL_DEVICE_MILLI and job.device_type is None and not job.demand and not self.pools:
+            # the common case (whole devices, no pin, no other resource, no memory model):
+            # _take's grant inlined; anything else takes the general path below, which also
+            # names what is wrong
+            if self._whole_free(job, devices):
+                self.free.take(devices)
+                milli = self.device_free_milli
+                for dv in devices:
+                    milli[dv] = 0
+                return self._launch(job, devices, [], {})
         why = self._check_devices(job, devices)
         resources = None if why else (self._grant_resources(job, len(devices)) if job.demand else {})
         if why is None and resources is None:
@@ -637,9 +651,14 @@ class Engine:
             else:
                 self._reject(job.id, "start: memory does not fit")
             return
+        self._take(job, devices, resources)
+        self._launch(job, devices, allocs, resources)
+
+    def _launch(self, job: Job, devices: tuple[int, ...], allocs: list, resources: dict[str, float]) -> None:
+        """The granted ``job`` (devices, memory and resources taken) leaves the queue and runs:
+        a new record, or its suspended one resumed."""
         del self.queue[job.id]
         self._last_reject.pop(job.id, None)
-        self._take(job, devices, resources)
         r = self.suspended.pop(job.id, None)
         if r is None:
             r = RunningJob(job)
@@ -657,15 +676,21 @@ class Engine:
         ``start``; a resize logs its own ``resize`` record instead)."""
         job, now = r.job, self.env.now
         dev_types = tuple(map(type, devices))
-        devices = _shared(self._devices_seen, devices, dev_types)
+        key = (devices, dev_types)  # _shared, inlined: equal device sets are stored once
+        got = self._devices_seen.get(key)
+        if got is not None:
+            devices = got
+        elif len(self._devices_seen) < _SHARED_MAX:
+            self._devices_seen[key] = devices
         r.devices = devices
         r.share_milli = job.gpu_milli
         r.seg_start_s = now
         r.seg_overhead_s = overhead_s
-        if job.elastic and len(devices) < job.gpus:
+        if job.min_gpus is not None and job.min_gpus < job.gpus and len(devices) < job.gpus:  # job.elastic, inlined
             self.under_demand[job.id] = r
-        task = Task(job, devices, max(0.0, job.work_flops - r.done_flops), job.gpu_milli, overhead_s,
-                    r.n_preempt + r.n_resize, tuple(r.allocations))
+        left = job.work_flops - r.done_flops
+        task = Task(job, devices, left if left > 0.0 else 0.0, job.gpu_milli, overhead_s,
+                    r.n_preempt + r.n_resize, tuple(r.allocations) if r.allocations else ())
         r.task = task
         if job.service is not None:  # a service runs until its stream ends, on its host
             done, r.rate_flops_s = self.hosts[job.service].start(job, devices, self.env, self.log), 0.0
@@ -689,9 +714,11 @@ class Engine:
         r.done_flops = min(r.job.work_flops, r.done_at(now) if measured is None else r.done_flops + measured)
         r.settle(now)
         r.epoch += 1
-        self.under_demand.pop(r.job.id, None)
+        if self.under_demand:
+            self.under_demand.pop(r.job.id, None)
         self.backend.cancel(r.task)
-        self._free_transient(r)  # the next segment replays the memory trace from its start
+        if r.transient:
+            self._free_transient(r)  # the next segment replays the memory trace from its start
 
     def _replay_memory(self, r: RunningJob, epoch: int):
         """Replay the job's memory trace on each of its devices during this segment (a SimPy
@@ -773,17 +800,29 @@ class Engine:
         if r.allocations:
             self._free_memory(r.allocations)
             r.allocations = []
+        if r.job.gpu_milli == FULL_DEVICE_MILLI and not r.resources:  # _give's common case, inlined
+            milli = self.device_free_milli
+            for dv in r.devices:
+                milli[dv] = FULL_DEVICE_MILLI
+            self.free.give(r.devices)
+            return
         self._give(r.job, r.devices, r.resources)
         if r.resources:
             r.resources = {}
 
     def _preempt(self, r: RunningJob) -> None:
-        job = r.job
+        job, now = r.job, self.env.now
         self._end_segment(r)
         del self.running[job.id]
         r.n_preempt += 1
-        r.stopped_s = self.env.now
-        self.log.emit(self.env.now, E.PREEMPT, job.id, (r.devices, r.done_flops))
+        r.stopped_s = now
+        c = self._c_preempt
+        if c is None:
+            c = self._c_preempt = self.log.code_of(E.PREEMPT)
+        self._log_time(now)  # EventLog.emit, inlined
+        self._log_code(c)
+        self._log_subject(job.id)
+        self._log_data((r.devices, r.done_flops))
         self._release(r)
         self.suspended[job.id] = r
         self.queue[job.id] = job

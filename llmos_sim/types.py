@@ -222,10 +222,15 @@ class Job:
         return d
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Task:
     """One run segment of a job handed to a backend: run ``work_flops`` on ``devices``, each
-    at ``share_milli``/1000 of its capacity, after ``overhead_s`` (restore, preprocess)."""
+    at ``share_milli``/1000 of its capacity, after ``overhead_s`` (restore, preprocess).
+
+    Read-only by convention (nothing changes a task once the engine has built it). Not a
+    frozen dataclass on purpose: the engine builds one per start and per resume (hundreds of
+    thousands in a preemptive run), and a frozen dataclass's constructor costs several times
+    a plain one's. Equality is identity (each task is one segment; backends may key by it)."""
 
     job: Job
     devices: tuple[int, ...]

@@ -81,8 +81,10 @@ class RunningJob:
 
     def settle(self, now_s: float) -> None:
         """Fold the current segment's service into the totals (its end, at ``now_s``)."""
-        self.compute_gpu_s = self.computed_at(now_s)
-        self.attained_gpu_s = self.attained_at(now_s)
+        n, share = len(self.devices), self.share_milli  # computed_at and attained_at, inlined
+        run = now_s - self.seg_start_s - self.seg_overhead_s
+        self.compute_gpu_s = self.compute_gpu_s + (run * n * share / 1000 if run > 0 else 0.0)
+        self.attained_gpu_s = self.attained_gpu_s + (now_s - self.seg_start_s) * n * share / 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +260,32 @@ class Tentative:
                 firsts.setdefault(len(by_node[n]) + dlt, n)
             self._firsts = firsts
         return firsts.get(k)
+
+    def best_fit_node(self, k0: int) -> int | None:
+        """The first node (in :meth:`nodes_with` order) among those with the fewest free
+        devices that are still at least ``k0``, or None: :meth:`first_node_with` asked for
+        ``k0``, ``k0 + 1``, ... until one answers, in one call (placement's best-fit node)."""
+        delta_on, buckets = self.delta_on, self.base.buckets
+        if not delta_on:  # no plans yet this pass: the engine's buckets are exact
+            for k in range(k0, len(buckets)):
+                bucket = buckets[k]
+                if bucket:
+                    return next(iter(bucket))
+            return None
+        # the planned-on nodes' best: the fewest free (>= k0), the first in delta_on's order
+        by_node, top, best = self.base.by_node, len(buckets), None
+        for n, dlt in delta_on.items():
+            c = len(by_node[n]) + dlt
+            if k0 <= c < top:
+                top, best = c, n
+        # an unplanned node with as few free comes first (nodes_with's order), fewer wins
+        for k in range(k0, top + 1 if best is not None else top):
+            bucket = buckets[k]
+            if bucket:
+                for n in bucket:
+                    if n not in delta_on:
+                        return n
+        return best
 
     def nodes_with(self, k: int) -> Iterator[int]:
         """Nodes with exactly ``k`` free devices after this pass's plans, in a fixed order."""

@@ -34,4 +34,7 @@ def test_overlay_matches_a_plain_set(initially_free, ops):
             assert sorted(t.nodes_with(k)) == want
             first = t.first_node_with(k)
             assert (first is None) == (not want) and (first is None or first in want)
+        for k in range(6):  # the best-fit node: first_node_with for k, k + 1, ... in one call
+            asked = (t.first_node_with(m) for m in range(k, 5))
+            assert t.best_fit_node(k) == next((x for x in asked if x is not None), None)
         assert all(t.is_free(x) == (x in free) for x in range(12))

@@ -120,11 +120,10 @@ class Pack(Placement):
         simple = job.device_type is None and (not view.pools or job.mem_bytes_per_device <= 0)
         maxk = free.base.max_per_node
         if n <= maxk and simple:  # fast path: the best-fit node is the first one found
-            for k in range(n, maxk + 1):
-                node = free.first_node_with(k)
-                if node is not None:
-                    return tuple(free.ids(node)[:n])
-        if n <= maxk:
+            node = free.best_fit_node(n)
+            if node is not None:
+                return tuple(free.ids(node)[:n])
+        elif n <= maxk:
             for k in range(n, maxk + 1):
                 for node in free.nodes_with(k):
                     ids = free.ids(node)
