@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from array import array
+from itertools import chain
 from collections.abc import Sequence
 from typing import Any, Callable, Iterator
 
@@ -482,7 +483,11 @@ def _blocks(log: EventLog, kinds: list, codes: np.ndarray, size: int) -> Iterato
         groups = []
         for k in np.flatnonzero(counts).tolist():
             data = _gather(log.data, (order[ends[k] - counts[k]:ends[k]] + s).tolist())
-            groups.append((k, list(map(derived[k], data)) if k in derived else data))
+            make = derived.get(k)
+            if isinstance(make, IntRows) and set(map(type, data)) == {int}:  # every record a stored row
+                groups.append((k, make.matrix()[np.array(data, dtype=np.int64)]))
+            else:
+                groups.append((k, list(map(make, data)) if make is not None else data))
         yield order, groups
 
 
@@ -528,7 +533,29 @@ def _field_json(values: Sequence, way: str, array: "np.ndarray | None" = None) -
     if way == "str":
         codes, distinct = pd.factorize(np.array(values, dtype=object))
         return pa.array([json.dumps(v) for v in distinct], type=pa.large_string()).take(pa.array(codes))
+    texts = _int_tuples_json(values)
+    if texts is not None:
+        return texts
     return pa.array([json.dumps(v, default=_json_default) for v in values], type=pa.large_string())
+
+
+def _int_tuples_json(values: Sequence) -> "pa.Array | None":
+    """``json.dumps`` of each value when every value is a tuple of exact ints within int64
+    (device sets): ``[1, 2]``, ``[]``, written by Arrow from one flat int64 array; else None."""
+    if not len(values) or set(map(type, values)) != {tuple}:
+        return None
+    lens = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    flat = list(chain.from_iterable(values))
+    if flat and set(map(type, flat)) != {int}:
+        return None
+    try:
+        ints = np.array(flat, dtype=np.int64)
+    except OverflowError:
+        return None
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    lists = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(ints).cast(pa.large_string()))
+    return pc.binary_join_element_wise(_TEXT["["], pc.binary_join(lists, _TEXT[", "]), _TEXT["]"], _TEXT[""])
 
 
 def _kind_json(kind: str, data: Sequence, columns: "list[tuple] | None", ways: Sequence[str], field_json=None) -> pa.Array:
@@ -572,8 +599,19 @@ class _KindPlan:
         self.int64: list[bool] = []
         self._ways: "tuple[str, ...] | None" = None
 
-    def see(self, data: list) -> None:
+    def see(self, data: "list | np.ndarray") -> None:
         if not self.regular:
+            return
+        if isinstance(data, np.ndarray):  # rows of exact ints (IntRows): int64 fields
+            self.lengths.add(data.shape[1])
+            if len(self.lengths) != 1:
+                self.regular = False
+                return
+            for j in range(data.shape[1]):
+                if j == len(self.types):
+                    self.types.append(set())
+                    self.int64.append(True)
+                self.types[j].add(int)
             return
         if set(map(type, data)) != {tuple}:
             self.regular = False
@@ -591,9 +629,16 @@ class _KindPlan:
             if self.int64[j]:
                 self.int64[j] = types <= _NUMBERS and np.array(col).dtype == np.int64
 
-    def texts(self, data: list) -> pa.Array:
+    def texts(self, data: "list | np.ndarray") -> pa.Array:
         if self._ways is None:
             self._ways = tuple(map(_field_way, self.types, self.int64)) if self.regular else ()
+        if isinstance(data, np.ndarray):  # rows of exact ints: int fields straight from the matrix
+            ways = self._ways
+            if not self.regular or len(ways) != len(FIELDS.get(self.kind, ())):  # written record by record
+                return self.texts(list(map(tuple, data.tolist())))
+            return _kind_json(self.kind, data, [data[:, j] for j in range(data.shape[1])], ways,
+                              lambda j: _field_json(data[:, j] if ways[j] == "int" else data[:, j].tolist(), ways[j],
+                                                    data[:, j] if ways[j] == "int" else None))
         if not self.regular:
             return _kind_json(self.kind, data, None, ())
         columns = list(zip(*data))
@@ -689,7 +734,8 @@ def parse_data(text: str) -> dict[str, Any]:
 
 
 #: the pieces of a tuple's ``repr``, as Arrow scalars of the type the columns have
-_TEXT = {t: pa.scalar(t, type=pa.large_string()) for t in ("}", "", ".0", "NaN", "Infinity", "-Infinity")}
+_TEXT = {t: pa.scalar(t, type=pa.large_string()) for t in ("}", "", ".0", "NaN", "Infinity", "-Infinity", "[", "]",
+                                                            ", ")}
 
 
 def _str_by_distinct(values: list):

@@ -1,6 +1,7 @@
 """The event log's columnar storage: every record reads back as the tuple that was emitted."""
 from __future__ import annotations
 
+import json
 import pickle
 from operator import itemgetter
 
@@ -146,7 +147,12 @@ _cell = st.one_of(st.integers(-3, 3), st.integers(2**63 - 2, 2**64), st.floats(a
                   st.sampled_from([1e-05, 1e15, 1e-07]))  # floats Arrow and json.dumps write differently
 _kind_data = {
     E.ARRIVE: st.tuples(st.integers(1, 8), st.floats(0, 1e18), st.sampled_from([1000, 500]), st.text(max_size=2)),
-    E.START: st.tuples(st.tuples(st.integers(0, 9)), st.one_of(st.integers(0, 1000), st.floats(0, 1e3)), _cell),
+    E.START: st.tuples(st.lists(st.integers(0, 9), max_size=3).map(tuple),
+                       st.one_of(st.integers(0, 1000), st.floats(0, 1e3)), _cell),
+    E.PREEMPT: st.tuples(st.one_of(st.lists(st.integers(-2**63, 2**63 - 1), max_size=3).map(tuple),
+                                   st.lists(_cell, max_size=2).map(tuple)), _cell),
+    # stored as rows of one IntRows when the log derives them and they are exact ints
+    E.MEM_ALLOC: st.one_of(st.tuples(*[st.integers(-3, 2**63 - 1)] * 3), st.tuples(_cell, _cell, _cell), st.tuples(_cell)),
     E.FINISH: st.one_of(st.just(()), st.tuples(_cell)),
     E.MEM_FAIL: st.tuples(*[_cell] * 6),
     "custom": st.one_of(st.tuples(_cell, _cell), st.tuples(_cell), _cell),
@@ -161,10 +167,13 @@ def test_events_table_in_blocks_equals_the_whole_columns(recs, block, derive):
     """The events table's data texts made block by block are those made from each kind's whole
     column, whatever the block size: how a field is written is decided from all its records."""
     log = EventLog()
+    rows = None
     if derive:
         log.derive(E.ARRIVE, itemgetter(0))
+        rows = log.int_rows((E.MEM_ALLOC,), 3)
     for i, (kind, d) in enumerate(recs):
-        log.emit(float(i), kind, i, [d] if derive and kind == E.ARRIVE else d)
+        stored = [d] if derive and kind == E.ARRIVE else rows.store(d) if derive and kind == E.MEM_ALLOC else d
+        log.emit(float(i), kind, i, stored)
     kinds, codes = E._present_kinds(log)
     whole = ByKind(log).data_strings()
     assert list(E._data_texts(log, kinds, codes, size=block)) == list(whole)
@@ -185,3 +194,11 @@ def test_int_rows_keep_exact_int_tuples_as_rows_and_anything_else_as_given():
     assert back == datas and [tuple(map(type, b)) for b in back] == [tuple(map(type, d)) for d in datas]
     assert [r[3] for r in pickle.loads(pickle.dumps(log)).records] == datas
     assert rows.matrix().tolist() == [[1, 2, 3], [-2**63, 2**63 - 1, 0]]
+
+
+@given(st.lists(st.lists(st.integers(-2**63, 2**63 - 1), max_size=4).map(tuple), min_size=1, max_size=20))
+@settings(max_examples=60, deadline=None)
+def test_device_sets_are_written_as_json_dumps_writes_them(values):
+    assert E._field_json(values, "any").to_pylist() == [json.dumps(v) for v in values]
+    mixed = values + [(1, True)]  # not all exact ints: value by value
+    assert E._field_json(mixed, "any").to_pylist() == [json.dumps(v) for v in mixed]
