@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from llmos_sim import events as E
-from llmos_sim.events import EventLog
+from llmos_sim.events import EventLog, _gather
 from llmos_sim.kernel import sparse_gc
 from llmos_sim.types import Cluster
 
@@ -184,13 +184,18 @@ _MEM_COLUMNS = ["seq", "time_s", "device", "op", "owner", "offset", "nbytes", "r
 
 
 def _memory_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
-    seq = log.positions(E.MEM_ALLOC, E.MEM_FREE, E.MEM_FAIL).tolist()
-    kinds = list(map(log.kinds.__getitem__, map(log.code.__getitem__, seq)))
+    pos = log.positions(E.MEM_ALLOC, E.MEM_FREE, E.MEM_FAIL)
+    seq = pos.tolist()
+    codes = log.codes_array()[pos]
+    kinds = list(map(log.kinds.__getitem__, codes.tolist()))
     rows = _int_rows(log, seq, kinds)
     if rows is not None:  # every record is a row of ints: the columns are slices of the rows
-        op = {E.MEM_ALLOC: "alloc", E.MEM_FREE: "free"}
-        df = pd.DataFrame({"seq": seq, "time_s": list(map(log.time.__getitem__, seq)),
-                           "device": list(map(log.subject.__getitem__, seq)), "op": list(map(op.__getitem__, kinds)),
+        del seq  # numpy columns from here: no Python object per row
+        is_free = codes == log._codes.get(E.MEM_FREE, -1)
+        device = _gather(log.subject, pos.tolist())
+        df = pd.DataFrame({"seq": pos.astype(np.int64), "time_s": np.frombuffer(log.time, dtype=np.float64)[pos],
+                           "device": np.array(device, dtype=np.int64) if set(map(type, device)) == {int} else device,
+                           "op": pd.Series(["alloc", "free"]).array.take(is_free.astype(np.intp)),
                            **{k: rows[:, j] for j, k in enumerate(_MEM_COLUMNS[4:])}}, columns=_MEM_COLUMNS)
         return _memory_derived(df, cluster)
     data = log.data_at(seq)
