@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 from array import array
-from itertools import chain
 from collections.abc import Sequence
+from itertools import chain
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -280,17 +281,47 @@ class EventLog:
                 data = _data_texts(self, kinds, codes)
             else:
                 kinds, codes, data = by_kind.kinds, by_kind.codes, by_kind.data_strings()
-            return pd.DataFrame(
-                {
-                    "seq": range(len(self)),
-                    "time_s": self.times_array(),
-                    # the few distinct kinds, gathered by code (exact strings only: codes merge equal values)
-                    "kind": (pd.Series(kinds).array.take(codes) if set(map(type, kinds)) == {str}
-                             else [kinds[c] for c in codes.tolist()]),
-                    "subject": _str_by_distinct(self.subject),
-                    "data": data,
-                }
-            )
+            return self._table_rows(0, len(self), kinds, codes, data)
+
+    def _table_rows(self, start: int, end: int, kinds: list, codes: np.ndarray, data) -> pd.DataFrame:
+        """The events table's rows ``start:end`` (``codes``: theirs; ``data``: their texts)."""
+        return pd.DataFrame(
+            {
+                "seq": range(start, end),
+                "time_s": np.frombuffer(self.time, dtype=np.float64)[start:end].copy(),
+                # the few distinct kinds, gathered by code (exact strings only: codes merge equal values)
+                "kind": (pd.Series(kinds).array.take(codes) if set(map(type, kinds)) == {str}
+                         else [kinds[c] for c in codes.tolist()]),
+                "subject": _str_by_distinct(self.subject[start:end]),
+                "data": data,
+            }
+        )
+
+    def write_table(self, path: "str | Path") -> None:
+        """Write the events table (:meth:`table`) to the parquet file ``path`` one block of the
+        log at a time (a row group each), so the whole table is never held: reading the file
+        gives the table :meth:`table` makes."""
+        import pyarrow.parquet as pq
+
+        if not len(self):
+            self.table().to_parquet(path, index=False)
+            return
+        with sparse_gc():
+            kinds, codes = _present_kinds(self)
+            writer, size = None, TEXT_BLOCK
+            try:
+                for s, texts in zip(range(0, len(self), size), _data_text_blocks(self, kinds, codes, size)):
+                    e = min(s + size, len(self))
+                    df = self._table_rows(s, e, kinds, codes[s:e], _text_column(texts))
+                    if writer is None:
+                        block = pa.Table.from_pandas(df, preserve_index=False)
+                        writer = pq.ParquetWriter(path, block.schema)
+                    else:
+                        block = pa.Table.from_pandas(df, schema=writer.schema, preserve_index=False)
+                    writer.write_table(block)
+            finally:
+                if writer is not None:
+                    writer.close()
 
 
 class IntRows:
@@ -496,14 +527,18 @@ def _data_texts(log: EventLog, kinds: list, codes: np.ndarray, size: int = TEXT_
     decides per kind how its data are written (:class:`_KindPlan`, from all its records),
     a second writes each block's texts and puts them in log order. Only one block's data
     columns and texts are held besides the result, which stays in chunks."""
+    return _text_column(pa.chunked_array(list(_data_text_blocks(log, kinds, codes, size)), type=pa.large_string()))
+
+
+def _data_text_blocks(log: EventLog, kinds: list, codes: np.ndarray, size: int = TEXT_BLOCK) -> Iterator[pa.Array]:
+    """The events table's ``data`` texts of each block of ``size`` records, in log order
+    (see :func:`_data_texts`)."""
     plans = [_KindPlan(kind) for kind in kinds]
     for _, groups in _blocks(log, kinds, codes, size):
         for k, data in groups:
             plans[k].see(data)
-    out = []
     for order, groups in _blocks(log, kinds, codes, size):
-        out.append(_in_log_order([plans[k].texts(data) for k, data in groups], order))
-    return _text_column(pa.chunked_array(out, type=pa.large_string()))
+        yield _in_log_order([plans[k].texts(data) for k, data in groups], order)
 
 
 _NUMBERS = frozenset((int, np.int64, float, np.float64))

@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+
 import numpy as np
 import pandas as pd
 
@@ -238,6 +240,63 @@ def _memory_derived(df: pd.DataFrame, cluster: Cluster) -> pd.DataFrame:
         df["external_frag"] = np.where(free > 0, 1.0 - df["pool_largest_free"] / free.where(free > 0, 1), 0.0)
     df["internal_frag_bytes"] = df["pool_allocated"] - df["pool_requested"]
     return df
+
+
+class Tables(MutableMapping):
+    """A run's tables by name, in order. A *lazy* table (:meth:`add_lazy`) is made the first
+    time it is read (and kept); written to parquet before that (:meth:`to_parquet`), it is
+    written by its own writer, which need not hold it whole (the events table, written block
+    by block of the log). Reading, iterating ``items()`` or comparing sees every table."""
+
+    def __init__(self, tables: "dict[str, pd.DataFrame] | None" = None) -> None:
+        self._made: dict[str, pd.DataFrame] = {}
+        self._lazy: dict[str, tuple] = {}
+        self._names: dict[str, None] = {}  # every name, in order
+        for name, df in (tables or {}).items():
+            self[name] = df
+
+    def add_lazy(self, name: str, make, write) -> None:
+        """Table ``name`` is ``make()`` when read; ``write(path)`` writes it to parquet unread."""
+        self._made.pop(name, None)
+        self._lazy[name] = (make, write)
+        self._names[name] = None
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name not in self._made and name in self._lazy:
+            self._made[name] = self._lazy.pop(name)[0]()
+        return self._made[name]
+
+    def __setitem__(self, name: str, df: pd.DataFrame) -> None:
+        self._lazy.pop(name, None)
+        self._made[name] = df
+        self._names[name] = None
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._names:
+            raise KeyError(name)
+        self._made.pop(name, None)
+        self._lazy.pop(name, None)
+        del self._names[name]
+
+    def __iter__(self):
+        return iter(list(self._names))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def to_parquet(self, name: str, path) -> None:
+        """Write table ``name`` to the parquet file ``path`` (a lazy one not read yet by its
+        writer, without making it here)."""
+        if name in self._lazy:
+            self._lazy[name][1](path)
+        else:
+            self[name].to_parquet(path, index=False)
+
+    def __repr__(self) -> str:
+        return f"Tables({', '.join(n + ('' if n in self._made else ' (lazy)') for n in self._names)})"
 
 
 def events_table(log: EventLog) -> pd.DataFrame:

@@ -6,6 +6,7 @@ import pickle
 from operator import itemgetter
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -202,3 +203,38 @@ def test_device_sets_are_written_as_json_dumps_writes_them(values):
     assert E._field_json(values, "any").to_pylist() == [json.dumps(v) for v in values]
     mixed = values + [(1, True)]  # not all exact ints: value by value
     assert E._field_json(mixed, "any").to_pylist() == [json.dumps(v) for v in mixed]
+
+
+@given(_mixed, st.integers(1, 7))
+@settings(max_examples=25, deadline=None)
+def test_events_table_written_block_by_block_reads_back_as_the_table(tmp_path_factory, recs, block):
+    """``write_table`` writes one row group per block of the log; the file reads back as ``table()``."""
+    log = EventLog()
+    rows = log.int_rows((E.MEM_ALLOC,), 3)
+    for i, (kind, d) in enumerate(recs):
+        log.emit(i / 3, kind, i if i % 2 else f"r{i}", rows.store(d) if kind == E.MEM_ALLOC else d)
+    path = tmp_path_factory.mktemp("ev") / "events.parquet"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(E, "TEXT_BLOCK", block)
+        log.write_table(path)
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(path).num_row_groups == -(-len(recs) // block)
+    pd.testing.assert_frame_equal(pd.read_parquet(path), log.table(), check_exact=True)
+
+
+def test_lazy_tables_are_made_once_when_read_and_written_unmade(tmp_path):
+    from llmos_sim.metrics.tables import Tables
+
+    made, written = [], []
+    t = Tables({"a": pd.DataFrame({"x": [1]})})
+    t.add_lazy("b", lambda: made.append(1) or pd.DataFrame({"y": [2]}), lambda p: written.append(p))
+    assert list(t) == ["a", "b"] and "b" in t and len(t) == 2 and made == []
+    t.to_parquet("b", tmp_path / "b.parquet")
+    assert written == [tmp_path / "b.parquet"] and made == []
+    assert t["b"]["y"].tolist() == [2] and t["b"] is t["b"] and made == [1]
+    t.to_parquet("b", tmp_path / "b2.parquet")  # made now: written from the frame
+    assert pd.read_parquet(tmp_path / "b2.parquet")["y"].tolist() == [2] and len(written) == 1
+    assert {k: len(v) for k, v in t.items()} == {"a": 1, "b": 1}
+    del t["a"]
+    assert list(t) == ["b"]
