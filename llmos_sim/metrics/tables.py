@@ -115,6 +115,16 @@ def _set_devices(row: dict, devices: tuple, node_of: list[int] | None) -> None:
     row["n_nodes"] = len({node_of[d] for d in devices}) if node_of else 0
 
 
+def jobs_and_timeline(log: EventLog, cluster: Cluster) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`jobs_table` and :func:`timeline_table` from one reading of the log's columns."""
+    with sparse_gc():
+        try:
+            life = _Life(log)
+        except _Irregular:
+            return _jobs_table_loop(log, cluster), _timeline_table_loop(log, cluster)
+        return life.jobs_table(cluster), life.timeline_table(cluster)
+
+
 def timeline_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
     """Busy devices (fraction-weighted), utilisation, queue length and running jobs after each
     event that changes them; one row per instant (the last state at that time). Built from
@@ -456,9 +466,9 @@ class _Life:
             n_nodes[has] = np.bincount(pairs // (int(node_of.max()) + 1), minlength=len(dev_sets))
         empty = np.zeros(0, dtype=np.int64)
         devices = [empty] * n_jobs
-        parts = np.split(flat, np.cumsum(lens)[:-1]) if len(dev_sets) else []
-        for r, a in zip(np.flatnonzero(has).tolist(), parts):
-            devices[r] = a
+        ends = np.cumsum(lens).tolist()
+        for r, a, b in zip(np.flatnonzero(has).tolist(), [0, *ends], ends):  # views of flat, as np.split gives
+            devices[r] = flat[a:b]
         df = pd.DataFrame({
             "job_id": self.ids, "tenant": self.tenant, "arrival_s": t[self.arr_pos], "gpus": self.gpus,
             "gpu_milli": self.milli, "work_flops": self.work, "start_s": start_s, "finish_s": finish_s,

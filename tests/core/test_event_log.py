@@ -238,3 +238,15 @@ def test_lazy_tables_are_made_once_when_read_and_written_unmade(tmp_path):
     assert {k: len(v) for k, v in t.items()} == {"a": 1, "b": 1}
     del t["a"]
     assert list(t) == ["b"]
+
+
+def test_jobs_and_timeline_from_one_reading_equal_each_table_alone():
+    from llmos_sim.metrics.tables import jobs_and_timeline, jobs_table, timeline_table
+
+    cluster = Cluster.homogeneous(1, 4, _DEV)
+    jobs = [Job(i, 0.5 * i, 1e13 * (3 + i % 4), gpus=1 + i % 3) for i in range(12)]
+    log = Engine(cluster, FIFO()).run(jobs)
+    j, t = jobs_and_timeline(log, cluster)
+    pd.testing.assert_frame_equal(j, jobs_table(log, cluster), check_exact=True)
+    pd.testing.assert_frame_equal(t, timeline_table(log, cluster), check_exact=True)
+    assert j["status"].tolist() == ["completed"] * 12 and [len(d) for d in j["devices"]] == [1 + i % 3 for i in range(12)]
