@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from array import array
 from collections.abc import Sequence
+from itertools import chain
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -279,17 +281,47 @@ class EventLog:
                 data = _data_texts(self, kinds, codes)
             else:
                 kinds, codes, data = by_kind.kinds, by_kind.codes, by_kind.data_strings()
-            return pd.DataFrame(
-                {
-                    "seq": range(len(self)),
-                    "time_s": self.times_array(),
-                    # the few distinct kinds, gathered by code (exact strings only: codes merge equal values)
-                    "kind": (pd.Series(kinds).array.take(codes) if set(map(type, kinds)) == {str}
-                             else [kinds[c] for c in codes.tolist()]),
-                    "subject": _str_by_distinct(self.subject),
-                    "data": data,
-                }
-            )
+            return self._table_rows(0, len(self), kinds, codes, data)
+
+    def _table_rows(self, start: int, end: int, kinds: list, codes: np.ndarray, data) -> pd.DataFrame:
+        """The events table's rows ``start:end`` (``codes``: theirs; ``data``: their texts)."""
+        return pd.DataFrame(
+            {
+                "seq": range(start, end),
+                "time_s": np.frombuffer(self.time, dtype=np.float64)[start:end].copy(),
+                # the few distinct kinds, gathered by code (exact strings only: codes merge equal values)
+                "kind": (pd.Series(kinds).array.take(codes) if set(map(type, kinds)) == {str}
+                         else [kinds[c] for c in codes.tolist()]),
+                "subject": _str_by_distinct(self.subject[start:end]),
+                "data": data,
+            }
+        )
+
+    def write_table(self, path: "str | Path") -> None:
+        """Write the events table (:meth:`table`) to the parquet file ``path`` one block of the
+        log at a time (a row group each), so the whole table is never held: reading the file
+        gives the table :meth:`table` makes."""
+        import pyarrow.parquet as pq
+
+        if not len(self):
+            self.table().to_parquet(path, index=False)
+            return
+        with sparse_gc():
+            kinds, codes = _present_kinds(self)
+            writer, size = None, TEXT_BLOCK
+            try:
+                for s, texts in zip(range(0, len(self), size), _data_text_blocks(self, kinds, codes, size)):
+                    e = min(s + size, len(self))
+                    df = self._table_rows(s, e, kinds, codes[s:e], _text_column(texts))
+                    if writer is None:
+                        block = pa.Table.from_pandas(df, preserve_index=False)
+                        writer = pq.ParquetWriter(path, block.schema)
+                    else:
+                        block = pa.Table.from_pandas(df, schema=writer.schema, preserve_index=False)
+                    writer.write_table(block)
+            finally:
+                if writer is not None:
+                    writer.close()
 
 
 class IntRows:
@@ -482,7 +514,11 @@ def _blocks(log: EventLog, kinds: list, codes: np.ndarray, size: int) -> Iterato
         groups = []
         for k in np.flatnonzero(counts).tolist():
             data = _gather(log.data, (order[ends[k] - counts[k]:ends[k]] + s).tolist())
-            groups.append((k, list(map(derived[k], data)) if k in derived else data))
+            make = derived.get(k)
+            if isinstance(make, IntRows) and set(map(type, data)) == {int}:  # every record a stored row
+                groups.append((k, make.matrix()[np.array(data, dtype=np.int64)]))
+            else:
+                groups.append((k, list(map(make, data)) if make is not None else data))
         yield order, groups
 
 
@@ -491,14 +527,18 @@ def _data_texts(log: EventLog, kinds: list, codes: np.ndarray, size: int = TEXT_
     decides per kind how its data are written (:class:`_KindPlan`, from all its records),
     a second writes each block's texts and puts them in log order. Only one block's data
     columns and texts are held besides the result, which stays in chunks."""
+    return _text_column(pa.chunked_array(list(_data_text_blocks(log, kinds, codes, size)), type=pa.large_string()))
+
+
+def _data_text_blocks(log: EventLog, kinds: list, codes: np.ndarray, size: int = TEXT_BLOCK) -> Iterator[pa.Array]:
+    """The events table's ``data`` texts of each block of ``size`` records, in log order
+    (see :func:`_data_texts`)."""
     plans = [_KindPlan(kind) for kind in kinds]
     for _, groups in _blocks(log, kinds, codes, size):
         for k, data in groups:
             plans[k].see(data)
-    out = []
     for order, groups in _blocks(log, kinds, codes, size):
-        out.append(_in_log_order([plans[k].texts(data) for k, data in groups], order))
-    return _text_column(pa.chunked_array(out, type=pa.large_string()))
+        yield _in_log_order([plans[k].texts(data) for k, data in groups], order)
 
 
 _NUMBERS = frozenset((int, np.int64, float, np.float64))
@@ -528,7 +568,29 @@ def _field_json(values: Sequence, way: str, array: "np.ndarray | None" = None) -
     if way == "str":
         codes, distinct = pd.factorize(np.array(values, dtype=object))
         return pa.array([json.dumps(v) for v in distinct], type=pa.large_string()).take(pa.array(codes))
+    texts = _int_tuples_json(values)
+    if texts is not None:
+        return texts
     return pa.array([json.dumps(v, default=_json_default) for v in values], type=pa.large_string())
+
+
+def _int_tuples_json(values: Sequence) -> "pa.Array | None":
+    """``json.dumps`` of each value when every value is a tuple of exact ints within int64
+    (device sets): ``[1, 2]``, ``[]``, written by Arrow from one flat int64 array; else None."""
+    if not len(values) or set(map(type, values)) != {tuple}:
+        return None
+    lens = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    flat = list(chain.from_iterable(values))
+    if flat and set(map(type, flat)) != {int}:
+        return None
+    try:
+        ints = np.array(flat, dtype=np.int64)
+    except OverflowError:
+        return None
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    lists = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(ints).cast(pa.large_string()))
+    return pc.binary_join_element_wise(_TEXT["["], pc.binary_join(lists, _TEXT[", "]), _TEXT["]"], _TEXT[""])
 
 
 def _kind_json(kind: str, data: Sequence, columns: "list[tuple] | None", ways: Sequence[str], field_json=None) -> pa.Array:
@@ -572,8 +634,19 @@ class _KindPlan:
         self.int64: list[bool] = []
         self._ways: "tuple[str, ...] | None" = None
 
-    def see(self, data: list) -> None:
+    def see(self, data: "list | np.ndarray") -> None:
         if not self.regular:
+            return
+        if isinstance(data, np.ndarray):  # rows of exact ints (IntRows): int64 fields
+            self.lengths.add(data.shape[1])
+            if len(self.lengths) != 1:
+                self.regular = False
+                return
+            for j in range(data.shape[1]):
+                if j == len(self.types):
+                    self.types.append(set())
+                    self.int64.append(True)
+                self.types[j].add(int)
             return
         if set(map(type, data)) != {tuple}:
             self.regular = False
@@ -591,9 +664,16 @@ class _KindPlan:
             if self.int64[j]:
                 self.int64[j] = types <= _NUMBERS and np.array(col).dtype == np.int64
 
-    def texts(self, data: list) -> pa.Array:
+    def texts(self, data: "list | np.ndarray") -> pa.Array:
         if self._ways is None:
             self._ways = tuple(map(_field_way, self.types, self.int64)) if self.regular else ()
+        if isinstance(data, np.ndarray):  # rows of exact ints: int fields straight from the matrix
+            ways = self._ways
+            if not self.regular or len(ways) != len(FIELDS.get(self.kind, ())):  # written record by record
+                return self.texts(list(map(tuple, data.tolist())))
+            return _kind_json(self.kind, data, [data[:, j] for j in range(data.shape[1])], ways,
+                              lambda j: _field_json(data[:, j] if ways[j] == "int" else data[:, j].tolist(), ways[j],
+                                                    data[:, j] if ways[j] == "int" else None))
         if not self.regular:
             return _kind_json(self.kind, data, None, ())
         columns = list(zip(*data))
@@ -689,7 +769,8 @@ def parse_data(text: str) -> dict[str, Any]:
 
 
 #: the pieces of a tuple's ``repr``, as Arrow scalars of the type the columns have
-_TEXT = {t: pa.scalar(t, type=pa.large_string()) for t in ("}", "", ".0", "NaN", "Infinity", "-Infinity")}
+_TEXT = {t: pa.scalar(t, type=pa.large_string()) for t in ("}", "", ".0", "NaN", "Infinity", "-Infinity", "[", "]",
+                                                            ", ")}
 
 
 def _str_by_distinct(values: list):

@@ -36,7 +36,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from llmos_sim.engine import Engine
 from llmos_sim.events import EventLog
-from llmos_sim.metrics import jobs_table, memory_table, timeline_table, training_summary
+from llmos_sim.metrics import memory_table, training_summary
+from llmos_sim.metrics.tables import Tables, jobs_and_timeline
 from llmos_sim.outputs import (LOCK, MARKER, PARTIAL_PREFIX, clean_partials, config_sha256, output_lock, provenance,
                                read_marker, watch_inputs)
 from llmos_sim.types import Cluster
@@ -54,7 +55,7 @@ class RunResult:
 
     cfg: DictConfig
     log: EventLog
-    tables: dict[str, pd.DataFrame]
+    tables: "dict[str, pd.DataFrame] | Tables"
     summary: dict[str, Any]
     cluster: Cluster | None = None
     facts: dict[str, Any] = field(default_factory=dict)
@@ -320,14 +321,13 @@ def _autoscaling(cfg: DictConfig, name: str, s: dict, engine: Engine, job_ids, t
         slo_ttft_s=spec.slo_ttft_s, slo_tpot_s=spec.slo_tpot_s)
 
 
-def derive_tables(log: EventLog, cluster: Cluster) -> dict[str, pd.DataFrame]:
-    """The training run's tables, all from the log."""
-    return {
-        "jobs": jobs_table(log, cluster),
-        "timeline": timeline_table(log, cluster),
-        "memory": memory_table(log, cluster),
-        "events": log.table(),
-    }
+def derive_tables(log: EventLog, cluster: Cluster) -> Tables:
+    """The training run's tables, all from the log; the events table is made when first read,
+    and written block by block of the log when it is written unread."""
+    jobs, timeline = jobs_and_timeline(log, cluster)
+    tables = Tables({"jobs": jobs, "timeline": timeline, "memory": memory_table(log, cluster)})
+    tables.add_lazy("events", log.table, log.write_table)
+    return tables
 
 
 def _progress_bar(total: int):
@@ -367,8 +367,11 @@ def write_results(result: RunResult, out_dir: str | Path, plots: bool = True, tr
         try:
             cfg_yaml = OmegaConf.to_yaml(result.cfg, resolve=True)
             (tmp / "config.yaml").write_text(cfg_yaml)
-            for name, df in result.tables.items():
-                df.to_parquet(tmp / f"{name}.parquet", index=False)
+            for name in result.tables:
+                if isinstance(result.tables, Tables):  # a lazy table is written without being held whole
+                    result.tables.to_parquet(name, tmp / f"{name}.parquet")
+                else:
+                    result.tables[name].to_parquet(tmp / f"{name}.parquet", index=False)
             if plots:
                 _plots(result, tmp)
             if trace:

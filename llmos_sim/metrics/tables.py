@@ -7,11 +7,13 @@
 """
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+
 import numpy as np
 import pandas as pd
 
 from llmos_sim import events as E
-from llmos_sim.events import EventLog
+from llmos_sim.events import EventLog, _gather
 from llmos_sim.kernel import sparse_gc
 from llmos_sim.types import Cluster
 
@@ -113,6 +115,16 @@ def _set_devices(row: dict, devices: tuple, node_of: list[int] | None) -> None:
     row["n_nodes"] = len({node_of[d] for d in devices}) if node_of else 0
 
 
+def jobs_and_timeline(log: EventLog, cluster: Cluster) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`jobs_table` and :func:`timeline_table` from one reading of the log's columns."""
+    with sparse_gc():
+        try:
+            life = _Life(log)
+        except _Irregular:
+            return _jobs_table_loop(log, cluster), _timeline_table_loop(log, cluster)
+        return life.jobs_table(cluster), life.timeline_table(cluster)
+
+
 def timeline_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
     """Busy devices (fraction-weighted), utilisation, queue length and running jobs after each
     event that changes them; one row per instant (the last state at that time). Built from
@@ -184,13 +196,18 @@ _MEM_COLUMNS = ["seq", "time_s", "device", "op", "owner", "offset", "nbytes", "r
 
 
 def _memory_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
-    seq = log.positions(E.MEM_ALLOC, E.MEM_FREE, E.MEM_FAIL).tolist()
-    kinds = list(map(log.kinds.__getitem__, map(log.code.__getitem__, seq)))
+    pos = log.positions(E.MEM_ALLOC, E.MEM_FREE, E.MEM_FAIL)
+    seq = pos.tolist()
+    codes = log.codes_array()[pos]
+    kinds = list(map(log.kinds.__getitem__, codes.tolist()))
     rows = _int_rows(log, seq, kinds)
     if rows is not None:  # every record is a row of ints: the columns are slices of the rows
-        op = {E.MEM_ALLOC: "alloc", E.MEM_FREE: "free"}
-        df = pd.DataFrame({"seq": seq, "time_s": list(map(log.time.__getitem__, seq)),
-                           "device": list(map(log.subject.__getitem__, seq)), "op": list(map(op.__getitem__, kinds)),
+        del seq  # numpy columns from here: no Python object per row
+        is_free = codes == log._codes.get(E.MEM_FREE, -1)
+        device = _gather(log.subject, pos.tolist())
+        df = pd.DataFrame({"seq": pos.astype(np.int64), "time_s": np.frombuffer(log.time, dtype=np.float64)[pos],
+                           "device": np.array(device, dtype=np.int64) if set(map(type, device)) == {int} else device,
+                           "op": pd.Series(["alloc", "free"]).array.take(is_free.astype(np.intp)),
                            **{k: rows[:, j] for j, k in enumerate(_MEM_COLUMNS[4:])}}, columns=_MEM_COLUMNS)
         return _memory_derived(df, cluster)
     data = log.data_at(seq)
@@ -233,6 +250,63 @@ def _memory_derived(df: pd.DataFrame, cluster: Cluster) -> pd.DataFrame:
         df["external_frag"] = np.where(free > 0, 1.0 - df["pool_largest_free"] / free.where(free > 0, 1), 0.0)
     df["internal_frag_bytes"] = df["pool_allocated"] - df["pool_requested"]
     return df
+
+
+class Tables(MutableMapping):
+    """A run's tables by name, in order. A *lazy* table (:meth:`add_lazy`) is made the first
+    time it is read (and kept); written to parquet before that (:meth:`to_parquet`), it is
+    written by its own writer, which need not hold it whole (the events table, written block
+    by block of the log). Reading, iterating ``items()`` or comparing sees every table."""
+
+    def __init__(self, tables: "dict[str, pd.DataFrame] | None" = None) -> None:
+        self._made: dict[str, pd.DataFrame] = {}
+        self._lazy: dict[str, tuple] = {}
+        self._names: dict[str, None] = {}  # every name, in order
+        for name, df in (tables or {}).items():
+            self[name] = df
+
+    def add_lazy(self, name: str, make, write) -> None:
+        """Table ``name`` is ``make()`` when read; ``write(path)`` writes it to parquet unread."""
+        self._made.pop(name, None)
+        self._lazy[name] = (make, write)
+        self._names[name] = None
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name not in self._made and name in self._lazy:
+            self._made[name] = self._lazy.pop(name)[0]()
+        return self._made[name]
+
+    def __setitem__(self, name: str, df: pd.DataFrame) -> None:
+        self._lazy.pop(name, None)
+        self._made[name] = df
+        self._names[name] = None
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._names:
+            raise KeyError(name)
+        self._made.pop(name, None)
+        self._lazy.pop(name, None)
+        del self._names[name]
+
+    def __iter__(self):
+        return iter(list(self._names))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def to_parquet(self, name: str, path) -> None:
+        """Write table ``name`` to the parquet file ``path`` (a lazy one not read yet by its
+        writer, without making it here)."""
+        if name in self._lazy:
+            self._lazy[name][1](path)
+        else:
+            self[name].to_parquet(path, index=False)
+
+    def __repr__(self) -> str:
+        return f"Tables({', '.join(n + ('' if n in self._made else ' (lazy)') for n in self._names)})"
 
 
 def events_table(log: EventLog) -> pd.DataFrame:
@@ -392,9 +466,9 @@ class _Life:
             n_nodes[has] = np.bincount(pairs // (int(node_of.max()) + 1), minlength=len(dev_sets))
         empty = np.zeros(0, dtype=np.int64)
         devices = [empty] * n_jobs
-        parts = np.split(flat, np.cumsum(lens)[:-1]) if len(dev_sets) else []
-        for r, a in zip(np.flatnonzero(has).tolist(), parts):
-            devices[r] = a
+        ends = np.cumsum(lens).tolist()
+        for r, a, b in zip(np.flatnonzero(has).tolist(), [0, *ends], ends):  # views of flat, as np.split gives
+            devices[r] = flat[a:b]
         df = pd.DataFrame({
             "job_id": self.ids, "tenant": self.tenant, "arrival_s": t[self.arr_pos], "gpus": self.gpus,
             "gpu_milli": self.milli, "work_flops": self.work, "start_s": start_s, "finish_s": finish_s,

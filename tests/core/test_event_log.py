@@ -1,10 +1,12 @@
 """The event log's columnar storage: every record reads back as the tuple that was emitted."""
 from __future__ import annotations
 
+import json
 import pickle
 from operator import itemgetter
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -146,7 +148,12 @@ _cell = st.one_of(st.integers(-3, 3), st.integers(2**63 - 2, 2**64), st.floats(a
                   st.sampled_from([1e-05, 1e15, 1e-07]))  # floats Arrow and json.dumps write differently
 _kind_data = {
     E.ARRIVE: st.tuples(st.integers(1, 8), st.floats(0, 1e18), st.sampled_from([1000, 500]), st.text(max_size=2)),
-    E.START: st.tuples(st.tuples(st.integers(0, 9)), st.one_of(st.integers(0, 1000), st.floats(0, 1e3)), _cell),
+    E.START: st.tuples(st.lists(st.integers(0, 9), max_size=3).map(tuple),
+                       st.one_of(st.integers(0, 1000), st.floats(0, 1e3)), _cell),
+    E.PREEMPT: st.tuples(st.one_of(st.lists(st.integers(-2**63, 2**63 - 1), max_size=3).map(tuple),
+                                   st.lists(_cell, max_size=2).map(tuple)), _cell),
+    # stored as rows of one IntRows when the log derives them and they are exact ints
+    E.MEM_ALLOC: st.one_of(st.tuples(*[st.integers(-3, 2**63 - 1)] * 3), st.tuples(_cell, _cell, _cell), st.tuples(_cell)),
     E.FINISH: st.one_of(st.just(()), st.tuples(_cell)),
     E.MEM_FAIL: st.tuples(*[_cell] * 6),
     "custom": st.one_of(st.tuples(_cell, _cell), st.tuples(_cell), _cell),
@@ -161,10 +168,13 @@ def test_events_table_in_blocks_equals_the_whole_columns(recs, block, derive):
     """The events table's data texts made block by block are those made from each kind's whole
     column, whatever the block size: how a field is written is decided from all its records."""
     log = EventLog()
+    rows = None
     if derive:
         log.derive(E.ARRIVE, itemgetter(0))
+        rows = log.int_rows((E.MEM_ALLOC,), 3)
     for i, (kind, d) in enumerate(recs):
-        log.emit(float(i), kind, i, [d] if derive and kind == E.ARRIVE else d)
+        stored = [d] if derive and kind == E.ARRIVE else rows.store(d) if derive and kind == E.MEM_ALLOC else d
+        log.emit(float(i), kind, i, stored)
     kinds, codes = E._present_kinds(log)
     whole = ByKind(log).data_strings()
     assert list(E._data_texts(log, kinds, codes, size=block)) == list(whole)
@@ -185,3 +195,58 @@ def test_int_rows_keep_exact_int_tuples_as_rows_and_anything_else_as_given():
     assert back == datas and [tuple(map(type, b)) for b in back] == [tuple(map(type, d)) for d in datas]
     assert [r[3] for r in pickle.loads(pickle.dumps(log)).records] == datas
     assert rows.matrix().tolist() == [[1, 2, 3], [-2**63, 2**63 - 1, 0]]
+
+
+@given(st.lists(st.lists(st.integers(-2**63, 2**63 - 1), max_size=4).map(tuple), min_size=1, max_size=20))
+@settings(max_examples=60, deadline=None)
+def test_device_sets_are_written_as_json_dumps_writes_them(values):
+    assert E._field_json(values, "any").to_pylist() == [json.dumps(v) for v in values]
+    mixed = values + [(1, True)]  # not all exact ints: value by value
+    assert E._field_json(mixed, "any").to_pylist() == [json.dumps(v) for v in mixed]
+
+
+@given(_mixed, st.integers(1, 7))
+@settings(max_examples=25, deadline=None)
+def test_events_table_written_block_by_block_reads_back_as_the_table(tmp_path_factory, recs, block):
+    """``write_table`` writes one row group per block of the log; the file reads back as ``table()``."""
+    log = EventLog()
+    rows = log.int_rows((E.MEM_ALLOC,), 3)
+    for i, (kind, d) in enumerate(recs):
+        log.emit(i / 3, kind, i if i % 2 else f"r{i}", rows.store(d) if kind == E.MEM_ALLOC else d)
+    path = tmp_path_factory.mktemp("ev") / "events.parquet"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(E, "TEXT_BLOCK", block)
+        log.write_table(path)
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(path).num_row_groups == -(-len(recs) // block)
+    pd.testing.assert_frame_equal(pd.read_parquet(path), log.table(), check_exact=True)
+
+
+def test_lazy_tables_are_made_once_when_read_and_written_unmade(tmp_path):
+    from llmos_sim.metrics.tables import Tables
+
+    made, written = [], []
+    t = Tables({"a": pd.DataFrame({"x": [1]})})
+    t.add_lazy("b", lambda: made.append(1) or pd.DataFrame({"y": [2]}), lambda p: written.append(p))
+    assert list(t) == ["a", "b"] and "b" in t and len(t) == 2 and made == []
+    t.to_parquet("b", tmp_path / "b.parquet")
+    assert written == [tmp_path / "b.parquet"] and made == []
+    assert t["b"]["y"].tolist() == [2] and t["b"] is t["b"] and made == [1]
+    t.to_parquet("b", tmp_path / "b2.parquet")  # made now: written from the frame
+    assert pd.read_parquet(tmp_path / "b2.parquet")["y"].tolist() == [2] and len(written) == 1
+    assert {k: len(v) for k, v in t.items()} == {"a": 1, "b": 1}
+    del t["a"]
+    assert list(t) == ["b"]
+
+
+def test_jobs_and_timeline_from_one_reading_equal_each_table_alone():
+    from llmos_sim.metrics.tables import jobs_and_timeline, jobs_table, timeline_table
+
+    cluster = Cluster.homogeneous(1, 4, _DEV)
+    jobs = [Job(i, 0.5 * i, 1e13 * (3 + i % 4), gpus=1 + i % 3) for i in range(12)]
+    log = Engine(cluster, FIFO()).run(jobs)
+    j, t = jobs_and_timeline(log, cluster)
+    pd.testing.assert_frame_equal(j, jobs_table(log, cluster), check_exact=True)
+    pd.testing.assert_frame_equal(t, timeline_table(log, cluster), check_exact=True)
+    assert j["status"].tolist() == ["completed"] * 12 and [len(d) for d in j["devices"]] == [1 + i % 3 for i in range(12)]
