@@ -74,6 +74,20 @@ class Hang(Exception):
     """A run exceeded its CPU-time limit."""
 
 
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def _failed(e: Exception, config_errors: tuple = ()) -> tuple[str, str]:
+    """``(outcome, detail)`` of a run that raised ``e``: a hang, a configuration error (the
+    ``config_errors`` types) or a crash."""
+    if isinstance(e, Hang):
+        return "hang", str(e)
+    if isinstance(e, config_errors):
+        return "config_error", _first_line(e)
+    return "crash", "".join(traceback.format_exception_only(type(e), e)).strip()
+
+
 @contextmanager
 def cpu_limit(seconds: float):
     """Raise :class:`Hang` in this thread after ``seconds`` of CPU time (POSIX main thread
@@ -234,7 +248,7 @@ def _engine_and_jobs(overrides: list[str], services: bool):
         if services:
             jobs += _add_services(cfg, engine, streams, first_job_id=max((j.id for j in jobs), default=-1) + 1)
     except (ValueError, KeyError, HydraException) as e:
-        return None, None, ("config_error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        return None, None, ("config_error", _first_line(e))
     return engine, jobs, None
 
 
@@ -260,10 +274,8 @@ def check_training(overrides: list[str], cpu_s: float = CPU_LIMIT_S) -> tuple[st
     try:
         with cpu_limit(cpu_s):
             log = engine.run(jobs, until_s=horizon)
-    except Hang as e:
-        return "hang", str(e)
     except Exception as e:  # noqa: BLE001 - classified and reported
-        return "crash", "".join(traceback.format_exception_only(type(e), e)).strip()
+        return _failed(e)
     ends = Counter(subj for _, kind, subj, _ in log.records if kind in (E.FINISH, E.FAIL))
     if engine.queue or engine.running:
         return "hang", (f"horizon {horizon:g} s reached with {len(engine.queue)} queued and "
@@ -318,16 +330,12 @@ def check_serving(overrides: list[str], cpu_s: float = CPU_LIMIT_S) -> tuple[str
     try:
         cfg = compose(overrides)
     except (ValueError, KeyError, HydraException) as e:
-        return "config_error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return "config_error", _first_line(e)
     try:
         with cpu_limit(cpu_s):
             res = simulate(cfg, seed=int(cfg.seed))
-    except Hang as e:
-        return "hang", str(e)
-    except (ValueError, HydraException) as e:
-        return "config_error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    except Exception as e:  # noqa: BLE001
-        return "crash", "".join(traceback.format_exception_only(type(e), e)).strip()
+    except Exception as e:  # noqa: BLE001 - classified and reported
+        return _failed(e, (ValueError, HydraException))
     arrived, ends = set(), Counter()
     for t, kind, subj, data in res.log.records:
         if kind == E.REQ_ARRIVE:
@@ -361,12 +369,8 @@ def check_mixed(overrides: list[str], cpu_s: float = CPU_LIMIT_S) -> tuple[str, 
     try:
         with cpu_limit(cpu_s):
             log = engine.run(jobs, until_s=horizon)
-    except Hang as e:
-        return "hang", str(e)
-    except (ValueError, HydraException) as e:
-        return "config_error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     except Exception as e:  # noqa: BLE001 - classified and reported
-        return "crash", "".join(traceback.format_exception_only(type(e), e)).strip()
+        return _failed(e, (ValueError, HydraException))
     if engine.queue or engine.running:
         return "hang", (f"horizon {horizon:g} s reached with {len(engine.queue)} queued and "
                         f"{len(engine.running)} running")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from llmos_sim import events as E
 from llmos_sim.engine import Engine
+from llmos_sim.policies.scheduling.preemptive import LAS, SRTF, DiscretizedLAS
 from llmos_sim.types import Cluster, DeviceSpec, Job
 from llmos_sim.view import RunningJob
 
@@ -41,3 +42,21 @@ def story(cl: Cluster, scheduler, jobs, kinds=(E.START, E.FINISH, E.PREEMPT), **
 
 def starts(log):
     return {s: d[0] for t, k, s, d in log.records if k == E.START}
+
+
+class GeneralLAS(LAS):
+    """LAS with ``key`` overridden (only to call the parent's): served by the general path —
+    every pass ranks every job through ``key``, no kept ranks, no skipped quiet passes."""
+
+    def key(self, job, running, view):
+        return super().key(job, running, view)
+
+
+class GeneralSRTF(SRTF):
+    def key(self, job, running, view):
+        return super().key(job, running, view)
+
+
+class GeneralDiscretizedLAS(DiscretizedLAS):
+    def key(self, job, running, view):
+        return super().key(job, running, view)

@@ -11,22 +11,8 @@ from hypothesis import given, settings, strategies as st
 from llmos_sim.engine import Engine
 from llmos_sim.policies.scheduling.preemptive import LAS, SRTF, DiscretizedLAS, PreemptiveScheduler
 from llmos_sim.types import Job
-from sched_helpers import cluster
+from sched_helpers import GeneralDiscretizedLAS, GeneralLAS, GeneralSRTF, cluster
 
-
-class GeneralLAS(LAS):
-    def key(self, job, running, view):  # an override: the general path
-        return super().key(job, running, view)
-
-
-class GeneralSRTF(SRTF):
-    def key(self, job, running, view):
-        return super().key(job, running, view)
-
-
-class GeneralDiscretizedLAS(DiscretizedLAS):
-    def key(self, job, running, view):
-        return super().key(job, running, view)
 
 
 def _jobs(seed: int, n: int) -> list[Job]:

@@ -13,22 +13,8 @@ from llmos_sim.engine import Engine
 from llmos_sim.policies.scheduling.preemptive import LAS, SRTF, DiscretizedLAS
 from llmos_sim.types import Job
 from llmos_sim.view import ClusterView
-from sched_helpers import cluster, job, running
+from sched_helpers import GeneralDiscretizedLAS, GeneralLAS, GeneralSRTF, cluster, job, running
 
-
-class GeneralLAS(LAS):
-    def key(self, job, running, view):  # an override: the general path, no quiet passes
-        return super().key(job, running, view)
-
-
-class GeneralSRTF(SRTF):
-    def key(self, job, running, view):
-        return super().key(job, running, view)
-
-
-class GeneralDiscretizedLAS(DiscretizedLAS):
-    def key(self, job, running, view):
-        return super().key(job, running, view)
 
 
 def _jobs(seed: int, n: int, mix: str) -> list[Job]:
