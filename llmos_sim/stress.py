@@ -166,12 +166,16 @@ def serving_overrides(draw: Draw) -> list[str]:
 def mixed_overrides(draw: Draw) -> list[str]:
     """One random mixed configuration (training jobs and one LLM service on a GPU cluster), as
     command-line overrides."""
-    o = ["mode=mixed", f"cluster={draw(MIXED_CLUSTERS)}", "workload=synthetic", f"scheduler={draw(SCHEDULERS)}",
+    cluster = draw(MIXED_CLUSTERS)
+    # Llama-3.1-8B does not fit the hetero cluster's T4s (16 GB): a replica placed there is a
+    # configuration error, not a finding, so only the tiny model is served there
+    models = ("tiny",) if cluster == "hetero" else ("tiny", "llama31_8b")
+    o = ["mode=mixed", f"cluster={cluster}", "workload=synthetic", f"scheduler={draw(SCHEDULERS)}",
          f"placement={draw(PLACEMENTS)}", f"seed={draw(range(1000))}", "output.plots=false", "engine.log_memory=false",
          f"workload.n_jobs={draw((1, 5, 12, 25))}", f"workload.arrival_rate_per_s={draw((0.01, 0.1, 1.0))}",
          f"workload.duration_median_s={draw((10.0, 100.0, 900.0))}",
          f"workload.gpus={draw(('[1]', '[1,2,4]', '[1,2,4,8]', '[8,16]'))}", "workload.gpus_p=null",
-         f"model={draw(('tiny', 'llama31_8b'))}", f"batching={draw(BATCHING)}", f"router={draw(ROUTERS[:3])}",
+         f"model={draw(models)}", f"batching={draw(BATCHING)}", f"router={draw(ROUTERS[:3])}",
          f"batching.preemption={draw(('recompute', 'swap'))}",
          f"serving.slo_ttft_s={draw((1e-6, 0.05, 2.0))}", f"serving.slo_tpot_s={draw((0.01, 0.1))}"]
     replicas = draw((1, 1, 2))
