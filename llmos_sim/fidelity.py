@@ -356,8 +356,7 @@ def sim_series(res, ticks: np.ndarray, window_s: float = 1.0) -> pd.DataFrame:
     requests whose first token came in the window before the tick, per second) and
     ``gen_throughput`` (tokens emitted in that window per second; a fast-forwarded span's
     tokens spread evenly over it)."""
-    # (without decode spans the tables' columns can come out as objects: typed here)
-    b, k, rq = res.tables["batches"].infer_objects(), res.tables["kv"].infer_objects(), res.tables["requests"]
+    b, k, rq = res.tables["batches"], res.tables["kv"], res.tables["requests"]
     reps = sorted(set(b["replica"].astype(int))) or [0]
     running = np.zeros(len(ticks))
     kv = np.zeros(len(ticks))
