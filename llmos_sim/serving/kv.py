@@ -207,6 +207,7 @@ class KVCacheManager:
         self._pops = 0  # blocks taken from the queue's head
         self._cached: dict[Hashable, tuple[int, int, int]] = {}  # seq -> (push position, blocks, full blocks)
         self._hit: dict[Hashable, int] = {}  # seq -> cached blocks it is taking back (not pops)
+        self._hashes_seen = False  # a sequence with prefix hashes registered (check(): the queue's length)
         # -- prefix caching across requests (hash units, see the module docstring) --
         self._table: dict[int, Unit] = {}  # key -> cached unit
         self._lru: dict[int, Unit] = {}  # key -> evictable cached unit (ref 0), least recently used first
@@ -315,6 +316,7 @@ class KVCacheManager:
         caching. ValueError when ``block_tokens`` does not divide ``hash_tokens``."""
         if not self.prefix_caching or not hashes:
             return
+        self._hashes_seen = True
         if hash_tokens % self.block_tokens:
             raise ValueError(f"prefix caching: the KV block size ({self.block_tokens} tokens, serving.block_tokens) "
                              f"must divide the requests' prefix hash block ({hash_tokens} tokens)")
@@ -683,7 +685,7 @@ class KVCacheManager:
             assert u.cached and u.key == k and (u.ref > 0 or k in self._lru)
         assert private + held_units + self._free == self.total_blocks, (private, held_units, self._free)
         assert self._free >= self._evictable >= 0
-        if self.prefix_caching and not self._table and not self._units:
+        if self.prefix_caching and not self._hashes_seen:  # (hash units live outside the queue)
             # the free queue's length (positions handed out, less those popped from its head and
             # those of blocks taken back but not yet counted as allocated) is the free count
             assert self._pushes - self._pops + sum(self._hit.values()) == self._free, (
