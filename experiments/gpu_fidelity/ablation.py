@@ -195,39 +195,98 @@ def preemption_evidence() -> list[str]:
             F.build_config = build
         n = g.result.tables["requests"]["preemptions"]
         out.append(f"| {g.deployment['kv_blocks']} | {int((n > 0).sum())} | {int(n.sum())} | " + errors(g) + " |")
-    return out + ["", *step_bias_diagnostic()]
+    return out + ["", *free_queue_evidence()]
 
 
-def step_bias_diagnostic() -> list[str]:
-    """A diagnostic, not a model setting (nothing here is used by the cost model or the
-    fidelity command): is the preemption-stall excess a consequence of the step-time bias? A
-    per-iteration ``overhead_s`` of 0.6 / 0.9 ms roughly cancels the undisturbed requests' TPOT
-    bias; if the stalls were caused by the shorter steps, the preempted-only group's excess
-    would shrink with it."""
-    build = F.build_config
-    out = ["Diagnostic only (not a setting: it is chosen from the run's latencies): a per-iteration overhead "
-           "that cancels the step-time bias", "",
-           "| overhead_s | TTFT / TPOT / e2e MAPE | mean | p99 | preempted (preemptions) | undisturbed: TPOT bias "
+def _old_take_cached(self, seq, tokens: int) -> None:
+    """The KV manager's hit before the free-queue fix (diagnostic only): blocks taken back from
+    the middle of the free queue left their positions behind, so the queue looked longer than
+    the free count and later victims' blocks looked further from eviction than they were."""
+    self._cached.pop(seq, None)
+    if tokens:
+        self._hit[seq] = tokens // self.block_tokens
+
+
+def _windows(f: F.Fidelity, calm: np.ndarray) -> pd.DataFrame:
+    t = f.requests.copy()
+    meas = pd.read_json(DATA_DIR / RUNS[0] / "requests.jsonl", lines=True)
+    first = (meas["first_token_ts"] - meas["queued_ts"].min()).to_numpy()
+    t["window"] = pd.cut(first, [0, 10, 20, 40, 60, 80, 100, 120, 140, 160, 200])
+    t["calm"] = calm
+    g = t.groupby("window", observed=True)
+    out = pd.DataFrame({"n": g.size(), "bias": 100 * g.err_tpot_s.mean(),
+                        "mape": 100 * g.err_tpot_s.apply(lambda x: x.abs().mean())})
+    c = t[t.calm].groupby("window", observed=True)
+    out["calm_n"], out["calm_bias"] = c.size(), 100 * c.err_tpot_s.mean()
+    return out
+
+
+def free_queue_evidence() -> list[str]:
+    """Where the RTX 4090 TPOT error lives, with the free queue as vLLM keeps it and (diagnostic)
+    as the KV manager kept it before: by the window of the request's first token, all requests
+    and the undisturbed ones (not preempted in the simulation, not stalled in the run); then
+    what a step costs where no preemption muddles it (decode-only 1-s samples; the 2,048-token
+    steps of the run's first seconds)."""
+    from llmos_sim.serving import kv as KV
+    new = KV.KVCacheManager.take_cached
+    res = {}
+    for name, fn in (("vLLM's free queue (now)", new), ("positions left behind (before)", _old_take_cached)):
+        KV.KVCacheManager.take_cached = fn
+        try:
+            res[name] = F.replay(DATA_DIR / RUNS[0], "profiled")
+        finally:
+            KV.KVCacheManager.take_cached = new
+    out = ["RTX 4090: blocks a victim takes back leave the free queue (vLLM's `touch`), moving every later block "
+           "up; before, their positions stayed, so later victims' blocks looked further from eviction", "",
+           "| free queue | TTFT / TPOT / e2e MAPE | mean | p99 | preempted (preemptions) | undisturbed: n, TPOT bias "
            "| preempted in the simulation only: TPOT / neighbours', measured / simulated |",
            "|---|---|---|---|---|---|---|"]
-    for ov in (0.0, 0.6e-3, 0.9e-3):
-        def variant(*a, _ov=ov, **kw):
-            cfg, dep = build(*a, **kw)
-            cfg.cost.overhead_s = _ov
-            return cfg, dep
-
-        F.build_config = variant
-        try:
-            f = F.replay(DATA_DIR / RUNS[0], "profiled")
-        finally:
-            F.build_config = build
+    wins = {}
+    for name, f in res.items():
         t = f.requests
         n = f.result.tables["requests"]["preemptions"].to_numpy()
         real_r, sim_r = neighbours(t.tpot_s, t.arrival_s), neighbours(t.sim_tpot_s, t.arrival_s)
         only, calm = (n > 0) & (real_r < 1.3), (n == 0) & (real_r < 1.3)
-        out.append(f"| {1e3 * ov:.1f} ms | " + errors(f) + f" | {int((n > 0).sum())} ({int(n.sum())}) | "
+        wins[name] = _windows(f, calm)
+        out.append(f"| {name} | " + errors(f) + f" | {int((n > 0).sum())} ({int(n.sum())}) | {int(calm.sum())}, "
                    f"{100 * t.err_tpot_s[calm].mean():+.1f} % | {real_r[only].mean():.3f} / {sim_r[only].mean():.3f} |")
+    out += ["", "TPOT error by the window of the request's first token (s from the run's start): bias / MAPE of all "
+            "requests, bias of the undisturbed ones (n)", "",
+            "| first token | n | " + " | ".join(f"{k}: all | undisturbed" for k in wins) + " |",
+            "|---|---|" + "---|---|" * len(wins)]
+    a = next(iter(wins.values()))
+    for w in a.index:
+        cells = [f"{wins[k].loc[w, 'bias']:+.1f} / {wins[k].loc[w, 'mape']:.1f} % | "
+                 f"{wins[k].loc[w, 'calm_bias']:+.1f} % ({int(wins[k].loc[w, 'calm_n'])})" for k in wins]
+        out.append(f"| {w} | {int(a.loc[w, 'n'])} | " + " | ".join(cells) + " |")
+    ts = next(iter(res.values())).series
+    m = ts[(ts.prompt_throughput == 0) & (ts.running > 0) & (ts.gen_throughput > 0)]
+    s = ts[(ts.sim_prompt_throughput == 0) & (ts.sim_running > 0) & (ts.sim_gen_throughput > 0)]
+    bins = [16, 24, 32, 40, 48]
+    mg = (1e3 * m.running / m.gen_throughput).groupby(pd.cut(m.running, bins), observed=True).median()
+    sg = (1e3 * s.sim_running / s.sim_gen_throughput).groupby(pd.cut(s.sim_running, bins), observed=True).median()
+    out += ["", "Decode-only 1-s samples (no prompt tokens that second): running / generated tokens per second = one "
+            "step (ms), median by running requests", "", "| running | measured | simulated |", "|---|---|---|"]
+    for b in mg.index:
+        out.append(f"| {b} | {mg[b]:.1f} | {sg.get(b, float('nan')):.1f} |")
+    meas = pd.read_json(DATA_DIR / RUNS[0] / "requests.jsonl", lines=True)
+    ft = np.unique(np.round(meas["first_token_ts"].to_numpy() - meas["queued_ts"].min(), 4))
+    gaps = np.diff(ft[(ft > 2.3) & (ft < 3.4)])
+    out += ["", f"The run's first seconds (every step a 2,048-token chunk plus the decode rows; consecutive first-token "
+            f"times): {', '.join(f'{1e3 * g:.0f}' for g in gaps)} ms; the profile prices 2,032 prefill tokens after "
+            f"0 / 1,000 cached ones with 16 decode rows at {_mixed_ms(0):.0f} / {_mixed_ms(1000):.0f} ms"]
     return out
+
+
+def _mixed_ms(ctx: int) -> float:
+    from llmos_sim.serving.cost import BatchShape
+    from llmos_sim.serving.specs import RTX4090
+    c = P.ProfiledCost(LLAMA31_8B, RTX4090, profile="RTX4090/Llama-3.1-8B")
+    n, nd = 2032, 16
+    b = BatchShape(n_prefill_tokens=n, prefill_attn_pairs=n * ctx + n * (n + 1) // 2, prefill_ctx_tokens=ctx + n,
+                   n_decode_tokens=nd, decode_ctx_tokens=nd * 600, n_seqs=nd + 1, n_logits=nd + 1,
+                   decode_ctx_max=600, decode_ctx_min=600)
+    return 1e3 * c.iteration_s(b)
 
 
 def _shift_blocks(built, d: int):

@@ -20,8 +20,9 @@ preempted by recompute leaves its full blocks cached while they sit in the free 
 it is admitted again, the leading blocks not yet reused are hits and need no recompute. The
 free queue is modelled by two counters: blocks pushed (freed; a sequence frees its tail block
 first, as vLLM does) and blocks popped (allocated, from the head). A freed block is reused
-once the pops pass its push position. Not modelled there: the shift of queue positions when
-cached blocks are taken back from the middle of the queue.
+once the pops pass its push position. Blocks taken back from the middle of the queue (a
+preempted sequence's hit, vLLM's ``touch``) leave it: every block queued after them moves up
+as many places, so the queue's length stays the free count.
 
 Prefix caching across requests (the same switch), for requests that carry prefix block hashes
 (:attr:`Request.prefix_hashes`, e.g. the Mooncake traces): the cache works at the granularity
@@ -206,6 +207,7 @@ class KVCacheManager:
         self._pops = 0  # blocks taken from the queue's head
         self._cached: dict[Hashable, tuple[int, int, int]] = {}  # seq -> (push position, blocks, full blocks)
         self._hit: dict[Hashable, int] = {}  # seq -> cached blocks it is taking back (not pops)
+        self._hashes_seen = False  # a sequence with prefix hashes registered (check(): the queue's length)
         # -- prefix caching across requests (hash units, see the module docstring) --
         self._table: dict[int, Unit] = {}  # key -> cached unit
         self._lru: dict[int, Unit] = {}  # key -> evictable cached unit (ref 0), least recently used first
@@ -289,9 +291,19 @@ class KVCacheManager:
 
     def take_cached(self, seq: Hashable, tokens: int) -> None:
         """``seq`` is admitted again reusing ``tokens`` cached tokens (from :meth:`cached_tokens`)."""
-        self._cached.pop(seq, None)
+        e = self._cached.pop(seq, None)
         if tokens:
-            self._hit[seq] = tokens // self.block_tokens
+            h = self._hit[seq] = tokens // self.block_tokens
+            if e is not None:
+                # taking its leading blocks back removes them from the free queue (vLLM's
+                # ``touch``): they are the last ``h`` of its ``n`` positions (it freed its tail
+                # block first), and every block queued after them moves ``h`` places closer to
+                # the head, i.e. to eviction
+                end = e[0] + e[1]
+                for s, (pos, n, full) in self._cached.items():
+                    if pos >= end:
+                        self._cached[s] = (pos - h, n, full)
+                self._pushes -= h
 
     def held_blocks(self, seq: Hashable) -> int:
         """Private blocks ``seq`` holds (its hash units not counted)."""
@@ -304,6 +316,7 @@ class KVCacheManager:
         caching. ValueError when ``block_tokens`` does not divide ``hash_tokens``."""
         if not self.prefix_caching or not hashes:
             return
+        self._hashes_seen = True
         if hash_tokens % self.block_tokens:
             raise ValueError(f"prefix caching: the KV block size ({self.block_tokens} tokens, serving.block_tokens) "
                              f"must divide the requests' prefix hash block ({hash_tokens} tokens)")
@@ -672,6 +685,11 @@ class KVCacheManager:
             assert u.cached and u.key == k and (u.ref > 0 or k in self._lru)
         assert private + held_units + self._free == self.total_blocks, (private, held_units, self._free)
         assert self._free >= self._evictable >= 0
+        if self.prefix_caching and not self._hashes_seen:  # (hash units live outside the queue)
+            # the free queue's length (positions handed out, less those popped from its head and
+            # those of blocks taken back but not yet counted as allocated) is the free count
+            assert self._pushes - self._pops + sum(self._hit.values()) == self._free, (
+                self._pushes, self._pops, self._hit, self._free)
 
     def block_offsets(self, seq: Hashable) -> list[int]:
         """Byte offsets in the pool of the blocks ``seq`` holds, in token order (block ``j``

@@ -188,3 +188,43 @@ def test_defer_blocks_many_is_append_blocks_in_turn():
     assert a.n_free_blocks == a.n_blocks and a.stats().allocated_bytes == 0 and a.stats().requested_bytes == 0
     with pytest.raises(ValueError):
         a.defer_blocks_many([ys[0]], [1])  # not this pool's object
+
+
+def test_blocks_taken_back_from_the_free_queue_move_the_later_ones_up():
+    """vLLM's free queue on a hand-built case (16-token blocks, 20 blocks): A (4 blocks) and
+    B (3) are preempted in turn, their full blocks cached; A is admitted again taking its 4
+    blocks back from the middle of the queue, which moves B's blocks 4 places up. 14 blocks
+    popped after that reach into B's: its tail block (queued first) is evicted, its two
+    leading blocks are still hits. Without the move, the queue would look 4 blocks longer
+    and all 3 of B's blocks would look alive."""
+    k = KVCacheManager(PagedPool(20 * BB, BB), 512, 16, prefix_caching=True)
+    assert k.grow("A", 4) and k.grow("B", 3) and k.grow("C", 13)  # the 20 initial positions popped
+    assert k.release("A", 64) == 4 and k.release("B", 48) == 3  # A: positions 20-23, B: 24-26
+    k.check()
+    assert k.cached_tokens("A", 65) == 64 and k.cached_tokens("B", 49) == 48
+    k.take_cached("A", 64)
+    assert k.grow("A", 4)  # A's own blocks: nothing popped
+    k.check()
+    assert (k._pops, k._pushes, k.free_blocks) == (20, 23, 3)  # B now at 20-22
+    assert k.cached_tokens("B", 49) == 48
+    k.release("C", 0)  # 13 uncached blocks queued behind B: positions 23-35
+    assert k.grow("D", 14)  # pops 20-33: B's 3 blocks and 11 of C's
+    assert k.cached_tokens("B", 49) == 0
+    k.check()
+
+
+def test_taking_back_blocks_evicts_in_vllms_order():
+    """Two victims, the later one partly evicted: A (3 full blocks) queued before B (2 full
+    blocks and a partial tail). A takes its 2 leading blocks back (its tail stays queued),
+    which moves B up 2 places; 3 pops after that take A's tail, B's tail and B's second
+    block: B keeps its leading block (16 tokens)."""
+    k = KVCacheManager(PagedPool(8 * BB, BB), 512, 16, prefix_caching=True)
+    assert k.grow("A", 3) and k.grow("B", 3) and k.grow("C", 2)
+    k.release("A", 48)  # positions 8-10
+    k.release("B", 40)  # positions 11-13: its tail block (not full) at 11, then 12, 13
+    k.take_cached("A", 32)  # A's two leading blocks (positions 9, 10) leave; A's tail (8) stays
+    assert k.grow("A", 2)
+    assert k.cached_tokens("B", 41) == 32  # B at 9-11 now
+    assert k.grow("D", 3)  # pops 8 (A's tail), 9 (B's tail), 10 (B's second block)
+    assert k.cached_tokens("B", 41) == 16
+    k.check()
