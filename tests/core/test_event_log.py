@@ -250,3 +250,11 @@ def test_jobs_and_timeline_from_one_reading_equal_each_table_alone():
     pd.testing.assert_frame_equal(j, jobs_table(log, cluster), check_exact=True)
     pd.testing.assert_frame_equal(t, timeline_table(log, cluster), check_exact=True)
     assert j["status"].tolist() == ["completed"] * 12 and [len(d) for d in j["devices"]] == [1 + i % 3 for i in range(12)]
+
+
+@given(st.lists(st.one_of(st.integers(-2**70, 2**70), st.integers(0, 50), st.text(max_size=3), st.none(),
+                          st.booleans(), st.floats(allow_nan=False)), max_size=30))
+@settings(max_examples=80, deadline=None)
+def test_subjects_are_written_as_str_writes_them(values):
+    """The events table's subject texts: ints through Arrow, anything else by ``str``."""
+    assert E._subject_texts(values).to_pylist() == [str(v) for v in values]
