@@ -195,21 +195,117 @@ _MEM_COLUMNS = ["seq", "time_s", "device", "op", "owner", "offset", "nbytes", "r
                 "pool_reserved", "pool_requested", "pool_largest_free"]
 
 
+class _MemoryRows:
+    """The memory records of a log when every one is a row of one
+    :class:`~llmos_sim.events.IntRows` (the engine's alloc and free records) and every device
+    an exact int: their positions, each one's row, device and whether it is a free, read from
+    the log's columns once. The table's columns are slices of these (:meth:`columns`)."""
+
+    def __init__(self, log: EventLog, pos: np.ndarray, rows: np.ndarray, device: np.ndarray) -> None:
+        self.pos, self.rows, self.device = pos, rows, device
+        self.time = np.frombuffer(log.time, dtype=np.float64)
+        self.matrix = log.derived[log._codes[E.MEM_ALLOC if E.MEM_ALLOC in log._codes else E.MEM_FREE]].matrix()
+        self.is_free = log.codes_array()[pos] == log._codes.get(E.MEM_FREE, -1)
+
+    @classmethod
+    def of(cls, log: EventLog) -> "_MemoryRows | None":
+        pos = log.positions(E.MEM_ALLOC, E.MEM_FREE, E.MEM_FAIL)
+        if not len(pos) or E.MEM_FAIL in log._codes and (log.codes_array()[pos] == log._codes[E.MEM_FAIL]).any():
+            return None
+        made = {log.derived.get(log._codes.get(k)) for k in (E.MEM_ALLOC, E.MEM_FREE) if k in log._codes}
+        if len(made) != 1:
+            return None
+        made = made.pop()
+        seq = pos.tolist()
+        stored = _gather(log.data, seq)
+        if not isinstance(made, E.IntRows) or made.width != 8 or set(map(type, stored)) != {int}:
+            return None
+        device = _gather(log.subject, seq)
+        if set(map(type, device)) != {int}:
+            return None
+        try:
+            device = np.array(device, dtype=np.int64)
+        except OverflowError:
+            return None
+        return cls(log, pos, np.array(stored, dtype=np.int64), device)
+
+    def __len__(self) -> int:
+        return len(self.pos)
+
+    def columns(self, cluster: Cluster, lo: int = 0, hi: "int | None" = None) -> dict[str, np.ndarray]:
+        """The memory table's columns for its rows ``lo:hi`` (numpy; ``op`` and ``owner`` as
+        the codes and ints their texts are made from)."""
+        pos = self.pos[lo:hi]
+        m = self.matrix[self.rows[lo:hi]]
+        dev = self.device[lo:hi]
+        cols = {"seq": pos.astype(np.int64), "time_s": self.time[pos], "device": dev,
+                "op": self.is_free[lo:hi].astype(np.intp), **{k: m[:, j] for j, k in enumerate(_MEM_COLUMNS[4:])}}
+        cap = _capacities(cluster)
+        cols["capacity"] = cap[dev]
+        free = cols["capacity"] - cols["pool_allocated"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cols["external_frag"] = np.where(free > 0, 1.0 - cols["pool_largest_free"] / np.where(free > 0, free, 1),
+                                             0.0)
+        cols["internal_frag_bytes"] = cols["pool_allocated"] - cols["pool_requested"]
+        return cols
+
+    def frame(self, cluster: Cluster) -> pd.DataFrame:
+        """The memory table (as :func:`_memory_derived` makes it from the records)."""
+        cols = self.columns(cluster)
+        cols["op"] = _OPS.array.take(cols["op"])
+        cols["owner"] = pd.Series(cols["owner"]).astype(str)
+        return pd.DataFrame(cols)
+
+    def write(self, cluster: Cluster, path, block: int = 1 << 18) -> None:
+        """Write the memory table to parquet ``path`` from Arrow arrays, ``block`` rows per
+        row group: reading it gives :meth:`frame`."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        ops = pa.array(_OPS.tolist(), type=pa.large_string())
+        writer = None
+        try:
+            for lo in range(0, len(self), block):
+                cols = self.columns(cluster, lo, lo + block)
+                if writer is None:  # the schema (and pandas' metadata) of the table's frame
+                    head = {k: v[:1] for k, v in cols.items()}
+                    head["op"] = _OPS.array.take(head["op"])
+                    head["owner"] = pd.Series(head["owner"]).astype(str)
+                    writer = pq.ParquetWriter(path, pa.Schema.from_pandas(pd.DataFrame(head), preserve_index=False))
+                arrays = {k: pa.array(v) for k, v in cols.items()}
+                arrays["op"] = ops.take(arrays["op"])
+                arrays["owner"] = arrays["owner"].cast(pa.large_string())
+                writer.write_table(pa.Table.from_arrays([arrays[f.name] for f in writer.schema], schema=writer.schema))
+        finally:
+            if writer is not None:
+                writer.close()
+
+
+_OPS = pd.Series(["alloc", "free"])
+
+
+def _capacities(cluster: Cluster) -> np.ndarray:
+    return np.array([dv.spec.mem_bytes for dv in cluster.devices], dtype=np.int64)
+
+
+def write_memory_table(log: EventLog, cluster: Cluster, path) -> None:
+    """Write :func:`memory_table` to the parquet file ``path``; the engine's records are
+    written from the log's columns block by block, without making the table."""
+    with sparse_gc():
+        rows = _MemoryRows.of(log)
+        if rows is None:
+            memory_table(log, cluster).to_parquet(path, index=False)
+        else:
+            rows.write(cluster, path)
+
+
 def _memory_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
+    rows = _MemoryRows.of(log)
+    if rows is not None:  # every record is a row of ints: the columns are slices of the rows
+        return rows.frame(cluster)
     pos = log.positions(E.MEM_ALLOC, E.MEM_FREE, E.MEM_FAIL)
     seq = pos.tolist()
-    codes = log.codes_array()[pos]
-    kinds = list(map(log.kinds.__getitem__, codes.tolist()))
-    rows = _int_rows(log, seq, kinds)
-    if rows is not None:  # every record is a row of ints: the columns are slices of the rows
-        del seq  # numpy columns from here: no Python object per row
-        is_free = codes == log._codes.get(E.MEM_FREE, -1)
-        device = _gather(log.subject, pos.tolist())
-        df = pd.DataFrame({"seq": pos.astype(np.int64), "time_s": np.frombuffer(log.time, dtype=np.float64)[pos],
-                           "device": np.array(device, dtype=np.int64) if set(map(type, device)) == {int} else device,
-                           "op": pd.Series(["alloc", "free"]).array.take(is_free.astype(np.intp)),
-                           **{k: rows[:, j] for j, k in enumerate(_MEM_COLUMNS[4:])}}, columns=_MEM_COLUMNS)
-        return _memory_derived(df, cluster)
+    kinds = list(map(log.kinds.__getitem__, log.codes_array()[pos].tolist()))
     data = log.data_at(seq)
     time_s = list(map(log.time.__getitem__, seq))
     device = list(map(log.subject.__getitem__, seq))
@@ -227,23 +323,10 @@ def _memory_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
     return _memory_derived(df, cluster)
 
 
-def _int_rows(log: EventLog, seq: list, kinds: list) -> "np.ndarray | None":
-    """The memory records' data as an ``(n, 8)`` int64 array when every one is stored as a row
-    of one :class:`~llmos_sim.events.IntRows` (the engine's alloc and free records), else None."""
-    rows = {log.derived.get(log._codes.get(k)) for k in set(kinds)}
-    if len(rows) != 1:
-        return None
-    rows = rows.pop()
-    stored = list(map(log.data.__getitem__, seq))
-    if not isinstance(rows, E.IntRows) or rows.width != 8 or set(map(type, stored)) != {int}:
-        return None
-    return rows.matrix()[np.array(stored, dtype=np.int64)]
-
-
 def _memory_derived(df: pd.DataFrame, cluster: Cluster) -> pd.DataFrame:
     """The memory table's columns derived from its records: owner as text, capacity, fragmentation."""
     df["owner"] = df["owner"].astype(str)
-    cap = np.array([dv.spec.mem_bytes for dv in cluster.devices], dtype=np.int64)
+    cap = _capacities(cluster)
     df["capacity"] = cap[df["device"].to_numpy(dtype=np.int64)] if len(df) else np.zeros(0, np.int64)
     free = df["capacity"] - df["pool_allocated"]
     with np.errstate(divide="ignore", invalid="ignore"):

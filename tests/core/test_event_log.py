@@ -82,6 +82,25 @@ def _same_tables(log, cluster):
     assert all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(a["devices"], b["devices"]))
     pd.testing.assert_frame_equal(T.timeline_table(log, cluster), T._timeline_table_loop(log, cluster))
     pd.testing.assert_frame_equal(T.memory_table(log, cluster), _memory_table_loop(log, cluster))
+    _memory_written_as_made(log, cluster)
+
+
+def _memory_written_as_made(log, cluster):
+    """The memory table written unmade (from the log's columns, in row groups of 3 rows when
+    the records are the engine's int rows) reads back as the table."""
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "memory.parquet"
+        rows = T._MemoryRows.of(log)
+        if rows is not None:
+            rows.write(cluster, path, block=3)
+        else:
+            T.write_memory_table(log, cluster, path)
+        pd.testing.assert_frame_equal(pd.read_parquet(path), T.memory_table(log, cluster), check_exact=True)
 
 
 def _memory_table_loop(log, cluster):
