@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 from collections.abc import MutableMapping
+from itertools import chain
+from operator import itemgetter
 
 import numpy as np
 import pandas as pd
@@ -439,7 +441,7 @@ class _Life:
             arr_data = list(map(data.__getitem__, arr))
             if make_arrive is not None:
                 arr_data = list(map(make_arrive, arr_data))
-            if any(len(d) != 4 for d in arr_data):
+            if arr_data and set(map(len, arr_data)) != {4}:
                 raise _Irregular("arrival data")
             self.gpus, self.work, self.milli, self.tenant = (list(c) for c in zip(*arr_data)) if arr else ([],) * 4
         except KeyError:
@@ -457,21 +459,21 @@ class _Life:
         opener = (kind == _START) | (kind == _RESIZE)
         ndev = np.zeros(n, dtype=np.int64)
         share = np.zeros(n, dtype=np.float64)  # the job's share of each device (milli / 1000)
-        share_obj: dict[int, object] = {}  # START's share_milli as logged (int or float)
-        devices: list = [()] * n
-        for i in np.flatnonzero(kind == _START).tolist():
-            d = data[i]
-            if len(d) != 3:
-                raise _Irregular("start data")
-            devices[i], share_obj[i] = d[0], d[1]
-        self.share_milli = share_obj
         starts = np.flatnonzero(kind == _START)
+        sl = starts.tolist()
+        start_data = list(map(data.__getitem__, sl))
+        if start_data and set(map(len, start_data)) != {3}:
+            raise _Irregular("start data")
+        start_devs = list(map(itemgetter(0), start_data))
+        sm = list(map(itemgetter(1), start_data))  # START's share_milli as logged (int or float)
+        del start_data
+        devices: dict[int, tuple] = dict(zip(sl, start_devs))  # record -> its device set (starts, resizes)
+        self.share_milli = dict(zip(sl, sm))
+        self.sm_ints = set(map(type, sm)) <= {int}
         if len(starts):
-            ndev[starts] = np.fromiter(map(len, map(devices.__getitem__, starts.tolist())), dtype=np.int64,
-                                       count=len(starts))
-            sm = list(map(share_obj.__getitem__, starts.tolist()))
-            share[starts] = [m / 1000 for m in sm] if not all(type(m) is int for m in sm) else \
-                np.asarray(sm, dtype=np.int64) / 1000
+            ndev[starts] = np.fromiter(map(len, start_devs), dtype=np.int64, count=len(starts))
+            share[starts] = [m / 1000 for m in sm] if not self.sm_ints else np.asarray(sm, dtype=np.int64) / 1000
+        del start_devs
         # a resize keeps the share of the start (or resize) before it; it reads its devices
         resized_from: dict[int, int] = {}
         for i in np.flatnonzero(kind == _RESIZE).tolist():  # few (elastic jobs only), in log order
@@ -538,7 +540,7 @@ class _Life:
         has = last_dev >= 0
         dev_sets = [self.devices[i] for i in last_dev[has].tolist()]
         lens = np.fromiter(map(len, dev_sets), dtype=np.int64, count=len(dev_sets))
-        flat = np.fromiter((d for ds in dev_sets for d in ds), dtype=np.int64, count=int(lens.sum()))
+        flat = np.fromiter(chain.from_iterable(dev_sets), dtype=np.int64, count=int(lens.sum()))
         n_devices = np.zeros(n_jobs, dtype=np.int64)
         n_devices[has] = lens
         n_nodes = np.zeros(n_jobs, dtype=np.int64)
@@ -566,9 +568,9 @@ class _Life:
         # each holding interval's weight: devices × share (a resize scales the one it closes)
         weight = np.zeros(n, dtype=np.float64)
         st = np.flatnonzero(kind == _START)
-        weight[st] = self.ndev[st] * np.asarray([self.share_milli[i] for i in st.tolist()], dtype=np.float64) / 1000 \
-            if len(st) else 0.0
-        if any(type(self.share_milli[i]) is not int for i in st.tolist()):
+        weight[st] = self.ndev[st] * np.asarray(list(map(self.share_milli.__getitem__, st.tolist())),
+                                                dtype=np.float64) / 1000 if len(st) else 0.0
+        if not self.sm_ints:
             for i in st.tolist():
                 weight[i] = len(self.devices[i]) * self.share_milli[i] / 1000
         for i, o in self.resized_from.items():  # log order: a chain of resizes scales in turn
