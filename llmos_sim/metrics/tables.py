@@ -108,7 +108,10 @@ def _finish_jobs_table(df: pd.DataFrame, cluster: Cluster | None) -> pd.DataFram
     with np.errstate(divide="ignore", invalid="ignore"):
         df["ideal_s"] = df["work_flops"] / (df["gpus"] * df["gpu_milli"].astype(float) / 1000 * mean_c)
         df["slowdown"] = df["jct_s"] / df["ideal_s"]
-    return df[JOB_COLUMNS].sort_values("job_id", kind="stable").reset_index(drop=True)
+    df = df[JOB_COLUMNS]
+    if not df["job_id"].is_monotonic_increasing:  # (ids in arrival order need no sort)
+        df = df.sort_values("job_id", kind="stable")
+    return df.reset_index(drop=True)
 
 
 def _set_devices(row: dict, devices: tuple, node_of: list[int] | None) -> None:
@@ -467,13 +470,13 @@ class _Life:
         start_devs = list(map(itemgetter(0), start_data))
         sm = list(map(itemgetter(1), start_data))  # START's share_milli as logged (int or float)
         del start_data
-        devices: dict[int, tuple] = dict(zip(sl, start_devs))  # record -> its device set (starts, resizes)
-        self.share_milli = dict(zip(sl, sm))
+        # each start's devices and share_milli, in the order of `starts`; resizes' devices by record
+        self.starts, self.start_devs, self.share_milli = starts, start_devs, sm
         self.sm_ints = set(map(type, sm)) <= {int}
+        devices: dict[int, tuple] = {}  # resize record -> its device set
         if len(starts):
             ndev[starts] = np.fromiter(map(len, start_devs), dtype=np.int64, count=len(starts))
             share[starts] = [m / 1000 for m in sm] if not self.sm_ints else np.asarray(sm, dtype=np.int64) / 1000
-        del start_devs
         # a resize keeps the share of the start (or resize) before it; it reads its devices
         resized_from: dict[int, int] = {}
         for i in np.flatnonzero(kind == _RESIZE).tolist():  # few (elastic jobs only), in log order
@@ -484,7 +487,7 @@ class _Life:
             ndev[i] = len(devices[i])
             share[i] = share[o]
             resized_from[i] = o
-        self.devices, self.ndev, self.share, self.opener = devices, ndev, share, opener
+        self.resize_devs, self.ndev, self.share, self.opener = devices, ndev, share, opener
         self.resized_from = resized_from
         # which records close an interval (the job's previous record opened one)
         closes = np.zeros(n, dtype=bool)
@@ -500,6 +503,14 @@ class _Life:
         last = np.ones(n, dtype=bool)
         last[prev[has_prev]] = False
         self.open_at_end = np.flatnonzero(opener & last)
+
+    def _devices_of(self, records: np.ndarray) -> list:
+        """The device sets of the start and resize records at ``records``."""
+        if not self.resize_devs:
+            return list(map(self.start_devs.__getitem__, np.searchsorted(self.starts, records).tolist()))
+        at = np.searchsorted(self.starts, records).tolist()
+        return [self.resize_devs[i] if i in self.resize_devs else self.start_devs[k]
+                for i, k in zip(records.tolist(), at)]
 
     # -- jobs ------------------------------------------------------------------------------
     def jobs_table(self, cluster: Cluster | None) -> pd.DataFrame:
@@ -538,7 +549,7 @@ class _Life:
         op = _first_per_job(row, np.flatnonzero(self.opener)[::-1])
         last_dev[row[op]] = op
         has = last_dev >= 0
-        dev_sets = [self.devices[i] for i in last_dev[has].tolist()]
+        dev_sets = self._devices_of(last_dev[has])
         lens = np.fromiter(map(len, dev_sets), dtype=np.int64, count=len(dev_sets))
         flat = np.fromiter(chain.from_iterable(dev_sets), dtype=np.int64, count=int(lens.sum()))
         n_devices = np.zeros(n_jobs, dtype=np.int64)
@@ -568,13 +579,12 @@ class _Life:
         # each holding interval's weight: devices × share (a resize scales the one it closes)
         weight = np.zeros(n, dtype=np.float64)
         st = np.flatnonzero(kind == _START)
-        weight[st] = self.ndev[st] * np.asarray(list(map(self.share_milli.__getitem__, st.tolist())),
-                                                dtype=np.float64) / 1000 if len(st) else 0.0
+        weight[st] = self.ndev[st] * np.asarray(self.share_milli, dtype=np.float64) / 1000 if len(st) else 0.0
         if not self.sm_ints:
-            for i in st.tolist():
-                weight[i] = len(self.devices[i]) * self.share_milli[i] / 1000
+            for i, devs, m in zip(st.tolist(), self.start_devs, self.share_milli):
+                weight[i] = len(devs) * m / 1000
         for i, o in self.resized_from.items():  # log order: a chain of resizes scales in turn
-            weight[i] = len(self.devices[i]) * weight[o] / max(len(self.data[i][0]), 1)
+            weight[i] = len(self.resize_devs[i]) * weight[o] / max(len(self.data[i][0]), 1)
         d_busy = np.zeros(n, dtype=np.float64)
         d_queue = np.zeros(n, dtype=np.int64)
         d_run = np.zeros(n, dtype=np.int64)
