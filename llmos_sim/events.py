@@ -248,7 +248,7 @@ class EventLog:
         codes = [self._codes[k] for k in kinds if k in self._codes]
         if not codes:
             return np.zeros(0, np.intp)
-        return np.flatnonzero(np.isin(self.codes_array(), codes))
+        return np.flatnonzero(np.isin(np.frombuffer(self.code, dtype=np.uint16), codes))
 
     def of(self, *kinds: str) -> list[tuple[int, float, Any, tuple]]:
         """``(seq, time_s, subject, data)`` of the records of the given kinds, in order."""

@@ -210,12 +210,13 @@ class _MemoryRows:
         self.pos, self.rows, self.device = pos, rows, device
         self.time = np.frombuffer(log.time, dtype=np.float64)
         self.matrix = log.derived[log._codes[E.MEM_ALLOC if E.MEM_ALLOC in log._codes else E.MEM_FREE]].matrix()
-        self.is_free = log.codes_array()[pos] == log._codes.get(E.MEM_FREE, -1)
+        self.is_free = np.frombuffer(log.code, dtype=np.uint16)[pos] == log._codes.get(E.MEM_FREE, -1)
 
     @classmethod
     def of(cls, log: EventLog) -> "_MemoryRows | None":
         pos = log.positions(E.MEM_ALLOC, E.MEM_FREE, E.MEM_FAIL)
-        if not len(pos) or E.MEM_FAIL in log._codes and (log.codes_array()[pos] == log._codes[E.MEM_FAIL]).any():
+        if not len(pos) or E.MEM_FAIL in log._codes and \
+                (np.frombuffer(log.code, dtype=np.uint16)[pos] == log._codes[E.MEM_FAIL]).any():
             return None
         made = {log.derived.get(log._codes.get(k)) for k in (E.MEM_ALLOC, E.MEM_FREE) if k in log._codes}
         if len(made) != 1:
@@ -225,14 +226,17 @@ class _MemoryRows:
         stored = _gather(log.data, seq)
         if not isinstance(made, E.IntRows) or made.width != 8 or set(map(type, stored)) != {int}:
             return None
+        rows = np.array(stored, dtype=np.int64)
+        del stored
         device = _gather(log.subject, seq)
+        del seq
         if set(map(type, device)) != {int}:
             return None
         try:
             device = np.array(device, dtype=np.int64)
         except OverflowError:
             return None
-        return cls(log, pos, np.array(stored, dtype=np.int64), device)
+        return cls(log, pos, rows, device)
 
     def __len__(self) -> int:
         return len(self.pos)
@@ -261,7 +265,7 @@ class _MemoryRows:
         cols["owner"] = pd.Series(cols["owner"]).astype(str)
         return pd.DataFrame(cols)
 
-    def write(self, cluster: Cluster, path, block: int = 1 << 18) -> None:
+    def write(self, cluster: Cluster, path, block: int = 1 << 16) -> None:
         """Write the memory table to parquet ``path`` from Arrow arrays, ``block`` rows per
         row group: reading it gives :meth:`frame`."""
         import pyarrow as pa
