@@ -277,3 +277,16 @@ def test_jobs_and_timeline_from_one_reading_equal_each_table_alone():
 def test_subjects_are_written_as_str_writes_them(values):
     """The events table's subject texts: ints through Arrow, anything else by ``str``."""
     assert E._subject_texts(values).to_pylist() == [str(v) for v in values]
+
+
+@pytest.mark.parametrize("overrides", [[], ["memory=best_fit", "engine.on_memory_full=fail"], ["engine.log_memory=false"]])
+def test_tables_written_unread_read_back_as_the_tables_made(tmp_path, overrides):
+    """A training run's memory and events tables are written from the log's columns without
+    being made; each file reads back as the table made from the same log."""
+    from llmos_sim.run import compose, run_config, write_results
+
+    res = run_config(compose(["experiment=quickstart", "workload.n_jobs=40", *overrides]))
+    write_results(res, tmp_path, plots=False)
+    assert set(res.tables) == {"jobs", "timeline", "memory", "events"}
+    for name in res.tables:
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / f"{name}.parquet"), res.tables[name], check_exact=True)
