@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from array import array
 from collections.abc import Sequence
-from itertools import chain
+from itertools import chain, compress
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -248,7 +248,7 @@ class EventLog:
         codes = [self._codes[k] for k in kinds if k in self._codes]
         if not codes:
             return np.zeros(0, np.intp)
-        return np.flatnonzero(np.isin(self.codes_array(), codes))
+        return np.flatnonzero(np.isin(np.frombuffer(self.code, dtype=np.uint16), codes))
 
     def of(self, *kinds: str) -> list[tuple[int, float, Any, tuple]]:
         """``(seq, time_s, subject, data)`` of the records of the given kinds, in order."""
@@ -270,21 +270,24 @@ class EventLog:
         "share_milli": 1000, "rate_flops_s": 1e+13}``; no data: ``{}``; tuples become arrays;
         non-finite floats ``NaN`` / ``Infinity`` as Python's ``json`` writes them): read it with
         :func:`parse_data` or ``json.loads``. ``by_kind``: the log already grouped (the serving
-        tables share one :class:`ByKind`); without it the ``data`` texts are made block by
-        block of the log (:func:`_data_texts`), so the whole log is never split into columns
-        at once."""
+        tables share one :class:`ByKind`); without it the texts are made block by block of the
+        log (:func:`_event_blocks`), so the whole log is never split into tuples at once."""
         if not len(self):
             return pd.DataFrame({"seq": [], "time_s": [], "kind": [], "subject": [], "data": []})
         with sparse_gc():  # many short-lived containers: the collector would rescan the log's objects
-            if by_kind is None:
-                kinds, codes = _present_kinds(self)
-                data = _data_texts(self, kinds, codes)
-            else:
-                kinds, codes, data = by_kind.kinds, by_kind.codes, by_kind.data_strings()
-            return self._table_rows(0, len(self), kinds, codes, data)
+            if by_kind is not None:
+                kinds, codes = by_kind.kinds, by_kind.codes
+                return self._table_rows(0, len(self), kinds, codes, by_kind.data_strings(),
+                                        _str_by_distinct(self.subject))
+            kinds, codes = _present_kinds(self)
+            blocks = list(_event_blocks(self, kinds, codes))
+            subject = pa.chunked_array([b.subject for b in blocks], type=pa.large_string())
+            data = pa.chunked_array([b.data for b in blocks], type=pa.large_string())
+            del blocks
+            return self._table_rows(0, len(self), kinds, codes, _text_column(data), _text_column(subject))
 
-    def _table_rows(self, start: int, end: int, kinds: list, codes: np.ndarray, data) -> pd.DataFrame:
-        """The events table's rows ``start:end`` (``codes``: theirs; ``data``: their texts)."""
+    def _table_rows(self, start: int, end: int, kinds: list, codes: np.ndarray, data, subject) -> pd.DataFrame:
+        """The events table's rows ``start:end`` (``codes``, ``data``, ``subject``: theirs)."""
         return pd.DataFrame(
             {
                 "seq": range(start, end),
@@ -292,15 +295,15 @@ class EventLog:
                 # the few distinct kinds, gathered by code (exact strings only: codes merge equal values)
                 "kind": (pd.Series(kinds).array.take(codes) if set(map(type, kinds)) == {str}
                          else [kinds[c] for c in codes.tolist()]),
-                "subject": _str_by_distinct(self.subject[start:end]),
+                "subject": subject,
                 "data": data,
             }
         )
 
     def write_table(self, path: "str | Path") -> None:
         """Write the events table (:meth:`table`) to the parquet file ``path`` one block of the
-        log at a time (a row group each), so the whole table is never held: reading the file
-        gives the table :meth:`table` makes."""
+        log at a time (a row group each, written from Arrow arrays), so the whole table is
+        never held: reading the file gives the table :meth:`table` makes."""
         import pyarrow.parquet as pq
 
         if not len(self):
@@ -308,15 +311,21 @@ class EventLog:
             return
         with sparse_gc():
             kinds, codes = _present_kinds(self)
-            writer, size = None, TEXT_BLOCK
+            writer = None
+            times = np.frombuffer(self.time, dtype=np.float64)
             try:
-                for s, texts in zip(range(0, len(self), size), _data_text_blocks(self, kinds, codes, size)):
-                    e = min(s + size, len(self))
-                    df = self._table_rows(s, e, kinds, codes[s:e], _text_column(texts))
-                    if writer is None:
-                        block = pa.Table.from_pandas(df, preserve_index=False)
-                        writer = pq.ParquetWriter(path, block.schema)
-                    else:
+                for b in _event_blocks(self, kinds, codes):
+                    if writer is None:  # the schema (and pandas' metadata) of the table's frame
+                        first = self._table_rows(b.start, b.start + 1, kinds, codes[b.start:b.start + 1],
+                                                 _text_column(b.data[:1]), _text_column(b.subject[:1]))
+                        writer = pq.ParquetWriter(path, pa.Schema.from_pandas(first, preserve_index=False))
+                    if set(map(type, kinds)) == {str}:
+                        block = pa.Table.from_arrays(
+                            [pa.array(np.arange(b.start, b.end, dtype=np.int64)), pa.array(times[b.start:b.end]),
+                             b.kind, b.subject, b.data], schema=writer.schema)
+                    else:  # kinds that are not strings: as the table's frame holds them
+                        df = self._table_rows(b.start, b.end, kinds, codes[b.start:b.end], _text_column(b.data),
+                                              _text_column(b.subject))
                         block = pa.Table.from_pandas(df, schema=writer.schema, preserve_index=False)
                     writer.write_table(block)
             finally:
@@ -502,43 +511,135 @@ def _text_column(texts: "pa.Array | pa.ChunkedArray"):
 TEXT_BLOCK = 1 << 16
 
 
-def _blocks(log: EventLog, kinds: list, codes: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, list]]:
-    """The log in blocks of ``size`` records: per block, its records' order by kind (stable)
-    and ``(kind index, data tuples in log order)`` for each kind present in it."""
-    derived = {kinds.index(log.kinds[c]): f for c, f in log.derived.items() if log.kinds[c] in kinds}
+def _data_texts(log: EventLog, kinds: list, codes: np.ndarray, size: "int | None" = None):
+    """The events table's ``data`` column made block by block of the log (see
+    :func:`_event_blocks`); the result stays in chunks."""
+    return _text_column(pa.chunked_array([b.data for b in _event_blocks(log, kinds, codes, size)],
+                                         type=pa.large_string()))
+
+
+class _Block:
+    """Rows ``start:end`` of the events table as Arrow arrays (``kind``, ``subject``, ``data``)."""
+
+    __slots__ = ("start", "end", "kind", "subject", "data")
+
+    def __init__(self, start: int, end: int, kind: pa.Array, subject: pa.Array, data: pa.Array) -> None:
+        self.start, self.end, self.kind, self.subject, self.data = start, end, kind, subject, data
+
+
+def _event_blocks(log: EventLog, kinds: list, codes: np.ndarray, size: "int | None" = None) -> Iterator[_Block]:
+    """The events table's text columns in blocks of ``size`` records, in log order. Each kind's
+    data are split into columns once, for the whole log (:class:`_KindColumns`: numbers as
+    numpy arrays, the engine's memory records as their rows of ints), which decides how each
+    field is written from all its records; each block then writes the slice of every kind's
+    columns that falls in it and puts the texts in log order. Only one block's texts are held
+    at a time (besides what the caller keeps)."""
+    size = size or TEXT_BLOCK
+    order = np.argsort(codes, kind="stable")  # the records grouped by kind, in log order within
+    counts = np.bincount(codes, minlength=len(kinds))
+    ends = np.cumsum(counts)
+    derived = {log.kinds[c]: f for c, f in log.derived.items()}
+    cols = [_KindColumns(kind, order[e - n:e], log, derived.get(kind))
+            for kind, n, e in zip(kinds, counts.tolist(), ends.tolist())]
+    kind_text = pa.array(list(map(str, kinds)), type=pa.large_string()) if set(map(type, kinds)) == {str} else None
+    subjects = log.subject
     for s in range(0, len(codes), size):
-        block = codes[s:s + size]
-        order = np.argsort(block, kind="stable")
-        counts = np.bincount(block, minlength=len(kinds))
-        ends = np.cumsum(counts)
-        groups = []
-        for k in np.flatnonzero(counts).tolist():
-            data = _gather(log.data, (order[ends[k] - counts[k]:ends[k]] + s).tolist())
-            make = derived.get(k)
-            if isinstance(make, IntRows) and set(map(type, data)) == {int}:  # every record a stored row
-                groups.append((k, make.matrix()[np.array(data, dtype=np.int64)]))
-            else:
-                groups.append((k, list(map(make, data)) if make is not None else data))
-        yield order, groups
+        e = min(s + size, len(codes))
+        parts, where = [], []
+        for c in cols:
+            lo, hi = np.searchsorted(c.seq, (s, e)).tolist()
+            if hi > lo:
+                parts.append(c.texts(lo, hi))
+                where.append(c.seq[lo:hi])
+        block = codes[s:e]
+        kind = kind_text.take(pa.array(block)) if kind_text is not None else \
+            pa.array([str(kinds[k]) for k in block.tolist()], type=pa.large_string())
+        yield _Block(s, e, kind, _subject_texts(subjects[s:e]),
+                     _in_log_order(parts, np.concatenate(where) - s))
 
 
-def _data_texts(log: EventLog, kinds: list, codes: np.ndarray, size: int = TEXT_BLOCK):
-    """The events table's ``data`` column made block by block of the log: a first sweep
-    decides per kind how its data are written (:class:`_KindPlan`, from all its records),
-    a second writes each block's texts and puts them in log order. Only one block's data
-    columns and texts are held besides the result, which stays in chunks."""
-    return _text_column(pa.chunked_array(list(_data_text_blocks(log, kinds, codes, size)), type=pa.large_string()))
+def _subject_texts(values: list) -> pa.Array:
+    """``str`` of each subject as Arrow texts: by Arrow from one int64 array where they are
+    exact ints (job and device ids: ``str`` and Arrow write ints alike), the rest by
+    :func:`_str_by_distinct`."""
+    types = set(map(type, values))
+    if int in types:
+        ints = [type(v) is int for v in values] if len(types) > 1 else None
+        try:
+            num = np.array(values if ints is None else list(compress(values, ints)), dtype=np.int64)
+        except OverflowError:
+            pass
+        else:
+            text = pa.array(num).cast(pa.large_string())
+            if ints is None:
+                return text
+            rest = [v for v, i in zip(values, ints) if not i]
+            mask = np.array(ints)
+            out = np.empty(len(values), dtype=object)
+            out[mask] = text.to_numpy(zero_copy_only=False)
+            out[~mask] = np.asarray(_str_by_distinct(rest), dtype=object)
+            return pa.array(out, type=pa.large_string())
+    return pa.array(np.asarray(_str_by_distinct(values), dtype=object), type=pa.large_string())
 
 
-def _data_text_blocks(log: EventLog, kinds: list, codes: np.ndarray, size: int = TEXT_BLOCK) -> Iterator[pa.Array]:
-    """The events table's ``data`` texts of each block of ``size`` records, in log order
-    (see :func:`_data_texts`)."""
-    plans = [_KindPlan(kind) for kind in kinds]
-    for _, groups in _blocks(log, kinds, codes, size):
-        for k, data in groups:
-            plans[k].see(data)
-    for order, groups in _blocks(log, kinds, codes, size):
-        yield _in_log_order([plans[k].texts(data) for k, data in groups], order)
+class _KindColumns:
+    """One kind's records (positions ``seq`` in the log) with their data split into columns
+    for the whole log, and how each field is written (:func:`_field_way`, decided from all
+    its values, as :meth:`KindRecords.data_json` decides): an ``int`` or ``float`` field as a
+    numpy array, any other as the tuple of its values; a kind stored as rows of an
+    :class:`IntRows` (every record a row: the engine's memory records) reads its fields
+    straight from the rows' int64 matrix. Data that are not tuples of one length (or do not
+    match the kind's :data:`FIELDS`) are kept as records and written one by one."""
+
+    __slots__ = ("kind", "seq", "ways", "fields", "rows", "records")
+
+    def __init__(self, kind: Any, seq: np.ndarray, log: EventLog, make: "Callable | None") -> None:
+        self.kind, self.seq = kind, seq
+        self.ways: tuple = ()
+        self.fields: list = []
+        self.rows: "np.ndarray | None" = None
+        self.records: "list | None" = None
+        stored = _gather(log.data, seq.tolist())
+        names = FIELDS.get(kind, ())
+        if isinstance(make, IntRows) and len(stored) and set(map(type, stored)) == {int}:
+            if make.width == len(names):  # every record a row of exact ints: int64 fields
+                self.rows = np.array(stored, dtype=np.int64)
+                self.ways = ("int",) * make.width
+                self.fields = [make.matrix()] * make.width
+                return
+            self.records = list(map(tuple, make.matrix()[np.array(stored, dtype=np.int64)].tolist()))
+            return
+        data = list(map(make, stored)) if make is not None else stored
+        del stored
+        if not data or set(map(type, data)) != {tuple} or len(set(map(len, data))) != 1 or len(data[0]) != len(names):
+            self.records = data
+            return
+        ways = []
+        for col in zip(*data):
+            types = set(map(type, col))
+            arr = np.array(col) if types <= _NUMBERS else None
+            way = _field_way(types, arr is not None and arr.dtype == np.int64)
+            ways.append(way)
+            self.fields.append(arr if way == "int" else np.array(col, dtype=np.float64) if way == "float" else col)
+        self.ways = tuple(ways)
+
+    def texts(self, lo: int, hi: int) -> pa.Array:
+        """The JSON texts of records ``lo:hi`` of this kind (positions ``seq[lo:hi]``)."""
+        if self.records is not None:
+            return _kind_json(self.kind, self.records[lo:hi], None, ())
+        if not self.ways:  # empty tuples
+            return pa.array(["{}"] * (hi - lo), type=pa.large_string())
+        return _kind_json(self.kind, (), self.ways, self.ways, lambda j: self._field(j, lo, hi))
+
+    def _field(self, j: int, lo: int, hi: int) -> pa.Array:
+        way, values = self.ways[j], self.fields[j]
+        if self.rows is not None:
+            return _field_json(None, way, values[self.rows[lo:hi], j])
+        if way == "int":
+            return _field_json(None, way, values[lo:hi])
+        if way == "float":
+            return _float_json(values[lo:hi])
+        return _field_json(values[lo:hi], way)
 
 
 _NUMBERS = frozenset((int, np.int64, float, np.float64))
@@ -615,69 +716,6 @@ def _kind_json(kind: str, data: Sequence, columns: "list[tuple] | None", ways: S
                   field_json(j) if field_json is not None else _field_json(columns[j], ways[j])]
     parts.append(_TEXT["}"])
     return pc.binary_join_element_wise(*parts, _TEXT[""])
-
-
-class _KindPlan:
-    """How one kind's data are written, decided from all its records seen block by block
-    (:meth:`see`), so each block is written (:meth:`texts`) exactly as the whole column
-    would be: whether its data are tuples of one length, and per field the exact types of
-    its values and whether numpy makes them int64 (as :meth:`KindRecords.data_json` decides
-    on the whole column)."""
-
-    __slots__ = ("kind", "regular", "lengths", "types", "int64", "_ways")
-
-    def __init__(self, kind: Any) -> None:
-        self.kind = kind
-        self.regular = True  # every record's data is a tuple
-        self.lengths: set[int] = set()
-        self.types: list[set] = []
-        self.int64: list[bool] = []
-        self._ways: "tuple[str, ...] | None" = None
-
-    def see(self, data: "list | np.ndarray") -> None:
-        if not self.regular:
-            return
-        if isinstance(data, np.ndarray):  # rows of exact ints (IntRows): int64 fields
-            self.lengths.add(data.shape[1])
-            if len(self.lengths) != 1:
-                self.regular = False
-                return
-            for j in range(data.shape[1]):
-                if j == len(self.types):
-                    self.types.append(set())
-                    self.int64.append(True)
-                self.types[j].add(int)
-            return
-        if set(map(type, data)) != {tuple}:
-            self.regular = False
-            return
-        self.lengths |= set(map(len, data))
-        if len(self.lengths) != 1:
-            self.regular = False
-            return
-        for j, col in enumerate(zip(*data)):
-            if j == len(self.types):
-                self.types.append(set())
-                self.int64.append(True)
-            types = set(map(type, col))
-            self.types[j] |= types
-            if self.int64[j]:
-                self.int64[j] = types <= _NUMBERS and np.array(col).dtype == np.int64
-
-    def texts(self, data: "list | np.ndarray") -> pa.Array:
-        if self._ways is None:
-            self._ways = tuple(map(_field_way, self.types, self.int64)) if self.regular else ()
-        if isinstance(data, np.ndarray):  # rows of exact ints: int fields straight from the matrix
-            ways = self._ways
-            if not self.regular or len(ways) != len(FIELDS.get(self.kind, ())):  # written record by record
-                return self.texts(list(map(tuple, data.tolist())))
-            return _kind_json(self.kind, data, [data[:, j] for j in range(data.shape[1])], ways,
-                              lambda j: _field_json(data[:, j] if ways[j] == "int" else data[:, j].tolist(), ways[j],
-                                                    data[:, j] if ways[j] == "int" else None))
-        if not self.regular:
-            return _kind_json(self.kind, data, None, ())
-        columns = list(zip(*data))
-        return _kind_json(self.kind, data, columns, self._ways)
 
 
 class KindRecords:

@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from llmos_sim.engine import Engine
 from llmos_sim.events import EventLog
 from llmos_sim.metrics import memory_table, training_summary
-from llmos_sim.metrics.tables import Tables, jobs_and_timeline
+from llmos_sim.metrics.tables import Tables, jobs_and_timeline, write_memory_table
 from llmos_sim.outputs import (LOCK, MARKER, PARTIAL_PREFIX, clean_partials, config_sha256, output_lock, provenance,
                                read_marker, watch_inputs)
 from llmos_sim.types import Cluster
@@ -322,10 +322,12 @@ def _autoscaling(cfg: DictConfig, name: str, s: dict, engine: Engine, job_ids, t
 
 
 def derive_tables(log: EventLog, cluster: Cluster) -> Tables:
-    """The training run's tables, all from the log; the events table is made when first read,
-    and written block by block of the log when it is written unread."""
+    """The training run's tables, all from the log; the memory and events tables are made
+    when first read, and written block by block from the log's columns when they are written
+    unread."""
     jobs, timeline = jobs_and_timeline(log, cluster)
-    tables = Tables({"jobs": jobs, "timeline": timeline, "memory": memory_table(log, cluster)})
+    tables = Tables({"jobs": jobs, "timeline": timeline})
+    tables.add_lazy("memory", lambda: memory_table(log, cluster), lambda path: write_memory_table(log, cluster, path))
     tables.add_lazy("events", log.table, log.write_table)
     return tables
 

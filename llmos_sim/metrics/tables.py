@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 from collections.abc import MutableMapping
+from itertools import chain
+from operator import itemgetter
 
 import numpy as np
 import pandas as pd
@@ -106,7 +108,10 @@ def _finish_jobs_table(df: pd.DataFrame, cluster: Cluster | None) -> pd.DataFram
     with np.errstate(divide="ignore", invalid="ignore"):
         df["ideal_s"] = df["work_flops"] / (df["gpus"] * df["gpu_milli"].astype(float) / 1000 * mean_c)
         df["slowdown"] = df["jct_s"] / df["ideal_s"]
-    return df[JOB_COLUMNS].sort_values("job_id", kind="stable").reset_index(drop=True)
+    df = df[JOB_COLUMNS]
+    if not df["job_id"].is_monotonic_increasing:  # (ids in arrival order need no sort)
+        df = df.sort_values("job_id", kind="stable")
+    return df.reset_index(drop=True)
 
 
 def _set_devices(row: dict, devices: tuple, node_of: list[int] | None) -> None:
@@ -195,21 +200,121 @@ _MEM_COLUMNS = ["seq", "time_s", "device", "op", "owner", "offset", "nbytes", "r
                 "pool_reserved", "pool_requested", "pool_largest_free"]
 
 
+class _MemoryRows:
+    """The memory records of a log when every one is a row of one
+    :class:`~llmos_sim.events.IntRows` (the engine's alloc and free records) and every device
+    an exact int: their positions, each one's row, device and whether it is a free, read from
+    the log's columns once. The table's columns are slices of these (:meth:`columns`)."""
+
+    def __init__(self, log: EventLog, pos: np.ndarray, rows: np.ndarray, device: np.ndarray) -> None:
+        self.pos, self.rows, self.device = pos, rows, device
+        self.time = np.frombuffer(log.time, dtype=np.float64)
+        self.matrix = log.derived[log._codes[E.MEM_ALLOC if E.MEM_ALLOC in log._codes else E.MEM_FREE]].matrix()
+        self.is_free = np.frombuffer(log.code, dtype=np.uint16)[pos] == log._codes.get(E.MEM_FREE, -1)
+
+    @classmethod
+    def of(cls, log: EventLog) -> "_MemoryRows | None":
+        pos = log.positions(E.MEM_ALLOC, E.MEM_FREE, E.MEM_FAIL)
+        if not len(pos) or E.MEM_FAIL in log._codes and \
+                (np.frombuffer(log.code, dtype=np.uint16)[pos] == log._codes[E.MEM_FAIL]).any():
+            return None
+        made = {log.derived.get(log._codes.get(k)) for k in (E.MEM_ALLOC, E.MEM_FREE) if k in log._codes}
+        if len(made) != 1:
+            return None
+        made = made.pop()
+        seq = pos.tolist()
+        stored = _gather(log.data, seq)
+        if not isinstance(made, E.IntRows) or made.width != 8 or set(map(type, stored)) != {int}:
+            return None
+        rows = np.array(stored, dtype=np.int64)
+        del stored
+        device = _gather(log.subject, seq)
+        del seq
+        if set(map(type, device)) != {int}:
+            return None
+        try:
+            device = np.array(device, dtype=np.int64)
+        except OverflowError:
+            return None
+        return cls(log, pos, rows, device)
+
+    def __len__(self) -> int:
+        return len(self.pos)
+
+    def columns(self, cluster: Cluster, lo: int = 0, hi: "int | None" = None) -> dict[str, np.ndarray]:
+        """The memory table's columns for its rows ``lo:hi`` (numpy; ``op`` and ``owner`` as
+        the codes and ints their texts are made from)."""
+        pos = self.pos[lo:hi]
+        m = self.matrix[self.rows[lo:hi]]
+        dev = self.device[lo:hi]
+        cols = {"seq": pos.astype(np.int64), "time_s": self.time[pos], "device": dev,
+                "op": self.is_free[lo:hi].astype(np.intp), **{k: m[:, j] for j, k in enumerate(_MEM_COLUMNS[4:])}}
+        cap = _capacities(cluster)
+        cols["capacity"] = cap[dev]
+        free = cols["capacity"] - cols["pool_allocated"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cols["external_frag"] = np.where(free > 0, 1.0 - cols["pool_largest_free"] / np.where(free > 0, free, 1),
+                                             0.0)
+        cols["internal_frag_bytes"] = cols["pool_allocated"] - cols["pool_requested"]
+        return cols
+
+    def frame(self, cluster: Cluster) -> pd.DataFrame:
+        """The memory table (as :func:`_memory_derived` makes it from the records)."""
+        cols = self.columns(cluster)
+        cols["op"] = _OPS.array.take(cols["op"])
+        cols["owner"] = pd.Series(cols["owner"]).astype(str)
+        return pd.DataFrame(cols)
+
+    def write(self, cluster: Cluster, path, block: int = 1 << 16) -> None:
+        """Write the memory table to parquet ``path`` from Arrow arrays, ``block`` rows per
+        row group: reading it gives :meth:`frame`."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        ops = pa.array(_OPS.tolist(), type=pa.large_string())
+        writer = None
+        try:
+            for lo in range(0, len(self), block):
+                cols = self.columns(cluster, lo, lo + block)
+                if writer is None:  # the schema (and pandas' metadata) of the table's frame
+                    head = {k: v[:1] for k, v in cols.items()}
+                    head["op"] = _OPS.array.take(head["op"])
+                    head["owner"] = pd.Series(head["owner"]).astype(str)
+                    writer = pq.ParquetWriter(path, pa.Schema.from_pandas(pd.DataFrame(head), preserve_index=False))
+                arrays = {k: pa.array(v) for k, v in cols.items()}
+                arrays["op"] = ops.take(arrays["op"])
+                arrays["owner"] = arrays["owner"].cast(pa.large_string())
+                writer.write_table(pa.Table.from_arrays([arrays[f.name] for f in writer.schema], schema=writer.schema))
+        finally:
+            if writer is not None:
+                writer.close()
+
+
+_OPS = pd.Series(["alloc", "free"])
+
+
+def _capacities(cluster: Cluster) -> np.ndarray:
+    return np.array([dv.spec.mem_bytes for dv in cluster.devices], dtype=np.int64)
+
+
+def write_memory_table(log: EventLog, cluster: Cluster, path) -> None:
+    """Write :func:`memory_table` to the parquet file ``path``; the engine's records are
+    written from the log's columns block by block, without making the table."""
+    with sparse_gc():
+        rows = _MemoryRows.of(log)
+        if rows is None:
+            memory_table(log, cluster).to_parquet(path, index=False)
+        else:
+            rows.write(cluster, path)
+
+
 def _memory_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
+    rows = _MemoryRows.of(log)
+    if rows is not None:  # every record is a row of ints: the columns are slices of the rows
+        return rows.frame(cluster)
     pos = log.positions(E.MEM_ALLOC, E.MEM_FREE, E.MEM_FAIL)
     seq = pos.tolist()
-    codes = log.codes_array()[pos]
-    kinds = list(map(log.kinds.__getitem__, codes.tolist()))
-    rows = _int_rows(log, seq, kinds)
-    if rows is not None:  # every record is a row of ints: the columns are slices of the rows
-        del seq  # numpy columns from here: no Python object per row
-        is_free = codes == log._codes.get(E.MEM_FREE, -1)
-        device = _gather(log.subject, pos.tolist())
-        df = pd.DataFrame({"seq": pos.astype(np.int64), "time_s": np.frombuffer(log.time, dtype=np.float64)[pos],
-                           "device": np.array(device, dtype=np.int64) if set(map(type, device)) == {int} else device,
-                           "op": pd.Series(["alloc", "free"]).array.take(is_free.astype(np.intp)),
-                           **{k: rows[:, j] for j, k in enumerate(_MEM_COLUMNS[4:])}}, columns=_MEM_COLUMNS)
-        return _memory_derived(df, cluster)
+    kinds = list(map(log.kinds.__getitem__, log.codes_array()[pos].tolist()))
     data = log.data_at(seq)
     time_s = list(map(log.time.__getitem__, seq))
     device = list(map(log.subject.__getitem__, seq))
@@ -227,23 +332,10 @@ def _memory_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
     return _memory_derived(df, cluster)
 
 
-def _int_rows(log: EventLog, seq: list, kinds: list) -> "np.ndarray | None":
-    """The memory records' data as an ``(n, 8)`` int64 array when every one is stored as a row
-    of one :class:`~llmos_sim.events.IntRows` (the engine's alloc and free records), else None."""
-    rows = {log.derived.get(log._codes.get(k)) for k in set(kinds)}
-    if len(rows) != 1:
-        return None
-    rows = rows.pop()
-    stored = list(map(log.data.__getitem__, seq))
-    if not isinstance(rows, E.IntRows) or rows.width != 8 or set(map(type, stored)) != {int}:
-        return None
-    return rows.matrix()[np.array(stored, dtype=np.int64)]
-
-
 def _memory_derived(df: pd.DataFrame, cluster: Cluster) -> pd.DataFrame:
     """The memory table's columns derived from its records: owner as text, capacity, fragmentation."""
     df["owner"] = df["owner"].astype(str)
-    cap = np.array([dv.spec.mem_bytes for dv in cluster.devices], dtype=np.int64)
+    cap = _capacities(cluster)
     df["capacity"] = cap[df["device"].to_numpy(dtype=np.int64)] if len(df) else np.zeros(0, np.int64)
     free = df["capacity"] - df["pool_allocated"]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -356,7 +448,7 @@ class _Life:
             arr_data = list(map(data.__getitem__, arr))
             if make_arrive is not None:
                 arr_data = list(map(make_arrive, arr_data))
-            if any(len(d) != 4 for d in arr_data):
+            if arr_data and set(map(len, arr_data)) != {4}:
                 raise _Irregular("arrival data")
             self.gpus, self.work, self.milli, self.tenant = (list(c) for c in zip(*arr_data)) if arr else ([],) * 4
         except KeyError:
@@ -374,21 +466,21 @@ class _Life:
         opener = (kind == _START) | (kind == _RESIZE)
         ndev = np.zeros(n, dtype=np.int64)
         share = np.zeros(n, dtype=np.float64)  # the job's share of each device (milli / 1000)
-        share_obj: dict[int, object] = {}  # START's share_milli as logged (int or float)
-        devices: list = [()] * n
-        for i in np.flatnonzero(kind == _START).tolist():
-            d = data[i]
-            if len(d) != 3:
-                raise _Irregular("start data")
-            devices[i], share_obj[i] = d[0], d[1]
-        self.share_milli = share_obj
         starts = np.flatnonzero(kind == _START)
+        sl = starts.tolist()
+        start_data = list(map(data.__getitem__, sl))
+        if start_data and set(map(len, start_data)) != {3}:
+            raise _Irregular("start data")
+        start_devs = list(map(itemgetter(0), start_data))
+        sm = list(map(itemgetter(1), start_data))  # START's share_milli as logged (int or float)
+        del start_data
+        # each start's devices and share_milli, in the order of `starts`; resizes' devices by record
+        self.starts, self.start_devs, self.share_milli = starts, start_devs, sm
+        self.sm_ints = set(map(type, sm)) <= {int}
+        devices: dict[int, tuple] = {}  # resize record -> its device set
         if len(starts):
-            ndev[starts] = np.fromiter(map(len, map(devices.__getitem__, starts.tolist())), dtype=np.int64,
-                                       count=len(starts))
-            sm = list(map(share_obj.__getitem__, starts.tolist()))
-            share[starts] = [m / 1000 for m in sm] if not all(type(m) is int for m in sm) else \
-                np.asarray(sm, dtype=np.int64) / 1000
+            ndev[starts] = np.fromiter(map(len, start_devs), dtype=np.int64, count=len(starts))
+            share[starts] = [m / 1000 for m in sm] if not self.sm_ints else np.asarray(sm, dtype=np.int64) / 1000
         # a resize keeps the share of the start (or resize) before it; it reads its devices
         resized_from: dict[int, int] = {}
         for i in np.flatnonzero(kind == _RESIZE).tolist():  # few (elastic jobs only), in log order
@@ -399,7 +491,7 @@ class _Life:
             ndev[i] = len(devices[i])
             share[i] = share[o]
             resized_from[i] = o
-        self.devices, self.ndev, self.share, self.opener = devices, ndev, share, opener
+        self.resize_devs, self.ndev, self.share, self.opener = devices, ndev, share, opener
         self.resized_from = resized_from
         # which records close an interval (the job's previous record opened one)
         closes = np.zeros(n, dtype=bool)
@@ -415,6 +507,14 @@ class _Life:
         last = np.ones(n, dtype=bool)
         last[prev[has_prev]] = False
         self.open_at_end = np.flatnonzero(opener & last)
+
+    def _devices_of(self, records: np.ndarray) -> list:
+        """The device sets of the start and resize records at ``records``."""
+        if not self.resize_devs:
+            return list(map(self.start_devs.__getitem__, np.searchsorted(self.starts, records).tolist()))
+        at = np.searchsorted(self.starts, records).tolist()
+        return [self.resize_devs[i] if i in self.resize_devs else self.start_devs[k]
+                for i, k in zip(records.tolist(), at)]
 
     # -- jobs ------------------------------------------------------------------------------
     def jobs_table(self, cluster: Cluster | None) -> pd.DataFrame:
@@ -453,9 +553,9 @@ class _Life:
         op = _first_per_job(row, np.flatnonzero(self.opener)[::-1])
         last_dev[row[op]] = op
         has = last_dev >= 0
-        dev_sets = [self.devices[i] for i in last_dev[has].tolist()]
+        dev_sets = self._devices_of(last_dev[has])
         lens = np.fromiter(map(len, dev_sets), dtype=np.int64, count=len(dev_sets))
-        flat = np.fromiter((d for ds in dev_sets for d in ds), dtype=np.int64, count=int(lens.sum()))
+        flat = np.fromiter(chain.from_iterable(dev_sets), dtype=np.int64, count=int(lens.sum()))
         n_devices = np.zeros(n_jobs, dtype=np.int64)
         n_devices[has] = lens
         n_nodes = np.zeros(n_jobs, dtype=np.int64)
@@ -483,13 +583,12 @@ class _Life:
         # each holding interval's weight: devices × share (a resize scales the one it closes)
         weight = np.zeros(n, dtype=np.float64)
         st = np.flatnonzero(kind == _START)
-        weight[st] = self.ndev[st] * np.asarray([self.share_milli[i] for i in st.tolist()], dtype=np.float64) / 1000 \
-            if len(st) else 0.0
-        if any(type(self.share_milli[i]) is not int for i in st.tolist()):
-            for i in st.tolist():
-                weight[i] = len(self.devices[i]) * self.share_milli[i] / 1000
+        weight[st] = self.ndev[st] * np.asarray(self.share_milli, dtype=np.float64) / 1000 if len(st) else 0.0
+        if not self.sm_ints:
+            for i, devs, m in zip(st.tolist(), self.start_devs, self.share_milli):
+                weight[i] = len(devs) * m / 1000
         for i, o in self.resized_from.items():  # log order: a chain of resizes scales in turn
-            weight[i] = len(self.devices[i]) * weight[o] / max(len(self.data[i][0]), 1)
+            weight[i] = len(self.resize_devs[i]) * weight[o] / max(len(self.data[i][0]), 1)
         d_busy = np.zeros(n, dtype=np.float64)
         d_queue = np.zeros(n, dtype=np.int64)
         d_run = np.zeros(n, dtype=np.int64)

@@ -82,6 +82,25 @@ def _same_tables(log, cluster):
     assert all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(a["devices"], b["devices"]))
     pd.testing.assert_frame_equal(T.timeline_table(log, cluster), T._timeline_table_loop(log, cluster))
     pd.testing.assert_frame_equal(T.memory_table(log, cluster), _memory_table_loop(log, cluster))
+    _memory_written_as_made(log, cluster)
+
+
+def _memory_written_as_made(log, cluster):
+    """The memory table written unmade (from the log's columns, in row groups of 3 rows when
+    the records are the engine's int rows) reads back as the table."""
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "memory.parquet"
+        rows = T._MemoryRows.of(log)
+        if rows is not None:
+            rows.write(cluster, path, block=3)
+        else:
+            T.write_memory_table(log, cluster, path)
+        pd.testing.assert_frame_equal(pd.read_parquet(path), T.memory_table(log, cluster), check_exact=True)
 
 
 def _memory_table_loop(log, cluster):
@@ -250,3 +269,24 @@ def test_jobs_and_timeline_from_one_reading_equal_each_table_alone():
     pd.testing.assert_frame_equal(j, jobs_table(log, cluster), check_exact=True)
     pd.testing.assert_frame_equal(t, timeline_table(log, cluster), check_exact=True)
     assert j["status"].tolist() == ["completed"] * 12 and [len(d) for d in j["devices"]] == [1 + i % 3 for i in range(12)]
+
+
+@given(st.lists(st.one_of(st.integers(-2**70, 2**70), st.integers(0, 50), st.text(max_size=3), st.none(),
+                          st.booleans(), st.floats(allow_nan=False)), max_size=30))
+@settings(max_examples=80, deadline=None)
+def test_subjects_are_written_as_str_writes_them(values):
+    """The events table's subject texts: ints through Arrow, anything else by ``str``."""
+    assert E._subject_texts(values).to_pylist() == [str(v) for v in values]
+
+
+@pytest.mark.parametrize("overrides", [[], ["memory=best_fit", "engine.on_memory_full=fail"], ["engine.log_memory=false"]])
+def test_tables_written_unread_read_back_as_the_tables_made(tmp_path, overrides):
+    """A training run's memory and events tables are written from the log's columns without
+    being made; each file reads back as the table made from the same log."""
+    from llmos_sim.run import compose, run_config, write_results
+
+    res = run_config(compose(["experiment=quickstart", "workload.n_jobs=40", *overrides]))
+    write_results(res, tmp_path, plots=False)
+    assert set(res.tables) == {"jobs", "timeline", "memory", "events"}
+    for name in res.tables:
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / f"{name}.parquet"), res.tables[name], check_exact=True)
