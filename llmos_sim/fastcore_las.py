@@ -1,0 +1,380 @@
+"""The preemptive fast core: LAS's rounds as one loop over job columns.
+
+A LAS run (least attained service, preemptive, time-shared by rounds) under contention is
+mostly preemptions: at load 3 on the Philly-derived cluster of ``experiments/train_policies``
+about half a million of them, a few per pass. For each, the general engine builds and
+throws away a view, a decision with its ``Start``/``Preempt`` objects, a ``Task``, a SimPy
+event whose completion is later popped only to be ignored, and a ``RunningJob`` walk per
+pass. :func:`run` simulates the same run directly, writing the same log:
+
+- jobs are read once into columns (lists of numbers) in the engine's arrival order; a job's
+  progress (FLOPs done, compute device-seconds, its segment's start, overhead and rate) is a
+  column too, with the engine's own arithmetic (:meth:`RunningJob.done_at`, ``settle``);
+- one heap holds every event the engine would schedule, ``(time, priority, seq, kind, job)``:
+  arrival instants, completions, round ticks, passes and the round's follow-up, with the
+  engine's priorities (a pass after everything else at its instant; the decision whether
+  another round follows after that). ``seq`` counts pushes in the engine's order, so events at
+  equal times run in the engine's order. A preempted segment's completion stays on the heap
+  and is dropped when popped (its ``seq`` is no longer the job's), so the run ends when the
+  engine's does (its clock reaches the last stale completion too: the ``end`` record's time);
+- a pass is :meth:`PreemptiveScheduler.decide` for LAS over the columns: the waiting jobs'
+  ranks kept sorted (a waiting job's service does not change), the running jobs ranked each
+  pass, the same greedy selection, and the same planning on the engine's own
+  :class:`~llmos_sim.view.Tentative` overlay: victims' devices released, then the run's real
+  placement called through the policy's own ``try_start`` in the same order (so a random
+  placement draws the same numbers), victims whose devices no start uses kept, then the work
+  conserving starts. The decision is applied as the engine applies one: preemptions first
+  (each asking for another pass at the same instant), then starts;
+- every record goes into the engine's :class:`~llmos_sim.events.EventLog` with the same kind,
+  subject and data, in the same order; finished jobs go into the engine's ``finished``.
+
+Passes that cannot decide anything are not skipped here (they cost little without a view);
+the general engine's quiet-pass skipping never changes the log either.
+
+Equality with the general engine is tested on random workloads, round lengths, protection
+knobs, placements, pools and cluster shapes (``tests/core/test_fastcore_las.py``) and on the
+load-3 benchmark (``benchmarks/bench_scheduling.py --check``). Eligibility (:func:`why_not`)
+is a predicate on the run; ``engine.fast_path: off`` forces the general engine.
+"""
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from heapq import heappop, heappush
+from itertools import count
+from operator import attrgetter
+from typing import TYPE_CHECKING, Sequence
+
+from llmos_sim import events as E
+from llmos_sim.fastcore import _placements, _plain_jobs
+from llmos_sim.kernel import advance_to
+from llmos_sim.types import CAPACITY_TOLERANCE, FULL_DEVICE_MILLI, Job, Task
+from llmos_sim.view import ClusterView, Tentative
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmos_sim.engine import Engine
+
+#: event kinds on the core's heap (with the engine's priority beside each)
+ARRIVE, DONE, TICK, PASS, NEXT_ROUND = 0, 1, 2, 3, 4
+
+
+def why_not(engine: "Engine", jobs: Sequence[Job], until_s: float | None) -> str | None:
+    """Why this run must use the general engine, or ``None``: it is eligible for :func:`run`
+    (LAS itself, not a subclass, on compute device-seconds; whole-device rigid jobs without
+    memory, output step, pin, demand, service or memory trace; the SimPy cluster model; a
+    built-in placement; no horizon, logged passes, event-at-a-time passes or hosts)."""
+    from llmos_sim.backends.simpy_cluster import SimPyCluster
+    from llmos_sim.policies.scheduling.preemptive import LAS
+
+    sched = engine.scheduler
+    if engine.fast_path == "off":
+        return "engine.fast_path is off"
+    if until_s is not None:
+        return "a horizon (until_s) is set"
+    if engine.pass_per_event or engine.log_passes or engine.hosts:
+        return "event-at-a-time passes, logged passes or service hosts"
+    if engine._heap:
+        return "events are already scheduled on the run's environment"
+    if type(engine.backend) is not SimPyCluster:
+        return "the backend is not the SimPy cluster model"
+    if type(sched) is not LAS or not sched.incremental() or "decide" in vars(sched):
+        return "the scheduler is not LAS on compute device-seconds"
+    if type(sched.placement) not in _placements() or "place" in vars(sched.placement):
+        return "the placement is not one the fast core knows reads only free devices and pools"
+    if not _plain_jobs(jobs):
+        return "a job is fractional, elastic, pinned, has a resource demand, a service or a memory trace"
+    if any(map(attrgetter("output_s"), jobs)):
+        return "a job has an output step"
+    if engine.pools and any(map(attrgetter("mem_bytes_per_device"), jobs)):
+        return "a job needs device memory"
+    return None
+
+
+def run(engine: "Engine", jobs: list[Job]) -> str:
+    """Simulate ``jobs`` (sorted by arrival, then id; checked by :meth:`Engine.run`) under LAS
+    on ``engine``'s state and log; returns the end reason (``drained``/``stalled``)."""
+    from llmos_sim.backends.simpy_cluster.cost import TrainingCost
+    from llmos_sim.engine import _SHARED_MAX, _shared
+
+    log, cluster, sched, free = engine.log, engine.cluster, engine.scheduler, engine.free
+    finished, progress, unsatisfiable, emit = engine.finished, engine.progress, engine._unsatisfiable, log.emit
+    n = len(jobs)
+    arrival = list(map(attrgetter("arrival_s"), jobs))
+    gpus = list(map(attrgetter("gpus"), jobs))
+    ids = list(map(attrgetter("id"), jobs))
+    pre = list(map(attrgetter("preprocess_s"), jobs))
+    work = list(map(attrgetter("work_flops"), jobs))
+    # each job's progress (RunningJob's fields, as columns)
+    comp = [0.0] * n  # compute device-seconds of its finished segments (LAS's service)
+    done = [0.0] * n  # FLOPs finished before its current segment
+    seg_start = [0.0] * n
+    seg_ov = [0.0] * n
+    rate = [0.0] * n
+    devs: list = [None] * n
+    first: list = [None] * n  # first start
+    segs = [0] * n  # segments run before the current one (Task.segment)
+    cseq = [0] * n  # seq of the current segment's completion on the heap (0: none)
+    running: dict = {}  # job index -> None, in the engine's order (start order)
+    queued: dict = {}  # job index -> None, in the engine's queue order (for a stalled end)
+    waiting: list = []  # (service, arrival, id, index) of the waiting jobs, sorted: their ranks
+
+    t_app, c_app, s_app, d_app = log.time.append, log.code.append, log.subject.append, log.data.append
+    c_arrive, c_start, c_finish = engine._c_arrive, log.code_of(E.START), log.code_of(E.FINISH)
+    c_preempt = engine._c_preempt  # interned at the first preemption, as the engine does
+    devices_seen, starts_seen = engine._devices_seen, engine._starts_seen
+    cost = engine.backend.cost_model
+    plain_cost = type(cost) is TrainingCost
+    flops = cost.device_flops(cluster)
+    start_of: dict = {}  # plain cost: devices -> (start record's data, Σ C_i as a float)
+    n_devices = cluster.n_devices
+    overhead_s = engine.preempt_overhead_s
+    round_s = engine.round_s
+    min_run, guard, wc = sched.min_run_s, not sched.preempt_in_overhead, sched.work_conserving
+    tol, whole = CAPACITY_TOLERANCE, FULL_DEVICE_MILLI
+    least = min(gpus, default=1)  # no job needs fewer: a walk stops once less is free
+    try_start = sched.try_start
+    view = ClusterView(0.0, cluster, (), {}, Tentative(free), dict(engine.available), engine.device_free_milli,
+                       engine.pools, finished, under_demand={}, partial=engine.partial, suspended={})
+
+    heap: list = []
+    tick = count(1).__next__
+    nxt = 0  # next job to arrive
+    arrivals_left = n
+    pending = False  # a pass is on the heap
+    passes = 0
+
+    def start(k: int, devices: tuple, t: float) -> None:
+        """Engine._start, _launch and _segment of job ``k`` on ``devices``, and the SimPy
+        model's completion."""
+        free.take(devices)
+        if first[k] is None:
+            first[k] = t
+            ov = pre[k]
+        else:
+            ov = overhead_s
+        hit = start_of.get(devices) if plain_cost else None
+        left = work[k] - done[k]
+        w = left if left > 0.0 else 0.0
+        if hit is None:
+            dev_types = tuple(map(type, devices))
+            devices = _shared(devices_seen, devices, dev_types)
+            if plain_cost:
+                cap = sum(map(flops.__getitem__, devices))
+                factor = 1.0
+            else:
+                task = Task(jobs[k], devices, w, whole, ov, segs[k], ())
+                cap = cost.capacity_flops(task, cluster)
+                factor = cost.factor(task, cluster)
+            total = float(cap)
+            if total <= 0:
+                raise ValueError("distributed_time_s: the granted devices have no capacity (Σ C_i = 0)")
+            data = (devices, whole, cap / factor)
+            data = _shared(starts_seen, data, (dev_types, type(data[1]), type(data[2])))
+            if plain_cost and len(start_of) < _SHARED_MAX and type(devices[0]) is int:
+                start_of[devices] = (data, total)
+        else:
+            data, total = hit
+            factor = 1.0
+        devs[k] = data[0]
+        seg_start[k] = t
+        seg_ov[k] = ov
+        rate[k] = data[2]
+        running[k] = None
+        seq = tick()
+        cseq[k] = seq
+        heappush(heap, (t + (ov + w / total * factor), 1, seq, DONE, k))
+        t_app(t)
+        c_app(c_start)
+        s_app(ids[k])
+        d_app(data)
+
+    def preempt(k: int, t: float) -> None:
+        """Engine._preempt (with _end_segment and _release) of running job ``k``."""
+        nonlocal c_preempt
+        run_ = t - seg_start[k] - seg_ov[k]
+        d = devs[k]
+        got = done[k] + (run_ * rate[k] if run_ > 0 else 0.0)
+        done[k] = got if got < work[k] else work[k]  # min(work, done_at(now)): work on a tie, as min does
+        comp[k] = comp[k] + (run_ * len(d) * whole / 1000 if run_ > 0 else 0.0)
+        cseq[k] = 0  # its completion is stale now
+        segs[k] += 1
+        del running[k]
+        if c_preempt is None:
+            c_preempt = engine._c_preempt = log.code_of(E.PREEMPT)
+        t_app(t)
+        c_app(c_preempt)
+        s_app(ids[k])
+        d_app((d, done[k]))
+        free.give(d)
+        queued[k] = None
+        insort(waiting, (comp[k], arrival[k], ids[k], k))
+
+    def decide(t: float) -> None:
+        """One pass: LAS's decide (PreemptiveScheduler.decide over kept ranks) and the
+        engine's apply of its decision."""
+        nonlocal pending
+        cap = float(n_devices)
+        run: list = []
+        for k in running:
+            s = seg_start[k]
+            if (min_run > 0 and t - s < min_run) or (guard and seg_ov[k] > 0 and t <= s + seg_ov[k]):
+                cap -= gpus[k]  # protected: counts against the capacity, never a victim
+            else:
+                run_ = t - s - seg_ov[k]
+                run.append((comp[k] + (run_ * len(devs[k]) * whole / 1000 if run_ > 0 else 0.0),
+                            arrival[k], ids[k], k))
+        run.sort()
+        # step 2: the greedy selection over the merge of both rankings (_select_merged)
+        to_start: list = []
+        victims: list = []
+        rest: list = []
+        n_w, n_r = len(waiting), len(run)
+        i = j = 0
+        while cap + tol >= least:
+            if i < n_w and (j >= n_r or waiting[i] < run[j]):
+                e = waiting[i]
+                i += 1
+                need = gpus[e[3]]
+                if need <= cap + tol:
+                    cap -= need
+                    to_start.append(e)
+                else:
+                    rest.append(e)
+            elif j < n_r:
+                e = run[j]
+                j += 1
+                need = gpus[e[3]]
+                if need <= cap + tol:
+                    cap -= need
+                else:
+                    victims.append(e[3])
+            else:
+                break
+        victims.extend(e[3] for e in run[j:])
+        more = bool(rest) or i < n_w
+        if not to_start and not (wc and more and free.total):
+            return
+        # steps 3-5 (_plan) on the engine's overlay, victims' devices released
+        tent = Tentative(free)
+        view.now_s, view.free, view.share_taken = t, tent, {}
+        if victims:
+            st = view.share_taken
+            for k in victims:
+                d = devs[k]
+                for x in d:
+                    st[x] = st.get(x, 0) - whole
+                tent.release(d)
+        starts: list = []
+        for e in to_start:
+            got = try_start(jobs[e[3]], view)
+            if got is not None:
+                starts.append((e, got))
+        preempts: list = []
+        if victims:
+            used = {x for _, got in starts for x in got}
+            for k in victims:
+                d = devs[k]
+                if used.intersection(d):
+                    preempts.append(k)
+                else:  # keeps running: its devices are not free after all
+                    keep = [x for x in d if tent.is_free(x)]
+                    if keep:
+                        tent.take(keep)
+        if wc and more:
+            for src in (rest, waiting):
+                for p in range(0 if src is rest else i, len(src)):
+                    if tent.total == 0:
+                        break
+                    e = src[p]
+                    if gpus[e[3]] > tent.total:
+                        continue
+                    got = try_start(jobs[e[3]], view)
+                    if got is not None:
+                        starts.append((e, got))
+                if tent.total == 0:
+                    break
+        # the engine applies it: preemptions (each asks for a pass), then starts
+        for k in preempts:
+            preempt(k, t)
+        if preempts and not pending:
+            pending = True
+            heappush(heap, (t, 2, tick(), PASS, -1))
+        for e, got in starts:
+            k = e[3]
+            del queued[k]
+            del waiting[bisect_left(waiting, e)]
+            start(k, got, t)
+
+    if n:
+        heappush(heap, (arrival[0], 1, tick(), ARRIVE, -1))
+    if round_s:
+        heappush(heap, (engine.env.now + round_s, 1, tick(), TICK, -1))
+    now = engine.env.now
+    while heap:
+        t, _, seq, kind, k = heappop(heap)
+        now = t
+        if kind == DONE:
+            if cseq[k] != seq:
+                continue  # a preempted segment's stale completion
+            cseq[k] = 0
+            # Engine._work_done and _finish
+            d = devs[k]
+            run_ = t - seg_start[k] - seg_ov[k]
+            comp[k] = comp[k] + (run_ * len(d) * whole / 1000 if run_ > 0 else 0.0)
+            del running[k]
+            t_app(t)
+            c_app(c_finish)
+            s_app(ids[k])
+            d_app(())
+            free.give(d)
+            finished.add(jobs[k], first[k], t, d, comp[k])
+            devs[k] = None
+            if progress is not None:
+                progress(1)
+            if queued and not pending:
+                pending = True
+                heappush(heap, (t, 2, tick(), PASS, -1))
+        elif kind == PASS:
+            pending = False
+            passes += 1
+            if waiting:
+                decide(t)
+        elif kind == ARRIVE:
+            i = nxt
+            j = i + 1
+            while j < n and arrival[j] == t:
+                j += 1
+            arrivals_left -= j - i
+            nxt = j
+            if j < n:
+                heappush(heap, (arrival[j], 1, tick(), ARRIVE, -1))
+            for k in range(i, j):
+                job = jobs[k]
+                t_app(t)
+                c_app(c_arrive)
+                s_app(ids[k])
+                d_app(job)
+                if gpus[k] > n_devices:
+                    why = unsatisfiable(job)
+                    if why:
+                        emit(t, E.FAIL, ids[k], (why,))
+                        continue
+                queued[k] = None
+                insort(waiting, (0.0, t, ids[k], k))
+            if not pending:
+                pending = True
+                heappush(heap, (t, 2, tick(), PASS, -1))
+        elif kind == TICK:
+            if not pending:
+                pending = True
+                heappush(heap, (t, 2, tick(), PASS, -1))
+            heappush(heap, (t, 3, tick(), NEXT_ROUND, -1))
+        else:  # NEXT_ROUND: another round follows while work remains
+            if arrivals_left or running:
+                heappush(heap, (t + round_s, 1, tick(), TICK, -1))
+    engine.fast_passes = passes
+    advance_to(engine.env, now)
+    if queued:  # nothing left can start them: the engine's stalled end
+        engine.queue.update((ids[k], jobs[k]) for k in queued)
+        engine._fail_stalled()
+        return "stalled"
+    return "drained"
