@@ -39,7 +39,7 @@ is a predicate on the run; ``engine.fast_path: off`` forces the general engine.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from itertools import count
 from operator import attrgetter
 from typing import TYPE_CHECKING, Sequence
@@ -113,7 +113,8 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     first: list = [None] * n  # first start
     segs = [0] * n  # segments run before the current one (Task.segment)
     cseq = [0] * n  # seq of the current segment's completion on the heap (0: none)
-    running: dict = {}  # job index -> None, in the engine's order (start order)
+    due = [0.0] * n  # the current segment's completion time
+    running: dict = {}  # job index -> (segment start, its overhead, devices held, arrival, id), in start order
     queued: dict = {}  # job index -> None, in the engine's queue order (for a stalled end)
     waiting: list = []  # (service, arrival, id, index) of the waiting jobs, sorted: their ranks
 
@@ -140,7 +141,11 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     nxt = 0  # next job to arrive
     arrivals_left = n
     pending = False  # a pass is on the heap
-    passes = 0
+    passes = skipped = 0
+    changes = 0  # arrivals and completions so far (what changes the state besides a pass)
+    quiet: tuple | None = None  # (time, changes): a pass then, with nothing changed, decides nothing
+    stale = 0  # stale completions on the heap
+    last_stale = float("-inf")  # the latest stale completion (the engine's clock reaches it)
 
     def start(k: int, devices: tuple, t: float) -> None:
         """Engine._start, _launch and _segment of job ``k`` on ``devices``, and the SimPy
@@ -174,14 +179,15 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
         else:
             data, total = hit
             factor = 1.0
-        devs[k] = data[0]
+        devs[k] = d = data[0]
         seg_start[k] = t
         seg_ov[k] = ov
         rate[k] = data[2]
-        running[k] = None
+        running[k] = (t, ov, len(d), arrival[k], ids[k])
         seq = tick()
         cseq[k] = seq
-        heappush(heap, (t + (ov + w / total * factor), 1, seq, DONE, k))
+        due[k] = at = t + (ov + w / total * factor)
+        heappush(heap, (at, 1, seq, DONE, k))
         t_app(t)
         c_app(c_start)
         s_app(ids[k])
@@ -189,13 +195,16 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
 
     def preempt(k: int, t: float) -> None:
         """Engine._preempt (with _end_segment and _release) of running job ``k``."""
-        nonlocal c_preempt
+        nonlocal c_preempt, stale, last_stale
         run_ = t - seg_start[k] - seg_ov[k]
         d = devs[k]
         got = done[k] + (run_ * rate[k] if run_ > 0 else 0.0)
         done[k] = got if got < work[k] else work[k]  # min(work, done_at(now)): work on a tie, as min does
         comp[k] = comp[k] + (run_ * len(d) * whole / 1000 if run_ > 0 else 0.0)
-        cseq[k] = 0  # its completion is stale now
+        cseq[k] = 0  # its completion is stale now: dropped when popped, or when the heap is compacted
+        stale += 1
+        if due[k] > last_stale:
+            last_stale = due[k]
         segs[k] += 1
         del running[k]
         if c_preempt is None:
@@ -211,17 +220,16 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     def decide(t: float) -> None:
         """One pass: LAS's decide (PreemptiveScheduler.decide over kept ranks) and the
         engine's apply of its decision."""
-        nonlocal pending
+        nonlocal pending, quiet
         cap = float(n_devices)
         run: list = []
-        for k in running:
-            s = seg_start[k]
-            if (min_run > 0 and t - s < min_run) or (guard and seg_ov[k] > 0 and t <= s + seg_ov[k]):
+        append = run.append
+        for k, (s, ov, nd, a, jid) in running.items():
+            if (min_run > 0 and t - s < min_run) or (guard and ov > 0 and t <= s + ov):
                 cap -= gpus[k]  # protected: counts against the capacity, never a victim
             else:
-                run_ = t - s - seg_ov[k]
-                run.append((comp[k] + (run_ * len(devs[k]) * whole / 1000 if run_ > 0 else 0.0),
-                            arrival[k], ids[k], k))
+                run_ = t - s - ov
+                append((comp[k] + (run_ * nd * whole / 1000 if run_ > 0 else 0.0), a, jid, k))
         run.sort()
         # step 2: the greedy selection over the merge of both rankings (_select_merged)
         to_start: list = []
@@ -268,6 +276,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
             got = try_start(jobs[e[3]], view)
             if got is not None:
                 starts.append((e, got))
+        placed_all = len(starts) == len(to_start)
         preempts: list = []
         if victims:
             used = {x for _, got in starts for x in got}
@@ -303,6 +312,14 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
             del queued[k]
             del waiting[bisect_left(waiting, e)]
             start(k, got, t)
+        if placed_all and (free.total == 0 or not wc):
+            # the follow-up pass at this instant (the preemptions ask for one) decides nothing
+            # unless something happens first: every job this pass selected started, so at the
+            # same instant a walk over the same ranking meets no waiting job that fits (the
+            # started ones count against the capacity or rank where they did, the preempted
+            # ones rank where they did and still do not fit), and no device is free for
+            # another start; it would not call the placement either
+            quiet = (t, changes)
 
     if n:
         heappush(heap, (arrival[0], 1, tick(), ARRIVE, -1))
@@ -314,8 +331,10 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
         now = t
         if kind == DONE:
             if cseq[k] != seq:
+                stale -= 1
                 continue  # a preempted segment's stale completion
             cseq[k] = 0
+            changes += 1
             # Engine._work_done and _finish
             d = devs[k]
             run_ = t - seg_start[k] - seg_ov[k]
@@ -335,9 +354,17 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 heappush(heap, (t, 2, tick(), PASS, -1))
         elif kind == PASS:
             pending = False
+            if quiet is not None and quiet[0] == t and quiet[1] == changes:
+                skipped += 1
+                continue
+            quiet = None
             passes += 1
             if waiting:
                 decide(t)
+            if stale > 64 and stale > len(heap) >> 1:  # drop the stale completions: the order of the rest is kept
+                heap = [x for x in heap if x[3] != DONE or cseq[x[4]] == x[2]]
+                heapify(heap)
+                stale = 0
         elif kind == ARRIVE:
             i = nxt
             j = i + 1
@@ -345,6 +372,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 j += 1
             arrivals_left -= j - i
             nxt = j
+            changes += 1
             if j < n:
                 heappush(heap, (arrival[j], 1, tick(), ARRIVE, -1))
             for k in range(i, j):
@@ -371,8 +399,8 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
         else:  # NEXT_ROUND: another round follows while work remains
             if arrivals_left or running:
                 heappush(heap, (t + round_s, 1, tick(), TICK, -1))
-    engine.fast_passes = passes
-    advance_to(engine.env, now)
+    engine.fast_passes, engine.passes_skipped = passes, skipped
+    advance_to(engine.env, max(now, last_stale))  # the engine's clock also reaches the stale completions
     if queued:  # nothing left can start them: the engine's stalled end
         engine.queue.update((ids[k], jobs[k]) for k in queued)
         engine._fail_stalled()
