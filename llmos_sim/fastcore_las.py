@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: event kinds on the core's heap (with the engine's priority beside each)
 ARRIVE, DONE, TICK, PASS, NEXT_ROUND = 0, 1, 2, 3, 4
+COMPACT_AFTER = 64  #: stale completions tolerated on the heap (and at least half of it) before it is compacted
 
 
 def why_not(engine: "Engine", jobs: Sequence[Job], until_s: float | None) -> str | None:
@@ -361,7 +362,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
             passes += 1
             if waiting:
                 decide(t)
-            if stale > 64 and stale > len(heap) >> 1:  # drop the stale completions: the order of the rest is kept
+            if stale > COMPACT_AFTER and stale > len(heap) >> 1:  # drop the stale completions: the order of the rest is kept
                 heap = [x for x in heap if x[3] != DONE or cseq[x[4]] == x[2]]
                 heapify(heap)
                 stale = 0
