@@ -61,8 +61,9 @@ COMPACT_AFTER = 64  #: stale completions tolerated on the heap (and at least hal
 def why_not(engine: "Engine", jobs: Sequence[Job], until_s: float | None) -> str | None:
     """Why this run must use the general engine, or ``None``: it is eligible for :func:`run`
     (LAS itself, not a subclass, on compute device-seconds; whole-device rigid jobs without
-    memory, output step, pin, demand, service or memory trace; the SimPy cluster model; a
-    built-in placement; no horizon, logged passes, event-at-a-time passes or hosts)."""
+    output step, pin, demand, service or memory trace; the SimPy cluster model; a built-in
+    placement; no horizon, logged passes, event-at-a-time passes, hosts or
+    ``on_memory_full=preempt``)."""
     from llmos_sim.backends.simpy_cluster import SimPyCluster
     from llmos_sim.policies.scheduling.preemptive import LAS
 
@@ -85,8 +86,8 @@ def why_not(engine: "Engine", jobs: Sequence[Job], until_s: float | None) -> str
         return "a job is fractional, elastic, pinned, has a resource demand, a service or a memory trace"
     if any(map(attrgetter("output_s"), jobs)):
         return "a job has an output step"
-    if engine.pools and any(map(attrgetter("mem_bytes_per_device"), jobs)):
-        return "a job needs device memory"
+    if engine.pools and engine.on_memory_full == "preempt":
+        return "on_memory_full=preempt"
     return None
 
 
@@ -134,6 +135,12 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     tol, whole = CAPACITY_TOLERANCE, FULL_DEVICE_MILLI
     least = min(gpus, default=1)  # no job needs fewer: a walk stops once less is free
     try_start = sched.try_start
+    # device memory: the engine's own allocation, freeing and records (jobs that need none skip them)
+    mem = list(map(attrgetter("mem_bytes_per_device"), jobs)) if engine.pools and any(
+        map(attrgetter("mem_bytes_per_device"), jobs)) else None
+    allocs: list = [None] * n if mem is not None else []
+    fit_all = min(engine._largest_fit(c) for _, c in engine._kinds) if mem is not None else 0
+    on_full, last_reject = engine.on_memory_full, engine._last_reject
     view = ClusterView(0.0, cluster, (), {}, Tentative(free), dict(engine.available), engine.device_free_milli,
                        engine.pools, finished, under_demand={}, partial=engine.partial, suspended={})
 
@@ -148,9 +155,24 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     stale = 0  # stale completions on the heap
     last_stale = float("-inf")  # the latest stale completion (the engine's clock reaches it)
 
-    def start(k: int, devices: tuple, t: float) -> None:
+    def start(k: int, devices: tuple, t: float) -> bool | None:
         """Engine._start, _launch and _segment of job ``k`` on ``devices``, and the SimPy
-        model's completion."""
+        model's completion: True; if its memory did not fit the pools (the engine's own
+        allocation and records), False (it waits in the queue) or None (it failed)."""
+        if mem is not None and mem[k] > 0:
+            got = engine._alloc_memory(jobs[k], devices)  # the clock is at t (see the loop)
+            if got is None:
+                if on_full == "fail":
+                    del queued[k]
+                    emit(t, E.FAIL, ids[k], ("memory: does not fit the device pools",))
+                else:
+                    engine._reject(ids[k], "start: memory does not fit")
+                    return False
+                return None
+            allocs[k] = got
+        del queued[k]
+        if last_reject:
+            last_reject.pop(ids[k], None)
         free.take(devices)
         if first[k] is None:
             first[k] = t
@@ -167,7 +189,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 cap = sum(map(flops.__getitem__, devices))
                 factor = 1.0
             else:
-                task = Task(jobs[k], devices, w, whole, ov, segs[k], ())
+                task = Task(jobs[k], devices, w, whole, ov, segs[k], tuple(allocs[k]) if allocs and allocs[k] else ())
                 cap = cost.capacity_flops(task, cluster)
                 factor = cost.factor(task, cluster)
             total = float(cap)
@@ -193,6 +215,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
         c_app(c_start)
         s_app(ids[k])
         d_app(data)
+        return True
 
     def preempt(k: int, t: float) -> None:
         """Engine._preempt (with _end_segment and _release) of running job ``k``."""
@@ -214,6 +237,9 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
         c_app(c_preempt)
         s_app(ids[k])
         d_app((d, done[k]))
+        if allocs and allocs[k]:
+            engine._free_memory(allocs[k])
+            allocs[k] = None
         free.give(d)
         queued[k] = None
         insort(waiting, (comp[k], arrival[k], ids[k], k))
@@ -309,10 +335,11 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
             pending = True
             heappush(heap, (t, 2, tick(), PASS, -1))
         for e, got in starts:
-            k = e[3]
-            del queued[k]
-            del waiting[bisect_left(waiting, e)]
-            start(k, got, t)
+            ok = start(e[3], got, t)
+            if ok is not False:  # started, or failed for good: it leaves the ranking
+                del waiting[bisect_left(waiting, e)]
+            if ok is not True:
+                placed_all = False
         if placed_all and (free.total == 0 or not wc):
             # the follow-up pass at this instant (the preemptions ask for one) decides nothing
             # unless something happens first: every job this pass selected started, so at the
@@ -327,9 +354,12 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     if round_s:
         heappush(heap, (engine.env.now + round_s, 1, tick(), TICK, -1))
     now = engine.env.now
+    env = engine.env
     while heap:
         t, _, seq, kind, k = heappop(heap)
         now = t
+        if mem is not None:
+            env._now = t  # the engine's memory operations and rejects read its clock
         if kind == DONE:
             if cseq[k] != seq:
                 stale -= 1
@@ -345,6 +375,9 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
             c_app(c_finish)
             s_app(ids[k])
             d_app(())
+            if allocs and allocs[k]:
+                engine._free_memory(allocs[k])
+                allocs[k] = None
             free.give(d)
             finished.add(jobs[k], first[k], t, d, comp[k])
             devs[k] = None
@@ -382,7 +415,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 c_app(c_arrive)
                 s_app(ids[k])
                 d_app(job)
-                if gpus[k] > n_devices:
+                if gpus[k] > n_devices or (mem is not None and mem[k] > fit_all):
                     why = unsatisfiable(job)
                     if why:
                         emit(t, E.FAIL, ids[k], (why,))

@@ -13,9 +13,10 @@ from hypothesis import given, settings, strategies as st
 from llmos_sim import fastcore_las
 from llmos_sim.backends.simpy_cluster import CrossNodeSlowdown, SimPyCluster
 from llmos_sim.engine import Engine
-from llmos_sim.metrics import jobs_table, timeline_table
+from llmos_sim.metrics import jobs_table, memory_table, timeline_table
 from llmos_sim.policies.memory import IdealPool
 from llmos_sim.policies.memory.buddy import BuddyPool
+from llmos_sim.policies.memory.fit import FirstFitPool
 from llmos_sim.policies.scheduling import (
     LAS, SRTF, Consolidated, DiscretizedLAS, FirstFree, Pack, RandomPlacement, Spread, TopologyAware,
 )
@@ -32,13 +33,24 @@ CLUSTERS = {
 }
 PLACEMENTS = {"pack": Pack, "first_free": FirstFree, "spread": Spread, "topology": TopologyAware,
               "consolidated": Consolidated, "random": RandomPlacement}
-POOLS = {"none": None, "ideal": IdealPool, "buddy": BuddyPool}
+
+
+class StingyPool(IdealPool):
+    """Says a request fits whenever it is below the free bytes, but refuses any above 5 GB:
+    starts whose memory does not fit after placement (reject, fail, and runs that stall)."""
+
+    def _allocate(self, nbytes, tag, alloc_id):
+        return None if nbytes > 5 * GB else super()._allocate(nbytes, tag, alloc_id)
+
+
+POOLS = {"none": None, "ideal": IdealPool, "buddy": BuddyPool, "first_fit": FirstFitPool, "stingy": StingyPool}
 
 job_st = st.tuples(
     st.integers(0, 20),  # arrival (few values: simultaneous arrivals)
     st.sampled_from([1, 1, 2, 3, 4, 8, 16]),  # gpus (16: more than any cluster here has)
     st.sampled_from([0, 1, 2, 3, 5, 8, 13]),  # seconds on slow devices (0: no work)
     st.sampled_from([0.0, 0.0, 0.0, 1.5]),  # preprocess_s
+    st.sampled_from([0, 0, 1, 3, 6, 7, 9]),  # GB per device (7: only the fast devices; 9: never)
 )
 las_st = st.fixed_dictionaries({
     "round_s": st.sampled_from([None, 1.0, 2.0, 2.5, 7.0]),
@@ -49,17 +61,17 @@ las_st = st.fixed_dictionaries({
 
 
 def _jobs(spec):
-    return [Job(100 + i, float(t), g * 1e13 * d, gpus=g, preprocess_s=pre, tenant=f"t{i % 2}")
-            for i, (t, g, d, pre) in enumerate(spec)]
+    return [Job(100 + i, float(t), g * 1e13 * d, gpus=g, preprocess_s=pre, mem_bytes_per_device=m * GB,
+                tenant=f"t{i % 2}") for i, (t, g, d, pre, m) in enumerate(spec)]
 
 
-def _run(jobs, cluster, knobs, place, pool, overhead, cost, fast_path):
+def _run(jobs, cluster, knobs, place, pool, overhead, cost, fast_path, on_full="wait", log_memory=True):
     placement = PLACEMENTS[place]()
     if place == "random":
         placement.set_rng(np.random.default_rng(7))
     backend = SimPyCluster(CrossNodeSlowdown(0.5)) if cost == "cross_node" else SimPyCluster()
     eng = Engine(CLUSTERS[cluster](), LAS(placement, **knobs), backend, POOLS[pool],
-                 preempt_overhead_s=overhead, fast_path=fast_path)
+                 preempt_overhead_s=overhead, on_memory_full=on_full, log_memory=log_memory, fast_path=fast_path)
     eng.run(jobs)
     return eng
 
@@ -67,28 +79,29 @@ def _run(jobs, cluster, knobs, place, pool, overhead, cost, fast_path):
 def _same(a: Engine, b: Engine) -> None:
     assert list(a.log.records) == list(b.log.records)
     cl = a.cluster
-    for make in (jobs_table, timeline_table):
+    for make in (jobs_table, memory_table, timeline_table):
         pd.testing.assert_frame_equal(make(a.log, cl), make(b.log, cl))
     pd.testing.assert_frame_equal(a.log.table(), b.log.table())
     assert list(a.finished) == list(b.finished)
     assert [(p.stats(), p._next_id) for p in a.pools] == [(p.stats(), p._next_id) for p in b.pools]
     assert a.env.now == b.env.now and not a.queue and not b.queue
-    assert a.free.total == b.free.total == cl.n_devices
+    assert a.free.total == b.free.total == cl.n_devices and a._last_reject == b._last_reject
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(job_st, min_size=1, max_size=12), las_st, st.sampled_from(sorted(PLACEMENTS)),
        st.sampled_from(sorted(POOLS)), st.sampled_from(sorted(CLUSTERS)), st.sampled_from([0.0, 1.0, 2.5]),
-       st.sampled_from(["plain", "cross_node"]))
-def test_las_fast_core_writes_the_general_engines_log(spec, knobs, place, pool, cluster, overhead, cost):
+       st.sampled_from(["plain", "cross_node"]), st.sampled_from(["wait", "fail"]), st.booleans())
+def test_las_fast_core_writes_the_general_engines_log(spec, knobs, place, pool, cluster, overhead, cost, on_full,
+                                                      log_memory):
     jobs = _jobs(spec)
     compact = fastcore_las.COMPACT_AFTER
     fastcore_las.COMPACT_AFTER = 0  # compact the heap whenever half of it is stale
     try:
-        fast = _run(jobs, cluster, knobs, place, pool, overhead, cost, "auto")
+        fast = _run(jobs, cluster, knobs, place, pool, overhead, cost, "auto", on_full, log_memory)
     finally:
         fastcore_las.COMPACT_AFTER = compact
-    general = _run(jobs, cluster, knobs, place, pool, overhead, cost, "off")
+    general = _run(jobs, cluster, knobs, place, pool, overhead, cost, "off", on_full, log_memory)
     assert fast.fast_path_used and not general.fast_path_used
     _same(fast, general)
 
@@ -155,9 +168,37 @@ def test_jobs_the_las_core_leaves_to_the_general_engine():
     eng = Engine(Cluster.homogeneous(1, 2, SLOW), LAS(), pool_factory=IdealPool)
     assert fastcore_las.why_not(eng, [Job(0, 0.0, 1e13)], None) is None
     assert "horizon" in fastcore_las.why_not(eng, [Job(0, 0.0, 1e13)], 5.0)
-    assert "memory" in fastcore_las.why_not(eng, [Job(0, 0.0, 1e13, mem_bytes_per_device=GB)], None)
+    assert fastcore_las.why_not(eng, [Job(0, 0.0, 1e13, mem_bytes_per_device=GB)], None) is None
+    eng.on_memory_full = "preempt"
+    assert "preempt" in fastcore_las.why_not(eng, [Job(0, 0.0, 1e13, mem_bytes_per_device=GB)], None)
+    eng.on_memory_full = "wait"
     assert "output" in fastcore_las.why_not(eng, [Job(0, 0.0, 1e13, output_s=1.0)], None)
     assert "elastic" in fastcore_las.why_not(eng, [Job(0, 0.0, 1e13, gpus=2, min_gpus=1)], None)
     assert "fractional" in fastcore_las.why_not(eng, [Job(0, 0.0, 1e13, gpu_milli=500)], None)
     eng.run([Job(0, 0.0, 1e13, output_s=1.0)])
     assert not eng.fast_path_used  # the general engine ran it
+
+
+@pytest.mark.parametrize("on_full", ["wait", "fail"])
+def test_memory_that_does_not_fit_after_placement(on_full):
+    """A job whose memory the pool says fits but never grants: with ``wait`` it is rejected at
+    every pass (a round every second) while the others run, preempted and resumed, then the run
+    stalls and fails it naming the last reject; with ``fail`` it fails at its first start."""
+    cluster = Cluster.homogeneous(1, 2, FAST)
+    jobs = [Job(0, 0.0, 4e13, gpus=1, mem_bytes_per_device=6 * GB), Job(1, 0.0, 6e13, gpus=1),
+            Job(2, 1.5, 2e13, gpus=1, mem_bytes_per_device=1 * GB), Job(3, 1.0, 3e13, gpus=1)]
+    runs = [Engine(cluster, LAS(round_s=1.0), pool_factory=StingyPool, on_memory_full=on_full,
+                   preempt_overhead_s=0.5, fast_path=fp) for fp in ("auto", "off")]
+    for e in runs:
+        e.run(jobs)
+    assert runs[0].fast_path_used
+    _same(*runs)
+    kinds = [k for _, k, _, _ in runs[0].log.records]
+    assert "preempt" in kinds and "mem_alloc" in kinds
+    last = runs[0].log.records[-2]
+    if on_full == "wait":
+        assert "reject" in kinds and runs[0].log.records[-1][3] == ("stalled",)
+        assert (last[1], last[2]) == ("fail", 0) and "last rejected: start: memory does not fit" in last[3][0]
+    else:
+        assert runs[0].log.records[3][1:] == ("fail", 0, ("memory: does not fit the device pools",))
+        assert "reject" not in kinds and runs[0].log.records[-1][3] == ("drained",)
