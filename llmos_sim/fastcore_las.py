@@ -96,6 +96,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     on ``engine``'s state and log; returns the end reason (``drained``/``stalled``)."""
     from llmos_sim.backends.simpy_cluster.cost import TrainingCost
     from llmos_sim.engine import _SHARED_MAX, _shared
+    from llmos_sim.policies.scheduling.base import Pack
 
     log, cluster, sched, free = engine.log, engine.cluster, engine.scheduler, engine.free
     finished, progress, unsatisfiable, emit = engine.finished, engine.progress, engine._unsatisfiable, log.emit
@@ -135,6 +136,8 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     tol, whole = CAPACITY_TOLERANCE, FULL_DEVICE_MILLI
     least = min(gpus, default=1)  # no job needs fewer: a walk stops once less is free
     try_start = sched.try_start
+    pack = type(sched.placement) is Pack
+    maxk = free.max_per_node
     # device memory: the engine's own allocation, freeing and records (jobs that need none skip them)
     mem = list(map(attrgetter("mem_bytes_per_device"), jobs)) if engine.pools and any(
         map(attrgetter("mem_bytes_per_device"), jobs)) else None
@@ -154,6 +157,33 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     quiet: tuple | None = None  # (time, changes): a pass then, with nothing changed, decides nothing
     stale = 0  # stale completions on the heap
     last_stale = float("-inf")  # the latest stale completion (the engine's clock reaches it)
+
+    def place(k: int, tent: Tentative) -> tuple | None:
+        """The policy's try_start of job ``k`` in this pass (``view.free`` is ``tent``); for
+        Pack and a job without memory, its whole-device path called on the overlay directly
+        (Placement.place, Pack.place_whole and ClusterView.plan, the same calls in the same order)."""
+        if not pack or (mem is not None and mem[k] > 0):
+            return try_start(jobs[k], view)
+        g = gpus[k]
+        if tent.total < g:
+            return None
+        if g <= maxk:
+            node = tent.best_fit_node(g)
+            if node is not None:
+                got = tuple(tent.ids(node)[:g])
+                tent.take(got)
+                return got
+        chosen: list = []  # spill across nodes: most free first
+        for c in range(maxk, 0, -1):
+            for node in tent.nodes_with(c):
+                chosen.extend(tent.ids(node)[:g - len(chosen)])
+                if len(chosen) == g:
+                    break
+            if len(chosen) == g:
+                break
+        got = tuple(sorted(chosen))
+        tent.take(got)
+        return got
 
     def start(k: int, devices: tuple, t: float) -> bool | None:
         """Engine._start, _launch and _segment of job ``k`` on ``devices``, and the SimPy
@@ -291,16 +321,12 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
         # steps 3-5 (_plan) on the engine's overlay, victims' devices released
         tent = Tentative(free)
         view.now_s, view.free, view.share_taken = t, tent, {}
-        if victims:
-            st = view.share_taken
+        if victims:  # ClusterView.release of each (its shares are read by fractional placement only)
             for k in victims:
-                d = devs[k]
-                for x in d:
-                    st[x] = st.get(x, 0) - whole
-                tent.release(d)
+                tent.release(devs[k])
         starts: list = []
         for e in to_start:
-            got = try_start(jobs[e[3]], view)
+            got = place(e[3], tent)
             if got is not None:
                 starts.append((e, got))
         placed_all = len(starts) == len(to_start)
@@ -323,7 +349,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                     e = src[p]
                     if gpus[e[3]] > tent.total:
                         continue
-                    got = try_start(jobs[e[3]], view)
+                    got = place(e[3], tent)
                     if got is not None:
                         starts.append((e, got))
                 if tent.total == 0:
