@@ -211,16 +211,19 @@ class Engine:
         self._arrivals_left = len(jobs)
         if self._settles and self.pools and not self.log_memory and any(j.mem_trace for j in jobs):
             self._settles = False  # memory traces change the pools without a record: never skip
-        from llmos_sim import fastcore
+        from llmos_sim import fastcore, fastcore_las
 
-        self.fast_path_used = fastcore.why_not(self, jobs, until_s) is None
+        # a fast core, where the run is one (the same records, without SimPy's loop): the
+        # key-order core (llmos_sim.fastcore), else the preemptive LAS core (llmos_sim.fastcore_las)
+        core = next((c for c in (fastcore, fastcore_las) if c.why_not(self, jobs, until_s) is None), None)
+        self.fast_path_used = core is not None
         if jobs and not self.fast_path_used:
             self._at(jobs[0].arrival_s, self._arrive_batch)
         if self.round_s and not self.fast_path_used:
             self._at(self.env.now + self.round_s, self._round_tick)
         with sparse_gc():
-            if self.fast_path_used:  # the same records, without SimPy's loop (see llmos_sim.fastcore)
-                reason = fastcore.run(self, jobs)
+            if core is not None:  # the same records, without SimPy's loop
+                reason = core.run(self, jobs)
             elif until_s is None:
                 self.env.run()
                 reason = "drained"

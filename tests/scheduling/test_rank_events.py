@@ -33,8 +33,10 @@ def _jobs(seed: int, n: int, mix: str) -> list[Job]:
     return out
 
 
-def _run(scheduler, jobs, skip=True, **kw):
-    eng = Engine(cluster(2, 4), scheduler, **kw)
+def _run(scheduler, jobs, skip=True, fast_path="off", **kw):
+    """The general engine (these are its kept ranks and quiet passes; ``fast_path="auto"``: a
+    fast core where the run is one)."""
+    eng = Engine(cluster(2, 4), scheduler, fast_path=fast_path, **kw)
     if not skip:
         eng._settles = False
     return eng.run(jobs).records, eng
@@ -68,6 +70,7 @@ def test_kept_ranks_and_quiet_passes_give_the_old_schedule(fast, general, kw, se
     assert eng_ns.passes_skipped == 0
     assert no_skip == old
     assert sum(1 for r in new if r[1] == "finish") == len(jobs)
+    assert _run(fast(**kw), jobs, fast_path="auto", **engine_kw)[0] == old  # LAS's fast core where eligible
 
 
 def test_quiet_passes_are_skipped_and_counted():
