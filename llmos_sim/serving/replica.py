@@ -638,7 +638,12 @@ class Replica:
         if kv.mode == GROW:
             if grow is not None:
                 rows, need = grow
-                if len(tokens) > n_run:  # admitted rows (never held finished)
+                if len(tokens) == n_run + 1:  # one admitted row (the common case): block_growth inlined
+                    c, x, b = C[n_run], tokens[n_run], B[n_run]
+                    if c + x > b * bt:
+                        rows = rows + [n_run]
+                        need = need + [(c + x + bt - 1) // bt - b]
+                elif len(tokens) > n_run:  # admitted rows (never held finished)
                     new, more = block_growth(C[n_run:], tokens[n_run:], B[n_run:], bt)
                     if new:
                         rows = rows + [n_run + i for i in new]
