@@ -588,8 +588,8 @@ class KVCacheManager:
             except KeyError:  # a sequence holds nothing yet: one by one below
                 olds = None
             if olds is not None:
-                if self._defer is not None:
-                    ok = self._defer(olds, counts)
+                if self._defer is not None:  # (the handles it holds, the counts > 0 it was given)
+                    ok = self._defer(olds, counts, False)
                 else:
                     news = self._append_many(olds, counts)
                     ok = news is not None

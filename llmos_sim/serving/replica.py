@@ -128,6 +128,11 @@ class Replica:
         self._wait: Instant | None = None  # the event the loop waits for (an iteration's end)
         self._growth = None  # the block growth _span_length counted for the span it returned
         self._queue = queue_of(env)
+        # the log's columns, for the batch records and KV samples (see _records); None for a log
+        # of another kind (one that watches the records: they go through its ``emit``)
+        self._append = ((log.time.append, log.code.append, log.subject.append, log.data.append)
+                        if type(log) is E.EventLog else None)
+        self._codes: dict = {}  # kind -> its code in the log, once interned
         self.process = env.process(self._loop())
 
     # -- arrivals -----------------------------------------------------------------------
@@ -430,14 +435,17 @@ class Replica:
                         log.emit(s_, E.BATCH, self.index, (0, n_dec, n_seqs, d_, kv.used_bytes))
                         if adj:
                             self._note_itl(adj if j == 0 else [a for a in adj if a[0] < 0], 1)
+                    log.emit(t, E.KV_SAMPLE, self.index,
+                             (kv.used_bytes, (c_sum + k * (n_rows - n_done)) * self._bpt, kv.pool.capacity_bytes,
+                              kv.free_blocks))
                 else:
-                    log.emit(t, E.BATCH_SPAN, self.index, (k, 0, n_dec * k, n_seqs, dur, kv.used_bytes))
+                    used = kv.used_bytes
+                    self._records(t, E.BATCH_SPAN, (k, 0, n_dec * k, n_seqs, dur, used),
+                                  (used, (c_sum + k * (n_rows - n_done)) * self._bpt, kv.pool.capacity_bytes,
+                                   kv.free_blocks))
                     i0 = len(self._itl)
-                    if adj:
-                        self._note_itl(adj, k)
-                log.emit(t, E.KV_SAMPLE, self.index,
-                         (kv.used_bytes, (c_sum + k * (n_rows - n_done)) * self._bpt, kv.pool.capacity_bytes,
-                          kv.free_blocks))
+                    if adj:  # (naming the batch record: the one before the KV sample)
+                        self._note_itl(adj, k, 2)
                 plan = IterationPlan(dur, tokens, k, d.hold_finished, fin, True)
                 p = self._pend
                 if p is not None:  # its records are written again when its blocks are taken
@@ -450,11 +458,11 @@ class Replica:
         spread = self._decode_spread(tokens, pre, pure) if self._spread and n_dec > 1 else (0, 0)
         shape = BatchShape(n_pre, pairs, pre_ctx, n_dec, dec_ctx, n_seqs, n_logits, swap_bytes, *spread)
         dur = self._iteration_s(shape, tokens)
-        log.emit(t, E.BATCH, self.index, (n_pre, n_dec, n_seqs, dur, used))
-        if adj:
-            self._note_itl(adj, 1)
         tok = sum(x for x, done in zip(tokens, tab.done) if not done) if n_done else n_tok
-        log.emit(t, E.KV_SAMPLE, self.index, (used, (c_sum + tok) * self._bpt, kv.pool.capacity_bytes, kv.free_blocks))
+        self._records(t, E.BATCH, (n_pre, n_dec, n_seqs, dur, used),
+                      (used, (c_sum + tok) * self._bpt, kv.pool.capacity_bytes, kv.free_blocks))
+        if adj:
+            self._note_itl(adj, 1, 2)
         may_finish = min(map(sub, tab.output, tab.generated), default=2) <= 1  # a row one token short (or held done)
         return IterationPlan(dur, tokens, 1, d.hold_finished, may_finish, pure)
 
@@ -544,10 +552,37 @@ class Replica:
             out.append((-n_pad, 0.0, 1))
         return out
 
-    def _note_itl(self, adj: list[tuple], k: int) -> None:
-        """Keep ``adj`` (from :meth:`_itl_adjust`) for the batch record of ``k`` iterations just
-        logged (padding repeats in each of them); :meth:`flush_itl` logs them."""
-        seq = len(self.log.records) - 1
+    def _records(self, t: float, kind: str, batch: tuple, kv_sample: tuple) -> None:
+        """Log an iteration's (or a span's) batch record of ``kind`` and its ``E.KV_SAMPLE`` at
+        ``t``: appended to the log's columns directly, as the engine appends its hot records
+        (each kind interned at its first record, as ``emit`` would)."""
+        log, idx = self.log, self.index
+        if self._append is None:
+            log.emit(t, kind, idx, batch)
+            log.emit(t, E.KV_SAMPLE, idx, kv_sample)
+            return
+        codes = self._codes
+        c = codes.get(kind)
+        if c is None:
+            c = codes[kind] = log.code_of(kind)
+        ck = codes.get(E.KV_SAMPLE)
+        if ck is None:
+            ck = codes[E.KV_SAMPLE] = log.code_of(E.KV_SAMPLE)
+        ta, ca, sa, da = self._append
+        ta(t)
+        ca(c)
+        sa(idx)
+        da(batch)
+        ta(t)
+        ca(ck)
+        sa(idx)
+        da(kv_sample)
+
+    def _note_itl(self, adj: list[tuple], k: int, back: int = 1) -> None:
+        """Keep ``adj`` (from :meth:`_itl_adjust`) for the batch record of ``k`` iterations
+        logged ``back`` records ago (1: the last; padding repeats in each of its iterations);
+        :meth:`flush_itl` logs them."""
+        seq = len(self.log.records) - back
         for n, w, dec in adj:
             self._itl.append((seq, n * k if n < 0 else n, w, dec))
 
@@ -638,7 +673,12 @@ class Replica:
         if kv.mode == GROW:
             if grow is not None:
                 rows, need = grow
-                if len(tokens) > n_run:  # admitted rows (never held finished)
+                if len(tokens) == n_run + 1:  # one admitted row (the common case): block_growth inlined
+                    c, x, b = C[n_run], tokens[n_run], B[n_run]
+                    if c + x > b * bt:
+                        rows = rows + [n_run]
+                        need = need + [(c + x + bt - 1) // bt - b]
+                elif len(tokens) > n_run:  # admitted rows (never held finished)
                     new, more = block_growth(C[n_run:], tokens[n_run:], B[n_run:], bt)
                     if new:
                         rows = rows + [n_run + i for i in new]
@@ -924,7 +964,13 @@ class Replica:
     def _finish(self, plan: IterationPlan) -> None:
         """Advance the sequences after an iteration (or a span of ``k``) ends
         (:func:`~llmos_sim.serving.iteration.advance`), log first tokens and finishes."""
-        tab, log, now, idx = self.table, self.log, self.now, self.index
+        tab = self.table
+        if plan.pure and not plan.may_finish and not tab.n_done:  # a decode span (or iteration) that
+            add_k = plan.k.__add__  # finishes nothing: advance's pure path, inlined (no first tokens)
+            tab.computed = list(map(add_k, tab.computed))
+            tab.generated = list(map(add_k, tab.generated))
+            return
+        log, now, idx = self.log, self.now, self.index
         kv = self.kv
         first, fin = advance(tab, plan, kv.computed, kv.filling)
         for r in first:

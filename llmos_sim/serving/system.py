@@ -34,6 +34,7 @@ from simpy.events import URGENT
 
 from llmos_sim import events as E
 from llmos_sim.kernel import Instant, push_at, queue_of, sparse_gc
+from llmos_sim.metrics.tables import Tables
 from llmos_sim.policies.memory.ideal import IdealPool
 from llmos_sim.policies.routing.base import ReplicaLoad, Router
 from llmos_sim.serving import metrics
@@ -47,7 +48,7 @@ class ServingResult:
     """A serving run: its event log (the source of truth), tables built from it, a summary."""
 
     log: E.EventLog
-    tables: dict[str, pd.DataFrame]
+    tables: "Tables | dict[str, pd.DataFrame]"  # (the events table lazy, see build_result)
     summary: dict[str, float]
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -270,4 +271,8 @@ def build_result(log: E.EventLog, slo_ttft_s: float = math.inf, slo_tpot_s: floa
     kv = metrics.kv_table(frames)
     out = metrics.summary(req, bat, kv, slo_ttft_s, slo_tpot_s)
     out.update(metrics.vllm_summary(req, metrics.itl_samples(frames, bat)))
-    return ServingResult(log, {"requests": req, "batches": bat, "kv": kv, "events": log.table(by_kind)}, out)
+    # the events table (the log as text, one row per record) is made when first read, and
+    # written block by block of the log when written unread, as a training run's is
+    tables = Tables({"requests": req, "batches": bat, "kv": kv})
+    tables.add_lazy("events", log.table, log.write_table)
+    return ServingResult(log, tables, out)

@@ -162,6 +162,13 @@ class SeqTable:
     def append(self, rows: Iterable[tuple]) -> None:
         """Add rows given as tuples in column order."""
         rows = list(rows)
+        if len(rows) == 1:  # the common case: one admission
+            row = rows[0]
+            for col, v in zip(_columns(self), row):
+                col.append(v)
+            if row[-1]:
+                self.n_done += 1
+            return
         if not rows:
             return
         for col, values in zip(_columns(self), zip(*rows)):
@@ -176,9 +183,14 @@ class SeqTable:
         if len(rows) == len(self):
             self.clear()
             return
-        for col in _columns(self):
-            for r in rows:
+        if len(rows) == 1:  # the common case: one row finishes
+            r = rows[0]
+            for col in _columns(self):
                 del col[r]
+        else:
+            for col in _columns(self):
+                for r in rows:
+                    del col[r]
         if self.n_done:
             self.n_done = sum(self.done)
 

@@ -17,10 +17,12 @@ class ContinuousBatching(BatchingPolicy):
                  watermark: float = 0.01, order: Ordering | None = None) -> None:
         super().__init__(max_num_seqs, max_num_batched_tokens, chunked=False, preemption=preemption,
                          watermark=watermark, order=order)
+        self._own_admit = type(self).admit is not BatchingPolicy.admit  # a subclass's admission hook
 
     def next_batch(self, view: ReplicaView) -> BatchDecision:
         n = len(view.running)
-        admit = self.admit(view, self.max_num_batched_tokens, n)
+        # (the base admission takes nothing from an empty queue: not asked then)
+        admit = self.admit(view, self.max_num_batched_tokens, n) if view.waiting or self._own_admit else ()
         if admit:  # a prefill iteration: the running sequences wait (so none of them grows)
             return BatchDecision(TokenList([0] * n), admit, (), self.preemption,
                                  grow=([], []) if view.kv.mode == GROW else None)

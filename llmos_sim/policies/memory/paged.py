@@ -161,7 +161,7 @@ class PagedPool(BlockPool):
         self._reserved = self._allocated
         return out
 
-    def defer_blocks_many(self, allocations: Sequence[Allocation], counts: Sequence[int]) -> bool:
+    def defer_blocks_many(self, allocations: Sequence[Allocation], counts: Sequence[int], check: bool = True) -> bool:
         """Like :meth:`append_blocks_many` (the same blocks, taken in the same order; the same
         counters, stats and free blocks afterwards), but the allocations' objects are not
         rebuilt: the blocks wait in the pool until the allocation is next looked at
@@ -170,27 +170,45 @@ class PagedPool(BlockPool):
         not a new :class:`Allocation`. The given objects stay the handles to pass back (also
         to this method again; one listed twice grows twice, in turn). All or nothing: False
         (one failure counted, nothing changed) when the blocks of all together are not free.
-        A serving KV cache grows every sequence of a decode span through this."""
-        if not self._room_for_growth("defer_blocks_many", allocations, counts):
-            return False
-        total = sum(counts)
+        A serving KV cache grows every sequence of a decode span through this.
+
+        ``check=False``: the caller vouches that each allocation is the live one and each count
+        >= 0 (a KV cache passing the handles it holds and the growth it counted); only the room
+        is checked then. The blocks of all of them are taken from the free stack in one slice
+        (the same blocks, in the same order, as one pop per block)."""
+        if check:
+            if not self._room_for_growth("defer_blocks_many", allocations, counts):
+                return False
+            total = sum(counts)
+        else:
+            total = sum(counts)
+            if total > len(self._free_stack):
+                self._n_fail += 1
+                return False
         stack = self._free_stack
         bb = self.block_bytes
         pending = self._pending
         requested = total * bb  # each request becomes the bytes of all its blocks
-        pop = stack.pop
-        for a, n in zip(allocations, counts):
-            ext = pending.get(a.id)
-            if ext is None:  # (also for 0 blocks: its request becomes its blocks' bytes, as in append_blocks)
-                pending[a.id] = ext = []
-                requested += len(a.blocks) * bb - a.requested
-            if n == 1:
-                ext.append(pop())
-            elif n:
-                taken = stack[-n:]
-                del stack[-n:]
-                taken.reverse()
-                ext += taken
+        taken = stack[-total:] if total else []  # (the next ``total`` pops, in pop order)
+        del stack[len(stack) - total:]
+        taken.reverse()
+        if total == len(allocations) and (not counts or min(counts) == 1):  # one block each (the common case)
+            for a, b in zip(allocations, taken):
+                ext = pending.get(a.id)
+                if ext is None:  # (its request becomes its blocks' bytes, as in append_blocks)
+                    pending[a.id] = ext = []
+                    requested += len(a.blocks) * bb - a.requested
+                ext.append(b)
+        else:
+            i = 0
+            for a, n in zip(allocations, counts):
+                ext = pending.get(a.id)
+                if ext is None:  # (also for 0 blocks: its request becomes its blocks' bytes, as in append_blocks)
+                    pending[a.id] = ext = []
+                    requested += len(a.blocks) * bb - a.requested
+                if n:
+                    ext += taken[i:i + n]
+                    i += n
         self._requested += requested
         self._allocated += total * bb
         self._reserved = self._allocated
