@@ -101,8 +101,9 @@ STAGES = ("prefill", "decode")
 LINK_SHARING = ("fair", "fifo")
 #: which transfers share one link: ``source`` (those out of one prefill replica: its NICs),
 #: ``destination`` (those into one decode replica), ``pair`` (one link per prefill/decode
-#: pair), ``single`` (every transfer on one link)
-LINK_SCOPES = ("source", "destination", "pair", "single")
+#: pair), ``single`` (every transfer on one link), ``both`` (each transfer crosses its prefill
+#: replica's NICs and its decode replica's NICs: rates shared over both, :class:`FabricState`)
+LINK_SCOPES = ("source", "destination", "pair", "single", "both")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,20 +132,28 @@ class KVLink:
         return self.latency_s + nbytes / self.bw_bytes_s
 
     def key(self, src: int, dst: int):
-        """The link a transfer from replica ``src`` to replica ``dst`` takes."""
+        """The link a transfer from replica ``src`` to replica ``dst`` takes (``both``: one
+        :class:`FabricState` for every transfer, which knows each one's two NICs)."""
         scope = self.scope
         return src if scope == "source" else dst if scope == "destination" else (src, dst) if scope == "pair" else 0
 
+    def state(self, bw: float):
+        """A new state for one link of this scope (``bw``: the link's bytes per second)."""
+        fair = self.sharing == "fair"
+        return FabricState(bw, fair) if self.scope == "both" else LinkState(bw, fair)
+
 
 class Transfer:
-    """One request's KV on its way: ``rem`` bytes still to move once it is on its link."""
+    """One request's KV on its way: ``rem`` bytes still to move once it is on its link (set
+    when it starts: the prompt's bytes less those the decode replica already holds, ``cached``
+    tokens of its prefix); ``rate``: its bytes per second now (:class:`FabricState` only)."""
 
-    __slots__ = ("req", "src", "j", "nbytes", "blocks", "first_token_s", "rem")
+    __slots__ = ("req", "src", "j", "dst", "nbytes", "blocks", "first_token_s", "rem", "cached", "rate")
 
-    def __init__(self, req, src: int, j: int, nbytes: int, blocks: int, first_token_s: float) -> None:
-        self.req, self.src, self.j, self.nbytes, self.blocks = req, src, j, nbytes, blocks
+    def __init__(self, req, src: int, j: int, dst: int, blocks: int, first_token_s: float) -> None:
+        self.req, self.src, self.j, self.dst, self.blocks = req, src, j, dst, blocks
         self.first_token_s = first_token_s
-        self.rem = float(nbytes)
+        self.nbytes, self.rem, self.cached, self.rate = 0, 0.0, 0, 0.0
 
 
 class LinkState:
@@ -196,15 +205,85 @@ class LinkState:
         return self.next_end
 
 
+class FabricState(LinkState):
+    """``scope: both``: every transfer crosses two links of ``bw`` each, its prefill
+    replica's NICs (``src``) and its decode replica's NICs (``dst``), shared with every other
+    transfer on either. ``fair``: max-min fair rates by progressive filling (all rates rise
+    together; when a link is full, the transfers on it keep their rate and the others rise
+    on); ``fifo``: in the order they joined, each takes what its two links have left (the first
+    on a link moves at ``bw``, a later one waits while either of its links is taken).
+
+    A transfer joining may speed another up (max-min fairness is not monotone), so
+    :attr:`next_end` holds only until the next join; :meth:`DisaggSystem.next_landing_s`
+    bounds by the next possible join anyway."""
+
+    __slots__ = ()
+
+    def advance(self, now: float) -> None:
+        dt = now - self.t
+        if dt > 0:
+            for x in self.active:
+                x.rem -= dt * x.rate
+        self.t = max(self.t, now)
+
+    def rates(self) -> None:
+        """Set each transfer's :attr:`Transfer.rate` from the transfers under way."""
+        bw, act = self.bw, self.active
+        if not self.fair:
+            left: dict = {}
+            for x in act:
+                r = min(left.get(("s", x.src), bw), left.get(("d", x.dst), bw))
+                x.rate = r
+                left[("s", x.src)] = left.get(("s", x.src), bw) - r
+                left[("d", x.dst)] = left.get(("d", x.dst), bw) - r
+            return
+        cap: dict = {}
+        for x in act:
+            x.rate = 0.0
+            cap[("s", x.src)] = cap[("d", x.dst)] = bw
+        live = act
+        while live:
+            n: dict = {}
+            for x in live:
+                n[("s", x.src)] = n.get(("s", x.src), 0) + 1
+                n[("d", x.dst)] = n.get(("d", x.dst), 0) + 1
+            share = {k: cap[k] / c for k, c in n.items()}
+            inc = min(share.values())
+            full = {k for k, v in share.items() if v == inc}
+            for k, c in n.items():
+                cap[k] = 0.0 if k in full else cap[k] - inc * c
+            for x in live:
+                x.rate += inc
+            live = [x for x in live if ("s", x.src) not in full and ("d", x.dst) not in full]
+
+    def _ends(self) -> list[float]:
+        return [self.t + max(0.0, x.rem) / x.rate if x.rate > 0 else math.inf for x in self.active]
+
+    def due(self) -> list[Transfer]:
+        if not self.active:
+            return []
+        ends = self._ends()
+        first = min(ends)
+        return [x for x, e in zip(self.active, ends) if e == first]
+
+    def plan(self) -> float:
+        self.rates()
+        self.next_end = min(self._ends()) if self.active else math.inf
+        self.version += 1
+        return self.next_end
+
+
 class DisaggSystem(ServingSystem):
     """A prefill pool behind the prefill router (the arrivals are :class:`ServingSystem`'s,
     routed over :attr:`prefill`), a decode pool behind the decode router, and the KV links.
 
     KV ownership (see the module docstring): a prefill replica keeps a handed-off request's
-    blocks until its transfer has ended (its pool's ``release`` is wrapped: a release of such
-    a request waits for the transfer); a request waits, after its first token, for its blocks
-    in the decode replica's pool (first come, first served per decode replica), which are
-    allocated to it before its transfer starts and which its admission there then holds."""
+    blocks until its transfer has ended (its pool's :attr:`KVCacheManager.release_hook`: a
+    release of such a request waits for the transfer); a request waits, after its first
+    token, for its blocks in the decode replica's pool (first come, first served per decode
+    replica), which are allocated to it before its transfer starts (its prefix cached there
+    referenced, not sent) and which its admission there then holds; the decode pool's hook
+    starts waiting transfers as blocks free."""
 
     def __init__(self, requests: Sequence, make_prefill, make_decode, prefill_router: Router, decode_router: Router,
                  n_prefill: int, n_decode: int, link: KVLink, kv_bytes_per_token: int,
@@ -227,19 +306,17 @@ class DisaggSystem(ServingSystem):
         # for the transfer's end); the event a prefill replica short of blocks waits for
         self._held: list[dict] = [{} for _ in range(n_prefill)]
         self._freed: list = [None] * n_prefill
-        self._release = {}  # replica index -> its pool's own release
         for i, rep in enumerate(self.prefill):
             rep.handoff = self._handoff
-            self._release[rep.index] = rep.kv.release
-            rep.kv.release = functools.partial(self._prefill_release, i)
+            rep.kv.release_hook = functools.partial(self._prefill_release, i)
             rep.held_elsewhere = functools.partial(self._held_event, i)
         for j, rep in enumerate(self.decode):
             rep.sync_finishes = False
-            self._release[rep.index] = rep.kv.release
-            rep.kv.release = functools.partial(self._decode_release, j)
+            rep.kv.release_hook = functools.partial(self._decode_release, j)
         self.max_pending = 0  #: most requests waiting for decode blocks at once
         self.max_held_blocks = 0  #: most prefill blocks held for transfers at once (all replicas)
         self._held_blocks = 0
+        self.cached_tokens = 0  #: prompt tokens not sent: the decode replica had them cached
 
     @property
     def all_replicas(self) -> list[Replica]:
@@ -270,7 +347,7 @@ class DisaggSystem(ServingSystem):
         held = self._held[i]
         state = held.get(seq)
         if state is None:
-            return self._release[self.prefill[i].index](seq, cache_tokens)
+            return self.prefill[i].kv.free_now(seq, cache_tokens)
         if state == "sent":  # the transfer already ended
             del held[seq]
             return self._free_held(i, seq)
@@ -280,7 +357,7 @@ class DisaggSystem(ServingSystem):
     def _free_held(self, i: int, seq) -> int:
         rep = self.prefill[i]
         self._held_blocks -= rep.kv.held_blocks(seq)
-        n = self._release[rep.index](seq)
+        n = rep.kv.free_now(seq)
         ev = self._freed[i]
         if ev is not None:
             self._freed[i] = None
@@ -328,11 +405,13 @@ class DisaggSystem(ServingSystem):
                                                 f"{self.decode[j].index} has {kv.total_blocks}",))
                 continue
             blocks = kv.admit_blocks(r.prompt_tokens, r.output_tokens, r.prompt_tokens + 1)
+            if r.prefix_hashes:  # (a no-op without prefix caching there)
+                kv.register(rid, r.prefix_hashes, r.prefix_block_tokens, r.prompt_tokens)
             self._held[i][rid] = "kept"
             self._held_blocks += rep.kv.held_blocks(rid)
             self.max_held_blocks = max(self.max_held_blocks, self._held_blocks)
             self._in_flight[j] += 1
-            self._pending[j].append(Transfer(r, i, j, r.prompt_tokens * self.kv_bytes_per_token, blocks, now))
+            self._pending[j].append(Transfer(r, i, j, self.decode[j].index, blocks, now))
         for j, q in enumerate(self._pending):
             if q:
                 self._start_pending(j, now)
@@ -340,11 +419,22 @@ class DisaggSystem(ServingSystem):
 
     # -- the decode side: blocks before the transfer ------------------------------------------
     def _decode_release(self, j: int, seq, cache_tokens: int = 0) -> int:
-        n = self._release[self.decode[j].index](seq, cache_tokens)
-        if n and self._pending[j] and not self._retry[j]:  # blocks freed: the waiting transfers may start
-            self._retry[j] = True
-            push_at(self._queue, max(self.env.now, self.decode[j].now),
-                    Instant(functools.partial(self._retry_pending, j)), URGENT)
+        """Decode replica ``j``'s release hook: free ``seq``'s blocks now. Blocks freed by a
+        sequence leaving the replica (finished, or failed) go to the transfers waiting there
+        at once, at the replica's clock, before its next decision; blocks freed by a
+        preemption belong to the decision that preempted (the rows it grows), so the waiting
+        transfers try after that decision (an urgent instant at the same time)."""
+        rep = self.decode[j]
+        kv = rep.kv
+        before = kv.unheld_blocks
+        n = kv.free_now(seq, cache_tokens)
+        if self._pending[j] and kv.unheld_blocks > before:  # blocks freed: the waiting transfers may start
+            if _leaves(rep, seq):
+                self._start_pending(j, rep.now)
+            elif not self._retry[j]:
+                self._retry[j] = True
+                push_at(self._queue, max(self.env.now, rep.now), Instant(functools.partial(self._retry_pending, j)),
+                        URGENT)
         return n
 
     def _retry_pending(self, j: int, _event=None) -> None:
@@ -353,25 +443,45 @@ class DisaggSystem(ServingSystem):
 
     def _start_pending(self, j: int, now: float) -> None:
         """Start the transfers waiting on decode replica ``j`` (in order) while its pool has
-        their blocks; each takes its blocks there now."""
+        their blocks; each takes its blocks there now: the prefix that pool has cached
+        (referenced, not sent) and new blocks for the rest, whose bytes it sends."""
         q, kv = self._pending[j], self.decode[j].kv
         while q:
             x = q[0]
+            rid = x.req.id
+            hashed = kv.is_hashed(rid)
+            hit, shared = kv.prefix_hit(rid, x.req.prompt_tokens) if hashed else (0, 0)
             # (a count: a fragmenting pool's ``free_blocks`` is a lower bound, its ``grow`` decides)
-            if kv.unheld_blocks < x.blocks or not kv.grow(x.req.id, x.blocks):
+            if kv.unheld_blocks < x.blocks - shared or not self._take_blocks(kv, x, hit, hashed):
                 if kv.unheld_blocks == kv.total_blocks:  # refused by an empty pool: it never will take it
                     q.popleft()
                     self._in_flight[j] -= 1
-                    self.log.emit(now, E.REQ_FAIL, x.req.id, (f"kv_refused: decode replica {self.decode[j].index}'s "
-                                                              f"empty pool refused {x.blocks} blocks",))
-                    self._drop_held(x.src, x.req.id)
+                    kv.forget(rid)
+                    self.log.emit(now, E.REQ_FAIL, rid, (f"kv_refused: decode replica {self.decode[j].index}'s "
+                                                         f"empty pool refused {x.blocks} blocks",))
+                    self._drop_held(x.src, rid)
                     continue
                 return
             q.popleft()
-            dst = self.decode[j].index
-            self.log.emit(now, E.KV_TRANSFER, x.req.id, ("start", x.src, dst, x.nbytes))
+            x.nbytes = (x.req.prompt_tokens - x.cached) * self.kv_bytes_per_token
+            x.rem = float(x.nbytes)
+            self.cached_tokens += x.cached
+            self.log.emit(now, E.KV_TRANSFER, rid, ("start", x.src, x.dst, x.nbytes))
             heapq.heappush(self._joins, (now + self.link.latency_s, next(self._n), x))
             push_at(self._queue, now + self.link.latency_s, Instant(self._join), URGENT)
+
+    @staticmethod
+    def _take_blocks(kv, x: Transfer, hit: int, hashed: bool) -> bool:
+        """Allocate transfer ``x``'s blocks in decode pool ``kv``: a hashed request first
+        references the ``hit`` tokens cached there (:meth:`KVCacheManager.take_prefix`; its
+        other whole hash blocks fill first as new units), then the rest; False, holding
+        nothing, when the pool refuses."""
+        got = kv.take_prefix(x.req.id, hit) if hashed else 0
+        if kv.grow(x.req.id, x.blocks - got // kv.block_tokens):
+            x.cached = got
+            return True
+        kv.free_now(x.req.id)
+        return False
 
     # -- the links --------------------------------------------------------------------------
     def _join(self, _event=None) -> None:
@@ -379,9 +489,12 @@ class DisaggSystem(ServingSystem):
         now = self.env.now
         _, _, x = heapq.heappop(self._joins)  # (joins come in time order: this one is the earliest)
         key = self.link.key(x.src, self.decode[x.j].index)
+        if x.rem <= 0:  # its whole prompt was cached there: nothing to send
+            self._land(x, now)
+            return
         ln = self._links.get(key)
         if ln is None:
-            ln = self._links[key] = LinkState(self.link.bw_bytes_s, self.link.sharing == "fair")
+            ln = self._links[key] = self.link.state(self.link.bw_bytes_s)
             ln.t = now
         ln.advance(now)
         ln.active.append(x)
@@ -414,7 +527,11 @@ class DisaggSystem(ServingSystem):
         dst = self.decode[j]
         self.log.emit(now, E.KV_TRANSFER, r.id, ("end", x.src, dst.index, x.nbytes))
         self._drop_held(x.src, r.id)
-        # (its prompt's KV is this pool's own copy: not shared with other requests' prefixes here)
+        kv = dst.kv
+        if kv.is_hashed(r.id):  # its prompt's whole hash blocks are complete here: cached for later requests
+            kv.computed(r.id, r.prompt_tokens)
+            kv.forget(r.id)
+        # (it continues as an unhashed sequence here: its units stay its own until it ends)
         dst.enqueue(dataclasses.replace(r, prefix_hashes=()) if r.prefix_hashes else r, landed_s=x.first_token_s,
                     held_blocks=x.blocks)
 
@@ -422,6 +539,18 @@ class DisaggSystem(ServingSystem):
         super().run(until)
         for rep in self.decode:
             rep.flush_itl(self.env.now)
+
+
+def _leaves(rep: Replica, seq) -> bool:
+    """Does the release of ``seq`` on ``rep`` mean it leaves the replica (it finished, or is
+    no row: a failed waiting sequence, a finish released after the next decision), rather than
+    a preemption of a row (still running, not finished)?"""
+    tab = rep.table
+    try:
+        r = tab.rid.index(seq)
+    except ValueError:
+        return True
+    return tab.generated[r] >= tab.output[r]
 
 
 def is_disaggregated(cfg) -> bool:
