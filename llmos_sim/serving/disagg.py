@@ -89,6 +89,7 @@ from llmos_sim import events as E
 from llmos_sim.kernel import Instant, push_at, sparse_gc
 from llmos_sim.policies.routing.base import Router
 from llmos_sim.serving.replica import Replica
+from llmos_sim.serving.view import GROW
 from llmos_sim.serving.system import ServingResult, ServingSystem, build_result, replica_loads
 from llmos_sim.validate import ConfigError
 
@@ -421,17 +422,18 @@ class DisaggSystem(ServingSystem):
     def _decode_release(self, j: int, seq, cache_tokens: int = 0) -> int:
         """Decode replica ``j``'s release hook: free ``seq``'s blocks now. Blocks freed by a
         sequence leaving the replica (finished, or failed) go to the transfers waiting there
-        at once, at the replica's clock, before its next decision; blocks freed by a
-        preemption belong to the decision that preempted (the rows it grows), so the waiting
-        transfers try after that decision (an urgent instant at the same time)."""
+        at once, at the replica's clock, before its next decision, less the blocks its running
+        rows need for their next token (running rows grow first, as in vLLM's scheduler); any
+        blocks left after that decision, and blocks freed by a preemption (the decision's, for
+        the rows it grows), are tried after the decision (an urgent instant at the same time)."""
         rep = self.decode[j]
         kv = rep.kv
         before = kv.unheld_blocks
         n = kv.free_now(seq, cache_tokens)
         if self._pending[j] and kv.unheld_blocks > before:  # blocks freed: the waiting transfers may start
             if _leaves(rep, seq):
-                self._start_pending(j, rep.now)
-            elif not self._retry[j]:
+                self._start_pending(j, rep.now, _next_growth(rep))
+            if self._pending[j] and not self._retry[j]:
                 self._retry[j] = True
                 push_at(self._queue, max(self.env.now, rep.now), Instant(functools.partial(self._retry_pending, j)),
                         URGENT)
@@ -441,10 +443,10 @@ class DisaggSystem(ServingSystem):
         self._retry[j] = False
         self._start_pending(j, self.env.now)
 
-    def _start_pending(self, j: int, now: float) -> None:
+    def _start_pending(self, j: int, now: float, keep: int = 0) -> None:
         """Start the transfers waiting on decode replica ``j`` (in order) while its pool has
-        their blocks; each takes its blocks there now: the prefix that pool has cached
-        (referenced, not sent) and new blocks for the rest, whose bytes it sends."""
+        their blocks beyond ``keep``; each takes its blocks there now: the prefix that pool has
+        cached (referenced, not sent) and new blocks for the rest, whose bytes it sends."""
         q, kv = self._pending[j], self.decode[j].kv
         while q:
             x = q[0]
@@ -452,7 +454,7 @@ class DisaggSystem(ServingSystem):
             hashed = kv.is_hashed(rid)
             hit, shared = kv.prefix_hit(rid, x.req.prompt_tokens) if hashed else (0, 0)
             # (a count: a fragmenting pool's ``free_blocks`` is a lower bound, its ``grow`` decides)
-            if kv.unheld_blocks < x.blocks - shared or not self._take_blocks(kv, x, hit, hashed):
+            if kv.unheld_blocks - keep < x.blocks - shared or not self._take_blocks(kv, x, hit, hashed):
                 if kv.unheld_blocks == kv.total_blocks:  # refused by an empty pool: it never will take it
                     q.popleft()
                     self._in_flight[j] -= 1
@@ -551,6 +553,15 @@ def _leaves(rep: Replica, seq) -> bool:
     except ValueError:
         return True
     return tab.generated[r] >= tab.output[r]
+
+
+def _next_growth(rep: Replica) -> int:
+    """Blocks ``rep``'s running rows not finished need for one more token each."""
+    kv, tab = rep.kv, rep.table
+    if kv.mode != GROW:  # (reserved whole at admission)
+        return 0
+    bt = kv.block_tokens
+    return sum(1 for c, b, g, o in zip(tab.computed, tab.blocks, tab.generated, tab.output) if g < o and c >= b * bt)
 
 
 def is_disaggregated(cfg) -> bool:
@@ -661,6 +672,11 @@ def simulate(cfg, seed: int, progress: bool = False, backend=None) -> ServingRes
         "prefill_held_blocks_max": float(system.max_held_blocks),
         "kv_transfer_bytes": float(tr["nbytes"].sum()) if len(tr) else 0.0,
     })
+    if system.decode[0].kv.prefix_caching:  # prompt tokens the decode replica had cached: not sent
+        bpt = system.kv_bytes_per_token
+        prompt = {r.id: r.prompt_tokens for r in system.requests}
+        tr["cached_tokens"] = [prompt[rid] - nb // bpt for rid, nb in zip(tr["request"], tr["nbytes"])]
+        res.summary["kv_transfer_cached_tokens"] = float(system.cached_tokens)
     res.extra.update(kv_blocks_per_replica=system.prefill[0].kv.total_blocks,
                      kv_blocks_decode=system.decode[0].kv.total_blocks,
                      kv_capacity_bytes=factories["prefill"].capacity_bytes, replicas=system.all_replicas)
