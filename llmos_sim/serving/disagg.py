@@ -14,23 +14,37 @@ stall the decodes batched with them (TPOT) and decodes take the batch slots pref
    **prefill replica keeps the request's blocks until the transfer has ended** (vLLM's
    connectors delay freeing them until the decode side has read them), so a full decode pool
    holds KV back in the prefill pool, and a prefill replica short of blocks waits for a
-   transfer to end (``Replica.held_elsewhere``) instead of failing its head;
-3. its prompt's KV (``prompt_tokens × model.kv_bytes_per_token`` bytes) crosses a **link**
+   transfer to end (``Replica.held_elsewhere``) instead of failing its head. Blocks freed on
+   the decode replica by a sequence that leaves it (finished or failed) go to the waiting
+   transfers **at the free**, before the replica's next decision, less the blocks its running
+   rows need for their next token (running rows grow first, as in vLLM's scheduler); blocks a
+   preemption frees are that decision's, and the transfers try again right after it;
+3. with prefix caching on, the decode replica's pool first looks up the request's prefix
+   hashes: the whole hash blocks it has cached are **referenced, not sent** (vLLM's
+   connectors read only the blocks the decode side's prefix cache lacks), and new blocks are
+   allocated for the rest. Its prompt's missing KV (``(prompt_tokens − cached) ×
+   model.kv_bytes_per_token`` bytes; a prompt cached whole sends nothing and lands after the
+   latency) crosses a **link**
    (:class:`KVLink`): first ``latency_s`` (the handshake; shares nothing), then its bytes at the
    link's bandwidth, **shared with the transfers on the same link**: ``sharing: fair``
    (processor sharing, the default: ``n`` transfers under way move at ``bw / n`` each, as
    flows on one RDMA NIC roughly do) or ``fifo`` (one at a time, in the order they joined);
    ``scope`` says which transfers share a link: ``source`` (the default: those out of one
-   prefill replica, its NICs), ``destination`` (into one decode replica), ``pair`` or
-   ``single``. Alone on its link a transfer takes ``latency_s + bytes / bandwidth``. Logged as
+   prefill replica, its NICs), ``destination`` (into one decode replica), ``pair``,
+   ``single``, or ``both``: each transfer crosses its prefill replica's NICs *and* its decode
+   replica's NICs, with max-min fair rates over both by progressive filling (``fifo``: in join
+   order, each takes what its two NICs have left; :class:`FabricState`). Alone on its link a
+   transfer takes ``latency_s + bytes / bandwidth``. Logged as
    two ``kv_transfer`` records (``phase`` "start" when its decode blocks are allocated, "end"
    on arrival; see :data:`llmos_sim.events.KV_TRANSFER`);
 4. on arrival the prefill replica frees its blocks and the request waits on the decode replica
    as a sequence whose computed tokens come back from elsewhere — the replica's swap-in path
    (``WaitingSeq.swapped``), with the copy already paid for (``WaitingSeq.landed``) and its
    blocks already held (``Replica.enqueue(..., held_blocks=)``: admission takes no more for
-   them): it decodes at once on admission, no prompt recomputed. Its KV there is its own (a
-   landed request's prefix hashes are not registered in the decode pool's prefix cache).
+   them): it decodes at once on admission, no prompt recomputed. Its whole hash blocks become
+   findable in the decode pool's prefix cache on arrival (later transfers to that replica
+   skip them; a prefix-aware decode router sees them); it continues there as an unhashed
+   sequence holding those units, which return to the cache when it ends.
 
 A request of one output token finishes on its prefill replica (nothing to decode). The decode
 stage's TPOT and inter-token latencies include the waits for decode blocks and admission and the transfer (the
@@ -57,13 +71,14 @@ bandwidth for prefill and decode in one node (DistServe's placement).
 
 Simplifications, stated: a transfer's bytes go in one piece after its prefill (Splitwise
 overlaps the copy with the prefill, layer by layer); a request whose blocks the decode pool can
-never hold fails at its first token; a waiting transfer starts at the first event after blocks
-free on its decode replica, after that replica's own next decision (its waiting sequences take
-freed blocks first).
+never hold fails at its first token; the decode pool's cache is looked up once, when the
+transfer's blocks are allocated (units landing later are not shared by a transfer already under
+way); a landed request that a recompute preemption sends back recomputes its prompt on the
+decode replica without its hashes (its units return to the cache).
 
 Fast-forward on decode replicas: a span of decode iterations must not run past an arrival. A
 decode replica's arrivals are transfers; those under way end no earlier than their links'
-next end (a transfer joining a link only delays the others), those waiting for blocks start no
+next end until the next join (then rates are planned again), those waiting for blocks start no
 earlier than their decode replica's clock, and any later hand-off comes at the end of a prefill
 iteration, no earlier than the event each prefill replica waits for (``Replica.wake_s``), so
 no transfer can end before the least of these plus the link's latency

@@ -498,3 +498,15 @@ def test_both_scope_shares_the_source_and_the_destination_nics(scope, ends):
     assert [(s, d[1], d[2]) for t, s, d in transfers(r.log) if d[0] == "start"] == [(0, 0, 2), (2, 0, 3), (1, 1, 2)]
     got = {s: t for t, s, d in transfers(r.log) if d[0] == "end"}
     assert (got[0], got[1], got[2]) == ends
+
+
+def test_the_config_check_takes_every_link_scope():
+    from hydra import compose, initialize_config_dir
+
+    from llmos_sim.serving.disagg import LINK_SCOPES
+    from llmos_sim.validate import check_config
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        for scope in LINK_SCOPES:
+            check_config(compose("config", overrides=["experiment=serving_disagg", "topology=disaggregated",
+                                                      f"topology.link.scope={scope}"]))
