@@ -510,3 +510,18 @@ def test_the_config_check_takes_every_link_scope():
         for scope in LINK_SCOPES:
             check_config(compose("config", overrides=["experiment=serving_disagg", "topology=disaggregated",
                                                       f"topology.link.scope={scope}"]))
+
+
+def test_the_kv_managers_release_hook_decides_when_blocks_free():
+    from llmos_sim.policies.memory.paged import PagedPool
+    from llmos_sim.serving.kv import KVCacheManager
+
+    kv = KVCacheManager(PagedPool(capacity_bytes=8 * 16 * BPT, block_bytes=16 * BPT), BPT)
+    assert kv.grow("a", 3) and kv.grow("b", 2) and kv.unheld_blocks == 3
+    kept = []
+    kv.release_hook = lambda seq, cache_tokens: kept.append(seq) or 0  # keep: free later
+    assert kv.release("a") == 0 and kept == ["a"] and kv.unheld_blocks == 3
+    assert kv.free_now("a") == 3 and kv.unheld_blocks == 6
+    kv.release_hook = None  # no hook: a release frees at once
+    assert kv.release("b") == 2 and kv.unheld_blocks == 8
+    kv.check()
