@@ -326,9 +326,12 @@ class DisaggSystem(ServingSystem):
             rep.handoff = self._handoff
             rep.kv.release_hook = functools.partial(self._prefill_release, i)
             rep.held_elsewhere = functools.partial(self._held_event, i)
+        self._sent = [0] * n_decode  # transfers under way to each decode replica (their blocks held there)
+        self._landed: list = [None] * n_decode  # the event a stalled decode replica waits for
         for j, rep in enumerate(self.decode):
             rep.sync_finishes = False
             rep.kv.release_hook = functools.partial(self._decode_release, j)
+            rep.held_elsewhere = functools.partial(self._landing_event, j)
         self.max_pending = 0  #: most requests waiting for decode blocks at once
         self.max_held_blocks = 0  #: most prefill blocks held for transfers at once (all replicas)
         self._held_blocks = 0
@@ -446,7 +449,7 @@ class DisaggSystem(ServingSystem):
         before = kv.unheld_blocks
         n = kv.free_now(seq, cache_tokens)
         if self._pending[j] and kv.unheld_blocks > before:  # blocks freed: the waiting transfers may start
-            if _leaves(rep, seq):
+            if _leaves(rep, seq) and not _own_waiting(rep):  # (its preempted sequences come first)
                 self._start_pending(j, rep.now, _next_growth(rep))
             if self._pending[j] and not self._retry[j]:
                 self._retry[j] = True
@@ -480,6 +483,7 @@ class DisaggSystem(ServingSystem):
                     continue
                 return
             q.popleft()
+            self._sent[j] += 1
             x.nbytes = (x.req.prompt_tokens - x.cached) * self.kv_bytes_per_token
             x.rem = float(x.nbytes)
             self.cached_tokens += x.cached
@@ -541,6 +545,7 @@ class DisaggSystem(ServingSystem):
         its blocks, the request joins the decode replica's queue holding the blocks taken for it."""
         r, j = x.req, x.j
         self._in_flight[j] -= 1
+        self._sent[j] -= 1
         dst = self.decode[j]
         self.log.emit(now, E.KV_TRANSFER, r.id, ("end", x.src, dst.index, x.nbytes))
         self._drop_held(x.src, r.id)
@@ -551,6 +556,20 @@ class DisaggSystem(ServingSystem):
         # (it continues as an unhashed sequence here: its units stay its own until it ends)
         dst.enqueue(dataclasses.replace(r, prefix_hashes=()) if r.prefix_hashes else r, landed_s=x.first_token_s,
                     held_blocks=x.blocks)
+        ev = self._landed[j]
+        if ev is not None:
+            self._landed[j] = None
+            ev.succeed()
+
+    def _landing_event(self, j: int):
+        """Decode replica ``j`` cannot run anything (its waiting sequences do not fit): the
+        event of the next transfer landing there, while transfers under way hold blocks of its
+        pool (they land, decode, and free them); None when none does."""
+        if not self._sent[j]:
+            return None
+        if self._landed[j] is None:
+            self._landed[j] = self.env.event()
+        return self._landed[j]
 
     def run(self, until: float | None = None) -> None:
         super().run(until)
@@ -568,6 +587,13 @@ def _leaves(rep: Replica, seq) -> bool:
     except ValueError:
         return True
     return tab.generated[r] >= tab.output[r]
+
+
+def _own_waiting(rep: Replica) -> bool:
+    """Does ``rep`` have waiting sequences that need blocks (preempted there; a landed one
+    holds its blocks)? vLLM's scheduler puts preempted requests at the front of its waiting
+    queue, before requests whose KV is still to be received."""
+    return any(not w.landed for w in rep.waiting)
 
 
 def _next_growth(rep: Replica) -> int:
