@@ -17,8 +17,12 @@ stall the decodes batched with them (TPOT) and decodes take the batch slots pref
    transfer to end (``Replica.held_elsewhere``) instead of failing its head. Blocks freed on
    the decode replica by a sequence that leaves it (finished or failed) go to the waiting
    transfers **at the free**, before the replica's next decision, less the blocks its running
-   rows need for their next token (running rows grow first, as in vLLM's scheduler); blocks a
-   preemption frees are that decision's, and the transfers try again right after it;
+   rows need for their next token — unless sequences preempted there are waiting: in vLLM's
+   scheduler running requests grow first and preempted ones, at the front of the waiting
+   queue, come before requests whose KV is still to be received. Blocks a preemption frees
+   are that decision's, and the transfers try again right after it (also after any decision
+   that left blocks over). A decode replica with nothing runnable while transfers under way
+   hold blocks of its pool waits for one to land (``Replica.held_elsewhere``);
 3. with prefix caching on, the decode replica's pool first looks up the request's prefix
    hashes: the whole hash blocks it has cached are **referenced, not sent** (vLLM's
    connectors read only the blocks the decode side's prefix cache lacks), and new blocks are
