@@ -523,3 +523,26 @@ def test_the_kv_managers_release_hook_decides_when_blocks_free():
     kv.release_hook = None  # no hook: a release frees at once
     assert kv.release("b") == 2 and kv.unheld_blocks == 8
     kv.check()
+
+
+def test_a_stalled_decode_replica_waits_for_a_landing_instead_of_failing(monkeypatch):
+    # 378 blocks of 16 tokens, 1 MB/s, 0.5 s latency; two prefill replicas. B (arrival 0,
+    # prompt 6000: 376 blocks) prefills in three 2048-token chunks on replica 0, first token at
+    # 3. A (arrival 0.5, prompt 31, output 6) prefills 0.5->1.5 on replica 1 and lands at
+    # 1.5 + 0.5 + 31·512 / 1e6 = 2.015872 with 2 blocks; its second decode iteration needs a
+    # third. At 3 B's transfer takes the other 376 blocks (3 + 0.5 + 3.072 s: lands at 6.572),
+    # so A is preempted at 3.015872 and cannot come back (34 tokens: 3 blocks, 2 free) while
+    # B's blocks are held for the transfer: the decode replica waits for B to land. B (first
+    # in arrival order) decodes 6.572->7.572 and frees its blocks; A recomputes its 33 known
+    # tokens 7.572->8.572 and decodes its last three tokens: it finishes at 11.572.
+    rows = [[0, 6000, 2], [0.5, 31, 6]]
+    kw = dict(prefill=2, serving={"num_kv_blocks": 378, "block_tokens": 16}, bw=1e6, latency=0.5,
+              batching_over={"preemption": "recompute"})
+    r = run(rows, **kw)
+    assert req_events(r.log)[-3:] == [(3.015872, "req_preempt", 1), (7.572, D, 0), (11.572, D, 1)]
+    # without the wait, A stalls behind blocks held for a transfer and fails
+    from llmos_sim.serving import disagg
+
+    monkeypatch.setattr(disagg.DisaggSystem, "_landing_event", lambda system, j: None)
+    r = run(rows, **kw)
+    assert [(s, d[0][:13]) for t, k, s, d in r.log if k == X] == [(1, "unschedulable")]
