@@ -78,7 +78,9 @@ overlaps the copy with the prefill, layer by layer); a request whose blocks the 
 never hold fails at its first token; the decode pool's cache is looked up once, when the
 transfer's blocks are allocated (units landing later are not shared by a transfer already under
 way); a landed request that a recompute preemption sends back recomputes its prompt on the
-decode replica without its hashes (its units return to the cache).
+decode replica without its hashes (its units return to the cache); a sequence preempted on a
+decode replica that needs blocks held by landed sequences queued behind it (first come, first
+served) still fails as unschedulable once no transfer is under way there.
 
 Fast-forward on decode replicas: a span of decode iterations must not run past an arrival. A
 decode replica's arrivals are transfers; those under way end no earlier than their links'
