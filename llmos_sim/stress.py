@@ -4,7 +4,7 @@ Training runs draw scheduler × placement × memory pool × workload × engine o
 small clusters; serving runs draw batching × KV memory × preemption × router × workload
 (synthetic lengths, or the Mooncake synthetic trace's prefix block hashes) × prefix caching ×
 host-memory KV tier × topology (co-located, or disaggregated: pool sizes, the link's bandwidth,
-sharing and scope) × seed; mixed runs (``mode: mixed``) draw a service (model, replicas,
+sharing and scope, the decode pool's prefix cache when caching is on) × seed; mixed runs (``mode: mixed``) draw a service (model, replicas,
 batching, router, request rate, a cold or warm start, with or without the threshold autoscaler
 and its settings) next to training jobs on a GPU cluster under any scheduler. Each run is
 checked for:
@@ -159,7 +159,7 @@ def serving_overrides(draw: Draw) -> list[str]:
         o += ["topology=disaggregated", f"topology.prefill.replicas={draw((1, 2))}",
               f"topology.decode.replicas={draw((1, 2))}", f"topology.link.bw_bytes_s={draw(LINK_BW)}",
               f"topology.link.sharing={draw(('fair', 'fifo'))}",
-              f"topology.link.scope={draw(('source', 'destination', 'pair', 'single'))}"]
+              f"topology.link.scope={draw(('source', 'destination', 'pair', 'single', 'both'))}"]
     return o
 
 

@@ -218,7 +218,7 @@ SCHEMA: dict[str, Callable[[str, Any], Any]] = {
     "topology.link.bw_bytes_s": positive,
     "topology.link.latency_s": non_negative,
     "topology.link.sharing": _words("fair", "fifo"),
-    "topology.link.scope": _words("source", "destination", "pair", "single"),
+    "topology.link.scope": _words("source", "destination", "pair", "single", "both"),
     # words a scheduler checks when it is built, checked here before anything runs
     "scheduler.objective": _words("throughput", "max_min"),
     "scheduler.by": _words("service", "duration"),

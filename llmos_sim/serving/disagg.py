@@ -14,23 +14,41 @@ stall the decodes batched with them (TPOT) and decodes take the batch slots pref
    **prefill replica keeps the request's blocks until the transfer has ended** (vLLM's
    connectors delay freeing them until the decode side has read them), so a full decode pool
    holds KV back in the prefill pool, and a prefill replica short of blocks waits for a
-   transfer to end (``Replica.held_elsewhere``) instead of failing its head;
-3. its prompt's KV (``prompt_tokens × model.kv_bytes_per_token`` bytes) crosses a **link**
+   transfer to end (``Replica.held_elsewhere``) instead of failing its head. Blocks freed on
+   the decode replica by a sequence that leaves it (finished or failed) go to the waiting
+   transfers **at the free**, before the replica's next decision, less the blocks its running
+   rows need for their next token — unless sequences preempted there are waiting: in vLLM's
+   scheduler running requests grow first and preempted ones, at the front of the waiting
+   queue, come before requests whose KV is still to be received. Blocks a preemption frees
+   are that decision's, and the transfers try again right after it (also after any decision
+   that left blocks over). A decode replica with nothing runnable while transfers under way
+   hold blocks of its pool waits for one to land (``Replica.held_elsewhere``);
+3. with prefix caching on, the decode replica's pool first looks up the request's prefix
+   hashes: the whole hash blocks it has cached are **referenced, not sent** (vLLM's
+   connectors read only the blocks the decode side's prefix cache lacks), and new blocks are
+   allocated for the rest. Its prompt's missing KV (``(prompt_tokens − cached) ×
+   model.kv_bytes_per_token`` bytes; a prompt cached whole sends nothing and lands after the
+   latency) crosses a **link**
    (:class:`KVLink`): first ``latency_s`` (the handshake; shares nothing), then its bytes at the
    link's bandwidth, **shared with the transfers on the same link**: ``sharing: fair``
    (processor sharing, the default: ``n`` transfers under way move at ``bw / n`` each, as
    flows on one RDMA NIC roughly do) or ``fifo`` (one at a time, in the order they joined);
    ``scope`` says which transfers share a link: ``source`` (the default: those out of one
-   prefill replica, its NICs), ``destination`` (into one decode replica), ``pair`` or
-   ``single``. Alone on its link a transfer takes ``latency_s + bytes / bandwidth``. Logged as
+   prefill replica, its NICs), ``destination`` (into one decode replica), ``pair``,
+   ``single``, or ``both``: each transfer crosses its prefill replica's NICs *and* its decode
+   replica's NICs, with max-min fair rates over both by progressive filling (``fifo``: in join
+   order, each takes what its two NICs have left; :class:`FabricState`). Alone on its link a
+   transfer takes ``latency_s + bytes / bandwidth``. Logged as
    two ``kv_transfer`` records (``phase`` "start" when its decode blocks are allocated, "end"
    on arrival; see :data:`llmos_sim.events.KV_TRANSFER`);
 4. on arrival the prefill replica frees its blocks and the request waits on the decode replica
    as a sequence whose computed tokens come back from elsewhere — the replica's swap-in path
    (``WaitingSeq.swapped``), with the copy already paid for (``WaitingSeq.landed``) and its
    blocks already held (``Replica.enqueue(..., held_blocks=)``: admission takes no more for
-   them): it decodes at once on admission, no prompt recomputed. Its KV there is its own (a
-   landed request's prefix hashes are not registered in the decode pool's prefix cache).
+   them): it decodes at once on admission, no prompt recomputed. Its whole hash blocks become
+   findable in the decode pool's prefix cache on arrival (later transfers to that replica
+   skip them; a prefix-aware decode router sees them); it continues there as an unhashed
+   sequence holding those units, which return to the cache when it ends.
 
 A request of one output token finishes on its prefill replica (nothing to decode). The decode
 stage's TPOT and inter-token latencies include the waits for decode blocks and admission and the transfer (the
@@ -57,13 +75,16 @@ bandwidth for prefill and decode in one node (DistServe's placement).
 
 Simplifications, stated: a transfer's bytes go in one piece after its prefill (Splitwise
 overlaps the copy with the prefill, layer by layer); a request whose blocks the decode pool can
-never hold fails at its first token; a waiting transfer starts at the first event after blocks
-free on its decode replica, after that replica's own next decision (its waiting sequences take
-freed blocks first).
+never hold fails at its first token; the decode pool's cache is looked up once, when the
+transfer's blocks are allocated (units landing later are not shared by a transfer already under
+way); a landed request that a recompute preemption sends back recomputes its prompt on the
+decode replica without its hashes (its units return to the cache); a sequence preempted on a
+decode replica that needs blocks held by landed sequences queued behind it (first come, first
+served) still fails as unschedulable once no transfer is under way there.
 
 Fast-forward on decode replicas: a span of decode iterations must not run past an arrival. A
 decode replica's arrivals are transfers; those under way end no earlier than their links'
-next end (a transfer joining a link only delays the others), those waiting for blocks start no
+next end until the next join (then rates are planned again), those waiting for blocks start no
 earlier than their decode replica's clock, and any later hand-off comes at the end of a prefill
 iteration, no earlier than the event each prefill replica waits for (``Replica.wake_s``), so
 no transfer can end before the least of these plus the link's latency
@@ -89,6 +110,7 @@ from llmos_sim import events as E
 from llmos_sim.kernel import Instant, push_at, sparse_gc
 from llmos_sim.policies.routing.base import Router
 from llmos_sim.serving.replica import Replica
+from llmos_sim.serving.view import GROW
 from llmos_sim.serving.system import ServingResult, ServingSystem, build_result, replica_loads
 from llmos_sim.validate import ConfigError
 
@@ -101,8 +123,9 @@ STAGES = ("prefill", "decode")
 LINK_SHARING = ("fair", "fifo")
 #: which transfers share one link: ``source`` (those out of one prefill replica: its NICs),
 #: ``destination`` (those into one decode replica), ``pair`` (one link per prefill/decode
-#: pair), ``single`` (every transfer on one link)
-LINK_SCOPES = ("source", "destination", "pair", "single")
+#: pair), ``single`` (every transfer on one link), ``both`` (each transfer crosses its prefill
+#: replica's NICs and its decode replica's NICs: rates shared over both, :class:`FabricState`)
+LINK_SCOPES = ("source", "destination", "pair", "single", "both")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,20 +154,28 @@ class KVLink:
         return self.latency_s + nbytes / self.bw_bytes_s
 
     def key(self, src: int, dst: int):
-        """The link a transfer from replica ``src`` to replica ``dst`` takes."""
+        """The link a transfer from replica ``src`` to replica ``dst`` takes (``both``: one
+        :class:`FabricState` for every transfer, which knows each one's two NICs)."""
         scope = self.scope
         return src if scope == "source" else dst if scope == "destination" else (src, dst) if scope == "pair" else 0
 
+    def state(self, bw: float):
+        """A new state for one link of this scope (``bw``: the link's bytes per second)."""
+        fair = self.sharing == "fair"
+        return FabricState(bw, fair) if self.scope == "both" else LinkState(bw, fair)
+
 
 class Transfer:
-    """One request's KV on its way: ``rem`` bytes still to move once it is on its link."""
+    """One request's KV on its way: ``rem`` bytes still to move once it is on its link (set
+    when it starts: the prompt's bytes less those the decode replica already holds, ``cached``
+    tokens of its prefix); ``rate``: its bytes per second now (:class:`FabricState` only)."""
 
-    __slots__ = ("req", "src", "j", "nbytes", "blocks", "first_token_s", "rem")
+    __slots__ = ("req", "src", "j", "dst", "nbytes", "blocks", "first_token_s", "rem", "cached", "rate")
 
-    def __init__(self, req, src: int, j: int, nbytes: int, blocks: int, first_token_s: float) -> None:
-        self.req, self.src, self.j, self.nbytes, self.blocks = req, src, j, nbytes, blocks
+    def __init__(self, req, src: int, j: int, dst: int, blocks: int, first_token_s: float) -> None:
+        self.req, self.src, self.j, self.dst, self.blocks = req, src, j, dst, blocks
         self.first_token_s = first_token_s
-        self.rem = float(nbytes)
+        self.nbytes, self.rem, self.cached, self.rate = 0, 0.0, 0, 0.0
 
 
 class LinkState:
@@ -196,15 +227,85 @@ class LinkState:
         return self.next_end
 
 
+class FabricState(LinkState):
+    """``scope: both``: every transfer crosses two links of ``bw`` each, its prefill
+    replica's NICs (``src``) and its decode replica's NICs (``dst``), shared with every other
+    transfer on either. ``fair``: max-min fair rates by progressive filling (all rates rise
+    together; when a link is full, the transfers on it keep their rate and the others rise
+    on); ``fifo``: in the order they joined, each takes what its two links have left (the first
+    on a link moves at ``bw``, a later one waits while either of its links is taken).
+
+    A transfer joining may speed another up (max-min fairness is not monotone), so
+    :attr:`next_end` holds only until the next join; :meth:`DisaggSystem.next_landing_s`
+    bounds by the next possible join anyway."""
+
+    __slots__ = ()
+
+    def advance(self, now: float) -> None:
+        dt = now - self.t
+        if dt > 0:
+            for x in self.active:
+                x.rem -= dt * x.rate
+        self.t = max(self.t, now)
+
+    def rates(self) -> None:
+        """Set each transfer's :attr:`Transfer.rate` from the transfers under way."""
+        bw, act = self.bw, self.active
+        if not self.fair:
+            left: dict = {}
+            for x in act:
+                r = min(left.get(("s", x.src), bw), left.get(("d", x.dst), bw))
+                x.rate = r
+                left[("s", x.src)] = left.get(("s", x.src), bw) - r
+                left[("d", x.dst)] = left.get(("d", x.dst), bw) - r
+            return
+        cap: dict = {}
+        for x in act:
+            x.rate = 0.0
+            cap[("s", x.src)] = cap[("d", x.dst)] = bw
+        live = act
+        while live:
+            n: dict = {}
+            for x in live:
+                n[("s", x.src)] = n.get(("s", x.src), 0) + 1
+                n[("d", x.dst)] = n.get(("d", x.dst), 0) + 1
+            share = {k: cap[k] / c for k, c in n.items()}
+            inc = min(share.values())
+            full = {k for k, v in share.items() if v == inc}
+            for k, c in n.items():
+                cap[k] = 0.0 if k in full else cap[k] - inc * c
+            for x in live:
+                x.rate += inc
+            live = [x for x in live if ("s", x.src) not in full and ("d", x.dst) not in full]
+
+    def _ends(self) -> list[float]:
+        return [self.t + max(0.0, x.rem) / x.rate if x.rate > 0 else math.inf for x in self.active]
+
+    def due(self) -> list[Transfer]:
+        if not self.active:
+            return []
+        ends = self._ends()
+        first = min(ends)
+        return [x for x, e in zip(self.active, ends) if e == first]
+
+    def plan(self) -> float:
+        self.rates()
+        self.next_end = min(self._ends()) if self.active else math.inf
+        self.version += 1
+        return self.next_end
+
+
 class DisaggSystem(ServingSystem):
     """A prefill pool behind the prefill router (the arrivals are :class:`ServingSystem`'s,
     routed over :attr:`prefill`), a decode pool behind the decode router, and the KV links.
 
     KV ownership (see the module docstring): a prefill replica keeps a handed-off request's
-    blocks until its transfer has ended (its pool's ``release`` is wrapped: a release of such
-    a request waits for the transfer); a request waits, after its first token, for its blocks
-    in the decode replica's pool (first come, first served per decode replica), which are
-    allocated to it before its transfer starts and which its admission there then holds."""
+    blocks until its transfer has ended (its pool's :attr:`KVCacheManager.release_hook`: a
+    release of such a request waits for the transfer); a request waits, after its first
+    token, for its blocks in the decode replica's pool (first come, first served per decode
+    replica), which are allocated to it before its transfer starts (its prefix cached there
+    referenced, not sent) and which its admission there then holds; the decode pool's hook
+    starts waiting transfers as blocks free."""
 
     def __init__(self, requests: Sequence, make_prefill, make_decode, prefill_router: Router, decode_router: Router,
                  n_prefill: int, n_decode: int, link: KVLink, kv_bytes_per_token: int,
@@ -227,19 +328,20 @@ class DisaggSystem(ServingSystem):
         # for the transfer's end); the event a prefill replica short of blocks waits for
         self._held: list[dict] = [{} for _ in range(n_prefill)]
         self._freed: list = [None] * n_prefill
-        self._release = {}  # replica index -> its pool's own release
         for i, rep in enumerate(self.prefill):
             rep.handoff = self._handoff
-            self._release[rep.index] = rep.kv.release
-            rep.kv.release = functools.partial(self._prefill_release, i)
+            rep.kv.release_hook = functools.partial(self._prefill_release, i)
             rep.held_elsewhere = functools.partial(self._held_event, i)
+        self._sent = [0] * n_decode  # transfers under way to each decode replica (their blocks held there)
+        self._landed: list = [None] * n_decode  # the event a stalled decode replica waits for
         for j, rep in enumerate(self.decode):
             rep.sync_finishes = False
-            self._release[rep.index] = rep.kv.release
-            rep.kv.release = functools.partial(self._decode_release, j)
+            rep.kv.release_hook = functools.partial(self._decode_release, j)
+            rep.held_elsewhere = functools.partial(self._landing_event, j)
         self.max_pending = 0  #: most requests waiting for decode blocks at once
         self.max_held_blocks = 0  #: most prefill blocks held for transfers at once (all replicas)
         self._held_blocks = 0
+        self.cached_tokens = 0  #: prompt tokens not sent: the decode replica had them cached
 
     @property
     def all_replicas(self) -> list[Replica]:
@@ -270,7 +372,7 @@ class DisaggSystem(ServingSystem):
         held = self._held[i]
         state = held.get(seq)
         if state is None:
-            return self._release[self.prefill[i].index](seq, cache_tokens)
+            return self.prefill[i].kv.free_now(seq, cache_tokens)
         if state == "sent":  # the transfer already ended
             del held[seq]
             return self._free_held(i, seq)
@@ -280,7 +382,7 @@ class DisaggSystem(ServingSystem):
     def _free_held(self, i: int, seq) -> int:
         rep = self.prefill[i]
         self._held_blocks -= rep.kv.held_blocks(seq)
-        n = self._release[rep.index](seq)
+        n = rep.kv.free_now(seq)
         ev = self._freed[i]
         if ev is not None:
             self._freed[i] = None
@@ -328,11 +430,13 @@ class DisaggSystem(ServingSystem):
                                                 f"{self.decode[j].index} has {kv.total_blocks}",))
                 continue
             blocks = kv.admit_blocks(r.prompt_tokens, r.output_tokens, r.prompt_tokens + 1)
+            if r.prefix_hashes:  # (a no-op without prefix caching there)
+                kv.register(rid, r.prefix_hashes, r.prefix_block_tokens, r.prompt_tokens)
             self._held[i][rid] = "kept"
             self._held_blocks += rep.kv.held_blocks(rid)
             self.max_held_blocks = max(self.max_held_blocks, self._held_blocks)
             self._in_flight[j] += 1
-            self._pending[j].append(Transfer(r, i, j, r.prompt_tokens * self.kv_bytes_per_token, blocks, now))
+            self._pending[j].append(Transfer(r, i, j, self.decode[j].index, blocks, now))
         for j, q in enumerate(self._pending):
             if q:
                 self._start_pending(j, now)
@@ -340,38 +444,71 @@ class DisaggSystem(ServingSystem):
 
     # -- the decode side: blocks before the transfer ------------------------------------------
     def _decode_release(self, j: int, seq, cache_tokens: int = 0) -> int:
-        n = self._release[self.decode[j].index](seq, cache_tokens)
-        if n and self._pending[j] and not self._retry[j]:  # blocks freed: the waiting transfers may start
-            self._retry[j] = True
-            push_at(self._queue, max(self.env.now, self.decode[j].now),
-                    Instant(functools.partial(self._retry_pending, j)), URGENT)
+        """Decode replica ``j``'s release hook: free ``seq``'s blocks now. Blocks freed by a
+        sequence leaving the replica (finished, or failed) go to the transfers waiting there
+        at once, at the replica's clock, before its next decision, less the blocks its running
+        rows need for their next token (running rows grow first, as in vLLM's scheduler); any
+        blocks left after that decision, and blocks freed by a preemption (the decision's, for
+        the rows it grows), are tried after the decision (an urgent instant at the same time)."""
+        rep = self.decode[j]
+        kv = rep.kv
+        before = kv.unheld_blocks
+        n = kv.free_now(seq, cache_tokens)
+        if self._pending[j] and kv.unheld_blocks > before:  # blocks freed: the waiting transfers may start
+            if _leaves(rep, seq) and not _own_waiting(rep):  # (its preempted sequences come first)
+                self._start_pending(j, rep.now, _next_growth(rep))
+            if self._pending[j] and not self._retry[j]:
+                self._retry[j] = True
+                push_at(self._queue, max(self.env.now, rep.now), Instant(functools.partial(self._retry_pending, j)),
+                        URGENT)
         return n
 
     def _retry_pending(self, j: int, _event=None) -> None:
         self._retry[j] = False
         self._start_pending(j, self.env.now)
 
-    def _start_pending(self, j: int, now: float) -> None:
+    def _start_pending(self, j: int, now: float, keep: int = 0) -> None:
         """Start the transfers waiting on decode replica ``j`` (in order) while its pool has
-        their blocks; each takes its blocks there now."""
+        their blocks beyond ``keep``; each takes its blocks there now: the prefix that pool has
+        cached (referenced, not sent) and new blocks for the rest, whose bytes it sends."""
         q, kv = self._pending[j], self.decode[j].kv
         while q:
             x = q[0]
+            rid = x.req.id
+            hashed = kv.is_hashed(rid)
+            hit, shared = kv.prefix_hit(rid, x.req.prompt_tokens) if hashed else (0, 0)
             # (a count: a fragmenting pool's ``free_blocks`` is a lower bound, its ``grow`` decides)
-            if kv.unheld_blocks < x.blocks or not kv.grow(x.req.id, x.blocks):
+            if kv.unheld_blocks - keep < x.blocks - shared or not self._take_blocks(kv, x, hit, hashed):
                 if kv.unheld_blocks == kv.total_blocks:  # refused by an empty pool: it never will take it
                     q.popleft()
                     self._in_flight[j] -= 1
-                    self.log.emit(now, E.REQ_FAIL, x.req.id, (f"kv_refused: decode replica {self.decode[j].index}'s "
-                                                              f"empty pool refused {x.blocks} blocks",))
-                    self._drop_held(x.src, x.req.id)
+                    kv.forget(rid)
+                    self.log.emit(now, E.REQ_FAIL, rid, (f"kv_refused: decode replica {self.decode[j].index}'s "
+                                                         f"empty pool refused {x.blocks} blocks",))
+                    self._drop_held(x.src, rid)
                     continue
                 return
             q.popleft()
-            dst = self.decode[j].index
-            self.log.emit(now, E.KV_TRANSFER, x.req.id, ("start", x.src, dst, x.nbytes))
+            self._sent[j] += 1
+            x.nbytes = (x.req.prompt_tokens - x.cached) * self.kv_bytes_per_token
+            x.rem = float(x.nbytes)
+            self.cached_tokens += x.cached
+            self.log.emit(now, E.KV_TRANSFER, rid, ("start", x.src, x.dst, x.nbytes))
             heapq.heappush(self._joins, (now + self.link.latency_s, next(self._n), x))
             push_at(self._queue, now + self.link.latency_s, Instant(self._join), URGENT)
+
+    @staticmethod
+    def _take_blocks(kv, x: Transfer, hit: int, hashed: bool) -> bool:
+        """Allocate transfer ``x``'s blocks in decode pool ``kv``: a hashed request first
+        references the ``hit`` tokens cached there (:meth:`KVCacheManager.take_prefix`; its
+        other whole hash blocks fill first as new units), then the rest; False, holding
+        nothing, when the pool refuses."""
+        got = kv.take_prefix(x.req.id, hit) if hashed else 0
+        if kv.grow(x.req.id, x.blocks - got // kv.block_tokens):
+            x.cached = got
+            return True
+        kv.free_now(x.req.id)
+        return False
 
     # -- the links --------------------------------------------------------------------------
     def _join(self, _event=None) -> None:
@@ -379,9 +516,12 @@ class DisaggSystem(ServingSystem):
         now = self.env.now
         _, _, x = heapq.heappop(self._joins)  # (joins come in time order: this one is the earliest)
         key = self.link.key(x.src, self.decode[x.j].index)
+        if x.rem <= 0:  # its whole prompt was cached there: nothing to send
+            self._land(x, now)
+            return
         ln = self._links.get(key)
         if ln is None:
-            ln = self._links[key] = LinkState(self.link.bw_bytes_s, self.link.sharing == "fair")
+            ln = self._links[key] = self.link.state(self.link.bw_bytes_s)
             ln.t = now
         ln.advance(now)
         ln.active.append(x)
@@ -411,17 +551,64 @@ class DisaggSystem(ServingSystem):
         its blocks, the request joins the decode replica's queue holding the blocks taken for it."""
         r, j = x.req, x.j
         self._in_flight[j] -= 1
+        self._sent[j] -= 1
         dst = self.decode[j]
         self.log.emit(now, E.KV_TRANSFER, r.id, ("end", x.src, dst.index, x.nbytes))
         self._drop_held(x.src, r.id)
-        # (its prompt's KV is this pool's own copy: not shared with other requests' prefixes here)
+        kv = dst.kv
+        if kv.is_hashed(r.id):  # its prompt's whole hash blocks are complete here: cached for later requests
+            kv.computed(r.id, r.prompt_tokens)
+            kv.forget(r.id)
+        # (it continues as an unhashed sequence here: its units stay its own until it ends)
         dst.enqueue(dataclasses.replace(r, prefix_hashes=()) if r.prefix_hashes else r, landed_s=x.first_token_s,
                     held_blocks=x.blocks)
+        ev = self._landed[j]
+        if ev is not None:
+            self._landed[j] = None
+            ev.succeed()
+
+    def _landing_event(self, j: int):
+        """Decode replica ``j`` cannot run anything (its waiting sequences do not fit): the
+        event of the next transfer landing there, while transfers under way hold blocks of its
+        pool (they land, decode, and free them); None when none does."""
+        if not self._sent[j]:
+            return None
+        if self._landed[j] is None:
+            self._landed[j] = self.env.event()
+        return self._landed[j]
 
     def run(self, until: float | None = None) -> None:
         super().run(until)
         for rep in self.decode:
             rep.flush_itl(self.env.now)
+
+
+def _leaves(rep: Replica, seq) -> bool:
+    """Does the release of ``seq`` on ``rep`` mean it leaves the replica (it finished, or is
+    no row: a failed waiting sequence, a finish released after the next decision), rather than
+    a preemption of a row (still running, not finished)?"""
+    tab = rep.table
+    try:
+        r = tab.rid.index(seq)
+    except ValueError:
+        return True
+    return tab.generated[r] >= tab.output[r]
+
+
+def _own_waiting(rep: Replica) -> bool:
+    """Does ``rep`` have waiting sequences that need blocks (preempted there; a landed one
+    holds its blocks)? vLLM's scheduler puts preempted requests at the front of its waiting
+    queue, before requests whose KV is still to be received."""
+    return any(not w.landed for w in rep.waiting)
+
+
+def _next_growth(rep: Replica) -> int:
+    """Blocks ``rep``'s running rows not finished need for one more token each."""
+    kv, tab = rep.kv, rep.table
+    if kv.mode != GROW:  # (reserved whole at admission)
+        return 0
+    bt = kv.block_tokens
+    return sum(1 for c, b, g, o in zip(tab.computed, tab.blocks, tab.generated, tab.output) if g < o and c >= b * bt)
 
 
 def is_disaggregated(cfg) -> bool:
@@ -532,6 +719,11 @@ def simulate(cfg, seed: int, progress: bool = False, backend=None) -> ServingRes
         "prefill_held_blocks_max": float(system.max_held_blocks),
         "kv_transfer_bytes": float(tr["nbytes"].sum()) if len(tr) else 0.0,
     })
+    if system.decode[0].kv.prefix_caching:  # prompt tokens the decode replica had cached: not sent
+        bpt = system.kv_bytes_per_token
+        prompt = {r.id: r.prompt_tokens for r in system.requests}
+        tr["cached_tokens"] = [prompt[rid] - nb // bpt for rid, nb in zip(tr["request"], tr["nbytes"])]
+        res.summary["kv_transfer_cached_tokens"] = float(system.cached_tokens)
     res.extra.update(kv_blocks_per_replica=system.prefill[0].kv.total_blocks,
                      kv_blocks_decode=system.decode[0].kv.total_blocks,
                      kv_capacity_bytes=factories["prefill"].capacity_bytes, replicas=system.all_replicas)

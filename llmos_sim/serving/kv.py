@@ -223,6 +223,11 @@ class KVCacheManager:
         self.transfer_bytes = 0  #: host-link bytes of offloads and reloads not yet charged to an iteration
         self.n_host_hits = 0  #: units taken back from host memory
         self.last_host_units = 0  #: of them, by the last :meth:`take_prefix`
+        #: ``(seq, cache_tokens) -> blocks freed now``, or None: what :meth:`release` does
+        #: instead of freeing at once; it frees through :meth:`free_now`, now or later
+        #: (disaggregation: a prefill replica keeps a request's KV until its transfer has
+        #: ended; a decode replica starts the transfers waiting for its blocks as they free)
+        self.release_hook: Callable[[Hashable, int], int] | None = None
 
     # -- pure queries (policies use these through the view) ----------------------------
     @property
@@ -613,8 +618,18 @@ class KVCacheManager:
         return len(seqs)
 
     def release(self, seq: Hashable, cache_tokens: int = 0) -> int:
-        """Free everything ``seq`` holds; returns the number of blocks freed. With prefix
-        caching, ``cache_tokens`` (its computed tokens) stay findable while not reused."""
+        """``seq`` no longer needs its KV here: :meth:`free_now`, or, when a
+        :attr:`release_hook` is set, that hook (which frees through :meth:`free_now`, now or
+        later); returns the blocks freed now."""
+        hook = self.release_hook
+        if hook is not None:
+            return hook(seq, cache_tokens)
+        return self.free_now(seq, cache_tokens)
+
+    def free_now(self, seq: Hashable, cache_tokens: int = 0) -> int:
+        """Free everything ``seq`` holds; returns the number of its private blocks freed (its
+        hash units go back to the cache or are freed too). With prefix caching,
+        ``cache_tokens`` (its computed tokens) stay findable while not reused."""
         units = self._units.pop(seq, None) if self._units else None
         if units is not None:
             self._release_units(seq, units)

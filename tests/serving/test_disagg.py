@@ -226,7 +226,7 @@ ROW = st.tuples(st.integers(0, 6), st.integers(1, 80), st.integers(1, 10))
        pool=st.sampled_from(["ideal", "paged"]), blocks=st.integers(3, 20), mode=st.sampled_from(["recompute", "swap"]),
        prefill=st.integers(1, 2), decode=st.integers(1, 2), router=st.sampled_from(["round_robin", "least_outstanding"]),
        link=st.sampled_from([(8192.0, 0.5), (1e6, 0.0), (1000.0, 0.25)]), fast_forward=st.booleans(),
-       sharing=st.sampled_from(["fair", "fifo"]), scope=st.sampled_from(["source", "destination", "pair", "single"]))
+       sharing=st.sampled_from(["fair", "fifo"]), scope=st.sampled_from(["source", "destination", "pair", "single", "both"]))
 def test_disaggregation_bookkeeping_property(rows, batching, pool, blocks, mode, prefill, decode, router, link,
                                              fast_forward, sharing, scope):
     memory = {"ideal": None, "paged": {"_target_": "llmos_sim.policies.memory.paged.PagedPool", "_partial_": True}}[pool]
@@ -329,8 +329,10 @@ HROW = st.tuples(st.integers(0, 6), st.integers(1, 100), st.integers(1, 8), st.i
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=st.lists(HROW, min_size=1, max_size=10), blocks=st.integers(4, 24), mode=st.sampled_from(["recompute", "swap"]),
-       host=st.sampled_from([None, 0, 20_000]), prefill=st.integers(1, 2), decode=st.integers(1, 2))
-def test_disaggregation_with_prefix_caching_and_host_memory_property(rows, blocks, mode, host, prefill, decode):
+       host=st.sampled_from([None, 0, 20_000]), prefill=st.integers(1, 2), decode=st.integers(1, 2),
+       scope=st.sampled_from(["source", "both"]), router=st.sampled_from(["round_robin", "prefix_aware"]))
+def test_disaggregation_with_prefix_caching_and_host_memory_property(rows, blocks, mode, host, prefill, decode, scope,
+                                                                     router):
     # prompts share their first 32-token hash blocks by a small family id: hits on both pools
     import json
     import tempfile
@@ -342,13 +344,205 @@ def test_disaggregation_with_prefix_caching_and_host_memory_property(rows, block
                                             "hash_ids": [100 * fam + j for j in range(-(-n // 32))]}) + "\n"
                                 for t, n, o, fam in rows))
         wl = {"_target_": "llmos_sim.workload.mooncake.MooncakeTrace", "path": str(path), "block_tokens": 32}
-        r = run(None, prefill=prefill, decode=decode, workload=wl, batching_over={"preemption": mode},
-                serving={"num_kv_blocks": blocks, "prefix_caching": True, "host_kv_bytes": host})
+        r = run(None, prefill=prefill, decode=decode, workload=wl, batching_over={"preemption": mode}, router=router,
+                serving={"num_kv_blocks": blocks, "prefix_caching": True, "host_kv_bytes": host},
+                pools={"link": {"scope": scope}})
     ends = [s for t, k, s, d in r.log if k in (D, X)]
-    assert sorted(ends) == list(range(len(rows)))
+    assert sorted(ends) == list(range(len(rows)))  # each exactly once: finished xor failed
+    first = [s for t, k, s, d in r.log if k == F]
+    assert len(first) == len(set(first))
+    # a transfer sends the prompt less the whole hash blocks the decode replica had cached
+    tr = r.tables["transfers"]
+    prompt = r.tables["requests"].set_index("request")["prompt_tokens"]
+    for rid, nbytes, cached in zip(tr["request"], tr["nbytes"], tr["cached_tokens"]):
+        assert nbytes == (prompt[rid] - cached) * BPT and cached % 32 == 0 and 0 <= cached <= prompt[rid]
+    assert r.summary["kv_transfer_cached_tokens"] == tr["cached_tokens"].sum()
     for rep in r.extra["replicas"]:
         kv = rep.kv
         assert not kv._units and not kv._hseq and kv.used_bytes == 0  # no references, nothing registered
+        assert all(u.ref == 0 for u in kv._table.values()) and len(kv._lru) == len(kv._table)  # counts back to 0
+        # the pool holds exactly the cached units' allocations: nothing leaked, nothing freed twice
+        assert kv.pool.stats().n_live == sum(len(u.allocs) for u in kv._table.values())
         assert rep.outstanding == 0 and not rep.waiting and not len(rep.table)
         if kv.host is not None:
             assert not kv.host._swapped
+
+
+# -- the decode pool's prefix cache: a transfer sends only what the decode replica lacks -------
+def hashed_run(rows, tmp_path, prefix_caching=True, **kw):
+    """``rows``: (arrival, prompt, output, hash ids over 32-token blocks)."""
+    import json
+
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps({"timestamp": t * 1000, "input_length": n, "output_length": o,
+                                        "hash_ids": list(h)}) + "\n" for t, n, o, h in rows))
+    wl = {"_target_": "llmos_sim.workload.mooncake.MooncakeTrace", "path": str(path), "block_tokens": 32}
+    kw.setdefault("serving", {})
+    kw["serving"] = {"num_kv_blocks": 100, "block_tokens": 16, "prefix_caching": prefix_caching, **kw["serving"]}
+    return run(None, workload=wl, **kw)
+
+
+def test_a_transfer_sends_only_the_prompt_the_decode_replica_has_not_cached(tmp_path):
+    # 8192 B/s, 0.5 s latency, 32-token hash blocks (2 KV blocks of 16). A (prompt 40: one whole
+    # hash block, key 1) prefills 0->1; the decode pool has nothing: 40·512 B, 0.5 + 2.5 s, lands
+    # at 4; decodes 4->5. Its hash block is cached on the decode replica from its landing. B
+    # (prompt 40, key 1 too) arrives at 5: the prefill replica has key 1 cached (32 tokens),
+    # computes 8, first token at 6; the decode replica has key 1 too: only 8·512 B are sent,
+    # 0.5 + 0.5 s, landing at 7; B decodes 7->8.
+    rows = [(0, 40, 2, (1, 2)), (5, 40, 2, (1, 3))]
+    r = hashed_run(rows, tmp_path)
+    assert req_events(r.log) == [(0.0, S, 0), (1.0, F, 0), (5.0, D, 0), (5.0, S, 1), (6.0, F, 1), (8.0, D, 1)]
+    assert transfers(r.log) == [(1.0, 0, ("start", 0, 1, 40 * BPT)), (4.0, 0, ("end", 0, 1, 40 * BPT)),
+                                (6.0, 1, ("start", 0, 1, 8 * BPT)), (7.0, 1, ("end", 0, 1, 8 * BPT))]
+    tr = r.tables["transfers"]
+    assert tr["cached_tokens"].tolist() == [0, 32] and tr["transfer_s"].tolist() == [3.0, 1.0]
+    assert r.summary["kv_transfer_cached_tokens"] == 32 and r.summary["kv_transfer_bytes"] == 48 * BPT
+    dec = r.extra["replicas"][1].kv
+    assert set(dec._table) == {1} and not dec._hseq and not dec._units  # cached there, no one holds it
+    # without prefix caching every prompt crosses whole: B's 40·512 B land at 6 + 3 = 9
+    off = hashed_run(rows, tmp_path, prefix_caching=False)
+    assert [(t, s) for t, s, d in transfers(off.log)][2:] == [(6.0, 1), (9.0, 1)]
+    assert "cached_tokens" not in off.tables["transfers"]
+
+
+def test_a_prompt_cached_whole_on_the_decode_replica_crosses_in_the_latency_only(tmp_path):
+    # A (prompt 64: hash blocks 1, 2) lands at 1 + 0.5 + 4.0 = 5.5 and decodes 5.5->6.5. B, the
+    # same prompt at 7: the prefill replica reuses 32 tokens (it always computes the last
+    # token), first token at 8; the decode replica has all 64: 0 bytes, it lands after the
+    # 0.5 s latency (8.5) and decodes 8.5->9.5
+    r = hashed_run([(0, 64, 2, (1, 2)), (7, 64, 2, (1, 2))], tmp_path)
+    assert req_events(r.log)[-3:] == [(7.0, S, 1), (8.0, F, 1), (9.5, D, 1)]
+    assert transfers(r.log)[2:] == [(8.0, 1, ("start", 0, 1, 0)), (8.5, 1, ("end", 0, 1, 0))]
+    assert r.tables["transfers"]["cached_tokens"].tolist() == [0, 64]
+
+
+def test_a_hit_on_the_decode_replica_does_not_take_blocks_other_sequences_hold(tmp_path):
+    # decode pool of 6 blocks. A (prompt 64, output 6: hash blocks 1, 2; 65 tokens = 5 blocks)
+    # lands at 5.5 and decodes 5.5 -> 10.5 holding 5 (its 69 tokens fit). B (the same 64
+    # tokens, arriving at 6, first token at 7) needs 5 blocks, 4 of them A's units, which A
+    # holds: 1 new block, and 1 is free: its transfer starts at 7 (0 bytes), lands at 7.5 and
+    # B joins A's iterations from 7.5 (A's 7.5->8.5 is B's second token). Counting the shared
+    # units as needed, B would wait for A's end (10.5).
+    r = hashed_run([(0, 64, 6, (1, 2)), (6, 64, 2, (1, 2))], tmp_path, serving={"num_kv_blocks": 6})
+    assert transfers(r.log)[2:] == [(7.0, 1, ("start", 0, 1, 0)), (7.5, 1, ("end", 0, 1, 0))]
+    assert req_events(r.log)[-2:] == [(8.5, D, 1), (10.5, D, 0)]
+
+
+def test_a_waiting_transfer_starts_at_the_free_leaving_the_running_rows_their_growth(monkeypatch):
+    # 5 blocks of 16 tokens per replica, one transfer at a time (fifo). B (prompt 30, output 6)
+    # and A (prompt 16, output 2) prefill 0->1; the decode replica allocates 2 blocks to each
+    # (31 and 17 tokens). B's 30·512 B: 1.5 -> 3.375; A's 16·512 B: 3.375 -> 4.375. C (prompt
+    # 16) arrives at 2, first token at 3: it needs 2 blocks, 1 is free: it waits. B decodes from
+    # 3.375, A joins at 4.375; A's last token at 5.375 frees 2 blocks: B needs 1 for its next
+    # token (33 tokens), C takes the other 2 at once: its transfer starts at 5.375 (0.5 + 1.0 s,
+    # lands at 6.875) and C decodes 7.375->8.375 beside B, which is never preempted.
+    from llmos_sim.serving import disagg
+
+    tries, start = [], disagg.DisaggSystem._start_pending
+
+    def traced(system, j, now, keep=0):  # (time, blocks kept back, transfers waiting before / after)
+        before = len(system._pending[j])
+        start(system, j, now, keep)
+        tries.append((now, keep, before, len(system._pending[j])))
+
+    monkeypatch.setattr(disagg.DisaggSystem, "_start_pending", traced)
+    r = run([[0, 30, 6], [0, 16, 2], [2, 16, 2]], serving={"num_kv_blocks": 5, "block_tokens": 16},
+            pools={"link": {"sharing": "fifo"}})
+    assert (5.375, 1, 1, 0) in tries  # started in A's release, B's next block kept back
+    assert [(t, k, s) for t, s, (k, *_) in transfers(r.log)] == [
+        (1.0, "start", 0), (1.0, "start", 1), (3.375, "end", 0), (4.375, "end", 1), (5.375, "start", 2),
+        (6.875, "end", 2)]
+    assert req_events(r.log)[-3:] == [(5.375, D, 1), (8.375, D, 0), (8.375, D, 2)]
+    assert r.tables["transfers"].set_index("request")["wait_s"].tolist() == [0.0, 0.0, 2.375]
+    assert not [e for e in r.log if e[1] == "req_preempt"]
+
+
+# -- scope: both (a transfer shares its source's NICs and its destination's NICs) -------------
+def test_both_scope_rates_are_max_min_fair_by_progressive_filling():
+    from llmos_sim.serving.disagg import FabricState, Transfer
+
+    # A: prefill 0 -> decode 2; B: 0 -> 3; C, D: 1 -> 3; every NIC 6144 B/s. Rising together,
+    # decode 3's NIC (B, C, D) fills first at 2048 each; A rises on alone until prefill 0's NIC
+    # (A + B) is full: 6144 - 2048 = 4096
+    def flows(fair):
+        st = FabricState(6144.0, fair)
+        st.active = [Transfer(None, s, d - 2, d, 1, 0.0) for s, d in ((0, 2), (0, 3), (1, 3), (1, 3))]
+        for x, nbytes in zip(st.active, (8192, 2048, 2048, 4096)):
+            x.rem = float(nbytes)
+        return st
+
+    st = flows(True)
+    assert st.plan() == 1.0 and [x.rate for x in st.active] == [4096.0, 2048.0, 2048.0, 2048.0]
+    assert st.due() == st.active[1:3]  # B and C end at 1.0 (D has 2048 B left then)
+    st.advance(1.0)
+    st.active = [st.active[0], st.active[3]]
+    assert st.plan() == 1.0 + 2048 / 6144 and [x.rate for x in st.active] == [6144.0, 6144.0]  # alone on their NICs
+    # fifo: in join order, each takes what its two NICs have left: B waits for A (prefill 0),
+    # D for C (decode 3)
+    st = flows(False)
+    st.plan()
+    assert [x.rate for x in st.active] == [6144.0, 0.0, 6144.0, 0.0]
+
+
+@pytest.mark.parametrize("scope,ends", [("source", (2.75, 2.75, 3.375)), ("destination", (2.75, 3.375, 2.75)),
+                                        ("both", (2.75, 3.375, 3.375))])
+def test_both_scope_shares_the_source_and_the_destination_nics(scope, ends):
+    # two prefill and two decode replicas, round robin at both stages: requests 0 (10 tokens)
+    # and 2 (20) prefill on replica 0, request 1 (20) on replica 1, 0 -> 1; the decode router
+    # sends 0 -> 2, 2 -> 3, 1 -> 2. From 1.5 at 8192 B/s per NIC: 0 and 2 share prefill 0's NIC,
+    # 0 and 1 decode 2's. source: 0 and 2 at 4096 (0 ends at 2.75), 1 alone (2.75); 2's last
+    # 5120 B alone: 3.375. destination: the same with 1 and 2 swapped. both: each NIC holds
+    # two of the three, all move at 4096; 0 ends at 2.75, then 1 and 2 each alone on their
+    # NICs with 5120 B left: 3.375
+    r = run([[0, 10, 2], [0, 20, 2], [0, 20, 2]], prefill=2, decode=2, pools={"link": {"scope": scope}})
+    assert [(s, d[1], d[2]) for t, s, d in transfers(r.log) if d[0] == "start"] == [(0, 0, 2), (2, 0, 3), (1, 1, 2)]
+    got = {s: t for t, s, d in transfers(r.log) if d[0] == "end"}
+    assert (got[0], got[1], got[2]) == ends
+
+
+def test_the_config_check_takes_the_both_scope():
+    from hydra import compose, initialize_config_dir
+
+    from llmos_sim.validate import check_config
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        check_config(compose("config", overrides=["experiment=serving_disagg", "topology=disaggregated",
+                                                  "topology.link.scope=both"]))
+
+
+def test_the_kv_managers_release_hook_decides_when_blocks_free():
+    from llmos_sim.policies.memory.paged import PagedPool
+    from llmos_sim.serving.kv import KVCacheManager
+
+    kv = KVCacheManager(PagedPool(capacity_bytes=8 * 16 * BPT, block_bytes=16 * BPT), BPT)
+    assert kv.grow("a", 3) and kv.grow("b", 2) and kv.unheld_blocks == 3
+    kept = []
+    kv.release_hook = lambda seq, cache_tokens: kept.append(seq) or 0  # keep: free later
+    assert kv.release("a") == 0 and kept == ["a"] and kv.unheld_blocks == 3
+    assert kv.free_now("a") == 3 and kv.unheld_blocks == 6
+    kv.release_hook = None  # no hook: a release frees at once
+    assert kv.release("b") == 2 and kv.unheld_blocks == 8
+    kv.check()
+
+
+def test_a_stalled_decode_replica_waits_for_a_landing_instead_of_failing(monkeypatch):
+    # 378 blocks of 16 tokens, 1 MB/s, 0.5 s latency; two prefill replicas. B (arrival 0,
+    # prompt 6000: 376 blocks) prefills in three 2048-token chunks on replica 0, first token at
+    # 3. A (arrival 0.5, prompt 31, output 6) prefills 0.5->1.5 on replica 1 and lands at
+    # 1.5 + 0.5 + 31·512 / 1e6 = 2.015872 with 2 blocks; its second decode iteration needs a
+    # third. At 3 B's transfer takes the other 376 blocks (3 + 0.5 + 3.072 s: lands at 6.572),
+    # so A is preempted at 3.015872 and cannot come back (34 tokens: 3 blocks, 2 free) while
+    # B's blocks are held for the transfer: the decode replica waits for B to land. B (first
+    # in arrival order) decodes 6.572->7.572 and frees its blocks; A recomputes its 33 known
+    # tokens 7.572->8.572 and decodes its last three tokens: it finishes at 11.572.
+    rows = [[0, 6000, 2], [0.5, 31, 6]]
+    kw = dict(prefill=2, serving={"num_kv_blocks": 378, "block_tokens": 16}, bw=1e6, latency=0.5,
+              batching_over={"preemption": "recompute"})
+    r = run(rows, **kw)
+    assert req_events(r.log)[-3:] == [(3.015872, "req_preempt", 1), (7.572, D, 0), (11.572, D, 1)]
+    # without the wait, A stalls behind blocks held for a transfer and fails
+    from llmos_sim.serving import disagg
+
+    monkeypatch.setattr(disagg.DisaggSystem, "_landing_event", lambda system, j: None)
+    r = run(rows, **kw)
+    assert [(s, d[0][:13]) for t, k, s, d in r.log if k == X] == [(1, "unschedulable")]
