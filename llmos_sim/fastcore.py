@@ -38,7 +38,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect
 from heapq import heappop, heappush
-from itertools import count
+from itertools import chain, count
 from operator import attrgetter
 from typing import TYPE_CHECKING, Sequence
 
@@ -185,6 +185,9 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     flops = cost.device_flops(cluster)
     start_of: dict = {}  # plain cost: devices -> (the start record's data, Σ C_i as a float, its one node or -1)
     node_of = free.node_of
+    # each node's devices are one ascending range, nodes in order (every cluster built from
+    # groups): sorted devices group by node in node order
+    nodes_ascend = all(a <= b for a, b in zip(node_of, node_of[1:]))
 
     tent = Tentative(free)  # one overlay, reset before each pass that plans
     placement = sched.placement
@@ -206,10 +209,11 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
         s_app(dv)
         d_app(mem_data((owner, a.offset, a.nbytes, a.requested, *pool.levels())))
 
-    def start(t: float, k: int, devices: tuple, taken: bool = False) -> int:
+    def start(t: float, k: int, devices: tuple, taken: bool = False, node: int | None = None) -> int:
         """Engine._start of job ``k`` on ``devices`` (placed by the pass): STARTED, or, when
         its memory did not fit the pools, FAILED (``on_memory_full: fail``) or WAITS.
-        ``taken``: the caller has taken the devices from the free ones (a job without memory)."""
+        ``taken``: the caller has taken the devices from the free ones (a job without memory);
+        ``node``: the caller knows the devices' one node (-1: several)."""
         job = jobs[k]
         got = None
         if pools and mem[k] > 0:
@@ -278,8 +282,9 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 raise ValueError("distributed_time_s: the granted devices have no capacity (Σ C_i = 0)")
             data = (devices, job.gpu_milli, cap / factor)
             data = _shared(starts_seen, data, (dev_types, type(data[1]), type(data[2])))
-            on = {node_of[d] for d in devices}
-            node = on.pop() if len(on) == 1 else -1
+            if node is None:
+                on = {node_of[d] for d in devices}
+                node = on.pop() if len(on) == 1 else -1
             if plain_cost and len(start_of) < _SHARED_MAX and type(devices[0]) is int:
                 start_of[devices] = (data, total, node)
         else:
@@ -500,18 +505,35 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                         d_app(data)
                     continue
                 # no one node holds it: Pack spills across nodes, those with the most free first
-                chosen: list = []
+                # (each node's first free devices), the devices sorted
+                picks: list = []  # (node, how many of its free devices)
+                need = g
                 for c in range(maxk, 0, -1):
                     for nd in nodes_with(c, touched):
-                        chosen.extend(by_node[nd][:g - len(chosen)])
-                        if len(chosen) == g:
+                        picks.append((nd, c if c < need else need))
+                        need -= c
+                        if need <= 0:
                             break
-                    if len(chosen) == g:
+                    if need <= 0:
                         break
-                devices = tuple(sorted(chosen))
-                for d in devices:
-                    touched.setdefault(node_of[d], None)
-                start(t, k, devices)
+                if nodes_ascend:  # sorted devices = the picks in node order; FreeDevices.take, inlined
+                    picks.sort()
+                    chosen = []
+                    for nd, m in picks:
+                        lst = by_node[nd]
+                        c = len(lst)
+                        chosen += lst[:m]
+                        del lst[:m]
+                        del buckets[c][nd]
+                        buckets[c - m][nd] = None
+                        touched.setdefault(nd, None)
+                    free.total -= g
+                    start(t, k, tuple(chosen), taken=True, node=-1)
+                else:
+                    devices = tuple(sorted(chain.from_iterable(by_node[nd][:m] for nd, m in picks)))
+                    for d in devices:
+                        touched.setdefault(node_of[d], None)
+                    start(t, k, devices)
                 done.append(pos)
                 continue
             if pack_simple and ideal and not planned:  # Pack.place_whole for a job with memory
