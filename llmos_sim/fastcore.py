@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from llmos_sim import events as E
 from llmos_sim.kernel import advance_to
-from llmos_sim.types import FULL_DEVICE_MILLI, Job, Task
+from llmos_sim.types import FULL_DEVICE_MILLI, Constant, Job, JobRows, JobTable, Task
 from llmos_sim.view import ClusterView, Tentative
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,21 +86,32 @@ def _placements() -> tuple[type, ...]:
     return (Pack, FirstFree, Spread, RandomPlacement, TopologyAware, Consolidated)
 
 
-def _plain_jobs(jobs: Sequence[Job]) -> bool:
+def _plain_jobs(jobs: "Sequence[Job] | JobTable") -> bool:
     """Every job is whole-device and rigid, with no other demand, pin, service or memory trace
-    (checked field by field over all jobs, without a Python step per job)."""
-    def values(name: str) -> set:
-        return set(map(attrgetter(name), jobs))
-
-    if not jobs:
+    (checked field by field over all jobs, without a Python step per job; a table's columns
+    are read as they are)."""
+    if not len(jobs):
         return True
+    if isinstance(jobs, JobTable):
+        values, column = jobs.distinct, jobs.column
+    else:
+        def values(name: str) -> set:
+            return set(map(attrgetter(name), jobs))
+
+        def column(name: str):
+            return list(map(attrgetter(name), jobs))
+
+    def some(name: str) -> bool:
+        c = column(name)
+        return bool(c.value) if isinstance(c, Constant) else any(c)
+
     if values("gpu_milli") != {FULL_DEVICE_MILLI} or values("device_type") != {None} or values("service") != {None}:
         return False
-    if any(map(attrgetter("demand"), jobs)) or any(map(attrgetter("mem_trace"), jobs)):
+    if some("demand") or some("mem_trace"):
         return False
     if values("min_gpus") == {None}:
         return True
-    return all(m is None or m == g for m, g in zip(map(attrgetter("min_gpus"), jobs), map(attrgetter("gpus"), jobs)))
+    return all(m is None or m == g for m, g in zip(column("min_gpus"), column("gpus")))
 
 
 def why_not(engine: "Engine", jobs: Sequence[Job], until_s: float | None) -> str | None:
@@ -128,9 +139,14 @@ def why_not(engine: "Engine", jobs: Sequence[Job], until_s: float | None) -> str
     return None
 
 
-def run(engine: "Engine", jobs: list[Job]) -> str:
+def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     """Simulate ``jobs`` (sorted by arrival, then id; checked by :meth:`Engine.run`) on
-    ``engine``'s state, log and pools; returns the end reason (``drained``/``stalled``)."""
+    ``engine``'s state, log and pools; returns the end reason (``drained``/``stalled``).
+
+    ``jobs`` a :class:`~llmos_sim.types.JobTable`: its columns are read as they are and no
+    :class:`Job` is built (but for a placement other than Pack, a key other than arrival, or
+    an arrival that may never fit, which are handed the job); an ``arrive`` record keeps the
+    job's row number, the log derives its data from the table."""
     from llmos_sim.backends.simpy_cluster.cost import TrainingCost
     from llmos_sim.engine import _SHARED_MAX, _shared
     from llmos_sim.policies.scheduling.base import Pack, QueueScheduler
@@ -139,20 +155,34 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     free, pools, finished = engine.free, engine.pools, engine.finished
     place, blocking = sched.placement.place, sched.blocking
     n = len(jobs)
-    # the columns the loop reads
-    arrival = list(map(attrgetter("arrival_s"), jobs))
-    gpus = list(map(attrgetter("gpus"), jobs))
-    ids = list(map(attrgetter("id"), jobs))
-    pre = list(map(attrgetter("preprocess_s"), jobs))
+    table = jobs if isinstance(jobs, JobTable) else None
+    if table is not None and engine._c_arrive in log.code:  # the log's arrivals already hold jobs
+        table = None
+    if table is not None:  # arrivals keep their row number: (gpus, work, milli, tenant) derived from it
+        log.derived[engine._c_arrive] = table.arrive
+
+    def column(name: str):
+        """The jobs' ``name``s, indexable by job (a table's own column: no copy)."""
+        return table.column(name) if table is not None else list(map(attrgetter(name), jobs))
+
+    # the columns the loop reads (ids and gpus as lists: their int objects are shared by the records)
+    arrival = column("arrival_s")
+    gpus = table.values("gpus") if table is not None else column("gpus")
+    ids = table.values("id") if table is not None else column("id")
+    pre = column("preprocess_s")
+    milli = column("gpu_milli")
+    outs = column("output_s")
     # Task.work_flops of a first segment; float columns without a float object per job
     # (max(0.0, w - 0.0) of the engine: w itself, as a double, since work_flops >= 0)
-    work = array("d", map(attrgetter("work_flops"), jobs))
-    outputs = any(map(attrgetter("output_s"), jobs))
+    work = column("work_flops")
+    if not (isinstance(work, array) and work.typecode == "d"):
+        work = array("d", work)
+    outputs = any(outs) if not isinstance(outs, Constant) else bool(outs.value) and n > 0
     start_s = array("d", bytes(8 * n))  # each job's (only) start
     devs: list = [None] * n
     dnode = array("i", [-1]) * n  # the one node a running job's devices are on (-1: several)
     allocs: list = [None] * n if pools else []
-    mem = list(map(attrgetter("mem_bytes_per_device"), jobs)) if pools else None
+    mem = column("mem_bytes_per_device") if pools else None
     # an arrival passes Engine._unsatisfiable's common-case test when it needs no more devices
     # than there are and its memory fits every device's empty pool; the rest ask the engine
     n_devices = cluster.n_devices
@@ -177,7 +207,20 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     c_free = log.code_of(E.MEM_FREE) if pools and log_memory else -1
     devices_seen, starts_seen, last_reject = engine._devices_seen, engine._starts_seen, engine._last_reject
     unsatisfiable, progress, emit = engine._unsatisfiable, engine.progress, log.emit
-    fin_job, fin_start = finished.jobs.append, finished.start_s.append
+    # finished jobs: a run whose key is arrival order hands no policy code a view, so nothing
+    # reads them before the end: each finish notes its job and time, the columns are filled
+    # at the end in one step (:func:`_fill_finished`); else they are filled as jobs finish
+    by_arrival = _owner(type(sched), "order_key") is QueueScheduler
+    defer = by_arrival and len(finished) == 0
+    fin_order, fin_time = (order := array("q")).append, (times := array("d")).append
+    if table is not None and not defer:
+        if len(finished):
+            raise ValueError("fast core: the engine has finished jobs before its run")
+        finished.jobs = JobRows(table, array("q"))
+        fin_job = finished.jobs.rows.append
+    else:
+        fin_job = finished.jobs.append
+    fin_start = finished.start_s.append
     fin_finish, fin_dev, fin_service = finished.finish_s.append, finished.devices.append, finished.service_gpu_s.append
     on_full = engine.on_memory_full
     cost = engine.backend.cost_model
@@ -197,7 +240,6 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                        finished, under_demand={}, partial=engine.partial, suspended={})
     # the queue: job indices in the policy's order; a key order other than arrival keeps the
     # sorted keys beside it (arrival order is the index order: jobs come sorted)
-    by_arrival = _owner(type(sched), "order_key") is QueueScheduler
     order_key = sched.order_key
     queue: list = []
     keys: list = []  # (key, index), sorted; parallel to queue (key orders only)
@@ -214,7 +256,6 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
         its memory did not fit the pools, FAILED (``on_memory_full: fail``) or WAITS.
         ``taken``: the caller has taken the devices from the free ones (a job without memory);
         ``node``: the caller knows the devices' one node (-1: several)."""
-        job = jobs[k]
         got = None
         if pools and mem[k] > 0:
             nbytes, jid = mem[k], ids[k]
@@ -274,13 +315,13 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 cap = sum(map(flops.__getitem__, devices))
                 factor = 1.0
             else:
-                task = Task(job, devices, w, full, overhead, 0, tuple(got or ()))
+                task = Task(jobs[k], devices, w, full, overhead, 0, tuple(got or ()))
                 cap = cost.capacity_flops(task, cluster)
                 factor = cost.factor(task, cluster)
             total = float(cap)
             if total <= 0:
                 raise ValueError("distributed_time_s: the granted devices have no capacity (Σ C_i = 0)")
-            data = (devices, job.gpu_milli, cap / factor)
+            data = (devices, milli[k], cap / factor)
             data = _shared(starts_seen, data, (dev_types, type(data[1]), type(data[2])))
             if node is None:
                 on = {node_of[d] for d in devices}
@@ -360,20 +401,19 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 if j < n:
                     arr_seq = tick()
                 for k in range(i, j):
-                    job = jobs[k]
                     t_app(t)
                     c_app(c_arrive)
                     s_app(ids[k])
-                    d_app(job)
+                    d_app(k if table is not None else jobs[k])
                     if gpus[k] > n_devices or (pools and mem[k] > fit_all):
-                        why = unsatisfiable(job)
+                        why = unsatisfiable(jobs[k])
                         if why:
                             emit(t, E.FAIL, ids[k], (why,))
                             continue
                     if by_arrival:
                         queue.append(k)
                     else:
-                        entry = (order_key(job, view), k)
+                        entry = (order_key(jobs[k], view), k)
                         if not keys or keys[-1] < entry:
                             keys.append(entry)
                             queue.append(k)
@@ -385,13 +425,12 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 _, _, k = heappop(heap)
                 if k >= n:
                     k -= n
-                elif outputs and jobs[k].output_s > 0:  # its work is done; seed step 5: output,
-                    heappush(heap, (t + jobs[k].output_s, tick(), k + n))  # devices stay held
+                elif outputs and outs[k] > 0:  # its work is done; seed step 5: output,
+                    heappush(heap, (t + outs[k], tick(), k + n))  # devices stay held
                     continue
                 # Engine._finish
                 want_pass = True
                 d = devs[k]
-                run_s = t - start_s[k] - pre[k]
                 t_app(t)
                 c_app(c_finish)
                 s_app(ids[k])
@@ -431,12 +470,17 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                     free.total += len(d)
                 else:
                     free.give(d)
-                fin_job(jobs[k])
-                fin_start(start_s[k])
-                fin_finish(t)
-                fin_dev(d)
-                fin_service(0.0 + (run_s * len(d) * full / 1000 if run_s > 0 else 0.0))
-                devs[k] = None
+                if defer:  # the finished columns are filled at the end, from these
+                    fin_order(k)
+                    fin_time(t)
+                else:
+                    fin_job(k if table is not None else jobs[k])
+                    fin_start(start_s[k])
+                    fin_finish(t)
+                    fin_dev(d)
+                    run_s = t - start_s[k] - pre[k]
+                    fin_service(0.0 + (run_s * len(d) * full / 1000 if run_s > 0 else 0.0))
+                    devs[k] = None
                 if progress is not None:
                     progress(1)
             else:
@@ -577,9 +621,39 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                     del queue[pos]
                     if keys:
                         del keys[pos]
+    if defer:
+        _fill_finished(finished, order, times, start_s, pre, devs, table if table is not None else jobs)
     advance_to(engine.env, now)
     if queue:  # nothing left can start them: the engine's stalled end
         engine.queue.update((ids[k], jobs[k]) for k in sorted(queue))
         engine._fail_stalled()
         return "stalled"
     return "drained"
+
+
+def _fill_finished(finished, order: array, times: array, start_s: array, pre, devs: list, jobs) -> None:
+    """The engine's finished columns, in finish order, from each finish's job ``order`` and
+    time ``times``: the same values the engine appends one finish at a time (service
+    ``run_s × devices × 1000 / 1000`` with ``run_s = finish - start - preprocess``, 0 when
+    ``run_s <= 0``: the same float operations, element by element)."""
+    import numpy as np
+
+    if not order:
+        return
+    o = np.frombuffer(order, dtype=np.int64)
+    start = np.frombuffer(start_s, dtype=np.float64)[o]
+    finish = np.frombuffer(times, dtype=np.float64)
+    pre_o = (np.full(len(o), pre.value, dtype=np.float64) if isinstance(pre, Constant)
+             else np.asarray(pre, dtype=np.float64)[o])
+    devices = list(map(devs.__getitem__, order))
+    ndev = np.fromiter(map(len, devices), dtype=np.int64, count=len(devices))
+    run_s = finish - start - pre_o
+    service = np.where(run_s > 0, run_s * ndev * FULL_DEVICE_MILLI / 1000, 0.0)
+    if isinstance(jobs, JobTable):
+        finished.jobs = JobRows(jobs, order)
+    else:
+        finished.jobs.extend(map(jobs.__getitem__, order))
+    finished.start_s.frombytes(start.tobytes())
+    finished.finish_s.extend(times)
+    finished.devices.extend(devices)
+    finished.service_gpu_s.frombytes(service.tobytes())
