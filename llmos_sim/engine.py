@@ -59,13 +59,15 @@ def _run_order(table: JobTable) -> JobTable | None:
     checked as :meth:`Engine.run` checks jobs, over whole columns; None when a check fails or a
     column is not numbers (then the jobs are read one by one, and the failing one is named)."""
     ids, arrival, work = table.array("id"), table.array("arrival_s"), table.array("work_flops")
-    if ids is None or arrival is None or work is None or len(np.unique(ids)) != len(table) \
-            or not (np.isfinite(arrival).all() and np.isfinite(work).all()):
+    if ids is None or arrival is None or work is None or not (np.isfinite(arrival).all() and np.isfinite(work).all()):
         return None
-    order = np.lexsort((ids, arrival))
-    if len(order) and (order != np.arange(len(order))).any():
-        return table.take(order)
-    return table
+    rising = np.diff(ids) > 0
+    if not rising.all() and len(np.unique(ids)) != len(ids):  # ids that rise are distinct (no sort)
+        return None
+    later = np.diff(arrival)
+    if ((later > 0) | ((later == 0) & rising)).all():  # already in order (a generator's own)
+        return table
+    return table.take(np.lexsort((ids, arrival)))
 
 
 class Engine:

@@ -161,15 +161,19 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     if table is not None:  # arrivals keep their row number: (gpus, work, milli, tenant) derived from it
         log.derived[engine._c_arrive] = table.arrive
 
-    def column(name: str):
-        """The jobs' ``name``s, indexable by job (a table's own column: no copy)."""
-        return table.column(name) if table is not None else list(map(attrgetter(name), jobs))
+    def column(name: str, hot: bool = False):
+        """The jobs' ``name``s, indexable by job (a table's own column: no copy; ``hot``: read
+        at every start, so a column of one value becomes a list of references to it)."""
+        if table is None:
+            return list(map(attrgetter(name), jobs))
+        c = table.column(name)
+        return [c.value] * n if hot and isinstance(c, Constant) else c
 
     # the columns the loop reads (ids and gpus as lists: their int objects are shared by the records)
     arrival = column("arrival_s")
     gpus = table.values("gpus") if table is not None else column("gpus")
     ids = table.values("id") if table is not None else column("id")
-    pre = column("preprocess_s")
+    pre = column("preprocess_s", hot=True)
     milli = column("gpu_milli")
     outs = column("output_s")
     # Task.work_flops of a first segment; float columns without a float object per job
@@ -177,7 +181,10 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     work = column("work_flops")
     if not (isinstance(work, array) and work.typecode == "d"):
         work = array("d", work)
-    outputs = any(outs) if not isinstance(outs, Constant) else bool(outs.value) and n > 0
+    outputs = bool(outs.value) if isinstance(outs, Constant) else any(outs)
+    # an arrival record's row number: the id's own int object when ids are the row numbers
+    # (a generator's): no int object per record
+    rows = ids if table is not None and _ids_are_rows(table) else range(n)
     start_s = array("d", bytes(8 * n))  # each job's (only) start
     devs: list = [None] * n
     dnode = array("i", [-1]) * n  # the one node a running job's devices are on (-1: several)
@@ -404,7 +411,7 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
                     t_app(t)
                     c_app(c_arrive)
                     s_app(ids[k])
-                    d_app(k if table is not None else jobs[k])
+                    d_app(rows[k] if table is not None else jobs[k])
                     if gpus[k] > n_devices or (pools and mem[k] > fit_all):
                         why = unsatisfiable(jobs[k])
                         if why:
@@ -629,6 +636,14 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
         engine._fail_stalled()
         return "stalled"
     return "drained"
+
+
+def _ids_are_rows(table: JobTable) -> bool:
+    """Is each job's id its row number?"""
+    import numpy as np
+
+    ids = table.array("id")
+    return ids is not None and bool(np.array_equal(ids, np.arange(len(table))))
 
 
 def _fill_finished(finished, order: array, times: array, start_s: array, pre, devs: list, jobs) -> None:
