@@ -316,8 +316,12 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
         overhead, w = pre[k], work[k]
         hit = start_of.get(devices) if plain_cost else None
         if hit is None:  # Engine._segment and SimPyCluster.start
-            dev_types = tuple(map(type, devices))
-            devices = _shared(devices_seen, devices, dev_types)
+            # sharing equal tuples saves memory only (the values are the same either way): once
+            # the shared ones are as many as kept (spills at 64 GPUs), skip the look-up
+            share = len(starts_seen) < _SHARED_MAX
+            if share:
+                dev_types = tuple(map(type, devices))
+                devices = _shared(devices_seen, devices, dev_types)
             if plain_cost:
                 cap = sum(map(flops.__getitem__, devices))
                 factor = 1.0
@@ -329,7 +333,8 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
             if total <= 0:
                 raise ValueError("distributed_time_s: the granted devices have no capacity (Σ C_i = 0)")
             data = (devices, milli[k], cap / factor)
-            data = _shared(starts_seen, data, (dev_types, type(data[1]), type(data[2])))
+            if share:
+                data = _shared(starts_seen, data, (dev_types, type(data[1]), type(data[2])))
             if node is None:
                 on = {node_of[d] for d in devices}
                 node = on.pop() if len(on) == 1 else -1
