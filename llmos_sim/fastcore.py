@@ -480,6 +480,23 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
                     del buckets[k0][node]
                     buckets[len(lst)][node] = None
                     free.total += len(d)
+                elif nodes_ascend:  # FreeDevices.give, inlined: the devices' nodes come in runs
+                    i0, nd_ = 0, len(d)
+                    while i0 < nd_:
+                        node = node_of[d[i0]]
+                        j0 = i0 + 1
+                        while j0 < nd_ and node_of[d[j0]] == node:
+                            j0 += 1
+                        lst = by_node[node]
+                        k0 = len(lst)
+                        back = not lst or lst[-1] < d[i0]
+                        lst.extend(d[i0:j0])
+                        if not back:
+                            lst.sort()
+                        del buckets[k0][node]
+                        buckets[len(lst)][node] = None
+                        i0 = j0
+                    free.total += nd_
                 else:
                     free.give(d)
                 if defer:  # the finished columns are filled at the end, from these
@@ -522,18 +539,17 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
             if pack_simple and not planned and (mem is None or mem[k] <= 0):
                 node = None
                 for c in range(g, maxk + 1):  # Pack.place_whole's fast path (first_node_with)
-                    bucket = buckets[c]
-                    if bucket:
-                        if not touched:
-                            node = next(iter(bucket))
+                    for nd in buckets[c]:  # its first untouched node with exactly c free
+                        if nd not in touched:
+                            node = nd
                             break
-                        node = next((nd for nd in bucket if nd not in touched), None)
-                        if node is not None:
-                            break
-                    if touched:
-                        node = next((nd for nd in touched if len(by_node[nd]) == c), None)
-                        if node is not None:
-                            break
+                    else:
+                        for nd in touched:  # else the first touched one
+                            if len(by_node[nd]) == c:
+                                node = nd
+                                break
+                    if node is not None:
+                        break
                 if node is not None:
                     lst = by_node[node]
                     devices = tuple(lst[:g])
