@@ -202,8 +202,8 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     # their rows are appended to the memory records' int64 rows directly (IntRows.store's result)
     from llmos_sim.policies.memory.ideal import IdealPool
 
-    int_ids = set(map(type, ids)) <= {int}
-    mvals = (mem_data.__self__.values if pools and log_memory and int_ids and len(jobs) and max(map(abs, ids)) < 2**62
+    mvals = (mem_data.__self__.values if pools and log_memory and set(map(type, ids)) <= {int} and len(jobs)
+             and max(map(abs, ids)) < 2**62
              and all(type(p) is IdealPool and p.capacity_bytes < 2**62 for p in pools) else None)
     # ... and the ideal pool's allocate/free are its counters, updated in place: a run's
     # allocations are all freed by its end, so the pools end as the general engine leaves them
@@ -235,6 +235,8 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     flops = cost.device_flops(cluster)
     start_of: dict = {}  # plain cost: devices -> (the start record's data, Σ C_i as a float, its one node or -1)
     node_of = free.node_of
+    span_of: dict = {}  # first device * span_key + g -> start_of's entry for that one range of devices
+    span_key = free.max_per_node + 1
     # each node's devices are one ascending range, nodes in order (every cluster built from
     # groups): sorted devices group by node in node order
     nodes_ascend = all(a <= b for a, b in zip(node_of, node_of[1:]))
@@ -502,6 +504,7 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
                 if defer:  # the finished columns are filled at the end, from these
                     fin_order(k)
                     fin_time(t)
+                    fin_dev(d)
                 else:
                     fin_job(k if table is not None else jobs[k])
                     fin_start(start_s[k])
@@ -552,7 +555,16 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
                         break
                 if node is not None:
                     lst = by_node[node]
-                    devices = tuple(lst[:g])
+                    # the node's first g free devices; when they are one range, its start is
+                    # known by (first device, g) without building the tuple
+                    first = lst[0]
+                    span = lst[g - 1] - first == g - 1
+                    hit = span_of.get(first * span_key + g) if span else None
+                    if hit is None:
+                        devices = tuple(lst[:g])
+                        hit = start_of.get(devices)
+                        if span and hit is not None:
+                            span_of[first * span_key + g] = hit
                     c = len(lst)
                     del lst[:g]  # FreeDevices.take of the node's first g devices
                     del buckets[c][node]
@@ -562,7 +574,6 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
                     done.append(pos)
                     if last_reject:
                         last_reject.pop(ids[k], None)
-                    hit = start_of.get(devices)
                     if hit is None:
                         start(t, k, devices, taken=True)
                     else:  # start(), inlined for a job without memory on known devices
@@ -650,7 +661,7 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
                     if keys:
                         del keys[pos]
     if defer:
-        _fill_finished(finished, order, times, start_s, pre, devs, table if table is not None else jobs)
+        _fill_finished(finished, order, times, start_s, pre, gpus, table if table is not None else jobs)
     advance_to(engine.env, now)
     if queue:  # nothing left can start them: the engine's stalled end
         engine.queue.update((ids[k], jobs[k]) for k in sorted(queue))
@@ -667,11 +678,12 @@ def _ids_are_rows(table: JobTable) -> bool:
     return ids is not None and bool(np.array_equal(ids, np.arange(len(table))))
 
 
-def _fill_finished(finished, order: array, times: array, start_s: array, pre, devs: list, jobs) -> None:
+def _fill_finished(finished, order: array, times: array, start_s: array, pre, gpus, jobs) -> None:
     """The engine's finished columns, in finish order, from each finish's job ``order`` and
-    time ``times``: the same values the engine appends one finish at a time (service
-    ``run_s × devices × 1000 / 1000`` with ``run_s = finish - start - preprocess``, 0 when
-    ``run_s <= 0``: the same float operations, element by element)."""
+    time ``times`` (its devices already appended): the same values the engine appends one
+    finish at a time (service ``run_s × devices × 1000 / 1000`` with ``run_s = finish - start
+    - preprocess``, 0 when ``run_s <= 0``: the same float operations, element by element; a
+    job here holds exactly its ``gpus`` devices, as the built-in placements grant)."""
     import numpy as np
 
     if not order:
@@ -681,8 +693,7 @@ def _fill_finished(finished, order: array, times: array, start_s: array, pre, de
     finish = np.frombuffer(times, dtype=np.float64)
     pre_o = (np.full(len(o), pre.value, dtype=np.float64) if isinstance(pre, Constant)
              else np.asarray(pre, dtype=np.float64)[o])
-    devices = list(map(devs.__getitem__, order))
-    ndev = np.fromiter(map(len, devices), dtype=np.int64, count=len(devices))
+    ndev = (jobs.array("gpus") if isinstance(jobs, JobTable) else np.asarray(gpus, dtype=np.int64))[o]
     run_s = finish - start - pre_o
     service = np.where(run_s > 0, run_s * ndev * FULL_DEVICE_MILLI / 1000, 0.0)
     if isinstance(jobs, JobTable):
@@ -691,5 +702,4 @@ def _fill_finished(finished, order: array, times: array, start_s: array, pre, de
         finished.jobs.extend(map(jobs.__getitem__, order))
     finished.start_s.frombytes(start.tobytes())
     finished.finish_s.extend(times)
-    finished.devices.extend(devices)
     finished.service_gpu_s.frombytes(service.tobytes())
