@@ -189,7 +189,7 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     devs: list = [None] * n
     dnode = array("i", [-1]) * n  # the one node a running job's devices are on (-1: several)
     allocs: list = [None] * n if pools else []
-    mem = column("mem_bytes_per_device") if pools else None
+    mem = column("mem_bytes_per_device", hot=True) if pools else None
     # an arrival passes Engine._unsatisfiable's common-case test when it needs no more devices
     # than there are and its memory fits every device's empty pool; the rest ask the engine
     n_devices = cluster.n_devices

@@ -345,8 +345,9 @@ class JobTable(Sequence):
                     raise ValueError(f"JobTable.from_columns: column {f!r} has shape {v.shape}, not ({n},)")
                 if v.dtype.kind == "f":
                     cols[f] = array("d", v.astype(np.float64, copy=False).tobytes())
-                elif v.dtype.kind in "iu":
-                    cols[f] = array("q", v.astype(np.int64).tobytes())
+                elif v.dtype.kind in "iu":  # one value in every row (memory 0): a Constant
+                    cols[f] = (Constant(int(v[0]), n) if n and (v == v[0]).all()
+                               else array("q", v.astype(np.int64).tobytes()))
                 else:
                     cols[f] = v.tolist()
             elif isinstance(v, (list, array, Constant)):
