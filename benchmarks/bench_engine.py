@@ -7,7 +7,9 @@
     python benchmarks/bench_engine.py --reference --fast-path off   # the general engine (no fast core)
 
 Each size runs in its own subprocess, so its peak RSS (``ru_maxrss``: the jobs, the engine's
-state and its event log) is that size's alone. Inside it, the engine and (``--reference``) the
+state and its event log) is that size's alone. The jobs are a :class:`~llmos_sim.types.JobTable`
+(columns, as a run reads them); the bare loop reads their arrival, gpus and work columns as
+plain lists, made before its clock starts. Inside it, the engine and (``--reference``) the
 bare loop run interleaved ``--repeat`` times on the same jobs; the makespans must agree. Times
 are CPU seconds (``time.process_time``; the machine may be shared), reported as the minimum
 and the median of the repeats, with the engine/bare-loop ratio of each. The engine runs with

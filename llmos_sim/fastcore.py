@@ -688,18 +688,27 @@ def _fill_finished(finished, order: array, times: array, start_s: array, pre, gp
 
     if not order:
         return
+    # in place, a few arrays at a time: this runs when the log is at its largest
     o = np.frombuffer(order, dtype=np.int64)
-    start = np.frombuffer(start_s, dtype=np.float64)[o]
-    finish = np.frombuffer(times, dtype=np.float64)
-    pre_o = (np.full(len(o), pre.value, dtype=np.float64) if isinstance(pre, Constant)
-             else np.asarray(pre, dtype=np.float64)[o])
-    ndev = (jobs.array("gpus") if isinstance(jobs, JobTable) else np.asarray(gpus, dtype=np.int64))[o]
-    run_s = finish - start - pre_o
-    service = np.where(run_s > 0, run_s * ndev * FULL_DEVICE_MILLI / 1000, 0.0)
+    run_s = np.frombuffer(start_s, dtype=np.float64)[o]
+    finished.start_s.frombytes(memoryview(run_s).cast("B"))
+    np.subtract(np.frombuffer(times, dtype=np.float64), run_s, out=run_s)
+    pre = jobs.column("preprocess_s") if isinstance(jobs, JobTable) else pre
+    if isinstance(pre, Constant):
+        run_s -= pre.value
+    else:
+        run_s -= np.asarray(pre, dtype=np.float64)[o]
+    ran = run_s > 0
+    run_s *= (jobs.array("gpus") if isinstance(jobs, JobTable) else np.asarray(gpus, dtype=np.int64))[o]
+    run_s *= FULL_DEVICE_MILLI
+    run_s /= 1000
+    run_s[~ran] = 0.0
     if isinstance(jobs, JobTable):
         finished.jobs = JobRows(jobs, order)
     else:
         finished.jobs.extend(map(jobs.__getitem__, order))
-    finished.start_s.frombytes(start.tobytes())
-    finished.finish_s.extend(times)
-    finished.service_gpu_s.frombytes(service.tobytes())
+    if len(finished.finish_s):
+        finished.finish_s.extend(times)
+    else:
+        finished.finish_s = times
+    finished.service_gpu_s.frombytes(memoryview(run_s).cast("B"))
