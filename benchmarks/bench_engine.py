@@ -85,8 +85,8 @@ def bare_heapq_fifo(jobs, n_gpus: int, flops: float = FLOPS) -> tuple[float, flo
     import heapq
     from collections import deque
 
+    gc.collect()  # first: the engine run before this one is a cycle (engine, environment) to free
     arrival, gpus, work = (jobs.values(f) for f in ("arrival_s", "gpus", "work_flops"))
-    gc.collect()
     c0 = time.process_time()
     heap = [(a, 0, i) for i, a in enumerate(arrival)]
     heapq.heapify(heap)
