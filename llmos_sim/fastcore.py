@@ -7,7 +7,8 @@ engine's machinery — a SimPy event per arrival instant and per completion, a v
 decision and a ``Start`` per pass, a ``Task`` and a ``RunningJob`` per job — computes
 nothing the run needs. :func:`run` simulates the same run directly:
 
-- jobs are read once into columns (lists of numbers), in the engine's arrival order;
+- jobs are columns, in the engine's arrival order: a :class:`~llmos_sim.types.JobTable`'s
+  own (no :class:`Job` is built), or read once from a list of jobs;
 - arrivals are a pointer into that order (one batch per distinct arrival time), merged with
   a heap of completions ``(time, seq, job)``; ``seq`` is handed out exactly where the engine
   hands out SimPy's insertion counter (when the next arrival instant is scheduled, when a
