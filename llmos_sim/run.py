@@ -231,7 +231,9 @@ def run_cluster(cfg: DictConfig, progress: bool = False, with_services: bool = F
     whose replicas serve its request stream on the granted devices
     (:mod:`llmos_sim.serving.cluster`)."""
     streams = rngs(int(cfg.seed))
-    jobs = instantiate(_key(cfg, "workload")).table(streams["workload"])  # columns; jobs built only if asked
+    workload = instantiate(_key(cfg, "workload"))
+    # a Workload gives its jobs as columns (jobs built only if asked); any object with jobs(rng) still works
+    jobs = workload.table(streams["workload"]) if hasattr(workload, "table") else list(workload.jobs(streams["workload"]))
     bar = _progress_bar(len(jobs)) if progress else None
     engine = build_engine(cfg, streams, progress=bar.update if bar is not None else None)
     if with_services:
