@@ -7,7 +7,9 @@
     python benchmarks/bench_engine.py --reference --fast-path off   # the general engine (no fast core)
 
 Each size runs in its own subprocess, so its peak RSS (``ru_maxrss``: the jobs, the engine's
-state and its event log) is that size's alone. Inside it, the engine and (``--reference``) the
+state and its event log) is that size's alone. The jobs are a :class:`~llmos_sim.types.JobTable`
+(columns, as a run reads them); the bare loop reads their arrival, gpus and work columns as
+plain lists, made before its clock starts. Inside it, the engine and (``--reference``) the
 bare loop run interleaved ``--repeat`` times on the same jobs; the makespans must agree. Times
 are CPU seconds (``time.process_time``; the machine may be shared), reported as the minimum
 and the median of the repeats, with the engine/bare-loop ratio of each. The engine runs with
@@ -55,7 +57,7 @@ def make_jobs(n_jobs: int, n_gpus: int):
 
     w = SyntheticJobs(n_jobs=n_jobs, arrival_rate_per_s=offered_rate(n_gpus), gpus=GPUS, gpus_p=GPUS_P,
                       duration_median_s=MEDIAN_S, duration_sigma=SIGMA, reference_flops=FLOPS)
-    return w.jobs(np.random.default_rng(0))
+    return w.table(np.random.default_rng(0))
 
 
 def run_engine(jobs, n_gpus: int, fast_path: str = "auto") -> tuple[float, float, int]:
@@ -73,18 +75,20 @@ def run_engine(jobs, n_gpus: int, fast_path: str = "auto") -> tuple[float, float
     cpu = time.process_time() - c0
     assert len(eng.finished) == len(jobs)
     assert eng.fast_path_used == (fast_path == "auto")
-    return cpu, max(f.finish_s for f in eng.finished), len(log)
+    return cpu, float(np.max(np.frombuffer(eng.finished.finish_s))), len(log)
 
 
 def bare_heapq_fifo(jobs, n_gpus: int, flops: float = FLOPS) -> tuple[float, float]:
     """Reference floor: the same strict-FIFO toy as a bare heapq loop (a free-device counter,
-    no placement, no pools, no log). Returns its CPU seconds and the makespan."""
+    no placement, no pools, no log) over the jobs' columns as plain lists (made before the
+    clock starts). Returns its CPU seconds and the makespan."""
     import heapq
     from collections import deque
 
-    gc.collect()
+    gc.collect()  # first: the engine run before this one is a cycle (engine, environment) to free
+    arrival, gpus, work = (jobs.values(f) for f in ("arrival_s", "gpus", "work_flops"))
     c0 = time.process_time()
-    heap = [(j.arrival_s, 0, i) for i, j in enumerate(jobs)]
+    heap = [(a, 0, i) for i, a in enumerate(arrival)]
     heapq.heapify(heap)
     queue: deque = deque()
     free = n_gpus
@@ -94,11 +98,11 @@ def bare_heapq_fifo(jobs, n_gpus: int, flops: float = FLOPS) -> tuple[float, flo
         if kind == 0:
             queue.append(i)
         else:
-            free += jobs[i].gpus
-        while queue and jobs[queue[0]].gpus <= free:
+            free += gpus[i]
+        while queue and gpus[queue[0]] <= free:
             k = queue.popleft()
-            free -= jobs[k].gpus
-            heapq.heappush(heap, (t + jobs[k].work_flops / (jobs[k].gpus * flops), 1, k))
+            free -= gpus[k]
+            heapq.heappush(heap, (t + work[k] / (gpus[k] * flops), 1, k))
     return time.process_time() - c0, t
 
 
@@ -140,7 +144,7 @@ def user_command(n_jobs: int, repeat: int) -> dict:
 
     overrides = COMMAND + [f"workload.n_jobs={n_jobs}"]
     cfg = compose(overrides)
-    jobs = list(instantiate(cfg.workload).jobs(rngs(int(cfg.seed))["workload"]))
+    jobs = instantiate(cfg.workload).table(rngs(int(cfg.seed))["workload"])
     n_gpus = 10_240  # cluster=large
     cmd_s, rss, ref_s = [], [], []
     for _ in range(repeat):

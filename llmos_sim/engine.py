@@ -20,6 +20,7 @@ import math
 from operator import attrgetter
 from typing import Callable, Sequence
 
+import numpy as np
 import simpy
 
 from llmos_sim import events as E
@@ -28,7 +29,7 @@ from llmos_sim.kernel import Instant, events_pending, nothing_due_at, outcome, p
 from llmos_sim.events import EventLog
 from llmos_sim.policies.memory.base import MemoryPool
 from llmos_sim.policies.scheduling.base import ClusterScheduler, Decision
-from llmos_sim.types import CAPACITY_TOLERANCE, FULL_DEVICE_MILLI, GPU, Cluster, Job, Task
+from llmos_sim.types import CAPACITY_TOLERANCE, FULL_DEVICE_MILLI, GPU, Cluster, Job, JobTable, Task
 from llmos_sim.view import ClusterView, FinishedJobs, FreeDevices, RunningJob, Tentative
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,22 @@ def _shared(seen: dict, value: tuple, types: tuple) -> tuple:
     if len(seen) < _SHARED_MAX:
         seen[key] = value
     return value
+
+
+def _run_order(table: JobTable) -> JobTable | None:
+    """``table``'s rows in the order a run serves them (by arrival, then id; :meth:`Engine.run`),
+    checked as :meth:`Engine.run` checks jobs, over whole columns; None when a check fails or a
+    column is not numbers (then the jobs are read one by one, and the failing one is named)."""
+    ids, arrival, work = table.array("id"), table.array("arrival_s"), table.array("work_flops")
+    if ids is None or arrival is None or work is None or not (np.isfinite(arrival).all() and np.isfinite(work).all()):
+        return None
+    rising = np.diff(ids) > 0
+    if not rising.all() and len(np.unique(ids)) != len(ids):  # ids that rise are distinct (no sort)
+        return None
+    later = np.diff(arrival)
+    if ((later > 0) | ((later == 0) & rising)).all():  # already in order (a generator's own)
+        return table
+    return table.take(np.lexsort((ids, arrival)))
 
 
 class Engine:
@@ -193,8 +210,13 @@ class Engine:
     # -- running ------------------------------------------------------------------------
     def run(self, jobs: Sequence[Job], until_s: float | None = None) -> EventLog:
         """Simulate ``jobs`` (any order; served by arrival, ties by id) to the end or ``until_s``."""
+        table = _run_order(jobs) if isinstance(jobs, JobTable) else None
+        if table is None and isinstance(jobs, JobTable):
+            jobs = list(jobs)  # read as jobs: the checks below name the offending job
         isfinite = math.isfinite
-        if len(set(map(attrgetter("id"), jobs))) != len(jobs) or not all(map(isfinite, map(attrgetter("arrival_s"), jobs))) \
+        if table is not None:
+            jobs = table
+        elif len(set(map(attrgetter("id"), jobs))) != len(jobs) or not all(map(isfinite, map(attrgetter("arrival_s"), jobs))) \
                 or not all(map(isfinite, map(attrgetter("work_flops"), jobs))):  # NaN would never arrive
             seen: set = set()
             for j in jobs:  # name the first offender
@@ -204,19 +226,26 @@ class Engine:
                 if not (isfinite(j.arrival_s) and isfinite(j.work_flops)):
                     raise ValueError(f"job {j.id}: arrival_s and work_flops must be finite numbers, "
                                      f"got {j.arrival_s} and {j.work_flops}")
-        jobs = sorted(jobs, key=attrgetter("arrival_s", "id"))
+        if table is None:
+            jobs = sorted(jobs, key=attrgetter("arrival_s", "id"))
         self._ids: set | None = None  # every job id of the run, for :meth:`submit` (made at its first call)
         self._jobs = jobs
         self._next = 0
         self._arrivals_left = len(jobs)
-        if self._settles and self.pools and not self.log_memory and any(j.mem_trace for j in jobs):
-            self._settles = False  # memory traces change the pools without a record: never skip
         from llmos_sim import fastcore, fastcore_las
 
         # a fast core, where the run is one (the same records, without SimPy's loop): the
-        # key-order core (llmos_sim.fastcore), else the preemptive LAS core (llmos_sim.fastcore_las)
-        core = next((c for c in (fastcore, fastcore_las) if c.why_not(self, jobs, until_s) is None), None)
+        # key-order core (llmos_sim.fastcore, which reads a job table's columns), else the
+        # preemptive LAS core (llmos_sim.fastcore_las, given the jobs)
+        core = fastcore if fastcore.why_not(self, jobs, until_s) is None else None
+        if table is not None and core is None:
+            self._jobs = jobs = list(table)  # the other paths keep the jobs (built once here)
+        if core is None and fastcore_las.why_not(self, jobs, until_s) is None:
+            core = fastcore_las
         self.fast_path_used = core is not None
+        if self._settles and self.pools and not self.log_memory and not self.fast_path_used \
+                and any(j.mem_trace for j in jobs):
+            self._settles = False  # memory traces change the pools without a record: never skip
         if jobs and not self.fast_path_used:
             self._at(jobs[0].arrival_s, self._arrive_batch)
         if self.round_s and not self.fast_path_used:

@@ -231,10 +231,13 @@ def run_cluster(cfg: DictConfig, progress: bool = False, with_services: bool = F
     whose replicas serve its request stream on the granted devices
     (:mod:`llmos_sim.serving.cluster`)."""
     streams = rngs(int(cfg.seed))
-    jobs = list(instantiate(_key(cfg, "workload")).jobs(streams["workload"]))
+    workload = instantiate(_key(cfg, "workload"))
+    # a Workload gives its jobs as columns (jobs built only if asked); any object with jobs(rng) still works
+    jobs = workload.table(streams["workload"]) if hasattr(workload, "table") else list(workload.jobs(streams["workload"]))
     bar = _progress_bar(len(jobs)) if progress else None
     engine = build_engine(cfg, streams, progress=bar.update if bar is not None else None)
     if with_services:
+        jobs = list(jobs)
         jobs += _add_services(cfg, engine, streams, first_job_id=max((j.id for j in jobs), default=-1) + 1)
     try:
         log = engine.run(jobs, until_s=(cfg.get("engine", {}) or {}).get("until_s"))

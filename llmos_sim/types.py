@@ -6,9 +6,13 @@ resource type. Mutable runtime state lives only inside the engine.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from array import array
+from collections.abc import Sequence
+from dataclasses import MISSING, dataclass, field
+from itertools import repeat
+from operator import attrgetter
 from types import MappingProxyType
-from typing import Mapping
+from typing import Iterator, Mapping
 
 GB = 10**9  #: decimal gigabyte (the seed's "4 GB")
 GiB = 2**30
@@ -239,3 +243,233 @@ class Task:
     overhead_s: float = 0.0
     segment: int = 0  #: how many segments of this job ran before (preemptions/resizes)
     allocations: tuple = ()  #: ``((device, Allocation), ...)``: the memory granted to this segment
+
+
+#: the :class:`Job` fields in constructor order (the columns of a :class:`JobTable`)
+JOB_FIELDS: tuple[str, ...] = tuple(Job.__dataclass_fields__)
+
+
+class Constant:
+    """A column whose every row holds the same value (``tenant`` of a one-tenant workload,
+    ``demand`` of jobs that ask for no other resource): one reference, not one per row."""
+
+    __slots__ = ("value", "n")
+
+    def __init__(self, value, n: int) -> None:
+        self.value, self.n = value, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.value] * len(range(*i.indices(self.n)))
+        if not -self.n <= i < self.n:
+            raise IndexError("column index out of range")
+        return self.value
+
+    def __iter__(self):
+        return repeat(self.value, self.n)
+
+
+def _column(values: list):
+    """The most compact column that reads back exactly ``values`` (same values, same types):
+    one value for all rows (:class:`Constant`), 8 bytes a row (``array('d')`` of floats,
+    ``array('q')`` of ints within int64), or the list itself."""
+    n = len(values)
+    if n:
+        first = values[0]
+        # equal ints, strings or None only: equal floats may differ in sign (0.0 and -0.0)
+        if all(v is first for v in values) or (type(first) in (int, str) and values.count(first) == n
+                                               and set(map(type, values)) == {type(first)}):
+            return Constant(first, n)
+    types = set(map(type, values))
+    if types == {float}:
+        return array("d", values)
+    if types == {int} and -2**63 <= min(values) and max(values) < 2**63:
+        return array("q", values)
+    return values
+
+
+class JobTable(Sequence):
+    """Jobs as rows of columns: one column per :class:`Job` field (``JOB_FIELDS``), each an
+    ``array`` of 8-byte numbers, a :class:`Constant` or a list, so a million jobs hold a few
+    arrays instead of a million objects (a :class:`Job` with its boxed floats and ids is
+    ≈270 bytes; a row of the table ≈40).
+
+    It is a read-only sequence of :class:`Job`: ``table[i]``, slices and iteration build the
+    jobs when asked (each time: equal, not identical), so code that wants jobs gets them. The
+    key-order fast core reads the columns directly and never builds one; the general engine
+    builds them once per run. Generators make a table from numpy columns (:meth:`from_columns`),
+    anything else from jobs (:meth:`from_jobs`); each column reads back the values and Python
+    types the jobs had.
+    """
+
+    __slots__ = ("n", "cols")
+
+    def __init__(self, n: int, cols: dict) -> None:
+        missing = [f for f in JOB_FIELDS if f not in cols]
+        if missing:
+            raise ValueError(f"JobTable: missing column(s) {missing}")
+        bad = [f for f in JOB_FIELDS if len(cols[f]) != n]
+        if bad:
+            raise ValueError(f"JobTable: column(s) {bad} do not have {n} rows")
+        self.n, self.cols = n, {f: cols[f] for f in JOB_FIELDS}
+
+    @classmethod
+    def from_jobs(cls, jobs: Sequence[Job]) -> "JobTable":
+        """The table of ``jobs`` (rows in their order)."""
+        if isinstance(jobs, JobTable):
+            return jobs
+        jobs = list(jobs)
+        return cls(len(jobs), {f: _column(list(map(attrgetter(f), jobs))) for f in JOB_FIELDS})
+
+    @classmethod
+    def from_columns(cls, n: int, **columns) -> "JobTable":
+        """A table of ``n`` jobs from columns by field name: a numpy array (float64 -> floats,
+        integers -> ints), a list, or a single value for every row; fields not given take the
+        :class:`Job` default. The rows are checked as :class:`Job` checks them."""
+        import numpy as np
+
+        cols = {}
+        for f in JOB_FIELDS:
+            if f not in columns:
+                default = Job.__dataclass_fields__[f]
+                if default.default is MISSING and default.default_factory is MISSING:
+                    raise ValueError(f"JobTable.from_columns: column {f!r} is required")
+                cols[f] = Constant(default.default_factory() if default.default is MISSING else default.default, n)
+                continue
+            v = columns[f]
+            if isinstance(v, np.ndarray):
+                if v.shape != (n,):
+                    raise ValueError(f"JobTable.from_columns: column {f!r} has shape {v.shape}, not ({n},)")
+                if v.dtype.kind == "f":
+                    cols[f] = array("d", v.astype(np.float64, copy=False).tobytes())
+                elif v.dtype.kind in "iu":  # one value in every row (memory 0): a Constant
+                    cols[f] = (Constant(int(v[0]), n) if n and (v == v[0]).all()
+                               else array("q", v.astype(np.int64).tobytes()))
+                else:
+                    cols[f] = v.tolist()
+            elif isinstance(v, (list, array, Constant)):
+                cols[f] = v
+            else:
+                cols[f] = Constant(v, n)
+        table = cls(n, cols)
+        table._check()
+        return table
+
+    def _check(self) -> None:
+        """What :meth:`Job.__post_init__` checks, over whole columns: the first bad row is built
+        as a :class:`Job`, whose own check names the job and the field. Columns of other
+        objects (elastic ``min_gpus``, ``demand`` mappings) are checked row by row."""
+        import numpy as np
+
+        tests = {"gpus": lambda v: v < 1, "work_flops": lambda v: v < 0, "arrival_s": lambda v: v < 0,
+                 "gpu_milli": lambda v: (v <= 0) | (v > FULL_DEVICE_MILLI)}
+        for name, test in tests.items():
+            v = self.array(name)
+            rows = np.flatnonzero(test(v)) if v is not None else range(self.n)
+            for i in rows[:1] if v is not None else rows:
+                self[int(i)]
+        if any(not isinstance(self.cols[f], Constant) for f in ("min_gpus", "demand")) or self.n:
+            for i in range(self.n) if not all(isinstance(self.cols[f], Constant) for f in ("min_gpus", "demand")) \
+                    else range(1):
+                self[i]
+
+    def array(self, name: str):
+        """Column ``name`` as a numpy array, or None when it is not numbers of one type."""
+        import numpy as np
+
+        c = self.cols[name]
+        if isinstance(c, array):
+            return np.frombuffer(c, dtype=np.float64 if c.typecode == "d" else np.int64) if len(c) else \
+                np.zeros(0, np.float64 if c.typecode == "d" else np.int64)
+        if isinstance(c, Constant) and type(c.value) in (int, float):
+            return np.full(self.n, c.value, dtype=np.float64 if type(c.value) is float else np.int64)
+        return None
+
+    def column(self, name: str):
+        """Column ``name``: indexable by row (an ``array``, a :class:`Constant` or a list)."""
+        return self.cols[name]
+
+    def values(self, name: str) -> list:
+        """Column ``name`` as a list of its Python values."""
+        c = self.cols[name]
+        return c.tolist() if isinstance(c, array) else list(c)
+
+    def distinct(self, name: str) -> set:
+        """The distinct values of column ``name``."""
+        c = self.cols[name]
+        if isinstance(c, Constant):
+            return {c.value} if self.n else set()
+        if isinstance(c, array):
+            import numpy as np
+
+            return set(np.unique(self.array(name)).tolist())
+        try:
+            return set(c)
+        except TypeError:  # unhashable values (mappings): compare them one by one
+            return {repr(v) for v in c}
+
+    def take(self, rows) -> "JobTable":
+        """The table of rows ``rows`` (a sequence of row numbers), in that order."""
+        import numpy as np
+
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = {}
+        for f, c in self.cols.items():
+            if isinstance(c, Constant):
+                cols[f] = Constant(c.value, len(rows))
+            elif isinstance(c, array):
+                cols[f] = array(c.typecode, self.array(f)[rows].tobytes())
+            else:
+                cols[f] = list(map(c.__getitem__, rows.tolist()))
+        return JobTable(len(rows), cols)
+
+    def arrive(self, k: int) -> tuple:
+        """The ``arrive`` record's data of row ``k``: ``(gpus, work_flops, gpu_milli, tenant)``,
+        the fields an arrival logs (the fast core logs the row number; the log derives this)."""
+        c = self.cols
+        return c["gpus"][k], c["work_flops"][k], c["gpu_milli"][k], c["tenant"][k]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self.n))]
+        if i < 0:
+            i += self.n
+        if not 0 <= i < self.n:
+            raise IndexError("job table index out of range")
+        return Job(*[c[i] for c in self.cols.values()])
+
+    def __iter__(self) -> Iterator[Job]:
+        return map(Job, *(self.values(f) for f in JOB_FIELDS))
+
+    def __reduce__(self):
+        return JobTable, (self.n, self.cols)
+
+    def __repr__(self) -> str:
+        return f"JobTable({self.n} jobs)"
+
+
+class JobRows(Sequence):
+    """Rows of a :class:`JobTable` as a read-only sequence of :class:`Job` (built when read):
+    the jobs of a run's finished records when the run read a table."""
+
+    __slots__ = ("table", "rows")
+
+    def __init__(self, table: JobTable, rows) -> None:
+        self.table, self.rows = table, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.table[k] for k in self.rows[i]]
+        return self.table[self.rows[i]]
+
+    def __iter__(self) -> Iterator[Job]:
+        return map(self.table.__getitem__, self.rows)

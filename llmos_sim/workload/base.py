@@ -18,7 +18,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from llmos_sim.types import Job
+from llmos_sim.types import Job, JobTable
 from llmos_sim.validate import InputError
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -141,3 +141,9 @@ class Workload(ABC):
     @abstractmethod
     def jobs(self, rng: np.random.Generator) -> list[Job]:
         """The jobs, any order (the engine serves them by arrival)."""
+
+    def table(self, rng: np.random.Generator) -> JobTable:
+        """The same jobs as a :class:`~llmos_sim.types.JobTable` (columns; what a run reads).
+        Generators that draw columns make it without building a job each; this default
+        converts :meth:`jobs`."""
+        return JobTable.from_jobs(self.jobs(rng))

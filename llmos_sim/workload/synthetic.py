@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from llmos_sim.types import Job
+from llmos_sim.types import Job, JobTable
 from llmos_sim.validate import ConfigError, count, non_negative, probability
 from llmos_sim.workload.base import Workload
 
@@ -101,14 +101,21 @@ class SyntheticJobs(Workload):
         elastic = rng.random(n) < self.elastic_fraction
         return {"arrival_s": arrival, "gpus": gpus, "duration_s": dur, "mem_bytes": mem, "elastic": elastic}
 
-    def jobs(self, rng: np.random.Generator) -> list[Job]:
+    def table(self, rng: np.random.Generator) -> JobTable:
+        """The jobs as columns (no :class:`Job` object per job): the drawn arrays themselves."""
         a = self.arrays(rng)
-        work = a["duration_s"] * a["gpus"] * self.reference_flops
+        n = self.n_jobs
+        gpus = a["gpus"].astype(np.int64)
+        elastic = a["elastic"] & (gpus > 1)
+        min_gpus = (np.where(elastic, np.maximum(1, gpus // 2), 0).tolist() if elastic.any() else None)
+        if min_gpus is not None:
+            min_gpus = [m if m else None for m in min_gpus]
         tenants, nt = self.tenants, len(self.tenants)
-        trace = self.trace_rows()
-        out = []
-        for i, (t, g, w, m, el) in enumerate(zip(a["arrival_s"].tolist(), a["gpus"].tolist(), work.tolist(),
-                                                  a["mem_bytes"].tolist(), a["elastic"].tolist())):
-            out.append(Job(i, t, w, gpus=g, min_gpus=max(1, g // 2) if el and g > 1 else None,
-                           mem_bytes_per_device=m, tenant=tenants[i % nt], mem_trace=trace))
-        return out
+        return JobTable.from_columns(
+            n, id=np.arange(n, dtype=np.int64), arrival_s=a["arrival_s"],
+            work_flops=a["duration_s"] * a["gpus"] * self.reference_flops, gpus=gpus, min_gpus=min_gpus,
+            mem_bytes_per_device=a["mem_bytes"].astype(np.int64),
+            tenant=tenants[0] if nt == 1 else [tenants[i % nt] for i in range(n)], mem_trace=self.trace_rows())
+
+    def jobs(self, rng: np.random.Generator) -> list[Job]:
+        return list(self.table(rng))

@@ -22,7 +22,7 @@ from llmos_sim.policies.scheduling import (
 )
 from llmos_sim.policies.scheduling.predictive import PredictedSJF
 from llmos_sim.policies.scheduling.priority import PriorityFIFO
-from llmos_sim.types import GB, Cluster, DeviceSpec, Job
+from llmos_sim.types import GB, Cluster, DeviceSpec, Job, JobTable
 
 FAST = DeviceSpec("fast", 2e13, 8 * GB)
 SLOW = DeviceSpec("slow", 1e13, 6 * GB)
@@ -101,10 +101,15 @@ def _same(a: Engine, b: Engine) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(job_st, min_size=1, max_size=14), st.sampled_from(sorted(POLICIES)),
        st.sampled_from(sorted(PLACEMENTS)), st.sampled_from(sorted(POOLS)), st.sampled_from(sorted(CLUSTERS)),
-       st.sampled_from(["wait", "fail"]), st.booleans(), st.sampled_from(["plain", "cross_node"]))
-def test_fast_core_writes_the_general_engines_log(spec, policy, place, pool, cluster, on_full, log_memory, cost):
+       st.sampled_from(["wait", "fail"]), st.booleans(), st.sampled_from(["plain", "cross_node"]),
+       st.sampled_from(["list", "table", "reversed table"]))
+def test_fast_core_writes_the_general_engines_log(spec, policy, place, pool, cluster, on_full, log_memory, cost,
+                                                  given_as):
+    """The fast core, given the jobs as a list or as a table (its columns read as they are; in
+    any row order), writes the general engine's log, record for record, from the list."""
     jobs = _jobs(spec)
-    fast = _run(jobs, cluster, policy, place, pool, on_full, log_memory, cost, "auto")
+    fast_jobs = jobs if given_as == "list" else JobTable.from_jobs(jobs[::-1] if given_as == "reversed table" else jobs)
+    fast = _run(fast_jobs, cluster, policy, place, pool, on_full, log_memory, cost, "auto")
     general = _run(jobs, cluster, policy, place, pool, on_full, log_memory, cost, "off")
     assert fast.fast_path_used and not general.fast_path_used
     _same(fast, general)
