@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from llmos_sim.engine import Engine
-from llmos_sim.policies.scheduling import FIFO, LAS
+from llmos_sim.policies.scheduling import FIFO, LAS, SRTF
 from llmos_sim.types import GB, Cluster, Constant, DeviceSpec, Job, JobTable
 from llmos_sim.workload import SyntheticJobs
 
@@ -69,17 +69,18 @@ def test_the_synthetic_table_is_the_synthetic_jobs(kw):
     assert [_fields(j) for j in t] == [_fields(j) for j in w.jobs(np.random.default_rng(3))]
 
 
-@pytest.mark.parametrize("policy", [FIFO, LAS])
+@pytest.mark.parametrize("policy", [FIFO, LAS, SRTF])
 def test_a_run_given_a_table_writes_the_log_of_a_run_given_jobs(policy):
-    """FIFO: the fast core reads the table's columns; LAS: the general engine builds the jobs
-    once. The rows are given out of arrival order (the run serves them by arrival, then id)."""
+    """FIFO: the key-order fast core reads the table's columns; LAS: the jobs are built once and
+    the preemptive fast core runs them; SRTF: the jobs are built once for the general engine.
+    The rows are given out of arrival order (the run serves them by arrival, then id)."""
     jobs = SyntheticJobs(n_jobs=200, arrival_rate_per_s=0.05).jobs(np.random.default_rng(1))
     runs = []
     for given_jobs in (jobs, JobTable.from_jobs(jobs[::-1])):
         eng = Engine(Cluster.homogeneous(2, 4, DEV), policy())
         eng.run(given_jobs)
         runs.append(eng)
-    assert runs[1].fast_path_used == (policy is FIFO)
+    assert runs[1].fast_path_used == (policy is not SRTF)
     assert list(runs[0].log.records) == list(runs[1].log.records)
     assert list(runs[0].finished) == list(runs[1].finished)
 
