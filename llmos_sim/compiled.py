@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         off = " (LLMOS_SIM_COMPILED is off: the build is ignored)" if disabled() else ""
         for r in status():
             used = "" if args.cmd == "build" else ("in use" if r["in_use"] else "pure Python") + off
-            print(f"{r["module"]:42s} {r['build']:45s} {used}".rstrip())
+            print(f"{r['module']:42s} {r['build']:45s} {used}".rstrip())
 
 if __name__ == "__main__":
     main()
