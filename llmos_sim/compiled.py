@@ -36,7 +36,13 @@ from llmos_sim.compiled_finder import (BUILD_DIR, MANIFEST, CompiledFinder, disa
 
 #: the modules a build compiles (dotted names, all under llmos_sim); chosen by measurement
 #: (docs/architecture.md, "The compiled build")
-MODULES = ("llmos_sim.fastcore", "llmos_sim.kernel")
+MODULES = (
+    "llmos_sim.fastcore", "llmos_sim.kernel", "llmos_sim.engine", "llmos_sim.view", "llmos_sim.events",
+    "llmos_sim.types", "llmos_sim.policies.scheduling.base", "llmos_sim.policies.scheduling.preemptive",
+    "llmos_sim.serving.replica", "llmos_sim.serving.iteration", "llmos_sim.serving.kv", "llmos_sim.serving.system",
+    "llmos_sim.serving.view", "llmos_sim.policies.batching.base", "llmos_sim.policies.batching.continuous",
+    "llmos_sim.policies.memory.paged",
+)
 #: Cython directives: Python semantics unchanged (annotations are not C types; functions stay
 #: introspectable Python functions; Python 3 language rules)
 DIRECTIVES = {"language_level": 3, "annotation_typing": False, "binding": True, "embedsignature": False}
@@ -144,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         import importlib
 
         if args.cmd == "status" and not disabled():
-            for m in MODULES:  # import them, as a run would, to show which the finder serves
+            for m in (r["module"] for r in status()):  # import them as a run would: which are served
                 try:
                     importlib.import_module(m)
                 except Exception as e:  # noqa: BLE001 - a status line, not a failure
