@@ -11,7 +11,7 @@ pure-Python mode: the same file, no second copy of the logic) into extension mod
 
 The extensions never sit beside their sources (an extension there would win the import over
 an edited ``.py``). They live in ``llmos_sim/_compiled/`` with ``manifest.json``, which
-records the sha256 of the exact source each was compiled from. :func:`install` (called when
+records the sha256 of the exact source each was compiled from. ``compiled_finder.install`` (called when
 ``llmos_sim`` is imported) puts a finder at the front of ``sys.meta_path`` that answers an
 import of one of those modules with its extension only when the ``.py`` beside it still hashes
 the same; a module whose source changed since the build is imported from its source, with a
