@@ -5,6 +5,7 @@
     python benchmarks/bench_engine.py --reference --max-jobs 100000 --repeat 3
     python benchmarks/bench_engine.py --command 300000     # the user's whole command vs the bare loop
     python benchmarks/bench_engine.py --reference --fast-path off   # the general engine (no fast core)
+    LLMOS_SIM_COMPILED=0 python benchmarks/bench_engine.py --reference  # ignore a compiled build
 
 Each size runs in its own subprocess, so its peak RSS (``ru_maxrss``: the jobs, the engine's
 state and its event log) is that size's alone. The jobs are a :class:`~llmos_sim.types.JobTable`
@@ -15,7 +16,8 @@ are CPU seconds (``time.process_time``; the machine may be shared), reported as 
 and the median of the repeats, with the engine/bare-loop ratio of each. The engine runs with
 the garbage collector on, as users run it. Offered load is 80% of the cluster's device-seconds.
 Strict FIFO on these jobs is a run the key-order fast core simulates (``fast_path=auto``,
-asserted); ``--fast-path off`` times the general engine on the same jobs instead.
+asserted); ``--fast-path off`` times the general engine on the same jobs instead. The
+``build`` column says whether the hot modules ran pure or from the optional compiled build.
 Writes benchmarks/results/engine.csv.
 
 ``--command N`` times what a user runs instead: ``python -m llmos_sim experiment=quickstart
@@ -106,6 +108,12 @@ def bare_heapq_fifo(jobs, n_gpus: int, flops: float = FLOPS) -> tuple[float, flo
     return time.process_time() - c0, t
 
 
+def build_label(compiled: list[str]) -> str:
+    """Which build ran: ``pure``, or ``compiled:`` and the modules imported from the compiled
+    build (``python -m llmos_sim.compiled build``; ``LLMOS_SIM_COMPILED=0`` ignores it)."""
+    return "compiled:" + "+".join(m.rsplit(".", 1)[-1] for m in compiled) if compiled else "pure"
+
+
 def one_case(n_jobs: int, n_gpus: int, repeat: int, reference: bool, fast_path: str = "auto") -> dict:
     """One size, in this process: engine (and bare loop) interleaved ``repeat`` times."""
     jobs = make_jobs(n_jobs, n_gpus)
@@ -118,7 +126,9 @@ def one_case(n_jobs: int, n_gpus: int, repeat: int, reference: bool, fast_path: 
             rcpu, rmakespan = bare_heapq_fifo(jobs, n_gpus)
             ref_s.append(rcpu)
             assert abs(makespan - rmakespan) <= 1e-9 * max(1.0, abs(makespan)), (makespan, rmakespan)
-    row = {"jobs": n_jobs, "gpus": n_gpus, "fast_path": fast_path, "repeat": repeat,
+    from llmos_sim.compiled_finder import in_use
+
+    row = {"jobs": n_jobs, "gpus": n_gpus, "fast_path": fast_path, "build": build_label(in_use()), "repeat": repeat,
            "engine_cpu_min_s": round(min(eng_s), 3), "engine_cpu_median_s": round(statistics.median(eng_s), 3),
            "us_per_job_cpu": round(min(eng_s) / n_jobs * 1e6, 2), "events": events}
     if reference:

@@ -5,6 +5,7 @@ A complete run folder holds, besides its results, ``complete.json``::
 
     {"config_sha256": <sha256 of config.yaml>, "files": [<result files>],
      "provenance": {"package_version", "git_commit", "git_dirty", "source_sha256",
+                    "compiled": [<modules run from the optional compiled build>],
                     "inputs": {<input file>: <sha256>}}}
 
 It is written last, by one atomic rename, after every other file is in place; before any file
@@ -283,10 +284,11 @@ def provenance(inputs: set[str] | None = None) -> dict[str, Any]:
     """What made a run's results: package version, git commit (``None`` outside a checkout)
     and whether the package's files differ from it, the source hash, and the inputs' hashes."""
     from llmos_sim import __version__
+    from llmos_sim.compiled_finder import in_use
 
     commit, dirty = git_state()
     return {"package_version": __version__, "git_commit": commit, "git_dirty": dirty,
-            "source_sha256": source_sha256(),
+            "source_sha256": source_sha256(), "compiled": in_use(),
             "inputs": {input_key(p): sha256_file(p) for p in sorted(inputs or ())}}
 
 

@@ -88,6 +88,7 @@ def test_resume_reruns_when_code_or_inputs_change(tmp_path, monkeypatch):
     run = write_results(res, tmp_path / "run", plots=False)
     prov = outputs.read_marker(run)["provenance"]
     assert prov["package_version"] and len(prov["source_sha256"]) == 64
+    assert prov["compiled"] == outputs.provenance()["compiled"]  # [] unless a compiled build is in use
     assert set(prov["inputs"]) == {str(trace.resolve()), "data:tiresias/n32g4.csv"}
     text = OmegaConf.to_yaml(cfg, resolve=True)
     assert outputs.resume_check(text, run)[0] is not None
