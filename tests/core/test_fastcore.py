@@ -13,19 +13,13 @@ from hypothesis import given, settings, strategies as st
 from llmos_sim import fastcore
 from llmos_sim.backends.simpy_cluster import CrossNodeSlowdown, SimPyCluster
 from llmos_sim.engine import Engine
-from llmos_sim.metrics import jobs_table, memory_table, timeline_table
 from llmos_sim.policies.memory import IdealPool
-from llmos_sim.policies.memory.buddy import BuddyPool
-from llmos_sim.policies.memory.fit import FirstFitPool
-from llmos_sim.policies.scheduling import (
-    FIFO, LAS, SJF, Consolidated, FirstFree, Pack, RandomPlacement, Spread, TopologyAware,
-)
+from llmos_sim.policies.scheduling import FIFO, LAS, SJF
 from llmos_sim.policies.scheduling.predictive import PredictedSJF
 from llmos_sim.policies.scheduling.priority import PriorityFIFO
-from llmos_sim.types import GB, Cluster, DeviceSpec, Job, JobTable
+from llmos_sim.types import GB, Cluster, Job, JobTable
 
-FAST = DeviceSpec("fast", 2e13, 8 * GB)
-SLOW = DeviceSpec("slow", 1e13, 6 * GB)
+from .fastcore_helpers import FAST, PLACEMENTS, POOLS, SLOW, StingyPool, placement, same
 
 CLUSTERS = {
     "2x2": lambda: Cluster.homogeneous(2, 2, SLOW),
@@ -41,20 +35,6 @@ POLICIES = {
     "priority": lambda p: PriorityFIFO(p),
     "priority_skip": lambda p: PriorityFIFO(p, blocking=False),
 }
-
-PLACEMENTS = {"pack": Pack, "first_free": FirstFree, "spread": Spread, "topology": TopologyAware,
-              "consolidated": Consolidated, "random": RandomPlacement}
-
-
-class StingyPool(IdealPool):
-    """Says a request fits whenever it is below the free bytes, but refuses any above 5 GB:
-    starts whose memory does not fit after placement (reject, fail, and runs that stall)."""
-
-    def _allocate(self, nbytes, tag, alloc_id):
-        return None if nbytes > 5 * GB else super()._allocate(nbytes, tag, alloc_id)
-
-
-POOLS = {"none": None, "ideal": IdealPool, "first_fit": FirstFitPool, "buddy": BuddyPool, "stingy": StingyPool}
 
 job_st = st.tuples(
     st.integers(0, 30),  # arrival (few values: many simultaneous arrivals)
@@ -74,28 +54,11 @@ def _jobs(spec):
 
 
 def _run(jobs, cluster, policy, place, pool, on_full, log_memory, cost, fast_path):
-    import numpy as np
-
-    placement = PLACEMENTS[place]()
-    if place == "random":
-        placement.set_rng(np.random.default_rng(7))
     backend = SimPyCluster(CrossNodeSlowdown(0.5)) if cost == "cross_node" else SimPyCluster()
-    eng = Engine(CLUSTERS[cluster](), POLICIES[policy](placement), backend, POOLS[pool],
+    eng = Engine(CLUSTERS[cluster](), POLICIES[policy](placement(place)), backend, POOLS[pool],
                  on_memory_full=on_full, log_memory=log_memory, fast_path=fast_path)
     eng.run(jobs)
     return eng
-
-
-def _same(a: Engine, b: Engine) -> None:
-    assert list(a.log.records) == list(b.log.records)
-    cl = a.cluster
-    for make in (jobs_table, memory_table, timeline_table):
-        pd.testing.assert_frame_equal(make(a.log, cl), make(b.log, cl))
-    pd.testing.assert_frame_equal(a.log.table(), b.log.table())
-    assert list(a.finished) == list(b.finished)
-    # the pools end in the same state (counts, levels, next allocation id, nothing live)
-    assert [(p.stats(), p._next_id) for p in a.pools] == [(p.stats(), p._next_id) for p in b.pools]
-    assert a.env.now == b.env.now and not a.queue and not b.queue
 
 
 @settings(max_examples=200, deadline=None)
@@ -112,7 +75,7 @@ def test_fast_core_writes_the_general_engines_log(spec, policy, place, pool, clu
     fast = _run(fast_jobs, cluster, policy, place, pool, on_full, log_memory, cost, "auto")
     general = _run(jobs, cluster, policy, place, pool, on_full, log_memory, cost, "off")
     assert fast.fast_path_used and not general.fast_path_used
-    _same(fast, general)
+    same(fast, general)
 
 
 def test_a_hand_computed_schedule_through_the_fast_core():
@@ -143,7 +106,7 @@ def test_a_run_that_stalls_ends_as_the_general_engine_does():
     for e in runs:
         e.run(jobs)
     assert runs[0].fast_path_used
-    _same(*runs)
+    same(*runs)
     t, kind, subject, data = runs[0].log.records[-2]
     assert (kind, subject) == ("fail", 0) and "last rejected: start: memory does not fit" in data[0]
     assert runs[0].log.records[-1][3] == ("stalled",)
@@ -188,7 +151,7 @@ def test_a_subclass_that_reorders_without_a_key_is_not_a_key_order():
     for e in runs:
         e.run(jobs)
     assert runs[0].fast_path_used
-    _same(*runs)
+    same(*runs)
 
 
 def test_fast_path_config_key():

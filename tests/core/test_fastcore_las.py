@@ -5,25 +5,17 @@ never fit, zero work, preprocess steps) under LAS with several round lengths, pr
 knobs and checkpoint costs, on several cluster shapes, placements, memory pools and cost
 models; plus a hand-computed schedule and what the core leaves to the general engine.
 """
-import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from llmos_sim import fastcore_las
 from llmos_sim.backends.simpy_cluster import CrossNodeSlowdown, SimPyCluster
 from llmos_sim.engine import Engine
-from llmos_sim.metrics import jobs_table, memory_table, timeline_table
 from llmos_sim.policies.memory import IdealPool
-from llmos_sim.policies.memory.buddy import BuddyPool
-from llmos_sim.policies.memory.fit import FirstFitPool
-from llmos_sim.policies.scheduling import (
-    LAS, SRTF, Consolidated, DiscretizedLAS, FirstFree, Pack, RandomPlacement, Spread, TopologyAware,
-)
-from llmos_sim.types import GB, Cluster, DeviceSpec, Job
+from llmos_sim.policies.scheduling import LAS, SRTF, DiscretizedLAS
+from llmos_sim.types import GB, Cluster, Job
 
-FAST = DeviceSpec("fast", 2e13, 8 * GB)
-SLOW = DeviceSpec("slow", 1e13, 6 * GB)
+from .fastcore_helpers import FAST, PLACEMENTS, POOLS, SLOW, StingyPool, placement, same
 
 CLUSTERS = {
     "1x4": lambda: Cluster.homogeneous(1, 4, SLOW),
@@ -31,20 +23,6 @@ CLUSTERS = {
     "3x4": lambda: Cluster.homogeneous(3, 4, FAST, nodes_per_switch=2),
     "mixed": lambda: Cluster.from_groups([(1, 4, FAST, 0, 0), (2, 2, SLOW, 0, 0)]),
 }
-PLACEMENTS = {"pack": Pack, "first_free": FirstFree, "spread": Spread, "topology": TopologyAware,
-              "consolidated": Consolidated, "random": RandomPlacement}
-
-
-class StingyPool(IdealPool):
-    """Says a request fits whenever it is below the free bytes, but refuses any above 5 GB:
-    starts whose memory does not fit after placement (reject, fail, and runs that stall)."""
-
-    def _allocate(self, nbytes, tag, alloc_id):
-        return None if nbytes > 5 * GB else super()._allocate(nbytes, tag, alloc_id)
-
-
-POOLS = {"none": None, "ideal": IdealPool, "buddy": BuddyPool, "first_fit": FirstFitPool, "stingy": StingyPool}
-
 job_st = st.tuples(
     st.integers(0, 20),  # arrival (few values: simultaneous arrivals)
     st.sampled_from([1, 1, 2, 3, 4, 8, 16]),  # gpus (16: more than any cluster here has)
@@ -66,26 +44,16 @@ def _jobs(spec):
 
 
 def _run(jobs, cluster, knobs, place, pool, overhead, cost, fast_path, on_full="wait", log_memory=True):
-    placement = PLACEMENTS[place]()
-    if place == "random":
-        placement.set_rng(np.random.default_rng(7))
     backend = SimPyCluster(CrossNodeSlowdown(0.5)) if cost == "cross_node" else SimPyCluster()
-    eng = Engine(CLUSTERS[cluster](), LAS(placement, **knobs), backend, POOLS[pool],
+    eng = Engine(CLUSTERS[cluster](), LAS(placement(place), **knobs), backend, POOLS[pool],
                  preempt_overhead_s=overhead, on_memory_full=on_full, log_memory=log_memory, fast_path=fast_path)
     eng.run(jobs)
     return eng
 
 
 def _same(a: Engine, b: Engine) -> None:
-    assert list(a.log.records) == list(b.log.records)
-    cl = a.cluster
-    for make in (jobs_table, memory_table, timeline_table):
-        pd.testing.assert_frame_equal(make(a.log, cl), make(b.log, cl))
-    pd.testing.assert_frame_equal(a.log.table(), b.log.table())
-    assert list(a.finished) == list(b.finished)
-    assert [(p.stats(), p._next_id) for p in a.pools] == [(p.stats(), p._next_id) for p in b.pools]
-    assert a.env.now == b.env.now and not a.queue and not b.queue
-    assert a.free.total == b.free.total == cl.n_devices and a._last_reject == b._last_reject
+    same(a, b)
+    assert a.free.total == b.free.total == a.cluster.n_devices and a._last_reject == b._last_reject
 
 
 @settings(max_examples=150, deadline=None)
