@@ -532,8 +532,20 @@ class KVCacheManager:
             return True
         if n_blocks > self._free:
             return False
-        if self.prefix_caching:  # blocks taken back from the cache are not popped from the head
-            self._pops += n_blocks - min(self._hit.pop(seq, 0), n_blocks)
+        if not self.prefix_caching:
+            return self._grow(seq, n_blocks)
+        # the free queue loses the blocks actually taken (none when the pool refuses: a
+        # fragmenting pool may, with enough blocks free), less those taken back from the cache
+        free = self._free
+        ok = self._grow(seq, n_blocks)
+        taken = free - self._free  # (eviction keeps ``_free``: an evictable block counts free)
+        if taken:
+            self._pops += taken - min(self._hit.pop(seq, 0), taken)
+        return ok
+
+    def _grow(self, seq: Hashable, n_blocks: int) -> bool:
+        """:meth:`grow` past its checks (0 < ``n_blocks`` <= free), free-queue count aside."""
+        if self.prefix_caching:
             if seq in self._hfill:
                 put = self._grow_units(seq, n_blocks)
                 if put < 0:

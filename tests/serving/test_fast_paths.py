@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 
+from llmos_sim.policies.memory.fit import FirstFitPool
 from llmos_sim.policies.memory.paged import PagedPool
 from llmos_sim.serving import simulate
 from llmos_sim.serving.cost import LinearCost, MeasuredCost, RooflineCost, span_of_lines
@@ -230,3 +231,23 @@ def test_taking_back_blocks_evicts_in_vllms_order():
     assert k.grow("D", 3)  # pops 8 (A's tail), 9 (B's tail), 10 (B's second block)
     assert k.cached_tokens("B", 41) == 16
     k.check()
+
+
+def test_a_refused_grow_pops_nothing_from_the_free_queue():
+    """A fragmenting pool can refuse a growth while enough blocks are free in total: the free
+    queue then loses nothing (its length stays the free count), and the sequence's blocks
+    taken back from the cache still count as taken back when a later growth succeeds."""
+    k = KVCacheManager(FirstFitPool(10 * BB), 512, 16, prefix_caching=True)
+    assert k.grow("A", 3) and k.grow("B", 2) and k.grow("C", 3) and k.grow("D", 2)
+    k.release("A", 48)
+    k.release("C", 48)  # 6 blocks free, in two extents of 3
+    k.check()
+    assert k.unheld_blocks == 6 and k.free_blocks == 3 and not k.grow("E", 4)  # no extent of 4
+    k.check()
+    assert (k._pushes, k._pops, k.unheld_blocks) == (16, 10, 6)
+    k.take_cached("A", 32)
+    assert not k.grow("A", 5)  # refused: A's take-back is still pending
+    assert k._hit == {"A": 2}
+    assert k.grow("A", 3)  # its own 2 cached blocks and 1 popped
+    k.check()
+    assert (k._pushes, k._pops, k.unheld_blocks) == (14, 11, 3)
