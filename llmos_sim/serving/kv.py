@@ -22,7 +22,10 @@ free queue is modelled by two counters: blocks pushed (freed; a sequence frees i
 first, as vLLM does) and blocks popped (allocated, from the head). A freed block is reused
 once the pops pass its push position. Blocks taken back from the middle of the queue (a
 preempted sequence's hit, vLLM's ``touch``) leave it: every block queued after them moves up
-as many places, so the queue's length stays the free count.
+as many places, so the queue's length stays the free count. As in vLLM's scheduler, a
+returning sequence's hit is what is left once the blocks taken earlier in the same iteration
+(the running sequences' growth, the admissions before it) have been popped
+(:meth:`requeued_tokens`).
 
 Prefix caching across requests (the same switch), for requests that carry prefix block hashes
 (:attr:`Request.prefix_hashes`, e.g. the Mooncake traces): the cache works at the granularity
@@ -284,15 +287,24 @@ class KVCacheManager:
         """Blocks held / all blocks."""
         return 1.0 - self._free / self.total_blocks if self.total_blocks else 1.0
 
-    def cached_tokens(self, seq: Hashable, known_tokens: int) -> int:
+    def cached_tokens(self, seq: Hashable, known_tokens: int, ahead: int = 0) -> int:
         """Tokens of ``seq`` still in the prefix cache (whole leading blocks; at most
-        ``known_tokens - 1``, vLLM always recomputes the last token)."""
+        ``known_tokens - 1``, vLLM always recomputes the last token) once ``ahead`` more
+        blocks have been taken from the free queue's head."""
         e = self._cached.get(seq)
         if e is None:
             return 0
         pos, n, full = e
-        alive = max(0, min(full, pos + n - self._pops, (known_tokens - 1) // self.block_tokens))
+        alive = max(0, min(full, pos + n - self._pops - ahead, (known_tokens - 1) // self.block_tokens))
         return alive * self.block_tokens
+
+    def requeued_tokens(self, seq: Hashable, known_tokens: int, ahead: int) -> "int | None":
+        """:meth:`cached_tokens` for a sequence preempted by recompute whose blocks are in the
+        free queue (None for any other): what its admission finds cached after ``ahead``
+        blocks were taken from the queue's head before it in the same iteration."""
+        if seq not in self._cached:
+            return None
+        return self.cached_tokens(seq, known_tokens, ahead)
 
     def take_cached(self, seq: Hashable, tokens: int) -> None:
         """``seq`` is admitted again reusing ``tokens`` cached tokens (from :meth:`cached_tokens`)."""

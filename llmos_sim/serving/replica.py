@@ -47,6 +47,7 @@ from simpy.events import NORMAL
 
 from llmos_sim import events as E
 from llmos_sim.kernel import Instant, move_to, push_at, queue_of
+from llmos_sim.policies.batching.base import computed_after
 from llmos_sim.serving.cost import BatchShape, CostModel
 from llmos_sim.serving.iteration import IterationPlan, advance, prefill_shape, span_on_free_blocks
 from llmos_sim.serving.kv import KVCacheManager
@@ -322,7 +323,7 @@ class Replica:
             grow = None  # the policy's rows are before the preemptions
         n_run = len(tokens)
         if d.admit:
-            swap_bytes += self._admit(d.admit, tokens, t)
+            swap_bytes += self._admit(d.admit, tokens, t, grow)
         for w in requeue:
             self._insert(w)
         later = None  # this iteration's growth, taken with a decode span's (see _span)
@@ -619,12 +620,15 @@ class Replica:
                 swap_bytes += nbytes
         return self._drop(set(d.preempt), tokens), swap_bytes, requeue
 
-    def _admit(self, admit: tuple, tokens: list[int], t: float) -> int:
+    def _admit(self, admit: tuple, tokens: list[int], t: float, grow=None) -> int:
         """Move the admitted waiting sequences into the table (their tokens appended to
-        ``tokens``); returns the bytes swapped back in."""
+        ``tokens``: the running rows' before); returns the bytes swapped back in. ``grow``:
+        the decision's block growth of the running rows (None: counted here)."""
         kv, log = self.kv, self.log
         pos = [p for p, _ in admit]
         entries = [self.waiting[p] for p in pos]
+        if self._cached_waiting:
+            self._requeued_hits(entries, [x for _, x in admit], tokens, grow, t)
         for p in sorted(pos, reverse=True):
             del self.waiting[p]
             del self._keys[p]
@@ -659,6 +663,17 @@ class Replica:
         self.table.append(rows)
         tokens.extend(n for _, n in admit)
         return swap_bytes
+
+    def _requeued_hits(self, entries: list[WaitingSeq], chunks: list[int], tokens: list[int], grow, t: float) -> None:
+        """Prefix caching: the tokens each admitted sequence preempted by recompute finds
+        cached, counted as :meth:`BatchingPolicy.admit` counts them (:func:`computed_after`:
+        after the running rows' growth and the admissions before it). A policy that counted
+        them before that took no fewer, so its chunk never runs past the sequence's tokens."""
+        kv = self.kv
+        ahead = self.policy._growth(ReplicaView(t, self.table, self.waiting, kv), tokens, grow)
+        for w, x in zip(entries, chunks):
+            w.computed = computed_after(kv, w, ahead)
+            ahead += kv.admit_blocks(w.prompt, w.output, w.computed + x) - w.shared - w.computed // kv.block_tokens
 
     def _grow(self, tokens: list[int], t: float, grow=None, n_run: int = 0) -> list[int]:
         """Allocate the blocks this iteration's tokens need (grow: up to ``ceil((computed +

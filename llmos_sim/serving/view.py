@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from enum import Enum
 from itertools import count
 from operator import attrgetter
-from typing import Iterable, Protocol, Sequence
+from typing import Hashable, Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -120,6 +120,10 @@ class KVView(Protocol):
 
     def growth(self, computed: Sequence[int], tokens: Iterable[int], blocks: Sequence[int]) -> tuple[list[int], list[int]]:
         """``(rows, need)``: :func:`block_growth` with this cache's block size."""
+
+    def requeued_tokens(self, seq: Hashable, known_tokens: int, ahead: int) -> "int | None":
+        """A sequence preempted by recompute: its tokens still cached after ``ahead`` more
+        blocks are taken from the free queue's head (None for any other sequence)."""
 
 COLUMNS = ("rid", "prompt", "output", "computed", "generated", "blocks", "admit_seq", "priority", "pred",
            "arrival_s", "done")

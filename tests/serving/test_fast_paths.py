@@ -3,17 +3,23 @@ paged pool and the KV manager, closed-form decode spans in the cost models, and 
 with spans (closed form, several iterations per SimPy step) against one iteration at a time."""
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
 import pytest
+import simpy
 
+from llmos_sim import events as E
+from llmos_sim.policies.batching.chunked import ChunkedPrefill
 from llmos_sim.policies.memory.fit import FirstFitPool
 from llmos_sim.policies.memory.paged import PagedPool
 from llmos_sim.serving import simulate
 from llmos_sim.serving.cost import LinearCost, MeasuredCost, RooflineCost, span_of_lines
 from llmos_sim.serving.kv import KVCacheManager
+from llmos_sim.serving.replica import Replica
 from llmos_sim.serving.specs import H100, LLAMA31_8B
+from llmos_sim.serving.view import ReplicaView, SeqTable, WaitingSeq
 from .helpers import make_cfg, req_events
 
 BB = 16 * 512  # tiny model: one 16-token block
@@ -251,3 +257,47 @@ def test_a_refused_grow_pops_nothing_from_the_free_queue():
     assert k.grow("A", 3)  # its own 2 cached blocks and 1 popped
     k.check()
     assert (k._pushes, k._pops, k.unheld_blocks) == (14, 11, 3)
+
+
+def _victim_behind_growth():
+    """A 30-block cache (16-token blocks): R1 and R2 (8 full blocks each) run and cross into
+    a new block this iteration; V (4 full blocks cached, 65 tokens known) was preempted and
+    its blocks queued first (tail first: positions 30-33), X's 10 uncached blocks behind them."""
+    k = KVCacheManager(PagedPool(30 * BB, BB), 512, 16, prefix_caching=True)
+    assert k.grow("R1", 8) and k.grow("R2", 8) and k.grow("V", 4) and k.grow("X", 10)
+    k.release("V", 64)
+    k.release("X", 0)
+    rows = [("R1", 100, 200, 128, 29, 8, 0, 0, 200, 0.0, False), ("R2", 100, 200, 128, 29, 8, 1, 0, 200, 0.0, False)]
+    v = WaitingSeq("V", 60, 100, 0.5, generated=5, computed=k.cached_tokens("V", 65), started=True)
+    return k, rows, v
+
+
+def test_a_returning_victim_finds_its_hits_after_the_running_growth():
+    """vLLM's scheduler allocates the running requests' new blocks (here 2, from the free
+    queue's head: V's tail blocks) before it looks up a waiting request's cached blocks, so V
+    finds 2 of its 4 blocks and recomputes 65 - 32 = 33 tokens (counted as hits before the
+    growth: 64 cached, 1 token)."""
+    k, rows, v = _victim_behind_growth()
+    assert v.computed == 64
+    tab = SeqTable()
+    tab.append(rows)
+    d = ChunkedPrefill(reserve_full_prompt=True).next_batch(ReplicaView(0.0, tab, [v], k))
+    assert d.tokens.tolist() == [1, 1] and d.admit == ((0, 33),)
+
+
+def test_the_replica_takes_back_the_hits_the_policy_counted():
+    """The replica applies that decision: V takes its 2 leading blocks back and 3 new ones for
+    its 65 tokens (32 cached, 33 computed now); the running rows' 2 blocks evicted V's tail;
+    the free queue's length stays the free count (30 - 9 - 9 - 5 = 7)."""
+    k, rows, v = _victim_behind_growth()
+    env = simpy.Environment()
+    rep = Replica(0, env, E.EventLog(), ChunkedPrefill(reserve_full_prompt=True), k, LinearCost(1.0),
+                  lambda: math.inf)
+    rep.table.append(rows)
+    rep._insert(v)
+    rep._cached_waiting.append(v)
+    plan = rep._start()
+    assert plan.tokens == [1, 1, 33]
+    assert rep.table.rid == ["R1", "R2", "V"] and rep.table.computed[2] == 32 and rep.table.blocks == [9, 9, 5]
+    k.check()
+    assert k.unheld_blocks == 7 and k.cached_tokens("V", 65) == 0

@@ -17,10 +17,24 @@ from __future__ import annotations
 from operator import add, sub
 
 from llmos_sim.policies.batching.order import FCFS, Ordering
-from llmos_sim.serving.view import GROW, BatchDecision, ReplicaView, TokenList
+from llmos_sim.serving.view import GROW, BatchDecision, KVView, ReplicaView, TokenList, WaitingSeq
 
 RECOMPUTE = "recompute"
 SWAP = "swap"
+
+
+def computed_after(kv: KVView, w: WaitingSeq, ahead: int) -> int:
+    """The tokens waiting sequence ``w`` has computed when it is admitted after ``ahead``
+    blocks were taken from the free queue's head in the same iteration. vLLM's scheduler
+    allocates the running requests' new blocks first and admits the waiting ones in order,
+    looking each one's cached blocks up when its turn comes; a sequence preempted by recompute
+    finds then only the blocks of its own still queued (its tail blocks, queued first, go
+    first: :meth:`KVCacheManager.requeued_tokens`). Any other keeps ``w.computed``."""
+    if not w.swapped:
+        c = kv.requeued_tokens(w.rid, w.prompt + w.generated, ahead)
+        if c is not None:
+            return c
+    return w.computed
 
 
 class BatchingPolicy:
@@ -147,21 +161,24 @@ class BatchingPolicy:
             return ()
         kv = view.kv
         free = kv.free_blocks - taken - int(self.watermark * kv.total_blocks)
+        ahead = taken  # blocks taken from the free queue's head before the next admission
         out = []
         for pos, w in enumerate(view.waiting):
             if budget <= 0 or n_running >= self.max_num_seqs:
                 break
-            rem = w.remaining
+            computed = computed_after(kv, w, ahead)
+            rem = w.prompt + w.generated - computed
             if rem > budget and not self.chunked:
                 break
             t = min(rem, budget)
             # (blocks of a cached prefix that other sequences hold are not taken: ``shared``)
-            need = kv.admit_blocks(w.prompt, w.output, w.computed + t) - w.shared
-            check = kv.admit_blocks(w.prompt, w.output, w.computed + rem) - w.shared if self.reserve_full_prompt else need
+            need = kv.admit_blocks(w.prompt, w.output, computed + t) - w.shared
+            check = kv.admit_blocks(w.prompt, w.output, computed + rem) - w.shared if self.reserve_full_prompt else need
             if check > free:
                 break
             out.append((pos, t))
             free -= need
+            ahead += need - computed // kv.block_tokens  # (its cached blocks leave the queue's middle)
             budget -= t
             n_running += 1
         return tuple(out)
