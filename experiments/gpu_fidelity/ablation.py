@@ -10,7 +10,8 @@ GPUs?). Prints and writes TTFT / TPOT / e2e MAPE and the signed error of the mea
 (%, client send times). Then, on the RTX 4090 run as shipped, the per-request TPOT error split
 by preemption: requests the simulation preempted, and requests whose measured TPOT is >= 1.3x
 the median of those sent within 2 s of them (a recompute stall; the run did not record its
-preemptions).
+preemptions); and the RTX 4090 run with each KV-cache detail of vLLM's on / off (the free
+queue's order, when a returning victim's hit is looked up).
 """
 from __future__ import annotations
 
@@ -119,12 +120,12 @@ def preemption_evidence() -> list[str]:
         order[1] += any(a < self.table.arrival_s[r] for a in earlier)
         return evict(self, r, swap, t, quiet)
 
-    def admit_(self, adm, tokens, t):
-        for p, _ in adm:
-            w = self.waiting[p]
-            if w.started:
-                log.append((t, w.rid, w.prompt + w.generated - w.computed))
-        return admit(self, adm, tokens, t)
+    def admit_(self, adm, tokens, t, *rest):
+        back = [w for w in (self.waiting[p] for p, _ in adm) if w.started]
+        swapped = admit(self, adm, tokens, t, *rest)
+        for w in back:  # (its cached tokens as the admission counted them)
+            log.append((t, w.rid, w.prompt + w.generated - w.computed))
+        return swapped
 
     # the KV gauge as vLLM reads it: after the step's finished requests are freed (here: after
     # each decision's held finished rows are released), not right after the allocations
@@ -195,7 +196,27 @@ def preemption_evidence() -> list[str]:
             F.build_config = build
         n = g.result.tables["requests"]["preemptions"]
         out.append(f"| {g.deployment['kv_blocks']} | {int((n > 0).sum())} | {int(n.sum())} | " + errors(g) + " |")
-    return out + ["", *free_queue_evidence()]
+    return out + ["", *free_queue_evidence(), "", *hit_order_evidence()]
+
+
+def hit_order_evidence() -> list[str]:
+    """The RTX 4090 run with a returning victim's cached blocks looked up after the blocks the
+    same iteration took before its admission (the running rows' growth, earlier admissions:
+    vLLM's order, now) and, as before, ahead of them."""
+    from llmos_sim.serving import kv as KV
+    now = KV.KVCacheManager.requeued_tokens
+    out = ["RTX 4090: a returning victim's hit, looked up after the iteration's earlier allocations (vLLM's "
+           "scheduler: running requests first, then the waiting ones in turn) or before them", "",
+           "| hit looked up | TTFT / TPOT / e2e MAPE | mean | p99 | preempted (preemptions) |", "|---|---|---|---|---|"]
+    for name, fn in (("after them (now)", now), ("before them (before)", lambda self, seq, known, ahead: now(self, seq, known, 0))):
+        KV.KVCacheManager.requeued_tokens = fn
+        try:
+            f = F.replay(DATA_DIR / RUNS[0], "profiled")
+        finally:
+            KV.KVCacheManager.requeued_tokens = now
+        n = f.result.tables["requests"]["preemptions"]
+        out.append(f"| {name} | " + errors(f) + f" | {int((n > 0).sum())} ({int(n.sum())}) |")
+    return out
 
 
 def _old_take_cached(self, seq, tokens: int) -> None:
