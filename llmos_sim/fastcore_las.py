@@ -484,8 +484,8 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                 took.append(got)
             else:
                 placed_all = False
-        # the ranking: the jobs that left go (those the walk passed, then the rest), the
-        # preempted ones join
+        # the ranking: the jobs that left go (those planned from past the walk by position,
+        # then those the walk passed in one sweep), the preempted ones join
         for p in reversed(tail):
             if waiting[p][1] in gone:
                 del waiting[p]
