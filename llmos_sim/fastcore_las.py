@@ -23,8 +23,11 @@ pass. :func:`run` simulates the same run directly, writing the same log:
   :class:`~llmos_sim.view.Tentative` overlay: victims' devices released, then the run's real
   placement called through the policy's own ``try_start`` in the same order (so a random
   placement draws the same numbers), victims whose devices no start uses kept, then the work
-  conserving starts. The decision is applied as the engine applies one: preemptions first
-  (each asking for another pass at the same instant), then starts;
+  conserving starts. Under Pack without device memory the plan runs on :class:`NodeLists`
+  instead (each touched node's free devices as a short list; Pack's choices and Tentative's
+  node order) and its outcome is written to the free devices a node at a time, as the
+  engine's gives and takes leave them. The decision is applied as the engine applies one:
+  preemptions first (each asking for another pass at the same instant), then starts;
 - every record goes into the engine's :class:`~llmos_sim.events.EventLog` with the same kind,
   subject and data, in the same order; finished jobs go into the engine's ``finished``.
 
@@ -38,7 +41,7 @@ is a predicate on the run; ``engine.fast_path: off`` forces the general engine.
 """
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import insort
 from heapq import heapify, heappop, heappush
 from itertools import count
 from operator import attrgetter
@@ -48,7 +51,7 @@ from llmos_sim import events as E
 from llmos_sim.fastcore import _placements, _plain_jobs
 from llmos_sim.kernel import advance_to
 from llmos_sim.types import CAPACITY_TOLERANCE, FULL_DEVICE_MILLI, Job, Task
-from llmos_sim.view import ClusterView, Tentative
+from llmos_sim.view import ClusterView, FreeDevices, Tentative
 
 if TYPE_CHECKING:  # pragma: no cover
     from llmos_sim.engine import Engine
@@ -56,6 +59,128 @@ if TYPE_CHECKING:  # pragma: no cover
 #: event kinds on the core's heap (with the engine's priority beside each)
 ARRIVE, DONE, TICK, PASS, NEXT_ROUND = 0, 1, 2, 3, 4
 COMPACT_AFTER = 64  #: stale completions tolerated on the heap (and at least half of it) before it is compacted
+
+
+class NodeLists:
+    """One pass's plans over the engine's :class:`~llmos_sim.view.FreeDevices` for Pack's
+    whole-device placement: each node a plan touched keeps its free devices after the plans
+    (a copy, ascending), in first-touch order. It answers as :class:`~llmos_sim.view.Tentative`
+    does (the same node order: untouched nodes in their bucket's order, then the touched ones
+    in first-touch order), but a plan is a slice of a short list rather than a device at a
+    time through sets, and :meth:`commit` writes the pass's outcome to the free devices a node
+    at a time. ``total`` counts the free devices after the plans, ``spare`` those on untouched
+    nodes (none: no untouched node can win a best fit).
+    """
+
+    __slots__ = ("base", "by_node", "node_of", "buckets", "maxk", "lists", "total", "spare")
+
+    def __init__(self, base: FreeDevices) -> None:
+        self.base, self.by_node, self.node_of, self.buckets = base, base.by_node, base.node_of, base.buckets
+        self.maxk = base.max_per_node
+        self.lists: dict[int, list[int]] = {}  #: touched node -> its free devices after the plans
+        self.total = base.total
+        self.spare = base.total  #: free devices on the untouched nodes
+
+    def _touch(self, node: int) -> list[int]:
+        """Untouched ``node``'s free devices, copied to be planned on."""
+        lst = self.lists[node] = self.by_node[node][:]
+        self.spare -= len(lst)
+        return lst
+
+    def is_free(self, device: int) -> bool:
+        node = self.node_of[device]
+        return device in self.lists.get(node, self.by_node[node])
+
+    def release(self, devices: Sequence[int]) -> None:
+        """Plan to free busy ``devices`` (a victim's)."""
+        node_of, lists = self.node_of, self.lists
+        for d in devices:
+            node = node_of[d]
+            lst = lists.get(node)
+            if lst is None:
+                lst = self._touch(node)
+            if not lst or lst[-1] < d:
+                lst.append(d)
+            else:
+                insort(lst, d)
+        self.total += len(devices)
+
+    def take(self, devices: Sequence[int]) -> None:
+        """Plan to use ``devices`` (each free after the plans)."""
+        lists, node_of = self.lists, self.node_of
+        for d in devices:
+            node = node_of[d]
+            (lists[node] if node in lists else self._touch(node)).remove(d)
+        self.total -= len(devices)
+
+    def place(self, g: int) -> tuple | None:
+        """Pack.place_whole of a ``g``-device job, planned: the first ``g`` devices of the
+        best-fit node (Tentative.best_fit_node), else spilled over the nodes with the most
+        free first, sorted; None if fewer than ``g`` are free."""
+        if self.total < g:
+            return None
+        lists, buckets, maxk = self.lists, self.buckets, self.maxk
+        if g <= maxk:
+            top, node = maxk + 1, None  # the touched nodes' best: the fewest free (>= g), the first touched
+            for n, lst in lists.items():
+                c = len(lst)
+                if g <= c < top:
+                    top, node = c, n
+            if self.spare >= g:  # an untouched node with as few free wins
+                for c in range(g, top + 1 if node is not None else top):
+                    for n in buckets[c]:
+                        if n not in lists:
+                            lst = self._touch(n)
+                            got = tuple(lst[:g])
+                            del lst[:g]
+                            self.total -= g
+                            return got
+            if node is not None:
+                lst = lists[node]
+                got = tuple(lst[:g])
+                del lst[:g]
+                self.total -= g
+                return got
+        chosen: list = []  # spill: the nodes with the most free first
+        for c in range(maxk, 0, -1):
+            for n in buckets[c]:
+                if n not in lists:
+                    chosen.extend(self.by_node[n][:g - len(chosen)])
+                    if len(chosen) == g:
+                        break
+            else:
+                for n, lst in lists.items():
+                    if len(lst) == c:
+                        chosen.extend(lst[:g - len(chosen)])
+                        if len(chosen) == g:
+                            break
+            if len(chosen) == g:
+                break
+        got = tuple(sorted(chosen))
+        self.take(got)
+        return got
+
+    def commit(self, gave: Sequence[tuple], took: Sequence[tuple]) -> None:
+        """Write the pass's outcome to the free devices as FreeDevices.give of each device
+        tuple in ``gave`` and then FreeDevices.take of each in ``took`` would (the plans must
+        be exactly those): each node those touch gets its planned free devices and moves to
+        the end of its count's bucket, in the order of its last touch."""
+        node_of, by_node, buckets, lists = self.node_of, self.by_node, self.buckets, self.lists
+        order: dict = {}  # the nodes, in the order of their last touch
+        last = -1
+        for devices in (*gave, *took):
+            for d in devices:
+                n = node_of[d]
+                if n != last:
+                    if n in order:
+                        del order[n]
+                    order[n] = last = n
+        for n in order:
+            lst = lists[n]
+            del buckets[len(by_node[n])][n]
+            buckets[len(lst)][n] = None
+            by_node[n] = lst
+        self.base.total = self.total
 
 
 def why_not(engine: "Engine", jobs: Sequence[Job], until_s: float | None) -> str | None:
@@ -117,9 +242,10 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     segs = [0] * n  # segments run before the current one (Task.segment)
     cseq = [0] * n  # seq of the current segment's completion on the heap (0: none)
     due = [0.0] * n  # the current segment's completion time
-    running: dict = {}  # job index -> (segment start, its overhead, devices held, arrival, id), in start order
+    running: dict = {}  # job index -> (segment start, its overhead, devices held), in start order
     queued: dict = {}  # job index -> None, in the engine's queue order (for a stalled end)
-    waiting: list = []  # (service, arrival, id, index) of the waiting jobs, sorted: their ranks
+    # (service, index) of the waiting jobs, sorted: their ranks (the index orders as arrival, then id)
+    waiting: list = []
 
     t_app, c_app, s_app, d_app = log.time.append, log.code.append, log.subject.append, log.data.append
     c_arrive, c_start, c_finish = engine._c_arrive, log.code_of(E.START), log.code_of(E.FINISH)
@@ -136,11 +262,10 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     tol, whole = CAPACITY_TOLERANCE, FULL_DEVICE_MILLI
     least = min(gpus, default=1)  # no job needs fewer: a walk stops once less is free
     try_start = sched.try_start
-    pack = type(sched.placement) is Pack
-    maxk = free.max_per_node
     # device memory: the engine's own allocation, freeing and records (jobs that need none skip them)
     mem = list(map(attrgetter("mem_bytes_per_device"), jobs)) if engine.pools and any(
         map(attrgetter("mem_bytes_per_device"), jobs)) else None
+    lists = type(sched.placement) is Pack and mem is None  # a pass plans on NodeLists, not through the policy
     allocs: list = [None] * n if mem is not None else []
     fit_all = min(engine._largest_fit(c) for _, c in engine._kinds) if mem is not None else 0
     on_full, last_reject = engine.on_memory_full, engine._last_reject
@@ -158,37 +283,18 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
     stale = 0  # stale completions on the heap
     last_stale = float("-inf")  # the latest stale completion (the engine's clock reaches it)
 
-    def place(k: int, tent: Tentative) -> tuple | None:
+    def place(k: int, tent: Tentative | NodeLists) -> tuple | None:
         """The policy's try_start of job ``k`` in this pass (``view.free`` is ``tent``); for
-        Pack and a job without memory, its whole-device path called on the overlay directly
-        (Placement.place, Pack.place_whole and ClusterView.plan, the same calls in the same order)."""
-        if not pack or (mem is not None and mem[k] > 0):
-            return try_start(jobs[k], view)
-        g = gpus[k]
-        if tent.total < g:
-            return None
-        if g <= maxk:
-            node = tent.best_fit_node(g)
-            if node is not None:
-                got = tuple(tent.ids(node)[:g])
-                tent.take(got)
-                return got
-        chosen: list = []  # spill across nodes: most free first
-        for c in range(maxk, 0, -1):
-            for node in tent.nodes_with(c):
-                chosen.extend(tent.ids(node)[:g - len(chosen)])
-                if len(chosen) == g:
-                    break
-            if len(chosen) == g:
-                break
-        got = tuple(sorted(chosen))
-        tent.take(got)
-        return got
+        Pack without device memory, the same choice planned on :class:`NodeLists`."""
+        if lists:
+            return tent.place(gpus[k])
+        return try_start(jobs[k], view)
 
     def start(k: int, devices: tuple, t: float) -> bool | None:
         """Engine._start, _launch and _segment of job ``k`` on ``devices``, and the SimPy
         model's completion: True; if its memory did not fit the pools (the engine's own
-        allocation and records), False (it waits in the queue) or None (it failed)."""
+        allocation and records), False (it waits in the queue) or None (it failed). The
+        caller takes the devices from the free devices."""
         if mem is not None and mem[k] > 0:
             got = engine._alloc_memory(jobs[k], devices)  # the clock is at t (see the loop)
             if got is None:
@@ -203,7 +309,6 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
         del queued[k]
         if last_reject:
             last_reject.pop(ids[k], None)
-        free.take(devices)
         if first[k] is None:
             first[k] = t
             ov = pre[k]
@@ -236,7 +341,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
         seg_start[k] = t
         seg_ov[k] = ov
         rate[k] = data[2]
-        running[k] = (t, ov, len(d), arrival[k], ids[k])
+        running[k] = (t, ov, len(d))
         seq = tick()
         cseq[k] = seq
         due[k] = at = t + (ov + w / total * factor)
@@ -248,7 +353,8 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
         return True
 
     def preempt(k: int, t: float) -> None:
-        """Engine._preempt (with _end_segment and _release) of running job ``k``."""
+        """Engine._preempt (with _end_segment and _release) of running job ``k``; the caller
+        gives its devices back to the free devices and ranks it among the waiting jobs."""
         nonlocal c_preempt, stale, last_stale
         run_ = t - seg_start[k] - seg_ov[k]
         d = devs[k]
@@ -270,9 +376,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
         if allocs and allocs[k]:
             engine._free_memory(allocs[k])
             allocs[k] = None
-        free.give(d)
         queued[k] = None
-        insort(waiting, (comp[k], arrival[k], ids[k], k))
 
     def decide(t: float) -> None:
         """One pass: LAS's decide (PreemptiveScheduler.decide over kept ranks) and the
@@ -281,12 +385,12 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
         cap = float(n_devices)
         run: list = []
         append = run.append
-        for k, (s, ov, nd, a, jid) in running.items():
+        for k, (s, ov, nd) in running.items():
             if (min_run > 0 and t - s < min_run) or (guard and ov > 0 and t <= s + ov):
                 cap -= gpus[k]  # protected: counts against the capacity, never a victim
             else:
                 run_ = t - s - ov
-                append((comp[k] + (run_ * nd * whole / 1000 if run_ > 0 else 0.0), a, jid, k))
+                append((comp[k] + (run_ * nd * whole / 1000 if run_ > 0 else 0.0), k))
         run.sort()
         # step 2: the greedy selection over the merge of both rankings (_select_merged)
         to_start: list = []
@@ -298,7 +402,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
             if i < n_w and (j >= n_r or waiting[i] < run[j]):
                 e = waiting[i]
                 i += 1
-                need = gpus[e[3]]
+                need = gpus[e[1]]
                 if need <= cap + tol:
                     cap -= need
                     to_start.append(e)
@@ -307,31 +411,36 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
             elif j < n_r:
                 e = run[j]
                 j += 1
-                need = gpus[e[3]]
+                need = gpus[e[1]]
                 if need <= cap + tol:
                     cap -= need
                 else:
-                    victims.append(e[3])
+                    victims.append(e[1])
             else:
                 break
-        victims.extend(e[3] for e in run[j:])
+        victims.extend(e[1] for e in run[j:])
         more = bool(rest) or i < n_w
         if not to_start and not (wc and more and free.total):
             return
         # steps 3-5 (_plan) on the engine's overlay, victims' devices released
-        tent = Tentative(free)
-        view.now_s, view.free, view.share_taken = t, tent, {}
+        if lists:
+            tent = NodeLists(free)
+        else:
+            tent = Tentative(free)
+            view.now_s, view.free, view.share_taken = t, tent, {}
         if victims:  # ClusterView.release of each (its shares are read by fractional placement only)
             for k in victims:
                 tent.release(devs[k])
         starts: list = []
         for e in to_start:
-            got = place(e[3], tent)
+            got = place(e[1], tent)
             if got is not None:
                 starts.append((e, got))
         placed_all = len(starts) == len(to_start)
         preempts: list = []
-        if victims:
+        if victims and tent.total == 0:  # every device released went to a start: each victim yields
+            preempts = victims
+        elif victims:
             used = {x for _, got in starts for x in got}
             for k in victims:
                 d = devs[k]
@@ -341,31 +450,56 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                     keep = [x for x in d if tent.is_free(x)]
                     if keep:
                         tent.take(keep)
+        tail: list = []  # positions in waiting of the starts planned from past the walk
         if wc and more:
             for src in (rest, waiting):
                 for p in range(0 if src is rest else i, len(src)):
                     if tent.total == 0:
                         break
                     e = src[p]
-                    if gpus[e[3]] > tent.total:
+                    if gpus[e[1]] > tent.total:
                         continue
-                    got = place(e[3], tent)
+                    got = place(e[1], tent)
                     if got is not None:
                         starts.append((e, got))
+                        if src is waiting:
+                            tail.append(p)
                 if tent.total == 0:
                     break
-        # the engine applies it: preemptions (each asks for a pass), then starts
+        # the engine applies it: preemptions (each asks for a pass), then starts; the free
+        # devices change as the engine's gives and takes would, in the same order, after both
         for k in preempts:
             preempt(k, t)
+        gave = [devs[k] for k in preempts]
         if preempts and not pending:
             pending = True
             heappush(heap, (t, 2, tick(), PASS, -1))
+        took: list = []
+        gone: set = set()
         for e, got in starts:
-            ok = start(e[3], got, t)
+            ok = start(e[1], got, t)
             if ok is not False:  # started, or failed for good: it leaves the ranking
-                del waiting[bisect_left(waiting, e)]
-            if ok is not True:
+                gone.add(e[1])
+            if ok is True:
+                took.append(got)
+            else:
                 placed_all = False
+        # the ranking: the jobs that left go (those planned from past the walk by position,
+        # then those the walk passed in one sweep), the preempted ones join
+        for p in reversed(tail):
+            if waiting[p][1] in gone:
+                del waiting[p]
+        if gone:
+            waiting[:i] = [e for e in waiting[:i] if e[1] not in gone]
+        for k in preempts:
+            insort(waiting, (comp[k], k))
+        if lists:
+            tent.commit(gave, took)
+        else:
+            for d in gave:
+                free.give(d)
+            for d in took:
+                free.take(d)
         if placed_all and (free.total == 0 or not wc):
             # the follow-up pass at this instant (the preemptions ask for one) decides nothing
             # unless something happens first: every job this pass selected started, so at the
@@ -447,7 +581,7 @@ def run(engine: "Engine", jobs: list[Job]) -> str:
                         emit(t, E.FAIL, ids[k], (why,))
                         continue
                 queued[k] = None
-                insort(waiting, (0.0, t, ids[k], k))
+                insort(waiting, (0.0, k))
             if not pending:
                 pending = True
                 heappush(heap, (t, 2, tick(), PASS, -1))

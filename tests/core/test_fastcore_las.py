@@ -12,8 +12,9 @@ from llmos_sim import fastcore_las
 from llmos_sim.backends.simpy_cluster import CrossNodeSlowdown, SimPyCluster
 from llmos_sim.engine import Engine
 from llmos_sim.policies.memory import IdealPool
-from llmos_sim.policies.scheduling import LAS, SRTF, DiscretizedLAS
+from llmos_sim.policies.scheduling import LAS, SRTF, DiscretizedLAS, Pack
 from llmos_sim.types import GB, Cluster, Job
+from llmos_sim.view import ClusterView, FreeDevices, Tentative
 
 from .fastcore_helpers import FAST, PLACEMENTS, POOLS, SLOW, StingyPool, placement, same
 
@@ -170,3 +171,84 @@ def test_memory_that_does_not_fit_after_placement(on_full):
     else:
         assert runs[0].log.records[3][1:] == ("fail", 0, ("memory: does not fit the device pools",))
         assert "reject" not in kinds and runs[0].log.records[-1][3] == ("drained",)
+
+
+#: many nodes, of several sizes: which node a plan picks and the order nodes leave and join
+#: their buckets matter (Pack's best fit, ties by the overlay's node order)
+PACK_CLUSTERS = {
+    "6x2": lambda: Cluster.homogeneous(6, 2, SLOW),
+    "4x4": lambda: Cluster.homogeneous(4, 4, FAST),
+    "sizes": lambda: Cluster.from_groups([(2, 2, SLOW, 0, 0), (2, 4, FAST, 0, 0), (1, 3, SLOW, 0, 0)]),
+}
+pack_job_st = st.tuples(
+    st.integers(0, 30),  # arrival
+    st.sampled_from([1, 1, 1, 2, 3, 4, 5, 8]),  # gpus (5 and 8 spill over nodes)
+    st.sampled_from([1, 2, 3, 5, 8, 13, 40]),  # seconds on slow devices
+    st.sampled_from([0.0, 0.0, 1.5]),  # preprocess_s
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(pack_job_st, min_size=1, max_size=30), las_st, st.sampled_from(sorted(PACK_CLUSTERS)),
+       st.sampled_from([0.0, 1.0, 2.5]))
+def test_las_fast_core_plans_pack_on_node_lists_as_the_general_engine(spec, knobs, cluster, overhead):
+    """Pack without device memory: the core plans a pass on :class:`fastcore_las.NodeLists`
+    and writes its outcome to the free devices a node at a time; the log, and the free
+    devices' node order at the end, are the general engine's."""
+    jobs = [Job(100 + i, float(t), g * 1e13 * d, gpus=g, preprocess_s=pre) for i, (t, g, d, pre) in enumerate(spec)]
+    runs = [Engine(PACK_CLUSTERS[cluster](), LAS(Pack(), **knobs), preempt_overhead_s=overhead, fast_path=fp)
+            for fp in ("auto", "off")]
+    for e in runs:
+        e.run(jobs)
+    assert runs[0].fast_path_used and not runs[1].fast_path_used
+    _same(*runs)
+    assert [list(b) for b in runs[0].free.buckets] == [list(b) for b in runs[1].free.buckets]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(sorted(PACK_CLUSTERS)), st.data())
+def test_node_lists_plan_as_packs_overlay_and_commit_as_the_engine(cluster, data):
+    """A few passes: victims released, Pack's choices for a run of job sizes, unused victims'
+    devices taken back, then the outcome committed. :class:`fastcore_las.NodeLists` plans the
+    same devices as Pack on the policy's overlay (:class:`Tentative` in a view), and its
+    commit leaves the free devices (each node's list, the buckets' node order, the total)
+    as the engine's gives and takes do."""
+    cl = PACK_CLUSTERS[cluster]()
+    n = cl.n_devices
+    order = data.draw(st.permutations(range(n)))
+    cuts = sorted(data.draw(st.sets(st.integers(1, n - 1), max_size=n - 1)))
+    running = [tuple(sorted(order[a:b])) for a, b in zip([0, *cuts], [*cuts, n])]
+    running = running[:data.draw(st.integers(0, len(running)))]  # the rest of the devices are free
+    engine_free, core_free = FreeDevices(cl), FreeDevices(cl)
+    for d in running:
+        engine_free.take(d)
+        core_free.take(d)
+    for _ in range(3):
+        victims = data.draw(st.lists(st.sampled_from(running), unique=True)) if running else []
+        sizes = data.draw(st.lists(st.integers(1, n), max_size=6))
+        tent, lists = Tentative(engine_free), fastcore_las.NodeLists(core_free)
+        view = ClusterView(0.0, cl, (), {}, tent)
+        for d in victims:
+            tent.release(d)
+            lists.release(d)
+        started = []
+        for g in sizes:
+            got = Pack().place(Job(0, 0.0, 1e13, gpus=g), g, view)
+            if got is not None:
+                tent.take(got)
+                started.append(got)
+            assert lists.place(g) == got
+        used = {x for d in started for x in d}
+        preempted = [d for d in victims if used.intersection(d)]
+        for d in victims:
+            if not used.intersection(d):
+                assert all(lists.is_free(x) for x in d)
+                lists.take(d)
+        for d in preempted:
+            engine_free.give(d)
+        for d in started:
+            engine_free.take(d)
+        lists.commit(preempted, started)
+        assert core_free.by_node == engine_free.by_node and core_free.total == engine_free.total
+        assert [list(b) for b in core_free.buckets] == [list(b) for b in engine_free.buckets]
+        running = [d for d in running if d not in preempted] + started
