@@ -290,10 +290,6 @@ def test_disaggregation_bookkeeping_property(rows, batching, pool, blocks, mode,
 
 
 def test_disaggregation_is_for_simulated_serving_runs():
-    from hydra import compose, initialize_config_dir
-
-    from llmos_sim.run import _run_mode
-
     class RealBackend:  # a backend whose replicas execute their iterations
         def environment(self):
             return None
@@ -303,10 +299,6 @@ def test_disaggregation_is_for_simulated_serving_runs():
 
     with pytest.raises(ValueError, match="simulated replicas"):
         simulate(disagg_cfg([[0, 20, 3]]), seed=0, backend=RealBackend())
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        cfg = compose("config", overrides=["mode=mixed", "topology=disaggregated"])
-    with pytest.raises(ValueError, match="topology=disaggregated is for mode: serving"):
-        _run_mode(cfg, False)
 
 
 @pytest.mark.parametrize("override,key", [("topology.decode.replicas=0", "topology.decode.replicas"),
