@@ -407,6 +407,16 @@ class DisaggSystem(ServingSystem):
                 t = min(t, self.decode[j].now + lat)
         return t
 
+    def left_behind(self) -> str | None:
+        """What the hand-off still holds (transfers waiting for decode blocks or under way,
+        prefill blocks kept for them), or None: at the end of a run, nothing."""
+        pending, flying = sum(len(q) for q in self._pending), sum(self._in_flight)
+        held = sum(len(h) for h in self._held)
+        if pending or flying or held or self._joins or any(ln.active for ln in self._links.values()):
+            return (f"hand-off not empty at the end: {pending} transfers waiting for decode blocks, {flying} handed "
+                    f"to decode replicas not landed, {held} requests' blocks kept on prefill replicas")
+        return None
+
     def decode_waiting(self, j: int) -> int:
         """Requests waiting on decode replica ``j``: for admission, or for its blocks before
         their transfer."""
