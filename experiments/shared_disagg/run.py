@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from llmos_sim.experiments import markdown, write
+from llmos_sim.experiments import markdown, run_variants, service_columns, tradeoff_scatter, write
 from llmos_sim.metrics.plots import _save, plt
 from llmos_sim.run import compose, run_config
 
@@ -56,16 +56,12 @@ def run(label: str, overrides: list[str]) -> tuple[dict, dict]:
     t0 = time.process_time()
     res = run_config(cfg)
     cpu = time.process_time() - t0
-    s, jobs = res.summary, res.tables["jobs"]
-    svc = jobs[jobs["tenant"].astype(str).str.startswith("service:")]
+    s = res.summary
     reps = res.tables.get("replicas")
     ups = reps[(reps["event"] == "scale") & (reps["delta"] > 0)] if reps is not None else None
     row = {
         "run": label,
-        "slo_attainment": s["serving_slo_attainment"],
-        "ttft_p90_s": s["serving_p90_ttft_ms"] / 1e3,
-        "tpot_p90_ms": s["serving_p90_tpot_ms"],
-        "service_gpu_h": float(svc["device_s"].sum()) / 3600,
+        **service_columns(res),
         "prefill_ups": int(ups["reason"].str.startswith("prefill").sum()) if ups is not None else 0,
         "decode_ups": int(ups["reason"].str.startswith("decode").sum()) if ups is not None else 0,
         "scale_ups": len(ups) if ups is not None else 0,
@@ -93,24 +89,12 @@ def plot(df: pd.DataFrame, traces: dict, path: Path) -> Path:
     a0.set_title("Disaggregated service, autoscaled per pool (Azure code hour beside 98 Philly jobs)", fontsize=9)
     a0.legend(fontsize=7)
     a0.grid(True, alpha=0.3)
-    markers = iter("osD^v<>")
-    for _, r in df.iterrows():
-        a1.scatter(r["train_jct_avg_s"] / 60, r["slo_attainment"], s=45, marker=next(markers), alpha=0.8,
-                   label=f"{r['run']} ({r['service_gpu_h']:.1f} service GPU-h)")
-    a1.legend(fontsize=7, loc="lower right")
-    a1.set_xlabel("training jobs: mean JCT (min)")
-    a1.set_ylabel("service SLO attainment")
-    a1.set_ylim(0, 1.05)
-    a1.grid(True, alpha=0.3)
+    tradeoff_scatter(a1, df)
     return _save(fig, path)
 
 
 if __name__ == "__main__":
-    rows, traces = [], {}
-    for label, ov in VARIANTS.items():
-        row, traces[label] = run(label, ov)
-        rows.append(row)
-    df = pd.DataFrame(rows)
+    df, traces = run_variants(VARIANTS, run)
     write(df, HERE)
     plot(df, traces, HERE / "disagg.png")
     print(markdown(df))
