@@ -356,12 +356,13 @@ def placement_link_bw(cluster: Cluster, network_bw_bytes_s: float, tp: int, src:
     catalogue part's ``link_bw_bytes_s``, NVLink; the slowest of them); across nodes (or for a
     part without a known peer link), the cluster's network per GPU (``cluster.link_bw_bytes_s``,
     else ``network_bw_bytes_s``: the topology link's)."""
-    from llmos_sim.serving.specs import GpuSpec
+    from llmos_sim.hardware import CATALOGUE
 
     devs = cluster.devices
     net = cluster.link_bw_bytes_s or network_bw_bytes_s
     if len({devs[d].node for d in (*src, *dst)}) == 1:
-        peer = min(GpuSpec.of_device(devs[d].spec).link_bw_bytes_s for d in (*src, *dst))
+        parts = [CATALOGUE.get(devs[d].spec.name) for d in (*src, *dst)]
+        peer = min(p.link_bw_bytes_s if p is not None else 0.0 for p in parts)
         if peer > 0:
             return peer * tp
     return net * tp

@@ -136,6 +136,27 @@ def test_a_decode_scale_up_takes_requests_after_its_provisioning_delay():
     assert added.finish_s == _service(r).finish_s == max(fin.values())
 
 
+def test_a_drained_decode_replica_takes_no_new_hand_off_and_its_job_ends_with_its_last_request():
+    # as above, the decode replica 2 added at 1 s is ready at 4; request 0 lands on decode
+    # replica 1 at 2.75 (alone on the link) and decodes there until 2.75 + 19 = 21.75. Request
+    # 1 (first token at 5) goes to replica 2 (least outstanding), lands at 6.75, finishes at
+    # 7.75; "down decode" at 10 drains replica 2 (idle: its job ends at once). Request 2 (first
+    # token at 13.5) can only go to replica 1: lands at 13.5 + 0.5 + 1.25 = 15.25, joins its
+    # next iteration (at 2.75 + 13 = 15.75), finishes at 16.75
+    reqs = [(0.0, 20, 20), (4.0, 20, 2), (12.5, 20, 2)]
+    r = run_config(_cfg(reqs, nodes=3, steps=[(1.0, "up", "decode"), (10.0, "down", "decode")]))
+    scales = _records(r, E.SCALE)
+    assert [(t, d[1], d[2]) for t, _, _, d in scales] == [(1.0, 2, 1), (10.0, 2, -1)]
+    (drain,) = _records(r, E.DRAIN_END)
+    assert drain[0] == 10.0 and drain[3][1] == 2
+    added = r.tables["jobs"].set_index("job_id").loc[scales[0][2]]
+    assert added.start_s == 1.0 and added.finish_s == 10.0
+    starts = {s: (t, d[2]) for t, k, s, d in _records(r, E.KV_TRANSFER) if d[0] == "start"}
+    assert starts == {0: (1.0, 1), 1: (5.0, 2), 2: (13.5, 1)}
+    fin = {s: t for t, k, s in _req_events(r) if k == E.REQ_FINISH}
+    assert fin == {0: 21.75, 1: 7.75, 2: 16.75}
+
+
 def test_the_autoscaler_sees_each_pool_and_a_prefill_replica_holds_a_request_until_its_kv_crossed():
     from llmos_sim.serving.cluster import DisaggServiceHost
 
@@ -204,3 +225,17 @@ def test_bad_keys_of_a_disaggregated_service_are_named():
     with pytest.raises(ValueError, match="names its pool"):  # a step that does not say which pool
         run_config(_cfg([(0.0, 20, 3), (5.0, 20, 3)], steps=[(1.0, "up", None)]))
 
+
+
+def test_the_placement_sets_the_link_bandwidth():
+    from llmos_sim.hardware import build_cluster
+    from llmos_sim.run import placement_link_bw
+
+    a100 = build_cluster([{"nodes": 2, "devices_per_node": 2, "device": "A100"}])
+    assert placement_link_bw(a100, 5e10, 1, (0,), (1,)) == NVLINK  # one node: the peer link
+    assert placement_link_bw(a100, 5e10, 2, (0, 1), (2, 3)) == 2 * 5e10  # across: the network, per GPU pair
+    assert placement_link_bw(a100, 5e10, 1, (0, 2), (1,)) == 5e10  # a replica spanning nodes: the network
+    net = build_cluster([{"nodes": 2, "devices_per_node": 2, "device": "A100"}], link_bw_bytes_s=NET)
+    assert placement_link_bw(net, 5e10, 1, (0,), (3,)) == NET  # the cluster's own network first
+    odd = build_cluster([{"nodes": 1, "devices_per_node": 2, "device": {"name": "x", "flops": 1e13, "mem_bytes": 4e9}}])
+    assert placement_link_bw(odd, 5e10, 1, (0,), (1,)) == 5e10  # a part with no known peer link
