@@ -73,6 +73,12 @@ allowance for the per-request handshake that a KV transfer engine (Splitwise's, 
 ``KVConnector``s) performs, not a measured figure. Set ``bw_bytes_s`` to a GPU's NVLink
 bandwidth for prefill and decode in one node (DistServe's placement).
 
+On the shared cluster (``mode: mixed``) a :class:`~llmos_sim.serving.cluster.DisaggServiceHost`
+builds a :class:`DisaggSystem` on the devices its job was granted: it routes the arrivals itself
+(``next_arrival``), gives each prefill/decode pair the placement's bandwidth (``pair_bw``: links
+are then per scope key and bandwidth), and adds decode replicas that the decode router sees once
+they are ready (:attr:`DisaggSystem.decode_open`) and prefill replicas (:meth:`add_prefill`).
+
 Simplifications, stated: a transfer's bytes go in one piece after its prefill (Splitwise
 overlaps the copy with the prefill, layer by layer); a request whose blocks the decode pool can
 never hold fails at its first token; the decode pool's cache is looked up once, when the
