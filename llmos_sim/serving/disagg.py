@@ -84,9 +84,17 @@ overlaps the copy with the prefill, layer by layer); a request whose blocks the 
 never hold fails at its first token; the decode pool's cache is looked up once, when the
 transfer's blocks are allocated (units landing later are not shared by a transfer already under
 way); a landed request that a recompute preemption sends back recomputes its prompt on the
-decode replica without its hashes (its units return to the cache); a sequence preempted on a
-decode replica that needs blocks held by landed sequences queued behind it (first come, first
-served) still fails as unschedulable once no transfer is under way there.
+decode replica without its hashes (its units return to the cache).
+
+Preempted sequences first (vLLM's scheduler puts them at the front of its waiting queue, and
+allocates a remote KV's blocks in that queue's order): while sequences preempted on a decode
+replica wait there, no transfer takes blocks of its pool (unless none is under way and its head
+would otherwise fail: then the waiting transfers try). A decode replica whose preempted head
+does not fit while sequences landed behind it hold blocks, with nothing runnable, makes those
+landed sequences give up their blocks: each is preempted by recompute (``req_preempt``) and
+waits to recompute its prompt there (``Replica._yield_landed``), instead of the head failing as
+unschedulable. Transfers that started before the preemption took their blocks then; vLLM's own
+scheduler would wait on such a head for ever.
 
 Fast-forward on decode replicas: a span of decode iterations must not run past an arrival. A
 decode replica's arrivals are transfers; those under way end no earlier than their links'
@@ -501,7 +509,7 @@ class DisaggSystem(ServingSystem):
             self._in_flight[j] += 1
             self._pending[j].append(Transfer(r, i, j, self.decode[j].index, blocks, now))
         for j, q in enumerate(self._pending):
-            if q:
+            if q and not _own_waiting(self.decode[j]):  # (its preempted sequences come first)
                 self._start_pending(j, now)
         self.max_pending = max(self.max_pending, sum(len(q) for q in self._pending))
 
@@ -527,8 +535,11 @@ class DisaggSystem(ServingSystem):
         return n
 
     def _retry_pending(self, j: int, _event=None) -> None:
+        """The transfers waiting on decode replica ``j`` try after a decision, unless sequences
+        preempted there wait (they come first; a later free tries again)."""
         self._retry[j] = False
-        self._start_pending(j, self.env.now)
+        if not _own_waiting(self.decode[j]):  # (its preempted sequences come first)
+            self._start_pending(j, self.env.now)
 
     def _start_pending(self, j: int, now: float, keep: int = 0) -> None:
         """Start the transfers waiting on decode replica ``j`` (in order) while its pool has
@@ -637,7 +648,10 @@ class DisaggSystem(ServingSystem):
     def _landing_event(self, j: int):
         """Decode replica ``j`` cannot run anything (its waiting sequences do not fit): the
         event of the next transfer landing there, while transfers under way hold blocks of its
-        pool (they land, decode, and free them); None when none does."""
+        pool (they land, decode, and free them); None when none does. With none under way, the
+        transfers waiting there (held back by its preempted sequences) try first."""
+        if not self._sent[j] and self._pending[j]:  # none under way: the waiting ones try (else its head fails)
+            self._start_pending(j, self.decode[j].now)
         if not self._sent[j]:
             return None
         if self._landed[j] is None:
