@@ -47,6 +47,39 @@ def run_grid(rows: dict[str, Sequence[str]], base: Sequence[str], metrics: Seque
     return pd.DataFrame(out)
 
 
+def service_columns(res) -> dict:
+    """A shared-cluster run's service columns: SLO attainment, p90 TTFT (s) and TPOT (ms), and
+    the device-hours of the service's jobs (its own and every replica job it added)."""
+    s, jobs = res.summary, res.tables["jobs"]
+    svc = jobs[jobs["tenant"].astype(str).str.startswith("service:")]
+    return {"slo_attainment": s["serving_slo_attainment"], "ttft_p90_s": s["serving_p90_ttft_ms"] / 1e3,
+            "tpot_p90_ms": s["serving_p90_tpot_ms"], "service_gpu_h": float(svc["device_s"].sum()) / 3600}
+
+
+def run_variants(variants: dict[str, Sequence[str]], run) -> tuple[pd.DataFrame, dict]:
+    """``run(label, overrides) -> (row, trace)`` for each variant: the rows as a frame, the
+    traces by label."""
+    rows, traces = [], {}
+    for label, ov in variants.items():
+        row, traces[label] = run(label, ov)
+        rows.append(row)
+    return pd.DataFrame(rows), traces
+
+
+def tradeoff_scatter(ax, df: pd.DataFrame) -> None:
+    """Each run of a shared-cluster experiment as a point: the training jobs' mean JCT (min)
+    against the service's SLO attainment, labelled with the service's device-hours."""
+    markers = iter("osD^v<>")
+    for _, r in df.iterrows():
+        ax.scatter(r["train_jct_avg_s"] / 60, r["slo_attainment"], s=45, marker=next(markers), alpha=0.8,
+                   label=f"{r['run']} ({r['service_gpu_h']:.1f} service GPU-h)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_xlabel("training jobs: mean JCT (min)")
+    ax.set_ylabel("service SLO attainment")
+    ax.set_ylim(0, 1.05)
+    ax.grid(True, alpha=0.3)
+
+
 def markdown(df: pd.DataFrame) -> str:
     """A GitHub table (no tabulate dependency); floats to 4 significant digits."""
     def cell(v):

@@ -19,6 +19,7 @@ and seed give the same requests in both modes.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -26,13 +27,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import yaml
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from llmos_sim.engine import Engine
 from llmos_sim.events import EventLog
@@ -217,11 +218,6 @@ def _run_mode(cfg: DictConfig, progress: bool) -> RunResult:
         res = serve(parts.requests, parts.make_replica, parts.router, parts.spec, progress,
                     env=backend.environment() if backend is not None else None)
         return RunResult(cfg, res.log, res.tables, res.summary)
-    if mode == "mixed":
-        from llmos_sim.serving.disagg import is_disaggregated
-        if is_disaggregated(cfg):
-            raise ValueError("topology=disaggregated is for mode: serving; a service on the shared cluster "
-                             "(mode: mixed) is co-located")
     return run_cluster(cfg, progress, with_services=(mode == "mixed"))
 
 
@@ -277,7 +273,9 @@ def _add_services(cfg: DictConfig, engine: Engine, streams: dict, first_job_id: 
     make_replica = build_replica_factory(cfg, devices_from_cluster=True)
     device_specs = [d.spec for d in engine.cluster.devices]
     services = OmegaConf.to_container(_key(cfg, "services"), resolve=True)
-    jobs = service_jobs(services, first_job_id, make_replica.tp)
+    disagg = {name: _disagg_parts(cfg, name) for name in sorted(services)}
+    jobs = service_jobs(services, first_job_id, make_replica.tp,
+                        {name: p["gpus"] for name, p in disagg.items() if p is not None})
     job_ids = itertools.count(first_job_id + len(jobs))  # replicas added at run time (autoscaling)
     first_req = 0
     for name, s in sorted(services.items()):
@@ -286,11 +284,88 @@ def _add_services(cfg: DictConfig, engine: Engine, streams: dict, first_job_id: 
         reqs = instantiate(s["workload"]).requests(streams["serving"])
         reqs = [replace(r, id=first_req + i, service=name) for i, r in enumerate(reqs)]  # ids unique across services
         first_req += len(reqs)
+        parts = disagg[name]
+        if parts is not None:
+            engine.hosts[name] = _disagg_host(cfg, name, s, parts, reqs, engine, job_ids)
+            continue
         engine.hosts[name] = ServiceHost(name, reqs, make_replica, instantiate(cfg.router), int(s.get("replicas", 1)),
                                          engine.env, engine.log, device_specs,
                                          autoscaling=_autoscaling(cfg, name, s, engine, job_ids, make_replica.tp),
                                          floor_delay_s=_floor_delay_s(cfg, s))
     return jobs
+
+
+def _disagg_parts(cfg: DictConfig, name: str) -> dict | None:
+    """A disaggregated service's pools (``services.<name>.topology``, else the run's
+    ``topology`` group): per stage its replica factory on the granted devices, router and
+    replica count, its KV link and its job's device count; None for a co-located service."""
+    from llmos_sim.serving import disagg
+
+    node = cfg.services[name].get("topology", None)
+    scope = cfg if node is None else OmegaConf.create({"topology": node})
+    where = "topology" if node is None else f"services.{name}.topology"
+    try:
+        if not disagg.is_disaggregated(scope):
+            return None
+    except ConfigError as e:
+        raise ConfigError(f"{where}.kind", str(e).split(": ", 1)[-1]) from None
+    topo = scope.topology
+    parts: dict[str, Any] = {"make": {}, "routers": {}, "n": {}, "where": where}
+    with_topo = cfg
+    if node is not None:  # the service's own topology in place of the run's
+        with_topo = cfg.copy()
+        with open_dict(with_topo):
+            with_topo.topology = topo
+    for st in disagg.STAGES:
+        pool = topo.get(st, None) or {}
+        if pool.get("gpu", None) is not None:
+            raise ConfigError(f"{where}.{st}.gpu", "must be null in mode: mixed (a pool runs on the devices "
+                                                   "the cluster grants)")
+        parts["n"][st] = disagg._positive_int(pool.get("replicas", 1), f"{where}.{st}.replicas")
+        parts["make"][st] = build_replica_factory(disagg.pool_config(with_topo, st), devices_from_cluster=True)
+        rc = pool.get("router", None)
+        parts["routers"][st] = instantiate(rc if rc is not None else cfg.router)
+    parts["link"] = disagg.link_of(topo)
+    parts["gpus"] = sum(parts["n"][st] * parts["make"][st].tp for st in disagg.STAGES)
+    return parts
+
+
+def _disagg_host(cfg: DictConfig, name: str, s: dict, parts: dict, reqs: list, engine: Engine, job_ids):
+    """The :class:`~llmos_sim.serving.cluster.DisaggServiceHost` of service ``name``; its
+    links' bandwidth from where the granted devices sit (:func:`placement_link_bw`)."""
+    from llmos_sim.serving.cluster import DisaggServiceHost
+
+    make, link = parts["make"], parts["link"]
+    autoscaling = _autoscaling(cfg, name, s, engine, job_ids, make["prefill"].tp)
+    if autoscaling is not None and autoscaling.policy.max_replicas < sum(parts["n"].values()):
+        raise ConfigError(f"services.{name}.autoscaler.max_replicas",
+                          f"{autoscaling.policy.max_replicas} is below the service's prefill + decode replicas "
+                          f"({sum(parts['n'].values())})")
+    tp = min(make[st].tp for st in make)
+    return DisaggServiceHost(name, reqs, make, parts["routers"], parts["n"], link,
+                             make["prefill"].model.kv_bytes_per_token, engine.env, engine.log,
+                             [d.spec for d in engine.cluster.devices],
+                             functools.partial(placement_link_bw, engine.cluster, link.bw_bytes_s, tp),
+                             autoscaling=autoscaling, floor_delay_s=_floor_delay_s(cfg, s))
+
+
+def placement_link_bw(cluster: Cluster, network_bw_bytes_s: float, tp: int, src: Sequence[int],
+                      dst: Sequence[int]) -> float:
+    """Bytes per second of a KV transfer from a replica on devices ``src`` to one on ``dst``,
+    ``tp`` GPU pairs each sending its shard: inside one node, the devices' peer link (the
+    catalogue part's ``link_bw_bytes_s``, NVLink; the slowest of them); across nodes (or for a
+    part without a known peer link), the cluster's network per GPU (``cluster.link_bw_bytes_s``,
+    else ``network_bw_bytes_s``: the topology link's)."""
+    from llmos_sim.hardware import CATALOGUE
+
+    devs = cluster.devices
+    net = cluster.link_bw_bytes_s or network_bw_bytes_s
+    if len({devs[d].node for d in (*src, *dst)}) == 1:
+        parts = [CATALOGUE.get(devs[d].spec.name) for d in (*src, *dst)]
+        peer = min(p.link_bw_bytes_s if p is not None else 0.0 for p in parts)
+        if peer > 0:
+            return peer * tp
+    return net * tp
 
 
 def _floor_delay_s(cfg: DictConfig, s: dict) -> float:

@@ -6,8 +6,8 @@ small clusters; serving runs draw batching × KV memory × preemption × router 
 host-memory KV tier × topology (co-located, or disaggregated: pool sizes, the link's bandwidth,
 sharing and scope, the decode pool's prefix cache when caching is on) × seed; mixed runs (``mode: mixed``) draw a service (model, replicas,
 batching, router, request rate, a cold or warm start, with or without the threshold autoscaler
-and its settings) next to training jobs on a GPU cluster under any scheduler. Each run is
-checked for:
+and its settings, co-located or disaggregated with its pools and link) next to training jobs on
+a GPU cluster under any scheduler. Each run is checked for:
 
 - every job (request) ends exactly once: completed, or failed with a reason (a run cut by
   the horizon would leave some running: that is counted as a hang);
@@ -21,7 +21,8 @@ checked for:
 - mixed runs: all of the above for the training jobs, the service's job and every replica job
   it submitted, for its requests and for every replica's KV pool; an autoscaled service never
   holds more than its ``max_replicas`` (ready, provisioning, draining and queued together), and
-  a replica serves no request before it is ready.
+  a replica serves no request before it is ready; a disaggregated service ends with no
+  transfer waiting or under way and no prefill block held for one.
 
 ``python -m llmos_sim.stress -n 300`` runs 300 random configurations and prints the count
 per outcome; ``tests/core/test_stress_property.py`` runs the same checks under hypothesis.
@@ -185,9 +186,18 @@ def mixed_overrides(draw: Draw) -> list[str]:
            f"mem_bytes_per_device: 0, load_bw_bytes_s: {draw((1.0e9, 1.0e11))}, startup_s: {draw((0.0, 2.0, 30.0))}, "
            f"provision_floor: {draw(('false', 'true'))}}}}}")
     o.append(svc)
-    if draw((False, True, True)):  # autoscaled, eager or lazy
+    scaled = draw((False, True, True))  # autoscaled, eager or lazy
+    extra = draw((0, 1, 3))  # ...up to this many replicas above its own
+    if draw((False, False, True)):  # disaggregated: its job's devices split into the two pools
+        pools = (draw((1, 2)), draw((1, 2)))
+        replicas = sum(pools)
+        o += ["topology=disaggregated", f"topology.prefill.replicas={pools[0]}",
+              f"topology.decode.replicas={pools[1]}", f"topology.link.bw_bytes_s={draw(LINK_BW)}",
+              f"topology.link.sharing={draw(('fair', 'fifo'))}",
+              f"topology.link.scope={draw(('source', 'destination', 'pair', 'single', 'both'))}"]
+    if scaled:
         o += ["autoscaler=threshold", "+services.svc.autoscaler=${autoscaler}",
-              f"autoscaler.max_replicas={replicas + draw((0, 1, 3))}",
+              f"autoscaler.max_replicas={replicas + extra}",
               f"autoscaler.up_queue_per_replica={draw((0.0, 1.0, 4.0))}",
               f"autoscaler.min_slo_samples={draw((1, 5, 20))}",
               f"autoscaler.down_idle_s={draw((1.0, 10.0, 120.0))}",
@@ -413,6 +423,10 @@ def check_mixed(overrides: list[str], cpu_s: float = CPU_LIMIT_S) -> tuple[str, 
         if pool.live():
             return "violation", f"device {d}'s pool holds {len(pool.live())} allocations at the end"
     for name, host in engine.hosts.items():
+        system = getattr(host, "system", None)  # a disaggregated service's hand-off
+        why = system.left_behind() if system is not None else None
+        if why:
+            return "violation", f"service {name}: {why}"
         for rep in host.replicas:
             why = kv_left_behind(rep.index, rep.kv)
             if why:

@@ -341,6 +341,11 @@ def check_config(cfg: Any) -> None:
                 _check_component(f"services.{name}.workload", svc["workload"], need="requests")
             if svc.get("autoscaler") is not None:
                 _check_component(f"services.{name}.autoscaler", svc["autoscaler"])
+            if isinstance(svc.get("topology"), Mapping):  # its own topology (in place of the run's)
+                for key, check in SCHEMA.items():
+                    node = _get({"topology": svc["topology"]}, key) if key.startswith("topology.") else _MISSING
+                    if node is not _MISSING:
+                        check(f"services.{name}.{key}", node)
     if isinstance(data.get("serving"), Mapping):  # every serving key is set once, in its yaml
         from llmos_sim.serving.spec import ServingSpec
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llmos_sim.experiments import markdown, write
+from llmos_sim.experiments import markdown, run_variants, service_columns, tradeoff_scatter, write
 from llmos_sim.metrics.plots import _save, plt
 from llmos_sim.run import compose, run_config
 
@@ -40,10 +40,7 @@ def run(label: str, overrides: list[str]) -> tuple[dict, dict]:
     reps = res.tables.get("replicas")
     row = {
         "run": label,
-        "slo_attainment": s["serving_slo_attainment"],
-        "ttft_p90_s": s["serving_p90_ttft_ms"] / 1e3,
-        "tpot_p90_ms": s["serving_p90_tpot_ms"],
-        "service_gpu_h": float(svc["device_s"].sum()) / 3600,
+        **service_columns(res),
         "max_ready": int(reps["n_ready"].max()) if reps is not None else int(svc["n_devices"].sum()),
         "scale_ups": int(((reps["event"] == "scale") & (reps["delta"] > 0)).sum()) if reps is not None else 0,
         "train_jct_avg_s": s["jct_s_avg"],
@@ -85,24 +82,12 @@ def plot(df: pd.DataFrame, traces: dict, path: Path) -> Path:
     for ax in (a0, a1):
         ax.set_xlim(0, edges[-1])
         ax.grid(True, alpha=0.3)
-    markers = iter("osD^v<>")
-    for _, r in df.iterrows():
-        a2.scatter(r["train_jct_avg_s"] / 60, r["slo_attainment"], s=45, marker=next(markers), alpha=0.8,
-                   label=f"{r['run']} ({r['service_gpu_h']:.1f} service GPU-h)")
-    a2.legend(fontsize=7, loc="lower right")
-    a2.set_xlabel("training jobs: mean JCT (min)")
-    a2.set_ylabel("service SLO attainment")
-    a2.set_ylim(0, 1.05)
-    a2.grid(True, alpha=0.3)
+    tradeoff_scatter(a2, df)
     return _save(fig, path)
 
 
 if __name__ == "__main__":
-    rows, traces = [], {}
-    for label, ov in VARIANTS.items():
-        row, traces[label] = run(label, ov)
-        rows.append(row)
-    df = pd.DataFrame(rows)
+    df, traces = run_variants(VARIANTS, run)
     write(df, HERE)
     plot(df, traces, HERE / "autoscale.png")
     print(markdown(df))

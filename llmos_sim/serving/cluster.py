@@ -54,6 +54,7 @@ cache and its FLOP/s and bandwidth drive the cost model.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ import simpy
 
 from llmos_sim import events as E
 from llmos_sim.kernel import Instant, push_at, queue_of
-from llmos_sim.policies.autoscaling.base import Autoscaler, ServiceLoad
+from llmos_sim.policies.autoscaling.base import Autoscaler, ServiceLoad, StageLoad
 from llmos_sim.policies.routing.base import Router
 from llmos_sim.serving.system import replica_loads
 from llmos_sim.types import Job
@@ -122,10 +123,12 @@ class _Slot:
     scheduler), provisioning, ready, draining, ended. The service's own replicas start ready
     and never drain."""
 
-    __slots__ = ("index", "job_id", "state", "replica", "outstanding", "done", "added")
+    __slots__ = ("index", "job_id", "state", "replica", "outstanding", "done", "added", "stage", "pos")
 
-    def __init__(self, index: int, job_id: int, state: str, added: bool) -> None:
+    def __init__(self, index: int, job_id: int, state: str, added: bool, stage: str | None = None) -> None:
         self.index, self.job_id, self.state, self.added = index, job_id, state, added
+        self.stage = stage  # a disaggregated service's pool (prefill / decode); None: co-located
+        self.pos = index  # its position in its pool (a disaggregated service's)
         self.replica = None
         self.outstanding = 0  # requests routed here, not yet finished or failed
         self.done: simpy.Event | None = None  # the replica job's end (added replicas)
@@ -204,6 +207,7 @@ class ServiceHost:
             self._req = {r.id: r for r in self.requests}
             self._ended: deque = deque()  # (time, met its SLOs) of ended requests, for the window
             self._met = 0  # ...how many of those met them
+            self._met_ttft = self._met_tpot = 0  # ...how many met the TTFT SLO, the TPOT SLO
             self._base_job: int | None = None
             self._heap = queue_of(env)
         env.process(self._arrivals())
@@ -231,9 +235,7 @@ class ServiceHost:
 
     def _open(self, job_id: int, devices: tuple[int, ...]) -> None:
         """The service's own replicas take requests from now: built, given the waiting requests."""
-        env = self.env
-        self.replicas = [self.make_replica(i, env, self._tap, self.next_arrival_s, **self._device_of(i, devices))
-                         for i in range(self.n_replicas)]
+        self.replicas = self._own_replicas(devices)
         if self.autoscaling is not None:
             self._start_scaling(job_id)
         for r in self.pending:
@@ -242,13 +244,23 @@ class ServiceHost:
         if self._left == 0 and not self._done.triggered:
             self._done.succeed()
 
+    def _own_replicas(self, devices: tuple[int, ...]) -> list:
+        """The service's own replicas, built on its job's ``devices``."""
+        return [self.make_replica(i, self.env, self._tap, self.next_arrival_s, **self._device_of(i, devices))
+                for i in range(self.n_replicas)]
+
     def _device_of(self, i: int, devices: tuple[int, ...], n_replicas: int | None = None) -> dict:
         """``{"device": spec}`` of replica ``i``'s share of ``devices`` (the smallest part if
         they differ), or nothing when the host was not given the cluster's devices."""
+        tp = max(1, len(devices) // (self.n_replicas if n_replicas is None else n_replicas))
+        return self._device_arg(devices[i * tp:(i + 1) * tp])
+
+    def _device_arg(self, devices: Sequence[int]) -> dict:
+        """``{"device": spec}`` of a replica on ``devices`` (the smallest part if they differ),
+        or nothing when the host was not given the cluster's devices."""
         if self.device_specs is None:
             return {}
-        tp = max(1, len(devices) // (self.n_replicas if n_replicas is None else n_replicas))
-        specs = {self.device_specs[d] for d in devices[i * tp:(i + 1) * tp]}
+        specs = {self.device_specs[d] for d in devices}
         return {"device": min(specs, key=lambda d: (d.mem_bytes, d.flops, d.name))}
 
     # -- requests -----------------------------------------------------------------------------
@@ -282,7 +294,7 @@ class ServiceHost:
             ld.index = pos
         slot = active[self.router.route(r, loads)]
         slot.outstanding += 1
-        self._where[r.id] = slot
+        self._where[r.id] = [slot]
         slot.replica.enqueue(r)
 
     def request_ended(self) -> None:
@@ -326,7 +338,10 @@ class ServiceHost:
         now = self.env.now
         ended, window = self._ended, self.autoscaling.policy.slo_window_s
         while ended and ended[0][0] < now - window:
-            self._met -= ended.popleft()[1]
+            _, met, met_ttft, met_tpot = ended.popleft()
+            self._met -= met
+            self._met_ttft -= met_ttft
+            self._met_tpot -= met_tpot
         ready, prov, drain, queued = self.counts()
         active = self._active
         return ServiceLoad(now, ready, prov, drain, queued, self.n_replicas,
@@ -340,36 +355,46 @@ class ServiceHost:
         a = self.autoscaling
         step = a.policy.decide(self.load())
         if step.delta > 0:
-            self._scale_up(step.reason)
+            self._scale_up(step.reason, step.stage)
         elif step.delta < 0:
-            self._scale_down(step.reason)
+            self._scale_down(step.reason, step.stage)
         self._at(self.env.now + a.policy.interval_s, self._tick)
 
-    def _scale_up(self, reason: str) -> None:
-        """Ask the cluster scheduler for one more replica (one pending at a time)."""
+    def _scale_up(self, reason: str, stage: str | None = None) -> None:
+        """Ask the cluster scheduler for one more replica (one pending at a time; ``stage``:
+        a disaggregated service's pool)."""
         if any(s.state in (QUEUED, PROVISIONING) for s in self._slots):
             return
         a, now = self.autoscaling, self.env.now
-        slot = _Slot(len(self._slots), a.new_job_id(), QUEUED, added=True)
+        slot = _Slot(len(self._slots), a.new_job_id(), QUEUED, added=True, stage=stage)
         self._slots.append(slot)
         self._by_job[slot.job_id] = slot
         self._record(E.SCALE, slot, reason, (+1,))
-        a.submit(Job(slot.job_id, now, 0.0, gpus=a.tp, priority=a.priority,
+        a.submit(Job(slot.job_id, now, 0.0, gpus=self._replica_gpus(stage), priority=a.priority,
                      mem_bytes_per_device=a.mem_bytes_per_device, tenant=f"service:{self.name}",
                      name=f"service:{self.name}/replica{slot.index}", service=self.name))
 
-    def _scale_down(self, reason: str) -> None:
-        """Drain one added ready replica: the fewest outstanding requests, then the newest."""
-        cands = [s for s in self._active if s.added]
+    def _replica_gpus(self, stage: str | None) -> int:
+        """Devices of one replica added at run time."""
+        return self.autoscaling.tp
+
+    def _scale_down(self, reason: str, stage: str | None = None) -> None:
+        """Drain one added ready replica (of pool ``stage``, if given): the fewest outstanding
+        requests, then the newest."""
+        cands = [s for s in self._slots if s.added and s.state == READY and s.stage == stage]
         if not cands:
             return
         self._drain(min(cands, key=lambda s: (s.outstanding, -s.index)), reason)
+
+    def _unroute(self, slot: _Slot) -> None:
+        """Requests are no longer routed to ready ``slot``."""
+        self._active.remove(slot)
 
     def _drain(self, slot: _Slot, reason: str | None = None) -> None:
         """No new requests for ``slot``; it ends when its last one does (``reason``: a
         scale-down's, logged as its ``scale`` record)."""
         if slot.state == READY:
-            self._active.remove(slot)
+            self._unroute(slot)
         slot.state = DRAINING
         if reason is not None:
             self._record(E.SCALE, slot, reason, (-1,))
@@ -391,51 +416,248 @@ class ServiceHost:
         if self._left == 0:
             self._drain(slot)
             return slot.done
-        slot.replica = self.make_replica(slot.index, env, self._tap, self.next_arrival_s,
-                                         **self._device_of(0, devices, 1))
+        slot.replica = self._added_replica(slot, devices)
         self.replicas.append(slot.replica)
         ready_s = env.now + self.autoscaling.provisioning.delay_s
         self._record(E.PROVISION_START, slot, ready_s)
         self._at(ready_s, lambda _ev: self._ready(slot))
         return slot.done
 
+    def _added_replica(self, slot: _Slot, devices: tuple[int, ...]):
+        """The replica of added ``slot``, built on its granted ``devices``."""
+        return self.make_replica(slot.index, self.env, self._tap, self.next_arrival_s, **self._device_of(0, devices, 1))
+
     def _ready(self, slot: _Slot) -> None:
         if slot.state != PROVISIONING:
             return  # ended while provisioning (the stream ended)
         slot.state = READY
+        self._route_to(slot)
+        self._record(E.REPLICA_READY, slot, self.env.now)
+
+    def _route_to(self, slot: _Slot) -> None:
+        """Requests are routed to ``slot`` from now (numbered by position among the ready)."""
         self._active.append(slot)
         self._active.sort(key=lambda s: s.index)
-        self._record(E.REPLICA_READY, slot, self.env.now)
 
     def _scaled_request_ended(self, time_s: float, rid: int, finished: bool) -> None:
         """A request ended (finished or failed): its replica's count, the SLO window; a
         draining replica whose last request this was ends; the stream's end ends every added
         replica."""
-        slot = self._where.pop(rid, None)
-        if slot is not None:
-            slot.outstanding -= 1
-            if slot.state == DRAINING and slot.outstanding == 0:
-                self._end(slot)
+        for slot in self._where.pop(rid, ()):
+            self._leave(slot)
         t0 = self._first_token.pop(rid, None)
-        met = False
+        met_ttft = met_tpot = False
         if finished and t0 is not None:
             r, a = self._req[rid], self.autoscaling
             ttft = t0 - r.arrival_s
             tpot = (time_s - t0) / (r.output_tokens - 1) if r.output_tokens > 1 else 0.0
-            met = (ttft <= (a.slo_ttft_s if r.slo_ttft_s is None else r.slo_ttft_s)
-                   and tpot <= (a.slo_tpot_s if r.slo_tpot_s is None else r.slo_tpot_s))
-        self._ended.append((time_s, met))
+            met_ttft = ttft <= (a.slo_ttft_s if r.slo_ttft_s is None else r.slo_ttft_s)
+            met_tpot = tpot <= (a.slo_tpot_s if r.slo_tpot_s is None else r.slo_tpot_s)
+        met = met_ttft and met_tpot
+        self._ended.append((time_s, met, met_ttft, met_tpot))
         self._met += met
+        self._met_ttft += met_ttft
+        self._met_tpot += met_tpot
         if self._left == 1:  # this is the stream's last request (request_ended follows)
             for s in self._slots:
                 if s.added and s.state in (READY, PROVISIONING):
                     self._drain(s)
+
+    def _leave(self, slot: _Slot) -> None:
+        """A request no longer holds ``slot``; a draining slot it was the last of ends."""
+        slot.outstanding -= 1
+        if slot.state == DRAINING and slot.outstanding == 0:
+            self._end(slot)
 
     def flush_itl(self, time_s: float) -> None:
         """Log the replicas' inter-token latency corrections (the run calls this at its end, so
         that the cluster's records keep their numbers)."""
         for x in self.replicas:
             x.flush_itl(time_s)
+
+
+class _DisaggScalingLog(_ScalingLog):
+    """An autoscaled disaggregated service's log: also tells the host when a request's KV has
+    crossed to its decode replica (it leaves its prefill replica then)."""
+
+    __slots__ = ()
+
+    def emit(self, time_s: float, kind: str, subject: Any, data: tuple = ()) -> None:
+        super().emit(time_s, kind, subject, data)
+        if kind == E.KV_TRANSFER and data[0] == "end":
+            self.host._handed_over(subject)
+
+
+class DisaggServiceHost(ServiceHost):
+    """Hosts one disaggregated service (``topology.kind: disaggregated``) on the shared cluster.
+
+    Its job asks for ``P × tp_p + D × tp_d`` devices (``topology.prefill`` / ``.decode``:
+    ``replicas`` and ``tp``); the grant is split in order: prefill replica ``i`` runs on
+    ``devices[i·tp_p:(i+1)·tp_p]``, decode replica ``j`` on the next ``tp_d`` after the prefill
+    ones. A :class:`~llmos_sim.serving.disagg.DisaggSystem` runs the hand-off on them; the host
+    routes the arrivals over the prefill replicas (the prefill router). A transfer's bandwidth
+    is the placement's (``link_bw``): inside one node the GPUs' peer link (NVLink; the
+    catalogue's ``link_bw_bytes_s`` of the part), across nodes the cluster's network, each
+    per GPU pair times ``min(tp_p, tp_d)``; transfers share a link per the topology's ``scope``
+    and per path (a GPU's NVLink and its NIC are separate links). A request ends on either
+    pool (a one-token request at its prefill replica), and the service ends with its last.
+
+    Autoscaled, each replica added at run time belongs to a pool (the policy's
+    :attr:`ScaleStep.stage`; its job asks for that pool's ``tp`` devices) and is built on its
+    granted devices, provisions, then takes requests: a prefill replica from the arrivals'
+    router, a decode replica from the decode router. The policy sees a :class:`StageLoad` per
+    pool; a prefill replica holds a request until its KV has crossed, a decode replica from
+    the hand-off until it ends; a draining one ends when none is left.
+    """
+
+    def __init__(self, name: str, requests: Sequence, make_stage: dict, routers: dict, n_stage: dict, link,
+                 kv_bytes_per_token: int, env: simpy.Environment, log: E.EventLog, device_specs: Sequence,
+                 link_bw: Callable[[Sequence[int], Sequence[int]], float], autoscaling: Autoscaling | None = None,
+                 floor_delay_s: float = 0.0) -> None:
+        from llmos_sim.serving.disagg import STAGES
+
+        super().__init__(name, requests, make_stage["prefill"], routers["prefill"],
+                         n_stage["prefill"] + n_stage["decode"], env, log, device_specs, autoscaling, floor_delay_s)
+        if autoscaling is not None:
+            self._tap = _DisaggScalingLog(log, self)
+        self.make_stage, self.routers, self.link = make_stage, routers, link
+        self.n_stage = {st: int(n_stage[st]) for st in STAGES}
+        self.tp = {st: make_stage[st].tp for st in STAGES}
+        self.kv_bytes_per_token = int(kv_bytes_per_token)
+        self.link_bw = link_bw
+        self.system = None  # the DisaggSystem, once the service job has started
+        self._devices: dict[str, list] = {st: [] for st in STAGES}  # per pool position: its devices
+        self._decode_slots: dict[int, _Slot] = {}  # decode position -> its slot (autoscaled)
+
+    def _pair_bw(self, i: int, j: int) -> float:
+        return self.link_bw(self._devices["prefill"][i], self._devices["decode"][j])
+
+    def _own_replicas(self, devices: tuple[int, ...]) -> list:
+        """The two pools on the job's ``devices`` (prefill ones first), run by a new
+        :class:`~llmos_sim.serving.disagg.DisaggSystem`."""
+        from llmos_sim.serving.disagg import DisaggSystem
+
+        n_p, n_d, tp_p, tp_d = self.n_stage["prefill"], self.n_stage["decode"], self.tp["prefill"], self.tp["decode"]
+        self._devices["prefill"] = [devices[i * tp_p:(i + 1) * tp_p] for i in range(n_p)]
+        self._devices["decode"] = [devices[n_p * tp_p + j * tp_d:n_p * tp_p + (j + 1) * tp_d] for j in range(n_d)]
+
+        def make(stage: str, offset: int):
+            def build(i, env, log, next_arrival):
+                return self._build(stage, i, self._devices[stage][i - offset], next_arrival)
+            return build
+
+        self.system = DisaggSystem(self.requests, make("prefill", 0), make("decode", n_p), self.routers["prefill"],
+                                   self.routers["decode"], n_p, n_d, self.link, self.kv_bytes_per_token,
+                                   log=self._tap, env=self.env, next_arrival=self.next_arrival_s,
+                                   pair_bw=self._pair_bw)
+        for rep in self.system.all_replicas:
+            self._host(rep)
+        if self.autoscaling is not None:
+            self.system.on_decode_route = self._decode_routed
+        return list(self.system.all_replicas)
+
+    def _build(self, stage: str, index: int, devices: Sequence[int], next_arrival):
+        """Replica ``index`` of pool ``stage`` on ``devices`` (a prefill replica's next arrival
+        is the service's; a decode replica's, the system's next landing)."""
+        nxt = self.next_arrival_s if stage == "prefill" else next_arrival
+        return self.make_stage[stage](index, self.env, self._tap, nxt, **self._device_arg(devices))
+
+    @staticmethod
+    def _host(rep) -> None:
+        """The host reacts to a finish when it happens (see ``Replica.sync_finishes``); a prefill
+        replica's spans are cut by the service's next arrival, as a co-located one's."""
+        rep.sync_finishes = True
+        rep.own_cuts = False
+
+    def _route(self, r) -> None:
+        if self.autoscaling is not None:
+            return self._route_scaled(r)
+        reps = self.system.prefill
+        reps[self.router.route(r, replica_loads(reps, self.router, r))].enqueue(r)
+
+    def _decode_routed(self, rid: int, j: int) -> None:
+        slot = self._decode_slots[j]
+        slot.outstanding += 1
+        self._where[rid].append(slot)
+
+    def _handed_over(self, rid: int) -> None:
+        """Request ``rid``'s KV has crossed: it leaves its prefill replica."""
+        where = self._where.get(rid)
+        if where and where[0].stage == "prefill":
+            self._leave(where.pop(0))
+
+    # -- autoscaling --------------------------------------------------------------------------
+    def _start_scaling(self, job_id: int) -> None:
+        floor = list(self._slots)  # (their provisioning slots, if any)
+        n_p = self.n_stage["prefill"]
+        for i, rep in enumerate(self.replicas):
+            stage, pos = ("prefill", i) if i < n_p else ("decode", i - n_p)
+            if floor:
+                slot = floor[i]
+                slot.state, slot.stage = READY, stage
+            else:
+                slot = _Slot(i, job_id, READY, added=False, stage=stage)
+                self._slots.append(slot)
+            slot.pos, slot.replica = pos, rep
+            if stage == "prefill":
+                self._active.append(slot)
+            else:
+                self._decode_slots[pos] = slot
+            self._record(E.REPLICA_READY, slot, self.env.now)
+        self._at(self.env.now + self.autoscaling.policy.interval_s, self._tick)
+
+    def _replica_gpus(self, stage: str | None) -> int:
+        return self.tp[stage]
+
+    def _check_stage(self, stage: str | None) -> None:
+        if stage not in self.tp:
+            raise ValueError(f"services.{self.name}.autoscaler: a step for a disaggregated service names its "
+                             f"pool (stage prefill or decode), got {stage!r}")
+
+    def _scale_up(self, reason: str, stage: str | None = None) -> None:
+        self._check_stage(stage)
+        super()._scale_up(reason, stage)
+
+    def _scale_down(self, reason: str, stage: str | None = None) -> None:
+        self._check_stage(stage)
+        super()._scale_down(reason, stage)
+
+    def _unroute(self, slot: _Slot) -> None:
+        if slot.stage == "prefill":
+            self._active.remove(slot)
+        else:
+            self.system.decode_open.remove(slot.pos)
+
+    def _added_replica(self, slot: _Slot, devices: tuple[int, ...]):
+        system, stage = self.system, slot.stage
+        rep = self._build(stage, slot.index, devices, system.next_landing_s)
+        self._devices[stage].append(tuple(devices))
+        slot.pos = system.add_prefill(rep) if stage == "prefill" else system.add_decode(rep, open_=False)
+        if stage == "decode":
+            self._decode_slots[slot.pos] = slot
+        self._host(rep)
+        return rep
+
+    def _route_to(self, slot: _Slot) -> None:
+        if slot.stage == "prefill":
+            super()._route_to(slot)
+        else:
+            self.system.decode_open.append(slot.pos)
+            self.system.decode_open.sort()
+
+    def load(self) -> ServiceLoad:
+        """The service's load with a :class:`StageLoad` per pool."""
+        base = super().load()
+        system, ended = self.system, len(self._ended)
+        stages = []
+        for stage, met in (("prefill", self._met_ttft), ("decode", self._met_tpot)):
+            ready = [s for s in self._slots if s.stage == stage and s.state == READY]
+            waiting = (sum(len(s.replica.waiting) for s in ready) if stage == "prefill"
+                       else sum(system.decode_waiting(s.pos) for s in ready))
+            stages.append(StageLoad(stage, len(ready), self.n_stage[stage], waiting,
+                                    sum(s.outstanding for s in ready), met / ended if ended else math.nan))
+        return dataclasses.replace(base, waiting=sum(st.waiting for st in stages),
+                                   outstanding=sum(st.outstanding for st in stages), stages=tuple(stages))
 
 
 def replicas_table(log: E.EventLog) -> pd.DataFrame:
@@ -456,11 +678,13 @@ def replicas_table(log: E.EventLog) -> pd.DataFrame:
                                                      "n_queued": "int64"})
 
 
-def service_jobs(services: dict, first_id: int, tp: int) -> list[Job]:
-    """One cluster job per service: ``replicas × tp`` devices, its priority and memory."""
-    out = []
+def service_jobs(services: dict, first_id: int, tp: int, gpus: dict[str, int] | None = None) -> list[Job]:
+    """One cluster job per service: ``replicas × tp`` devices (``gpus[name]`` where given: a
+    disaggregated service's two pools), its priority and memory."""
+    out, gpus = [], gpus or {}
     for k, (name, s) in enumerate(sorted(services.items())):
-        out.append(Job(first_id + k, float(s.get("arrival_s", 0.0)), 0.0, gpus=int(s.get("replicas", 1)) * tp,
+        n = gpus[name] if name in gpus else int(s.get("replicas", 1)) * tp
+        out.append(Job(first_id + k, float(s.get("arrival_s", 0.0)), 0.0, gpus=n,
                        priority=int(s.get("priority", 0)), mem_bytes_per_device=int(s.get("mem_bytes_per_device", 0)),
                        tenant=f"service:{name}", name=f"service:{name}", service=name))
     return out

@@ -73,14 +73,28 @@ allowance for the per-request handshake that a KV transfer engine (Splitwise's, 
 ``KVConnector``s) performs, not a measured figure. Set ``bw_bytes_s`` to a GPU's NVLink
 bandwidth for prefill and decode in one node (DistServe's placement).
 
+On the shared cluster (``mode: mixed``) a :class:`~llmos_sim.serving.cluster.DisaggServiceHost`
+builds a :class:`DisaggSystem` on the devices its job was granted: it routes the arrivals itself
+(``next_arrival``), gives each prefill/decode pair the placement's bandwidth (``pair_bw``: links
+are then per scope key and bandwidth), and adds decode replicas that the decode router sees once
+they are ready (:attr:`DisaggSystem.decode_open`) and prefill replicas (:meth:`add_prefill`).
+
 Simplifications, stated: a transfer's bytes go in one piece after its prefill (Splitwise
 overlaps the copy with the prefill, layer by layer); a request whose blocks the decode pool can
 never hold fails at its first token; the decode pool's cache is looked up once, when the
 transfer's blocks are allocated (units landing later are not shared by a transfer already under
 way); a landed request that a recompute preemption sends back recomputes its prompt on the
-decode replica without its hashes (its units return to the cache); a sequence preempted on a
-decode replica that needs blocks held by landed sequences queued behind it (first come, first
-served) still fails as unschedulable once no transfer is under way there.
+decode replica without its hashes (its units return to the cache).
+
+Preempted sequences first (vLLM's scheduler puts them at the front of its waiting queue, and
+allocates a remote KV's blocks in that queue's order): while sequences preempted on a decode
+replica wait there, no transfer takes blocks of its pool (unless none is under way and its head
+would otherwise fail: then the waiting transfers try). A decode replica whose preempted head
+does not fit while sequences landed behind it hold blocks, with nothing runnable, makes those
+landed sequences give up their blocks: each is preempted by recompute (``req_preempt``) and
+waits to recompute its prompt there (``Replica._yield_landed``), instead of the head failing as
+unschedulable. Transfers that started before the preemption took their blocks then; vLLM's own
+scheduler would wait on such a head for ever.
 
 Fast-forward on decode replicas: a span of decode iterations must not run past an arrival. A
 decode replica's arrivals are transfers; those under way end no earlier than their links'
@@ -309,39 +323,79 @@ class DisaggSystem(ServingSystem):
 
     def __init__(self, requests: Sequence, make_prefill, make_decode, prefill_router: Router, decode_router: Router,
                  n_prefill: int, n_decode: int, link: KVLink, kv_bytes_per_token: int,
-                 log: E.EventLog | None = None, progress: bool = False, env=None) -> None:
-        super().__init__(requests, make_prefill, prefill_router, n_prefill, log, progress, env)
+                 log: E.EventLog | None = None, progress: bool = False, env=None, next_arrival=None,
+                 pair_bw=None) -> None:
+        # ``next_arrival``: a service host on the shared cluster routes the arrivals itself (over
+        # :attr:`prefill`) and says when the next one comes; ``pair_bw(i, j)``: the bytes per
+        # second between prefill position ``i`` and decode position ``j`` where the placement
+        # decides it (a link is then per scope key and bandwidth: NVLink and NICs are separate)
+        super().__init__(() if next_arrival is not None else requests, make_prefill, prefill_router, n_prefill, log,
+                         progress, env)
+        if next_arrival is not None:
+            self.next_arrival_s = next_arrival
         self.prefill: list[Replica] = self.replicas  # (the arrivals are routed over self.replicas)
-        self.decode: list[Replica] = [make_decode(n_prefill + j, self.env, self.log, self.next_landing_s)
-                                      for j in range(n_decode)]
+        self.decode: list[Replica] = []
         self.decode_router = decode_router
+        #: positions in :attr:`decode` the decode router sees (a service host drains and adds them)
+        self.decode_open: list[int] = []
+        #: called ``(request id, decode position)`` when the decode router has placed a request
+        self.on_decode_route = None
         self.link = link
+        self.pair_bw = pair_bw
         self.kv_bytes_per_token = int(kv_bytes_per_token)
-        self._by_id = {r.id: r for r in self.requests}
-        self._in_flight = [0] * n_decode  # requests handed to each decode replica, not yet landed
-        self._pending: list[deque] = [deque() for _ in range(n_decode)]  # waiting for decode blocks
-        self._retry = [False] * n_decode  # a retry of a decode replica's pending transfers is due
+        self._by_id = {r.id: r for r in requests}
+        self._in_flight: list[int] = []  # requests handed to each decode replica, not yet landed
+        self._pending: list[deque] = []  # waiting for decode blocks
+        self._retry: list[bool] = []  # a retry of a decode replica's pending transfers is due
         self._joins: list = []  # (time, n, transfer): transfers in latency, joining their links then (a heap)
         self._n = itertools.count()
         self._links: dict = {}  # link key -> LinkState
         # prefill replica -> request id -> whether the replica has released it (its blocks wait
         # for the transfer's end); the event a prefill replica short of blocks waits for
-        self._held: list[dict] = [{} for _ in range(n_prefill)]
-        self._freed: list = [None] * n_prefill
-        for i, rep in enumerate(self.prefill):
-            rep.handoff = self._handoff
-            rep.kv.release_hook = functools.partial(self._prefill_release, i)
-            rep.held_elsewhere = functools.partial(self._held_event, i)
-        self._sent = [0] * n_decode  # transfers under way to each decode replica (their blocks held there)
-        self._landed: list = [None] * n_decode  # the event a stalled decode replica waits for
-        for j, rep in enumerate(self.decode):
-            rep.sync_finishes = False
-            rep.kv.release_hook = functools.partial(self._decode_release, j)
-            rep.held_elsewhere = functools.partial(self._landing_event, j)
+        self._held: list[dict] = []
+        self._freed: list = []
+        self._prefill_pos: dict[int, int] = {}  # prefill replica index -> its position
+        for rep in self.prefill:
+            self._wire_prefill(rep)
+        self._sent: list[int] = []  # transfers under way to each decode replica (their blocks held there)
+        self._landed: list = []  # the event a stalled decode replica waits for
+        for j in range(n_decode):
+            self.add_decode(make_decode(n_prefill + j, self.env, self.log, self.next_landing_s))
         self.max_pending = 0  #: most requests waiting for decode blocks at once
         self.max_held_blocks = 0  #: most prefill blocks held for transfers at once (all replicas)
         self._held_blocks = 0
         self.cached_tokens = 0  #: prompt tokens not sent: the decode replica had them cached
+
+    def _wire_prefill(self, rep: Replica) -> None:
+        i = len(self._held)
+        self._prefill_pos[rep.index] = i
+        self._held.append({})
+        self._freed.append(None)
+        rep.handoff = self._handoff
+        rep.kv.release_hook = functools.partial(self._prefill_release, i)
+        rep.held_elsewhere = functools.partial(self._held_event, i)
+
+    def add_prefill(self, rep: Replica) -> int:
+        """Add prefill replica ``rep`` (a service scaled up); its position. The arrivals'
+        router (the service host's) decides when it takes requests."""
+        self.prefill.append(rep)
+        self._wire_prefill(rep)
+        return len(self.prefill) - 1
+
+    def add_decode(self, rep: Replica, open_: bool = True) -> int:
+        """Add decode replica ``rep``; its position. ``open_``: the decode router sees it now
+        (else once :attr:`decode_open` lists it)."""
+        j = len(self.decode)
+        self.decode.append(rep)
+        for ls, v in ((self._in_flight, 0), (self._pending, deque()), (self._retry, False), (self._sent, 0),
+                      (self._landed, None)):
+            ls.append(v)
+        if open_:
+            self.decode_open.append(j)
+        rep.sync_finishes = False
+        rep.kv.release_hook = functools.partial(self._decode_release, j)
+        rep.held_elsewhere = functools.partial(self._landing_event, j)
+        return j
 
     @property
     def all_replicas(self) -> list[Replica]:
@@ -366,6 +420,21 @@ class DisaggSystem(ServingSystem):
             if q:
                 t = min(t, self.decode[j].now + lat)
         return t
+
+    def left_behind(self) -> str | None:
+        """What the hand-off still holds (transfers waiting for decode blocks or under way,
+        prefill blocks kept for them), or None: at the end of a run, nothing."""
+        pending, flying = sum(len(q) for q in self._pending), sum(self._in_flight)
+        held = sum(len(h) for h in self._held)
+        if pending or flying or held or self._joins or any(ln.active for ln in self._links.values()):
+            return (f"hand-off not empty at the end: {pending} transfers waiting for decode blocks, {flying} handed "
+                    f"to decode replicas not landed, {held} requests' blocks kept on prefill replicas")
+        return None
+
+    def decode_waiting(self, j: int) -> int:
+        """Requests waiting on decode replica ``j``: for admission, or for its blocks before
+        their transfer."""
+        return len(self.decode[j].waiting) + len(self._pending[j])
 
     # -- the prefill side: blocks kept until the transfer ends -----------------------------
     def _prefill_release(self, i: int, seq, cache_tokens: int = 0) -> int:
@@ -411,18 +480,20 @@ class DisaggSystem(ServingSystem):
         """Prefill replica ``rep`` produced the first token of ``rids`` at ``now``: finish those
         of one output token; for the others, pick a decode replica (the decode router) and
         queue the transfer there until that replica's pool has the request's blocks."""
-        log, router = self.log, self.decode_router
-        i = rep.index  # (prefill replicas are 0 ... P-1)
+        log, router, open_ = self.log, self.decode_router, self.decode_open
+        i = self._prefill_pos[rep.index]
         for rid in rids:
             r = self._by_id[rid]
             if r.output_tokens <= 1:
-                log.emit(now, E.REQ_FINISH, rid, (i,))
+                log.emit(now, E.REQ_FINISH, rid, (rep.index,))
                 continue
-            loads = replica_loads(self.decode, router, r)
-            for j, load in enumerate(loads):  # positions in the decode pool, hand-offs not yet landed counted
-                load.index = j
-                load.outstanding += self._in_flight[j]
-            j = router.route(r, loads)
+            loads = replica_loads([self.decode[j] for j in open_], router, r)
+            for k, load in enumerate(loads):  # positions among the open decode replicas, hand-offs not yet landed counted
+                load.index = k
+                load.outstanding += self._in_flight[open_[k]]
+            j = open_[router.route(r, loads)]
+            if self.on_decode_route is not None:
+                self.on_decode_route(rid, j)
             kv = self.decode[j].kv
             if not kv.can_ever_fit(r.prompt_tokens, r.output_tokens):
                 need = kv.max_blocks(r.prompt_tokens, r.output_tokens)
@@ -438,7 +509,7 @@ class DisaggSystem(ServingSystem):
             self._in_flight[j] += 1
             self._pending[j].append(Transfer(r, i, j, self.decode[j].index, blocks, now))
         for j, q in enumerate(self._pending):
-            if q:
+            if q and not _own_waiting(self.decode[j]):  # (its preempted sequences come first)
                 self._start_pending(j, now)
         self.max_pending = max(self.max_pending, sum(len(q) for q in self._pending))
 
@@ -464,8 +535,11 @@ class DisaggSystem(ServingSystem):
         return n
 
     def _retry_pending(self, j: int, _event=None) -> None:
+        """The transfers waiting on decode replica ``j`` try after a decision, unless sequences
+        preempted there wait (they come first; a later free tries again)."""
         self._retry[j] = False
-        self._start_pending(j, self.env.now)
+        if not _own_waiting(self.decode[j]):  # (its preempted sequences come first)
+            self._start_pending(j, self.env.now)
 
     def _start_pending(self, j: int, now: float, keep: int = 0) -> None:
         """Start the transfers waiting on decode replica ``j`` (in order) while its pool has
@@ -493,7 +567,7 @@ class DisaggSystem(ServingSystem):
             x.nbytes = (x.req.prompt_tokens - x.cached) * self.kv_bytes_per_token
             x.rem = float(x.nbytes)
             self.cached_tokens += x.cached
-            self.log.emit(now, E.KV_TRANSFER, rid, ("start", x.src, x.dst, x.nbytes))
+            self.log.emit(now, E.KV_TRANSFER, rid, ("start", self.prefill[x.src].index, x.dst, x.nbytes))
             heapq.heappush(self._joins, (now + self.link.latency_s, next(self._n), x))
             push_at(self._queue, now + self.link.latency_s, Instant(self._join), URGENT)
 
@@ -519,9 +593,13 @@ class DisaggSystem(ServingSystem):
         if x.rem <= 0:  # its whole prompt was cached there: nothing to send
             self._land(x, now)
             return
+        bw = self.link.bw_bytes_s
+        if self.pair_bw is not None:
+            bw = self.pair_bw(x.src, x.j)
+            key = (key, bw)
         ln = self._links.get(key)
         if ln is None:
-            ln = self._links[key] = self.link.state(self.link.bw_bytes_s)
+            ln = self._links[key] = self.link.state(bw)
             ln.t = now
         ln.advance(now)
         ln.active.append(x)
@@ -553,7 +631,7 @@ class DisaggSystem(ServingSystem):
         self._in_flight[j] -= 1
         self._sent[j] -= 1
         dst = self.decode[j]
-        self.log.emit(now, E.KV_TRANSFER, r.id, ("end", x.src, dst.index, x.nbytes))
+        self.log.emit(now, E.KV_TRANSFER, r.id, ("end", self.prefill[x.src].index, dst.index, x.nbytes))
         self._drop_held(x.src, r.id)
         kv = dst.kv
         if kv.is_hashed(r.id):  # its prompt's whole hash blocks are complete here: cached for later requests
@@ -570,7 +648,10 @@ class DisaggSystem(ServingSystem):
     def _landing_event(self, j: int):
         """Decode replica ``j`` cannot run anything (its waiting sequences do not fit): the
         event of the next transfer landing there, while transfers under way hold blocks of its
-        pool (they land, decode, and free them); None when none does."""
+        pool (they land, decode, and free them); None when none does. With none under way, the
+        transfers waiting there (held back by its preempted sequences) try first."""
+        if not self._sent[j] and self._pending[j]:  # none under way: the waiting ones try (else its head fails)
+            self._start_pending(j, self.decode[j].now)
         if not self._sent[j]:
             return None
         if self._landed[j] is None:

@@ -191,6 +191,23 @@ class Replica:
         if self._hashed:
             self._forget((w.rid,))
 
+    def _yield_landed(self, env) -> bool:
+        """Disaggregation, a stalled decode replica: its head is a sequence preempted here that
+        does not fit while sequences landed behind it hold blocks. vLLM's scheduler puts
+        preempted requests at the front of its waiting queue, so the head goes first: the
+        landed ones give up their blocks and wait to recompute (a ``req_preempt``, recompute).
+        False (nothing done) in any other case."""
+        waiting = self.waiting
+        if not waiting or waiting[0].landed or not any(w.landed for w in waiting):
+            return False
+        for w in waiting[1:]:
+            if w.landed:
+                w.landed = w.swapped = False
+                w.computed = w.shared = 0
+                self.kv.release(w.rid)
+                self.log.emit(self.now, E.REQ_PREEMPT, w.rid, (self.index, "recompute"))
+        return True
+
     def _forget(self, rids) -> None:
         """Prefix caching: these requests are done here (finished or failed)."""
         hashed, forget = self._hashed, self.kv.forget
@@ -258,6 +275,9 @@ class Replica:
             if plan is None:  # nothing could run: re-decide; break a true stall by failing the head
                 stalls += 1
                 if stalls >= 2:
+                    if self._yield_landed(env):  # a preempted head goes first: the landed behind it recompute
+                        stalls = 0
+                        continue
                     ev = self.held_elsewhere() if self.held_elsewhere is not None else None
                     if ev is not None:  # blocks held for requests gone from here: wait for them
                         if self.now > env.now:

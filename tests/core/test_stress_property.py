@@ -1,7 +1,7 @@
 """The stress property: random configurations (training: scheduler × placement × memory pool
 × workload × engine options × seed; serving: batching × KV memory × preemption × router ×
 workload with or without prefix hashes × prefix caching × host KV tier × topology × seed; mixed:
-training jobs and a service, static or autoscaled, on a GPU cluster)
+training jobs and a service, static or autoscaled, co-located or disaggregated, on a GPU cluster)
 run to the end within a CPU budget, every job/request ends exactly once, no device is
 over-booked, no memory above capacity, every pool empty at the end
 (:mod:`llmos_sim.stress`; ``python -m llmos_sim.stress -n 300`` runs many more)."""

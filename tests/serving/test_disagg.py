@@ -290,10 +290,6 @@ def test_disaggregation_bookkeeping_property(rows, batching, pool, blocks, mode,
 
 
 def test_disaggregation_is_for_simulated_serving_runs():
-    from hydra import compose, initialize_config_dir
-
-    from llmos_sim.run import _run_mode
-
     class RealBackend:  # a backend whose replicas execute their iterations
         def environment(self):
             return None
@@ -303,10 +299,6 @@ def test_disaggregation_is_for_simulated_serving_runs():
 
     with pytest.raises(ValueError, match="simulated replicas"):
         simulate(disagg_cfg([[0, 20, 3]]), seed=0, backend=RealBackend())
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        cfg = compose("config", overrides=["mode=mixed", "topology=disaggregated"])
-    with pytest.raises(ValueError, match="topology=disaggregated is for mode: serving"):
-        _run_mode(cfg, False)
 
 
 @pytest.mark.parametrize("override,key", [("topology.decode.replicas=0", "topology.decode.replicas"),
@@ -546,3 +538,21 @@ def test_a_stalled_decode_replica_waits_for_a_landing_instead_of_failing(monkeyp
     monkeypatch.setattr(disagg.DisaggSystem, "_landing_event", lambda system, j: None)
     r = run(rows, **kw)
     assert [(s, d[0][:13]) for t, k, s, d in r.log if k == X] == [(1, "unschedulable")]
+
+
+def test_a_preempted_head_goes_first_the_landed_behind_it_recompute():
+    # 6 blocks of 16 tokens on each replica, fifo link at 1024 B/s after 0.5 s. Both prefill at
+    # 0 (first tokens at 1); their transfers start at 1 (A: 2 blocks for 17 tokens, B: 4 for 49:
+    # the decode pool is full). A (16·512 B) lands at 1.5 + 8 = 9.5, B (48·512 B) after it at
+    # 9.5 + 24 = 33.5. A decodes from 9.5 until its 33rd token needs a 3rd block (iteration 17,
+    # at 25.5): preempted by recompute, it waits at the head. B lands behind it holding 4
+    # blocks; nothing else runs. A goes first (vLLM's waiting queue puts preempted requests at
+    # its front): B gives up its blocks and waits to recompute. A recomputes 16 + 17 tokens in
+    # 33.5-34.5 (token 18), then decodes 22 more: finishes at 56.5; B then recomputes 49
+    # tokens (A's 3 + its 4 blocks did not fit together) and finishes at 57.5
+    r = run([[0, 16, 40], [0, 48, 2]], bw=1024.0, serving={"num_kv_blocks": 6},
+            pools={"link": {"sharing": "fifo"}})
+    assert transfers(r.log) == [(1.0, 0, ("start", 0, 1, 16 * BPT)), (1.0, 1, ("start", 0, 1, 48 * BPT)),
+                                (9.5, 0, ("end", 0, 1, 16 * BPT)), (33.5, 1, ("end", 0, 1, 48 * BPT))]
+    ev = [(t, k, s) for t, k, s in req_events(r.log) if k in ("req_preempt", D, X)]
+    assert ev == [(25.5, "req_preempt", 0), (33.5, "req_preempt", 1), (56.5, D, 0), (57.5, D, 1)]

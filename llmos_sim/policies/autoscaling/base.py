@@ -8,6 +8,36 @@ import math
 from dataclasses import dataclass
 
 
+def per_ready(waiting: int, n_ready: int) -> float:
+    """``waiting / n_ready`` (inf when none is ready but some wait, 0 when none waits)."""
+    if n_ready:
+        return waiting / n_ready
+    return math.inf if waiting else 0.0
+
+
+@dataclass(frozen=True)
+class StageLoad:
+    """One pool of a disaggregated service (``stage``: ``prefill`` or ``decode``) at a decision:
+    its ready replicas and its own (``n_min``, never drained), the requests waiting in it
+    (decode: also those whose KV waits for its blocks), those it holds (prefill: until their KV
+    has crossed to the decode pool), and the share of the requests ended in the window that
+    met this stage's SLO (prefill: TTFT; decode: TPOT; a failed request misses both; NaN when
+    none). Replicas provisioning or queued are the service's (:class:`ServiceLoad`): one at a
+    time."""
+
+    stage: str
+    n_ready: int
+    n_min: int
+    waiting: int
+    outstanding: int
+    slo_attainment: float = math.nan
+
+    @property
+    def queue_per_ready(self) -> float:
+        """Waiting requests per ready replica of the pool (inf when none is ready but some wait)."""
+        return per_ready(self.waiting, self.n_ready)
+
+
 @dataclass(frozen=True)
 class ServiceLoad:
     """What an autoscaler sees of one service at a decision.
@@ -33,6 +63,8 @@ class ServiceLoad:
     slo_attainment: float = math.nan
     #: requests that ended in the window (what ``slo_attainment`` is measured on)
     n_slo_samples: int = 0
+    #: a disaggregated service's pools (prefill, then decode); empty for a co-located one
+    stages: tuple[StageLoad, ...] = ()
 
     @property
     def n_asked(self) -> int:
@@ -43,18 +75,18 @@ class ServiceLoad:
     @property
     def queue_per_ready(self) -> float:
         """Waiting requests per ready replica (inf when none is ready but some wait)."""
-        if self.n_ready:
-            return self.waiting / self.n_ready
-        return math.inf if self.waiting else 0.0
+        return per_ready(self.waiting, self.n_ready)
 
 
 @dataclass(frozen=True)
 class ScaleStep:
     """An autoscaler's answer: ``delta`` = +1 (ask for one more replica), -1 (drain one), 0;
-    ``reason`` says why (logged with the ``scale`` record)."""
+    ``reason`` says why (logged with the ``scale`` record); ``stage``: which pool of a
+    disaggregated service (``prefill`` or ``decode``; None for a co-located one)."""
 
     delta: int = 0
     reason: str = ""
+    stage: str | None = None
 
 
 class Autoscaler:
