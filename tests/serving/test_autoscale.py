@@ -227,6 +227,8 @@ def test_threshold_scales_up_on_queue_or_slo_and_respects_max_pending_and_cooldo
     assert p.decide(_load(20, waiting=20, outstanding=20)).delta == 0  # cooldown (last change at 10)
     assert p.decide(_load(40, ready=2, prov=1, waiting=20)).delta == 0  # one pending at a time
     assert p.decide(_load(40, ready=3, waiting=20)).delta == 0  # at max_replicas
+    assert p.decide(_load(40, ready=2, drain=1, waiting=20)).delta == 0  # the draining one holds its devices
+    assert p.decide(_load(40, ready=2, waiting=20)).delta == +1  # once it has ended
     p2 = ThresholdAutoscaler(max_replicas=3, min_slo_samples=10)
     assert p2.decide(_load(0, att=0.5, n=9)).delta == 0  # too few samples
     step = p2.decide(_load(10, att=0.85, n=10, outstanding=20))

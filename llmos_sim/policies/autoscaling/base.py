@@ -73,6 +73,13 @@ class ServiceLoad:
         return self.n_ready + self.n_provisioning + self.n_queued
 
     @property
+    def n_held(self) -> int:
+        """Replicas that hold or will hold devices: :attr:`n_asked` and the draining ones (a
+        draining replica keeps its devices until its last request ends). ``max_replicas``
+        caps this count."""
+        return self.n_asked + self.n_draining
+
+    @property
     def queue_per_ready(self) -> float:
         """Waiting requests per ready replica (inf when none is ready but some wait)."""
         return per_ready(self.waiting, self.n_ready)

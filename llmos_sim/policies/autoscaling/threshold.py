@@ -9,7 +9,9 @@ from llmos_sim.policies.autoscaling.base import Autoscaler, ScaleStep, ServiceLo
 
 
 class ThresholdAutoscaler(Autoscaler):
-    """One replica more or less at a time, between the service's own count and ``max_replicas``.
+    """One replica more or less at a time, between the service's own count and ``max_replicas``
+    (replicas holding devices, draining ones included: a replica being drained keeps its
+    devices until its last request ends, so a scale-up waits for it rather than exceed the cap).
 
     Up (+1) when ``waiting / ready > up_queue_per_replica``, or when the recent SLO attainment
     (over the last ``slo_window_s``, at least ``min_slo_samples`` requests) is below
@@ -86,7 +88,7 @@ class ThresholdAutoscaler(Autoscaler):
 
     def _stage_step(self, load: ServiceLoad, now: float) -> ScaleStep:
         """A disaggregated service's step: which pool grows or drains (see the class's docs)."""
-        if load.n_asked < self.max_replicas and load.n_provisioning + load.n_queued == 0:
+        if load.n_held < self.max_replicas and load.n_provisioning + load.n_queued == 0:
             queued = [st for st in load.stages if st.queue_per_ready > self.up_queue_per_replica]
             if queued:
                 st = max(queued, key=lambda st: st.queue_per_ready)
@@ -105,7 +107,7 @@ class ThresholdAutoscaler(Autoscaler):
         return ScaleStep()
 
     def _step(self, load: ServiceLoad, now: float) -> ScaleStep:
-        if load.n_asked < self.max_replicas and load.n_provisioning + load.n_queued == 0:
+        if load.n_held < self.max_replicas and load.n_provisioning + load.n_queued == 0:
             q = load.queue_per_ready
             if q > self.up_queue_per_replica:
                 return ScaleStep(+1, f"queue {q:.3g}/replica > {self.up_queue_per_replica:g}")
