@@ -120,7 +120,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from llmos_sim.serving.cost import BatchShape, CostModel
+from llmos_sim.serving.cost import BatchShape, CostModel, span_of_line
 from llmos_sim.serving.specs import GpuSpec, ModelSpec
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
@@ -885,35 +885,12 @@ class ProfiledCost(CostModel):
             else:
                 ln = (a + fixed, b)
         if ln is not None and ln[1] >= 0:
-            return _span_of_line(ln[0], ln[1], k, start_s, limit_s)
+            return span_of_line(ln[0], ln[1], k, start_s, limit_s)
         durs = self.decode_span_s(n_seqs, ctx_tokens, k, ctx_growth, spread)
         if start_s + float(durs.sum()) - float(durs[-1]) >= limit_s:
             k = max(1, int(np.searchsorted(start_s + (np.cumsum(durs) - durs), limit_s, side="left")))
             durs = durs[:k]
         return k, float(durs.sum())
-
-
-def _span_of_line(a: float, b: float, k: int, start_s: float, limit_s: float) -> tuple[int, float]:
-    """:func:`~llmos_sim.serving.cost.span_of_lines` for one line ``d_j = a + b·j`` (``b >= 0``):
-    the same ``S(j) = j·a + b·j(j−1)/2``, evaluated the same way, so the same result; the cut
-    (the first ``j >= 1`` whose start ``start_s + S(j)`` is at/after ``limit_s``; ``S`` never
-    decreases, so it is unique) is found from the quadratic's root and checked exactly."""
-    if k <= 1 or start_s + ((k - 1) * a + b * ((k - 1) * (k - 2) // 2)) < limit_s:
-        return k, k * a + b * (k * (k - 1) // 2)
-    room = limit_s - start_s
-    j = 1
-    if room > 0:  # the root of b/2·x² + (a − b/2)·x = room, in the form without cancellation
-        h = a - b / 2
-        if h > 0:
-            j = int(2 * room / (h + math.sqrt(h * h + 2 * b * room))) + 1
-        elif b > 0:
-            j = int((math.sqrt(h * h + 2 * b * room) - h) / b) + 1
-    j = min(max(j, 1), k - 1)
-    while j > 1 and start_s + ((j - 1) * a + b * ((j - 1) * (j - 2) // 2)) >= limit_s:
-        j -= 1
-    while j < k - 1 and start_s + (j * a + b * (j * (j - 1) // 2)) < limit_s:
-        j += 1
-    return j, j * a + b * (j * (j - 1) // 2)
 
 
 def _segment(xs: list, ys: list, bs: list, slope: float, x0: float, x1: float):

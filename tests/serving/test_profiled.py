@@ -245,10 +245,10 @@ def test_decode_span_s_takes_alpha_once_per_bucket_exactly(n, mean, k, lag, skew
 @given(a=st.one_of(st.just(0.0), st.floats(1e-6, 1.0)), b=st.one_of(st.just(0.0), st.floats(1e-12, 1e-2)),
        k=st.integers(1, 5000), start=st.floats(0.0, 100.0), room=st.floats(-1.0, 200.0))
 def test_one_line_span_is_span_of_lines(a, b, k, start, room):
-    """The decode span's one-line closed form returns exactly what the general one does."""
-    from llmos_sim.serving.cost import span_of_lines
-    from llmos_sim.serving.profiled import _span_of_line
-    assert _span_of_line(a, b, k, start, start + room) == span_of_lines(((a, b),), k, start, start + room)
+    """The decode span's one-line closed form returns exactly what the general one (the
+    two-line search with the second line never on top) does."""
+    from llmos_sim.serving.cost import _span_of_two_lines, span_of_line
+    assert span_of_line(a, b, k, start, start + room) == _span_of_two_lines(a, b, a, b, k, k, start, start + room)
 
 
 @settings(max_examples=200, deadline=None)
