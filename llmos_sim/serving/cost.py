@@ -118,6 +118,16 @@ def span_of_lines(lines: Sequence[tuple[float, float]], k: int, start_s: float, 
             jb = min(k, math.floor((a1 - a2) / (b2 - b1)) + 1)
         else:
             jb = k
+    if jb >= k:  # one line on top for the whole span (a roofline span that stays compute- or memory-bound)
+        return span_of_line(a1, b1, k, start_s, limit_s)
+    return _span_of_two_lines(a1, b1, a2, b2, jb, k, start_s, limit_s)
+
+
+def _span_of_two_lines(a1: float, b1: float, a2: float, b2: float, jb: int, k: int, start_s: float,
+                       limit_s: float) -> tuple[int, float]:
+    """:func:`span_of_lines` where ``(a1, b1)`` is on top before iteration ``jb`` and ``(a2, b2)``
+    from it on: the cut by bisection over the partial sums (between bounds from the first and
+    the last iteration's duration)."""
 
     def S(j: int) -> float:
         m = min(j, jb)
@@ -146,6 +156,29 @@ def span_of_lines(lines: Sequence[tuple[float, float]], k: int, start_s: float, 
                 hi = mid
         k = hi
     return k, S(k)
+
+
+def span_of_line(a: float, b: float, k: int, start_s: float, limit_s: float) -> tuple[int, float]:
+    """:func:`span_of_lines` for one line ``d_j = a + b·j`` (``b >= 0``):
+    the same ``S(j) = j·a + b·j(j−1)/2``, evaluated the same way, so the same result; the cut
+    (the first ``j >= 1`` whose start ``start_s + S(j)`` is at/after ``limit_s``; ``S`` never
+    decreases, so it is unique) is found from the quadratic's root and checked exactly."""
+    if k <= 1 or start_s + ((k - 1) * a + b * ((k - 1) * (k - 2) // 2)) < limit_s:
+        return k, k * a + b * (k * (k - 1) // 2)
+    room = limit_s - start_s
+    j = 1
+    if room > 0:  # the root of b/2·x² + (a − b/2)·x = room, in the form without cancellation
+        h = a - b / 2
+        if h > 0:
+            j = int(2 * room / (h + math.sqrt(h * h + 2 * b * room))) + 1
+        elif b > 0:
+            j = int((math.sqrt(h * h + 2 * b * room) - h) / b) + 1
+    j = min(max(j, 1), k - 1)
+    while j > 1 and start_s + ((j - 1) * a + b * ((j - 1) * (j - 2) // 2)) >= limit_s:
+        j -= 1
+    while j < k - 1 and start_s + (j * a + b * (j * (j - 1) // 2)) < limit_s:
+        j += 1
+    return j, j * a + b * (j * (j - 1) // 2)
 
 
 class LinearCost(CostModel):

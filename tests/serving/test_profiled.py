@@ -222,13 +222,33 @@ def test_decode_spans_match_iterations(n, ctx, k, lag, limit, skew, low):
 
 
 @settings(max_examples=300, deadline=None)
+@given(n=st.integers(2, 300), mean=st.integers(1, 20000), k=st.integers(1, 300), lag=st.integers(0, 3),
+       skew=st.integers(1, 9000), low=st.floats(0.0, 1.0))
+def test_decode_span_s_takes_alpha_once_per_bucket_exactly(n, mean, k, lag, skew, low):
+    """A span whose iterations stay in one ``alpha`` bucket takes that ``alpha`` once: the same
+    floats, bit for bit, as looking it up for every iteration (the vectorised formula)."""
+    c = _shipped()
+    g, ctx = max(0, n - lag), n * mean
+    spread = (mean + skew, max(1, int(mean * low)))
+    j = np.arange(k, dtype=np.float64)
+    kd = (ctx + g * j) / n
+    xs, ys, slope, fixed = c._decode_curve(n)
+    attn = c._on_curve(xs, ys, slope, kd)
+    longest, shortest = spread[0] + j, spread[1] + j
+    alpha = c.skew.decode_vec(n, (kd - shortest) / (spread[0] - spread[1]), longest)
+    t_max = c._on_curve(xs, ys, slope, longest)
+    want = np.where((alpha != 0.0) & (t_max > attn), attn + alpha * (t_max - attn), attn) + fixed
+    assert np.array_equal(c.decode_span_s(n, ctx, k, g, spread), want)
+
+
+@settings(max_examples=300, deadline=None)
 @given(a=st.one_of(st.just(0.0), st.floats(1e-6, 1.0)), b=st.one_of(st.just(0.0), st.floats(1e-12, 1e-2)),
        k=st.integers(1, 5000), start=st.floats(0.0, 100.0), room=st.floats(-1.0, 200.0))
 def test_one_line_span_is_span_of_lines(a, b, k, start, room):
-    """The decode span's one-line closed form returns exactly what the general one does."""
-    from llmos_sim.serving.cost import span_of_lines
-    from llmos_sim.serving.profiled import _span_of_line
-    assert _span_of_line(a, b, k, start, start + room) == span_of_lines(((a, b),), k, start, start + room)
+    """The decode span's one-line closed form returns exactly what the general one (the
+    two-line search with the second line never on top) does."""
+    from llmos_sim.serving.cost import _span_of_two_lines, span_of_line
+    assert span_of_line(a, b, k, start, start + room) == _span_of_two_lines(a, b, a, b, k, k, start, start + room)
 
 
 @settings(max_examples=200, deadline=None)
@@ -240,6 +260,8 @@ def test_decode_alpha_lookups_agree(n, sr, longest):
     for x in (sr, 0.05, 0.4, 1.0):  # 0.05, 0.4: skew-rate bucket edges
         a = sk(0, n, x, longest, 0)
         assert sk.decode_alpha(n, x, longest) == a == sk.row_alpha(sk.decode_row(n), x, longest)
+        i, j = sk.row_bucket(x, longest)
+        assert sk.decode_row(n)[i][j] == a
         assert sk.row_alpha(sk.decode_row(n), x, 4096) == sk(0, n, x, 4096, 0)  # a longest-row edge
 
 
