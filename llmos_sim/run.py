@@ -19,6 +19,7 @@ and seed give the same requests in both modes.
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -95,7 +96,7 @@ def build_engine(cfg: DictConfig, streams: dict[str, np.random.Generator], progr
     scheduler = instantiate(_key(cfg, "scheduler"))
     _give_rng(scheduler, streams["scheduler"])
     _give_rng(getattr(scheduler, "placement", None), streams["placement"])
-    pool_factory = instantiate(cfg.memory) if OmegaConf.select(cfg, "memory") is not None else None
+    pool_factory = PoolCopies(instantiate(cfg.memory)) if OmegaConf.select(cfg, "memory") is not None else None
     backend = instantiate(_key(cfg, "backend"))
     _give_rng(backend, streams["backend"])
     eng = cfg.get("engine", {}) or {}
@@ -110,6 +111,27 @@ def build_engine(cfg: DictConfig, streams: dict[str, np.random.Generator], progr
         fast_path=str(eng.get("fast_path", "auto")),
         progress=progress,
     )
+
+
+class PoolCopies:
+    """A pool factory that asks the configured one (a Hydra partial, whose every call is
+    checked against Hydra's target policy: ~0.1 ms) once per capacity and hands out copies of
+    that fresh pool: a cluster of 10,240 devices of one type builds one pool and 10,240 copies
+    (``copy.deepcopy``: ~10 µs for the ideal pool). A fresh pool depends only on its capacity
+    and its configured settings, so a copy is the pool the factory would have made; the kept
+    one is never handed out."""
+
+    __slots__ = ("factory", "fresh")
+
+    def __init__(self, factory: Callable[[int], Any]) -> None:
+        self.factory = factory
+        self.fresh: dict[int, Any] = {}  # capacity -> a pool the factory made, never used
+
+    def __call__(self, capacity_bytes: int) -> Any:
+        pool = self.fresh.get(capacity_bytes)
+        if pool is None:
+            pool = self.fresh[capacity_bytes] = self.factory(capacity_bytes)
+        return copy.deepcopy(pool)
 
 
 @dataclass
