@@ -709,6 +709,10 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     return "drained"
 
 
+#: rows of memory records made at a time by :func:`_fill_memory`
+FILL_BLOCK = 1 << 16
+
+
 def _fill_memory(log, mvals: array, pools: list, mem_jobs: array, first_rec: int, first_row: int,
                  codes: tuple, ids: list, mem, gpus: list, n: int) -> None:
     """The rows of a batched run's memory records and its ideal pools' counters (see
@@ -731,16 +735,20 @@ def _fill_memory(log, mvals: array, pools: list, mem_jobs: array, first_rec: int
     if int(g.sum()) != len(devices) or len(mvals) != 8 * first_row:
         raise RuntimeError("fast core: the batched memory records do not match their jobs")
     job, freed = np.repeat(job, g), np.repeat(freed, g)
-    nbytes = np.asarray(mem, dtype=np.int64)[job]
-    held = np.where(freed, 0, nbytes)
+    ids, mem = np.asarray(ids, dtype=np.int64), np.asarray(mem, dtype=np.int64)
     cap = np.array([p.capacity_bytes for p in pools], dtype=np.int64)
-    rows = np.empty((len(devices), 8), dtype=np.int64)
-    rows[:, 0] = np.asarray(ids, dtype=np.int64)[job]
-    rows[:, 1] = 0
-    rows[:, 2] = rows[:, 3] = nbytes
-    rows[:, 4] = rows[:, 5] = rows[:, 6] = held
-    rows[:, 7] = cap[devices] - held
-    mvals.frombytes(rows.tobytes())
+    for s in range(0, len(job), FILL_BLOCK):  # a block of rows at a time: written while in cache
+        e = min(s + FILL_BLOCK, len(job))
+        k = job[s:e]
+        nbytes = mem[k]
+        held = np.where(freed[s:e], 0, nbytes)
+        rows = np.empty((e - s, 8), dtype=np.int64)
+        rows[:, 0] = ids[k]
+        rows[:, 1] = 0
+        rows[:, 2] = rows[:, 3] = nbytes
+        rows[:, 4] = rows[:, 5] = rows[:, 6] = held
+        rows[:, 7] = cap[devices[s:e]] - held
+        mvals.frombytes(memoryview(rows).cast("B"))
     per = np.bincount(devices[~freed], minlength=len(pools))
     for dv in np.flatnonzero(per).tolist():
         pool, c = pools[dv], int(per[dv])
