@@ -167,7 +167,9 @@ class EventLog:
     def derive(self, kind: Any, make_data: Callable[[Any], tuple]) -> int:
         """Make ``kind`` derived: its records' ``data`` hold an immutable object and
         ``make_data(object)`` is the record's data tuple. Only before its first record; returns
-        its code."""
+        its code. A ``make_data`` that stores ints may also give many records' data at once,
+        field by field: ``make_data.columns(stored) -> [column, ...]`` (the tables use it;
+        :class:`~llmos_sim.types.Arrivals`)."""
         c = self.code_of(kind)
         if c in self.code:
             raise ValueError(f"kind {kind!r} already has records; derive it before the first")
@@ -455,7 +457,7 @@ class ByKind:
             datas = [r[3] for r in records]
             derived = {}
         self.codes: np.ndarray = codes
-        self.order = np.argsort(codes, kind="stable")  # the records grouped by kind, in log order within
+        self.order = _grouped(codes, len(self.kinds))  # the records grouped by kind, in log order within
         counts = np.bincount(codes, minlength=len(self.kinds))
         ends = np.cumsum(counts)
         self.groups: dict[Any, KindRecords] = {}
@@ -478,13 +480,22 @@ class ByKind:
 
 def _present_kinds(log: EventLog) -> tuple[list, np.ndarray]:
     """The kinds with records, in order of their first record (a kind may be interned before
-    it has one), and each record's index in that list."""
+    it has one), and each record's index in that list. A log has few kinds: each one's first
+    record is found by a scan, not by sorting the codes."""
     codes = log.codes_array()
-    present, first = np.unique(codes, return_index=True)
+    present = np.flatnonzero(np.bincount(codes))
+    first = [int(np.argmax(codes == c)) for c in present.tolist()]
     present = present[np.argsort(first)]
     remap = np.zeros(len(log.kinds) + 1, dtype=np.intp)
     remap[present] = np.arange(len(present))
     return [log.kinds[c] for c in present.tolist()], remap[codes]
+
+
+def _grouped(codes: np.ndarray, n_kinds: int) -> np.ndarray:
+    """The records' positions grouped by kind index (``codes``: each record's, ``0..n_kinds-1``),
+    in log order within a kind: ``np.argsort(codes, kind="stable")``, made by one scan per kind."""
+    return np.concatenate([np.flatnonzero(codes == k) for k in range(n_kinds)]) if len(codes) else \
+        np.zeros(0, dtype=np.intp)
 
 
 def _in_log_order(parts: list, order: np.ndarray) -> pa.Array:
@@ -535,7 +546,7 @@ def _event_blocks(log: EventLog, kinds: list, codes: np.ndarray, size: "int | No
     columns that falls in it and puts the texts in log order. Only one block's texts are held
     at a time (besides what the caller keeps)."""
     size = size or TEXT_BLOCK
-    order = np.argsort(codes, kind="stable")  # the records grouped by kind, in log order within
+    order = _grouped(codes, len(kinds))  # the records grouped by kind, in log order within
     counts = np.bincount(codes, minlength=len(kinds))
     ends = np.cumsum(counts)
     derived = {log.kinds[c]: f for c, f in log.derived.items()}
@@ -609,13 +620,21 @@ class _KindColumns:
                 return
             self.records = list(map(tuple, make.matrix()[np.array(stored, dtype=np.int64)].tolist()))
             return
-        data = list(map(make, stored)) if make is not None else stored
+        if hasattr(make, "columns") and len(stored) and set(map(type, stored)) == {int}:
+            columns = make.columns(stored)  # the data field by field, with no tuple per record
+            if len(columns) != len(names):
+                self.records = list(zip(*columns))
+                return
+        else:
+            data = list(map(make, stored)) if make is not None else stored
+            if not data or set(map(type, data)) != {tuple} or len(set(map(len, data))) != 1 \
+                    or len(data[0]) != len(names):
+                self.records = data
+                return
+            columns = zip(*data)
         del stored
-        if not data or set(map(type, data)) != {tuple} or len(set(map(len, data))) != 1 or len(data[0]) != len(names):
-            self.records = data
-            return
         ways = []
-        for col in zip(*data):
+        for col in columns:
             types = set(map(type, col))
             arr = np.array(col) if types <= _NUMBERS else None
             way = _field_way(types, arr is not None and arr.dtype == np.int64)
@@ -629,12 +648,17 @@ class _KindColumns:
             return _kind_json(self.kind, self.records[lo:hi], None, ())
         if not self.ways:  # empty tuples
             return pa.array(["{}"] * (hi - lo), type=pa.large_string())
+        if self.rows is not None:  # equal rows, equal texts: each run of equal rows written once
+            m = self.fields[0][self.rows[lo:hi]]
+            new = np.ones(len(m), dtype=bool)
+            new[1:] = (m[1:] != m[:-1]).any(axis=1)
+            first = m[new]
+            texts = _kind_json(self.kind, (), self.ways, self.ways, lambda j: _field_json(None, "int", first[:, j]))
+            return texts if len(first) == len(m) else texts.take(pa.array(np.cumsum(new) - 1))
         return _kind_json(self.kind, (), self.ways, self.ways, lambda j: self._field(j, lo, hi))
 
     def _field(self, j: int, lo: int, hi: int) -> pa.Array:
         way, values = self.ways[j], self.fields[j]
-        if self.rows is not None:
-            return _field_json(None, way, values[self.rows[lo:hi], j])
         if way == "int":
             return _field_json(None, way, values[lo:hi])
         if way == "float":

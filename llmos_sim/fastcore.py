@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from llmos_sim import events as E
 from llmos_sim.kernel import advance_to
-from llmos_sim.types import FULL_DEVICE_MILLI, Constant, Job, JobRows, JobTable, Task
+from llmos_sim.types import FULL_DEVICE_MILLI, Arrivals, Constant, Job, JobRows, JobTable, Task
 from llmos_sim.view import ClusterView, Tentative
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -160,7 +160,7 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     if table is not None and engine._c_arrive in log.code:  # the log's arrivals already hold jobs
         table = None
     if table is not None:  # arrivals keep their row number: (gpus, work, milli, tenant) derived from it
-        log.derived[engine._c_arrive] = table.arrive
+        log.derived[engine._c_arrive] = Arrivals(table)
 
     def column(name: str, hot: bool = False):
         """The jobs' ``name``s, indexable by job (a table's own column: no copy; ``hot``: read

@@ -446,11 +446,14 @@ class _Life:
         try:
             self.row = row = np.fromiter(map(row_of.__getitem__, subject), dtype=np.int64, count=len(subject))
             arr_data = list(map(data.__getitem__, arr))
-            if make_arrive is not None:
-                arr_data = list(map(make_arrive, arr_data))
-            if arr_data and set(map(len, arr_data)) != {4}:
-                raise _Irregular("arrival data")
-            self.gpus, self.work, self.milli, self.tenant = (list(c) for c in zip(*arr_data)) if arr else ([],) * 4
+            if hasattr(make_arrive, "columns") and set(map(type, arr_data)) <= {int}:  # rows of a job table
+                self.gpus, self.work, self.milli, self.tenant = make_arrive.columns(arr_data)
+            else:
+                if make_arrive is not None:
+                    arr_data = list(map(make_arrive, arr_data))
+                if arr_data and set(map(len, arr_data)) != {4}:
+                    raise _Irregular("arrival data")
+                self.gpus, self.work, self.milli, self.tenant = (list(c) for c in zip(*arr_data)) if arr else ([],) * 4
         except KeyError:
             raise _Irregular("a record of a job that never arrived") from None
         self.arr_pos = np.asarray(arr, dtype=np.int64)

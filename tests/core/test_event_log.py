@@ -201,6 +201,26 @@ def test_events_table_in_blocks_equals_the_whole_columns(recs, block, derive):
     assert table["data"].tolist() == list(whole) and table["kind"].tolist() == [k for k, _ in recs]
 
 
+_ROWS8 = [(0,) * 8, (5, 0, 2**40, 2**40, 2**40, 2**40, 2**40, 7), (5, 0, 2**40, 2**40, 0, 0, 0, 7),
+          (-1, 2**63 - 1, 0, 0, 0, 0, 0, -2**63)]
+
+
+@given(st.lists(st.tuples(st.sampled_from([E.MEM_ALLOC, E.MEM_FREE, E.START]), st.integers(0, 3), st.integers(1, 4)),
+                min_size=1, max_size=20), st.integers(1, 7))
+@settings(max_examples=60, deadline=None)
+def test_memory_rows_are_written_as_each_record_is(spec, block):
+    """The engine's memory records (rows of 8 ints; a run of equal rows is written once): their
+    texts, for any block size, are those made record by record from the data tuples."""
+    log = EventLog()
+    rows = log.int_rows((E.MEM_ALLOC, E.MEM_FREE), 8)
+    for kind, row, times in spec:
+        for _ in range(times):
+            i = len(log)
+            log.emit(float(i), kind, i, ((i,), 1000, 1e13) if kind == E.START else rows.store(_ROWS8[row]))
+    kinds, codes = E._present_kinds(log)
+    assert list(E._data_texts(log, kinds, codes, size=block)) == list(ByKind(log).data_strings())
+
+
 def test_int_rows_keep_exact_int_tuples_as_rows_and_anything_else_as_given():
     log = EventLog()
     rows = log.int_rows((E.MEM_ALLOC, E.MEM_FREE), 3)
