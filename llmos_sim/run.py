@@ -36,7 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from llmos_sim.engine import Engine
-from llmos_sim.events import EventLog
+from llmos_sim.events import EventLog, write_frame
 from llmos_sim.metrics import memory_table, training_summary
 from llmos_sim.metrics.tables import Tables, jobs_and_timeline, write_memory_table
 from llmos_sim.outputs import (LOCK, MARKER, PARTIAL_PREFIX, clean_partials, config_sha256, output_lock, provenance,
@@ -398,7 +398,7 @@ def write_results(result: RunResult, out_dir: str | Path, plots: bool = True, tr
                 if isinstance(result.tables, Tables):  # a lazy table is written without being held whole
                     result.tables.to_parquet(name, tmp / f"{name}.parquet")
                 else:
-                    result.tables[name].to_parquet(tmp / f"{name}.parquet", index=False)
+                    write_frame(result.tables[name], tmp / f"{name}.parquet")
             if plots:
                 _plots(result, tmp)
             if trace:

@@ -269,7 +269,6 @@ class _MemoryRows:
         """Write the memory table to parquet ``path`` from Arrow arrays, ``block`` rows per
         row group: reading it gives :meth:`frame`."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         ops = pa.array(_OPS.tolist(), type=pa.large_string())
         writer = None
@@ -280,7 +279,7 @@ class _MemoryRows:
                     head = {k: v[:1] for k, v in cols.items()}
                     head["op"] = _OPS.array.take(head["op"])
                     head["owner"] = pd.Series(head["owner"]).astype(str)
-                    writer = pq.ParquetWriter(path, pa.Schema.from_pandas(pd.DataFrame(head), preserve_index=False))
+                    writer = E.parquet_writer(path, pa.Schema.from_pandas(pd.DataFrame(head), preserve_index=False))
                 arrays = {k: pa.array(v) for k, v in cols.items()}
                 arrays["op"] = ops.take(arrays["op"])
                 arrays["owner"] = arrays["owner"].cast(pa.large_string())
@@ -303,7 +302,7 @@ def write_memory_table(log: EventLog, cluster: Cluster, path) -> None:
     with sparse_gc():
         rows = _MemoryRows.of(log)
         if rows is None:
-            memory_table(log, cluster).to_parquet(path, index=False)
+            E.write_frame(memory_table(log, cluster), path)
         else:
             rows.write(cluster, path)
 
@@ -395,7 +394,7 @@ class Tables(MutableMapping):
         if name in self._lazy:
             self._lazy[name][1](path)
         else:
-            self[name].to_parquet(path, index=False)
+            E.write_frame(self[name], path)
 
     def __repr__(self) -> str:
         return f"Tables({', '.join(n + ('' if n in self._made else ' (lazy)') for n in self._names)})"

@@ -305,8 +305,18 @@ def test_tables_written_unread_read_back_as_the_tables_made(tmp_path, overrides)
     being made; each file reads back as the table made from the same log."""
     from llmos_sim.run import compose, run_config, write_results
 
+    import pyarrow.parquet as pq
+
     res = run_config(compose(["experiment=quickstart", "workload.n_jobs=40", *overrides]))
     write_results(res, tmp_path, plots=False)
     assert set(res.tables) == {"jobs", "timeline", "memory", "events"}
     for name in res.tables:
-        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / f"{name}.parquet"), res.tables[name], check_exact=True)
+        path = tmp_path / f"{name}.parquet"
+        pd.testing.assert_frame_equal(pd.read_parquet(path), res.tables[name], check_exact=True)
+        df = res.tables[name]
+        if len(df):  # the text columns, and only they, are dictionary-encoded
+            meta = pq.ParquetFile(path).metadata
+            coded = {meta.schema.column(i).path for i in range(meta.num_columns)
+                     if any("DICTIONARY" in e for e in meta.row_group(0).column(i).encodings)}
+            assert coded == {c for c in df.columns if pd.api.types.infer_dtype(df[c]) == "string"}
+            assert coded or name == "timeline"
