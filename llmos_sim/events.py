@@ -460,6 +460,22 @@ def _gather(column, positions: list) -> list:
     return list(map(column.__getitem__, positions))
 
 
+def ints_at(column: list, positions: np.ndarray) -> "np.ndarray | None":
+    """``column``'s values at ``positions`` as an int64 array when every one is an exact int
+    within int64, else None; gathered a block at a time, so no list of them all is held (a
+    million memory records' rows or devices)."""
+    out = np.empty(len(positions), dtype=np.int64)
+    for s in range(0, len(positions), TEXT_BLOCK):
+        part = _gather(column, positions[s:s + TEXT_BLOCK].tolist())
+        if set(map(type, part)) != {int}:
+            return None
+        try:
+            out[s:s + len(part)] = part
+        except OverflowError:
+            return None
+    return out
+
+
 class ByKind:
     """A log's records grouped by kind without a Python step per record: the kinds are
     factorised, each kind's records gathered in log order by numpy indexing and split into
@@ -637,16 +653,17 @@ class _KindColumns:
         self.fields: list = []
         self.rows: "np.ndarray | None" = None
         self.records: "list | None" = None
-        stored = _gather(log.data, seq.tolist())
         names = FIELDS.get(kind, ())
-        if isinstance(make, IntRows) and len(stored) and set(map(type, stored)) == {int}:
-            if make.width == len(names):  # every record a row of exact ints: int64 fields
-                self.rows = np.array(stored, dtype=np.int64)
+        rows = ints_at(log.data, seq) if isinstance(make, IntRows) and len(seq) else None
+        if rows is not None:  # every record a row of exact ints
+            if make.width == len(names):  # int64 fields
+                self.rows = rows
                 self.ways = ("int",) * make.width
                 self.fields = [make.matrix()] * make.width
                 return
-            self.records = list(map(tuple, make.matrix()[np.array(stored, dtype=np.int64)].tolist()))
+            self.records = list(map(tuple, make.matrix()[rows].tolist()))
             return
+        stored = _gather(log.data, seq.tolist())
         if hasattr(make, "columns") and len(stored) and set(map(type, stored)) == {int}:
             columns = make.columns(stored)  # the data field by field, with no tuple per record
             if len(columns) != len(names):

@@ -727,7 +727,7 @@ def _fill_memory(log, mvals: array, pools: list, mem_jobs: array, first_rec: int
 
     at = np.frombuffer(log.code, dtype=np.uint16)[first_rec:]
     pos = first_rec + np.flatnonzero((at == codes[0]) | (at == codes[1]))
-    devices = np.array(list(map(log.subject.__getitem__, pos.tolist())), dtype=np.int64)
+    devices = E.ints_at(log.subject, pos)
     ev = np.frombuffer(mem_jobs, dtype=np.int64)
     freed = ev >= n
     job = np.where(freed, ev - n, ev)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from llmos_sim import events as E
-from llmos_sim.events import EventLog, _gather
+from llmos_sim.events import EventLog
 from llmos_sim.kernel import sparse_gc
 from llmos_sim.types import Cluster
 
@@ -222,21 +222,11 @@ class _MemoryRows:
         if len(made) != 1:
             return None
         made = made.pop()
-        seq = pos.tolist()
-        stored = _gather(log.data, seq)
-        if not isinstance(made, E.IntRows) or made.width != 8 or set(map(type, stored)) != {int}:
+        if not isinstance(made, E.IntRows) or made.width != 8:
             return None
-        rows = np.array(stored, dtype=np.int64)
-        del stored
-        device = _gather(log.subject, seq)
-        del seq
-        if set(map(type, device)) != {int}:
-            return None
-        try:
-            device = np.array(device, dtype=np.int64)
-        except OverflowError:
-            return None
-        return cls(log, pos, rows, device)
+        rows = E.ints_at(log.data, pos)
+        device = E.ints_at(log.subject, pos) if rows is not None else None
+        return None if device is None else cls(log, pos, rows, device)
 
     def __len__(self) -> int:
         return len(self.pos)

@@ -221,6 +221,20 @@ def test_memory_rows_are_written_as_each_record_is(spec, block):
     assert list(E._data_texts(log, kinds, codes, size=block)) == list(ByKind(log).data_strings())
 
 
+@given(st.lists(st.one_of(st.integers(-2**63, 2**63 - 1), st.integers(2**63, 2**64), st.booleans(), st.text(max_size=1)),
+                max_size=12), st.integers(1, 5))
+@settings(max_examples=60, deadline=None)
+def test_ints_at_gathers_exact_int64_ints_or_says_none(values, block):
+    positions = np.arange(len(values))[::-1]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(E, "TEXT_BLOCK", block)
+        got = E.ints_at(values, positions)
+    picked = [values[i] for i in positions]
+    exact = all(type(v) is int and -2**63 <= v < 2**63 for v in picked)
+    assert (got is not None) == exact
+    assert got is None or (got.dtype == np.int64 and got.tolist() == picked)
+
+
 def test_int_rows_keep_exact_int_tuples_as_rows_and_anything_else_as_given():
     log = EventLog()
     rows = log.int_rows((E.MEM_ALLOC, E.MEM_FREE), 3)
