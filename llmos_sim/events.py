@@ -336,10 +336,9 @@ class EventLog:
 def dictionary_columns(schema: pa.Schema) -> list[str]:
     """The columns of a table's parquet file whose pages are dictionary-encoded: its text
     columns (kinds, tenants, statuses, ops: few distinct values). Numbers and lists are
-    written plain: a dictionary of ids, times or sizes costs time to build and saves nothing
-    (the 300,000-job quickstart's memory table: 0.35 CPU-s and 43 MB instead of 0.55 and
-    48 with every column tried as a dictionary, as pyarrow does by default). The encoding
-    only: a file reads back as the same table."""
+    written plain: a dictionary of ids, times or sizes, which pyarrow tries by default for
+    every column, costs time to build and saves nothing. The encoding only: a file reads
+    back as the same table."""
     return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
 
 
