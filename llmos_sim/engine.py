@@ -29,7 +29,7 @@ from llmos_sim.kernel import Instant, events_pending, nothing_due_at, outcome, p
 from llmos_sim.events import EventLog
 from llmos_sim.policies.memory.base import MemoryPool
 from llmos_sim.policies.scheduling.base import ClusterScheduler, Decision
-from llmos_sim.types import CAPACITY_TOLERANCE, FULL_DEVICE_MILLI, GPU, Cluster, Job, JobTable, Task
+from llmos_sim.types import ARRIVE_FIELDS, CAPACITY_TOLERANCE, FULL_DEVICE_MILLI, GPU, Cluster, Job, JobTable, Task
 from llmos_sim.view import ClusterView, FinishedJobs, FreeDevices, RunningJob, Tentative
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class Engine:
         self.log = EventLog()
         log_ = self.log  # the hot kinds' records are appended to the log's columns directly
         # an arrival's data are the job's fields: the record keeps the (immutable) job
-        self._c_arrive = log_.derive(E.ARRIVE, attrgetter("gpus", "work_flops", "gpu_milli", "tenant"))
+        self._c_arrive = log_.derive(E.ARRIVE, attrgetter(*ARRIVE_FIELDS))
         self._c_start, self._c_finish = log_.code_of(E.START), log_.code_of(E.FINISH)
         self._c_preempt: int | None = None  # interned at the first preemption (kinds keep first-use order)
         self._log_time, self._log_code = log_.time.append, log_.code.append

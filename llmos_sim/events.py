@@ -167,7 +167,9 @@ class EventLog:
     def derive(self, kind: Any, make_data: Callable[[Any], tuple]) -> int:
         """Make ``kind`` derived: its records' ``data`` hold an immutable object and
         ``make_data(object)`` is the record's data tuple. Only before its first record; returns
-        its code."""
+        its code. A ``make_data`` that stores ints may also give many records' data at once,
+        field by field: ``make_data.columns(stored) -> [column, ...]`` (the tables use it;
+        :class:`~llmos_sim.types.Arrivals`)."""
         c = self.code_of(kind)
         if c in self.code:
             raise ValueError(f"kind {kind!r} already has records; derive it before the first")
@@ -304,10 +306,8 @@ class EventLog:
         """Write the events table (:meth:`table`) to the parquet file ``path`` one block of the
         log at a time (a row group each, written from Arrow arrays), so the whole table is
         never held: reading the file gives the table :meth:`table` makes."""
-        import pyarrow.parquet as pq
-
         if not len(self):
-            self.table().to_parquet(path, index=False)
+            write_frame(self.table(), path)
             return
         with sparse_gc():
             kinds, codes = _present_kinds(self)
@@ -318,7 +318,7 @@ class EventLog:
                     if writer is None:  # the schema (and pandas' metadata) of the table's frame
                         first = self._table_rows(b.start, b.start + 1, kinds, codes[b.start:b.start + 1],
                                                  _text_column(b.data[:1]), _text_column(b.subject[:1]))
-                        writer = pq.ParquetWriter(path, pa.Schema.from_pandas(first, preserve_index=False))
+                        writer = parquet_writer(path, pa.Schema.from_pandas(first, preserve_index=False))
                     if set(map(type, kinds)) == {str}:
                         block = pa.Table.from_arrays(
                             [pa.array(np.arange(b.start, b.end, dtype=np.int64)), pa.array(times[b.start:b.end]),
@@ -331,6 +331,34 @@ class EventLog:
             finally:
                 if writer is not None:
                     writer.close()
+
+
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The columns of a table's parquet file whose pages are dictionary-encoded: its text
+    columns (kinds, tenants, statuses, ops: few distinct values). Numbers and lists are
+    written plain: a dictionary of ids, times or sizes, which pyarrow tries by default for
+    every column, costs time to build and saves nothing. The encoding only: a file reads
+    back as the same table."""
+    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+
+
+def parquet_writer(path: "str | Path", schema: pa.Schema):
+    """A ``pyarrow.parquet.ParquetWriter`` for a table of ``schema`` written in parts (row
+    groups), encoded as :func:`dictionary_columns` says."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetWriter(path, schema, use_dictionary=dictionary_columns(schema))
+
+
+def write_frame(df: pd.DataFrame, path: "str | Path") -> None:
+    """``df.to_parquet(path, index=False)`` (the same schema and pandas metadata, Snappy), its
+    columns encoded as :func:`dictionary_columns` says."""
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if df.attrs:  # as pandas keeps them
+        table = table.replace_schema_metadata({**table.schema.metadata, "PANDAS_ATTRS": json.dumps(df.attrs)})
+    pq.write_table(table, path, compression="snappy", use_dictionary=dictionary_columns(table.schema))
 
 
 class IntRows:
@@ -431,6 +459,22 @@ def _gather(column, positions: list) -> list:
     return list(map(column.__getitem__, positions))
 
 
+def ints_at(column: list, positions: np.ndarray) -> "np.ndarray | None":
+    """``column``'s values at ``positions`` as an int64 array when every one is an exact int
+    within int64, else None; gathered a block at a time, so no list of them all is held (a
+    million memory records' rows or devices)."""
+    out = np.empty(len(positions), dtype=np.int64)
+    for s in range(0, len(positions), TEXT_BLOCK):
+        part = _gather(column, positions[s:s + TEXT_BLOCK].tolist())
+        if set(map(type, part)) != {int}:
+            return None
+        try:
+            out[s:s + len(part)] = part
+        except OverflowError:
+            return None
+    return out
+
+
 class ByKind:
     """A log's records grouped by kind without a Python step per record: the kinds are
     factorised, each kind's records gathered in log order by numpy indexing and split into
@@ -455,7 +499,7 @@ class ByKind:
             datas = [r[3] for r in records]
             derived = {}
         self.codes: np.ndarray = codes
-        self.order = np.argsort(codes, kind="stable")  # the records grouped by kind, in log order within
+        self.order = _grouped(codes, len(self.kinds))  # the records grouped by kind, in log order within
         counts = np.bincount(codes, minlength=len(self.kinds))
         ends = np.cumsum(counts)
         self.groups: dict[Any, KindRecords] = {}
@@ -478,13 +522,22 @@ class ByKind:
 
 def _present_kinds(log: EventLog) -> tuple[list, np.ndarray]:
     """The kinds with records, in order of their first record (a kind may be interned before
-    it has one), and each record's index in that list."""
+    it has one), and each record's index in that list. A log has few kinds: each one's first
+    record is found by a scan, not by sorting the codes."""
     codes = log.codes_array()
-    present, first = np.unique(codes, return_index=True)
+    present = np.flatnonzero(np.bincount(codes))
+    first = [int(np.argmax(codes == c)) for c in present.tolist()]
     present = present[np.argsort(first)]
     remap = np.zeros(len(log.kinds) + 1, dtype=np.intp)
     remap[present] = np.arange(len(present))
     return [log.kinds[c] for c in present.tolist()], remap[codes]
+
+
+def _grouped(codes: np.ndarray, n_kinds: int) -> np.ndarray:
+    """The records' positions grouped by kind index (``codes``: each record's, ``0..n_kinds-1``),
+    in log order within a kind: ``np.argsort(codes, kind="stable")``, made by one scan per kind."""
+    return np.concatenate([np.flatnonzero(codes == k) for k in range(n_kinds)]) if len(codes) else \
+        np.zeros(0, dtype=np.intp)
 
 
 def _in_log_order(parts: list, order: np.ndarray) -> pa.Array:
@@ -535,7 +588,7 @@ def _event_blocks(log: EventLog, kinds: list, codes: np.ndarray, size: "int | No
     columns that falls in it and puts the texts in log order. Only one block's texts are held
     at a time (besides what the caller keeps)."""
     size = size or TEXT_BLOCK
-    order = np.argsort(codes, kind="stable")  # the records grouped by kind, in log order within
+    order = _grouped(codes, len(kinds))  # the records grouped by kind, in log order within
     counts = np.bincount(codes, minlength=len(kinds))
     ends = np.cumsum(counts)
     derived = {log.kinds[c]: f for c, f in log.derived.items()}
@@ -599,23 +652,32 @@ class _KindColumns:
         self.fields: list = []
         self.rows: "np.ndarray | None" = None
         self.records: "list | None" = None
-        stored = _gather(log.data, seq.tolist())
         names = FIELDS.get(kind, ())
-        if isinstance(make, IntRows) and len(stored) and set(map(type, stored)) == {int}:
-            if make.width == len(names):  # every record a row of exact ints: int64 fields
-                self.rows = np.array(stored, dtype=np.int64)
+        rows = ints_at(log.data, seq) if isinstance(make, IntRows) and len(seq) else None
+        if rows is not None:  # every record a row of exact ints
+            if make.width == len(names):  # int64 fields
+                self.rows = rows
                 self.ways = ("int",) * make.width
                 self.fields = [make.matrix()] * make.width
                 return
-            self.records = list(map(tuple, make.matrix()[np.array(stored, dtype=np.int64)].tolist()))
+            self.records = list(map(tuple, make.matrix()[rows].tolist()))
             return
-        data = list(map(make, stored)) if make is not None else stored
+        stored = _gather(log.data, seq.tolist())
+        if hasattr(make, "columns") and len(stored) and set(map(type, stored)) == {int}:
+            columns = make.columns(stored)  # the data field by field, with no tuple per record
+            if len(columns) != len(names):
+                self.records = list(zip(*columns))
+                return
+        else:
+            data = list(map(make, stored)) if make is not None else stored
+            if not data or set(map(type, data)) != {tuple} or len(set(map(len, data))) != 1 \
+                    or len(data[0]) != len(names):
+                self.records = data
+                return
+            columns = zip(*data)
         del stored
-        if not data or set(map(type, data)) != {tuple} or len(set(map(len, data))) != 1 or len(data[0]) != len(names):
-            self.records = data
-            return
         ways = []
-        for col in zip(*data):
+        for col in columns:
             types = set(map(type, col))
             arr = np.array(col) if types <= _NUMBERS else None
             way = _field_way(types, arr is not None and arr.dtype == np.int64)
@@ -629,12 +691,17 @@ class _KindColumns:
             return _kind_json(self.kind, self.records[lo:hi], None, ())
         if not self.ways:  # empty tuples
             return pa.array(["{}"] * (hi - lo), type=pa.large_string())
+        if self.rows is not None:  # equal rows, equal texts: each run of equal rows written once
+            m = self.fields[0][self.rows[lo:hi]]
+            new = np.ones(len(m), dtype=bool)
+            new[1:] = (m[1:] != m[:-1]).any(axis=1)
+            first = m[new]
+            texts = _kind_json(self.kind, (), self.ways, self.ways, lambda j: _field_json(None, "int", first[:, j]))
+            return texts if len(first) == len(m) else texts.take(pa.array(np.cumsum(new) - 1))
         return _kind_json(self.kind, (), self.ways, self.ways, lambda j: self._field(j, lo, hi))
 
     def _field(self, j: int, lo: int, hi: int) -> pa.Array:
         way, values = self.ways[j], self.fields[j]
-        if self.rows is not None:
-            return _field_json(None, way, values[self.rows[lo:hi], j])
         if way == "int":
             return _field_json(None, way, values[lo:hi])
         if way == "float":

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from llmos_sim import events as E
 from llmos_sim.kernel import advance_to
-from llmos_sim.types import FULL_DEVICE_MILLI, Constant, Job, JobRows, JobTable, Task
+from llmos_sim.types import FULL_DEVICE_MILLI, Arrivals, Constant, Job, JobRows, JobTable, Task
 from llmos_sim.view import ClusterView, Tentative
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -160,7 +160,7 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     if table is not None and engine._c_arrive in log.code:  # the log's arrivals already hold jobs
         table = None
     if table is not None:  # arrivals keep their row number: (gpus, work, milli, tenant) derived from it
-        log.derived[engine._c_arrive] = table.arrive
+        log.derived[engine._c_arrive] = Arrivals(table)
 
     def column(name: str, hot: bool = False):
         """The jobs' ``name``s, indexable by job (a table's own column: no copy; ``hot``: read
@@ -211,6 +211,21 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     # (no live allocation; the same counts and next id), and mid-run every placement reads
     # only fits() (free bytes), which the counters keep exact
     ideal = mvals is not None and set(map(type, mem)) <= {int}
+    # ... and with Pack (which asks no pool: it is inlined here) on pools that start empty, a
+    # free device's pool is always empty: only the job holding a device allocates on it, and
+    # frees it all before giving the device back. So when every job's memory fits every empty
+    # pool (<= fit_all), a job is placed as one without memory and its memory records are
+    # known without the pools: ``(job, 0, M_d, M_d, M_d, M_d, M_d, capacity − M_d)`` on each
+    # of its devices at its start, the same with the pool empty again at its finish. The run
+    # logs each record's row number and notes only the job (``mem_jobs``); the rows and the
+    # pools' counters are filled in at the end (:func:`_fill_memory`): nothing reads a busy
+    # device's pool or the rows before then
+    batched = (ideal and type(sched.placement) is Pack and max(mem, default=0) <= fit_all
+               and not any(p._allocated or p._requested or p._live for p in pools))
+    place_max = fit_all if batched else 0  # the most memory a job placed as one without may have
+    mem_jobs = array("q")  # per batched start: the job; per finish: the job + n
+    first_rec, first_row = len(log), len(mvals) >> 3 if mvals is not None else 0
+    mem_row = first_row  # the row number of the next memory record
     c_alloc = log.code_of(E.MEM_ALLOC) if pools and log_memory else -1
     c_free = log.code_of(E.MEM_FREE) if pools and log_memory else -1
     devices_seen, starts_seen, last_reject = engine._devices_seen, engine._starts_seen, engine._last_reject
@@ -254,6 +269,21 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     queue: list = []
     keys: list = []  # (key, index), sorted; parallel to queue (key orders only)
 
+    t_ext, c_ext, s_ext, d_ext = log.time.extend, log.code.extend, log.subject.extend, log.data.extend
+    mem_app = mem_jobs.append
+
+    def mem_records(t: float, code: int, devices: tuple, event: int) -> None:
+        """A batched job's ``mem_alloc`` (``event``: the job) or ``mem_free`` (the job + n)
+        records on its ``devices`` (see ``batched``): their rows are filled in at the end."""
+        nonlocal mem_row
+        g = len(devices)
+        t_ext((t,) * g)
+        c_ext((code,) * g)
+        s_ext(devices)
+        d_ext(range(mem_row, mem_row + g))
+        mem_row += g
+        mem_app(event)
+
     def log_mem(t: float, code: int, dv: int, owner, a, pool) -> None:
         """A ``mem_alloc``/``mem_free`` record (Engine._alloc_memory / _free_memory)."""
         t_app(t)
@@ -267,7 +297,9 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
         ``taken``: the caller has taken the devices from the free ones (a job without memory);
         ``node``: the caller knows the devices' one node (-1: several)."""
         got = None
-        if pools and mem[k] > 0:
+        if pools and mem[k] > 0 and mem[k] <= place_max:
+            mem_records(t, c_alloc, devices, k)
+        elif pools and mem[k] > 0:
             nbytes, jid = mem[k], ids[k]
             got = []
             if ideal:  # IdealPool.allocate and the mem_alloc record, inlined (see `ideal` above)
@@ -451,7 +483,9 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
                 s_app(ids[k])
                 d_app(())
                 got = allocs[k] if pools else None
-                if got and ideal:  # IdealPool.free and the mem_free record, inlined
+                if batched and mem[k] > 0:
+                    mem_records(t, c_free, d, k + n)
+                elif got and ideal:  # IdealPool.free and the mem_free record, inlined
                     nbytes, jid = mem[k], ids[k]
                     for dv, used in got:
                         pool = pools[dv]
@@ -540,7 +574,7 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
                 if blocking or avail == 0:
                     break
                 continue
-            if pack_simple and not planned and (mem is None or mem[k] <= 0):
+            if pack_simple and not planned and (mem is None or mem[k] <= place_max):
                 node = None
                 for c in range(g, maxk + 1):  # Pack.place_whole's fast path (first_node_with)
                     for nd in buckets[c]:  # its first untouched node with exactly c free
@@ -577,8 +611,10 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
                         last_reject.pop(ids[k], None)
                     if hit is None:
                         start(t, k, devices, taken=True)
-                    else:  # start(), inlined for a job without memory on known devices
+                    else:  # start(), inlined for a job on known devices (memory: batched)
                         data = hit[0]
+                        if pools and mem[k] > 0:
+                            mem_records(t, c_alloc, data[0], k)
                         heappush(heap, (t + (pre[k] + work[k] / hit[1] * 1.0), tick(), k))
                         start_s[k] = t
                         devs[k] = data[0]
@@ -661,6 +697,8 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
                     del queue[pos]
                     if keys:
                         del keys[pos]
+    if mem_jobs:
+        _fill_memory(log, mvals, pools, mem_jobs, first_rec, first_row, (c_alloc, c_free), ids, mem, gpus, n)
     if defer:
         _fill_finished(finished, order, times, start_s, pre, gpus, table if table is not None else jobs)
     advance_to(engine.env, now)
@@ -669,6 +707,54 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
         engine._fail_stalled()
         return "stalled"
     return "drained"
+
+
+#: rows of memory records made at a time by :func:`_fill_memory`
+FILL_BLOCK = 1 << 16
+
+
+def _fill_memory(log, mvals: array, pools: list, mem_jobs: array, first_rec: int, first_row: int,
+                 codes: tuple, ids: list, mem, gpus: list, n: int) -> None:
+    """The rows of a batched run's memory records and its ideal pools' counters (see
+    ``batched`` in :func:`run`). ``mem_jobs``: per start the job, per finish the job + ``n``,
+    in log order; their records are the log's ``mem_alloc``/``mem_free`` records from
+    ``first_rec`` on, rows ``first_row`` on, one per device of the job (its ``gpus``), the
+    device their subject. A start's row on device d is ``(id, 0, M_d, M_d, M_d, M_d, M_d,
+    capacity_d − M_d)``, a finish's ``(id, 0, M_d, M_d, 0, 0, 0, capacity_d)``: what
+    ``IdealPool`` gives on an empty pool. Each allocation counts one allocation id, allocation
+    and free on its device, as ``allocate`` and ``free`` count them (all are freed by the end)."""
+    import numpy as np
+
+    at = np.frombuffer(log.code, dtype=np.uint16)[first_rec:]
+    pos = first_rec + np.flatnonzero((at == codes[0]) | (at == codes[1]))
+    devices = E.ints_at(log.subject, pos)
+    ev = np.frombuffer(mem_jobs, dtype=np.int64)
+    freed = ev >= n
+    job = np.where(freed, ev - n, ev)
+    g = np.asarray(gpus, dtype=np.int64)[job]
+    if int(g.sum()) != len(devices) or len(mvals) != 8 * first_row:
+        raise RuntimeError("fast core: the batched memory records do not match their jobs")
+    job, freed = np.repeat(job, g), np.repeat(freed, g)
+    ids, mem = np.asarray(ids, dtype=np.int64), np.asarray(mem, dtype=np.int64)
+    cap = np.array([p.capacity_bytes for p in pools], dtype=np.int64)
+    for s in range(0, len(job), FILL_BLOCK):  # a block of rows at a time: written while in cache
+        e = min(s + FILL_BLOCK, len(job))
+        k = job[s:e]
+        nbytes = mem[k]
+        held = np.where(freed[s:e], 0, nbytes)
+        rows = np.empty((e - s, 8), dtype=np.int64)
+        rows[:, 0] = ids[k]
+        rows[:, 1] = 0
+        rows[:, 2] = rows[:, 3] = nbytes
+        rows[:, 4] = rows[:, 5] = rows[:, 6] = held
+        rows[:, 7] = cap[devices[s:e]] - held
+        mvals.frombytes(memoryview(rows).cast("B"))
+    per = np.bincount(devices[~freed], minlength=len(pools))
+    for dv in np.flatnonzero(per).tolist():
+        pool, c = pools[dv], int(per[dv])
+        pool._next_id += c
+        pool._n_alloc += c
+        pool._n_free += c
 
 
 def _ids_are_rows(table: JobTable) -> bool:

@@ -19,6 +19,7 @@ and seed give the same requests in both modes.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import json
@@ -36,7 +37,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from llmos_sim.engine import Engine
-from llmos_sim.events import EventLog
+from llmos_sim.events import EventLog, write_frame
 from llmos_sim.metrics import memory_table, training_summary
 from llmos_sim.metrics.tables import Tables, jobs_and_timeline, write_memory_table
 from llmos_sim.outputs import (LOCK, MARKER, PARTIAL_PREFIX, clean_partials, config_sha256, output_lock, provenance,
@@ -96,7 +97,7 @@ def build_engine(cfg: DictConfig, streams: dict[str, np.random.Generator], progr
     scheduler = instantiate(_key(cfg, "scheduler"))
     _give_rng(scheduler, streams["scheduler"])
     _give_rng(getattr(scheduler, "placement", None), streams["placement"])
-    pool_factory = instantiate(cfg.memory) if OmegaConf.select(cfg, "memory") is not None else None
+    pool_factory = PoolCopies(instantiate(cfg.memory)) if OmegaConf.select(cfg, "memory") is not None else None
     backend = instantiate(_key(cfg, "backend"))
     _give_rng(backend, streams["backend"])
     eng = cfg.get("engine", {}) or {}
@@ -111,6 +112,27 @@ def build_engine(cfg: DictConfig, streams: dict[str, np.random.Generator], progr
         fast_path=str(eng.get("fast_path", "auto")),
         progress=progress,
     )
+
+
+class PoolCopies:
+    """A pool factory that asks the configured one (a Hydra partial, whose every call is
+    checked against Hydra's target policy: ~0.1 ms) once per capacity and hands out copies of
+    that fresh pool: a cluster of 10,240 devices of one type builds one pool and 10,240 copies
+    (``copy.deepcopy``: ~10 µs for the ideal pool). A fresh pool depends only on its capacity
+    and its configured settings, so a copy is the pool the factory would have made; the kept
+    one is never handed out."""
+
+    __slots__ = ("factory", "fresh")
+
+    def __init__(self, factory: Callable[[int], Any]) -> None:
+        self.factory = factory
+        self.fresh: dict[int, Any] = {}  # capacity -> a pool the factory made, never used
+
+    def __call__(self, capacity_bytes: int) -> Any:
+        pool = self.fresh.get(capacity_bytes)
+        if pool is None:
+            pool = self.fresh[capacity_bytes] = self.factory(capacity_bytes)
+        return copy.deepcopy(pool)
 
 
 @dataclass
@@ -451,7 +473,7 @@ def write_results(result: RunResult, out_dir: str | Path, plots: bool = True, tr
                 if isinstance(result.tables, Tables):  # a lazy table is written without being held whole
                     result.tables.to_parquet(name, tmp / f"{name}.parquet")
                 else:
-                    result.tables[name].to_parquet(tmp / f"{name}.parquet", index=False)
+                    write_frame(result.tables[name], tmp / f"{name}.parquet")
             if plots:
                 _plots(result, tmp)
             if trace:

@@ -426,6 +426,18 @@ class JobTable(Sequence):
                 cols[f] = list(map(c.__getitem__, rows.tolist()))
         return JobTable(len(rows), cols)
 
+    def gather(self, name: str, rows: Sequence[int]) -> list:
+        """Column ``name``'s values at ``rows`` (row numbers), as a list: the values and Python
+        types ``table[k].<name>`` has, without a step per row for a column of numbers."""
+        c = self.cols[name]
+        if isinstance(c, Constant):
+            return [c.value] * len(rows)
+        if isinstance(c, array):
+            import numpy as np
+
+            return self.array(name)[np.asarray(rows, dtype=np.int64)].tolist()
+        return list(map(c.__getitem__, rows))
+
     def arrive(self, k: int) -> tuple:
         """The ``arrive`` record's data of row ``k``: ``(gpus, work_flops, gpu_milli, tenant)``,
         the fields an arrival logs (the fast core logs the row number; the log derives this)."""
@@ -452,6 +464,30 @@ class JobTable(Sequence):
 
     def __repr__(self) -> str:
         return f"JobTable({self.n} jobs)"
+
+
+#: the :class:`Job` fields an ``arrive`` record's data holds, in order
+ARRIVE_FIELDS = ("gpus", "work_flops", "gpu_milli", "tenant")
+
+
+class Arrivals:
+    """How a log derives its ``arrive`` records' data when each stores its job's row in a
+    :class:`JobTable` (the fast core's arrivals): called with a row, the data tuple
+    (:meth:`JobTable.arrive`); :meth:`columns` gives many rows' data as one column per field,
+    which the tables read instead of a tuple per record."""
+
+    __slots__ = ("table",)
+
+    def __init__(self, table: JobTable) -> None:
+        self.table = table
+
+    def __call__(self, k: int) -> tuple:
+        return self.table.arrive(k)
+
+    def columns(self, rows: Sequence[int]) -> list[list]:
+        """The data of the arrivals of ``rows``, field by field (:data:`ARRIVE_FIELDS`): what
+        ``zip(*map(self, rows))`` gives, as lists."""
+        return [self.table.gather(f, rows) for f in ARRIVE_FIELDS]
 
 
 class JobRows(Sequence):

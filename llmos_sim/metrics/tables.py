@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from llmos_sim import events as E
-from llmos_sim.events import EventLog, _gather
+from llmos_sim.events import EventLog
 from llmos_sim.kernel import sparse_gc
 from llmos_sim.types import Cluster
 
@@ -222,21 +222,11 @@ class _MemoryRows:
         if len(made) != 1:
             return None
         made = made.pop()
-        seq = pos.tolist()
-        stored = _gather(log.data, seq)
-        if not isinstance(made, E.IntRows) or made.width != 8 or set(map(type, stored)) != {int}:
+        if not isinstance(made, E.IntRows) or made.width != 8:
             return None
-        rows = np.array(stored, dtype=np.int64)
-        del stored
-        device = _gather(log.subject, seq)
-        del seq
-        if set(map(type, device)) != {int}:
-            return None
-        try:
-            device = np.array(device, dtype=np.int64)
-        except OverflowError:
-            return None
-        return cls(log, pos, rows, device)
+        rows = E.ints_at(log.data, pos)
+        device = E.ints_at(log.subject, pos) if rows is not None else None
+        return None if device is None else cls(log, pos, rows, device)
 
     def __len__(self) -> int:
         return len(self.pos)
@@ -269,7 +259,6 @@ class _MemoryRows:
         """Write the memory table to parquet ``path`` from Arrow arrays, ``block`` rows per
         row group: reading it gives :meth:`frame`."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         ops = pa.array(_OPS.tolist(), type=pa.large_string())
         writer = None
@@ -280,7 +269,7 @@ class _MemoryRows:
                     head = {k: v[:1] for k, v in cols.items()}
                     head["op"] = _OPS.array.take(head["op"])
                     head["owner"] = pd.Series(head["owner"]).astype(str)
-                    writer = pq.ParquetWriter(path, pa.Schema.from_pandas(pd.DataFrame(head), preserve_index=False))
+                    writer = E.parquet_writer(path, pa.Schema.from_pandas(pd.DataFrame(head), preserve_index=False))
                 arrays = {k: pa.array(v) for k, v in cols.items()}
                 arrays["op"] = ops.take(arrays["op"])
                 arrays["owner"] = arrays["owner"].cast(pa.large_string())
@@ -303,7 +292,7 @@ def write_memory_table(log: EventLog, cluster: Cluster, path) -> None:
     with sparse_gc():
         rows = _MemoryRows.of(log)
         if rows is None:
-            memory_table(log, cluster).to_parquet(path, index=False)
+            E.write_frame(memory_table(log, cluster), path)
         else:
             rows.write(cluster, path)
 
@@ -395,7 +384,7 @@ class Tables(MutableMapping):
         if name in self._lazy:
             self._lazy[name][1](path)
         else:
-            self[name].to_parquet(path, index=False)
+            E.write_frame(self[name], path)
 
     def __repr__(self) -> str:
         return f"Tables({', '.join(n + ('' if n in self._made else ' (lazy)') for n in self._names)})"
@@ -446,11 +435,14 @@ class _Life:
         try:
             self.row = row = np.fromiter(map(row_of.__getitem__, subject), dtype=np.int64, count=len(subject))
             arr_data = list(map(data.__getitem__, arr))
-            if make_arrive is not None:
-                arr_data = list(map(make_arrive, arr_data))
-            if arr_data and set(map(len, arr_data)) != {4}:
-                raise _Irregular("arrival data")
-            self.gpus, self.work, self.milli, self.tenant = (list(c) for c in zip(*arr_data)) if arr else ([],) * 4
+            if hasattr(make_arrive, "columns") and set(map(type, arr_data)) <= {int}:  # rows of a job table
+                self.gpus, self.work, self.milli, self.tenant = make_arrive.columns(arr_data)
+            else:
+                if make_arrive is not None:
+                    arr_data = list(map(make_arrive, arr_data))
+                if arr_data and set(map(len, arr_data)) != {4}:
+                    raise _Irregular("arrival data")
+                self.gpus, self.work, self.milli, self.tenant = (list(c) for c in zip(*arr_data)) if arr else ([],) * 4
         except KeyError:
             raise _Irregular("a record of a job that never arrived") from None
         self.arr_pos = np.asarray(arr, dtype=np.int64)

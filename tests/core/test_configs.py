@@ -6,7 +6,7 @@ import pytest
 from hydra.utils import instantiate
 
 import llmos_sim.configs as configs_pkg
-from llmos_sim.run import compose, run_config
+from llmos_sim.run import PoolCopies, compose, run_config
 
 CONFIG_DIR = Path(configs_pkg.__file__).parent
 # groups a training run instantiates (serving groups are covered by tests/serving)
@@ -36,6 +36,31 @@ def test_every_option_composes_and_instantiates(group, name):
         assert hasattr(obj, "jobs") or hasattr(obj, "requests")
     else:
         assert obj is not None
+
+
+@pytest.mark.parametrize("name", options("memory"))
+def test_a_copied_pool_is_the_pool_the_factory_makes(name):
+    """A run asks the configured pool factory once per device capacity and copies that fresh
+    pool for each device: a copy grants what a pool the factory makes grants, and two copies
+    share no state."""
+    if _needs_torch("memory", name):
+        pytest.importorskip("torch")
+    factory = instantiate(compose([f"memory={name}"]).memory)
+    asked = []
+    copies = PoolCopies(lambda cap: asked.append(cap) or factory(cap))
+    a, b = copies(2**30), copies(2**30)
+    copies(2**31)
+    assert asked == [2**30, 2**31]
+    made = factory(2**30)
+
+    def grant(pool, nbytes):
+        got = pool.allocate(nbytes, "t")
+        return got and (got.nbytes, got.requested, got.id, None if pool.owns_storage else (got.offset, got.blocks))
+
+    for nbytes in (4096, 3 * 2**20, 2**28, 2**29, 2**29):
+        assert grant(a, nbytes) == grant(made, nbytes)
+    assert a.stats() == made.stats() and a.stats().n_alloc > 0
+    assert b.stats() == factory(2**30).stats() and b.stats().n_alloc == 0
 
 
 @pytest.mark.parametrize("name", options("experiment"))

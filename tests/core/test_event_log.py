@@ -201,6 +201,40 @@ def test_events_table_in_blocks_equals_the_whole_columns(recs, block, derive):
     assert table["data"].tolist() == list(whole) and table["kind"].tolist() == [k for k, _ in recs]
 
 
+_ROWS8 = [(0,) * 8, (5, 0, 2**40, 2**40, 2**40, 2**40, 2**40, 7), (5, 0, 2**40, 2**40, 0, 0, 0, 7),
+          (-1, 2**63 - 1, 0, 0, 0, 0, 0, -2**63)]
+
+
+@given(st.lists(st.tuples(st.sampled_from([E.MEM_ALLOC, E.MEM_FREE, E.START]), st.integers(0, 3), st.integers(1, 4)),
+                min_size=1, max_size=20), st.integers(1, 7))
+@settings(max_examples=60, deadline=None)
+def test_memory_rows_are_written_as_each_record_is(spec, block):
+    """The engine's memory records (rows of 8 ints; a run of equal rows is written once): their
+    texts, for any block size, are those made record by record from the data tuples."""
+    log = EventLog()
+    rows = log.int_rows((E.MEM_ALLOC, E.MEM_FREE), 8)
+    for kind, row, times in spec:
+        for _ in range(times):
+            i = len(log)
+            log.emit(float(i), kind, i, ((i,), 1000, 1e13) if kind == E.START else rows.store(_ROWS8[row]))
+    kinds, codes = E._present_kinds(log)
+    assert list(E._data_texts(log, kinds, codes, size=block)) == list(ByKind(log).data_strings())
+
+
+@given(st.lists(st.one_of(st.integers(-2**63, 2**63 - 1), st.integers(2**63, 2**64), st.booleans(), st.text(max_size=1)),
+                max_size=12), st.integers(1, 5))
+@settings(max_examples=60, deadline=None)
+def test_ints_at_gathers_exact_int64_ints_or_says_none(values, block):
+    positions = np.arange(len(values))[::-1]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(E, "TEXT_BLOCK", block)
+        got = E.ints_at(values, positions)
+    picked = [values[i] for i in positions]
+    exact = all(type(v) is int and -2**63 <= v < 2**63 for v in picked)
+    assert (got is not None) == exact
+    assert got is None or (got.dtype == np.int64 and got.tolist() == picked)
+
+
 def test_int_rows_keep_exact_int_tuples_as_rows_and_anything_else_as_given():
     log = EventLog()
     rows = log.int_rows((E.MEM_ALLOC, E.MEM_FREE), 3)
@@ -285,8 +319,18 @@ def test_tables_written_unread_read_back_as_the_tables_made(tmp_path, overrides)
     being made; each file reads back as the table made from the same log."""
     from llmos_sim.run import compose, run_config, write_results
 
+    import pyarrow.parquet as pq
+
     res = run_config(compose(["experiment=quickstart", "workload.n_jobs=40", *overrides]))
     write_results(res, tmp_path, plots=False)
     assert set(res.tables) == {"jobs", "timeline", "memory", "events"}
     for name in res.tables:
-        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / f"{name}.parquet"), res.tables[name], check_exact=True)
+        path = tmp_path / f"{name}.parquet"
+        pd.testing.assert_frame_equal(pd.read_parquet(path), res.tables[name], check_exact=True)
+        df = res.tables[name]
+        if len(df):  # the text columns, and only they, are dictionary-encoded
+            meta = pq.ParquetFile(path).metadata
+            coded = {meta.schema.column(i).path for i in range(meta.num_columns)
+                     if any("DICTIONARY" in e for e in meta.row_group(0).column(i).encodings)}
+            assert coded == {c for c in df.columns if pd.api.types.infer_dtype(df[c]) == "string"}
+            assert coded or name == "timeline"

@@ -78,6 +78,23 @@ def test_fast_core_writes_the_general_engines_log(spec, policy, place, pool, clu
     same(fast, general)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(job_st, min_size=1, max_size=14), st.sampled_from(sorted(POLICIES)), st.sampled_from(sorted(CLUSTERS)),
+       st.sampled_from(["plain", "cross_node"]), st.sampled_from(["list", "table"]))
+def test_ideal_memory_that_fits_every_device_is_written_as_the_general_engine_does(spec, policy, cluster, cost,
+                                                                                   given_as):
+    """Every job's memory fits every device's empty ideal pool (at most 6 GB) and Pack places
+    the jobs: the fast core places them as jobs without memory and fills their memory records'
+    rows and the pools' counts in after the run (one device capacity, or two: ``mixed``); the
+    log, tables, finished jobs and pools are the general engine's."""
+    jobs = _jobs([(t, g, d, min(m, 6), *rest) for t, g, d, m, *rest in spec])
+    fast = _run(jobs if given_as == "list" else JobTable.from_jobs(jobs), cluster, policy, "pack", "ideal", "wait",
+                True, cost, "auto")
+    general = _run(jobs, cluster, policy, "pack", "ideal", "wait", True, cost, "off")
+    assert fast.fast_path_used
+    same(fast, general)
+
+
 def test_a_hand_computed_schedule_through_the_fast_core():
     """2 nodes x 2 devices at 1e13 FLOP/s, strict FIFO, Pack: job 0 (2 devices, 10 s) and job 1
     (4 devices, 5 s) arrive at 0; job 2 (1 device, 3 s) at 1. Job 1 blocks the head until job 0

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from llmos_sim.engine import Engine
 from llmos_sim.policies.scheduling import FIFO, LAS, SRTF
-from llmos_sim.types import GB, Cluster, Constant, DeviceSpec, Job, JobTable
+from llmos_sim.types import GB, Arrivals, Cluster, Constant, DeviceSpec, Job, JobTable
 from llmos_sim.workload import SyntheticJobs
 
 DEV = DeviceSpec("d", 1e13, 8 * GB)
@@ -37,6 +37,16 @@ def test_a_table_reads_back_its_jobs_values_and_types(jobs):
     assert list(t.take(rows)) == [jobs[r] for r in rows]
     for k, j in enumerate(jobs):
         assert t.arrive(k) == (j.gpus, j.work_flops, j.gpu_milli, j.tenant)
+    # many arrivals' data at once, field by field: the same values and types, any rows
+    picked = rows + rows[:3]
+    expected = [list(c) for c in zip(*map(t.arrive, picked))] or [[]] * 4
+    assert [_typed(c) for c in Arrivals(t).columns(picked)] == [_typed(c) for c in expected]
+    for f in Job.__dataclass_fields__:
+        assert _typed(t.gather(f, picked)) == _typed([getattr(jobs[k], f) for k in picked])
+
+
+def _typed(values):
+    return [(v, type(v)) for v in values]
 
 
 def test_columns_are_compact_and_exact():
