@@ -94,7 +94,11 @@ does not fit while sequences landed behind it hold blocks, with nothing runnable
 landed sequences give up their blocks: each is preempted by recompute (``req_preempt``) and
 waits to recompute its prompt there (``Replica._yield_landed``), instead of the head failing as
 unschedulable. Transfers that started before the preemption took their blocks then; vLLM's own
-scheduler would wait on such a head for ever.
+scheduler would wait on such a head for ever. A landed head that does not fit likewise goes
+first (first come first served): landed sequences each hold their prompt's blocks and may each
+need more before they run (the next token's block; static batching's whole reservation, which
+counts a landed request's held blocks as its own), so without it they would wait on each other
+until the head failed.
 
 Fast-forward on decode replicas: a span of decode iterations must not run past an arrival. A
 decode replica's arrivals are transfers; those under way end no earlier than their links'

@@ -192,13 +192,16 @@ class Replica:
             self._forget((w.rid,))
 
     def _yield_landed(self, env) -> bool:
-        """Disaggregation, a stalled decode replica: its head is a sequence preempted here that
-        does not fit while sequences landed behind it hold blocks. vLLM's scheduler puts
-        preempted requests at the front of its waiting queue, so the head goes first: the
-        landed ones give up their blocks and wait to recompute (a ``req_preempt``, recompute).
-        False (nothing done) in any other case."""
+        """Disaggregation, a stalled decode replica: its head (a sequence preempted here, or
+        one landed itself) does not fit while sequences landed behind it hold blocks. The head
+        goes first — vLLM's scheduler puts preempted requests at the front of its waiting
+        queue and serves the rest first come first served —, so the landed ones behind it give
+        up their blocks and wait to recompute (a ``req_preempt``, recompute). Without this,
+        landed sequences that each hold their prompt's blocks and each need more (the next
+        token's block, or static batching's whole reservation) would wait on each other until
+        the head failed as unschedulable. False (nothing done) in any other case."""
         waiting = self.waiting
-        if not waiting or waiting[0].landed or not any(w.landed for w in waiting):
+        if not any(w.landed for w in waiting[1:]):
             return False
         for w in waiting[1:]:
             if w.landed:

@@ -556,3 +556,27 @@ def test_a_preempted_head_goes_first_the_landed_behind_it_recompute():
                                 (9.5, 0, ("end", 0, 1, 16 * BPT)), (33.5, 1, ("end", 0, 1, 48 * BPT))]
     ev = [(t, k, s) for t, k, s in req_events(r.log) if k in ("req_preempt", D, X)]
     assert ev == [(25.5, "req_preempt", 0), (33.5, "req_preempt", 1), (56.5, D, 0), (57.5, D, 1)]
+
+
+def test_static_batching_counts_a_landed_requests_blocks_as_its_own():
+    # 4 blocks of 16 tokens, static batching. A (prompt 16, output 40) prefills 0->1 and its
+    # 16·512 B land at 1 + 0.5 + 8 = 9.5 with the 2 blocks of its 17 known tokens; its largest
+    # size (55 tokens: 4 blocks) is those 2 plus the 2 free: the batch forms at once and it
+    # decodes its 39 other tokens, finishing at 48.5 (counting its 2 held blocks against the
+    # free ones failed it as unschedulable)
+    r = run([[0, 16, 40]], bw=1024.0, batching="static", serving={"num_kv_blocks": 4})
+    assert [(t, k, s) for t, k, s in req_events(r.log) if k in (D, X)] == [(48.5, D, 0)]
+
+
+def test_a_landed_head_goes_first_the_landed_behind_it_recompute():
+    # 6 blocks of 16 tokens, static batching, fifo link at 1024 B/s after 0.5 s. A (prompt 16,
+    # output 40: 4 blocks at its largest) and B (prompt 48, output 2: 4 blocks) prefill 0->1;
+    # their transfers take 2 and 4 blocks at 1: A lands at 9.5 and waits for B's transfer (its
+    # batch needs 2 more blocks), B lands at 33.5. Each holds its prompt's blocks and A needs
+    # two more: A, first, goes first: B gives up its blocks to recompute, A's batch decodes 39
+    # tokens 33.5->72.5, then B recomputes its 49 known tokens 72.5->73.5 and finishes
+    r = run([[0, 16, 40], [0, 48, 2]], bw=1024.0, batching="static", serving={"num_kv_blocks": 6},
+            pools={"link": {"sharing": "fifo"}})
+    assert transfers(r.log)[2:] == [(9.5, 0, ("end", 0, 1, 16 * BPT)), (33.5, 1, ("end", 0, 1, 48 * BPT))]
+    ev = [(t, k, s) for t, k, s in req_events(r.log) if k in ("req_preempt", D, X)]
+    assert ev == [(33.5, "req_preempt", 1), (72.5, D, 0), (73.5, D, 1)]

@@ -30,13 +30,15 @@ class StaticBatching(BatchingPolicy):
 
     def admit(self, view: ReplicaView, budget: int, n_running: int) -> tuple[tuple[int, int], ...]:
         """The base's head-of-line admissions (each prompt fits now), cut at the first member
-        whose largest size, added to those before it, exceeds the blocks no one holds."""
+        whose largest size, added to those before it, exceeds the blocks no one holds. A
+        member's blocks already held (``shared``: a disaggregated request's KV received with
+        its blocks, a cached prefix) are part of its size but not taken from that room."""
         out = super().admit(view, budget, n_running)
         kv, waiting = view.kv, view.waiting
         room = kv.unheld_blocks
         for i, (pos, _) in enumerate(out):
             w = waiting[pos]
-            room -= kv.max_blocks(w.prompt, w.output)
+            room -= kv.max_blocks(w.prompt, w.output) - w.shared
             if room < 0:
                 return out[:i]
         return out
