@@ -488,6 +488,13 @@ class KVCacheManager:
             self.transfer_bytes += nbytes
         return True
 
+    def empty_pool_cache(self) -> bool:
+        """Release the memory the pool keeps cached for reuse (a caching allocator's
+        ``empty_cache``, which its own failed allocation would do before retrying): a
+        stalled replica's last resort before it fails its head, since :attr:`free_blocks`
+        counts only what is served without emptying that cache. True if any was released."""
+        return self.pool.empty_cache() > 0
+
     def take_transfer_bytes(self) -> int:
         """Host-link bytes of offloads and reloads since the last call (charged to an iteration)."""
         n, self.transfer_bytes = self.transfer_bytes, 0

@@ -292,6 +292,9 @@ class Replica:
                         continue
                     if not self.waiting:
                         raise RuntimeError(f"replica {self.index}: running sequences but nothing schedulable")
+                    if self.kv.empty_pool_cache():  # a caching pool's reserved memory, released: re-decide
+                        stalls = 0
+                        continue
                     if self.now > env.now:  # others see a failure at SimPy's time: catch up first
                         yield self._at(self.now)
                     self._fail_head("unschedulable: the batching policy never admits it on an empty replica")

@@ -580,3 +580,34 @@ def test_a_landed_head_goes_first_the_landed_behind_it_recompute():
     assert transfers(r.log)[2:] == [(9.5, 0, ("end", 0, 1, 16 * BPT)), (33.5, 1, ("end", 0, 1, 48 * BPT))]
     ev = [(t, k, s) for t, k, s in req_events(r.log) if k in ("req_preempt", D, X)]
     assert ev == [(33.5, "req_preempt", 1), (72.5, D, 0), (73.5, D, 1)]
+
+
+def test_a_stalled_replica_empties_a_caching_pools_cache_before_failing_its_head():
+    """A caching allocator keeps freed segments reserved: with nothing held, 3 cached 30-block
+    segments serve at most 30 blocks without emptying the cache, though all 100 are free.
+    A stalled replica empties it (as the allocator's own failed allocation would) before it
+    fails a head as unschedulable."""
+    from llmos_sim.policies.memory.caching import CachingPool
+    from llmos_sim.run import compose
+    from llmos_sim.serving.kv import KVCacheManager
+
+    mib = 1 << 20
+    k = KVCacheManager(CachingPool(100 * mib), mib // 16, 16)  # 1 MiB blocks
+    for s in "ABC":
+        assert k.grow(s, 30)
+    for s in "ABC":
+        k.release(s)
+    assert (k.unheld_blocks, k.free_blocks) == (100, 30)
+    assert k.empty_pool_cache() and k.free_blocks == 100
+    assert not k.empty_pool_cache()  # nothing left cached
+    # a stress draw whose prefill replica failed three requests (1,205-1,773 blocks) as
+    # unschedulable with all 28,252 blocks free, 519 of them served without emptying the cache
+    ov = ["mode=serving", "batching=chunked_prefill", "memory=caching", "seed=39", "output.plots=false",
+          "workload=mooncake_synthetic", "workload.max_requests=40", "batching.preemption=swap",
+          "serving.host_kv_bytes=100000000", "topology=disaggregated", "topology.prefill.replicas=1",
+          "topology.decode.replicas=2", "topology.link.bw_bytes_s=1000000.0", "topology.link.sharing=fair",
+          "topology.link.scope=pair"]
+    res = simulate(compose(ov), seed=39)
+    fails = [d[0] for _, kind, _, d in res.log if kind == E.REQ_FAIL]
+    assert not [f for f in fails if f.startswith("unschedulable")]
+    assert len([1 for _, kind, _, _ in res.log if kind == E.REQ_FINISH]) + len(fails) == 40

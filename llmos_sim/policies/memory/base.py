@@ -191,6 +191,11 @@ class MemoryPool(ABC):
     def largest_free_bytes(self) -> int:
         """Largest single request that would succeed now."""
 
+    def empty_cache(self) -> int:
+        """Release memory the pool keeps reserved for reuse (``torch.cuda.empty_cache``);
+        returns the bytes released. A pool that keeps none releases 0."""
+        return 0
+
 
 class BlockPool(MemoryPool):
     """A pool of fixed-size blocks of :attr:`block_bytes` that grows an allocation in place by
