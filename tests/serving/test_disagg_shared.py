@@ -217,6 +217,13 @@ def test_bad_keys_of_a_disaggregated_service_are_named():
         cfg.services.chat.topology.decode.replicas = 0
     with pytest.raises(InputError, match="services.chat.topology.decode.replicas"):
         run_config(cfg)
+    for key, value in (("link.bw_bytes_s", "fast"), ("link.latency_s", -1.0), ("link.sharing", "lottery"),
+                       ("decode.tp", 0)):
+        cfg = _cfg([(0.0, 20, 3)])
+        with open_dict(cfg):
+            OmegaConf.update(cfg, f"services.chat.topology.{key}", value, force_add=True)
+        with pytest.raises(InputError, match=f"'services.chat.topology.{key}'"):
+            run_config(cfg)
     cfg = _cfg([(0.0, 20, 3)], steps=[], prefill=2)
     with open_dict(cfg):
         cfg.services.chat.autoscaler.max_replicas = 2
