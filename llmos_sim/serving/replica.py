@@ -200,16 +200,13 @@ class Replica:
         landed sequences that each hold their prompt's blocks and each need more (the next
         token's block, or static batching's whole reservation) would wait on each other until
         the head failed as unschedulable. False (nothing done) in any other case."""
-        waiting = self.waiting
-        if not any(w.landed for w in waiting[1:]):
-            return False
-        for w in waiting[1:]:
-            if w.landed:
-                w.landed = w.swapped = False
-                w.computed = w.shared = 0
-                self.kv.release(w.rid)
-                self.log.emit(self.now, E.REQ_PREEMPT, w.rid, (self.index, "recompute"))
-        return True
+        behind = [w for w in self.waiting[1:] if w.landed]
+        for w in behind:
+            w.landed = w.swapped = False
+            w.computed = w.shared = 0
+            self.kv.release(w.rid)
+            self.log.emit(self.now, E.REQ_PREEMPT, w.rid, (self.index, "recompute"))
+        return bool(behind)
 
     def _forget(self, rids) -> None:
         """Prefix caching: these requests are done here (finished or failed)."""

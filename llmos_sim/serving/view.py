@@ -125,6 +125,7 @@ class KVView(Protocol):
         """A sequence preempted by recompute: its tokens still cached after ``ahead`` more
         blocks are taken from the free queue's head (None for any other sequence)."""
 
+
 COLUMNS = ("rid", "prompt", "output", "computed", "generated", "blocks", "admit_seq", "priority", "pred",
            "arrival_s", "done")
 
