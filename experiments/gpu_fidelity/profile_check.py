@@ -11,7 +11,9 @@
    the mean, corrected with its ``alpha`` lookup at skew rate ``nb/n`` and longest ``kv_big``)
    is compared with ``t_skew``, each relative to its own uniform-at-the-mean time (the file's
    times are ~3.0× the attention table's at the same points, whatever the profiler summed:
-   only ratios are compared). Residuals by regime, rows, longest row.
+   only ratios are compared). Residuals by regime, rows, longest row, bucket; and the fit's
+   residuals as the other profiles' ``meta.yaml`` state theirs (their ``skew.csv`` is not
+   shipped: that is all there is to compare on the RTX PRO 6000).
 2. **Between measured row counts.** ``skew.csv`` measures rows at 2, 4, …, 256 only (each
    ``n`` bucket of ``skew_fit.csv`` holds one row count, its top edge). Leave one row count
    out and predict its measurements from its neighbours' bucket ``alpha``: the bucket rule
@@ -150,6 +152,32 @@ def step_parts(c: P.ProfiledCost, tp_dir: Path, kv: int = 1300) -> list[str]:
     return lines
 
 
+def fit_residuals(c: P.ProfiledCost, d: pd.DataFrame) -> list[str]:
+    """The residuals of the correction over ``skew.csv`` as the profiles' ``meta.yaml`` states
+    them for their own fit (|relative error| p50 / p90 / p99 and the signed mean of
+    ``t_mean + alpha·(t_max − t_mean)`` against ``t_skew``, the file's own ``t_mean`` and
+    ``t_max``), then through the model's attention table (its ratios), beside every stated one."""
+    a = np.array([c.skew(r.pc, r.n, r.nb / r.n, r.kv_big, r.kp) for r in d.itertuples()])
+    own = np.where(d.t_max_us > d.t_mean_us, d.t_mean_us + a * (d.t_max_us - d.t_mean_us), d.t_mean_us)
+
+    def row(what: str, n: int, rel) -> str:
+        q = np.percentile(np.abs(rel), [50, 90, 99])
+        return (f"| {what} | {n} | {100 * q[0]:.2f} / {100 * q[1]:.2f} / {100 * q[2]:.1f} % | "
+                f"{100 * float(np.mean(rel)):+.2f} % |")
+
+    lines = ["| fit of the unequal-length measurements | measurements | abs. rel. error p50 / p90 / p99 | signed mean |",
+             "|---|---|---|---|",
+             row("RTX 4090 Llama-3.1-8B TP1, the file's t_mean, t_max", len(d), own / d.t_skew_us - 1),
+             row("RTX 4090 Llama-3.1-8B TP1, the model (attention table)", len(d), d.model / d.measured - 1)]
+    for meta in sorted(P.PROFILES_DIR.glob("*/*/meta.yaml")):
+        per_tp = ((P.load_meta(meta.parent).get("skew_fit") or {}).get("per_tp") or {})
+        for tp, st in sorted(per_tp.items()):
+            lines.append(f"| {meta.parent.parent.name} {meta.parent.name} TP{tp}, as its meta.yaml states | "
+                         f"{st['n_samples']} | {100 * st['rel_err_p50']:.2f} / {100 * st['rel_err_p90']:.2f} / "
+                         f"{100 * st['rel_err_p99']:.1f} % | {100 * st['signed_mean']:+.2f} % |")
+    return lines
+
+
 def bucket_bias(c: P.ProfiledCost, d: pd.DataFrame) -> str:
     """The spread of the bias over ``skew_fit.csv``'s buckets (the rows each bucket's alpha covers)."""
     sk = c.skew
@@ -176,6 +204,9 @@ def main() -> None:
             lines += [""] + summary(d.assign(rows=lambda x: x.n), "rows")
             lines += [""] + summary(d.assign(longest=lambda x: x.kv_big), "longest")
             lines += ["", bucket_bias(c, d)]
+            lines += ["", "The same measurements as the profiles state their fit's residuals (the RTX PRO 6000 "
+                      "profiles ship no skew.csv, so for them only what their meta.yaml states):", ""]
+            lines += fit_residuals(c, d)
             lines += ["", "Between measured row counts (leave one row count out), all measurements:", ""]
             lines += leave_n_out(c, raw) + ["", "The same, pure decode only:", ""] + leave_n_out(c, raw[raw.regime == "pure"])
         else:
