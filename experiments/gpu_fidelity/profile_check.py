@@ -18,7 +18,8 @@
    ``n`` bucket of ``skew_fit.csv`` holds one row count, its top edge). Leave one row count
    out and predict its measurements from its neighbours' bucket ``alpha``: the bucket rule
    (the next measured row count up, as a bucket's top stands for the whole bucket) against
-   linear interpolation in rows (as every other table of the profile is read).
+   linear interpolation in rows (as every other table of the profile is read); the same for
+   the prefill chunk (the model takes the nearest measured one).
 3. **Leave-one-out on the attention and dense grids** at the batch sizes the runs use (the
    attention table's decode rows 2–128 by powers of 2, its decode lengths; the dense table's
    token counts): each point held out and interpolated from its neighbours.
@@ -89,6 +90,31 @@ def leave_n_out(c: P.ProfiledCost, raw: pd.DataFrame) -> list[str]:
 
         a, b = skew_rows(c, sel, step), skew_rows(c, sel, lin)
         lines.append(f"| {n} (from {lo}, {hi}) | {len(sel)} | {100 * a.err.mean():+.2f} % | {100 * b.err.mean():+.2f} % | "
+                     f"{100 * a.err.abs().mean():.2f} / {100 * b.err.abs().mean():.2f} % |")
+    return lines
+
+
+def leave_chunk_out(c: P.ProfiledCost, raw: pd.DataFrame) -> list[str]:
+    """Each interior prefill chunk's measurements predicted from its neighbours' alphas: the
+    model's rule (the nearest measured chunk; with the chunks doubling, the one below) against
+    linear interpolation in the chunk."""
+    pcs = sorted(x for x in raw.pc.unique() if x > 0)
+    sk = c.skew
+    lines = ["| held-out prefill chunk | measurements | bias, nearest chunk's alpha (the model's rule) | "
+             "bias, interpolated in the chunk | mean abs. error, nearest / interpolated |", "|---|---|---|---|---|"]
+    for lo, pc, hi in zip(pcs, pcs[1:], pcs[2:]):
+        sel = raw[raw.pc == pc]
+        w = (pc - lo) / (hi - lo)
+        near = lo if pc - lo <= hi - pc else hi
+
+        def nearest(r):
+            return sk(near, r.n, r.nb / r.n, r.kv_big, r.kp)
+
+        def lin(r):
+            return (1 - w) * sk(lo, r.n, r.nb / r.n, r.kv_big, r.kp) + w * sk(hi, r.n, r.nb / r.n, r.kv_big, r.kp)
+
+        a, b = skew_rows(c, sel, nearest), skew_rows(c, sel, lin)
+        lines.append(f"| {pc} (from {lo}, {hi}) | {len(sel)} | {100 * a.err.mean():+.2f} % | {100 * b.err.mean():+.2f} % | "
                      f"{100 * a.err.abs().mean():.2f} / {100 * b.err.abs().mean():.2f} % |")
     return lines
 
@@ -203,12 +229,16 @@ def main() -> None:
             lines += summary(d, "regime") + [""] + summary(d[d.regime == "pure"].assign(rows=lambda x: x.n), "rows")
             lines += [""] + summary(d.assign(rows=lambda x: x.n), "rows")
             lines += [""] + summary(d.assign(longest=lambda x: x.kv_big), "longest")
+            mixed = d[d.regime == "mixed"]
+            lines += [""] + summary(mixed.assign(chunk=lambda x: x.pc), "chunk")
+            lines += [""] + summary(mixed.assign(cached=lambda x: x.kp), "cached")
             lines += ["", bucket_bias(c, d)]
             lines += ["", "The same measurements as the profiles state their fit's residuals (the RTX PRO 6000 "
                       "profiles ship no skew.csv, so for them only what their meta.yaml states):", ""]
             lines += fit_residuals(c, d)
             lines += ["", "Between measured row counts (leave one row count out), all measurements:", ""]
             lines += leave_n_out(c, raw) + ["", "The same, pure decode only:", ""] + leave_n_out(c, raw[raw.regime == "pure"])
+            lines += ["", "Between measured prefill chunks (leave one chunk out):", ""] + leave_chunk_out(c, raw)
         else:
             lines += ["No `skew.csv` shipped (only its fit, `skew_fit.csv`): the correction cannot be checked "
                       "against the measurements."]
