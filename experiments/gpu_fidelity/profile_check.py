@@ -72,49 +72,34 @@ def summary(d: pd.DataFrame, by: str) -> list[str]:
     return lines
 
 
-def leave_n_out(c: P.ProfiledCost, raw: pd.DataFrame) -> list[str]:
-    """Section 2: each interior row count's measurements predicted from its neighbours' alphas."""
-    ns = sorted(raw.n.unique())
+#: leave-one-out along an axis of the correction: (column, what the model does between two
+#: measured values, the table header's words for the axis and for that rule)
+LOO_AXES = {"n": ("the next count up (bucket rule)", "rows"), "pc": ("the nearest (the model's rule)", "prefill chunk")}
+
+
+def leave_one_out(c: P.ProfiledCost, raw: pd.DataFrame, axis: str) -> list[str]:
+    """Section 2: each interior value of ``axis`` (``n`` or ``pc``) held out and its
+    measurements predicted from its neighbours' alphas, by the model's rule for values between
+    two measured ones (rows: the next measured count up, as a bucket's top stands for the whole
+    bucket; chunk: the nearest, with doubling chunks the one below) and by linear
+    interpolation."""
+    rule, name = LOO_AXES[axis]
+    vals = sorted(v for v in raw[axis].unique() if v > 0)
     sk = c.skew
-    lines = ["| held-out rows | measurements | bias, next count's alpha (bucket rule) | bias, interpolated in rows | "
-             "mean abs. error, bucket / interpolated |", "|---|---|---|---|---|"]
-    for lo, n, hi in zip(ns, ns[1:], ns[2:]):
-        sel = raw[raw.n == n]
-        w = (n - lo) / (hi - lo)
+    lines = [f"| held-out {name} | measurements | bias, {rule} | bias, interpolated | "
+             "mean abs. error, model's rule / interpolated |", "|---|---|---|---|---|"]
+    for lo, v, hi in zip(vals, vals[1:], vals[2:]):
+        sel = raw[raw[axis] == v]
+        w = (v - lo) / (hi - lo)
+        other = hi if axis == "n" or hi - v < v - lo else lo
 
-        def step(r):
-            return sk(r.pc, hi, r.nb / r.n, r.kv_big, r.kp)
+        def at(r, x):
+            pc, n = (x, r.n) if axis == "pc" else (r.pc, x)
+            return sk(pc, n, r.nb / r.n, r.kv_big, r.kp)
 
-        def lin(r):
-            return (1 - w) * sk(r.pc, lo, r.nb / r.n, r.kv_big, r.kp) + w * sk(r.pc, hi, r.nb / r.n, r.kv_big, r.kp)
-
-        a, b = skew_rows(c, sel, step), skew_rows(c, sel, lin)
-        lines.append(f"| {n} (from {lo}, {hi}) | {len(sel)} | {100 * a.err.mean():+.2f} % | {100 * b.err.mean():+.2f} % | "
-                     f"{100 * a.err.abs().mean():.2f} / {100 * b.err.abs().mean():.2f} % |")
-    return lines
-
-
-def leave_chunk_out(c: P.ProfiledCost, raw: pd.DataFrame) -> list[str]:
-    """Each interior prefill chunk's measurements predicted from its neighbours' alphas: the
-    model's rule (the nearest measured chunk; with the chunks doubling, the one below) against
-    linear interpolation in the chunk."""
-    pcs = sorted(x for x in raw.pc.unique() if x > 0)
-    sk = c.skew
-    lines = ["| held-out prefill chunk | measurements | bias, nearest chunk's alpha (the model's rule) | "
-             "bias, interpolated in the chunk | mean abs. error, nearest / interpolated |", "|---|---|---|---|---|"]
-    for lo, pc, hi in zip(pcs, pcs[1:], pcs[2:]):
-        sel = raw[raw.pc == pc]
-        w = (pc - lo) / (hi - lo)
-        near = lo if pc - lo <= hi - pc else hi
-
-        def nearest(r):
-            return sk(near, r.n, r.nb / r.n, r.kv_big, r.kp)
-
-        def lin(r):
-            return (1 - w) * sk(lo, r.n, r.nb / r.n, r.kv_big, r.kp) + w * sk(hi, r.n, r.nb / r.n, r.kv_big, r.kp)
-
-        a, b = skew_rows(c, sel, nearest), skew_rows(c, sel, lin)
-        lines.append(f"| {pc} (from {lo}, {hi}) | {len(sel)} | {100 * a.err.mean():+.2f} % | {100 * b.err.mean():+.2f} % | "
+        a = skew_rows(c, sel, lambda r: at(r, other))
+        b = skew_rows(c, sel, lambda r: (1 - w) * at(r, lo) + w * at(r, hi))
+        lines.append(f"| {v} (from {lo}, {hi}) | {len(sel)} | {100 * a.err.mean():+.2f} % | {100 * b.err.mean():+.2f} % | "
                      f"{100 * a.err.abs().mean():.2f} / {100 * b.err.abs().mean():.2f} % |")
     return lines
 
@@ -237,8 +222,9 @@ def main() -> None:
                       "profiles ship no skew.csv, so for them only what their meta.yaml states):", ""]
             lines += fit_residuals(c, d)
             lines += ["", "Between measured row counts (leave one row count out), all measurements:", ""]
-            lines += leave_n_out(c, raw) + ["", "The same, pure decode only:", ""] + leave_n_out(c, raw[raw.regime == "pure"])
-            lines += ["", "Between measured prefill chunks (leave one chunk out):", ""] + leave_chunk_out(c, raw)
+            lines += leave_one_out(c, raw, "n") + ["", "The same, pure decode only:", ""]
+            lines += leave_one_out(c, raw[raw.regime == "pure"], "n")
+            lines += ["", "Between measured prefill chunks (leave one chunk out):", ""] + leave_one_out(c, raw, "pc")
         else:
             lines += ["No `skew.csv` shipped (only its fit, `skew_fit.csv`): the correction cannot be checked "
                       "against the measurements."]
