@@ -30,6 +30,10 @@
    sampler. The element-wise share bounds what fusing them (the run's engine compiles the model
    with inductor, ``compilation_config.mode`` 3, ``custom_ops`` none; the profile ran eagerly)
    could remove from a step: nothing in the profile or the run measures how much it does.
+5. **Where the correction grows with rows**, both GPUs: each row-count bucket's mean
+   pure-decode ``alpha`` from ``skew_fit.csv``, beside the row count below which
+   FlashAttention 2's split heuristic (vLLM 0.19 runs FlashAttention 2 on both GPUs) splits
+   the rows' KV when it runs eagerly, as the profiler ran it.
 """
 from __future__ import annotations
 
@@ -189,6 +193,27 @@ def fit_residuals(c: P.ProfiledCost, d: pd.DataFrame) -> list[str]:
     return lines
 
 
+#: streaming multiprocessors (the GPUs' datasheets: AD102 in the RTX 4090, GB202 in the RTX PRO 6000)
+SMS = {"RTX 4090": 128, "RTX PRO 6000": 188}
+
+
+def alpha_by_rows(c: P.ProfiledCost, name: str) -> list[str]:
+    """Section 5: the mean pure-decode ``alpha`` of each row-count bucket (no prefill, no
+    cached KV; ``skew_fit.csv`` itself), and the row count below which FlashAttention 2's
+    split heuristic splits the rows' KV when it runs eagerly (rows × KV heads below
+    0.8 × 2 × SMs)."""
+    f = P._read(c.folder / f"tp{c.tp}", "skew_fit", ("pc", "n_label", "kp_label", "alpha"),
+                text=("n_label", "skew_rate_label", "kv_big_label", "kp_label"), signed=("alpha",))
+    labels = c.skew.bins[0][1]
+    pure = f[(f.pc == 0) & (f.kp_label == c.skew.bins[3][1][0])].groupby("n_label").alpha.mean()
+    have = [lab for lab in labels if lab in pure.index]
+    split = 0.8 * 2 * SMS[name] / c.model.kv_heads
+    return [f"Pure-decode `alpha` by row count, the bucket mean (FlashAttention 2 splits eagerly below "
+            f"{split:.1f} rows here: {SMS[name]} SMs, {c.model.kv_heads} KV heads):", "",
+            "| " + " | ".join(have) + " |", "|" + "---|" * len(have),
+            "| " + " | ".join(f"{pure[lab]:.3f}" for lab in have) + " |"]
+
+
 def bucket_bias(c: P.ProfiledCost, d: pd.DataFrame) -> str:
     """The spread of the bias over ``skew_fit.csv``'s buckets (the rows each bucket's alpha covers)."""
     sk = c.skew
@@ -228,6 +253,7 @@ def main() -> None:
         else:
             lines += ["No `skew.csv` shipped (only its fit, `skew_fit.csv`): the correction cannot be checked "
                       "against the measurements."]
+        lines += [""] + alpha_by_rows(c, name)
         lines += ["", "Leave-one-out on the grids:", ""] + grid_loo(c, tp_dir) + [""]
         if gpu is RTX4090:
             lines += ["A pure-decode step (ms, every row at 1,300 tokens, the run's graph padding):", ""]
