@@ -199,12 +199,20 @@ class Replica:
         up their blocks and wait to recompute (a ``req_preempt``, recompute). Without this,
         landed sequences that each hold their prompt's blocks and each need more (the next
         token's block, or static batching's whole reservation) would wait on each other until
-        the head failed as unschedulable. False (nothing done) in any other case."""
+        the head failed as unschedulable. Each is released as a recompute preemption of a
+        running row is (:meth:`_evict`): with prefix caching, a hashed one's units stay in the
+        cache and it takes back those still there when it returns (:meth:`_refresh_hits`); an
+        unhashed one's computed blocks stay findable in the free queue. False (nothing done)
+        in any other case."""
         behind = [w for w in self.waiting[1:] if w.landed]
+        kv = self.kv
         for w in behind:
+            cached = kv.prefix_caching and w.rid not in self._hashed  # as :meth:`_evict` releases a row
+            kv.release(w.rid, w.computed if cached else 0)
+            if cached:
+                self._cached_waiting.append(w)
             w.landed = w.swapped = False
             w.computed = w.shared = 0
-            self.kv.release(w.rid)
             self.log.emit(self.now, E.REQ_PREEMPT, w.rid, (self.index, "recompute"))
         return bool(behind)
 
@@ -226,7 +234,7 @@ class Replica:
         reach = min(len(self.waiting), kv.free_blocks + 1, getattr(pol, "max_num_seqs", 1 << 30) - len(self.table) + 1)
         budget = getattr(pol, "max_num_batched_tokens", 1 << 60)
         for w in self.waiting[:max(reach, 1)]:
-            if w.rid in hashed:
+            if w.rid in hashed and not w.landed:  # (a landed one holds its blocks already)
                 known = w.prompt + w.generated
                 if w.swapped:  # its computed tokens come back from host memory, less what is cached
                     w.hit, w.shared = kv.prefix_hit(w.rid, min(known - 1, w.computed))
@@ -663,7 +671,7 @@ class Replica:
                 self._cached_waiting.remove(w)
                 kv.take_cached(w.rid, w.computed)
             blocks = w.shared if w.landed else 0  # (a landed sequence's blocks were allocated for it)
-            if hashed and w.rid in hashed:  # prefix caching: it starts holding its cached prefix
+            if hashed and w.rid in hashed and not w.landed:  # prefix caching: it starts holding its cached prefix
                 got = kv.take_prefix(w.rid, w.hit)
                 if got < w.hit:  # (a fragmenting pool refused a host copy's blocks)
                     if not w.swapped:
