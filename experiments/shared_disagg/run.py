@@ -12,6 +12,7 @@ import pandas as pd
 from llmos_sim.experiments import markdown, run_variants, service_columns, tradeoff_scatter, write
 from llmos_sim.metrics.plots import _save, plt
 from llmos_sim.run import compose, run_config
+from llmos_sim.serving.cluster import ready_per_pool
 
 HERE = Path(__file__).resolve().parent
 BASE = ["experiment=shared_autoscale"]  # the same cluster, trace, jobs, scheduler and SLOs
@@ -34,23 +35,6 @@ VARIANTS = {  # label -> overrides
 }
 
 
-def pools_over_time(reps: pd.DataFrame, n_prefill: int) -> pd.DataFrame:
-    """Ready prefill and decode replicas after each scaling record: the service's own replicas
-    are ``0 … P−1`` (prefill) then decode; an added one's pool is the first word of its
-    scale-up's reason (the threshold policy names the pool)."""
-    pool, ready, rows = {}, {"prefill": 0, "decode": 0}, []
-    for r in reps.itertuples():
-        if r.event == "scale" and r.delta > 0:
-            pool[r.replica] = str(r.reason).split()[0]
-        stage = pool.get(r.replica, "prefill" if r.replica < n_prefill else "decode")
-        if r.event == "replica_ready":
-            ready[stage] += 1
-        elif r.event == "drain_start":
-            ready[stage] -= 1
-        rows.append((r.time_s, ready["prefill"], ready["decode"]))
-    return pd.DataFrame(rows, columns=["time_s", "prefill", "decode"])
-
-
 def run(label: str, overrides: list[str]) -> tuple[dict, dict]:
     cfg = compose(BASE + overrides + ["output.plots=false"])
     t0 = time.process_time()
@@ -62,8 +46,8 @@ def run(label: str, overrides: list[str]) -> tuple[dict, dict]:
     row = {
         "run": label,
         **service_columns(res),
-        "prefill_ups": int(ups["reason"].str.startswith("prefill").sum()) if ups is not None else 0,
-        "decode_ups": int(ups["reason"].str.startswith("decode").sum()) if ups is not None else 0,
+        "prefill_ups": int((ups["pool"] == "prefill").sum()) if ups is not None else 0,
+        "decode_ups": int((ups["pool"] == "decode").sum()) if ups is not None else 0,
         "scale_ups": len(ups) if ups is not None else 0,
         "train_jct_avg_s": s["jct_s_avg"],
         "train_wait_avg_s": s["wait_s_avg"],
@@ -78,7 +62,7 @@ def plot(df: pd.DataFrame, traces: dict, path: Path) -> Path:
     fig, (a0, a1) = plt.subplots(2, 1, figsize=(8, 7.5))
     end = 0.0
     for label, style in (("disagg autoscaled 1P+1D to 4", "-"), ("disagg autoscaled, down 600 s", "--")):
-        pools = pools_over_time(traces[label]["replicas"], 1)
+        pools = ready_per_pool(traces[label]["replicas"])
         t = pools["time_s"].to_numpy(float) / 60
         end = max(end, t.max())
         a0.step(t, pools["prefill"], where="post", color="tab:blue", ls=style, label=f"{label}: prefill ready")
