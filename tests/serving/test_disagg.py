@@ -643,3 +643,41 @@ def test_a_stalled_replica_empties_a_caching_pools_cache_before_failing_its_head
     fails = [d[0] for _, kind, _, d in res.log if kind == E.REQ_FAIL]
     assert not [f for f in fails if f.startswith("unschedulable")]
     assert len([1 for _, kind, _, _ in res.log if kind == E.REQ_FINISH]) + len(fails) == 40
+
+
+def test_a_buddy_pool_of_40_blocks_holds_no_prompt_of_33_to_40_blocks():
+    """Why disaggregated stress draws with the buddy pool fail prompts as unschedulable: not a
+    bug. 40 KV blocks of 2 MiB (Llama-3.1-8B: 128 KiB per token, 16 tokens) are 80 MiB, which
+    a buddy allocator covers with two top-level blocks, 64 MiB and 16 MiB (32 and 8 KV
+    blocks). A pool other than the paged one takes each admission's blocks in one allocation,
+    so a prompt of 33-40 blocks (513-640 tokens) can never be placed, though it is within
+    the 40 blocks ``can_ever_fit`` counts: the empty pool offers 32 (``free_blocks``), and the
+    replica fails it as unschedulable once nothing else runs. The paged pool takes them."""
+    from llmos_sim.policies.memory.buddy import BuddyPool
+    from llmos_sim.run import compose
+    from llmos_sim.serving.kv import KVCacheManager
+
+    mib = 1 << 20
+    k = KVCacheManager(BuddyPool(80 * mib), 128 * 1024, 16)
+    assert (k.total_blocks, k.free_blocks) == (40, 32)
+    assert not k.grow("a", 33) and k.grow("a", 32) and k.free_blocks == 8
+    # the stress draw: its three unschedulable requests have prompts of 617, 640 and 606
+    # tokens (39, 40 and 38 blocks; continuous batching admits a prompt whole; output 1 on a
+    # prefill replica); the four kv_too_small ones need 41-47 blocks at their largest
+    ov = ["mode=serving", "batching=continuous", "router=least_kv", "seed=735", "output.plots=false",
+          "workload=requests_synthetic", "workload.n=10", "workload.rate_per_s=50.0", "workload.output_max=16",
+          "serving.num_kv_blocks=40", "batching.preemption=recompute", "serving.host_kv_bytes=100000000",
+          "topology=disaggregated", "topology.prefill.replicas=2", "topology.decode.replicas=2",
+          "topology.link.bw_bytes_s=1000000.0", "topology.link.sharing=fair", "topology.link.scope=pair"]
+
+    def fails(memory):
+        res = simulate(compose(ov + [f"memory={memory}"]), seed=735)
+        prompt = {s: d[1] for _, kind, s, d in res.log if kind == E.REQ_ARRIVE}
+        return sorted((d[0].split(":")[0], s, prompt[s]) for _, kind, s, d in res.log if kind == E.REQ_FAIL)
+
+    too_small = [("kv_too_small", 3, 694), ("kv_too_small", 5, 748), ("kv_too_small", 6, 731), ("kv_too_small", 9, 651)]
+    assert fails("buddy") == too_small + [("unschedulable", 1, 617), ("unschedulable", 4, 640),
+                                          ("unschedulable", 7, 606)]
+    # paged: requests 1 and 7 finish; request 4 prefills and fails at its first token, as its
+    # 655 tokens at their largest need 41 blocks on the decode replica
+    assert fails("paged") == sorted(too_small + [("kv_too_small", 4, 640)])
