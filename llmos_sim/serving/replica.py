@@ -208,11 +208,12 @@ class Replica:
         kv = self.kv
         for w in behind:
             cached = kv.prefix_caching and w.rid not in self._hashed  # as :meth:`_evict` releases a row
-            kv.release(w.rid, w.computed if cached else 0)
+            computed = w.computed
+            w.landed = w.swapped = False  # (first: it no longer holds blocks when they free)
+            w.computed = w.shared = 0
+            kv.release(w.rid, computed if cached else 0)
             if cached:
                 self._cached_waiting.append(w)
-            w.landed = w.swapped = False
-            w.computed = w.shared = 0
             self.log.emit(self.now, E.REQ_PREEMPT, w.rid, (self.index, "recompute"))
         return bool(behind)
 
