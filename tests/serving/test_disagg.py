@@ -558,25 +558,33 @@ def test_a_preempted_head_goes_first_the_landed_behind_it_recompute():
     assert ev == [(25.5, "req_preempt", 0), (33.5, "req_preempt", 1), (56.5, D, 0), (57.5, D, 1)]
 
 
-@pytest.mark.parametrize("hash_tokens", [32, 64])
-def test_a_landed_request_that_yields_takes_back_what_the_decode_replicas_cache_kept(tmp_path, hash_tokens):
-    # The story above with prefix caching on (6 blocks of 16 tokens per replica). A (prompt 16:
-    # no whole hash block, unhashed) is preempted at 25.5 holding 2 blocks; B lands at 33.5
-    # holding 4 (49 tokens) and yields (the same events, same times). A takes its 2 blocks
-    # back from the free queue (32 cached tokens: it computes only its 33rd), so its run is
-    # unchanged; its 3rd and 4th blocks (at 33.5 and 49.5) come from the 4 blocks B freed.
-    # B returns at 56.5 and finds 32 of its 49 known tokens cached: it computes 17, not 49.
-    # - 32-token hash blocks: B is hashed there (key 7 covers tokens 0-31). Its unit goes to
-    #   the cache's LRU list and its 2 private blocks to the free queue; A's growth takes the
-    #   2 plain free blocks (an evictable unit is evicted only when none is left), so key 7
-    #   survives and B references it: 2 blocks hit, its other 2 allocated anew.
-    # - 64-token hash blocks: B has no whole one, unhashed; it freed its 4 blocks into the
-    #   free queue tail first (the 49th token's block, then tokens 32-47, 16-31, 0-15). A's 3rd
-    #   and 4th blocks take the first two from the queue's head: B's tokens 0-31 are left.
+@pytest.mark.parametrize("hash_tokens, a_computes, units, evicted", [(64, 0, set(), 0), (32, 0, {7}, 0),
+                                                                   (16, 17, {5, 7, 8, 9}, 1)])
+def test_a_landed_request_that_yields_takes_back_what_the_decode_replicas_cache_kept(tmp_path, hash_tokens,
+                                                                                     a_computes, units, evicted):
+    # The story above with prefix caching on (6 blocks of 16 tokens per replica), the same
+    # events at the same times: A (prompt 16) is preempted at 25.5 holding 2 blocks (17
+    # tokens); B lands at 33.5 holding 4 (49 tokens) and yields, A takes B's blocks, B returns
+    # at 56.5. Which blocks each finds cached on its return:
+    # - 64-token hash blocks: neither has a whole one, both unhashed; each freed its blocks
+    #   into the free queue, tail first. A takes its 2 back (32 cached tokens: its 33rd comes
+    #   as a decode row); its 3rd and 4th blocks (at 33.5 and 49.5) take the first two of B's
+    #   from the queue's head (the 49th token's block, then tokens 32-47): B finds its tokens
+    #   0-31 and computes 17 of its 49, not 49.
+    # - 32-token hash blocks: A unhashed as above; B hashed (key 7: tokens 0-31). Its unit
+    #   goes to the cache's LRU list, its 2 private blocks to the free queue; A's growth takes
+    #   plain free blocks (a unit is evicted only when none is left), so B references key 7
+    #   on its return: 32 tokens hit, 17 computed.
+    # - 16-token hash blocks: both hashed (A: key 5; B: 7, 8, 9), every unit one block. A's
+    #   preemption returns key 5 to the cache and frees its private block (tokens 16-31): on
+    #   its return it hits 16 tokens and computes 17. Its 4th block (at 49.5) finds no plain
+    #   free block and evicts the least recently used unit, B's tail unit (9): B hits keys 7
+    #   and 8, computes 17, and caches key 9 again.
     import json
 
     path = tmp_path / "t.jsonl"
-    rows = [(0, 16, 40, (5,)), (0, 48, 2, (7, 8) if hash_tokens == 32 else (7,))]
+    b_hashes = {16: (7, 8, 9), 32: (7, 8), 64: (7,)}[hash_tokens]
+    rows = [(0, 16, 40, (5,)), (0, 48, 2, b_hashes)]
     path.write_text("".join(json.dumps({"timestamp": t * 1000, "input_length": n, "output_length": o,
                                         "hash_ids": list(h)}) + "\n" for t, n, o, h in rows))
     wl = {"_target_": "llmos_sim.workload.mooncake.MooncakeTrace", "path": str(path), "block_tokens": hash_tokens}
@@ -585,9 +593,9 @@ def test_a_landed_request_that_yields_takes_back_what_the_decode_replicas_cache_
     ev = [(t, k, s) for t, k, s in req_events(r.log) if k in ("req_preempt", D, X)]
     assert ev == [(25.5, "req_preempt", 0), (33.5, "req_preempt", 1), (56.5, D, 0), (57.5, D, 1)]
     dec = [(t, d[0]) for t, k, s, d in r.log if k == E.BATCH and s == 1 and t >= 33.5]
-    assert dec == [(33.5, 0), (56.5, 17)]  # prefill tokens: A's 33rd comes as a decode row; B's 49 − 32
+    assert dec == [(33.5, a_computes), (56.5, 17)]  # prompt tokens computed: A's return, B's (49 − 32)
     kv = r.extra["replicas"][1].kv
-    assert (set(kv._table), kv.n_evicted_units) == (({7}, 0) if hash_tokens == 32 else (set(), 0))
+    assert (set(kv._table), kv.n_evicted_units) == (units, evicted)
 
 
 def test_static_batching_counts_a_landed_requests_blocks_as_its_own():
