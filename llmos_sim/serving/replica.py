@@ -264,6 +264,7 @@ class Replica:
         env = self.env
         heap = self._queue[0]  # SimPy's event heap: its head is ``env.peek()``
         stalls = 0
+        emptied = False  # a caching pool's cache emptied in this stall (once: a retry may refill it)
         while True:
             if not self.table.rid and not self.waiting:  # no rows running, none waiting
                 if self._to_release:
@@ -298,15 +299,18 @@ class Replica:
                         continue
                     if not self.waiting:
                         raise RuntimeError(f"replica {self.index}: running sequences but nothing schedulable")
-                    if self.kv.empty_pool_cache():  # a caching pool's reserved memory, released: re-decide
+                    if not emptied and self.kv.empty_pool_cache():  # a caching pool's reserved memory,
+                        emptied = True  # released: re-decide (a refused allocation may reserve it again)
                         stalls = 0
                         continue
                     if self.now > env.now:  # others see a failure at SimPy's time: catch up first
                         yield self._at(self.now)
                     self._fail_head("unschedulable: the batching policy never admits it on an empty replica")
                     stalls = 0
+                    emptied = False
                 continue
             stalls = 0
+            emptied = False
             end = self.now + plan.duration_s
             if (heap and end >= heap[0][0]) or (plan.may_finish and self.sync_finishes):
                 # something else may happen first (let SimPy order it), or this iteration may

@@ -653,6 +653,31 @@ def test_a_stalled_replica_empties_a_caching_pools_cache_before_failing_its_head
     assert len([1 for _, kind, _, _ in res.log if kind == E.REQ_FINISH]) + len(fails) == 40
 
 
+def test_a_stalled_replica_empties_a_caching_pools_cache_once_then_fails_its_head():
+    """A request the caching pool can never hold, though its blocks fit: 40 KV blocks of
+    2 MiB (80 MiB), prefix caching on, request 11 (prompt 546 tokens, output 78: 39 blocks at
+    its largest) first takes its whole hash block's unit, 32 blocks in one 64 MiB segment,
+    then asks for its other blocks (6 MiB), which need a new 20 MiB segment: 16 MiB are left,
+    so the allocation is refused and the row gives its blocks back, the 64 MiB segment
+    staying cached. Emptying that cache and deciding again repeats the same refusal, so the
+    stalled replica empties it once per stall and then fails the head (emptying it after
+    every refusal ran for ever)."""
+    from llmos_sim.run import compose
+    from llmos_sim.stress import cpu_limit
+
+    ov = ["mode=serving", "batching=static", "memory=caching", "router=round_robin", "seed=691",
+          "output.plots=false", "workload=mooncake_synthetic", "workload.max_requests=40", "workload.rate_scale=1.0",
+          "serving.replicas=2", "serving.num_kv_blocks=40", "batching.preemption=recompute",
+          "serving.prefix_caching=true", "serving.host_kv_bytes=null"]
+    with cpu_limit(30.0):  # (the stress check's hang limit: 0.4 CPU-s here)
+        res = simulate(compose(ov), seed=691)
+    arrive = {s: d[1:] for _, kind, s, d in res.log if kind == E.REQ_ARRIVE}
+    fails = [(s, d[0].split(":")[0]) for _, kind, s, d in res.log if kind == E.REQ_FAIL]
+    assert [(s, arrive[s]) for s, why in fails if why == "unschedulable"] == [(11, (546, 78))]
+    assert len(fails) == 26 and {why for _, why in fails} == {"kv_too_small", "unschedulable"}
+    assert len([1 for _, kind, _, _ in res.log if kind == E.REQ_FINISH]) == 14
+
+
 def test_a_buddy_pool_of_40_blocks_holds_no_prompt_of_33_to_40_blocks():
     """Why disaggregated stress draws with the buddy pool fail prompts as unschedulable: not a
     bug. 40 KV blocks of 2 MiB (Llama-3.1-8B: 128 KiB per token, 16 tokens) are 80 MiB, which
