@@ -278,7 +278,7 @@ def run_cluster(cfg: DictConfig, progress: bool = False, with_services: bool = F
             tables[k] = serving.tables[k]
         from llmos_sim.serving.cluster import replicas_table
 
-        replicas = replicas_table(log)
+        replicas = replicas_table(log, {name: h.replica_pools() for name, h in engine.hosts.items()})
         if len(replicas):  # autoscaled services: their replica counts over time
             tables["replicas"] = replicas
         summary |= {f"serving_{k}": v for k, v in serving.summary.items()}

@@ -1,6 +1,8 @@
 """A disaggregated LLM service (prefill and decode pools) beside Philly training jobs on one
 cluster, static vs autoscaled per pool, against the co-located service (see README.md): the
-service's SLO attainment vs the training jobs' completion time."""
+service's SLO attainment vs the training jobs' completion time. The Azure code trace (the
+prefill-bound case), the Azure conversation trace, and long generations (the decode-bound
+case: synthetic lengths, as no shipped trace has them)."""
 from __future__ import annotations
 
 import sys
@@ -12,6 +14,7 @@ import pandas as pd
 from llmos_sim.experiments import markdown, run_variants, service_columns, tradeoff_scatter, write
 from llmos_sim.metrics.plots import _save, plt
 from llmos_sim.run import compose, run_config
+from llmos_sim.serving.cluster import ready_per_pool
 
 HERE = Path(__file__).resolve().parent
 BASE = ["experiment=shared_autoscale"]  # the same cluster, trace, jobs, scheduler and SLOs
@@ -23,32 +26,29 @@ def disagg(p: int, d: int) -> list[str]:
     return ["topology=disaggregated", f"topology.prefill.replicas={p}", f"topology.decode.replicas={d}"]
 
 
+CONV = ["services.code.workload.kind=conv"]  # the Azure conversation trace's hour (19,366 requests)
+#: long generations, the decode-bound case: 3,600 requests at 4/s (15 min), prompts uniform in
+#: 128-1,024 tokens, outputs in 1,024-4,096 (as reasoning models write; no shipped trace has
+#: them), so that one prefill replica keeps up and one decode replica does not
+LONG = ["~services.code.workload", "+services.code.workload={_target_: llmos_sim.workload.requests.SyntheticRequests, "
+        "n: 3600, rate_per_s: 4.0, prompt_min: 128, prompt_max: 1024, output_min: 1024, output_max: 4096}"]
+AUTO = [f"autoscaler.max_replicas={MAX}"]
+
 VARIANTS = {  # label -> overrides
     "co-located static 2": STATIC + ["services.code.replicas=2"],
     "co-located static 4": STATIC + ["services.code.replicas=4"],
-    "co-located autoscaled 2-4": ["services.code.replicas=2", f"autoscaler.max_replicas={MAX}"],
+    "co-located autoscaled 2-4": ["services.code.replicas=2"] + AUTO,
     "disagg static 1P+1D": STATIC + disagg(1, 1),
     "disagg static 3P+1D": STATIC + disagg(3, 1),
-    "disagg autoscaled 1P+1D to 4": disagg(1, 1) + [f"autoscaler.max_replicas={MAX}"],
-    "disagg autoscaled, down 600 s": disagg(1, 1) + [f"autoscaler.max_replicas={MAX}", "autoscaler.down_idle_s=600"],
+    "disagg autoscaled 1P+1D to 4": disagg(1, 1) + AUTO,
+    "disagg autoscaled, down 600 s": disagg(1, 1) + AUTO + ["autoscaler.down_idle_s=600"],
+    "conv: disagg autoscaled 1P+1D to 4": CONV + disagg(1, 1) + AUTO,
+    "long: co-located static 2": LONG + STATIC + ["services.code.replicas=2"],
+    "long: co-located static 4": LONG + STATIC + ["services.code.replicas=4"],
+    "long: disagg static 1P+1D": LONG + STATIC + disagg(1, 1),
+    "long: disagg static 1P+3D": LONG + STATIC + disagg(1, 3),
+    "long: disagg autoscaled 1P+1D to 4": LONG + disagg(1, 1) + AUTO,
 }
-
-
-def pools_over_time(reps: pd.DataFrame, n_prefill: int) -> pd.DataFrame:
-    """Ready prefill and decode replicas after each scaling record: the service's own replicas
-    are ``0 … P−1`` (prefill) then decode; an added one's pool is the first word of its
-    scale-up's reason (the threshold policy names the pool)."""
-    pool, ready, rows = {}, {"prefill": 0, "decode": 0}, []
-    for r in reps.itertuples():
-        if r.event == "scale" and r.delta > 0:
-            pool[r.replica] = str(r.reason).split()[0]
-        stage = pool.get(r.replica, "prefill" if r.replica < n_prefill else "decode")
-        if r.event == "replica_ready":
-            ready[stage] += 1
-        elif r.event == "drain_start":
-            ready[stage] -= 1
-        rows.append((r.time_s, ready["prefill"], ready["decode"]))
-    return pd.DataFrame(rows, columns=["time_s", "prefill", "decode"])
 
 
 def run(label: str, overrides: list[str]) -> tuple[dict, dict]:
@@ -62,8 +62,8 @@ def run(label: str, overrides: list[str]) -> tuple[dict, dict]:
     row = {
         "run": label,
         **service_columns(res),
-        "prefill_ups": int(ups["reason"].str.startswith("prefill").sum()) if ups is not None else 0,
-        "decode_ups": int(ups["reason"].str.startswith("decode").sum()) if ups is not None else 0,
+        "prefill_ups": int((ups["pool"] == "prefill").sum()) if ups is not None else 0,
+        "decode_ups": int((ups["pool"] == "decode").sum()) if ups is not None else 0,
         "scale_ups": len(ups) if ups is not None else 0,
         "train_jct_avg_s": s["jct_s_avg"],
         "train_wait_avg_s": s["wait_s_avg"],
@@ -74,22 +74,35 @@ def run(label: str, overrides: list[str]) -> tuple[dict, dict]:
     return row, {"replicas": reps}
 
 
-def plot(df: pd.DataFrame, traces: dict, path: Path) -> Path:
-    fig, (a0, a1) = plt.subplots(2, 1, figsize=(8, 7.5))
+def _pools(ax, traces: dict, runs: tuple, title: str) -> None:
+    """Ready replicas per pool over time in the autoscaled runs ``runs`` (label, line style)."""
     end = 0.0
-    for label, style in (("disagg autoscaled 1P+1D to 4", "-"), ("disagg autoscaled, down 600 s", "--")):
-        pools = pools_over_time(traces[label]["replicas"], 1)
+    for label, style in runs:
+        pools = ready_per_pool(traces[label]["replicas"])
         t = pools["time_s"].to_numpy(float) / 60
         end = max(end, t.max())
-        a0.step(t, pools["prefill"], where="post", color="tab:blue", ls=style, label=f"{label}: prefill ready")
-        a0.step(t, pools["decode"] + 0.05, where="post", color="tab:red", ls=style, label=f"{label}: decode ready")
-    a0.set_xlim(0, end)
-    a0.set_xlabel("time (min)")
-    a0.set_ylabel("replicas serving per pool")
-    a0.set_title("Disaggregated service, autoscaled per pool (Azure code hour beside 98 Philly jobs)", fontsize=9)
-    a0.legend(fontsize=7)
-    a0.grid(True, alpha=0.3)
-    tradeoff_scatter(a1, df)
+        ax.step(t, pools["prefill"], where="post", color="tab:blue", ls=style, label=f"{label}: prefill ready")
+        ax.step(t, pools["decode"] + 0.05, where="post", color="tab:red", ls=style, label=f"{label}: decode ready")
+    ax.set_xlim(0, end)
+    ax.set_xlabel("time (min)")
+    ax.set_ylabel("replicas serving per pool")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.3)
+
+
+def plot(df: pd.DataFrame, traces: dict, path: Path) -> Path:
+    fig, ((a0, a1), (a2, a3)) = plt.subplots(2, 2, figsize=(15, 8))
+    _pools(a0, traces, (("disagg autoscaled 1P+1D to 4", "-"), ("disagg autoscaled, down 600 s", "--")),
+           "Azure code hour (prefill-bound), autoscaled per pool, beside 98 Philly jobs")
+    _pools(a1, traces, (("long: disagg autoscaled 1P+1D to 4", "-"), ("conv: disagg autoscaled 1P+1D to 4", ":")),
+           "long generations (decode-bound) and the Azure conversation hour, autoscaled per pool")
+    code = ~df["run"].str.contains(":")
+    tradeoff_scatter(a2, df[code])
+    a2.set_title("Azure code hour", fontsize=9)
+    tradeoff_scatter(a3, df[df["run"].str.startswith("long:")])
+    a3.set_title("long generations (15 min at 4/s)", fontsize=9)
+    fig.tight_layout()
     return _save(fig, path)
 
 

@@ -116,6 +116,7 @@ class Autoscaling:
 
 
 QUEUED, PROVISIONING, READY, DRAINING, ENDED = "queued", "provisioning", "ready", "draining", "ended"
+COLOCATED = "colocated"  #: the pool of a co-located service's replicas (the ``replicas`` table's ``pool``)
 
 
 class _Slot:
@@ -330,6 +331,14 @@ class ServiceHost:
             n[s.state] += 1
         return n[READY], n[PROVISIONING], n[DRAINING], n[QUEUED]
 
+    def replica_pools(self) -> dict[int, str]:
+        """Each replica's pool by index (``colocated``: it prefills and decodes), for the
+        ``replicas`` table; empty without autoscaling (no scaling records)."""
+        return {s.index: self._pool_of(s) for s in self._slots} if self.autoscaling is not None else {}
+
+    def _pool_of(self, slot: _Slot) -> str:
+        return COLOCATED
+
     def _record(self, kind: str, slot: _Slot, value: Any, extra: tuple = ()) -> None:
         self.log.emit(self.env.now, kind, slot.job_id, (self.name, slot.index, *extra, value, *self.counts()))
 
@@ -529,6 +538,11 @@ class DisaggServiceHost(ServiceHost):
         self._devices: dict[str, list] = {st: [] for st in STAGES}  # per pool position: its devices
         self._decode_slots: dict[int, _Slot] = {}  # decode position -> its slot (autoscaled)
 
+    def _pool_of(self, slot: _Slot) -> str:
+        """An added replica's pool is its scale-up's; the service's own are prefill ``0 … P−1``
+        then decode (their slots learn it when the pools open, after a cold start's records)."""
+        return slot.stage or ("prefill" if slot.index < self.n_stage["prefill"] else "decode")
+
     def _pair_bw(self, i: int, j: int) -> float:
         return self.link_bw(self._devices["prefill"][i], self._devices["decode"][j])
 
@@ -660,22 +674,43 @@ class DisaggServiceHost(ServiceHost):
                                    outstanding=sum(st.outstanding for st in stages), stages=tuple(stages))
 
 
-def replicas_table(log: E.EventLog) -> pd.DataFrame:
+def replicas_table(log: E.EventLog, pools: "dict[str, dict[int, str]] | None" = None) -> pd.DataFrame:
     """Autoscaled services' replica counts over time: one row per scaling record (``scale``,
-    ``provision_start``, ``replica_ready``, ``drain_start``, ``drain_end``) with the service's
-    ready / provisioning / draining / queued replicas after it."""
-    cols = ["time_s", "service", "event", "job_id", "replica", "delta", "reason",
+    ``provision_start``, ``replica_ready``, ``drain_start``, ``drain_end``) with the record's
+    replica's ``pool`` and the service's ready / provisioning / draining / queued replicas
+    after it. ``pools``: per service, each replica's pool (:meth:`ServiceHost.replica_pools`:
+    ``prefill`` or ``decode`` in a disaggregated service); a replica not named there is
+    ``colocated`` (it prefills and decodes)."""
+    cols = ["time_s", "service", "event", "job_id", "replica", "pool", "delta", "reason",
             "n_ready", "n_provisioning", "n_draining", "n_queued"]
+    pools = pools or {}
     rows = []
     for t, kind, subject, d in log.records:
         if kind in SCALING_KINDS:
             delta, reason = (d[2], d[3]) if kind == E.SCALE else (0, "")
-            rows.append((t, d[0], kind, subject, d[1], delta, reason, *d[-4:]))
+            pool = pools.get(d[0], {}).get(d[1], COLOCATED)
+            rows.append((t, d[0], kind, subject, d[1], pool, delta, reason, *d[-4:]))
     return pd.DataFrame(rows, columns=cols).astype({"time_s": "float64", "service": "string", "event": "string",
-                                                     "job_id": "int64", "replica": "int64", "delta": "int64",
+                                                     "job_id": "int64", "replica": "int64", "pool": "string",
+                                                     "delta": "int64",
                                                      "reason": "string", "n_ready": "int64",
                                                      "n_provisioning": "int64", "n_draining": "int64",
                                                      "n_queued": "int64"})
+
+
+def ready_per_pool(replicas: pd.DataFrame) -> pd.DataFrame:
+    """A service's ready replicas per pool after each of its rows of the ``replicas`` table
+    (``time_s`` then one column per pool, in order of appearance): a ``replica_ready`` adds
+    one to its replica's pool, a ``drain_start`` takes one off."""
+    pools = list(dict.fromkeys(replicas["pool"].astype(str)))
+    ready, rows = dict.fromkeys(pools, 0), []
+    for t, event, pool in zip(replicas["time_s"], replicas["event"].astype(str), replicas["pool"].astype(str)):
+        if event == E.REPLICA_READY:
+            ready[pool] += 1
+        elif event == E.DRAIN_START:
+            ready[pool] -= 1
+        rows.append((t, *ready.values()))
+    return pd.DataFrame(rows, columns=["time_s", *pools])
 
 
 def service_jobs(services: dict, first_id: int, tp: int, gpus: dict[str, int] | None = None) -> list[Job]:

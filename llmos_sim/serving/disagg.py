@@ -47,8 +47,10 @@ stall the decodes batched with them (TPOT) and decodes take the batch slots pref
    blocks already held (``Replica.enqueue(..., held_blocks=)``: admission takes no more for
    them): it decodes at once on admission, no prompt recomputed. Its whole hash blocks become
    findable in the decode pool's prefix cache on arrival (later transfers to that replica
-   skip them; a prefix-aware decode router sees them); it continues there as an unhashed
-   sequence holding those units, which return to the cache when it ends.
+   skip them; a prefix-aware decode router sees them); it continues there as a hashed
+   sequence holding those units, which return to the cache when it ends or is preempted by
+   recompute (it takes back those still cached when it returns; vLLM caches a received KV's
+   blocks under the request's hashes).
 
 A request of one output token finishes on its prefill replica (nothing to decode). The decode
 stage's TPOT and inter-token latencies include the waits for decode blocks and admission and the transfer (the
@@ -83,8 +85,9 @@ Simplifications, stated: a transfer's bytes go in one piece after its prefill (S
 overlaps the copy with the prefill, layer by layer); a request whose blocks the decode pool can
 never hold fails at its first token; the decode pool's cache is looked up once, when the
 transfer's blocks are allocated (units landing later are not shared by a transfer already under
-way); a landed request that a recompute preemption sends back recomputes its prompt on the
-decode replica without its hashes (its units return to the cache).
+way); a landed request that a recompute preemption sends back recomputes on the decode
+replica the part of its prompt whose units the cache no longer has (its other blocks are not
+kept, as for any hashed sequence).
 
 Preempted sequences first (vLLM's scheduler puts them at the front of its waiting queue, and
 allocates a remote KV's blocks in that queue's order): while sequences preempted on a decode
@@ -640,10 +643,8 @@ class DisaggSystem(ServingSystem):
         kv = dst.kv
         if kv.is_hashed(r.id):  # its prompt's whole hash blocks are complete here: cached for later requests
             kv.computed(r.id, r.prompt_tokens)
-            kv.forget(r.id)
-        # (it continues as an unhashed sequence here: its units stay its own until it ends)
-        dst.enqueue(dataclasses.replace(r, prefix_hashes=()) if r.prefix_hashes else r, landed_s=x.first_token_s,
-                    held_blocks=x.blocks)
+        # (it stays hashed there: a recompute preemption takes back the units still cached)
+        dst.enqueue(r, landed_s=x.first_token_s, held_blocks=x.blocks)
         ev = self._landed[j]
         if ev is not None:
             self._landed[j] = None

@@ -131,8 +131,11 @@ def write_serving_plots(tables: dict, log, folder: str | Path) -> list[Path]:
 
 def replicas_plot(replicas: pd.DataFrame, path: str | Path, requests: pd.DataFrame | None = None) -> Path:
     """Autoscaled services (the ``replicas`` table): per service, the replicas ready, ready or
-    provisioning, and asked for (queued at the cluster scheduler) over time; with
-    ``requests``, the service's arrivals per minute on a second axis."""
+    provisioning, and asked for (queued at the cluster scheduler) over time, and for a
+    disaggregated service the ready ones per pool; with ``requests``, the service's arrivals
+    per minute on a second axis."""
+    from llmos_sim.serving.cluster import COLOCATED, ready_per_pool
+
     services = list(dict.fromkeys(replicas["service"].astype(str)))
     fig, axes = plt.subplots(len(services), 1, figsize=(8, 2.8 * len(services)), squeeze=False)
     unit, per = time_unit(float(replicas["time_s"].max()) if len(replicas) else 0.0)
@@ -145,6 +148,10 @@ def replicas_plot(replicas: pd.DataFrame, path: str | Path, requests: pd.DataFra
         ax.step(t, asked, where="post", color="0.6", ls=":", label="asked for (+ queued)")
         ax.step(t, prov, where="post", color="tab:orange", label="ready + provisioning")
         ax.step(t, ready, where="post", color="tab:blue", lw=2, label="ready")
+        per_pool = ready_per_pool(d)
+        pools = [p for p in per_pool.columns[1:] if p != COLOCATED]
+        for pool, color, nudge in zip(pools, ("tab:purple", "tab:red"), (-0.05, 0.05)):  # (apart where equal)
+            ax.step(t, per_pool[pool] + nudge, where="post", color=color, lw=1, label=f"ready {pool}")
         ax.set_ylabel("replicas")
         ax.set_title(f"service {name}", fontsize=9)
         ax.set_ylim(0, max(int(asked.max()) if len(asked) else 1, 1) + 0.5)

@@ -199,12 +199,21 @@ class Replica:
         up their blocks and wait to recompute (a ``req_preempt``, recompute). Without this,
         landed sequences that each hold their prompt's blocks and each need more (the next
         token's block, or static batching's whole reservation) would wait on each other until
-        the head failed as unschedulable. False (nothing done) in any other case."""
+        the head failed as unschedulable. Each is released as a recompute preemption of a
+        running row is (:meth:`_evict`): with prefix caching, a hashed one's units stay in the
+        cache and it takes back those still there when it returns (:meth:`_refresh_hits`); an
+        unhashed one's computed blocks stay findable in the free queue. False (nothing done)
+        in any other case."""
         behind = [w for w in self.waiting[1:] if w.landed]
+        kv = self.kv
         for w in behind:
-            w.landed = w.swapped = False
+            cached = kv.prefix_caching and w.rid not in self._hashed  # as :meth:`_evict` releases a row
+            computed = w.computed
+            w.landed = w.swapped = False  # (first: it no longer holds blocks when they free)
             w.computed = w.shared = 0
-            self.kv.release(w.rid)
+            kv.release(w.rid, computed if cached else 0)
+            if cached:
+                self._cached_waiting.append(w)
             self.log.emit(self.now, E.REQ_PREEMPT, w.rid, (self.index, "recompute"))
         return bool(behind)
 
@@ -226,7 +235,7 @@ class Replica:
         reach = min(len(self.waiting), kv.free_blocks + 1, getattr(pol, "max_num_seqs", 1 << 30) - len(self.table) + 1)
         budget = getattr(pol, "max_num_batched_tokens", 1 << 60)
         for w in self.waiting[:max(reach, 1)]:
-            if w.rid in hashed:
+            if w.rid in hashed and not w.landed:  # (a landed one holds its blocks already)
                 known = w.prompt + w.generated
                 if w.swapped:  # its computed tokens come back from host memory, less what is cached
                     w.hit, w.shared = kv.prefix_hit(w.rid, min(known - 1, w.computed))
@@ -255,6 +264,7 @@ class Replica:
         env = self.env
         heap = self._queue[0]  # SimPy's event heap: its head is ``env.peek()``
         stalls = 0
+        emptied = False  # a caching pool's cache emptied in this stall (once: a retry may refill it)
         while True:
             if not self.table.rid and not self.waiting:  # no rows running, none waiting
                 if self._to_release:
@@ -289,15 +299,18 @@ class Replica:
                         continue
                     if not self.waiting:
                         raise RuntimeError(f"replica {self.index}: running sequences but nothing schedulable")
-                    if self.kv.empty_pool_cache():  # a caching pool's reserved memory, released: re-decide
+                    if not emptied and self.kv.empty_pool_cache():  # a caching pool's reserved memory,
+                        emptied = True  # released: re-decide (a refused allocation may reserve it again)
                         stalls = 0
                         continue
                     if self.now > env.now:  # others see a failure at SimPy's time: catch up first
                         yield self._at(self.now)
                     self._fail_head("unschedulable: the batching policy never admits it on an empty replica")
                     stalls = 0
+                    emptied = False
                 continue
             stalls = 0
+            emptied = False
             end = self.now + plan.duration_s
             if (heap and end >= heap[0][0]) or (plan.may_finish and self.sync_finishes):
                 # something else may happen first (let SimPy order it), or this iteration may
@@ -663,7 +676,7 @@ class Replica:
                 self._cached_waiting.remove(w)
                 kv.take_cached(w.rid, w.computed)
             blocks = w.shared if w.landed else 0  # (a landed sequence's blocks were allocated for it)
-            if hashed and w.rid in hashed:  # prefix caching: it starts holding its cached prefix
+            if hashed and w.rid in hashed and not w.landed:  # prefix caching: it starts holding its cached prefix
                 got = kv.take_prefix(w.rid, w.hit)
                 if got < w.hit:  # (a fragmenting pool refused a host copy's blocks)
                     if not w.swapped:

@@ -286,6 +286,7 @@ def test_the_replicas_table_counts_follow_the_records():
     assert t["n_draining"].tolist() == [0, 0, 0, 0, 1, 1, 0]
     assert t["n_queued"].tolist() == [0, 1, 0, 0, 0, 0, 0]
     assert t["delta"].tolist() == [0, 1, 0, 0, -1, 0, 0]
+    assert t["pool"].astype(str).tolist() == ["colocated"] * 7  # (a co-located replica prefills and decodes)
     again = run_config(_cfg([(0.0, 100, 3000), (25.0, 100, 800), (31.0, 100, 10)], steps=[(1.0, "up"), (30.0, "down")]))
     for name in ("replicas", "requests", "jobs"):  # same config, same tables
         assert again.tables[name].equals(r.tables[name]), name

@@ -558,6 +558,46 @@ def test_a_preempted_head_goes_first_the_landed_behind_it_recompute():
     assert ev == [(25.5, "req_preempt", 0), (33.5, "req_preempt", 1), (56.5, D, 0), (57.5, D, 1)]
 
 
+@pytest.mark.parametrize("hash_tokens, a_computes, units, evicted", [(64, 0, set(), 0), (32, 0, {7}, 0),
+                                                                   (16, 17, {5, 7, 8, 9}, 1)])
+def test_a_landed_request_that_yields_takes_back_what_the_decode_replicas_cache_kept(tmp_path, hash_tokens,
+                                                                                     a_computes, units, evicted):
+    # The story above with prefix caching on (6 blocks of 16 tokens per replica), the same
+    # events at the same times: A (prompt 16) is preempted at 25.5 holding 2 blocks (17
+    # tokens); B lands at 33.5 holding 4 (49 tokens) and yields, A takes B's blocks, B returns
+    # at 56.5. Which blocks each finds cached on its return:
+    # - 64-token hash blocks: neither has a whole one, both unhashed; each freed its blocks
+    #   into the free queue, tail first. A takes its 2 back (32 cached tokens: its 33rd comes
+    #   as a decode row); its 3rd and 4th blocks (at 33.5 and 49.5) take the first two of B's
+    #   from the queue's head (the 49th token's block, then tokens 32-47): B finds its tokens
+    #   0-31 and computes 17 of its 49, not 49.
+    # - 32-token hash blocks: A unhashed as above; B hashed (key 7: tokens 0-31). Its unit
+    #   goes to the cache's LRU list, its 2 private blocks to the free queue; A's growth takes
+    #   plain free blocks (a unit is evicted only when none is left), so B references key 7
+    #   on its return: 32 tokens hit, 17 computed.
+    # - 16-token hash blocks: both hashed (A: key 5; B: 7, 8, 9), every unit one block. A's
+    #   preemption returns key 5 to the cache and frees its private block (tokens 16-31): on
+    #   its return it hits 16 tokens and computes 17. Its 4th block (at 49.5) finds no plain
+    #   free block and evicts the least recently used unit, B's tail unit (9): B hits keys 7
+    #   and 8, computes 17, and caches key 9 again.
+    import json
+
+    path = tmp_path / "t.jsonl"
+    b_hashes = {16: (7, 8, 9), 32: (7, 8), 64: (7,)}[hash_tokens]
+    rows = [(0, 16, 40, (5,)), (0, 48, 2, b_hashes)]
+    path.write_text("".join(json.dumps({"timestamp": t * 1000, "input_length": n, "output_length": o,
+                                        "hash_ids": list(h)}) + "\n" for t, n, o, h in rows))
+    wl = {"_target_": "llmos_sim.workload.mooncake.MooncakeTrace", "path": str(path), "block_tokens": hash_tokens}
+    r = run(None, workload=wl, bw=1024.0, serving={"num_kv_blocks": 6, "block_tokens": 16, "prefix_caching": True},
+            pools={"link": {"sharing": "fifo"}})
+    ev = [(t, k, s) for t, k, s in req_events(r.log) if k in ("req_preempt", D, X)]
+    assert ev == [(25.5, "req_preempt", 0), (33.5, "req_preempt", 1), (56.5, D, 0), (57.5, D, 1)]
+    dec = [(t, d[0]) for t, k, s, d in r.log if k == E.BATCH and s == 1 and t >= 33.5]
+    assert dec == [(33.5, a_computes), (56.5, 17)]  # prompt tokens computed: A's return, B's (49 − 32)
+    kv = r.extra["replicas"][1].kv
+    assert (set(kv._table), kv.n_evicted_units) == (units, evicted)
+
+
 def test_static_batching_counts_a_landed_requests_blocks_as_its_own():
     # 4 blocks of 16 tokens, static batching. A (prompt 16, output 40) prefills 0->1 and its
     # 16·512 B land at 1 + 0.5 + 8 = 9.5 with the 2 blocks of its 17 known tokens; its largest
@@ -611,3 +651,66 @@ def test_a_stalled_replica_empties_a_caching_pools_cache_before_failing_its_head
     fails = [d[0] for _, kind, _, d in res.log if kind == E.REQ_FAIL]
     assert not [f for f in fails if f.startswith("unschedulable")]
     assert len([1 for _, kind, _, _ in res.log if kind == E.REQ_FINISH]) + len(fails) == 40
+
+
+def test_a_stalled_replica_empties_a_caching_pools_cache_once_then_fails_its_head():
+    """A request the caching pool can never hold, though its blocks fit: 40 KV blocks of
+    2 MiB (80 MiB), prefix caching on, request 11 (prompt 546 tokens, output 78: 39 blocks at
+    its largest) first takes its whole hash block's unit, 32 blocks in one 64 MiB segment,
+    then asks for its other blocks (6 MiB), which need a new 20 MiB segment: 16 MiB are left,
+    so the allocation is refused and the row gives its blocks back, the 64 MiB segment
+    staying cached. Emptying that cache and deciding again repeats the same refusal, so the
+    stalled replica empties it once per stall and then fails the head (emptying it after
+    every refusal ran for ever)."""
+    from llmos_sim.run import compose
+    from llmos_sim.stress import cpu_limit
+
+    ov = ["mode=serving", "batching=static", "memory=caching", "router=round_robin", "seed=691",
+          "output.plots=false", "workload=mooncake_synthetic", "workload.max_requests=40", "workload.rate_scale=1.0",
+          "serving.replicas=2", "serving.num_kv_blocks=40", "batching.preemption=recompute",
+          "serving.prefix_caching=true", "serving.host_kv_bytes=null"]
+    with cpu_limit(30.0):  # (the stress check's hang limit: 0.4 CPU-s here)
+        res = simulate(compose(ov), seed=691)
+    arrive = {s: d[1:] for _, kind, s, d in res.log if kind == E.REQ_ARRIVE}
+    fails = [(s, d[0].split(":")[0]) for _, kind, s, d in res.log if kind == E.REQ_FAIL]
+    assert [(s, arrive[s]) for s, why in fails if why == "unschedulable"] == [(11, (546, 78))]
+    assert len(fails) == 26 and {why for _, why in fails} == {"kv_too_small", "unschedulable"}
+    assert len([1 for _, kind, _, _ in res.log if kind == E.REQ_FINISH]) == 14
+
+
+def test_a_buddy_pool_of_40_blocks_holds_no_prompt_of_33_to_40_blocks():
+    """Why disaggregated stress draws with the buddy pool fail prompts as unschedulable: not a
+    bug. 40 KV blocks of 2 MiB (Llama-3.1-8B: 128 KiB per token, 16 tokens) are 80 MiB, which
+    a buddy allocator covers with two top-level blocks, 64 MiB and 16 MiB (32 and 8 KV
+    blocks). A pool other than the paged one takes each admission's blocks in one allocation,
+    so a prompt of 33-40 blocks (513-640 tokens) can never be placed, though it is within
+    the 40 blocks ``can_ever_fit`` counts: the empty pool offers 32 (``free_blocks``), and the
+    replica fails it as unschedulable once nothing else runs. The paged pool takes them."""
+    from llmos_sim.policies.memory.buddy import BuddyPool
+    from llmos_sim.run import compose
+    from llmos_sim.serving.kv import KVCacheManager
+
+    mib = 1 << 20
+    k = KVCacheManager(BuddyPool(80 * mib), 128 * 1024, 16)
+    assert (k.total_blocks, k.free_blocks) == (40, 32)
+    assert not k.grow("a", 33) and k.grow("a", 32) and k.free_blocks == 8
+    # the stress draw: its three unschedulable requests have prompts of 617, 640 and 606
+    # tokens (39, 40 and 38 blocks; continuous batching admits a prompt whole; output 1 on a
+    # prefill replica); the four kv_too_small ones need 41-47 blocks at their largest
+    ov = ["mode=serving", "batching=continuous", "router=least_kv", "seed=735", "output.plots=false",
+          "workload=requests_synthetic", "workload.n=10", "workload.rate_per_s=50.0", "workload.output_max=16",
+          "serving.num_kv_blocks=40", "batching.preemption=recompute", "serving.host_kv_bytes=100000000",
+          "topology=disaggregated", "topology.prefill.replicas=2", "topology.decode.replicas=2",
+          "topology.link.bw_bytes_s=1000000.0", "topology.link.sharing=fair", "topology.link.scope=pair"]
+
+    def fails(memory):
+        res = simulate(compose(ov + [f"memory={memory}"]), seed=735)
+        prompt = {s: d[1] for _, kind, s, d in res.log if kind == E.REQ_ARRIVE}
+        return sorted((d[0].split(":")[0], s, prompt[s]) for _, kind, s, d in res.log if kind == E.REQ_FAIL)
+
+    too_small = [("kv_too_small", 3, 694), ("kv_too_small", 5, 748), ("kv_too_small", 6, 731), ("kv_too_small", 9, 651)]
+    assert fails("buddy") == too_small + [("unschedulable", 1, 617), ("unschedulable", 4, 640),
+                                          ("unschedulable", 7, 606)]
+    # paged: requests 1 and 7 finish; request 4 prefills and fails at its first token, as its
+    # 655 tokens at their largest need 41 blocks on the decode replica
+    assert fails("paged") == sorted(too_small + [("kv_too_small", 4, 640)])

@@ -16,6 +16,7 @@ from llmos_sim import events as E
 from llmos_sim.hardware import part
 from llmos_sim.policies.autoscaling import Autoscaler, ScaleStep, StageLoad, ServiceLoad, ThresholdAutoscaler
 from llmos_sim.run import compose, run_config
+from llmos_sim.serving.cluster import ready_per_pool
 from llmos_sim.validate import InputError
 from .helpers import CONFIGS, ONE_SECOND
 
@@ -155,6 +156,40 @@ def test_a_drained_decode_replica_takes_no_new_hand_off_and_its_job_ends_with_it
     assert starts == {0: (1.0, 1), 1: (5.0, 2), 2: (13.5, 1)}
     fin = {s: t for t, k, s in _req_events(r) if k == E.REQ_FINISH}
     assert fin == {0: 21.75, 1: 7.75, 2: 16.75}
+
+
+@pytest.mark.parametrize("cold", [False, True])
+def test_the_replicas_table_names_each_replicas_pool(cold):
+    # 4 nodes of one A100: the service's own prefill replica 0 and decode replica 1, "up
+    # decode" at 1 (replica 2, ready at 4), "up prefill" at 5 (replica 3, ready at 8); both
+    # added drain at the stream's end (22). Cold (provision_floor): the own replicas provision
+    # 0 -> 3, so the "up decode" at 1 waits (one pending at a time) and is not asked again:
+    # the "up prefill" at 5 makes replica 2 a prefill replica, draining at 26. The pool
+    # comes from the replica, not from the step's position among the records.
+    cfg = _cfg([(0.0, 20, 20), (1.0, 20, 2), (6.0, 20, 2)], nodes=4,
+               steps=[(1.0, "up", "decode"), (5.0, "up", "prefill")])
+    with open_dict(cfg):
+        cfg.services.chat.provision_floor = cold
+    t = run_config(cfg).tables["replicas"]
+    got = list(zip(t["time_s"], t["event"].astype(str), t["replica"], t["pool"].astype(str)))
+    if cold:
+        assert got == [(0.0, E.PROVISION_START, 0, "prefill"), (0.0, E.PROVISION_START, 1, "decode"),
+                       (3.0, E.REPLICA_READY, 0, "prefill"), (3.0, E.REPLICA_READY, 1, "decode"),
+                       (5.0, E.SCALE, 2, "prefill"), (5.0, E.PROVISION_START, 2, "prefill"),
+                       (8.0, E.REPLICA_READY, 2, "prefill"), (26.0, E.DRAIN_START, 2, "prefill"),
+                       (26.0, E.DRAIN_END, 2, "prefill")]
+    else:
+        assert got == [(0.0, E.REPLICA_READY, 0, "prefill"), (0.0, E.REPLICA_READY, 1, "decode"),
+                       (1.0, E.SCALE, 2, "decode"), (1.0, E.PROVISION_START, 2, "decode"),
+                       (4.0, E.REPLICA_READY, 2, "decode"), (5.0, E.SCALE, 3, "prefill"),
+                       (5.0, E.PROVISION_START, 3, "prefill"), (8.0, E.REPLICA_READY, 3, "prefill"),
+                       (22.0, E.DRAIN_START, 2, "decode"), (22.0, E.DRAIN_END, 2, "decode"),
+                       (22.0, E.DRAIN_START, 3, "prefill"), (22.0, E.DRAIN_END, 3, "prefill")]
+        # ready per pool after each row (replicas.png draws them, the experiment too)
+        per_pool = ready_per_pool(t)
+        assert list(per_pool.columns) == ["time_s", "prefill", "decode"]
+        assert list(zip(per_pool["prefill"], per_pool["decode"])) == [
+            (1, 0), (1, 1), (1, 1), (1, 1), (1, 2), (1, 2), (1, 2), (2, 2), (2, 1), (2, 1), (1, 1), (1, 1)]
 
 
 def test_the_autoscaler_sees_each_pool_and_a_prefill_replica_holds_a_request_until_its_kv_crossed():
