@@ -366,20 +366,45 @@ class IntRows:
     no tuple or int object per record): the data of a derived kind whose records are mostly
     such tuples (the engine's memory records: owner, offset, sizes and the pool's levels).
     :meth:`store` keeps a fitting tuple as its row number and anything else as itself;
-    calling the rows with what was stored gives the tuple back (ints read back as ints)."""
+    calling the rows with what was stored gives the tuple back (ints read back as ints).
 
-    __slots__ = ("width", "values")
+    The last rows may be *made on demand* (:meth:`extend_made`): a writer that knows them as
+    a function of a few columns (the fast core's memory records: each a job's allocation or
+    free on one device of an empty ideal pool) hands over that function instead of the rows;
+    :meth:`take` and every read make just the rows asked for. Anything that appends rows
+    (:meth:`store`, :meth:`appendable`) first makes them for good, so row numbers stay
+    positions in :attr:`values`."""
+
+    __slots__ = ("width", "values", "made", "n_made")
 
     def __init__(self, width: int) -> None:
         self.width = width
         self.values = array("q")
+        self.made: "Callable[[np.ndarray], np.ndarray] | None" = None  # rows (relative) -> (k, width) int64
+        self.n_made = 0
+
+    def extend_made(self, n: int, make: "Callable[[np.ndarray], np.ndarray]") -> None:
+        """Rows ``len(self) .. len(self) + n - 1`` are ``make(rows - len(self))`` (an int64
+        array of the relative row numbers -> the ``(k, width)`` int64 rows), made when read."""
+        self.appendable()
+        self.made, self.n_made = make, n
+
+    def appendable(self) -> array:
+        """:attr:`values`, with any rows made on demand made and appended: the array new
+        rows are appended to (row ``len(values) // width`` next)."""
+        if self.made is not None:
+            make, n, self.made, self.n_made = self.made, self.n_made, None, 0
+            for s in range(0, n, TEXT_BLOCK):
+                self.values.frombytes(memoryview(np.ascontiguousarray(
+                    make(np.arange(s, min(s + TEXT_BLOCK, n), dtype=np.int64)), dtype=np.int64)).cast("B"))
+        return self.values
 
     def store(self, data: tuple) -> "int | tuple":
         """The row number of ``data`` (appended) if it is ``width`` exact ints within int64,
         else ``data`` itself."""
         if len(data) != self.width or set(map(type, data)) != {int}:
             return data
-        values = self.values
+        values = self.appendable()
         n = len(values)
         try:
             values.extend(data)
@@ -391,18 +416,46 @@ class IntRows:
     def __call__(self, stored: "int | tuple") -> tuple:
         if type(stored) is int:
             i = stored * self.width
-            return tuple(self.values[i:i + self.width])
+            if i < len(self.values):
+                return tuple(self.values[i:i + self.width])
+            return tuple(self.take(np.array([stored], dtype=np.int64))[0].tolist())
         return stored
 
     def __getstate__(self) -> tuple:
-        return self.width, self.values
+        return self.width, self.appendable()
 
     def __setstate__(self, state: tuple) -> None:
         self.width, self.values = state
+        self.made, self.n_made = None, 0
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (row numbers, an int array) as a ``(len(rows), width)`` int64 array."""
+        explicit = len(self.values) // self.width
+        stored = np.frombuffer(self.values, dtype=np.int64).reshape(-1, self.width) if explicit else \
+            np.zeros((0, self.width), np.int64)
+        if self.made is None:
+            return stored[rows]
+        later = rows >= explicit
+        if not later.any():
+            return stored[rows]
+        if later.all():
+            return self.make_rows(rows - explicit)
+        out = np.empty((len(rows), self.width), dtype=np.int64)
+        out[~later] = stored[rows[~later]]
+        out[later] = self.make_rows(rows[later] - explicit)
+        return out
+
+    def make_rows(self, rel: np.ndarray) -> np.ndarray:
+        """The rows made on demand at ``rel`` (relative to the first of them)."""
+        if len(rel) and (rel.min() < 0 or rel.max() >= self.n_made):
+            raise IndexError("int rows: row out of range")
+        return self.made(rel)
 
     def matrix(self) -> np.ndarray:
-        """The rows as an ``(n, width)`` int64 array (a view: read it before more rows come)."""
-        return np.frombuffer(self.values, dtype=np.int64).reshape(-1, self.width) if len(self.values) \
+        """All rows as an ``(n, width)`` int64 array (a view, once every row is made: read it
+        before more rows come)."""
+        values = self.appendable()
+        return np.frombuffer(values, dtype=np.int64).reshape(-1, self.width) if len(values) \
             else np.zeros((0, self.width), np.int64)
 
 
@@ -658,9 +711,9 @@ class _KindColumns:
             if make.width == len(names):  # int64 fields
                 self.rows = rows
                 self.ways = ("int",) * make.width
-                self.fields = [make.matrix()] * make.width
+                self.fields = [make]
                 return
-            self.records = list(map(tuple, make.matrix()[rows].tolist()))
+            self.records = list(map(tuple, make.take(rows).tolist()))
             return
         stored = _gather(log.data, seq.tolist())
         if hasattr(make, "columns") and len(stored) and set(map(type, stored)) == {int}:
@@ -692,7 +745,7 @@ class _KindColumns:
         if not self.ways:  # empty tuples
             return pa.array(["{}"] * (hi - lo), type=pa.large_string())
         if self.rows is not None:  # equal rows, equal texts: each run of equal rows written once
-            m = self.fields[0][self.rows[lo:hi]]
+            m = self.fields[0].take(self.rows[lo:hi])
             new = np.ones(len(m), dtype=bool)
             new[1:] = (m[1:] != m[:-1]).any(axis=1)
             first = m[new]

@@ -36,6 +36,7 @@ general engine unchanged. ``engine.fast_path: off`` forces the general engine.
 """
 from __future__ import annotations
 
+import functools
 from array import array
 from bisect import bisect
 from heapq import heappop, heappush
@@ -203,7 +204,7 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     # their rows are appended to the memory records' int64 rows directly (IntRows.store's result)
     from llmos_sim.policies.memory.ideal import IdealPool
 
-    mvals = (mem_data.__self__.values if pools and log_memory and set(map(type, ids)) <= {int} and len(jobs)
+    mvals = (mem_data.__self__.appendable() if pools and log_memory and set(map(type, ids)) <= {int} and len(jobs)
              and max(map(abs, ids)) < 2**62
              and all(type(p) is IdealPool and p.capacity_bytes < 2**62 for p in pools) else None)
     # ... and the ideal pool's allocate/free are its counters, updated in place: a run's
@@ -709,14 +710,12 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     return "drained"
 
 
-#: rows of memory records made at a time by :func:`_fill_memory`
-FILL_BLOCK = 1 << 16
-
-
 def _fill_memory(log, mvals: array, pools: list, mem_jobs: array, first_rec: int, first_row: int,
                  codes: tuple, ids: list, mem, gpus: list, n: int) -> None:
-    """The rows of a batched run's memory records and its ideal pools' counters (see
-    ``batched`` in :func:`run`). ``mem_jobs``: per start the job, per finish the job + ``n``,
+    """The rows of a batched run's memory records (made on demand by the log's
+    :class:`~llmos_sim.events.IntRows` from each row's job, whether it is a free, and its
+    device: :func:`_memory_rows`; 9 bytes a row instead of 64) and its ideal pools' counters
+    (see ``batched`` in :func:`run`). ``mem_jobs``: per start the job, per finish the job + ``n``,
     in log order; their records are the log's ``mem_alloc``/``mem_free`` records from
     ``first_rec`` on, rows ``first_row`` on, one per device of the job (its ``gpus``), the
     device their subject. A start's row on device d is ``(id, 0, M_d, M_d, M_d, M_d, M_d,
@@ -728,33 +727,43 @@ def _fill_memory(log, mvals: array, pools: list, mem_jobs: array, first_rec: int
     at = np.frombuffer(log.code, dtype=np.uint16)[first_rec:]
     pos = first_rec + np.flatnonzero((at == codes[0]) | (at == codes[1]))
     devices = E.ints_at(log.subject, pos)
+    del at, pos
     ev = np.frombuffer(mem_jobs, dtype=np.int64)
     freed = ev >= n
     job = np.where(freed, ev - n, ev)
     g = np.asarray(gpus, dtype=np.int64)[job]
-    if int(g.sum()) != len(devices) or len(mvals) != 8 * first_row:
+    rows = log.derived[codes[0]]
+    if int(g.sum()) != len(devices) or len(mvals) != 8 * first_row or rows.values is not mvals:
         raise RuntimeError("fast core: the batched memory records do not match their jobs")
-    job, freed = np.repeat(job, g), np.repeat(freed, g)
-    ids, mem = np.asarray(ids, dtype=np.int64), np.asarray(mem, dtype=np.int64)
-    cap = np.array([p.capacity_bytes for p in pools], dtype=np.int64)
-    for s in range(0, len(job), FILL_BLOCK):  # a block of rows at a time: written while in cache
-        e = min(s + FILL_BLOCK, len(job))
-        k = job[s:e]
-        nbytes = mem[k]
-        held = np.where(freed[s:e], 0, nbytes)
-        rows = np.empty((e - s, 8), dtype=np.int64)
-        rows[:, 0] = ids[k]
-        rows[:, 1] = 0
-        rows[:, 2] = rows[:, 3] = nbytes
-        rows[:, 4] = rows[:, 5] = rows[:, 6] = held
-        rows[:, 7] = cap[devices[s:e]] - held
-        mvals.frombytes(memoryview(rows).cast("B"))
+    small = np.int32 if max(n, len(pools)) < 2**31 else np.int64  # a row's job and device, 4 bytes each
+    job, freed, devices = np.repeat(job.astype(small), g), np.repeat(freed, g), devices.astype(small)
+    rows.extend_made(len(job), functools.partial(_memory_rows, job, freed, devices, np.asarray(ids, dtype=np.int64),
+                                                 np.asarray(mem, dtype=np.int64),
+                                                 np.array([p.capacity_bytes for p in pools], dtype=np.int64)))
     per = np.bincount(devices[~freed], minlength=len(pools))
     for dv in np.flatnonzero(per).tolist():
         pool, c = pools[dv], int(per[dv])
         pool._next_id += c
         pool._n_alloc += c
         pool._n_free += c
+
+
+def _memory_rows(job, freed, devices, ids, mem, cap, rel):
+    """Rows ``rel`` of a batched run's memory records (see :func:`_fill_memory`), from each
+    row's job, whether it is a free, and its device: ``(id, 0, M_d, M_d, held, held, held,
+    capacity_d − held)`` with ``held`` = ``M_d``, or 0 for a free."""
+    import numpy as np
+
+    k = job[rel]
+    nbytes = mem[k]
+    held = np.where(freed[rel], 0, nbytes)
+    rows = np.empty((len(rel), 8), dtype=np.int64)
+    rows[:, 0] = ids[k]
+    rows[:, 1] = 0
+    rows[:, 2] = rows[:, 3] = nbytes
+    rows[:, 4] = rows[:, 5] = rows[:, 6] = held
+    rows[:, 7] = cap[devices[rel]] - held
+    return rows
 
 
 def _ids_are_rows(table: JobTable) -> bool:

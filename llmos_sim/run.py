@@ -264,11 +264,14 @@ def run_cluster(cfg: DictConfig, progress: bool = False, with_services: bool = F
             bar.close()
     for host in engine.hosts.values():  # services' inter-token latency records, after the run's own
         host.flush_itl(engine.env.now)
-    cl = engine.cluster
+    cl, facts = engine.cluster, dict(getattr(engine, "backend_facts", {}) or {})
+    del engine, jobs  # the log holds what the tables read
     tables = derive_tables(log, cl)
-    jobs_t = tables["jobs"]
+    jobs_t = tables["jobs"][SUMMARY_COLUMNS]  # the summary copies the rows it keeps: only what it reads
     training = jobs_t[~jobs_t["tenant"].astype(str).str.startswith("service:")] if with_services else jobs_t
     summary = training_summary(training, tables["timeline"], cl.n_devices, mean_flops=cl.total_flops / cl.n_devices)
+    del jobs_t, training
+    release_freed()
     if with_services:
         from llmos_sim.serving.system import build_result
 
@@ -284,7 +287,26 @@ def run_cluster(cfg: DictConfig, progress: bool = False, with_services: bool = F
         summary |= {f"serving_{k}": v for k, v in serving.summary.items()}
     summary["n_events"] = len(log)
     summary["sim_end_s"] = float(log.records[-1][0]) if len(log) else 0.0
-    return RunResult(cfg, log, tables, summary, cl, dict(getattr(engine, "backend_facts", {}) or {}))
+    return RunResult(cfg, log, tables, summary, cl, facts)
+
+
+#: the jobs table's columns :func:`~llmos_sim.metrics.training_summary` reads (with its fairness figures)
+SUMMARY_COLUMNS = ["job_id", "tenant", "arrival_s", "gpus", "work_flops", "finish_s", "wait_s", "jct_s", "slowdown",
+                   "n_preempt", "device_s", "status"]
+
+
+def release_freed() -> None:
+    """Give the memory the C allocator holds free back to the system (glibc's ``malloc_trim``;
+    nothing elsewhere). A large run frees hundreds of MB of short-lived arrays and lists
+    between its stages (deriving the tables, writing each one); glibc keeps freed heap pages
+    mapped, so without this each stage's garbage would add to the next one's peak."""
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def _add_services(cfg: DictConfig, engine: Engine, streams: dict, first_job_id: int) -> list:
@@ -474,6 +496,7 @@ def write_results(result: RunResult, out_dir: str | Path, plots: bool = True, tr
                     result.tables.to_parquet(name, tmp / f"{name}.parquet")
                 else:
                     write_frame(result.tables[name], tmp / f"{name}.parquet")
+                release_freed()  # a table's Arrow buffers, before the next one's
             if plots:
                 _plots(result, tmp)
             if trace:

@@ -209,7 +209,7 @@ class _MemoryRows:
     def __init__(self, log: EventLog, pos: np.ndarray, rows: np.ndarray, device: np.ndarray) -> None:
         self.pos, self.rows, self.device = pos, rows, device
         self.time = np.frombuffer(log.time, dtype=np.float64)
-        self.matrix = log.derived[log._codes[E.MEM_ALLOC if E.MEM_ALLOC in log._codes else E.MEM_FREE]].matrix()
+        self.int_rows = log.derived[log._codes[E.MEM_ALLOC if E.MEM_ALLOC in log._codes else E.MEM_FREE]]
         self.is_free = np.frombuffer(log.code, dtype=np.uint16)[pos] == log._codes.get(E.MEM_FREE, -1)
 
     @classmethod
@@ -235,7 +235,7 @@ class _MemoryRows:
         """The memory table's columns for its rows ``lo:hi`` (numpy; ``op`` and ``owner`` as
         the codes and ints their texts are made from)."""
         pos = self.pos[lo:hi]
-        m = self.matrix[self.rows[lo:hi]]
+        m = self.int_rows.take(self.rows[lo:hi])
         dev = self.device[lo:hi]
         cols = {"seq": pos.astype(np.int64), "time_s": self.time[pos], "device": dev,
                 "op": self.is_free[lo:hi].astype(np.intp), **{k: m[:, j] for j, k in enumerate(_MEM_COLUMNS[4:])}}
