@@ -361,6 +361,22 @@ def write_frame(df: pd.DataFrame, path: "str | Path") -> None:
     pq.write_table(table, path, compression="snappy", use_dictionary=dictionary_columns(table.schema))
 
 
+def release_freed() -> None:
+    """Give the memory the allocators hold free back to the system: Arrow's pool's unused
+    pages and the C heap's (glibc's ``malloc_trim``; nothing elsewhere). A large run frees
+    hundreds of MB of short-lived arrays, lists and Arrow buffers between its stages
+    (deriving the tables, setting up and writing each one); the allocators keep freed pages
+    mapped, so without this each stage's garbage would add to the next one's peak."""
+    pa.default_memory_pool().release_unused()
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
+
+
 class IntRows:
     """Data tuples of ``width`` exact ints stored as rows of one int64 array (8 bytes a value,
     no tuple or int object per record): the data of a derived kind whose records are mostly
@@ -575,22 +591,28 @@ class ByKind:
 
 def _present_kinds(log: EventLog) -> tuple[list, np.ndarray]:
     """The kinds with records, in order of their first record (a kind may be interned before
-    it has one), and each record's index in that list. A log has few kinds: each one's first
-    record is found by a scan, not by sorting the codes."""
-    codes = log.codes_array()
+    it has one), and each record's index in that list (uint16, as the log's codes). A log has
+    few kinds: each one's first record is found by a scan, not by sorting the codes."""
+    codes = np.frombuffer(log.code, dtype=np.uint16) if len(log.code) else np.zeros(0, np.uint16)
     present = np.flatnonzero(np.bincount(codes))
     first = [int(np.argmax(codes == c)) for c in present.tolist()]
     present = present[np.argsort(first)]
-    remap = np.zeros(len(log.kinds) + 1, dtype=np.intp)
+    remap = np.zeros(len(log.kinds) + 1, dtype=np.uint16)
     remap[present] = np.arange(len(present))
     return [log.kinds[c] for c in present.tolist()], remap[codes]
 
 
 def _grouped(codes: np.ndarray, n_kinds: int) -> np.ndarray:
     """The records' positions grouped by kind index (``codes``: each record's, ``0..n_kinds-1``),
-    in log order within a kind: ``np.argsort(codes, kind="stable")``, made by one scan per kind."""
-    return np.concatenate([np.flatnonzero(codes == k) for k in range(n_kinds)]) if len(codes) else \
-        np.zeros(0, dtype=np.intp)
+    in log order within a kind: ``np.argsort(codes, kind="stable")``, made by one scan per kind
+    into one array."""
+    order = np.empty(len(codes), dtype=np.intp)
+    at = 0
+    for k in range(n_kinds):
+        part = np.flatnonzero(codes == k)
+        order[at:at + len(part)] = part
+        at += len(part)
+    return order
 
 
 def _in_log_order(parts: list, order: np.ndarray) -> pa.Array:
@@ -649,6 +671,7 @@ def _event_blocks(log: EventLog, kinds: list, codes: np.ndarray, size: "int | No
             for kind, n, e in zip(kinds, counts.tolist(), ends.tolist())]
     kind_text = pa.array(list(map(str, kinds)), type=pa.large_string()) if set(map(type, kinds)) == {str} else None
     subjects = log.subject
+    release_freed()  # the lists the columns were split from
     for s in range(0, len(codes), size):
         e = min(s + size, len(codes))
         parts, where = [], []

@@ -37,7 +37,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from llmos_sim.engine import Engine
-from llmos_sim.events import EventLog, write_frame
+from llmos_sim.events import EventLog, release_freed, write_frame
 from llmos_sim.metrics import memory_table, training_summary
 from llmos_sim.metrics.tables import Tables, jobs_and_timeline, write_memory_table
 from llmos_sim.outputs import (LOCK, MARKER, PARTIAL_PREFIX, clean_partials, config_sha256, output_lock, provenance,
@@ -295,20 +295,6 @@ SUMMARY_COLUMNS = ["job_id", "tenant", "arrival_s", "gpus", "work_flops", "finis
                    "n_preempt", "device_s", "status"]
 
 
-def release_freed() -> None:
-    """Give the memory the C allocator holds free back to the system (glibc's ``malloc_trim``;
-    nothing elsewhere). A large run frees hundreds of MB of short-lived arrays and lists
-    between its stages (deriving the tables, writing each one); glibc keeps freed heap pages
-    mapped, so without this each stage's garbage would add to the next one's peak."""
-    try:
-        import ctypes
-
-        trim = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim(0)
-
-
 def _add_services(cfg: DictConfig, engine: Engine, streams: dict, first_job_id: int) -> list:
     """Give the engine a host per service in ``cfg.services``; return the services' jobs."""
     from dataclasses import replace
@@ -468,13 +454,17 @@ _RESULT_GLOBS = ("config.yaml", "summary.json", "trace.json", "*.parquet", "*.pn
 
 
 def write_results(result: RunResult, out_dir: str | Path, plots: bool = True, trace: bool = False,
-                  hydra: dict[str, Any] | None = None) -> Path:
+                  hydra: dict[str, Any] | None = None, release: bool = False) -> Path:
     """Write ``config.yaml``, ``<table>.parquet``, ``summary.json``, plots (and ``trace.json``,
     a Chrome/Perfetto trace, with ``trace``) into ``out_dir``, then the completion marker
     ``complete.json`` (config hash, package version, git commit, source hash, input hashes).
 
     ``hydra``: files for ``.hydra/`` (``{"overrides.yaml": [...], "config.yaml": ..., ...}``;
     YAML-dumped), written with the results so they always belong to the same run.
+
+    ``release``: each table is dropped from ``result.tables`` once written (after the plots
+    and the trace, which read them), so a large run's jobs table is not held while its
+    events are written: for a caller that reads only the summary afterwards (the command line).
 
     Under the folder's lock (:func:`llmos_sim.outputs.output_lock`): everything is first
     written to a ``.partial-*`` folder beside the results; only then are the old marker and
@@ -491,18 +481,20 @@ def write_results(result: RunResult, out_dir: str | Path, plots: bool = True, tr
         try:
             cfg_yaml = OmegaConf.to_yaml(result.cfg, resolve=True)
             (tmp / "config.yaml").write_text(cfg_yaml)
-            for name in result.tables:
-                if isinstance(result.tables, Tables):  # a lazy table is written without being held whole
-                    result.tables.to_parquet(name, tmp / f"{name}.parquet")
-                else:
-                    write_frame(result.tables[name], tmp / f"{name}.parquet")
-                release_freed()  # a table's Arrow buffers, before the next one's
             if plots:
                 _plots(result, tmp)
             if trace:
                 from llmos_sim.trace_export import write_trace
 
                 write_trace(result.tables, tmp / "trace.json", name=str(result.cfg.get("name", "run")))
+            for name in list(result.tables):
+                if isinstance(result.tables, Tables):  # a lazy table is written without being held whole
+                    result.tables.to_parquet(name, tmp / f"{name}.parquet")
+                else:
+                    write_frame(result.tables[name], tmp / f"{name}.parquet")
+                if release:
+                    del result.tables[name]
+                release_freed()  # a table's buffers, before the next one's
             summary = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in result.summary.items()}
             if result.facts:
                 summary["backend_facts"] = result.facts

@@ -17,7 +17,7 @@ import pandas as pd
 from llmos_sim import events as E
 from llmos_sim.events import EventLog
 from llmos_sim.kernel import sparse_gc
-from llmos_sim.types import Cluster
+from llmos_sim.types import ARRIVE_FIELDS, Arrivals, Cluster
 
 JOB_COLUMNS = ["job_id", "tenant", "arrival_s", "gpus", "gpu_milli", "work_flops", "start_s", "finish_s", "wait_s",
                "jct_s", "run_s", "ideal_s", "slowdown", "devices", "n_devices", "n_nodes", "n_preempt", "n_resize", "device_s", "status",
@@ -418,33 +418,31 @@ class _Life:
             c = log._codes.get(k)
             if c is not None:
                 lut[c] = i
-        kind = lut[log.codes_array()]
+        kind = lut[np.frombuffer(log.code, dtype=np.uint16)] if len(log) else np.zeros(0, dtype=np.int8)
         pos = np.flatnonzero(kind >= 0)
-        self.kind = kind = kind[pos].astype(np.int8)
-        pl = pos.tolist()
+        self.kind = kind = kind[pos]
         self.t = np.frombuffer(log.time, dtype=np.float64)[pos] if len(pos) else np.zeros(0)
-        self.subject = subject = list(map(log.subject.__getitem__, pl))
-        self.data = data = list(map(log.data.__getitem__, pl))  # raw: a derived kind's object
+        self.pos, self.raw = pos, log.data  # a record's data: raw[pos[i]] (a derived kind's object)
         c_arr = log._codes.get(E.ARRIVE)
         make_arrive = log.derived.get(c_arr) if c_arr is not None else None
-        arr = np.flatnonzero(kind == _ARR).tolist()
-        self.ids = ids = list(map(subject.__getitem__, arr))
-        row_of = dict(zip(ids, range(len(ids))))
-        if len(row_of) != len(ids) or not ids:
-            raise _Irregular("a job arrived twice, or none arrived")
-        try:
-            self.row = row = np.fromiter(map(row_of.__getitem__, subject), dtype=np.int64, count=len(subject))
-            arr_data = list(map(data.__getitem__, arr))
-            if hasattr(make_arrive, "columns") and set(map(type, arr_data)) <= {int}:  # rows of a job table
-                self.gpus, self.work, self.milli, self.tenant = make_arrive.columns(arr_data)
-            else:
-                if make_arrive is not None:
-                    arr_data = list(map(make_arrive, arr_data))
-                if arr_data and set(map(len, arr_data)) != {4}:
-                    raise _Irregular("arrival data")
-                self.gpus, self.work, self.milli, self.tenant = (list(c) for c in zip(*arr_data)) if arr else ([],) * 4
-        except KeyError:
-            raise _Irregular("a record of a job that never arrived") from None
+        arr = np.flatnonzero(kind == _ARR)
+        self.ids, self.row = self._rows(log, pos, arr)
+        arr_data = E._gather(log.data, pos[arr].tolist())
+        if isinstance(make_arrive, Arrivals) and set(map(type, arr_data)) <= {int}:  # rows of a job table
+            rows = np.asarray(arr_data, dtype=np.int64)  # its columns of numbers gathered as arrays
+            table = make_arrive.table
+            self.gpus, self.work, self.milli, self.tenant = (
+                a[rows] if (a := table.array(f)) is not None else table.gather(f, arr_data) for f in ARRIVE_FIELDS)
+        elif hasattr(make_arrive, "columns") and set(map(type, arr_data)) <= {int}:
+            self.gpus, self.work, self.milli, self.tenant = make_arrive.columns(arr_data)
+        else:
+            if make_arrive is not None:
+                arr_data = list(map(make_arrive, arr_data))
+            if arr_data and set(map(len, arr_data)) != {4}:
+                raise _Irregular("arrival data")
+            self.gpus, self.work, self.milli, self.tenant = (list(c) for c in zip(*arr_data)) if len(arr) else ([],) * 4
+        del arr_data
+        row = self.row
         self.arr_pos = np.asarray(arr, dtype=np.int64)
         n = len(kind)
         # the record before each one of the same job (-1: none)
@@ -459,8 +457,7 @@ class _Life:
         ndev = np.zeros(n, dtype=np.int64)
         share = np.zeros(n, dtype=np.float64)  # the job's share of each device (milli / 1000)
         starts = np.flatnonzero(kind == _START)
-        sl = starts.tolist()
-        start_data = list(map(data.__getitem__, sl))
+        start_data = E._gather(log.data, pos[starts].tolist())
         if start_data and set(map(len, start_data)) != {3}:
             raise _Irregular("start data")
         start_devs = list(map(itemgetter(0), start_data))
@@ -477,9 +474,9 @@ class _Life:
         resized_from: dict[int, int] = {}
         for i in np.flatnonzero(kind == _RESIZE).tolist():  # few (elastic jobs only), in log order
             o = int(prev[i])
-            if o < 0 or not opener[o] or len(data[i]) != 2:
+            if o < 0 or not opener[o] or len(self.data(i)) != 2:
                 raise _Irregular("a resize of a job not holding devices")
-            devices[i] = data[i][1]
+            devices[i] = self.data(i)[1]
             ndev[i] = len(devices[i])
             share[i] = share[o]
             resized_from[i] = o
@@ -499,6 +496,37 @@ class _Life:
         last = np.ones(n, dtype=bool)
         last[prev[has_prev]] = False
         self.open_at_end = np.flatnonzero(opener & last)
+
+    @staticmethod
+    def _rows(log: EventLog, pos: np.ndarray, arr: np.ndarray) -> tuple:
+        """The jobs' ids (their arrivals' subjects, in order) and each record's job row (the
+        position of its job's arrival among the arrivals). Subjects that are exact ints are
+        matched by numpy; others through a dict."""
+        subject = E.ints_at(log.subject, pos)
+        if subject is None:
+            subject = E._gather(log.subject, pos.tolist())
+            ids = list(map(subject.__getitem__, arr.tolist()))
+            row_of = dict(zip(ids, range(len(ids))))
+            if len(row_of) != len(ids) or not ids:
+                raise _Irregular("a job arrived twice, or none arrived")
+            try:
+                return ids, np.fromiter(map(row_of.__getitem__, subject), dtype=np.int64, count=len(subject))
+            except KeyError:
+                raise _Irregular("a record of a job that never arrived") from None
+        ids = subject[arr]
+        by_id = np.argsort(ids, kind="stable")
+        sorted_ids = ids[by_id]
+        if not len(ids) or (sorted_ids[1:] == sorted_ids[:-1]).any():
+            raise _Irregular("a job arrived twice, or none arrived")
+        at = np.searchsorted(sorted_ids, subject)
+        at[at == len(ids)] = 0
+        if (sorted_ids[at] != subject).any():
+            raise _Irregular("a record of a job that never arrived")
+        return ids, by_id[at]
+
+    def data(self, i: int):
+        """The raw data of life-cycle record ``i`` (a derived kind's stored object)."""
+        return self.raw[int(self.pos[i])]
 
     def _devices_of(self, records: np.ndarray) -> list:
         """The device sets of the start and resize records at ``records``."""
@@ -537,7 +565,7 @@ class _Life:
         status = status_of[kind[last_rec]].tolist() if n_jobs else []
         reason = [""] * n_jobs
         for i in np.flatnonzero(kind == _FAIL).tolist():
-            reason[row[i]] = self.data[i][0]
+            reason[row[i]] = self.data(i)[0]
             if self.closes[i]:
                 finish_s[row[i]] = np.nan
         # the last device set of each job (start or resize)
@@ -580,7 +608,7 @@ class _Life:
             for i, devs, m in zip(st.tolist(), self.start_devs, self.share_milli):
                 weight[i] = len(devs) * m / 1000
         for i, o in self.resized_from.items():  # log order: a chain of resizes scales in turn
-            weight[i] = len(self.resize_devs[i]) * weight[o] / max(len(self.data[i][0]), 1)
+            weight[i] = len(self.resize_devs[i]) * weight[o] / max(len(self.data(i)[0]), 1)
         d_busy = np.zeros(n, dtype=np.float64)
         d_queue = np.zeros(n, dtype=np.int64)
         d_run = np.zeros(n, dtype=np.int64)
