@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from itertools import chain, compress
 from pathlib import Path
@@ -189,7 +190,8 @@ class EventLog:
         out = _gather(self.data, positions)
         if self.derived:
             derived, code = self.derived, self.code
-            out = [derived[code[i]](d) if code[i] in derived else d for i, d in zip(positions, out)]
+            out = [(derived[code[i]](d) if d is not ROW else derived[code[i]].at(i)) if code[i] in derived else d
+                   for i, d in zip(positions, out)]
         return out
 
     def _data_iter(self) -> Iterator[tuple]:
@@ -197,7 +199,8 @@ class EventLog:
         if not self.derived:
             return iter(self.data)
         derived = self.derived
-        return (derived[c](d) if c in derived else d for c, d in zip(self.code, self.data))
+        return ((derived[c](d) if d is not ROW else derived[c].at(i)) if c in derived else d
+                for i, (c, d) in enumerate(zip(self.code, self.data)))
 
     def code_of(self, kind: Any) -> int:
         """``kind``'s code, interned on first use (the engine keeps the codes of its hot kinds)."""
@@ -361,6 +364,23 @@ def write_frame(df: pd.DataFrame, path: "str | Path") -> None:
     pq.write_table(table, path, compression="snappy", use_dictionary=dictionary_columns(table.schema))
 
 
+class _Row:
+    """What a record whose data is a row of an :class:`IntRows` stores when the rows know it
+    by its position in the log (:data:`ROW`, one object for all): no int object per record."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ROW"
+
+    def __reduce__(self) -> str:
+        return "ROW"  # pickled by name: the one object
+
+
+#: the data a record stores when its row is found by its position (:meth:`IntRows.rows_at`)
+ROW = _Row()
+
+
 def release_freed() -> None:
     """Give the memory the allocators hold free back to the system: Arrow's pool's unused
     pages and the C heap's (glibc's ``malloc_trim``; nothing elsewhere). A large run frees
@@ -389,21 +409,72 @@ class IntRows:
     free on one device of an empty ideal pool) hands over that function instead of the rows;
     :meth:`take` and every read make just the rows asked for. Anything that appends rows
     (:meth:`store`, :meth:`appendable`) first makes them for good, so row numbers stay
-    positions in :attr:`values`."""
+    positions in :attr:`values`. Such records store :data:`ROW` instead of their row number
+    (no int object per record): their rows follow their positions in the log, kept in
+    :attr:`at` (8 bytes a record; :meth:`at` reads one, :meth:`rows_at` many)."""
 
-    __slots__ = ("width", "values", "made", "n_made")
+    __slots__ = ("width", "values", "made", "n_made", "positions", "segments")
 
     def __init__(self, width: int) -> None:
         self.width = width
         self.values = array("q")
         self.made: "Callable[[np.ndarray], np.ndarray] | None" = None  # rows (relative) -> (k, width) int64
         self.n_made = 0
+        self.positions = array("q")  # the log positions of the records that store ROW, ascending
+        self.segments: list = []  # (index in positions, its row): from there on, one row per record
 
-    def extend_made(self, n: int, make: "Callable[[np.ndarray], np.ndarray]") -> None:
-        """Rows ``len(self) .. len(self) + n - 1`` are ``make(rows - len(self))`` (an int64
-        array of the relative row numbers -> the ``(k, width)`` int64 rows), made when read."""
-        self.appendable()
+    def extend_made(self, n: int, make: "Callable[[np.ndarray], np.ndarray]", positions: np.ndarray) -> None:
+        """Rows ``r .. r + n - 1`` (``r``: the number of rows so far) are ``make(rows - r)``
+        (an int64 array of the relative row numbers -> the ``(k, width)`` int64 rows), made
+        when read; they are the rows of the records at log ``positions`` (ascending, after
+        every record that stored ROW before), which store :data:`ROW`."""
+        values = self.appendable()
+        if len(positions) != n or (len(self.positions) and len(positions) and positions[0] <= self.positions[-1]):
+            raise ValueError("int rows: the made rows' records must follow the earlier ones, one row each")
+        self.segments.append((len(self.positions), len(values) // self.width))
+        self.positions.frombytes(memoryview(np.ascontiguousarray(positions, dtype=np.int64)).cast("B"))
         self.made, self.n_made = make, n
+
+    def rows_at(self, stored: list, positions: np.ndarray) -> "np.ndarray | None":
+        """The row numbers of the records at log ``positions`` (``stored``: the log's data
+        column) as an int64 array, when every one stored a row (its number, or :data:`ROW`);
+        else None. Gathered a block at a time (see :func:`ints_at`)."""
+        out = np.empty(len(positions), dtype=np.int64)
+        at = np.frombuffer(self.positions, dtype=np.int64) if len(self.positions) else np.zeros(0, np.int64)
+        starts = np.array([s for s, _ in self.segments], dtype=np.int64)
+        firsts = np.array([r for _, r in self.segments], dtype=np.int64)
+        for s in range(0, len(positions), TEXT_BLOCK):
+            pos = positions[s:s + TEXT_BLOCK]
+            part = _gather(stored, pos.tolist())
+            n_row = part.count(ROW)
+            if n_row:
+                is_row = np.fromiter((d is ROW for d in part), dtype=bool, count=len(part))
+                j = np.searchsorted(at, pos[is_row])
+                if (j >= len(at)).any() or (at[np.minimum(j, len(at) - 1)] != pos[is_row]).any():
+                    return None
+                seg = np.searchsorted(starts, j, side="right") - 1
+                out[s:s + len(part)][is_row] = firsts[seg] + (j - starts[seg])
+                if n_row == len(part):
+                    continue
+                part = list(compress(part, ~is_row))
+                where = np.flatnonzero(~is_row) + s
+            else:
+                where = slice(s, s + len(part))
+            if set(map(type, part)) != {int}:
+                return None
+            try:
+                out[where] = part
+            except OverflowError:
+                return None
+        return out
+
+    def at(self, position: int) -> tuple:
+        """The data of the record at log ``position``, which stored :data:`ROW`."""
+        j = bisect_left(self.positions, position)
+        if j == len(self.positions) or self.positions[j] != position:
+            raise KeyError(f"int rows: the record at {position} has no row")
+        start, first = self.segments[bisect_right(self.segments, (j, 2**63)) - 1]
+        return self(first + j - start)
 
     def appendable(self) -> array:
         """:attr:`values`, with any rows made on demand made and appended: the array new
@@ -430,6 +501,8 @@ class IntRows:
         return n // self.width
 
     def __call__(self, stored: "int | tuple") -> tuple:
+        if stored is ROW:
+            raise TypeError("a record that stored ROW is read by its position (IntRows.at)")
         if type(stored) is int:
             i = stored * self.width
             if i < len(self.values):
@@ -438,10 +511,10 @@ class IntRows:
         return stored
 
     def __getstate__(self) -> tuple:
-        return self.width, self.appendable()
+        return self.width, self.appendable(), self.positions, self.segments
 
     def __setstate__(self, state: tuple) -> None:
-        self.width, self.values = state
+        self.width, self.values, self.positions, self.segments = state
         self.made, self.n_made = None, 0
 
     def take(self, rows: np.ndarray) -> np.ndarray:
@@ -501,7 +574,9 @@ class Records(Sequence):
                             log.data_at(list(range(len(log.time))[i]))))
         c = log.code[i]
         d = log.data[i]
-        return (log.time[i], log.kinds[c], log.subject[i], log.derived[c](d) if c in log.derived else d)
+        if c in log.derived:
+            d = log.derived[c](d) if d is not ROW else log.derived[c].at(range(len(log.time))[i])
+        return log.time[i], log.kinds[c], log.subject[i], d
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Records):
@@ -579,7 +654,8 @@ class ByKind:
             pos = seq.tolist()
             data = _gather(datas, pos)
             if kind in derived:
-                data = map(derived[kind], data)
+                f = derived[kind]
+                data = [f(d) if d is not ROW else f.at(i) for d, i in zip(data, pos)]
             self.groups[kind] = KindRecords(seq, tuple(_gather(times, pos)), tuple(_gather(subjects, pos)), tuple(data))
 
     def data_strings(self):
@@ -729,7 +805,7 @@ class _KindColumns:
         self.rows: "np.ndarray | None" = None
         self.records: "list | None" = None
         names = FIELDS.get(kind, ())
-        rows = ints_at(log.data, seq) if isinstance(make, IntRows) and len(seq) else None
+        rows = make.rows_at(log.data, seq) if isinstance(make, IntRows) and len(seq) else None
         if rows is not None:  # every record a row of exact ints
             if make.width == len(names):  # int64 fields
                 self.rows = rows

@@ -45,6 +45,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Sequence
 
 from llmos_sim import events as E
+from llmos_sim.events import ROW
 from llmos_sim.kernel import advance_to
 from llmos_sim.types import FULL_DEVICE_MILLI, Arrivals, Constant, Job, JobRows, JobTable, Task
 from llmos_sim.view import ClusterView, Tentative
@@ -226,7 +227,6 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     place_max = fit_all if batched else 0  # the most memory a job placed as one without may have
     mem_jobs = array("q")  # per batched start: the job; per finish: the job + n
     first_rec, first_row = len(log), len(mvals) >> 3 if mvals is not None else 0
-    mem_row = first_row  # the row number of the next memory record
     c_alloc = log.code_of(E.MEM_ALLOC) if pools and log_memory else -1
     c_free = log.code_of(E.MEM_FREE) if pools and log_memory else -1
     devices_seen, starts_seen, last_reject = engine._devices_seen, engine._starts_seen, engine._last_reject
@@ -275,14 +275,13 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
 
     def mem_records(t: float, code: int, devices: tuple, event: int) -> None:
         """A batched job's ``mem_alloc`` (``event``: the job) or ``mem_free`` (the job + n)
-        records on its ``devices`` (see ``batched``): their rows are filled in at the end."""
-        nonlocal mem_row
+        records on its ``devices`` (see ``batched``): their data is ``ROW`` (their rows are
+        known by their positions, made on demand after the run)."""
         g = len(devices)
         t_ext((t,) * g)
         c_ext((code,) * g)
         s_ext(devices)
-        d_ext(range(mem_row, mem_row + g))
-        mem_row += g
+        d_ext((ROW,) * g)
         mem_app(event)
 
     def log_mem(t: float, code: int, dv: int, owner, a, pool) -> None:
@@ -717,8 +716,8 @@ def _fill_memory(log, mvals: array, pools: list, mem_jobs: array, first_rec: int
     device: :func:`_memory_rows`; 9 bytes a row instead of 64) and its ideal pools' counters
     (see ``batched`` in :func:`run`). ``mem_jobs``: per start the job, per finish the job + ``n``,
     in log order; their records are the log's ``mem_alloc``/``mem_free`` records from
-    ``first_rec`` on, rows ``first_row`` on, one per device of the job (its ``gpus``), the
-    device their subject. A start's row on device d is ``(id, 0, M_d, M_d, M_d, M_d, M_d,
+    ``first_rec`` on (data ``ROW``), rows ``first_row`` on, one per device of the job (its
+    ``gpus``), the device their subject. A start's row on device d is ``(id, 0, M_d, M_d, M_d, M_d, M_d,
     capacity_d − M_d)``, a finish's ``(id, 0, M_d, M_d, 0, 0, 0, capacity_d)``: what
     ``IdealPool`` gives on an empty pool. Each allocation counts one allocation id, allocation
     and free on its device, as ``allocate`` and ``free`` count them (all are freed by the end)."""
@@ -727,7 +726,7 @@ def _fill_memory(log, mvals: array, pools: list, mem_jobs: array, first_rec: int
     at = np.frombuffer(log.code, dtype=np.uint16)[first_rec:]
     pos = first_rec + np.flatnonzero((at == codes[0]) | (at == codes[1]))
     devices = E.ints_at(log.subject, pos)
-    del at, pos
+    del at
     ev = np.frombuffer(mem_jobs, dtype=np.int64)
     freed = ev >= n
     job = np.where(freed, ev - n, ev)
@@ -739,7 +738,7 @@ def _fill_memory(log, mvals: array, pools: list, mem_jobs: array, first_rec: int
     job, freed, devices = np.repeat(job.astype(small), g), np.repeat(freed, g), devices.astype(small)
     rows.extend_made(len(job), functools.partial(_memory_rows, job, freed, devices, np.asarray(ids, dtype=np.int64),
                                                  np.asarray(mem, dtype=np.int64),
-                                                 np.array([p.capacity_bytes for p in pools], dtype=np.int64)))
+                                                 np.array([p.capacity_bytes for p in pools], dtype=np.int64)), pos)
     per = np.bincount(devices[~freed], minlength=len(pools))
     for dv in np.flatnonzero(per).tolist():
         pool, c = pools[dv], int(per[dv])

@@ -267,6 +267,7 @@ def run_cluster(cfg: DictConfig, progress: bool = False, with_services: bool = F
     cl, facts = engine.cluster, dict(getattr(engine, "backend_facts", {}) or {})
     del engine, jobs  # the log holds what the tables read
     tables = derive_tables(log, cl)
+    release_freed()
     jobs_t = tables["jobs"][SUMMARY_COLUMNS]  # the summary copies the rows it keeps: only what it reads
     training = jobs_t[~jobs_t["tenant"].astype(str).str.startswith("service:")] if with_services else jobs_t
     summary = training_summary(training, tables["timeline"], cl.n_devices, mean_flops=cl.total_flops / cl.n_devices)

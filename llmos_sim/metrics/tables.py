@@ -96,19 +96,23 @@ def _jobs_table_loop(log: EventLog, cluster: Cluster | None = None) -> pd.DataFr
     df = pd.DataFrame.from_records(list(rows.values()), columns=[c for c in JOB_COLUMNS if c not in derived])
     # int64 arrays, so parquet stores list<int64> even when every list is empty
     df["devices"] = [np.asarray(d, dtype=np.int64) for d in df["devices"]]
-    return _finish_jobs_table(df, cluster)
+    return _finish_jobs_table(dict(df.items()), cluster)
 
 
-def _finish_jobs_table(df: pd.DataFrame, cluster: Cluster | None) -> pd.DataFrame:
-    """The derived columns (wait, JCT, run time, ideal time, slowdown), in the table's order."""
-    df["wait_s"] = df["start_s"] - df["arrival_s"]
-    df["jct_s"] = df["finish_s"] - df["arrival_s"]
-    df["run_s"] = df["finish_s"] - df["start_s"]
+def _finish_jobs_table(cols: dict, cluster: Cluster | None) -> pd.DataFrame:
+    """The jobs table from its columns (``cols``: name -> array, list or Series, each one
+    value per job) and the derived ones (wait, JCT, run time, ideal time, slowdown), made
+    in the table's order at once: no column is inserted or reordered after, so the frame's
+    data are not copied again (a 300k-job table is ~85 MB)."""
+    c = {k: v if isinstance(v, pd.Series) else pd.Series(v, copy=False) for k, v in cols.items()}
+    c["wait_s"] = c["start_s"] - c["arrival_s"]
+    c["jct_s"] = c["finish_s"] - c["arrival_s"]
+    c["run_s"] = c["finish_s"] - c["start_s"]
     mean_c = cluster.total_flops / cluster.n_devices if cluster is not None else np.nan
     with np.errstate(divide="ignore", invalid="ignore"):
-        df["ideal_s"] = df["work_flops"] / (df["gpus"] * df["gpu_milli"].astype(float) / 1000 * mean_c)
-        df["slowdown"] = df["jct_s"] / df["ideal_s"]
-    df = df[JOB_COLUMNS]
+        c["ideal_s"] = c["work_flops"] / (c["gpus"] * c["gpu_milli"].astype(float) / 1000 * mean_c)
+        c["slowdown"] = c["jct_s"] / c["ideal_s"]
+    df = pd.DataFrame({k: c.pop(k) for k in JOB_COLUMNS}, copy=False)
     if not df["job_id"].is_monotonic_increasing:  # (ids in arrival order need no sort)
         df = df.sort_values("job_id", kind="stable")
     return df.reset_index(drop=True)
@@ -224,7 +228,7 @@ class _MemoryRows:
         made = made.pop()
         if not isinstance(made, E.IntRows) or made.width != 8:
             return None
-        rows = E.ints_at(log.data, pos)
+        rows = made.rows_at(log.data, pos)
         device = E.ints_at(log.subject, pos) if rows is not None else None
         return None if device is None else cls(log, pos, rows, device)
 
@@ -586,16 +590,18 @@ class _Life:
             n_nodes[has] = np.bincount(pairs // (int(node_of.max()) + 1), minlength=len(dev_sets))
         empty = np.zeros(0, dtype=np.int64)
         devices = [empty] * n_jobs
-        ends = np.cumsum(lens).tolist()
-        for r, a, b in zip(np.flatnonzero(has).tolist(), [0, *ends], ends):  # views of flat, as np.split gives
-            devices[r] = flat[a:b]
-        df = pd.DataFrame({
+        ends = np.cumsum(lens)
+        holders = np.flatnonzero(has)
+        for s in range(0, len(holders), E.TEXT_BLOCK):  # views of flat, as np.split gives (a block's ints at a time)
+            e = ends[s:s + E.TEXT_BLOCK].tolist()
+            for r, a, b in zip(holders[s:s + E.TEXT_BLOCK].tolist(), [int(ends[s - 1]) if s else 0, *e], e):
+                devices[r] = flat[a:b]
+        return _finish_jobs_table({
             "job_id": self.ids, "tenant": self.tenant, "arrival_s": t[self.arr_pos], "gpus": self.gpus,
             "gpu_milli": self.milli, "work_flops": self.work, "start_s": start_s, "finish_s": finish_s,
             "devices": pd.Series(devices, dtype=object), "n_devices": n_devices, "n_nodes": n_nodes,
             "n_preempt": n_preempt, "n_resize": n_resize, "device_s": device_s, "status": status, "reason": reason,
-        })
-        return _finish_jobs_table(df, cluster)
+        }, cluster)
 
     # -- timeline --------------------------------------------------------------------------
     def timeline_table(self, cluster: Cluster) -> pd.DataFrame:
@@ -610,14 +616,19 @@ class _Life:
         for i, o in self.resized_from.items():  # log order: a chain of resizes scales in turn
             weight[i] = len(self.resize_devs[i]) * weight[o] / max(len(self.data(i)[0]), 1)
         d_busy = np.zeros(n, dtype=np.float64)
-        d_queue = np.zeros(n, dtype=np.int64)
-        d_run = np.zeros(n, dtype=np.int64)
         closes = self.closes
         cl = np.flatnonzero(closes)
         d_busy[cl] = -weight[prev[cl]]
+        del cl
         d_busy[st] += weight[st]  # a start closes nothing (checked when the columns were read)
         rz = np.flatnonzero(kind == _RESIZE)
         d_busy[rz] = weight[rz] - weight[prev[rz]]
+        del weight
+        busy = _running_sum(d_busy)
+        del d_busy
+        # the counts, summed in place (a 900k-record log's columns are 7 MB each)
+        d_queue = np.zeros(n, dtype=np.int64)
+        d_run = np.zeros(n, dtype=np.int64)
         d_queue[kind == _ARR] = 1
         d_queue[st] = -1
         d_queue[kind == _PREEMPT] = 1
@@ -626,15 +637,14 @@ class _Life:
         fail = kind == _FAIL
         d_run[fail & closes] = -1
         d_queue[fail & ~closes] = -1
-        busy = _running_sum(d_busy)
-        queued = np.cumsum(d_queue)
-        running = np.cumsum(d_run)
+        queued = np.cumsum(d_queue, out=d_queue)
+        running = np.cumsum(d_run, out=d_run)
         t = self.t
         keep = np.ones(n, dtype=bool)  # the last record of each run of equal times
         if n > 1:
             keep[:-1] = t[1:] != t[:-1]
         df = pd.DataFrame({"time_s": t[keep], "busy_devices": np.round(busy[keep], 9),
-                           "queue_len": queued[keep], "running": running[keep]})
+                           "queue_len": queued[keep], "running": running[keep]}, copy=False)
         df["utilisation"] = df["busy_devices"] / cluster.n_devices
         return df
 
