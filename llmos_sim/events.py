@@ -447,19 +447,19 @@ class IntRows:
             pos = positions[s:s + TEXT_BLOCK]
             part = _gather(stored, pos.tolist())
             n_row = part.count(ROW)
+            where = slice(s, s + len(part))
             if n_row:
-                is_row = np.fromiter((d is ROW for d in part), dtype=bool, count=len(part))
+                is_row = np.ones(len(part), dtype=bool) if n_row == len(part) else \
+                    np.fromiter((d is ROW for d in part), dtype=bool, count=len(part))
                 j = np.searchsorted(at, pos[is_row])
                 if (j >= len(at)).any() or (at[np.minimum(j, len(at) - 1)] != pos[is_row]).any():
                     return None
                 seg = np.searchsorted(starts, j, side="right") - 1
-                out[s:s + len(part)][is_row] = firsts[seg] + (j - starts[seg])
+                out[where][is_row] = firsts[seg] + (j - starts[seg])
                 if n_row == len(part):
                     continue
                 part = list(compress(part, ~is_row))
                 where = np.flatnonzero(~is_row) + s
-            else:
-                where = slice(s, s + len(part))
             if set(map(type, part)) != {int}:
                 return None
             try:

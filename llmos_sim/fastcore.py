@@ -272,6 +272,8 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
 
     t_ext, c_ext, s_ext, d_ext = log.time.extend, log.code.extend, log.subject.extend, log.data.extend
     mem_app = mem_jobs.append
+    mem_devices: list = []  # per batched start or finish: its devices (the subjects of its records)
+    mem_dev = mem_devices.append
 
     def mem_records(t: float, code: int, devices: tuple, event: int) -> None:
         """A batched job's ``mem_alloc`` (``event``: the job) or ``mem_free`` (the job + n)
@@ -283,6 +285,7 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
         s_ext(devices)
         d_ext((ROW,) * g)
         mem_app(event)
+        mem_dev(devices)
 
     def log_mem(t: float, code: int, dv: int, owner, a, pool) -> None:
         """A ``mem_alloc``/``mem_free`` record (Engine._alloc_memory / _free_memory)."""
@@ -698,7 +701,8 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
                     if keys:
                         del keys[pos]
     if mem_jobs:
-        _fill_memory(log, mvals, pools, mem_jobs, first_rec, first_row, (c_alloc, c_free), ids, mem, gpus, n)
+        _fill_memory(log, mvals, pools, mem_jobs, mem_devices, first_rec, first_row, (c_alloc, c_free), ids, mem,
+                     gpus, n)
     if defer:
         _fill_finished(finished, order, times, start_s, pre, gpus, table if table is not None else jobs)
     advance_to(engine.env, now)
@@ -709,23 +713,23 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     return "drained"
 
 
-def _fill_memory(log, mvals: array, pools: list, mem_jobs: array, first_rec: int, first_row: int,
+def _fill_memory(log, mvals: array, pools: list, mem_jobs: array, mem_devices: list, first_rec: int, first_row: int,
                  codes: tuple, ids: list, mem, gpus: list, n: int) -> None:
     """The rows of a batched run's memory records (made on demand by the log's
     :class:`~llmos_sim.events.IntRows` from each row's job, whether it is a free, and its
     device: :func:`_memory_rows`; 9 bytes a row instead of 64) and its ideal pools' counters
     (see ``batched`` in :func:`run`). ``mem_jobs``: per start the job, per finish the job + ``n``,
-    in log order; their records are the log's ``mem_alloc``/``mem_free`` records from
-    ``first_rec`` on (data ``ROW``), rows ``first_row`` on, one per device of the job (its
-    ``gpus``), the device their subject. A start's row on device d is ``(id, 0, M_d, M_d, M_d, M_d, M_d,
-    capacity_d − M_d)``, a finish's ``(id, 0, M_d, M_d, 0, 0, 0, capacity_d)``: what
+    in log order, and ``mem_devices`` its devices; their records are the log's
+    ``mem_alloc``/``mem_free`` records from ``first_rec`` on (data ``ROW``), rows ``first_row``
+    on, one per device of the job (its ``gpus``), the device their subject. A start's row on
+    device d is ``(id, 0, M_d, M_d, M_d, M_d, M_d, capacity_d − M_d)``, a finish's ``(id, 0, M_d, M_d, 0, 0, 0, capacity_d)``: what
     ``IdealPool`` gives on an empty pool. Each allocation counts one allocation id, allocation
     and free on its device, as ``allocate`` and ``free`` count them (all are freed by the end)."""
     import numpy as np
 
     at = np.frombuffer(log.code, dtype=np.uint16)[first_rec:]
     pos = first_rec + np.flatnonzero((at == codes[0]) | (at == codes[1]))
-    devices = E.ints_at(log.subject, pos)
+    devices = np.fromiter(chain.from_iterable(mem_devices), dtype=np.int64, count=len(pos))
     del at
     ev = np.frombuffer(mem_jobs, dtype=np.int64)
     freed = ev >= n
