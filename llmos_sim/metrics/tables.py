@@ -131,7 +131,8 @@ def jobs_and_timeline(log: EventLog, cluster: Cluster) -> tuple[pd.DataFrame, pd
             life = _Life(log)
         except _Irregular:
             return _jobs_table_loop(log, cluster), _timeline_table_loop(log, cluster)
-        return life.jobs_table(cluster), life.timeline_table(cluster)
+        timeline = life.timeline_table(cluster)  # first: its working columns are gone before the jobs table's
+        return life.jobs_table(cluster), timeline
 
 
 def timeline_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
@@ -542,37 +543,55 @@ class _Life:
 
     # -- jobs ------------------------------------------------------------------------------
     def jobs_table(self, cluster: Cluster | None) -> pd.DataFrame:
-        kind, row, t, prev = self.kind, self.row, self.t, self.prev
+        kind, row, t = self.kind, self.row, self.t
         n_jobs = len(self.ids)
         start_s = np.full(n_jobs, np.nan)
-        st = np.flatnonzero(kind == _START)
-        first = _first_per_job(row, st)
+        first = _first_per_job(row, np.flatnonzero(kind == _START))
         start_s[row[first]] = t[first]
         finish_s = np.full(n_jobs, np.nan)
         fin = np.flatnonzero(kind == _FINISH)
         finish_s[row[fin]] = t[fin]
-        # device-seconds: each closed interval in log order, then those still open at the end
-        cl = np.flatnonzero(self.closes)
-        o = prev[cl]
-        amount = (t[cl] - t[o]) * self.ndev[o] * self.share[o]
-        device_s = np.bincount(row[cl], weights=amount, minlength=n_jobs).astype(np.float64)
-        oe = self.open_at_end
-        device_s[row[oe]] += (self.end_t - t[oe]) * self.ndev[oe] * self.share[oe]
+        del first, fin
         n_preempt = np.bincount(row[kind == _PREEMPT], minlength=n_jobs).astype(np.int64)
         n_resize = np.bincount(row[kind == _RESIZE], minlength=n_jobs).astype(np.int64)
-        # status: the job's last record that sets it (a resize does not)
-        status_of = np.array(["queued", "running", "", "completed", "queued", "failed"], dtype=object)
-        setting = np.flatnonzero(kind != _RESIZE)
-        last_rec = np.full(n_jobs, -1, dtype=np.int64)
-        lr = _first_per_job(row, setting[::-1])
-        last_rec[row[lr]] = lr
-        status = status_of[kind[last_rec]].tolist() if n_jobs else []
+        status = self._status(n_jobs)
         reason = [""] * n_jobs
         for i in np.flatnonzero(kind == _FAIL).tolist():
             reason[row[i]] = self.data(i)[0]
             if self.closes[i]:
                 finish_s[row[i]] = np.nan
-        # the last device set of each job (start or resize)
+        devices, n_devices, n_nodes = self._last_devices(n_jobs, cluster)
+        return _finish_jobs_table({
+            "job_id": self.ids, "tenant": self.tenant, "arrival_s": t[self.arr_pos], "gpus": self.gpus,
+            "gpu_milli": self.milli, "work_flops": self.work, "start_s": start_s, "finish_s": finish_s,
+            "devices": devices, "n_devices": n_devices, "n_nodes": n_nodes, "n_preempt": n_preempt,
+            "n_resize": n_resize, "device_s": self._device_s(n_jobs), "status": status, "reason": reason,
+        }, cluster)
+
+    def _device_s(self, n_jobs: int) -> np.ndarray:
+        """Each job's device-seconds: each closed interval in log order, then those still open
+        at the end."""
+        t, row = self.t, self.row
+        cl = np.flatnonzero(self.closes)
+        o = self.prev[cl]
+        amount = (t[cl] - t[o]) * self.ndev[o] * self.share[o]
+        device_s = np.bincount(row[cl], weights=amount, minlength=n_jobs).astype(np.float64)
+        oe = self.open_at_end
+        device_s[row[oe]] += (self.end_t - t[oe]) * self.ndev[oe] * self.share[oe]
+        return device_s
+
+    def _status(self, n_jobs: int) -> list:
+        """Each job's status: that of its last record that sets one (a resize does not)."""
+        status_of = np.array(["queued", "running", "", "completed", "queued", "failed"], dtype=object)
+        last_rec = np.full(n_jobs, -1, dtype=np.int64)
+        lr = _first_per_job(self.row, np.flatnonzero(self.kind != _RESIZE)[::-1])
+        last_rec[self.row[lr]] = lr
+        return status_of[self.kind[last_rec]].tolist() if n_jobs else []
+
+    def _last_devices(self, n_jobs: int, cluster: Cluster | None) -> tuple:
+        """Each job's last device set (start or resize; an int64 array, empty before its first
+        start: views of one array), its size and the number of nodes it spans."""
+        row = self.row
         last_dev = np.full(n_jobs, -1, dtype=np.int64)
         op = _first_per_job(row, np.flatnonzero(self.opener)[::-1])
         last_dev[row[op]] = op
@@ -580,14 +599,17 @@ class _Life:
         dev_sets = self._devices_of(last_dev[has])
         lens = np.fromiter(map(len, dev_sets), dtype=np.int64, count=len(dev_sets))
         flat = np.fromiter(chain.from_iterable(dev_sets), dtype=np.int64, count=int(lens.sum()))
+        del dev_sets, last_dev, op
         n_devices = np.zeros(n_jobs, dtype=np.int64)
         n_devices[has] = lens
         n_nodes = np.zeros(n_jobs, dtype=np.int64)
         if cluster is not None and len(flat):
             node_of = np.array([d.node for d in cluster.devices], dtype=np.int64)
-            owner = np.repeat(np.arange(len(dev_sets)), lens)
+            owner = np.repeat(np.arange(len(lens)), lens)
             pairs = np.unique(owner * (int(node_of.max()) + 1) + node_of[flat])
-            n_nodes[has] = np.bincount(pairs // (int(node_of.max()) + 1), minlength=len(dev_sets))
+            del owner
+            n_nodes[has] = np.bincount(pairs // (int(node_of.max()) + 1), minlength=len(lens))
+            del pairs
         empty = np.zeros(0, dtype=np.int64)
         devices = [empty] * n_jobs
         ends = np.cumsum(lens)
@@ -596,12 +618,7 @@ class _Life:
             e = ends[s:s + E.TEXT_BLOCK].tolist()
             for r, a, b in zip(holders[s:s + E.TEXT_BLOCK].tolist(), [int(ends[s - 1]) if s else 0, *e], e):
                 devices[r] = flat[a:b]
-        return _finish_jobs_table({
-            "job_id": self.ids, "tenant": self.tenant, "arrival_s": t[self.arr_pos], "gpus": self.gpus,
-            "gpu_milli": self.milli, "work_flops": self.work, "start_s": start_s, "finish_s": finish_s,
-            "devices": pd.Series(devices, dtype=object), "n_devices": n_devices, "n_nodes": n_nodes,
-            "n_preempt": n_preempt, "n_resize": n_resize, "device_s": device_s, "status": status, "reason": reason,
-        }, cluster)
+        return pd.Series(devices, dtype=object), n_devices, n_nodes
 
     # -- timeline --------------------------------------------------------------------------
     def timeline_table(self, cluster: Cluster) -> pd.DataFrame:
