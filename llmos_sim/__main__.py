@@ -66,7 +66,7 @@ def _run(cfg: DictConfig) -> float | None:
             hydra_files = {"config.yaml": OmegaConf.to_yaml(cfg), "hydra.yaml": OmegaConf.to_yaml({"hydra": hc}),
                            "overrides.yaml": OmegaConf.to_container(hc.overrides.task)}
             write_results(result, out, plots=bool(cfg.output.plots), trace=bool(cfg.output.get("trace", False)),
-                          hydra=hydra_files)
+                          hydra=hydra_files, release=True)  # only the summary is read after
     except Exception as e:  # noqa: BLE001 - a user's mistake becomes one line, anything else re-raises
         msg = named_error(e)
         if msg is None:

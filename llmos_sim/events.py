@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from itertools import chain, compress
 from pathlib import Path
@@ -189,7 +190,8 @@ class EventLog:
         out = _gather(self.data, positions)
         if self.derived:
             derived, code = self.derived, self.code
-            out = [derived[code[i]](d) if code[i] in derived else d for i, d in zip(positions, out)]
+            out = [(derived[code[i]](d) if d is not ROW else derived[code[i]].at(i)) if code[i] in derived else d
+                   for i, d in zip(positions, out)]
         return out
 
     def _data_iter(self) -> Iterator[tuple]:
@@ -197,7 +199,8 @@ class EventLog:
         if not self.derived:
             return iter(self.data)
         derived = self.derived
-        return (derived[c](d) if c in derived else d for c, d in zip(self.code, self.data))
+        return ((derived[c](d) if d is not ROW else derived[c].at(i)) if c in derived else d
+                for i, (c, d) in enumerate(zip(self.code, self.data)))
 
     def code_of(self, kind: Any) -> int:
         """``kind``'s code, interned on first use (the engine keeps the codes of its hot kinds)."""
@@ -361,25 +364,134 @@ def write_frame(df: pd.DataFrame, path: "str | Path") -> None:
     pq.write_table(table, path, compression="snappy", use_dictionary=dictionary_columns(table.schema))
 
 
+class _Row:
+    """What a record whose data is a row of an :class:`IntRows` stores when the rows know it
+    by its position in the log (:data:`ROW`, one object for all): no int object per record."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ROW"
+
+    def __reduce__(self) -> str:
+        return "ROW"  # pickled by name: the one object
+
+
+#: the data a record stores when its row is found by its position (:meth:`IntRows.rows_at`)
+ROW = _Row()
+
+
+def release_freed() -> None:
+    """Give the memory the allocators hold free back to the system: Arrow's pool's unused
+    pages and the C heap's (glibc's ``malloc_trim``; nothing elsewhere). A large run frees
+    hundreds of MB of short-lived arrays, lists and Arrow buffers between its stages
+    (deriving the tables, setting up and writing each one); the allocators keep freed pages
+    mapped, so without this each stage's garbage would add to the next one's peak."""
+    pa.default_memory_pool().release_unused()
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
+
+
 class IntRows:
     """Data tuples of ``width`` exact ints stored as rows of one int64 array (8 bytes a value,
     no tuple or int object per record): the data of a derived kind whose records are mostly
     such tuples (the engine's memory records: owner, offset, sizes and the pool's levels).
     :meth:`store` keeps a fitting tuple as its row number and anything else as itself;
-    calling the rows with what was stored gives the tuple back (ints read back as ints)."""
+    calling the rows with what was stored gives the tuple back (ints read back as ints).
 
-    __slots__ = ("width", "values")
+    The last rows may be *made on demand* (:meth:`extend_made`): a writer that knows them as
+    a function of a few columns (the fast core's memory records: each a job's allocation or
+    free on one device of an empty ideal pool) hands over that function instead of the rows;
+    :meth:`take` and every read make just the rows asked for. Anything that appends rows
+    (:meth:`store`, :meth:`appendable`) first makes them for good, so row numbers stay
+    positions in :attr:`values`. Such records store :data:`ROW` instead of their row number
+    (no int object per record): their rows follow their positions in the log, kept in
+    :attr:`at` (8 bytes a record; :meth:`at` reads one, :meth:`rows_at` many)."""
+
+    __slots__ = ("width", "values", "made", "n_made", "positions", "segments")
 
     def __init__(self, width: int) -> None:
         self.width = width
         self.values = array("q")
+        self.made: "Callable[[np.ndarray], np.ndarray] | None" = None  # rows (relative) -> (k, width) int64
+        self.n_made = 0
+        self.positions = array("q")  # the log positions of the records that store ROW, ascending
+        self.segments: list = []  # (index in positions, its row): from there on, one row per record
+
+    def extend_made(self, n: int, make: "Callable[[np.ndarray], np.ndarray]", positions: np.ndarray) -> None:
+        """Rows ``r .. r + n - 1`` (``r``: the number of rows so far) are ``make(rows - r)``
+        (an int64 array of the relative row numbers -> the ``(k, width)`` int64 rows), made
+        when read; they are the rows of the records at log ``positions`` (ascending, after
+        every record that stored ROW before), which store :data:`ROW`."""
+        values = self.appendable()
+        if len(positions) != n or (len(self.positions) and len(positions) and positions[0] <= self.positions[-1]):
+            raise ValueError("int rows: the made rows' records must follow the earlier ones, one row each")
+        self.segments.append((len(self.positions), len(values) // self.width))
+        self.positions.frombytes(memoryview(np.ascontiguousarray(positions, dtype=np.int64)).cast("B"))
+        self.made, self.n_made = make, n
+
+    def rows_at(self, stored: list, positions: np.ndarray) -> "np.ndarray | None":
+        """The row numbers of the records at log ``positions`` (``stored``: the log's data
+        column) as an int64 array, when every one stored a row (its number, or :data:`ROW`);
+        else None. Gathered a block at a time (see :func:`ints_at`)."""
+        out = np.empty(len(positions), dtype=np.int64)
+        at = np.frombuffer(self.positions, dtype=np.int64) if len(self.positions) else np.zeros(0, np.int64)
+        starts = np.array([s for s, _ in self.segments], dtype=np.int64)
+        firsts = np.array([r for _, r in self.segments], dtype=np.int64)
+        for s in range(0, len(positions), TEXT_BLOCK):
+            pos = positions[s:s + TEXT_BLOCK]
+            part = _gather(stored, pos.tolist())
+            n_row = part.count(ROW)
+            where = slice(s, s + len(part))
+            if n_row:
+                is_row = np.ones(len(part), dtype=bool) if n_row == len(part) else \
+                    np.fromiter((d is ROW for d in part), dtype=bool, count=len(part))
+                j = np.searchsorted(at, pos[is_row])
+                if (j >= len(at)).any() or (at[np.minimum(j, len(at) - 1)] != pos[is_row]).any():
+                    return None
+                seg = np.searchsorted(starts, j, side="right") - 1
+                out[where][is_row] = firsts[seg] + (j - starts[seg])
+                if n_row == len(part):
+                    continue
+                part = list(compress(part, ~is_row))
+                where = np.flatnonzero(~is_row) + s
+            if set(map(type, part)) != {int}:
+                return None
+            try:
+                out[where] = part
+            except OverflowError:
+                return None
+        return out
+
+    def at(self, position: int) -> tuple:
+        """The data of the record at log ``position``, which stored :data:`ROW`."""
+        j = bisect_left(self.positions, position)
+        if j == len(self.positions) or self.positions[j] != position:
+            raise KeyError(f"int rows: the record at {position} has no row")
+        start, first = self.segments[bisect_right(self.segments, (j, 2**63)) - 1]
+        return self(first + j - start)
+
+    def appendable(self) -> array:
+        """:attr:`values`, with any rows made on demand made and appended: the array new
+        rows are appended to (row ``len(values) // width`` next)."""
+        if self.made is not None:
+            make, n, self.made, self.n_made = self.made, self.n_made, None, 0
+            for s in range(0, n, TEXT_BLOCK):
+                self.values.frombytes(memoryview(np.ascontiguousarray(
+                    make(np.arange(s, min(s + TEXT_BLOCK, n), dtype=np.int64)), dtype=np.int64)).cast("B"))
+        return self.values
 
     def store(self, data: tuple) -> "int | tuple":
         """The row number of ``data`` (appended) if it is ``width`` exact ints within int64,
         else ``data`` itself."""
         if len(data) != self.width or set(map(type, data)) != {int}:
             return data
-        values = self.values
+        values = self.appendable()
         n = len(values)
         try:
             values.extend(data)
@@ -389,20 +501,50 @@ class IntRows:
         return n // self.width
 
     def __call__(self, stored: "int | tuple") -> tuple:
+        if stored is ROW:
+            raise TypeError("a record that stored ROW is read by its position (IntRows.at)")
         if type(stored) is int:
             i = stored * self.width
-            return tuple(self.values[i:i + self.width])
+            if i < len(self.values):
+                return tuple(self.values[i:i + self.width])
+            return tuple(self.take(np.array([stored], dtype=np.int64))[0].tolist())
         return stored
 
     def __getstate__(self) -> tuple:
-        return self.width, self.values
+        return self.width, self.appendable(), self.positions, self.segments
 
     def __setstate__(self, state: tuple) -> None:
-        self.width, self.values = state
+        self.width, self.values, self.positions, self.segments = state
+        self.made, self.n_made = None, 0
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (row numbers, an int array) as a ``(len(rows), width)`` int64 array."""
+        explicit = len(self.values) // self.width
+        stored = np.frombuffer(self.values, dtype=np.int64).reshape(-1, self.width) if explicit else \
+            np.zeros((0, self.width), np.int64)
+        if self.made is None:
+            return stored[rows]
+        later = rows >= explicit
+        if not later.any():
+            return stored[rows]
+        if later.all():
+            return self.make_rows(rows - explicit)
+        out = np.empty((len(rows), self.width), dtype=np.int64)
+        out[~later] = stored[rows[~later]]
+        out[later] = self.make_rows(rows[later] - explicit)
+        return out
+
+    def make_rows(self, rel: np.ndarray) -> np.ndarray:
+        """The rows made on demand at ``rel`` (relative to the first of them)."""
+        if len(rel) and (rel.min() < 0 or rel.max() >= self.n_made):
+            raise IndexError("int rows: row out of range")
+        return self.made(rel)
 
     def matrix(self) -> np.ndarray:
-        """The rows as an ``(n, width)`` int64 array (a view: read it before more rows come)."""
-        return np.frombuffer(self.values, dtype=np.int64).reshape(-1, self.width) if len(self.values) \
+        """All rows as an ``(n, width)`` int64 array (a view, once every row is made: read it
+        before more rows come)."""
+        values = self.appendable()
+        return np.frombuffer(values, dtype=np.int64).reshape(-1, self.width) if len(values) \
             else np.zeros((0, self.width), np.int64)
 
 
@@ -432,7 +574,9 @@ class Records(Sequence):
                             log.data_at(list(range(len(log.time))[i]))))
         c = log.code[i]
         d = log.data[i]
-        return (log.time[i], log.kinds[c], log.subject[i], log.derived[c](d) if c in log.derived else d)
+        if c in log.derived:
+            d = log.derived[c](d) if d is not ROW else log.derived[c].at(range(len(log.time))[i])
+        return log.time[i], log.kinds[c], log.subject[i], d
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Records):
@@ -510,7 +654,8 @@ class ByKind:
             pos = seq.tolist()
             data = _gather(datas, pos)
             if kind in derived:
-                data = map(derived[kind], data)
+                f = derived[kind]
+                data = [f(d) if d is not ROW else f.at(i) for d, i in zip(data, pos)]
             self.groups[kind] = KindRecords(seq, tuple(_gather(times, pos)), tuple(_gather(subjects, pos)), tuple(data))
 
     def data_strings(self):
@@ -522,22 +667,28 @@ class ByKind:
 
 def _present_kinds(log: EventLog) -> tuple[list, np.ndarray]:
     """The kinds with records, in order of their first record (a kind may be interned before
-    it has one), and each record's index in that list. A log has few kinds: each one's first
-    record is found by a scan, not by sorting the codes."""
-    codes = log.codes_array()
+    it has one), and each record's index in that list (uint16, as the log's codes). A log has
+    few kinds: each one's first record is found by a scan, not by sorting the codes."""
+    codes = np.frombuffer(log.code, dtype=np.uint16) if len(log.code) else np.zeros(0, np.uint16)
     present = np.flatnonzero(np.bincount(codes))
     first = [int(np.argmax(codes == c)) for c in present.tolist()]
     present = present[np.argsort(first)]
-    remap = np.zeros(len(log.kinds) + 1, dtype=np.intp)
+    remap = np.zeros(len(log.kinds) + 1, dtype=np.uint16)
     remap[present] = np.arange(len(present))
     return [log.kinds[c] for c in present.tolist()], remap[codes]
 
 
 def _grouped(codes: np.ndarray, n_kinds: int) -> np.ndarray:
     """The records' positions grouped by kind index (``codes``: each record's, ``0..n_kinds-1``),
-    in log order within a kind: ``np.argsort(codes, kind="stable")``, made by one scan per kind."""
-    return np.concatenate([np.flatnonzero(codes == k) for k in range(n_kinds)]) if len(codes) else \
-        np.zeros(0, dtype=np.intp)
+    in log order within a kind: ``np.argsort(codes, kind="stable")``, made by one scan per kind
+    into one array."""
+    order = np.empty(len(codes), dtype=np.intp)
+    at = 0
+    for k in range(n_kinds):
+        part = np.flatnonzero(codes == k)
+        order[at:at + len(part)] = part
+        at += len(part)
+    return order
 
 
 def _in_log_order(parts: list, order: np.ndarray) -> pa.Array:
@@ -596,6 +747,7 @@ def _event_blocks(log: EventLog, kinds: list, codes: np.ndarray, size: "int | No
             for kind, n, e in zip(kinds, counts.tolist(), ends.tolist())]
     kind_text = pa.array(list(map(str, kinds)), type=pa.large_string()) if set(map(type, kinds)) == {str} else None
     subjects = log.subject
+    release_freed()  # the lists the columns were split from
     for s in range(0, len(codes), size):
         e = min(s + size, len(codes))
         parts, where = [], []
@@ -653,14 +805,14 @@ class _KindColumns:
         self.rows: "np.ndarray | None" = None
         self.records: "list | None" = None
         names = FIELDS.get(kind, ())
-        rows = ints_at(log.data, seq) if isinstance(make, IntRows) and len(seq) else None
+        rows = make.rows_at(log.data, seq) if isinstance(make, IntRows) and len(seq) else None
         if rows is not None:  # every record a row of exact ints
             if make.width == len(names):  # int64 fields
                 self.rows = rows
                 self.ways = ("int",) * make.width
-                self.fields = [make.matrix()] * make.width
+                self.fields = [make]
                 return
-            self.records = list(map(tuple, make.matrix()[rows].tolist()))
+            self.records = list(map(tuple, make.take(rows).tolist()))
             return
         stored = _gather(log.data, seq.tolist())
         if hasattr(make, "columns") and len(stored) and set(map(type, stored)) == {int}:
@@ -692,7 +844,7 @@ class _KindColumns:
         if not self.ways:  # empty tuples
             return pa.array(["{}"] * (hi - lo), type=pa.large_string())
         if self.rows is not None:  # equal rows, equal texts: each run of equal rows written once
-            m = self.fields[0][self.rows[lo:hi]]
+            m = self.fields[0].take(self.rows[lo:hi])
             new = np.ones(len(m), dtype=bool)
             new[1:] = (m[1:] != m[:-1]).any(axis=1)
             first = m[new]

@@ -36,6 +36,7 @@ general engine unchanged. ``engine.fast_path: off`` forces the general engine.
 """
 from __future__ import annotations
 
+import functools
 from array import array
 from bisect import bisect
 from heapq import heappop, heappush
@@ -44,6 +45,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Sequence
 
 from llmos_sim import events as E
+from llmos_sim.events import ROW
 from llmos_sim.kernel import advance_to
 from llmos_sim.types import FULL_DEVICE_MILLI, Arrivals, Constant, Job, JobRows, JobTable, Task
 from llmos_sim.view import ClusterView, Tentative
@@ -203,7 +205,7 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     # their rows are appended to the memory records' int64 rows directly (IntRows.store's result)
     from llmos_sim.policies.memory.ideal import IdealPool
 
-    mvals = (mem_data.__self__.values if pools and log_memory and set(map(type, ids)) <= {int} and len(jobs)
+    mvals = (mem_data.__self__.appendable() if pools and log_memory and set(map(type, ids)) <= {int} and len(jobs)
              and max(map(abs, ids)) < 2**62
              and all(type(p) is IdealPool and p.capacity_bytes < 2**62 for p in pools) else None)
     # ... and the ideal pool's allocate/free are its counters, updated in place: a run's
@@ -225,7 +227,6 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     place_max = fit_all if batched else 0  # the most memory a job placed as one without may have
     mem_jobs = array("q")  # per batched start: the job; per finish: the job + n
     first_rec, first_row = len(log), len(mvals) >> 3 if mvals is not None else 0
-    mem_row = first_row  # the row number of the next memory record
     c_alloc = log.code_of(E.MEM_ALLOC) if pools and log_memory else -1
     c_free = log.code_of(E.MEM_FREE) if pools and log_memory else -1
     devices_seen, starts_seen, last_reject = engine._devices_seen, engine._starts_seen, engine._last_reject
@@ -271,18 +272,20 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
 
     t_ext, c_ext, s_ext, d_ext = log.time.extend, log.code.extend, log.subject.extend, log.data.extend
     mem_app = mem_jobs.append
+    mem_devices: list = []  # per batched start or finish: its devices (the subjects of its records)
+    mem_dev = mem_devices.append
 
     def mem_records(t: float, code: int, devices: tuple, event: int) -> None:
         """A batched job's ``mem_alloc`` (``event``: the job) or ``mem_free`` (the job + n)
-        records on its ``devices`` (see ``batched``): their rows are filled in at the end."""
-        nonlocal mem_row
+        records on its ``devices`` (see ``batched``): their data is ``ROW`` (their rows are
+        known by their positions, made on demand after the run)."""
         g = len(devices)
         t_ext((t,) * g)
         c_ext((code,) * g)
         s_ext(devices)
-        d_ext(range(mem_row, mem_row + g))
-        mem_row += g
+        d_ext((ROW,) * g)
         mem_app(event)
+        mem_dev(devices)
 
     def log_mem(t: float, code: int, dv: int, owner, a, pool) -> None:
         """A ``mem_alloc``/``mem_free`` record (Engine._alloc_memory / _free_memory)."""
@@ -698,7 +701,8 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
                     if keys:
                         del keys[pos]
     if mem_jobs:
-        _fill_memory(log, mvals, pools, mem_jobs, first_rec, first_row, (c_alloc, c_free), ids, mem, gpus, n)
+        _fill_memory(log, mvals, pools, mem_jobs, mem_devices, first_rec, first_row, (c_alloc, c_free), ids, mem,
+                     gpus, n)
     if defer:
         _fill_finished(finished, order, times, start_s, pre, gpus, table if table is not None else jobs)
     advance_to(engine.env, now)
@@ -709,52 +713,60 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     return "drained"
 
 
-#: rows of memory records made at a time by :func:`_fill_memory`
-FILL_BLOCK = 1 << 16
-
-
-def _fill_memory(log, mvals: array, pools: list, mem_jobs: array, first_rec: int, first_row: int,
+def _fill_memory(log, mvals: array, pools: list, mem_jobs: array, mem_devices: list, first_rec: int, first_row: int,
                  codes: tuple, ids: list, mem, gpus: list, n: int) -> None:
-    """The rows of a batched run's memory records and its ideal pools' counters (see
-    ``batched`` in :func:`run`). ``mem_jobs``: per start the job, per finish the job + ``n``,
-    in log order; their records are the log's ``mem_alloc``/``mem_free`` records from
-    ``first_rec`` on, rows ``first_row`` on, one per device of the job (its ``gpus``), the
-    device their subject. A start's row on device d is ``(id, 0, M_d, M_d, M_d, M_d, M_d,
-    capacity_d − M_d)``, a finish's ``(id, 0, M_d, M_d, 0, 0, 0, capacity_d)``: what
+    """The rows of a batched run's memory records (made on demand by the log's
+    :class:`~llmos_sim.events.IntRows` from each row's job, whether it is a free, and its
+    device: :func:`_memory_rows`; 9 bytes a row instead of 64) and its ideal pools' counters
+    (see ``batched`` in :func:`run`). ``mem_jobs``: per start the job, per finish the job + ``n``,
+    in log order, and ``mem_devices`` its devices; their records are the log's
+    ``mem_alloc``/``mem_free`` records from ``first_rec`` on (data ``ROW``), rows ``first_row``
+    on, one per device of the job (its ``gpus``), the device their subject. A start's row on
+    device d is ``(id, 0, M_d, M_d, M_d, M_d, M_d, capacity_d − M_d)``, a finish's ``(id, 0, M_d, M_d, 0, 0, 0, capacity_d)``: what
     ``IdealPool`` gives on an empty pool. Each allocation counts one allocation id, allocation
     and free on its device, as ``allocate`` and ``free`` count them (all are freed by the end)."""
     import numpy as np
 
     at = np.frombuffer(log.code, dtype=np.uint16)[first_rec:]
     pos = first_rec + np.flatnonzero((at == codes[0]) | (at == codes[1]))
-    devices = E.ints_at(log.subject, pos)
+    devices = np.fromiter(chain.from_iterable(mem_devices), dtype=np.int64, count=len(pos))
+    del at
     ev = np.frombuffer(mem_jobs, dtype=np.int64)
     freed = ev >= n
     job = np.where(freed, ev - n, ev)
     g = np.asarray(gpus, dtype=np.int64)[job]
-    if int(g.sum()) != len(devices) or len(mvals) != 8 * first_row:
+    rows = log.derived[codes[0]]
+    if int(g.sum()) != len(devices) or len(mvals) != 8 * first_row or rows.values is not mvals:
         raise RuntimeError("fast core: the batched memory records do not match their jobs")
-    job, freed = np.repeat(job, g), np.repeat(freed, g)
-    ids, mem = np.asarray(ids, dtype=np.int64), np.asarray(mem, dtype=np.int64)
-    cap = np.array([p.capacity_bytes for p in pools], dtype=np.int64)
-    for s in range(0, len(job), FILL_BLOCK):  # a block of rows at a time: written while in cache
-        e = min(s + FILL_BLOCK, len(job))
-        k = job[s:e]
-        nbytes = mem[k]
-        held = np.where(freed[s:e], 0, nbytes)
-        rows = np.empty((e - s, 8), dtype=np.int64)
-        rows[:, 0] = ids[k]
-        rows[:, 1] = 0
-        rows[:, 2] = rows[:, 3] = nbytes
-        rows[:, 4] = rows[:, 5] = rows[:, 6] = held
-        rows[:, 7] = cap[devices[s:e]] - held
-        mvals.frombytes(memoryview(rows).cast("B"))
+    small = np.int32 if max(n, len(pools)) < 2**31 else np.int64  # a row's job and device, 4 bytes each
+    job, freed, devices = np.repeat(job.astype(small), g), np.repeat(freed, g), devices.astype(small)
+    rows.extend_made(len(job), functools.partial(_memory_rows, job, freed, devices, np.asarray(ids, dtype=np.int64),
+                                                 np.asarray(mem, dtype=np.int64),
+                                                 np.array([p.capacity_bytes for p in pools], dtype=np.int64)), pos)
     per = np.bincount(devices[~freed], minlength=len(pools))
     for dv in np.flatnonzero(per).tolist():
         pool, c = pools[dv], int(per[dv])
         pool._next_id += c
         pool._n_alloc += c
         pool._n_free += c
+
+
+def _memory_rows(job, freed, devices, ids, mem, cap, rel):
+    """Rows ``rel`` of a batched run's memory records (see :func:`_fill_memory`), from each
+    row's job, whether it is a free, and its device: ``(id, 0, M_d, M_d, held, held, held,
+    capacity_d − held)`` with ``held`` = ``M_d``, or 0 for a free."""
+    import numpy as np
+
+    k = job[rel]
+    nbytes = mem[k]
+    held = np.where(freed[rel], 0, nbytes)
+    rows = np.empty((len(rel), 8), dtype=np.int64)
+    rows[:, 0] = ids[k]
+    rows[:, 1] = 0
+    rows[:, 2] = rows[:, 3] = nbytes
+    rows[:, 4] = rows[:, 5] = rows[:, 6] = held
+    rows[:, 7] = cap[devices[rel]] - held
+    return rows
 
 
 def _ids_are_rows(table: JobTable) -> bool:

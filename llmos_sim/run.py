@@ -37,7 +37,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from llmos_sim.engine import Engine
-from llmos_sim.events import EventLog, write_frame
+from llmos_sim.events import EventLog, release_freed, write_frame
 from llmos_sim.metrics import memory_table, training_summary
 from llmos_sim.metrics.tables import Tables, jobs_and_timeline, write_memory_table
 from llmos_sim.outputs import (LOCK, MARKER, PARTIAL_PREFIX, clean_partials, config_sha256, output_lock, provenance,
@@ -264,11 +264,15 @@ def run_cluster(cfg: DictConfig, progress: bool = False, with_services: bool = F
             bar.close()
     for host in engine.hosts.values():  # services' inter-token latency records, after the run's own
         host.flush_itl(engine.env.now)
-    cl = engine.cluster
+    cl, facts = engine.cluster, dict(getattr(engine, "backend_facts", {}) or {})
+    del engine, jobs  # the log holds what the tables read
     tables = derive_tables(log, cl)
-    jobs_t = tables["jobs"]
+    release_freed()
+    jobs_t = tables["jobs"][SUMMARY_COLUMNS]  # the summary copies the rows it keeps: only what it reads
     training = jobs_t[~jobs_t["tenant"].astype(str).str.startswith("service:")] if with_services else jobs_t
     summary = training_summary(training, tables["timeline"], cl.n_devices, mean_flops=cl.total_flops / cl.n_devices)
+    del jobs_t, training
+    release_freed()
     if with_services:
         from llmos_sim.serving.system import build_result
 
@@ -284,7 +288,12 @@ def run_cluster(cfg: DictConfig, progress: bool = False, with_services: bool = F
         summary |= {f"serving_{k}": v for k, v in serving.summary.items()}
     summary["n_events"] = len(log)
     summary["sim_end_s"] = float(log.records[-1][0]) if len(log) else 0.0
-    return RunResult(cfg, log, tables, summary, cl, dict(getattr(engine, "backend_facts", {}) or {}))
+    return RunResult(cfg, log, tables, summary, cl, facts)
+
+
+#: the jobs table's columns :func:`~llmos_sim.metrics.training_summary` reads (with its fairness figures)
+SUMMARY_COLUMNS = ["job_id", "tenant", "arrival_s", "gpus", "work_flops", "finish_s", "wait_s", "jct_s", "slowdown",
+                   "n_preempt", "device_s", "status"]
 
 
 def _add_services(cfg: DictConfig, engine: Engine, streams: dict, first_job_id: int) -> list:
@@ -446,13 +455,17 @@ _RESULT_GLOBS = ("config.yaml", "summary.json", "trace.json", "*.parquet", "*.pn
 
 
 def write_results(result: RunResult, out_dir: str | Path, plots: bool = True, trace: bool = False,
-                  hydra: dict[str, Any] | None = None) -> Path:
+                  hydra: dict[str, Any] | None = None, release: bool = False) -> Path:
     """Write ``config.yaml``, ``<table>.parquet``, ``summary.json``, plots (and ``trace.json``,
     a Chrome/Perfetto trace, with ``trace``) into ``out_dir``, then the completion marker
     ``complete.json`` (config hash, package version, git commit, source hash, input hashes).
 
     ``hydra``: files for ``.hydra/`` (``{"overrides.yaml": [...], "config.yaml": ..., ...}``;
     YAML-dumped), written with the results so they always belong to the same run.
+
+    ``release``: each table is dropped from ``result.tables`` once written (after the plots
+    and the trace, which read them), so a large run's jobs table is not held while its
+    events are written: for a caller that reads only the summary afterwards (the command line).
 
     Under the folder's lock (:func:`llmos_sim.outputs.output_lock`): everything is first
     written to a ``.partial-*`` folder beside the results; only then are the old marker and
@@ -469,17 +482,20 @@ def write_results(result: RunResult, out_dir: str | Path, plots: bool = True, tr
         try:
             cfg_yaml = OmegaConf.to_yaml(result.cfg, resolve=True)
             (tmp / "config.yaml").write_text(cfg_yaml)
-            for name in result.tables:
-                if isinstance(result.tables, Tables):  # a lazy table is written without being held whole
-                    result.tables.to_parquet(name, tmp / f"{name}.parquet")
-                else:
-                    write_frame(result.tables[name], tmp / f"{name}.parquet")
             if plots:
                 _plots(result, tmp)
             if trace:
                 from llmos_sim.trace_export import write_trace
 
                 write_trace(result.tables, tmp / "trace.json", name=str(result.cfg.get("name", "run")))
+            for name in list(result.tables):
+                if isinstance(result.tables, Tables):  # a lazy table is written without being held whole
+                    result.tables.to_parquet(name, tmp / f"{name}.parquet")
+                else:
+                    write_frame(result.tables[name], tmp / f"{name}.parquet")
+                if release:
+                    del result.tables[name]
+                release_freed()  # a table's buffers, before the next one's
             summary = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in result.summary.items()}
             if result.facts:
                 summary["backend_facts"] = result.facts

@@ -17,7 +17,7 @@ import pandas as pd
 from llmos_sim import events as E
 from llmos_sim.events import EventLog
 from llmos_sim.kernel import sparse_gc
-from llmos_sim.types import Cluster
+from llmos_sim.types import ARRIVE_FIELDS, Arrivals, Cluster
 
 JOB_COLUMNS = ["job_id", "tenant", "arrival_s", "gpus", "gpu_milli", "work_flops", "start_s", "finish_s", "wait_s",
                "jct_s", "run_s", "ideal_s", "slowdown", "devices", "n_devices", "n_nodes", "n_preempt", "n_resize", "device_s", "status",
@@ -96,19 +96,23 @@ def _jobs_table_loop(log: EventLog, cluster: Cluster | None = None) -> pd.DataFr
     df = pd.DataFrame.from_records(list(rows.values()), columns=[c for c in JOB_COLUMNS if c not in derived])
     # int64 arrays, so parquet stores list<int64> even when every list is empty
     df["devices"] = [np.asarray(d, dtype=np.int64) for d in df["devices"]]
-    return _finish_jobs_table(df, cluster)
+    return _finish_jobs_table(dict(df.items()), cluster)
 
 
-def _finish_jobs_table(df: pd.DataFrame, cluster: Cluster | None) -> pd.DataFrame:
-    """The derived columns (wait, JCT, run time, ideal time, slowdown), in the table's order."""
-    df["wait_s"] = df["start_s"] - df["arrival_s"]
-    df["jct_s"] = df["finish_s"] - df["arrival_s"]
-    df["run_s"] = df["finish_s"] - df["start_s"]
+def _finish_jobs_table(cols: dict, cluster: Cluster | None) -> pd.DataFrame:
+    """The jobs table from its columns (``cols``: name -> array, list or Series, each one
+    value per job) and the derived ones (wait, JCT, run time, ideal time, slowdown), made
+    in the table's order at once: no column is inserted or reordered after, so the frame's
+    data are not copied again (a 300k-job table is ~85 MB)."""
+    c = {k: v if isinstance(v, pd.Series) else pd.Series(v, copy=False) for k, v in cols.items()}
+    c["wait_s"] = c["start_s"] - c["arrival_s"]
+    c["jct_s"] = c["finish_s"] - c["arrival_s"]
+    c["run_s"] = c["finish_s"] - c["start_s"]
     mean_c = cluster.total_flops / cluster.n_devices if cluster is not None else np.nan
     with np.errstate(divide="ignore", invalid="ignore"):
-        df["ideal_s"] = df["work_flops"] / (df["gpus"] * df["gpu_milli"].astype(float) / 1000 * mean_c)
-        df["slowdown"] = df["jct_s"] / df["ideal_s"]
-    df = df[JOB_COLUMNS]
+        c["ideal_s"] = c["work_flops"] / (c["gpus"] * c["gpu_milli"].astype(float) / 1000 * mean_c)
+        c["slowdown"] = c["jct_s"] / c["ideal_s"]
+    df = pd.DataFrame({k: c.pop(k) for k in JOB_COLUMNS}, copy=False)
     if not df["job_id"].is_monotonic_increasing:  # (ids in arrival order need no sort)
         df = df.sort_values("job_id", kind="stable")
     return df.reset_index(drop=True)
@@ -127,7 +131,8 @@ def jobs_and_timeline(log: EventLog, cluster: Cluster) -> tuple[pd.DataFrame, pd
             life = _Life(log)
         except _Irregular:
             return _jobs_table_loop(log, cluster), _timeline_table_loop(log, cluster)
-        return life.jobs_table(cluster), life.timeline_table(cluster)
+        timeline = life.timeline_table(cluster)  # first: its working columns are gone before the jobs table's
+        return life.jobs_table(cluster), timeline
 
 
 def timeline_table(log: EventLog, cluster: Cluster) -> pd.DataFrame:
@@ -209,7 +214,7 @@ class _MemoryRows:
     def __init__(self, log: EventLog, pos: np.ndarray, rows: np.ndarray, device: np.ndarray) -> None:
         self.pos, self.rows, self.device = pos, rows, device
         self.time = np.frombuffer(log.time, dtype=np.float64)
-        self.matrix = log.derived[log._codes[E.MEM_ALLOC if E.MEM_ALLOC in log._codes else E.MEM_FREE]].matrix()
+        self.int_rows = log.derived[log._codes[E.MEM_ALLOC if E.MEM_ALLOC in log._codes else E.MEM_FREE]]
         self.is_free = np.frombuffer(log.code, dtype=np.uint16)[pos] == log._codes.get(E.MEM_FREE, -1)
 
     @classmethod
@@ -224,7 +229,7 @@ class _MemoryRows:
         made = made.pop()
         if not isinstance(made, E.IntRows) or made.width != 8:
             return None
-        rows = E.ints_at(log.data, pos)
+        rows = made.rows_at(log.data, pos)
         device = E.ints_at(log.subject, pos) if rows is not None else None
         return None if device is None else cls(log, pos, rows, device)
 
@@ -235,7 +240,7 @@ class _MemoryRows:
         """The memory table's columns for its rows ``lo:hi`` (numpy; ``op`` and ``owner`` as
         the codes and ints their texts are made from)."""
         pos = self.pos[lo:hi]
-        m = self.matrix[self.rows[lo:hi]]
+        m = self.int_rows.take(self.rows[lo:hi])
         dev = self.device[lo:hi]
         cols = {"seq": pos.astype(np.int64), "time_s": self.time[pos], "device": dev,
                 "op": self.is_free[lo:hi].astype(np.intp), **{k: m[:, j] for j, k in enumerate(_MEM_COLUMNS[4:])}}
@@ -418,33 +423,31 @@ class _Life:
             c = log._codes.get(k)
             if c is not None:
                 lut[c] = i
-        kind = lut[log.codes_array()]
+        kind = lut[np.frombuffer(log.code, dtype=np.uint16)] if len(log) else np.zeros(0, dtype=np.int8)
         pos = np.flatnonzero(kind >= 0)
-        self.kind = kind = kind[pos].astype(np.int8)
-        pl = pos.tolist()
+        self.kind = kind = kind[pos]
         self.t = np.frombuffer(log.time, dtype=np.float64)[pos] if len(pos) else np.zeros(0)
-        self.subject = subject = list(map(log.subject.__getitem__, pl))
-        self.data = data = list(map(log.data.__getitem__, pl))  # raw: a derived kind's object
+        self.pos, self.raw = pos, log.data  # a record's data: raw[pos[i]] (a derived kind's object)
         c_arr = log._codes.get(E.ARRIVE)
         make_arrive = log.derived.get(c_arr) if c_arr is not None else None
-        arr = np.flatnonzero(kind == _ARR).tolist()
-        self.ids = ids = list(map(subject.__getitem__, arr))
-        row_of = dict(zip(ids, range(len(ids))))
-        if len(row_of) != len(ids) or not ids:
-            raise _Irregular("a job arrived twice, or none arrived")
-        try:
-            self.row = row = np.fromiter(map(row_of.__getitem__, subject), dtype=np.int64, count=len(subject))
-            arr_data = list(map(data.__getitem__, arr))
-            if hasattr(make_arrive, "columns") and set(map(type, arr_data)) <= {int}:  # rows of a job table
-                self.gpus, self.work, self.milli, self.tenant = make_arrive.columns(arr_data)
-            else:
-                if make_arrive is not None:
-                    arr_data = list(map(make_arrive, arr_data))
-                if arr_data and set(map(len, arr_data)) != {4}:
-                    raise _Irregular("arrival data")
-                self.gpus, self.work, self.milli, self.tenant = (list(c) for c in zip(*arr_data)) if arr else ([],) * 4
-        except KeyError:
-            raise _Irregular("a record of a job that never arrived") from None
+        arr = np.flatnonzero(kind == _ARR)
+        self.ids, self.row = self._rows(log, pos, arr)
+        arr_data = E._gather(log.data, pos[arr].tolist())
+        if isinstance(make_arrive, Arrivals) and set(map(type, arr_data)) <= {int}:  # rows of a job table
+            rows = np.asarray(arr_data, dtype=np.int64)  # its columns of numbers gathered as arrays
+            table = make_arrive.table
+            self.gpus, self.work, self.milli, self.tenant = (
+                a[rows] if (a := table.array(f)) is not None else table.gather(f, arr_data) for f in ARRIVE_FIELDS)
+        elif hasattr(make_arrive, "columns") and set(map(type, arr_data)) <= {int}:
+            self.gpus, self.work, self.milli, self.tenant = make_arrive.columns(arr_data)
+        else:
+            if make_arrive is not None:
+                arr_data = list(map(make_arrive, arr_data))
+            if arr_data and set(map(len, arr_data)) != {4}:
+                raise _Irregular("arrival data")
+            self.gpus, self.work, self.milli, self.tenant = (list(c) for c in zip(*arr_data)) if len(arr) else ([],) * 4
+        del arr_data
+        row = self.row
         self.arr_pos = np.asarray(arr, dtype=np.int64)
         n = len(kind)
         # the record before each one of the same job (-1: none)
@@ -459,8 +462,7 @@ class _Life:
         ndev = np.zeros(n, dtype=np.int64)
         share = np.zeros(n, dtype=np.float64)  # the job's share of each device (milli / 1000)
         starts = np.flatnonzero(kind == _START)
-        sl = starts.tolist()
-        start_data = list(map(data.__getitem__, sl))
+        start_data = E._gather(log.data, pos[starts].tolist())
         if start_data and set(map(len, start_data)) != {3}:
             raise _Irregular("start data")
         start_devs = list(map(itemgetter(0), start_data))
@@ -477,9 +479,9 @@ class _Life:
         resized_from: dict[int, int] = {}
         for i in np.flatnonzero(kind == _RESIZE).tolist():  # few (elastic jobs only), in log order
             o = int(prev[i])
-            if o < 0 or not opener[o] or len(data[i]) != 2:
+            if o < 0 or not opener[o] or len(self.data(i)) != 2:
                 raise _Irregular("a resize of a job not holding devices")
-            devices[i] = data[i][1]
+            devices[i] = self.data(i)[1]
             ndev[i] = len(devices[i])
             share[i] = share[o]
             resized_from[i] = o
@@ -500,6 +502,37 @@ class _Life:
         last[prev[has_prev]] = False
         self.open_at_end = np.flatnonzero(opener & last)
 
+    @staticmethod
+    def _rows(log: EventLog, pos: np.ndarray, arr: np.ndarray) -> tuple:
+        """The jobs' ids (their arrivals' subjects, in order) and each record's job row (the
+        position of its job's arrival among the arrivals). Subjects that are exact ints are
+        matched by numpy; others through a dict."""
+        subject = E.ints_at(log.subject, pos)
+        if subject is None:
+            subject = E._gather(log.subject, pos.tolist())
+            ids = list(map(subject.__getitem__, arr.tolist()))
+            row_of = dict(zip(ids, range(len(ids))))
+            if len(row_of) != len(ids) or not ids:
+                raise _Irregular("a job arrived twice, or none arrived")
+            try:
+                return ids, np.fromiter(map(row_of.__getitem__, subject), dtype=np.int64, count=len(subject))
+            except KeyError:
+                raise _Irregular("a record of a job that never arrived") from None
+        ids = subject[arr]
+        by_id = np.argsort(ids, kind="stable")
+        sorted_ids = ids[by_id]
+        if not len(ids) or (sorted_ids[1:] == sorted_ids[:-1]).any():
+            raise _Irregular("a job arrived twice, or none arrived")
+        at = np.searchsorted(sorted_ids, subject)
+        at[at == len(ids)] = 0
+        if (sorted_ids[at] != subject).any():
+            raise _Irregular("a record of a job that never arrived")
+        return ids, by_id[at]
+
+    def data(self, i: int):
+        """The raw data of life-cycle record ``i`` (a derived kind's stored object)."""
+        return self.raw[int(self.pos[i])]
+
     def _devices_of(self, records: np.ndarray) -> list:
         """The device sets of the start and resize records at ``records``."""
         if not self.resize_devs:
@@ -510,37 +543,55 @@ class _Life:
 
     # -- jobs ------------------------------------------------------------------------------
     def jobs_table(self, cluster: Cluster | None) -> pd.DataFrame:
-        kind, row, t, prev = self.kind, self.row, self.t, self.prev
+        kind, row, t = self.kind, self.row, self.t
         n_jobs = len(self.ids)
         start_s = np.full(n_jobs, np.nan)
-        st = np.flatnonzero(kind == _START)
-        first = _first_per_job(row, st)
+        first = _first_per_job(row, np.flatnonzero(kind == _START))
         start_s[row[first]] = t[first]
         finish_s = np.full(n_jobs, np.nan)
         fin = np.flatnonzero(kind == _FINISH)
         finish_s[row[fin]] = t[fin]
-        # device-seconds: each closed interval in log order, then those still open at the end
+        del first, fin
+        n_preempt = np.bincount(row[kind == _PREEMPT], minlength=n_jobs).astype(np.int64)
+        n_resize = np.bincount(row[kind == _RESIZE], minlength=n_jobs).astype(np.int64)
+        status = self._status(n_jobs)
+        reason = [""] * n_jobs
+        for i in np.flatnonzero(kind == _FAIL).tolist():
+            reason[row[i]] = self.data(i)[0]
+            if self.closes[i]:
+                finish_s[row[i]] = np.nan
+        devices, n_devices, n_nodes = self._last_devices(n_jobs, cluster)
+        return _finish_jobs_table({
+            "job_id": self.ids, "tenant": self.tenant, "arrival_s": t[self.arr_pos], "gpus": self.gpus,
+            "gpu_milli": self.milli, "work_flops": self.work, "start_s": start_s, "finish_s": finish_s,
+            "devices": devices, "n_devices": n_devices, "n_nodes": n_nodes, "n_preempt": n_preempt,
+            "n_resize": n_resize, "device_s": self._device_s(n_jobs), "status": status, "reason": reason,
+        }, cluster)
+
+    def _device_s(self, n_jobs: int) -> np.ndarray:
+        """Each job's device-seconds: each closed interval in log order, then those still open
+        at the end."""
+        t, row = self.t, self.row
         cl = np.flatnonzero(self.closes)
-        o = prev[cl]
+        o = self.prev[cl]
         amount = (t[cl] - t[o]) * self.ndev[o] * self.share[o]
         device_s = np.bincount(row[cl], weights=amount, minlength=n_jobs).astype(np.float64)
         oe = self.open_at_end
         device_s[row[oe]] += (self.end_t - t[oe]) * self.ndev[oe] * self.share[oe]
-        n_preempt = np.bincount(row[kind == _PREEMPT], minlength=n_jobs).astype(np.int64)
-        n_resize = np.bincount(row[kind == _RESIZE], minlength=n_jobs).astype(np.int64)
-        # status: the job's last record that sets it (a resize does not)
+        return device_s
+
+    def _status(self, n_jobs: int) -> list:
+        """Each job's status: that of its last record that sets one (a resize does not)."""
         status_of = np.array(["queued", "running", "", "completed", "queued", "failed"], dtype=object)
-        setting = np.flatnonzero(kind != _RESIZE)
         last_rec = np.full(n_jobs, -1, dtype=np.int64)
-        lr = _first_per_job(row, setting[::-1])
-        last_rec[row[lr]] = lr
-        status = status_of[kind[last_rec]].tolist() if n_jobs else []
-        reason = [""] * n_jobs
-        for i in np.flatnonzero(kind == _FAIL).tolist():
-            reason[row[i]] = self.data[i][0]
-            if self.closes[i]:
-                finish_s[row[i]] = np.nan
-        # the last device set of each job (start or resize)
+        lr = _first_per_job(self.row, np.flatnonzero(self.kind != _RESIZE)[::-1])
+        last_rec[self.row[lr]] = lr
+        return status_of[self.kind[last_rec]].tolist() if n_jobs else []
+
+    def _last_devices(self, n_jobs: int, cluster: Cluster | None) -> tuple:
+        """Each job's last device set (start or resize; an int64 array, empty before its first
+        start: views of one array), its size and the number of nodes it spans."""
+        row = self.row
         last_dev = np.full(n_jobs, -1, dtype=np.int64)
         op = _first_per_job(row, np.flatnonzero(self.opener)[::-1])
         last_dev[row[op]] = op
@@ -548,26 +599,26 @@ class _Life:
         dev_sets = self._devices_of(last_dev[has])
         lens = np.fromiter(map(len, dev_sets), dtype=np.int64, count=len(dev_sets))
         flat = np.fromiter(chain.from_iterable(dev_sets), dtype=np.int64, count=int(lens.sum()))
+        del dev_sets, last_dev, op
         n_devices = np.zeros(n_jobs, dtype=np.int64)
         n_devices[has] = lens
         n_nodes = np.zeros(n_jobs, dtype=np.int64)
         if cluster is not None and len(flat):
             node_of = np.array([d.node for d in cluster.devices], dtype=np.int64)
-            owner = np.repeat(np.arange(len(dev_sets)), lens)
+            owner = np.repeat(np.arange(len(lens)), lens)
             pairs = np.unique(owner * (int(node_of.max()) + 1) + node_of[flat])
-            n_nodes[has] = np.bincount(pairs // (int(node_of.max()) + 1), minlength=len(dev_sets))
+            del owner
+            n_nodes[has] = np.bincount(pairs // (int(node_of.max()) + 1), minlength=len(lens))
+            del pairs
         empty = np.zeros(0, dtype=np.int64)
         devices = [empty] * n_jobs
-        ends = np.cumsum(lens).tolist()
-        for r, a, b in zip(np.flatnonzero(has).tolist(), [0, *ends], ends):  # views of flat, as np.split gives
-            devices[r] = flat[a:b]
-        df = pd.DataFrame({
-            "job_id": self.ids, "tenant": self.tenant, "arrival_s": t[self.arr_pos], "gpus": self.gpus,
-            "gpu_milli": self.milli, "work_flops": self.work, "start_s": start_s, "finish_s": finish_s,
-            "devices": pd.Series(devices, dtype=object), "n_devices": n_devices, "n_nodes": n_nodes,
-            "n_preempt": n_preempt, "n_resize": n_resize, "device_s": device_s, "status": status, "reason": reason,
-        })
-        return _finish_jobs_table(df, cluster)
+        ends = np.cumsum(lens)
+        holders = np.flatnonzero(has)
+        for s in range(0, len(holders), E.TEXT_BLOCK):  # views of flat, as np.split gives (a block's ints at a time)
+            e = ends[s:s + E.TEXT_BLOCK].tolist()
+            for r, a, b in zip(holders[s:s + E.TEXT_BLOCK].tolist(), [int(ends[s - 1]) if s else 0, *e], e):
+                devices[r] = flat[a:b]
+        return pd.Series(devices, dtype=object), n_devices, n_nodes
 
     # -- timeline --------------------------------------------------------------------------
     def timeline_table(self, cluster: Cluster) -> pd.DataFrame:
@@ -580,16 +631,21 @@ class _Life:
             for i, devs, m in zip(st.tolist(), self.start_devs, self.share_milli):
                 weight[i] = len(devs) * m / 1000
         for i, o in self.resized_from.items():  # log order: a chain of resizes scales in turn
-            weight[i] = len(self.resize_devs[i]) * weight[o] / max(len(self.data[i][0]), 1)
+            weight[i] = len(self.resize_devs[i]) * weight[o] / max(len(self.data(i)[0]), 1)
         d_busy = np.zeros(n, dtype=np.float64)
-        d_queue = np.zeros(n, dtype=np.int64)
-        d_run = np.zeros(n, dtype=np.int64)
         closes = self.closes
         cl = np.flatnonzero(closes)
         d_busy[cl] = -weight[prev[cl]]
+        del cl
         d_busy[st] += weight[st]  # a start closes nothing (checked when the columns were read)
         rz = np.flatnonzero(kind == _RESIZE)
         d_busy[rz] = weight[rz] - weight[prev[rz]]
+        del weight
+        busy = _running_sum(d_busy)
+        del d_busy
+        # the counts, summed in place (a 900k-record log's columns are 7 MB each)
+        d_queue = np.zeros(n, dtype=np.int64)
+        d_run = np.zeros(n, dtype=np.int64)
         d_queue[kind == _ARR] = 1
         d_queue[st] = -1
         d_queue[kind == _PREEMPT] = 1
@@ -598,15 +654,14 @@ class _Life:
         fail = kind == _FAIL
         d_run[fail & closes] = -1
         d_queue[fail & ~closes] = -1
-        busy = _running_sum(d_busy)
-        queued = np.cumsum(d_queue)
-        running = np.cumsum(d_run)
+        queued = np.cumsum(d_queue, out=d_queue)
+        running = np.cumsum(d_run, out=d_run)
         t = self.t
         keep = np.ones(n, dtype=bool)  # the last record of each run of equal times
         if n > 1:
             keep[:-1] = t[1:] != t[:-1]
         df = pd.DataFrame({"time_s": t[keep], "busy_devices": np.round(busy[keep], 9),
-                           "queue_len": queued[keep], "running": running[keep]})
+                           "queue_len": queued[keep], "running": running[keep]}, copy=False)
         df["utilisation"] = df["busy_devices"] / cluster.n_devices
         return df
 

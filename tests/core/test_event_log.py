@@ -250,6 +250,41 @@ def test_int_rows_keep_exact_int_tuples_as_rows_and_anything_else_as_given():
     assert rows.matrix().tolist() == [[1, 2, 3], [-2**63, 2**63 - 1, 0]]
 
 
+@given(st.lists(st.tuples(st.booleans(), st.lists(st.tuples(*[st.integers(-2**63, 2**63 - 1)] * 3), min_size=1,
+                                                  max_size=4)), min_size=1, max_size=6), st.integers(1, 5))
+@settings(max_examples=60, deadline=None)
+def test_rows_made_on_demand_read_back_as_the_rows_they_stand_for(segments, block):
+    """Records that store ROW, their rows made on demand from their positions (as the fast
+    core logs its memory records), between records that stored their row numbers: read back,
+    tabulated (whole and block by block) and pickled, they are the records with the tuples."""
+    log, plain = EventLog(), EventLog()
+    rows = log.int_rows((E.MEM_ALLOC, E.MEM_FREE), 3)
+    for made, datas in segments:
+        at = []
+        for j, d in enumerate(datas):
+            kind = E.MEM_ALLOC if j % 2 else E.MEM_FREE
+            if j == 1:  # another kind's record between them
+                log.emit(float(len(log)), E.START, j, ((j,), 1000, 1e13))
+                plain.emit(float(len(plain)), E.START, j, ((j,), 1000, 1e13))
+            at.append(len(log))
+            log.emit(float(len(log)), kind, j, E.ROW if made else rows.store(d))
+            plain.emit(float(len(plain)), kind, j, d)
+        if made:
+            rows.extend_made(len(datas), lambda rel, m=np.array(datas, dtype=np.int64): m[rel], np.array(at))
+    assert list(log.records) == list(plain.records) and log.records[-1] == plain.records[-1]
+    assert log.data_at(list(range(len(log)))[::-1]) == plain.data_at(list(range(len(plain)))[::-1])
+    assert list(pickle.loads(pickle.dumps(log)).records) == list(plain.records)
+    kinds, codes = E._present_kinds(log)
+    whole = ByKind(plain).data_strings()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(E, "TEXT_BLOCK", block)
+        assert list(E._data_texts(log, kinds, codes, size=block)) == list(whole) == list(ByKind(log).data_strings())
+        mem = log.positions(E.MEM_ALLOC, E.MEM_FREE)
+        assert rows.take(rows.rows_at(log.data, mem)).tolist() == [list(plain.records[i][3]) for i in mem.tolist()]
+    with pytest.raises(TypeError):
+        rows(E.ROW)
+
+
 @given(st.lists(st.lists(st.integers(-2**63, 2**63 - 1), max_size=4).map(tuple), min_size=1, max_size=20))
 @settings(max_examples=60, deadline=None)
 def test_device_sets_are_written_as_json_dumps_writes_them(values):

@@ -76,6 +76,9 @@ def test_jobs_devices_and_requests_replica_are_typed_in_parquet(tmp_path):
     assert pa.types.is_list(t) and t.value_type == pa.int64()
     jobs = res.tables["jobs"]
     assert all(len(d) == n for d, n in zip(jobs["devices"], jobs["n_devices"]))
+    write_results(res, tmp_path / "r", plots=False, release=True)  # each table dropped once written
+    assert len(res.tables) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "r" / "jobs.parquet"), jobs)
     sres = run_config(compose(["experiment=serving_quick", "workload.max_requests=20"]))
     write_results(sres, tmp_path / "s", plots=False)
     assert str(pq.read_schema(tmp_path / "s" / "requests.parquet").field("replica").type) == "int64"
