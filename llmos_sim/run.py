@@ -265,6 +265,7 @@ def run_cluster(cfg: DictConfig, progress: bool = False, with_services: bool = F
     for host in engine.hosts.values():  # services' inter-token latency records, after the run's own
         host.flush_itl(engine.env.now)
     cl, facts = engine.cluster, dict(getattr(engine, "backend_facts", {}) or {})
+    pools = {name: h.replica_pools() for name, h in engine.hosts.items()}  # each service's replicas' pools
     del engine, jobs  # the log holds what the tables read
     tables = derive_tables(log, cl)
     release_freed()
@@ -282,7 +283,7 @@ def run_cluster(cfg: DictConfig, progress: bool = False, with_services: bool = F
             tables[k] = serving.tables[k]
         from llmos_sim.serving.cluster import replicas_table
 
-        replicas = replicas_table(log, {name: h.replica_pools() for name, h in engine.hosts.items()})
+        replicas = replicas_table(log, pools)
         if len(replicas):  # autoscaled services: their replica counts over time
             tables["replicas"] = replicas
         summary |= {f"serving_{k}": v for k, v in serving.summary.items()}
