@@ -345,28 +345,41 @@ class Replica:
         if self._hashed and self.waiting:
             self._refresh_hits()
         self._decisions += 1
-        if self._hold:
-            d, held = self._admissible(ReplicaView(t, tab, self.waiting, kv))
+        held = False
+        view = ReplicaView(t, tab, self.waiting, kv)
+        # every running row decodes, nothing else happens (the common decision, told cheaply)
+        grow = self.policy.decode_growth(view) if not self._hold else None
+        quick = grow is not None
+        if quick:
+            n_run = len(tab.rid)
+            tokens = [1] * n_run
+            admit = preempt = ()
+            hold_finished = False
+            swap_bytes = 0
         else:
-            d: BatchDecision = self.policy.next_batch(ReplicaView(t, tab, self.waiting, kv))
-            held = False
-        tokens: list[int] = d.tokens.tolist()
-        swap_bytes = 0
-        requeue = ()
-        grow = d.grow
-        if d.preempt:
-            tokens, swap_bytes, requeue = self._preempt(d, tokens, t)
-            grow = None  # the policy's rows are before the preemptions
-        n_run = len(tokens)
-        if d.admit:
-            swap_bytes += self._admit(d.admit, tokens, t, grow)
-        for w in requeue:
-            self._insert(w)
+            if self._hold:
+                d, held = self._admissible(view)
+            else:
+                d: BatchDecision = self.policy.next_batch(view)
+            tokens: list[int] = d.tokens.tolist()
+            admit, preempt, hold_finished = d.admit, d.preempt, d.hold_finished
+            swap_bytes = 0
+            requeue = ()
+            grow = d.grow
+            if preempt:
+                tokens, swap_bytes, requeue = self._preempt(d, tokens, t)
+                grow = None  # the policy's rows are before the preemptions
+            n_run = len(tokens)
+            if admit:
+                swap_bytes += self._admit(admit, tokens, t, grow)
+            for w in requeue:
+                self._insert(w)
         later = None  # this iteration's growth, taken with a decode span's (see _span)
-        if grow is not None and not d.admit and kv.growth_in_one_call:
+        if grow is not None and not admit and kv.growth_in_one_call:
             later = self._count_growth(grow)
         else:
             tokens = self._grow(tokens, t, grow, n_run)
+            quick = quick and len(tokens) == n_run  # (a fragmenting pool may refuse rows)
         if kv.transfer_bytes:  # host tier: prefix units offloaded or copied back since the last iteration
             swap_bytes += kv.take_transfer_bytes()
         n_tok = sum(tokens)
@@ -386,8 +399,8 @@ class Replica:
         n_pad = 0  # static batching's padding rows
         groups = self._groups
         counted = ()  # ((wait_s, in_decode), rows) for whole groups back from a stall
-        if (n_rows and not n_done and n_tok == n_rows and min(tokens) == 1 and min(G) > 0
-                and sum(P) + sum(G) - c_sum == n_rows):
+        if (quick or n_rows and not n_done and n_tok == n_rows and min(tokens) == 1
+                and sum(P) + sum(G) - c_sum == n_rows) and min(G) > 0:
             # pure decode (the common case), without the pass: one token per row, none
             # missing more than it computes (tokens <= remaining), so every row misses
             # exactly one, after its first token
@@ -400,7 +413,7 @@ class Replica:
                 if groups:
                     self._ungroup()
                 back = [(t - stalled.pop(r), 1) for r in tab.rid if r in stalled]
-        elif (n_run and not tokens[0] and n_run == n_rows - len(d.admit) and not n_done and not any(tokens[:n_run])
+        elif (n_run and not tokens[0] and n_run == n_rows - len(admit) and not n_done and not any(tokens[:n_run])
               and min(G[:n_run]) > 0 and sum(P[:n_run]) + sum(G[:n_run]) - sum(C[:n_run]) == n_run
               and self._group_stall(t, n_run)):
             # every running row decodes but sits this iteration out (a prefill-only iteration):
@@ -461,7 +474,7 @@ class Replica:
             pairs = pre_ctx = 0
             n_logits = n_dec
         # -- fast-forward a span of identical decode iterations ---------------------------
-        if (self.fast_forward and n_pre == 0 and not d.admit and not d.preempt and not swap_bytes and n_seqs == n_rows
+        if (self.fast_forward and n_pre == 0 and not admit and not preempt and not swap_bytes and n_seqs == n_rows
                 and not self._to_release  # blocks freed after this decision may change the next one
                 and not held):  # a request this decision could not see joins the next one
             k, (dur, durs), fin = self._span(n_seqs, dec_ctx, t, later)
@@ -483,7 +496,7 @@ class Replica:
                     i0 = len(self._itl)
                     if adj:  # (naming the batch record: the one before the KV sample)
                         self._note_itl(adj, k, 2)
-                plan = IterationPlan(dur, tokens, k, d.hold_finished, fin, True)
+                plan = IterationPlan(dur, tokens, k, hold_finished, fin, True)
                 p = self._pend
                 if p is not None:  # its records are written again when its blocks are taken
                     p.plan, p.n_dec, p.n_rows, p.c_sum, p.adj = plan, n_dec, n_rows - n_done, c_sum, adj
@@ -501,7 +514,7 @@ class Replica:
         if adj:
             self._note_itl(adj, 1, 2)
         may_finish = min(map(sub, tab.output, tab.generated), default=2) <= 1  # a row one token short (or held done)
-        return IterationPlan(dur, tokens, 1, d.hold_finished, may_finish, pure)
+        return IterationPlan(dur, tokens, 1, hold_finished, may_finish, pure)
 
     def _admissible(self, view: ReplicaView) -> tuple[BatchDecision, bool]:
         """Async scheduling: the decision on a view without the requests that arrived while the

@@ -11,7 +11,11 @@ import pytest
 import simpy
 
 from llmos_sim import events as E
+from llmos_sim.policies.batching.base import BatchingPolicy
 from llmos_sim.policies.batching.chunked import ChunkedPrefill
+from llmos_sim.policies.batching.continuous import ContinuousBatching
+from llmos_sim.policies.batching.orca import OrcaBatching
+from llmos_sim.policies.batching.static import StaticBatching
 from llmos_sim.policies.memory.fit import FirstFitPool
 from llmos_sim.policies.memory.paged import PagedPool
 from llmos_sim.serving import simulate
@@ -301,3 +305,69 @@ def test_the_replica_takes_back_the_hits_the_policy_counted():
     assert rep.table.rid == ["R1", "R2", "V"] and rep.table.computed[2] == 32 and rep.table.blocks == [9, 9, 5]
     k.check()
     assert k.unheld_blocks == 7 and k.cached_tokens("V", 65) == 0
+
+
+def _random_view(rng):
+    """A running table of 1-8 rows (most decoding, some mid-prompt or held finished), maybe a
+    waiting sequence, over a paged cache with few or many free blocks."""
+    k = KVCacheManager(PagedPool(rng.choice([12, 40, 400]) * BB, BB), 512, 16)
+    tab = SeqTable()
+    for r in range(rng.randint(1, 8)):
+        prompt, gen = rng.randint(1, 60), rng.choice([0, 1, rng.randint(1, 40)])
+        known = prompt + gen
+        computed = known - 1 if gen and rng.random() < 0.9 else rng.randint(0, known - 1)
+        blocks = -(-computed // 16)
+        if blocks and not k.grow(r, blocks):
+            break
+        done = rng.random() < 0.05
+        tab.append([(r, prompt, gen + rng.randint(1, 30), computed, gen, blocks, r, 0, 10, 0.0, done)])
+    waiting = [WaitingSeq(99, 10, 5, 1.0)] if rng.random() < 0.2 else []
+    return ReplicaView(0.0, tab, waiting, k)
+
+
+@pytest.mark.parametrize("policy", [ContinuousBatching(), ChunkedPrefill(max_num_batched_tokens=4), OrcaBatching()],
+                         ids=lambda p: type(p).__name__)
+def test_decode_growth_is_the_decision_of_next_batch(policy):
+    """Where the shortcut answers, the policy's full decision is: every row one token, no
+    admission, no preemption, that block growth; it answers in the common case."""
+    rng = random.Random(3)
+    answered = 0
+    for _ in range(400):
+        view = _random_view(rng)
+        grow = policy.decode_growth(view)
+        if grow is None:
+            continue
+        answered += 1
+        d = policy.next_batch(view)
+        assert d.tokens.tolist() == [1] * len(view.running) and not d.admit and not d.preempt
+        assert not d.hold_finished and d.grow == grow
+    assert answered > 50
+
+
+def test_decode_growth_only_for_a_plan_with_its_own_hooks():
+    """A subclass that overrides the plan or a hook is always asked for its decision."""
+    class Halving(ContinuousBatching):
+        def schedule_running(self, view, budget):
+            return super().schedule_running(view, budget // 2)
+
+    rng = random.Random(4)
+    views = [_random_view(rng) for _ in range(100)]
+    assert any(ContinuousBatching().decode_growth(v) is not None for v in views)
+    assert all(Halving().decode_growth(v) is None for v in views)
+    assert all(StaticBatching().decode_growth(v) is None for v in views)
+
+
+@pytest.mark.parametrize("case", list(_cases(10)), ids=lambda c: f"{c['batching']}-{c['seed']}")
+def test_decode_shortcut_changes_no_record(case, monkeypatch):
+    """Whole runs with the replica's decode shortcut (:meth:`BatchingPolicy.decode_growth`) and
+    without it (the policy asked every iteration) log the same records, exactly."""
+    def go():
+        over = {} if case["batching"] == "static" else {"preemption": case["preemption"]}
+        cfg = make_cfg(workload=dict(SYN, n=120), batching=case["batching"], batching_over=over, cost=ROOF,
+                       model="llama31_8b", gpu="rtx4090", memory=case["memory"], router="least_outstanding",
+                       serving={"num_kv_blocks": case["blocks"], "replicas": case["replicas"],
+                                "prefix_caching": case["prefix_caching"]})
+        return simulate(cfg, seed=case["seed"])
+    fast = go()
+    monkeypatch.setattr(BatchingPolicy, "decode_growth", lambda self, view: None)
+    assert go().log.records == fast.log.records

@@ -17,7 +17,7 @@ from __future__ import annotations
 from operator import add, sub
 
 from llmos_sim.policies.batching.order import FCFS, Ordering
-from llmos_sim.serving.view import GROW, BatchDecision, KVView, ReplicaView, TokenList, WaitingSeq
+from llmos_sim.serving.view import GROW, BatchDecision, KVView, ReplicaView, TokenList, WaitingSeq, block_growth
 
 RECOMPUTE = "recompute"
 SWAP = "swap"
@@ -72,6 +72,8 @@ class BatchingPolicy:
         self.watermark = float(watermark)
         self.reserve_full_prompt = bool(reserve_full_prompt)
         self.order = order if order is not None else FCFS()
+        # the plan is the base's, every hook its own: see decode_growth
+        self._decode_budget = self.max_num_batched_tokens if self._plain(BatchingPolicy) else 0
 
     # -- the plan ---------------------------------------------------------------------------
     def next_batch(self, view: ReplicaView) -> BatchDecision:
@@ -82,6 +84,35 @@ class BatchingPolicy:
             budget = self.max_num_batched_tokens - sum(tokens)
             admit = self.admit(view, budget, len(view.running), self._growth(view, tokens, grow))
         return BatchDecision(TokenList(tokens), admit, preempt, self.preemption, grow=grow)
+
+    def _plain(self, cls: type) -> bool:
+        """This policy's plan is ``cls.next_batch`` with the base's hooks (none overridden)."""
+        t = type(self)
+        return (t.next_batch is cls.next_batch and t.schedule_running is BatchingPolicy.schedule_running
+                and t.admit is BatchingPolicy.admit)
+
+    def decode_growth(self, view: ReplicaView) -> "tuple[list[int], list[int]] | None":
+        """:meth:`next_batch`'s answer in the most common case, told cheaply: nothing waits, no
+        row is held finished, every running row decodes (one token known beyond its cache) and
+        the blocks they grow into are free. A plan with every hook its own then decodes them
+        all, one token each, and admits and preempts nothing — the decision
+        ``BatchDecision(TokenList([1] * n), grow=(rows, need))`` —: returns that ``(rows,
+        need)`` (grow mode). None in any other case (ask :meth:`next_batch`)."""
+        run = view.running
+        n = len(run.rid)
+        if not n or n > self._decode_budget or view.waiting or run.n_done:
+            return None
+        kv = view.kv
+        if kv.mode != GROW:
+            return None
+        C = run.computed
+        rem = list(map(sub, map(add, run.prompt, run.generated), C))
+        if min(rem) != 1 or sum(rem) != n:  # (each at least one: so exactly one each)
+            return None
+        rows, need = block_growth(C, 1, run.blocks, kv.block_tokens)
+        if need and sum(need) > kv.free_blocks:  # some row would be preempted
+            return None
+        return rows, need
 
     @staticmethod
     def _growth(view: ReplicaView, tokens: list[int], grow) -> int:

@@ -18,6 +18,7 @@ class ContinuousBatching(BatchingPolicy):
         super().__init__(max_num_seqs, max_num_batched_tokens, chunked=False, preemption=preemption,
                          watermark=watermark, order=order)
         self._own_admit = type(self).admit is not BatchingPolicy.admit  # a subclass's admission hook
+        self._decode_budget = 1 << 60 if self._plain(ContinuousBatching) else 0  # (see decode_growth)
 
     def next_batch(self, view: ReplicaView) -> BatchDecision:
         n = len(view.running)
