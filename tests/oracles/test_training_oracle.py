@@ -21,14 +21,16 @@ from training_oracle import simulate
 UNIT = DeviceSpec("unit", 1.0, 0)
 
 
-def engine_schedule(jobs, n_devices, policy, round_s, thresholds, overhead, fast_path="auto"):
+def engine_schedule(jobs, n_devices, policy, opts, fast_path="auto"):
     """Per job ``(starts, preempts, finish)`` from the engine's log."""
+    o = dict(opts)
+    overhead = o.pop("preempt_overhead_s")
     sched = {
         "fifo": lambda: FIFO(),
         "sjf": lambda: SJF(),
-        "srtf": lambda: SRTF(round_s=round_s),
-        "las": lambda: LAS(round_s=round_s),
-        "2dlas": lambda: DiscretizedLAS(round_s=round_s, thresholds=thresholds),
+        "srtf": lambda: SRTF(round_s=o["round_s"], min_run_s=o["min_run_s"]),
+        "las": lambda: LAS(round_s=o["round_s"], min_run_s=o["min_run_s"], service=o["service"]),
+        "2dlas": lambda: DiscretizedLAS(**o),
     }[policy]()
     eng = Engine(Cluster.homogeneous(1, n_devices, UNIT), sched, preempt_overhead_s=overhead,
                  fast_path=fast_path)
@@ -44,9 +46,8 @@ def engine_schedule(jobs, n_devices, policy, round_s, thresholds, overhead, fast
     return out
 
 
-def oracle_schedule(jobs, n_devices, policy, round_s, thresholds, overhead):
-    res = simulate(jobs, n_devices, policy, round_s=round_s, thresholds=thresholds,
-                   preempt_overhead_s=overhead)
+def oracle_schedule(jobs, n_devices, policy, opts):
+    res = simulate(jobs, n_devices, policy, **opts)
     return {i: (j.starts, j.preempts, j.finish) for i, j in res.items()}
 
 
@@ -68,18 +69,29 @@ def workloads(draw):
     return n_devices, jobs
 
 
+PREEMPTIVE = st.fixed_dictionaries({
+    "round_s": st.sampled_from([None, 1.0, 3.0, 5.0]),
+    "preempt_overhead_s": st.sampled_from([0.0, 1.0, 2.0]),
+    "min_run_s": st.sampled_from([0.0, 0.0, 1.0, 3.0]),
+    "service": st.sampled_from(["gpu_s", "time_s"]),
+    "thresholds": st.sampled_from([(2.0,), (4.0,), (3.0, 9.0)]),
+    "running_first": st.booleans(),
+})
+
+
 @pytest.mark.parametrize("policy", ["fifo", "sjf", "srtf", "las", "2dlas"])
 @settings(max_examples=150, deadline=None)
-@given(w=workloads(), round_s=st.sampled_from([None, 1.0, 3.0, 5.0]),
-       thresholds=st.sampled_from([(2.0,), (4.0,), (3.0, 9.0)]),
-       overhead=st.sampled_from([0.0, 1.0, 2.0]))
-def test_engine_matches_the_oracle(policy, w, round_s, thresholds, overhead):
+@given(w=workloads(), opts=PREEMPTIVE)
+def test_engine_matches_the_oracle(policy, w, opts):
     n_devices, jobs = w
     if policy in ("fifo", "sjf"):
-        round_s, overhead = None, 0.0
-    if policy == "2dlas" and round_s is None:
-        round_s = 4.0
-    want = oracle_schedule(jobs, n_devices, policy, round_s, thresholds, overhead)
+        opts = {"preempt_overhead_s": 0.0}
+    elif policy in ("srtf", "las"):
+        del opts["thresholds"], opts["running_first"]
+        if policy == "srtf":
+            del opts["service"]
+    elif opts["round_s"] is None:
+        opts["round_s"] = 4.0
+    want = oracle_schedule(jobs, n_devices, policy, opts)
     for fast_path in ("auto", "off"):
-        got = engine_schedule(jobs, n_devices, policy, round_s, thresholds, overhead, fast_path)
-        assert_same(got, want)
+        assert_same(engine_schedule(jobs, n_devices, policy, opts, fast_path), want)

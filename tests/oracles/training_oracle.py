@@ -39,12 +39,20 @@ Semantics implemented, with where they are stated:
   offered to the pass). "In its overhead" is a segment with an overhead ``o > 0`` from its
   start up to and including ``start + o``; a segment without overhead is never protected
   (the docs left both ends open; this is what the engine does, and the docs now say so).
+- ``min_run_s`` (``PreemptiveScheduler`` docstring): "a running segment younger than this is
+  never preempted": protected like a job in its overhead while ``t - start < min_run_s``
+  (the segment's age counts its overhead).
 - Keys: SRTF, remaining work over the job's devices, then arrival, then id (``SRTF``
   docstring; ``PreemptiveScheduler.key``: "end with job.arrival_s, job.id"). LAS: attained
-  service, then arrival, then id. 2D-LAS (``DiscretizedLAS`` docstring, ``running_first``,
-  FIFO order, arrival tie-break): the queue (how many thresholds the service has reached),
-  running jobs ahead of waiting ones within a queue, then arrival, then id; a pass at the
-  moment a running job's service reaches a threshold (``wake_s``).
+  service (``service``: ``gpu_s`` device-seconds or ``time_s`` seconds, ``LAS`` docstring),
+  then arrival, then id. 2D-LAS (``DiscretizedLAS`` docstring, FIFO order, arrival
+  tie-break): the queue (how many thresholds the service has reached), with
+  ``running_first`` running jobs ahead of waiting ones within a queue, then arrival, then
+  id; a pass at the moment a running job's service reaches a threshold (``wake_s``).
+
+Not covered: several nodes (placement beyond ascending devices), fractional, elastic or
+memory-holding jobs, preprocess and output steps, per-event passes, 2D-LAS's promotion,
+``previous_rank`` tie-break and Gittins order, the work-conserving step (see above).
 """
 from __future__ import annotations
 
@@ -92,9 +100,11 @@ class OJob:
 
 
 def simulate(jobs, n_devices: int, policy: str, *, round_s: float | None = None,
-             thresholds: tuple[float, ...] = (), preempt_overhead_s: float = 0.0) -> dict[int, OJob]:
+             thresholds: tuple[float, ...] = (), preempt_overhead_s: float = 0.0,
+             min_run_s: float = 0.0, service: str = "gpu_s",
+             running_first: bool = True) -> dict[int, OJob]:
     """Run ``jobs`` (``(id, arrival, seconds, gpus)`` tuples) and return each job's record."""
-    assert policy in POLICIES
+    assert policy in POLICIES and service in ("gpu_s", "time_s")
     js = {i: OJob(i, a, s, g) for i, a, s, g in jobs}
     arrivals = [(j.arrival, j.id) for j in js.values()]
     heapq.heapify(arrivals)
@@ -116,15 +126,21 @@ def simulate(jobs, n_devices: int, policy: str, *, round_s: float | None = None,
         j.devices = ()
         del running[j.id]
 
+    def served(j: OJob, t: float) -> float:
+        return j.service_at(t) / (j.gpus if service == "time_s" else 1)
+
     def key(j: OJob, t: float):
-        runs = j.seg_start is not None
         if policy == "srtf":
             return ((j.work - j.done_at(t)) / j.gpus, j.arrival, j.id)
         if policy == "las":
-            return (j.service_at(t), j.arrival, j.id)
-        s = j.service_at(t)
+            return (served(j, t), j.arrival, j.id)
+        s = served(j, t)
         q = sum(1 for th in thresholds if s >= th)
+        runs = j.seg_start is not None and running_first
         return (q, 0 if runs else 1, j.arrival, j.id)
+
+    def protected(j: OJob, t: float) -> bool:
+        return j.restoring(t) or t - j.seg_start < min_run_s
 
     def fixed_order_pass(t: float) -> bool:
         if policy == "fifo":
@@ -139,8 +155,8 @@ def simulate(jobs, n_devices: int, policy: str, *, round_s: float | None = None,
         return False
 
     def preemptive_pass(t: float) -> bool:
-        rankable = [j for j in running.values() if not j.restoring(t)]
-        cap = n_devices - sum(j.gpus for j in running.values() if j.restoring(t))
+        rankable = [j for j in running.values() if not protected(j, t)]
+        cap = n_devices - sum(j.gpus for j in running.values() if protected(j, t))
         ranking = sorted(rankable + queue, key=lambda j: key(j, t))
         selected = []
         for j in ranking:
@@ -177,10 +193,11 @@ def simulate(jobs, n_devices: int, policy: str, *, round_s: float | None = None,
             moments.append((t // round_s + 1) * round_s)
         if policy == "2dlas":
             for j in running.values():
-                s = j.service_at(t)
+                s = served(j, t)
+                rate = 1 if service == "time_s" else j.gpus
                 for th in thresholds:
                     if th > s:
-                        moments.append(j.seg_start + j.overhead + (th - j.service) / j.gpus)
+                        moments.append(j.seg_start + j.overhead + (th - served(j, j.seg_start)) / rate)
                         break
         t = min(moments)
         while arrivals and arrivals[0][0] == t:
