@@ -5,16 +5,20 @@ cache, batching-policy or cost-model code. It exists to be compared with ``llmos
 random request sets (``test_serving_oracle.py``).
 
 Scope: one replica, chunked prefill (``batching=chunked_prefill``: vLLM v1's scheduler), FCFS
-order, recompute preemption, no watermark, paged KV of ``n_blocks`` blocks of ``block``
-tokens, no prefix caching, no swap, a linear iteration cost, every request able to finish on
-an empty cache.
+order, recompute or swap preemption, no watermark, paged KV of ``n_blocks`` blocks of
+``block`` tokens, no prefix caching, no host tier (unlimited swap space), a linear iteration
+cost (which does not price swap traffic), every request able to finish on an empty cache.
+Not covered: the other batching policies (static, Orca, prefill-first continuous batching
+with its watermark), other orderings, several replicas and routers, prefix caching,
+asynchronous scheduling, the roofline and measured cost models.
 
 Semantics implemented, with where they are stated:
 
 - Tokens (``llmos_sim.serving.view`` module docstring): ``known = prompt + generated``; an
   iteration computes ``n <= known - computed`` tokens of a sequence; when it reaches
   ``computed == known`` the sequence emits one token; it finishes when ``generated ==
-  output``; a recompute preemption sets ``computed = 0`` and keeps the generated tokens.
+  output``; a recompute preemption sets ``computed = 0`` and keeps the generated tokens, a
+  swap keeps ``computed`` (its blocks are freed here and taken again at readmission).
 - Blocks (``llmos_sim.serving.kv``): a sequence holds ``ceil(tokens / block)`` blocks of the
   tokens it has computed, grown before the iteration that computes them; a finished or
   preempted sequence frees them all.
@@ -64,6 +68,7 @@ def blocks_for(tokens: int, block: int) -> int:
 
 def simulate(requests, n_blocks: int, *, block: int = 16, max_num_seqs: int = 256,
              max_num_batched_tokens: int = 2048, reserve_full_prompt: bool = False,
+             preemption: str = "recompute",
              base_s: float = 1.0, per_prefill_token_s: float = 0.0,
              per_decode_token_s: float = 0.0) -> dict[int, Seq]:
     """Serve ``requests`` (``(id, arrival, prompt, output)`` tuples); each request's record."""
@@ -91,7 +96,9 @@ def simulate(requests, n_blocks: int, *, block: int = 16, max_num_seqs: int = 25
             while need > free:
                 victim = queue.pop() if queue else s
                 free += victim.blocks
-                victim.blocks, victim.computed = 0, 0
+                victim.blocks = 0
+                if preemption == "recompute":
+                    victim.computed = 0
                 victim.preempts += 1
                 running.remove(victim)
                 waiting.append(victim)

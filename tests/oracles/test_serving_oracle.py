@@ -1,7 +1,8 @@
 """One serving replica against the reference simulator of ``serving_oracle.py``.
 
 Random request sets (≤ 10 requests, short prompts and outputs, integer arrivals) on a paged
-KV cache of few 4-token blocks (so decodes run out of blocks and preempt), chunked prefill
+KV cache of few 4-token blocks (so decodes run out of blocks and preempt, by recompute or
+swap), chunked prefill
 with small token budgets and sequence limits, and a linear iteration cost in dyadic seconds
 (every time exact in binary). Every request's first-token time, finish time and preemption
 count must agree, with fast-forwarded decode spans on and off."""
@@ -66,7 +67,8 @@ def request_sets(draw):
 @given(w=request_sets(),
        limits=st.fixed_dictionaries({"max_num_seqs": st.integers(1, 4),
                                      "max_num_batched_tokens": st.integers(2, 16),
-                                     "reserve_full_prompt": st.booleans()}),
+                                     "reserve_full_prompt": st.booleans(),
+                                     "preemption": st.sampled_from(["recompute", "swap"])}),
        cost=st.sampled_from([{"base_s": 1.0},
                              {"base_s": 0.5, "per_prefill_token_s": 0.25, "per_decode_token_s": 0.125}]))
 def test_replica_matches_the_oracle(w, limits, cost):
