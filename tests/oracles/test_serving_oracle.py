@@ -2,9 +2,8 @@
 
 Random request sets (≤ 10 requests, short prompts and outputs, integer arrivals) on a paged
 KV cache of few 4-token blocks (so decodes run out of blocks and preempt, by recompute or
-swap), chunked prefill
-with small token budgets and sequence limits, and a linear iteration cost in dyadic seconds
-(every time exact in binary). Every request's first-token time, finish time and preemption
+swap), chunked prefill with small token budgets and sequence limits, and a linear iteration
+cost in dyadic seconds (every time exact in binary). Every request's first-token time, finish time and preemption
 count must agree, with fast-forwarded decode spans on and off."""
 from __future__ import annotations
 
