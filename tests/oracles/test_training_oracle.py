@@ -76,6 +76,7 @@ PREEMPTIVE = st.fixed_dictionaries({
     "service": st.sampled_from(["gpu_s", "time_s"]),
     "thresholds": st.sampled_from([(2.0,), (4.0,), (3.0, 9.0)]),
     "running_first": st.booleans(),
+    "tie_break": st.sampled_from(["arrival", "previous_rank"]),
 })
 
 
@@ -87,7 +88,7 @@ def test_engine_matches_the_oracle(policy, w, opts):
     if policy in ("fifo", "sjf"):
         opts = {"preempt_overhead_s": 0.0}
     elif policy in ("srtf", "las"):
-        del opts["thresholds"], opts["running_first"]
+        del opts["thresholds"], opts["running_first"], opts["tie_break"]
         if policy == "srtf":
             del opts["service"]
     elif opts["round_s"] is None:

@@ -48,15 +48,21 @@ Semantics implemented, with where they are stated:
   then arrival, then id. 2D-LAS (``DiscretizedLAS`` docstring, FIFO order, arrival
   tie-break): the queue (how many thresholds the service has reached), with
   ``running_first`` running jobs ahead of waiting ones within a queue, then arrival, then
-  id; a pass at the moment a running job's service reaches a threshold (``wake_s``).
+  id, or with ``tie_break="previous_rank"`` the order of entry into the queue (a job entering
+  by arrival or demotion goes behind those in it; several in their previous order); a pass
+  at the moment a running job's service reaches a threshold (``wake_s``, asked after every
+  pass while jobs wait, a job in its overhead gaining service only after it). A moment once
+  asked for is kept even when a later pass no longer names it ("Engine rules": the docs
+  said nothing of withdrawn moments; the engine keeps them, and the docs now say so).
 
 Not covered: several nodes (placement beyond ascending devices), fractional, elastic or
-memory-holding jobs, preprocess and output steps, per-event passes, 2D-LAS's promotion,
-``previous_rank`` tie-break and Gittins order, the work-conserving step (see above).
+memory-holding jobs, preprocess and output steps, per-event passes, 2D-LAS's promotion
+and Gittins order, the work-conserving step (see above).
 """
 from __future__ import annotations
 
 import heapq
+import itertools
 from dataclasses import dataclass, field
 
 POLICIES = ("fifo", "sjf", "srtf", "las", "2dlas")
@@ -102,7 +108,7 @@ class OJob:
 def simulate(jobs, n_devices: int, policy: str, *, round_s: float | None = None,
              thresholds: tuple[float, ...] = (), preempt_overhead_s: float = 0.0,
              min_run_s: float = 0.0, service: str = "gpu_s",
-             running_first: bool = True) -> dict[int, OJob]:
+             running_first: bool = True, tie_break: str = "arrival") -> dict[int, OJob]:
     """Run ``jobs`` (``(id, arrival, seconds, gpus)`` tuples) and return each job's record."""
     assert policy in POLICIES and service in ("gpu_s", "time_s")
     js = {i: OJob(i, a, s, g) for i, a, s, g in jobs}
@@ -126,6 +132,20 @@ def simulate(jobs, n_devices: int, policy: str, *, round_s: float | None = None,
         j.devices = ()
         del running[j.id]
 
+    entry: dict[int, tuple[int, int]] = {}  # previous_rank: job id -> (queue, place in it)
+    places = itertools.count()
+
+    def enter_queues(t: float) -> None:
+        """``previous_rank``: jobs entering a queue (arrival, demotion) go behind those in it,
+        several in their previous order (arrivals: by arrival, then id)."""
+        new = []
+        for j in list(running.values()) + queue:
+            q = sum(1 for th in thresholds if served(j, t) >= th)
+            if entry.get(j.id, (None,))[0] != q:
+                new.append((entry.get(j.id, (-1, 0)), j.arrival, j.id, q))
+        for _, _, i, q in sorted(new):
+            entry[i] = (q, next(places))
+
     def served(j: OJob, t: float) -> float:
         return j.service_at(t) / (j.gpus if service == "time_s" else 1)
 
@@ -137,6 +157,8 @@ def simulate(jobs, n_devices: int, policy: str, *, round_s: float | None = None,
         s = served(j, t)
         q = sum(1 for th in thresholds if s >= th)
         runs = j.seg_start is not None and running_first
+        if tie_break == "previous_rank":
+            return (q, 0 if runs else 1, entry[j.id][1])
         return (q, 0 if runs else 1, j.arrival, j.id)
 
     def protected(j: OJob, t: float) -> bool:
@@ -155,6 +177,8 @@ def simulate(jobs, n_devices: int, policy: str, *, round_s: float | None = None,
         return False
 
     def preemptive_pass(t: float) -> bool:
+        if tie_break == "previous_rank":
+            enter_queues(t)
         rankable = [j for j in running.values() if not protected(j, t)]
         cap = n_devices - sum(j.gpus for j in running.values() if protected(j, t))
         ranking = sorted(rankable + queue, key=lambda j: key(j, t))
@@ -181,30 +205,46 @@ def simulate(jobs, n_devices: int, policy: str, *, round_s: float | None = None,
             start(j, devs, t)
         return bool(preempted)
 
+    def crossing(t: float) -> float | None:
+        """2D-LAS's ``wake_s`` after a pass at ``t``: the first moment a running job's service
+        reaches its queue's threshold (a job in its overhead gains none before it ends), while
+        jobs wait."""
+        if not queue:
+            return None
+        ends = []
+        for j in running.values():
+            q = sum(1 for th in thresholds if served(j, t) >= th)
+            if q < len(thresholds):
+                rate = 1 if service == "time_s" else j.gpus
+                ends.append(j.seg_start + j.overhead + (thresholds[q] - served(j, j.seg_start)) / rate)
+        return min(ends, default=None)
+
     run_pass = fixed_order_pass if policy in ("fifo", "sjf") else preemptive_pass
+    wakes: set[float] = set()  # every moment a wake was asked for: none is withdrawn
+    due = None  # the earliest wake asked for and not yet reached
     t = 0.0
     while arrivals or running or queue:
-        moments = [j.end_time() for j in running.values()]
+        moments = [j.end_time() for j in running.values()] + [w for w in wakes if w > t]
         if arrivals:
             moments.append(arrivals[0][0])
         if not moments:
             break  # nothing runs, nothing arrives: the waiting jobs can never start
         if round_s is not None:
             moments.append((t // round_s + 1) * round_s)
-        if policy == "2dlas":
-            for j in running.values():
-                s = served(j, t)
-                rate = 1 if service == "time_s" else j.gpus
-                for th in thresholds:
-                    if th > s:
-                        moments.append(j.seg_start + j.overhead + (th - served(j, j.seg_start)) / rate)
-                        break
         t = min(moments)
+        if due is not None and due <= t:
+            due = None
         while arrivals and arrivals[0][0] == t:
             queue.append(js[heapq.heappop(arrivals)[1]])
         for j in [j for j in running.values() if j.end_time() == t]:
             stop(j, t)
             j.finish = t
-        while run_pass(t):
-            pass
+        while True:
+            preempted = run_pass(t)
+            w = crossing(t) if policy == "2dlas" and running else None
+            if w is not None and w > t and (due is None or w < due):
+                due = w
+                wakes.add(w)
+            if not preempted:
+                break
     return js
