@@ -39,7 +39,9 @@ class BatchShape:
     - ``prefill_attn_pairs``: Σ over prefill query tokens of the context each attends to
       (a chunk of ``n`` tokens after ``c`` cached ones attends ``n·c + n(n+1)/2``)
     - ``prefill_ctx_tokens``: Σ over prefill chunks of ``c + n`` (KV read/written by chunks)
-    - ``n_decode_tokens``: sequences decoding one token
+    - ``n_decode_tokens``: sequences decoding one token: rows computing the one token they
+      lack after generating at least one (so a recompute's last chunk, when it is one token,
+      counts too); a prompt's last token before the first is generated is prefill
     - ``decode_ctx_tokens``: Σ of their context lengths (KV read), the new token included
     - ``n_seqs``: sequences in the batch; ``n_logits``: sequences that emit a token
     - ``swap_bytes``: KV bytes moved over the host link (swap in + out)

@@ -31,11 +31,13 @@ arrival and completion. ``min_run_s`` protects a job for that long after its seg
 (a knob against thrashing when preemption has a checkpoint/restore cost).
 
 Progress between preemptions: by default a running job that is still in its segment's
-restore/preprocess overhead (no compute done since its last (re)start) is never preempted
-(``preempt_in_overhead=False``), so every preemption follows some compute and a run always
-finishes, whatever the overhead and the round. LAS's attained service counts compute only by
-default (``service_overhead=False``): a job restoring after a preemption does not gain rank
-merely by restoring.
+restore/preprocess overhead (no compute done since its last (re)start: up to and including
+the instant the overhead ends, :meth:`RunningJob.in_overhead`) is never preempted
+(``preempt_in_overhead=False``), so every preemption after a restore follows some compute and
+a run always finishes, whatever the overhead and the round. A segment without overhead is not
+protected (a job may be preempted at the instant it started; that costs nothing). LAS's
+attained service counts compute only by default (``service_overhead=False``): a job restoring
+after a preemption does not gain rank merely by restoring.
 """
 from __future__ import annotations
 
