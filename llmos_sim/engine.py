@@ -162,7 +162,7 @@ class Engine:
         self._pool_factory = pool_factory
         self._max_fit: dict[int, int] = {}  # capacity -> the largest request an empty pool holds
         self._fit_everywhere = -1  # the largest request every device's empty pool holds (-1: not yet known)
-        self._wake_s: float | None = None  # the earliest pass the scheduler asked for
+        self._wake_s: float | None = None  # the pass the scheduler last asked for (None: none pending)
         # only a scheduler that overrides wake_s is asked after each pass
         self._wants_wake = getattr(type(scheduler), "wake_s", ClusterScheduler.wake_s) is not ClusterScheduler.wake_s
         # quiet passes: a scheduler that can say until when its passes stay empty (settled_until_s)
@@ -407,9 +407,11 @@ class Engine:
         # else: nothing runs and nothing will arrive; the rounds (and the run) end here
 
     def _wake(self, _ev: simpy.Event) -> None:
-        """A pass the scheduler asked for (a moment its ranking changes)."""
-        if self._wake_s is not None and self._wake_s <= self.env.now:
-            self._wake_s = None
+        """A pass the scheduler asked for (a moment its ranking changes), unless a later pass
+        withdrew or moved it."""
+        if self._wake_s != self.env.now:
+            return
+        self._wake_s = None
         self.request_pass()
 
     # -- scheduling passes ----------------------------------------------------------------
@@ -455,7 +457,7 @@ class Engine:
                     self.apply(decision)
                 elif self._settles:  # how long it stays quiet is asked only if a pass comes first
                     self._quiet_mark, self._quiet_view, self._quiet_until = len(self.log), view, None
-            if self._wants_wake and self.running:
+            if self._wants_wake:
                 self._ask_wake(view)
         finally:
             self._in_pass = False
@@ -471,10 +473,13 @@ class Engine:
 
     def _ask_wake(self, view: ClusterView) -> None:
         """Schedule a pass at the moment the scheduler says its ranking next changes (e.g. a
-        running job crossing a queue threshold), unless one is already due earlier."""
-        w = self.scheduler.wake_s(view)
-        now = self.env.now
-        if w is not None and w > now and (self._wake_s is None or w < self._wake_s):
+        running job crossing a queue threshold). Each pass's answer replaces the last one: a
+        moment no longer named (the job that was to cross finished or was preempted since, or
+        nothing runs) is withdrawn, so a pass runs only at a moment the latest ranking names."""
+        w = self.scheduler.wake_s(view) if self.running else None
+        if w is None or w <= self.env.now:
+            self._wake_s = None
+        elif w != self._wake_s:
             self._wake_s = w
             self._at(w, self._wake)
 

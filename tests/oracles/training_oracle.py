@@ -51,9 +51,9 @@ Semantics implemented, with where they are stated:
   id, or with ``tie_break="previous_rank"`` the order of entry into the queue (a job entering
   by arrival or demotion goes behind those in it; several in their previous order); a pass
   at the moment a running job's service reaches a threshold (``wake_s``, asked after every
-  pass while jobs wait, a job in its overhead gaining service only after it). A moment once
-  asked for is kept even when a later pass no longer names it ("Engine rules": the docs
-  said nothing of withdrawn moments; the engine keeps them, and the docs now say so).
+  pass while jobs wait, a job in its overhead gaining service only after it). Each pass's
+  answer replaces the last: a moment a later pass no longer names is withdrawn ("Engine
+  rules").
 
 Not covered: several nodes (placement beyond ascending devices), fractional, elastic or
 memory-holding jobs, preprocess and output steps, per-event passes, 2D-LAS's promotion
@@ -220,11 +220,10 @@ def simulate(jobs, n_devices: int, policy: str, *, round_s: float | None = None,
         return min(ends, default=None)
 
     run_pass = fixed_order_pass if policy in ("fifo", "sjf") else preemptive_pass
-    wakes: set[float] = set()  # every moment a wake was asked for: none is withdrawn
-    due = None  # the earliest wake asked for and not yet reached
+    due = None  # the wake the last pass asked for (a later pass's answer replaces it)
     t = 0.0
     while arrivals or running or queue:
-        moments = [j.end_time() for j in running.values()] + [w for w in wakes if w > t]
+        moments = [j.end_time() for j in running.values()] + ([due] if due is not None and due > t else [])
         if arrivals:
             moments.append(arrivals[0][0])
         if not moments:
@@ -241,10 +240,9 @@ def simulate(jobs, n_devices: int, policy: str, *, round_s: float | None = None,
             j.finish = t
         while True:
             preempted = run_pass(t)
-            w = crossing(t) if policy == "2dlas" and running else None
-            if w is not None and w > t and (due is None or w < due):
-                due = w
-                wakes.add(w)
+            if policy == "2dlas":
+                w = crossing(t) if running else None
+                due = w if w is not None and w > t else None
             if not preempted:
                 break
     return js

@@ -178,7 +178,8 @@ class ClusterScheduler(ABC):
     def wake_s(self, view: ClusterView) -> float | None:
         """When this policy's ranking next changes without an arrival or completion (e.g. a
         running job crossing a queue threshold), so the engine runs a pass then; ``None`` = no
-        such moment. Called after each pass that leaves jobs running."""
+        such moment. Called after each pass that leaves jobs running; each answer replaces the
+        last (a moment no longer named is withdrawn)."""
         return None
 
 
