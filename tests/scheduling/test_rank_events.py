@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from llmos_sim import events as E
 from llmos_sim.engine import Engine
 from llmos_sim.policies.scheduling.preemptive import LAS, SRTF, DiscretizedLAS
-from llmos_sim.types import Job
+from llmos_sim.types import Cluster, DeviceSpec, Job
 from llmos_sim.view import ClusterView
 from sched_helpers import GeneralDiscretizedLAS, GeneralLAS, GeneralSRTF, cluster, job, running
 
@@ -180,3 +181,19 @@ def test_memory_evictions_and_rejections_keep_the_old_schedule(fast, general, kw
     old = run(general(**kw))
     assert run(fast(**kw)) == old
     assert run(fast(**kw), skip=False) == old
+
+
+def test_a_wake_up_no_later_pass_names_is_withdrawn():
+    """2D-LAS, 4 unit devices, threshold 4 device-seconds, 2 s restore, no rounds. B (4 devices,
+    3 s) starts at 0 and reaches the threshold at 1, when A (1 device, 1 s) arrives: A is in the
+    first queue, so B is preempted and A runs 1-2. The pass at 1 names 5 (A would cross then);
+    A finishes at 2 and B restarts (restore until 4), so the pass at 2 names nothing more: the
+    moment 5 is withdrawn. C (4 devices, 1 s) arrives at 4, when B is still restoring (up to and
+    including 4), so it waits; no arrival, completion or rank change calls a pass before B ends
+    at 6. C runs 6-7. A pass kept at 5 would have preempted B for C (B finishing at 9)."""
+    sched = DiscretizedLAS(thresholds=(4.0,))
+    eng = Engine(Cluster.homogeneous(1, 4, DeviceSpec("unit", 1.0, 0)), sched, preempt_overhead_s=2.0)
+    log = eng.run([Job(0, 0.0, 12.0, gpus=4), Job(1, 1.0, 1.0, gpus=1), Job(2, 4.0, 4.0, gpus=4)])
+    got = [(t, k, j) for t, k, j, _ in log.records if k in (E.START, E.PREEMPT, E.FINISH)]
+    assert got == [(0.0, E.START, 0), (1.0, E.PREEMPT, 0), (1.0, E.START, 1), (2.0, E.FINISH, 1),
+                   (2.0, E.START, 0), (6.0, E.FINISH, 0), (6.0, E.START, 2), (7.0, E.FINISH, 2)]
