@@ -14,6 +14,7 @@ lists), so a million-job run keeps no tuple per record; tables are built from th
 """
 from __future__ import annotations
 
+import functools
 import json
 from array import array
 from bisect import bisect_left, bisect_right
@@ -190,8 +191,7 @@ class EventLog:
         out = _gather(self.data, positions)
         if self.derived:
             derived, code = self.derived, self.code
-            out = [(derived[code[i]](d) if d is not ROW else derived[code[i]].at(i)) if code[i] in derived else d
-                   for i, d in zip(positions, out)]
+            out = [_derive(derived[code[i]], d, i) if code[i] in derived else d for i, d in zip(positions, out)]
         return out
 
     def _data_iter(self) -> Iterator[tuple]:
@@ -199,8 +199,7 @@ class EventLog:
         if not self.derived:
             return iter(self.data)
         derived = self.derived
-        return ((derived[c](d) if d is not ROW else derived[c].at(i)) if c in derived else d
-                for i, (c, d) in enumerate(zip(self.code, self.data)))
+        return (_derive(derived[c], d, i) if c in derived else d for i, (c, d) in enumerate(zip(self.code, self.data)))
 
     def code_of(self, kind: Any) -> int:
         """``kind``'s code, interned on first use (the engine keeps the codes of its hot kinds)."""
@@ -381,6 +380,12 @@ class _Row:
 ROW = _Row()
 
 
+def _derive(f, stored, position: int):
+    """A derived kind's data: ``f`` (its maker) applied to what its record at log
+    ``position`` stored, or, for :data:`ROW`, the row known by that position."""
+    return f.at(position) if stored is ROW else f(stored)
+
+
 def release_freed() -> None:
     """Give the memory the allocators hold free back to the system: Arrow's pool's unused
     pages and the C heap's (glibc's ``malloc_trim``; nothing elsewhere). A large run frees
@@ -388,13 +393,20 @@ def release_freed() -> None:
     (deriving the tables, setting up and writing each one); the allocators keep freed pages
     mapped, so without this each stage's garbage would add to the next one's peak."""
     pa.default_memory_pool().release_unused()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, looked up once (None where there is none)."""
     try:
         import ctypes
 
-        trim = ctypes.CDLL("libc.so.6").malloc_trim
+        return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
-        return
-    trim(0)
+        return None
 
 
 class IntRows:
@@ -575,7 +587,7 @@ class Records(Sequence):
         c = log.code[i]
         d = log.data[i]
         if c in log.derived:
-            d = log.derived[c](d) if d is not ROW else log.derived[c].at(range(len(log.time))[i])
+            d = _derive(log.derived[c], d, range(len(log.time))[i])
         return log.time[i], log.kinds[c], log.subject[i], d
 
     def __eq__(self, other: object) -> bool:
@@ -655,7 +667,7 @@ class ByKind:
             data = _gather(datas, pos)
             if kind in derived:
                 f = derived[kind]
-                data = [f(d) if d is not ROW else f.at(i) for d, i in zip(data, pos)]
+                data = [_derive(f, d, i) for d, i in zip(data, pos)]
             self.groups[kind] = KindRecords(seq, tuple(_gather(times, pos)), tuple(_gather(subjects, pos)), tuple(data))
 
     def data_strings(self):
