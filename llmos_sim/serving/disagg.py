@@ -503,9 +503,8 @@ class DisaggSystem(ServingSystem):
                 self.on_decode_route(rid, j)
             kv = self.decode[j].kv
             if not kv.can_ever_fit(r.prompt_tokens, r.output_tokens):
-                need = kv.max_blocks(r.prompt_tokens, r.output_tokens)
-                log.emit(now, E.REQ_FAIL, rid, (f"kv_too_small: needs {need} blocks, replica "
-                                                f"{self.decode[j].index} has {kv.total_blocks}",))
+                log.emit(now, E.REQ_FAIL, rid,
+                         ("kv_too_small: " + kv.too_small(r.prompt_tokens, r.output_tokens, self.decode[j].index),))
                 continue
             blocks = kv.admit_blocks(r.prompt_tokens, r.output_tokens, r.prompt_tokens + 1)
             if r.prefix_hashes:  # (a no-op without prefix caching there)

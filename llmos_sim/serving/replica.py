@@ -146,9 +146,8 @@ class Replica:
         target), which admission does not take again (``WaitingSeq.shared``)."""
         out = 1 if self.handoff is not None else req.output_tokens  # a prefill replica: up to the first token
         if not self.kv.can_ever_fit(req.prompt_tokens, out):
-            need = self.kv.max_blocks(req.prompt_tokens, out)
             self.log.emit(self.env.now, E.REQ_FAIL, req.id,
-                          (f"kv_too_small: needs {need} blocks, replica {self.index} has {self.kv.total_blocks}",))
+                          ("kv_too_small: " + self.kv.too_small(req.prompt_tokens, out, self.index),))
             return
         if self._pend is not None:  # it joins the first iteration that starts at/after now
             self._cut_span(self.env.now)
@@ -190,6 +189,17 @@ class Replica:
             self.kv.release(w.rid)
         if self._hashed:
             self._forget((w.rid,))
+
+    def _unschedulable(self) -> str:
+        """The reason a stalled replica fails its head with: the limit it hits, with the
+        numbers (:meth:`BatchingPolicy.refusal`), or the memory pool's refusal of blocks the
+        count allowed (a fragmenting pool)."""
+        why = self.policy.refusal(ReplicaView(self.now, self.table, self.waiting, self.kv))
+        if why is None:
+            kv = self.kv
+            why = (f"the {type(kv.pool).__name__} refuses the blocks the policy counts free "
+                   f"({kv.free_blocks} of {kv.total_blocks})")
+        return "unschedulable: " + why
 
     def _yield_landed(self, env) -> bool:
         """Disaggregation, a stalled decode replica: its head (a sequence preempted here, or
@@ -305,7 +315,7 @@ class Replica:
                         continue
                     if self.now > env.now:  # others see a failure at SimPy's time: catch up first
                         yield self._at(self.now)
-                    self._fail_head("unschedulable: the batching policy never admits it on an empty replica")
+                    self._fail_head(self._unschedulable())
                     stalls = 0
                     emptied = False
                 continue

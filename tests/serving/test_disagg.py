@@ -672,9 +672,10 @@ def test_a_stalled_replica_empties_a_caching_pools_cache_once_then_fails_its_hea
     with cpu_limit(30.0):  # (the stress check's hang limit: 0.4 CPU-s here)
         res = simulate(compose(ov), seed=691)
     arrive = {s: d[1:] for _, kind, s, d in res.log if kind == E.REQ_ARRIVE}
-    fails = [(s, d[0].split(":")[0]) for _, kind, s, d in res.log if kind == E.REQ_FAIL]
-    assert [(s, arrive[s]) for s, why in fails if why == "unschedulable"] == [(11, (546, 78))]
-    assert len(fails) == 26 and {why for _, why in fails} == {"kv_too_small", "unschedulable"}
+    fails = [(s, d[0]) for _, kind, s, d in res.log if kind == E.REQ_FAIL]
+    assert [(s, arrive[s], why) for s, why in fails if why.startswith("unschedulable")] == [
+        (11, (546, 78), "unschedulable: needs 35 KV blocks, the empty CachingPool grants at most 32 of its 40 at once")]
+    assert len(fails) == 26 and {why.split(":")[0] for _, why in fails} == {"kv_too_small", "unschedulable"}
     assert len([1 for _, kind, _, _ in res.log if kind == E.REQ_FINISH]) == 14
 
 
@@ -703,14 +704,18 @@ def test_a_buddy_pool_of_40_blocks_holds_no_prompt_of_33_to_40_blocks():
           "topology=disaggregated", "topology.prefill.replicas=2", "topology.decode.replicas=2",
           "topology.link.bw_bytes_s=1000000.0", "topology.link.sharing=fair", "topology.link.scope=pair"]
 
-    def fails(memory):
+    def fails(memory, whole=False):
         res = simulate(compose(ov + [f"memory={memory}"]), seed=735)
         prompt = {s: d[1] for _, kind, s, d in res.log if kind == E.REQ_ARRIVE}
-        return sorted((d[0].split(":")[0], s, prompt[s]) for _, kind, s, d in res.log if kind == E.REQ_FAIL)
+        return sorted((d[0] if whole else d[0].split(":")[0], s, prompt[s])
+                      for _, kind, s, d in res.log if kind == E.REQ_FAIL)
 
     too_small = [("kv_too_small", 3, 694), ("kv_too_small", 5, 748), ("kv_too_small", 6, 731), ("kv_too_small", 9, 651)]
     assert fails("buddy") == too_small + [("unschedulable", 1, 617), ("unschedulable", 4, 640),
                                           ("unschedulable", 7, 606)]
+    buddy = "unschedulable: needs {} KV blocks, the empty BuddyPool grants at most 32 of its 40 at once"
+    assert [f for f in fails("buddy", whole=True) if f[0].startswith("unsch")] == [
+        (buddy.format(38), 7, 606), (buddy.format(39), 1, 617), (buddy.format(40), 4, 640)]
     # paged: requests 1 and 7 finish; request 4 prefills and fails at its first token, as its
     # 655 tokens at their largest need 41 blocks on the decode replica
     assert fails("paged") == sorted(too_small + [("kv_too_small", 4, 640)])

@@ -213,3 +213,27 @@ class BatchingPolicy:
             budget -= t
             n_running += 1
         return tuple(out)
+
+    def refusal(self, view: ReplicaView) -> "str | None":
+        """Why :meth:`admit` takes nothing on a replica where nothing runs (so no slot, token
+        or block is taken), with the numbers: the first limit its head hits, in the order
+        :meth:`admit` checks them (a stalled replica fails its head with this reason). None
+        when it would admit the head: the memory pool then refused the blocks counted free."""
+        w, kv = view.waiting[0], view.kv
+        computed = computed_after(kv, w, 0)
+        rem = w.prompt + w.generated - computed
+        budget = self.max_num_batched_tokens
+        if rem > budget and not self.chunked:
+            return (f"its {rem} tokens to compute exceed max_num_batched_tokens={budget}, "
+                    f"and {type(self).__name__} runs a prompt whole")
+        need = kv.admit_blocks(w.prompt, w.output, computed + (rem if self.reserve_full_prompt else min(rem, budget)))
+        need -= w.shared
+        wm = int(self.watermark * kv.total_blocks)
+        total, unheld, free = kv.total_blocks, kv.unheld_blocks, kv.free_blocks
+        kept = f", the watermark keeps {wm}" if wm else ""
+        if need > unheld - wm:
+            return f"needs {need} KV blocks, {unheld} of {total} are free{kept}"
+        if need > free - wm:  # (a pool that rounds or fragments: fewer than the free blocks at once)
+            pool = f"the empty {type(kv.pool).__name__}" if unheld == total else f"with {unheld} free, the {type(kv.pool).__name__}"
+            return f"needs {need} KV blocks, {pool} grants at most {free} of its {total} at once{kept}"
+        return None
