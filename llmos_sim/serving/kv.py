@@ -87,16 +87,17 @@ def make_pool(factory: Callable[..., MemoryPool], capacity_bytes: int, block_byt
 
 
 class Unit:
-    """One hash block's KV in the prefix cache: ``n`` blocks in ``allocs`` (pool allocations),
-    ``ref`` sequences using it; ``cached`` when findable by ``key`` (else private to its
-    sequence: not complete yet, or a duplicate of a cached one)."""
+    """One hash block's KV in the prefix cache: ``n`` blocks in ``allocs`` (pool allocations
+    of ``nbytes`` bytes in all), ``ref`` sequences using it; ``cached`` when findable by
+    ``key`` (else private to its sequence: not complete yet, or a duplicate of a cached one)."""
 
-    __slots__ = ("key", "allocs", "n", "ref", "cached")
+    __slots__ = ("key", "allocs", "n", "nbytes", "ref", "cached")
 
     def __init__(self, key: int) -> None:
         self.key = key
         self.allocs: list[Allocation] = []
         self.n = 0
+        self.nbytes = 0
         self.ref = 1
         self.cached = False
 
@@ -421,7 +422,7 @@ class KVCacheManager:
                     break
             elif u.ref == 0:
                 del lru[k]
-                nbytes = sum(a.nbytes for a in u.allocs)
+                nbytes = u.nbytes
                 self._evictable -= u.n
                 self._free -= u.n
                 self.cached_bytes -= nbytes
@@ -453,7 +454,7 @@ class KVCacheManager:
         self._free -= ratio
         u = Unit(key)
         u.allocs.append(a)
-        u.n, u.ref, u.cached = ratio, 0, True
+        u.n, u.nbytes, u.ref, u.cached = ratio, a.nbytes, 0, True
         self._table[key] = u
         self.transfer_bytes += a.nbytes
         self.used_bytes += a.nbytes
@@ -488,7 +489,7 @@ class KVCacheManager:
         u = self._lru.pop(k)
         del self._table[k]
         free = self.pool.free
-        nbytes = sum(a.nbytes for a in u.allocs)
+        nbytes = u.nbytes
         for a in u.allocs:
             free(a)
         self._evictable -= u.n
@@ -534,6 +535,7 @@ class KVCacheManager:
             return 0
         units = self._units[seq]
         put = 0
+        refused = False
         while put < n_blocks and have < cap:
             j, off = divmod(have, ratio)
             k = min(n_blocks - put, ratio - off)
@@ -541,18 +543,20 @@ class KVCacheManager:
                 units.append(Unit(keys[j]))
             a = self._alloc(k, seq)
             if a is None:
-                return -1
+                refused = True
+                break
             u = units[j]
             u.allocs.append(a)
             u.n += k
+            u.nbytes += a.nbytes
             have += k
             put += k
-            self._hblocks[seq] = have
-            if have == cap:
-                self._hfill.discard(seq)
-            self._free -= k
+            self._free -= k  # (at once: the next allocation's room is counted from it)
             self.used_bytes += a.nbytes
-        return put
+        self._hblocks[seq] = have
+        if have == cap:
+            self._hfill.discard(seq)
+        return -1 if refused else put
 
     # -- mutation (the replica only) ----------------------------------------------------
     def grow(self, seq: Hashable, n_blocks: int) -> bool:
@@ -699,7 +703,7 @@ class KVCacheManager:
         self._hfill.discard(seq)
         lru, free = self._lru, self.pool.free
         for u in reversed(units):
-            nbytes = sum(a.nbytes for a in u.allocs)
+            nbytes = u.nbytes
             if u.cached:
                 u.ref -= 1
                 if u.ref == 0:  # evictable: counted free again
@@ -714,6 +718,7 @@ class KVCacheManager:
                     free(a)
                 self.used_bytes -= nbytes
                 u.allocs = []
+                u.nbytes = 0
 
     def forget(self, seq: Hashable) -> None:
         """``seq`` is gone for good (finished or failed): drop its hash registration."""
@@ -734,8 +739,10 @@ class KVCacheManager:
         for units in self._units.values():
             for u in units:
                 assert u.ref == refs[id(u)], (u, refs[id(u)])
+                assert u.nbytes == sum(a.nbytes for a in u.allocs), u
         for k, u in self._lru.items():
             assert u.ref == 0 and u.cached and self._table[k] is u and id(u) not in refs
+            assert u.nbytes == sum(a.nbytes for a in u.allocs), u
         assert self._evictable == sum(u.n for u in self._lru.values())
         for k, u in self._table.items():
             assert u.cached and u.key == k and (u.ref > 0 or k in self._lru)
