@@ -68,11 +68,19 @@ def run_variants(variants: dict[str, Sequence[str]], run) -> tuple[pd.DataFrame,
 
 def tradeoff_scatter(ax, df: pd.DataFrame) -> None:
     """Each run of a shared-cluster experiment as a point: the training jobs' mean JCT (min)
-    against the service's SLO attainment, labelled with the service's device-hours."""
+    against the service's SLO attainment, labelled with the service's device-hours. A run
+    with several rows (seeds) shows each as a small point and their mean as a large one,
+    labelled with the mean device-hours."""
     markers = iter("osD^v<>")
-    for _, r in df.iterrows():
-        ax.scatter(r["train_jct_avg_s"] / 60, r["slo_attainment"], s=45, marker=next(markers), alpha=0.8,
-                   label=f"{r['run']} ({r['service_gpu_h']:.1f} service GPU-h)")
+    for run, g in df.groupby("run", sort=False):
+        x, y, marker = g["train_jct_avg_s"] / 60, g["slo_attainment"], next(markers)
+        label = f"{run} ({g['service_gpu_h'].mean():.{1 if len(g) == 1 else 2}f} service GPU-h)"
+        if len(g) == 1:
+            ax.scatter(x, y, s=45, marker=marker, alpha=0.8, label=label)
+            continue
+        dots = ax.scatter(x, y, s=14, marker=marker, alpha=0.5)
+        ax.scatter(x.mean(), y.mean(), s=60, marker=marker, color=dots.get_facecolor()[0][:3], edgecolor="k",
+                   label=label)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_xlabel("training jobs: mean JCT (min)")
     ax.set_ylabel("service SLO attainment")
