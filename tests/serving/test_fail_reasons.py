@@ -1,6 +1,7 @@
 """A request that can never be placed fails with a reason naming the limit it hits, with the
 numbers: the token budget of a policy that runs prompts whole, the watermark, a pool that
-grants fewer blocks at once than are free, a fixed reservation per sequence. Stories use the
+grants fewer blocks at once than are free (or refuses what it counted), a fixed reservation
+per sequence. Stories use the
 fixed 1 s iteration of the other story tests (tiny model: 16-token blocks)."""
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from llmos_sim.policies.batching import ChunkedPrefill, ContinuousBatching, OrcaBatching
 from llmos_sim.policies.memory.buddy import BuddyPool
+from llmos_sim.policies.memory.ideal import IdealPool
 from llmos_sim.serving import simulate
 from llmos_sim.serving.kv import KVCacheManager
 from llmos_sim.serving.view import ReplicaView, SeqTable, WaitingSeq
@@ -84,3 +86,25 @@ def test_kv_too_small_names_the_reservation_when_that_is_the_limit():
                                  "per sequence on replica 0")]
     r = simulate(make_cfg([[0, 1600, 2]], "orca", serving={"num_kv_blocks": 100}), seed=0)
     assert fails(r) == [(0.0, 0, "kv_too_small: needs 101 blocks, replica 0 has 100")]
+
+
+class CappedPool(IdealPool):
+    """An ideal pool that refuses any allocation above 256 KiB while it reports its whole free
+    room (``largest_free_bytes``) as one extent: what a pool whose free extent is only an
+    upper bound does."""
+
+    exact_free_count = False
+
+    def _allocate(self, nbytes, tag, alloc_id):
+        return None if nbytes > 1 << 18 else super()._allocate(nbytes, tag, alloc_id)
+
+
+def test_a_pool_that_refuses_the_blocks_the_policy_counts_free():
+    # tiny model blocks: 16 tokens of 512 B (8 KiB), so the pool grants 32 blocks at once.
+    # Both are admitted at 0 by the count (38 + 7 of 100 blocks); the pool refuses request
+    # 0's 38 (it goes back to waiting) and takes request 1's 7: 1 prefills 0->1 and decodes
+    # 1->2; then nothing else runs and 0 fails
+    pool = {"_target_": f"{__name__}.CappedPool", "_partial_": True}
+    r = simulate(make_cfg([[0, 600, 2], [0, 100, 2]], "orca", serving={"num_kv_blocks": 100}, memory=pool), seed=0)
+    assert fails(r) == [(2.0, 0, "unschedulable: the CappedPool refuses the blocks the policy counts free (100 of 100)")]
+    assert [(t, s) for t, k, s in req_events(r.log) if k == D] == [(2.0, 1)]
