@@ -45,8 +45,8 @@ from llmos_sim.workload.requests import DATA_DIR, VllmBenchmarkRequests
 
 HERE = Path(__file__).resolve().parent
 RUN = DATA_DIR / "vllm_rtx4090_llama31_8b"
-STEPS = (0.021, 0.019)  # the shortest decode step either side shows (s), and a margin below it
-PROBES = (27.9, 49.9, 50.9, 51.9, 74.9)  # samples where the run's counted blocks exceed its cache
+STEPS = (0.021, 0.019)  # the run's shortest decode step (s, at 16–23 rows), and a margin below it
+PROBES = (27.9, 49.9, 50.9, 51.9, 74.9)  # the preemption waves' samples (s, on the simulator's clock)
 
 
 def run_frame(run: F.RunFolder) -> pd.DataFrame:
@@ -136,7 +136,7 @@ def self_check(run_dir: Path) -> tuple[F.Fidelity, pd.DataFrame]:
     return f, pd.DataFrame(seen, columns=["t", "held", "row_blocks", "token_blocks", "rows"])
 
 
-def step_check(name: str, r: pd.DataFrame, ts: pd.DataFrame, cost, block: int) -> list[str]:
+def step_check(name: str, r: pd.DataFrame, ts: pd.DataFrame, cost) -> list[str]:
     """Measured decode step vs the profiled price of the reconstructed rows, by running count."""
     out = []
     for i in range(1, len(ts)):
@@ -162,6 +162,15 @@ def step_check(name: str, r: pd.DataFrame, ts: pd.DataFrame, cost, block: int) -
     return lines
 
 
+def clean_bias(d: pd.DataFrame, seen: pd.DataFrame, ticks: np.ndarray) -> float:
+    """Mean reconstruction − the simulation's exact token blocks (its last KV sample before the
+    tick) over its clean samples."""
+    m = ((d["gauge"] > 0) & (d["held"] == d["running"]) & (d["prefilling"] == 0)).to_numpy()
+    j = np.clip(np.searchsorted(seen["t"].to_numpy(), ticks, side="right") - 1, 0, None)
+    exact = seen["token_blocks"].to_numpy(float)[j]
+    return float((d["blocks_linear"].to_numpy() - exact)[m].mean())
+
+
 def main() -> None:
     run = F.RunFolder.read(RUN)
     block = int(run.meta["kv_cache"]["block_size"])
@@ -184,8 +193,8 @@ def main() -> None:
         d = reconstruct(r, ticks, block).assign(gauge=pct / 100 * capacity, running=running, capacity=capacity)
         frames[name] = (r, d)
         lines += compare(name, d)
-    lines += ["", f"Least progress (blocks, at a step of {STEPS[0] * 1e3:.0f} / {STEPS[1] * 1e3:.0f} ms) where the "
-              "run's steady-pace count exceeds its cache:", "",
+    lines += ["", f"Least progress (blocks, at a step of {STEPS[0] * 1e3:.0f} / {STEPS[1] * 1e3:.0f} ms) at the "
+              "preemption waves' samples:", "",
               "| side | t (s) | held | of them scheduled in the last 2 s | running | gauge | gauge / running | "
               f"steady pace | least, {STEPS[0] * 1e3:.0f} ms | least, {STEPS[1] * 1e3:.0f} ms |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -218,19 +227,10 @@ def main() -> None:
         s = pd.DataFrame({"t": ticks, "running": ts[f"{col}running"].to_numpy(int),
                           "gen": ts[f"{col}gen_throughput"].to_numpy(float),
                           "prompt": ts[f"{col}prompt_throughput"].to_numpy(float)})
-        lines += step_check(name, r, s, cost, block)
+        lines += step_check(name, r, s, cost)
     text = "\n".join(lines)
     print(text)
     (HERE / "results" / "kv_reconstruction.md").write_text(text + "\n")
-
-
-def clean_bias(d: pd.DataFrame, seen: pd.DataFrame, ticks: np.ndarray) -> float:
-    """Mean reconstruction − the simulation's exact token blocks (its last KV sample before the
-    tick) over its clean samples."""
-    m = ((d["gauge"] > 0) & (d["held"] == d["running"]) & (d["prefilling"] == 0)).to_numpy()
-    j = np.clip(np.searchsorted(seen["t"].to_numpy(), ticks, side="right") - 1, 0, None)
-    exact = seen["token_blocks"].to_numpy(float)[j]
-    return float((d["blocks_linear"].to_numpy() - exact)[m].mean())
 
 
 if __name__ == "__main__":
