@@ -1,14 +1,15 @@
 """What if every step were shorter by the CUDA-graph saving the profiles' authors measured?
 
-    python experiments/gpu_fidelity/graph_whatif.py STEP_CSV   # ~10 s: both shipped runs, profiled
+    python experiments/gpu_fidelity/graph_whatif.py [STEP_CSV]   # ~10 s: both shipped runs, profiled
 
 The shipped profiles were taken eagerly (``enforce_eager: true``) and time each layer by its
 CUDA kernels; the runs replay full decode graphs and piecewise graphs for mixed batches of up
 to the largest capture size. The profiles' authors measure that difference with a second
 engine boot (``step.csv``: per CUDA-graph branch and batch size, the step's saving in µs
 against the same step without graphs), but none of the shipped profiles has one. The nearest
-is LLMServingSim's ``profiler/perf/RTXPRO6000/meta-llama/Llama-3.1-8B/bf16/tp1/step.csv``
-(an RTX PRO 6000, vLLM 0.28: another GPU than the RTX 4090 run's and another vLLM version
+is LLMServingSim's ``profiler/perf/RTXPRO6000/meta-llama/Llama-3.1-8B/bf16/tp1/step.csv``,
+shipped as ``data/step_rtxpro6000_llama31_8b_vllm028.csv`` (MIT, ``data/LICENSE.LLMServingSim``)
+and read by default (an RTX PRO 6000, vLLM 0.28: another GPU than the RTX 4090 run's and another vLLM version
 than either run's), so this is a what-if, not a model: each iteration whose tokens fit the
 run's capture sizes is made shorter by that file's ``saved_us`` (``full`` rows for a
 pure-decode batch, ``piecewise`` for a batch with a prefill chunk; the rows at one token count
@@ -18,6 +19,7 @@ headline figures are printed for both runs, with and without it.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,6 +28,7 @@ from llmos_sim import fidelity as F
 from llmos_sim.serving import profiled as P
 from llmos_sim.workload.requests import DATA_DIR
 
+STEP_CSV = Path(__file__).parent / "data" / "step_rtxpro6000_llama31_8b_vllm028.csv"
 RUNS = ("vllm_rtx4090_llama31_8b", "vllm_rtxpro6000_llama31_8b")
 
 
@@ -69,6 +72,7 @@ def main(step_csv: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: graph_whatif.py STEP_CSV (a profile's step.csv: branch, num_tokens, saved_us, ...)")
-    main(sys.argv[1])
+    if len(sys.argv) > 2:
+        sys.exit(f"usage: graph_whatif.py [STEP_CSV] (a profile's step.csv: branch, num_tokens, saved_us, ...;"
+                 f" default {STEP_CSV})")
+    main(sys.argv[1] if len(sys.argv) == 2 else str(STEP_CSV))
