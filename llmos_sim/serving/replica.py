@@ -392,7 +392,7 @@ class Replica:
             quick = quick and len(tokens) == n_run  # (a fragmenting pool may refuse rows)
         if kv.transfer_bytes:  # host tier: prefix units offloaded or copied back since the last iteration
             swap_bytes += kv.take_transfer_bytes()
-        n_tok = sum(tokens)
+        n_tok = len(tokens) if quick else sum(tokens)  # (quick: one token per row)
         if not n_tok and not swap_bytes:
             self._take_growth(later)
             return None
@@ -693,10 +693,10 @@ class Replica:
             del self._keys[p]
         swap_bytes = 0
         rows = []
-        hashed = self._hashed
+        hashed, cached = self._hashed, self._cached_waiting
         for w in entries:
-            if w in self._cached_waiting:
-                self._cached_waiting.remove(w)
+            if cached and w in cached:
+                cached.remove(w)
                 kv.take_cached(w.rid, w.computed)
             blocks = w.shared if w.landed else 0  # (a landed sequence's blocks were allocated for it)
             if hashed and w.rid in hashed and not w.landed:  # prefix caching: it starts holding its cached prefix
@@ -720,7 +720,7 @@ class Replica:
                          w.pred, w.arrival_s, False))
             self._admit_seq += 1
         self.table.append(rows)
-        tokens.extend(n for _, n in admit)
+        tokens.extend([n for _, n in admit])
         return swap_bytes
 
     def _requeued_hits(self, entries: list[WaitingSeq], chunks: list[int], tokens: list[int], grow, t: float) -> None:
