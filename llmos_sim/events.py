@@ -450,24 +450,38 @@ class IntRows:
     def rows_at(self, stored: list, positions: np.ndarray) -> "np.ndarray | None":
         """The row numbers of the records at log ``positions`` (``stored``: the log's data
         column) as an int64 array, when every one stored a row (its number, or :data:`ROW`);
-        else None. Gathered a block at a time (see :func:`ints_at`)."""
+        else None. Gathered a block at a time (see :func:`ints_at`); a block whose records
+        are all among :attr:`positions` (they stored ROW) is found there alone, nothing
+        gathered."""
         out = np.empty(len(positions), dtype=np.int64)
         at = np.frombuffer(self.positions, dtype=np.int64) if len(self.positions) else np.zeros(0, np.int64)
         starts = np.array([s for s, _ in self.segments], dtype=np.int64)
         firsts = np.array([r for _, r in self.segments], dtype=np.int64)
+
+        def found(pos: np.ndarray) -> "np.ndarray | None":
+            """The rows of the records at ``pos`` when all are among those that stored ROW."""
+            j = np.searchsorted(at, pos)
+            if (j >= len(at)).any() or (at[np.minimum(j, len(at) - 1)] != pos).any():
+                return None
+            seg = np.searchsorted(starts, j, side="right") - 1
+            return firsts[seg] + (j - starts[seg])
+
         for s in range(0, len(positions), TEXT_BLOCK):
             pos = positions[s:s + TEXT_BLOCK]
+            rows = found(pos)
+            if rows is not None:  # every one stored ROW: nothing to gather
+                out[s:s + len(pos)] = rows
+                continue
             part = _gather(stored, pos.tolist())
             n_row = part.count(ROW)
             where = slice(s, s + len(part))
             if n_row:
                 is_row = np.ones(len(part), dtype=bool) if n_row == len(part) else \
                     np.fromiter((d is ROW for d in part), dtype=bool, count=len(part))
-                j = np.searchsorted(at, pos[is_row])
-                if (j >= len(at)).any() or (at[np.minimum(j, len(at) - 1)] != pos[is_row]).any():
+                rows = found(pos[is_row])
+                if rows is None:
                     return None
-                seg = np.searchsorted(starts, j, side="right") - 1
-                out[where][is_row] = firsts[seg] + (j - starts[seg])
+                out[where][is_row] = rows
                 if n_row == len(part):
                     continue
                 part = list(compress(part, ~is_row))
