@@ -821,9 +821,12 @@ class _KindColumns:
     numpy array, any other as the tuple of its values; a kind stored as rows of an
     :class:`IntRows` (every record a row: the engine's memory records) reads its fields
     straight from the rows' int64 matrix. Data that are not tuples of one length (or do not
-    match the kind's :data:`FIELDS`) are kept as records and written one by one."""
+    match the kind's :data:`FIELDS`) are kept as records and written one by one. Records that
+    hold one data object between them (the engine stores equal start data once) are split
+    and written once per object (:attr:`codes`: each record's object, in order of first
+    appearance; the texts of all objects made at the first block and kept)."""
 
-    __slots__ = ("kind", "seq", "ways", "fields", "rows", "records")
+    __slots__ = ("kind", "seq", "ways", "fields", "rows", "records", "codes", "distinct")
 
     def __init__(self, kind: Any, seq: np.ndarray, log: EventLog, make: "Callable | None") -> None:
         self.kind, self.seq = kind, seq
@@ -831,6 +834,8 @@ class _KindColumns:
         self.fields: list = []
         self.rows: "np.ndarray | None" = None
         self.records: "list | None" = None
+        self.codes: "np.ndarray | None" = None
+        self.distinct: "pa.Array | None" = None
         names = FIELDS.get(kind, ())
         rows = make.rows_at(log.data, seq) if isinstance(make, IntRows) and len(seq) else None
         if rows is not None:  # every record a row of exact ints
@@ -853,7 +858,7 @@ class _KindColumns:
                     or len(data[0]) != len(names):
                 self.records = data
                 return
-            columns = zip(*data)
+            columns = zip(*(self._shared(data) if make is None else data))
         del stored
         ways = []
         for col in columns:
@@ -864,12 +869,28 @@ class _KindColumns:
             self.fields.append(arr if way == "int" else np.array(col, dtype=np.float64) if way == "float" else col)
         self.ways = tuple(ways)
 
+    def _shared(self, data: list) -> list:
+        """``data``, or, when at most half as many distinct objects are held between them, those
+        objects in order of first appearance (each record's one in :attr:`codes`)."""
+        codes, objects = pd.factorize(np.fromiter(map(id, data), dtype=np.uintp, count=len(data)))
+        if 2 * len(objects) > len(data):
+            return data
+        seen = np.maximum.accumulate(codes)
+        first = np.flatnonzero(np.diff(seen, prepend=-1) > 0)  # where each code appears first
+        self.codes = codes
+        return _gather(data, first.tolist())
+
     def texts(self, lo: int, hi: int) -> pa.Array:
         """The JSON texts of records ``lo:hi`` of this kind (positions ``seq[lo:hi]``)."""
         if self.records is not None:
             return _kind_json(self.kind, self.records[lo:hi], None, ())
         if not self.ways:  # empty tuples
             return pa.array(["{}"] * (hi - lo), type=pa.large_string())
+        if self.codes is not None:  # the objects' texts, by each record's object
+            if self.distinct is None:
+                n = len(self.fields[0])
+                self.distinct = _kind_json(self.kind, (), self.ways, self.ways, lambda j: self._field(j, 0, n))
+            return self.distinct.take(pa.array(self.codes[lo:hi]))
         if self.rows is not None:  # equal rows, equal texts: each run of equal rows written once
             m = self.fields[0].take(self.rows[lo:hi])
             new = np.ones(len(m), dtype=bool)
