@@ -858,7 +858,7 @@ class _KindColumns:
                     or len(data[0]) != len(names):
                 self.records = data
                 return
-            columns = zip(*(self._shared(data) if make is None else data))
+            columns = zip(*(self._shared(data) if make is None and names else data))
         del stored
         ways = []
         for col in columns:
