@@ -450,24 +450,38 @@ class IntRows:
     def rows_at(self, stored: list, positions: np.ndarray) -> "np.ndarray | None":
         """The row numbers of the records at log ``positions`` (``stored``: the log's data
         column) as an int64 array, when every one stored a row (its number, or :data:`ROW`);
-        else None. Gathered a block at a time (see :func:`ints_at`)."""
+        else None. Gathered a block at a time (see :func:`ints_at`); a block whose records
+        are all among :attr:`positions` (they stored ROW) is found there alone, nothing
+        gathered."""
         out = np.empty(len(positions), dtype=np.int64)
         at = np.frombuffer(self.positions, dtype=np.int64) if len(self.positions) else np.zeros(0, np.int64)
         starts = np.array([s for s, _ in self.segments], dtype=np.int64)
         firsts = np.array([r for _, r in self.segments], dtype=np.int64)
+
+        def found(pos: np.ndarray) -> "np.ndarray | None":
+            """The rows of the records at ``pos`` when all are among those that stored ROW."""
+            j = np.searchsorted(at, pos)
+            if (j >= len(at)).any() or (at[np.minimum(j, len(at) - 1)] != pos).any():
+                return None
+            seg = np.searchsorted(starts, j, side="right") - 1
+            return firsts[seg] + (j - starts[seg])
+
         for s in range(0, len(positions), TEXT_BLOCK):
             pos = positions[s:s + TEXT_BLOCK]
+            rows = found(pos)
+            if rows is not None:  # every one stored ROW: nothing to gather
+                out[s:s + len(pos)] = rows
+                continue
             part = _gather(stored, pos.tolist())
             n_row = part.count(ROW)
             where = slice(s, s + len(part))
             if n_row:
                 is_row = np.ones(len(part), dtype=bool) if n_row == len(part) else \
                     np.fromiter((d is ROW for d in part), dtype=bool, count=len(part))
-                j = np.searchsorted(at, pos[is_row])
-                if (j >= len(at)).any() or (at[np.minimum(j, len(at) - 1)] != pos[is_row]).any():
+                rows = found(pos[is_row])
+                if rows is None:
                     return None
-                seg = np.searchsorted(starts, j, side="right") - 1
-                out[where][is_row] = firsts[seg] + (j - starts[seg])
+                out[where][is_row] = rows
                 if n_row == len(part):
                     continue
                 part = list(compress(part, ~is_row))
@@ -710,8 +724,9 @@ def _in_log_order(parts: list, order: np.ndarray) -> pa.Array:
         return pa.array([], type=pa.large_string())
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
-    joined = pa.chunked_array(parts).take(pa.array(inverse))
-    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
+    # one array, then one take: a chunked array's take of texts costs several times as much
+    return pa.concat_arrays([p.combine_chunks() if isinstance(p, pa.ChunkedArray) else p for p in parts]) \
+        .take(pa.array(inverse))
 
 
 def _text_column(texts: "pa.Array | pa.ChunkedArray"):
@@ -806,9 +821,12 @@ class _KindColumns:
     numpy array, any other as the tuple of its values; a kind stored as rows of an
     :class:`IntRows` (every record a row: the engine's memory records) reads its fields
     straight from the rows' int64 matrix. Data that are not tuples of one length (or do not
-    match the kind's :data:`FIELDS`) are kept as records and written one by one."""
+    match the kind's :data:`FIELDS`) are kept as records and written one by one. Records that
+    hold one data object between them (the engine stores equal start data once) are split
+    and written once per object (:attr:`codes`: each record's object, in order of first
+    appearance; the texts of all objects made at the first block and kept)."""
 
-    __slots__ = ("kind", "seq", "ways", "fields", "rows", "records")
+    __slots__ = ("kind", "seq", "ways", "fields", "rows", "records", "codes", "distinct")
 
     def __init__(self, kind: Any, seq: np.ndarray, log: EventLog, make: "Callable | None") -> None:
         self.kind, self.seq = kind, seq
@@ -816,6 +834,8 @@ class _KindColumns:
         self.fields: list = []
         self.rows: "np.ndarray | None" = None
         self.records: "list | None" = None
+        self.codes: "np.ndarray | None" = None
+        self.distinct: "pa.Array | None" = None
         names = FIELDS.get(kind, ())
         rows = make.rows_at(log.data, seq) if isinstance(make, IntRows) and len(seq) else None
         if rows is not None:  # every record a row of exact ints
@@ -838,7 +858,7 @@ class _KindColumns:
                     or len(data[0]) != len(names):
                 self.records = data
                 return
-            columns = zip(*data)
+            columns = zip(*(self._shared(data) if make is None and names else data))
         del stored
         ways = []
         for col in columns:
@@ -849,12 +869,28 @@ class _KindColumns:
             self.fields.append(arr if way == "int" else np.array(col, dtype=np.float64) if way == "float" else col)
         self.ways = tuple(ways)
 
+    def _shared(self, data: list) -> list:
+        """``data``, or, when at most half as many distinct objects are held between them, those
+        objects in order of first appearance (each record's one in :attr:`codes`)."""
+        codes, objects = pd.factorize(np.fromiter(map(id, data), dtype=np.uintp, count=len(data)))
+        if 2 * len(objects) > len(data):
+            return data
+        seen = np.maximum.accumulate(codes)
+        first = np.flatnonzero(np.diff(seen, prepend=-1) > 0)  # where each code appears first
+        self.codes = codes
+        return _gather(data, first.tolist())
+
     def texts(self, lo: int, hi: int) -> pa.Array:
         """The JSON texts of records ``lo:hi`` of this kind (positions ``seq[lo:hi]``)."""
         if self.records is not None:
             return _kind_json(self.kind, self.records[lo:hi], None, ())
         if not self.ways:  # empty tuples
             return pa.array(["{}"] * (hi - lo), type=pa.large_string())
+        if self.codes is not None:  # the objects' texts, by each record's object
+            if self.distinct is None:
+                n = len(self.fields[0])
+                self.distinct = _kind_json(self.kind, (), self.ways, self.ways, lambda j: self._field(j, 0, n))
+            return self.distinct.take(pa.array(self.codes[lo:hi]))
         if self.rows is not None:  # equal rows, equal texts: each run of equal rows written once
             m = self.fields[0].take(self.rows[lo:hi])
             new = np.ones(len(m), dtype=bool)

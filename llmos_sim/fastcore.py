@@ -142,6 +142,10 @@ def why_not(engine: "Engine", jobs: Sequence[Job], until_s: float | None) -> str
     return None
 
 
+#: finishes per call of the engine's ``progress`` (a progress bar's update)
+PROGRESS_STEP = 1024
+
+
 def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     """Simulate ``jobs`` (sorted by arrival, then id; checked by :meth:`Engine.run`) on
     ``engine``'s state, log and pools; returns the end reason (``drained``/``stalled``).
@@ -219,9 +223,9 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     # pool (<= fit_all), a job is placed as one without memory and its memory records are
     # known without the pools: ``(job, 0, M_d, M_d, M_d, M_d, M_d, capacity − M_d)`` on each
     # of its devices at its start, the same with the pool empty again at its finish. The run
-    # logs each record's row number and notes only the job (``mem_jobs``); the rows and the
-    # pools' counters are filled in at the end (:func:`_fill_memory`): nothing reads a busy
-    # device's pool or the rows before then
+    # notes only the job (``mem_jobs``), its devices and where its records go in the log; the
+    # records, their rows and the pools' counters are filled in at the end
+    # (:func:`_fill_memory`): nothing reads the log, a busy device's pool or the rows before then
     batched = (ideal and type(sched.placement) is Pack and max(mem, default=0) <= fit_all
                and not any(p._allocated or p._requested or p._live for p in pools))
     place_max = fit_all if batched else 0  # the most memory a job placed as one without may have
@@ -270,20 +274,23 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     queue: list = []
     keys: list = []  # (key, index), sorted; parallel to queue (key orders only)
 
-    t_ext, c_ext, s_ext, d_ext = log.time.extend, log.code.extend, log.subject.extend, log.data.extend
     mem_app = mem_jobs.append
     mem_devices: list = []  # per batched start or finish: its devices (the subjects of its records)
     mem_dev = mem_devices.append
+    mem_at = array("q")  # per batched start or finish: where its records go in the time and code columns
+    at_app, n_timed = mem_at.append, log.time.__len__
+    s_ext, d_ext = log.subject.extend, log.data.extend
 
-    def mem_records(t: float, code: int, devices: tuple, event: int) -> None:
-        """A batched job's ``mem_alloc`` (``event``: the job) or ``mem_free`` (the job + n)
-        records on its ``devices`` (see ``batched``): their data is ``ROW`` (their rows are
-        known by their positions, made on demand after the run)."""
-        g = len(devices)
-        t_ext((t,) * g)
-        c_ext((code,) * g)
+    def mem_records(devices: tuple, event: int) -> None:
+        """A batched job's ``mem_alloc`` records (``event``: the job; called just before its
+        start record) or ``mem_free`` records (the job + n; just after its finish record) on
+        its ``devices`` (see ``batched``): their subjects and data (``ROW``: their rows are
+        known by their positions, made on demand after the run) are appended, their times
+        and codes put into those columns at the end, all at once (:func:`_fill_memory`):
+        written here, they would cost a tuple and a conversion per value."""
+        at_app(n_timed())
         s_ext(devices)
-        d_ext((ROW,) * g)
+        d_ext((ROW,) * len(devices))
         mem_app(event)
         mem_dev(devices)
 
@@ -301,7 +308,7 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
         ``node``: the caller knows the devices' one node (-1: several)."""
         got = None
         if pools and mem[k] > 0 and mem[k] <= place_max:
-            mem_records(t, c_alloc, devices, k)
+            mem_records(devices, k)
         elif pools and mem[k] > 0:
             nbytes, jid = mem[k], ids[k]
             got = []
@@ -431,6 +438,7 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     arr_seq = 0  # seq of the pending arrival instant
     now = 0.0
     full = FULL_DEVICE_MILLI
+    unreported = 0  # finishes not yet told to ``progress``
     while nxt < n or heap:
         # the next instant: the earlier of the next arrival and the next completion (which of
         # two at the same time comes first is the instant's business, below)
@@ -487,7 +495,7 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
                 d_app(())
                 got = allocs[k] if pools else None
                 if batched and mem[k] > 0:
-                    mem_records(t, c_free, d, k + n)
+                    mem_records(d, k + n)
                 elif got and ideal:  # IdealPool.free and the mem_free record, inlined
                     nbytes, jid = mem[k], ids[k]
                     for dv, used in got:
@@ -551,8 +559,11 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
                     run_s = t - start_s[k] - pre[k]
                     fin_service(0.0 + (run_s * len(d) * full / 1000 if run_s > 0 else 0.0))
                     devs[k] = None
-                if progress is not None:
-                    progress(1)
+                if progress is not None:  # told in steps: a call per finish costs more than a bar needs
+                    unreported += 1
+                    if unreported == PROGRESS_STEP:
+                        progress(unreported)
+                        unreported = 0
             else:
                 break
         if not want_pass or not queue or free.total < (gpus[queue[0]] if blocking else 1):
@@ -617,7 +628,7 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
                     else:  # start(), inlined for a job on known devices (memory: batched)
                         data = hit[0]
                         if pools and mem[k] > 0:
-                            mem_records(t, c_alloc, data[0], k)
+                            mem_records(data[0], k)
                         heappush(heap, (t + (pre[k] + work[k] / hit[1] * 1.0), tick(), k))
                         start_s[k] = t
                         devs[k] = data[0]
@@ -700,9 +711,11 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
                     del queue[pos]
                     if keys:
                         del keys[pos]
+    if unreported:
+        progress(unreported)
     if mem_jobs:
-        _fill_memory(log, mvals, pools, mem_jobs, mem_devices, first_rec, first_row, (c_alloc, c_free), ids, mem,
-                     gpus, n)
+        _fill_memory(log, mvals, pools, mem_jobs, mem_devices, mem_at, first_rec, first_row, (c_alloc, c_free), ids,
+                     mem, gpus, n)
     if defer:
         _fill_finished(finished, order, times, start_s, pre, gpus, table if table is not None else jobs)
     advance_to(engine.env, now)
@@ -713,31 +726,38 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     return "drained"
 
 
-def _fill_memory(log, mvals: array, pools: list, mem_jobs: array, mem_devices: list, first_rec: int, first_row: int,
-                 codes: tuple, ids: list, mem, gpus: list, n: int) -> None:
-    """The rows of a batched run's memory records (made on demand by the log's
+def _fill_memory(log, mvals: array, pools: list, mem_jobs: array, mem_devices: list, mem_at: array, first_rec: int,
+                 first_row: int, codes: tuple, ids: list, mem, gpus: list, n: int) -> None:
+    """A batched run's memory records completed, their rows (made on demand by the log's
     :class:`~llmos_sim.events.IntRows` from each row's job, whether it is a free, and its
     device: :func:`_memory_rows`; 9 bytes a row instead of 64) and its ideal pools' counters
-    (see ``batched`` in :func:`run`). ``mem_jobs``: per start the job, per finish the job + ``n``,
-    in log order, and ``mem_devices`` its devices; their records are the log's
-    ``mem_alloc``/``mem_free`` records from ``first_rec`` on (data ``ROW``), rows ``first_row``
-    on, one per device of the job (its ``gpus``), the device their subject. A start's row on
-    device d is ``(id, 0, M_d, M_d, M_d, M_d, M_d, capacity_d − M_d)``, a finish's ``(id, 0, M_d, M_d, 0, 0, 0, capacity_d)``: what
-    ``IdealPool`` gives on an empty pool. Each allocation counts one allocation id, allocation
-    and free on its device, as ``allocate`` and ``free`` count them (all are freed by the end)."""
+    (see ``batched`` in :func:`run`). ``mem_jobs``: per start the job, per finish the job +
+    ``n``, in log order, and ``mem_devices`` its devices: one record per device of the job (its
+    ``gpus``), the device its subject, ``ROW`` its data (both in the log already), rows
+    ``first_row`` on; ``mem_at``: where its records go in the time and code columns as the run
+    built them (from ``first_rec`` on): a start's ``mem_alloc`` records just before its start
+    record, at its time, a finish's ``mem_free`` records just after its finish record, at its
+    time. A start's row on device d is ``(id, 0, M_d, M_d, M_d, M_d, M_d, capacity_d − M_d)``, a
+    finish's ``(id, 0, M_d, M_d, 0, 0, 0, capacity_d)``: what ``IdealPool`` gives on an empty
+    pool. Each allocation counts one allocation id, allocation and free on its device, as
+    ``allocate`` and ``free`` count them (all are freed by the end)."""
     import numpy as np
 
-    at = np.frombuffer(log.code, dtype=np.uint16)[first_rec:]
-    pos = first_rec + np.flatnonzero((at == codes[0]) | (at == codes[1]))
-    devices = np.fromiter(chain.from_iterable(mem_devices), dtype=np.int64, count=len(pos))
-    del at
+    devices = np.fromiter(chain.from_iterable(mem_devices), dtype=np.int64)
     ev = np.frombuffer(mem_jobs, dtype=np.int64)
     freed = ev >= n
     job = np.where(freed, ev - n, ev)
     g = np.asarray(gpus, dtype=np.int64)[job]
     rows = log.derived[codes[0]]
-    if int(g.sum()) != len(devices) or len(mvals) != 8 * first_row or rows.values is not mvals:
+    at = np.frombuffer(mem_at, dtype=np.int64)
+    if int(g.sum()) != len(devices) or len(mvals) != 8 * first_row or rows.values is not mvals \
+            or len(log.subject) != len(log.time) + len(devices):
         raise RuntimeError("fast core: the batched memory records do not match their jobs")
+    # a record's time is its start's (the record at its place) or its finish's (the one before)
+    time_s = np.frombuffer(log.time, dtype=np.float64)[at - freed]
+    pos = _insert_timed(log, first_rec, np.repeat(at, g), np.repeat(time_s, g),
+                        np.repeat(np.where(freed, codes[1], codes[0]).astype(np.uint16), g))
+    del time_s
     small = np.int32 if max(n, len(pools)) < 2**31 else np.int64  # a row's job and device, 4 bytes each
     job, freed, devices = np.repeat(job.astype(small), g), np.repeat(freed, g), devices.astype(small)
     rows.extend_made(len(job), functools.partial(_memory_rows, job, freed, devices, np.asarray(ids, dtype=np.int64),
@@ -749,6 +769,27 @@ def _fill_memory(log, mvals: array, pools: list, mem_jobs: array, mem_devices: l
         pool._next_id += c
         pool._n_alloc += c
         pool._n_free += c
+
+
+def _insert_timed(log, first: int, before, time_s, code):
+    """Put the times and codes of records whose subjects and data the log holds already into
+    its time and code columns, in place (the columns stay the same objects): the ``i``-th
+    goes just before the entry at ``before[i]`` of the columns as they are (ascending; equal
+    places keep their order; ``len(log)``: at the end), with ``time_s[i]`` and ``code[i]``.
+    Only entries from ``first`` on move. Returns the records' positions."""
+    import numpy as np
+
+    pos = before + np.arange(len(before), dtype=np.int64)
+    tail = len(log.time) - first + len(before)
+    old = np.ones(tail, dtype=bool)
+    old[pos - first] = False
+    for column, new, dtype in ((log.time, time_s, np.float64), (log.code, code, np.uint16)):
+        merged = np.empty(tail, dtype=dtype)
+        merged[old] = np.frombuffer(column, dtype=dtype)[first:]  # no view of the column is kept: it is resized
+        merged[~old] = new
+        del column[first:]
+        column.frombytes(memoryview(merged).cast("B"))
+    return pos
 
 
 def _memory_rows(job, freed, devices, ids, mem, cap, rel):

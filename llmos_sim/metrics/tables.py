@@ -501,6 +501,7 @@ class _Life:
         last = np.ones(n, dtype=bool)
         last[prev[has_prev]] = False
         self.open_at_end = np.flatnonzero(opener & last)
+        self.last = last
 
     @staticmethod
     def _rows(log: EventLog, pos: np.ndarray, arr: np.ndarray) -> tuple:
@@ -584,7 +585,10 @@ class _Life:
         """Each job's status: that of its last record that sets one (a resize does not)."""
         status_of = np.array(["queued", "running", "", "completed", "queued", "failed"], dtype=object)
         last_rec = np.full(n_jobs, -1, dtype=np.int64)
-        lr = _first_per_job(self.row, np.flatnonzero(self.kind != _RESIZE)[::-1])
+        if self.resized_from:
+            lr = _first_per_job(self.row, np.flatnonzero(self.kind != _RESIZE)[::-1])
+        else:  # no resize: each job's last record
+            lr = np.flatnonzero(self.last)
         last_rec[self.row[lr]] = lr
         return status_of[self.kind[last_rec]].tolist() if n_jobs else []
 
@@ -606,10 +610,16 @@ class _Life:
         if cluster is not None and len(flat):
             node_of = np.array([d.node for d in cluster.devices], dtype=np.int64)
             owner = np.repeat(np.arange(len(lens)), lens)
-            pairs = np.unique(owner * (int(node_of.max()) + 1) + node_of[flat])
-            del owner
-            n_nodes[has] = np.bincount(pairs // (int(node_of.max()) + 1), minlength=len(lens))
-            del pairs
+            nodes = node_of[flat]
+            same = owner[1:] == owner[:-1]
+            if (nodes[1:][same] >= nodes[:-1][same]).all():  # each set's nodes ascending: count the changes
+                moved = same & (nodes[1:] != nodes[:-1])
+                n_nodes[has] = (lens > 0) + np.bincount(owner[1:][moved], minlength=len(lens))
+            else:
+                pairs = np.unique(owner * (int(node_of.max()) + 1) + nodes)
+                n_nodes[has] = np.bincount(pairs // (int(node_of.max()) + 1), minlength=len(lens))
+                del pairs
+            del owner, nodes, same
         empty = np.zeros(0, dtype=np.int64)
         devices = [empty] * n_jobs
         ends = np.cumsum(lens)
@@ -667,8 +677,13 @@ class _Life:
 
 
 def _first_per_job(row: np.ndarray, records: np.ndarray) -> np.ndarray:
-    """Of ``records`` (positions, in the order to search), the first one of each job."""
-    _, first = np.unique(row[records], return_index=True)
+    """Of ``records`` (positions, in the order to search), the first one of each job, in no
+    particular order (callers scatter by job). Where no job has two of them (each job started
+    once), that is all of them: counted, not sorted."""
+    rows = row[records]
+    if not len(rows) or int(np.bincount(rows).max()) <= 1:
+        return records
+    _, first = np.unique(rows, return_index=True)
     return records[first]
 
 

@@ -114,6 +114,17 @@ def test_a_hand_computed_schedule_through_the_fast_core():
     assert eng.env.now == 18.0
 
 
+def test_the_fast_core_tells_progress_of_every_finish_in_steps():
+    """A progress bar hears of every finished job, in steps of ``PROGRESS_STEP`` finishes and
+    the rest at the end: 2,500 one-device jobs are told as 1024, 1024 and 452."""
+    assert fastcore.PROGRESS_STEP == 1024
+    told = []
+    eng = Engine(Cluster.homogeneous(2, 2, SLOW), FIFO(), progress=told.append)
+    eng.run([Job(i, float(i), 1e13, gpus=1) for i in range(2500)])
+    assert eng.fast_path_used and len(eng.finished) == 2500
+    assert told == [1024, 1024, 452]
+
+
 def test_a_run_that_stalls_ends_as_the_general_engine_does():
     """A job whose memory the pool says fits but never grants waits until the run drains, then
     fails as stalled, with the last reject named."""
