@@ -21,8 +21,9 @@ from training_oracle import simulate
 UNIT = DeviceSpec("unit", 1.0, 0)
 
 
-def engine_schedule(jobs, n_devices, policy, opts, fast_path="auto"):
-    """Per job ``(starts, preempts, finish)`` from the engine's log."""
+def engine_schedule(jobs, nodes, policy, opts, fast_path="auto", devices=False):
+    """Per job ``(starts, preempts, finish)`` from the engine's log, with ``devices`` the
+    device set of each start too; ``nodes``: one node's size, or a tuple of node sizes."""
     o = dict(opts)
     overhead = o.pop("preempt_overhead_s")
     sched = {
@@ -32,22 +33,25 @@ def engine_schedule(jobs, n_devices, policy, opts, fast_path="auto"):
         "las": lambda: LAS(round_s=o["round_s"], min_run_s=o["min_run_s"], service=o["service"]),
         "2dlas": lambda: DiscretizedLAS(**o),
     }[policy]()
-    eng = Engine(Cluster.homogeneous(1, n_devices, UNIT), sched, preempt_overhead_s=overhead,
+    sizes = (nodes,) if isinstance(nodes, int) else nodes
+    cluster = Cluster.from_groups([(1, size, UNIT, 0, 0) for size in sizes])
+    eng = Engine(cluster, sched, preempt_overhead_s=overhead,
                  fast_path=fast_path)
     log = eng.run([Job(i, a, s * g, gpus=g) for i, a, s, g in jobs])
-    out = {i: ([], [], None) for i, *_ in jobs}
-    for t, k, s, _ in log.records:
+    out = {i: ([], [], None, []) for i, *_ in jobs}
+    for t, k, s, data in log.records:
         if k == E.START:
             out[s][0].append(t)
+            out[s][3].append(tuple(sorted(data[0])))
         elif k == E.PREEMPT:
             out[s][1].append(t)
         elif k == E.FINISH:
-            out[s] = (out[s][0], out[s][1], t)
-    return out
+            out[s] = (out[s][0], out[s][1], t, out[s][3])
+    return out if devices else {i: v[:3] for i, v in out.items()}
 
 
 def oracle_schedule(jobs, n_devices, policy, opts):
-    res = simulate(jobs, n_devices, policy, **opts)
+    res = simulate(jobs, (n_devices,), policy, **opts)
     return {i: (j.starts, j.preempts, j.finish) for i, j in res.items()}
 
 
@@ -96,3 +100,33 @@ def test_engine_matches_the_oracle(policy, w, opts):
     want = oracle_schedule(jobs, n_devices, policy, opts)
     for fast_path in ("auto", "off"):
         assert_same(engine_schedule(jobs, n_devices, policy, opts, fast_path), want)
+
+
+@st.composite
+def several_nodes(draw):
+    nodes = tuple(draw(st.lists(st.sampled_from([1, 2, 3, 4, 8]), min_size=2, max_size=4)))
+    n = draw(st.integers(1, 12))
+    jobs = [(i, float(draw(st.integers(0, 20))), float(draw(st.integers(0, 12))),
+             draw(st.integers(1, min(8, sum(nodes))))) for i in range(n)]
+    return nodes, jobs
+
+
+@pytest.mark.parametrize("policy", ["fifo", "sjf", "srtf", "las", "2dlas"])
+@settings(max_examples=100, deadline=None)
+@given(w=several_nodes(), opts=PREEMPTIVE)
+def test_engine_matches_the_oracle_on_several_nodes(policy, w, opts):
+    nodes, jobs = w
+    if policy in ("fifo", "sjf"):
+        opts = {"preempt_overhead_s": 0.0}
+    elif policy in ("srtf", "las"):
+        del opts["thresholds"], opts["running_first"], opts["tie_break"]
+        if policy == "srtf":
+            del opts["service"]
+    elif opts["round_s"] is None:
+        opts["round_s"] = 4.0
+    res = simulate(jobs, nodes, policy, **opts)
+    want = {i: (j.starts, j.preempts, j.finish, j.placed) for i, j in res.items()}
+    for fast_path in ("auto", "off"):
+        got = engine_schedule(jobs, nodes, policy, opts, fast_path, devices=True)
+        assert_same({i: v[:3] for i, v in got.items()}, {i: v[:3] for i, v in want.items()})
+        assert {i: v[3] for i, v in got.items()} == {i: v[3] for i, v in want.items()}

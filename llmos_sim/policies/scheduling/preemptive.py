@@ -9,8 +9,8 @@ One pass:
 2. walk the ranking and *select* jobs greedily while their device demand fits the cluster
    (jobs that do not fit are skipped, so smaller ones further down may still be selected);
 3. running jobs not selected are *candidate victims*; selected queued jobs are placed, in rank
-   order, on the free devices plus the candidate victims' devices (a pass-local copy of the
-   free set, :func:`released_view`: a fork of the view's overlay; the engine's state is untouched);
+   order, on the free devices plus the candidate victims' devices (released in rank order, so
+   the placement's order among equally free nodes follows it; a pass-local copy of the free set, :func:`released_view`: a fork of the view's overlay; the engine's state is untouched);
 4. only the candidate victims whose devices a start actually uses are preempted, so no job is
    stopped for nothing. The engine applies preempts before starts, so a start planned on a
    victim's devices finds them free.
