@@ -50,17 +50,41 @@ def engine_schedule(jobs, nodes, policy, opts, fast_path="auto", devices=False):
     return out if devices else {i: v[:3] for i, v in out.items()}
 
 
-def oracle_schedule(jobs, n_devices, policy, opts):
-    res = simulate(jobs, (n_devices,), policy, **opts)
-    return {i: (j.starts, j.preempts, j.finish) for i, j in res.items()}
+def oracle_schedule(jobs, nodes, policy, opts, devices=False):
+    res = simulate(jobs, (nodes,) if isinstance(nodes, int) else nodes, policy, **opts)
+    return {i: (j.starts, j.preempts, j.finish) + ((j.placed,) if devices else ())
+            for i, j in res.items()}
 
 
 def assert_same(got, want):
+    """Times to 1e-9; device sets (a fourth item, when there) exactly."""
     assert got.keys() == want.keys()
     for i in want:
-        (gs, gp, gf), (ws, wp, wf) = got[i], want[i]
+        (gs, gp, gf, *gd), (ws, wp, wf, *wd) = got[i], want[i]
         assert len(gs) == len(ws) and len(gp) == len(wp), (i, got[i], want[i])
         assert all(abs(a - b) <= 1e-9 for a, b in zip(gs + gp + [gf], ws + wp + [wf])), (i, got[i], want[i])
+        assert gd == wd, (i, got[i], want[i])
+
+
+def policy_options(policy, opts):
+    """The drawn options ``policy`` takes (2D-LAS always with rounds)."""
+    if policy in ("fifo", "sjf"):
+        return {"preempt_overhead_s": 0.0}
+    if policy in ("srtf", "las"):
+        del opts["thresholds"], opts["running_first"], opts["tie_break"]
+        if policy == "srtf":
+            del opts["service"]
+    elif opts["round_s"] is None:
+        opts["round_s"] = 4.0
+    return opts
+
+
+def check(policy, nodes, jobs, opts, devices=False):
+    """Both engine paths against the oracle."""
+    opts = policy_options(policy, opts)
+    want = oracle_schedule(jobs, nodes, policy, opts, devices)
+    for fast_path in ("auto", "off"):
+        assert_same(engine_schedule(jobs, nodes, policy, opts, fast_path, devices), want)
 
 
 @st.composite
@@ -89,17 +113,7 @@ PREEMPTIVE = st.fixed_dictionaries({
 @given(w=workloads(), opts=PREEMPTIVE)
 def test_engine_matches_the_oracle(policy, w, opts):
     n_devices, jobs = w
-    if policy in ("fifo", "sjf"):
-        opts = {"preempt_overhead_s": 0.0}
-    elif policy in ("srtf", "las"):
-        del opts["thresholds"], opts["running_first"], opts["tie_break"]
-        if policy == "srtf":
-            del opts["service"]
-    elif opts["round_s"] is None:
-        opts["round_s"] = 4.0
-    want = oracle_schedule(jobs, n_devices, policy, opts)
-    for fast_path in ("auto", "off"):
-        assert_same(engine_schedule(jobs, n_devices, policy, opts, fast_path), want)
+    check(policy, n_devices, jobs, opts)
 
 
 @st.composite
@@ -116,17 +130,4 @@ def several_nodes(draw):
 @given(w=several_nodes(), opts=PREEMPTIVE)
 def test_engine_matches_the_oracle_on_several_nodes(policy, w, opts):
     nodes, jobs = w
-    if policy in ("fifo", "sjf"):
-        opts = {"preempt_overhead_s": 0.0}
-    elif policy in ("srtf", "las"):
-        del opts["thresholds"], opts["running_first"], opts["tie_break"]
-        if policy == "srtf":
-            del opts["service"]
-    elif opts["round_s"] is None:
-        opts["round_s"] = 4.0
-    res = simulate(jobs, nodes, policy, **opts)
-    want = {i: (j.starts, j.preempts, j.finish, j.placed) for i, j in res.items()}
-    for fast_path in ("auto", "off"):
-        got = engine_schedule(jobs, nodes, policy, opts, fast_path, devices=True)
-        assert_same({i: v[:3] for i, v in got.items()}, {i: v[:3] for i, v in want.items()})
-        assert {i: v[3] for i, v in got.items()} == {i: v[3] for i, v in want.items()}
+    check(policy, nodes, jobs, opts, devices=True)

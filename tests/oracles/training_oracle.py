@@ -54,7 +54,8 @@ Semantics implemented, with where they are stated:
   ``running_first`` running jobs ahead of waiting ones within a queue, then arrival, then
   id, or with ``tie_break="previous_rank"`` the order of entry into the queue (a job entering
   by arrival or demotion goes behind those in it; several in their previous order); a pass
-  at the moment a running job's service reaches a threshold (``wake_s``, asked after every
+  at the moment a running job's service reaches a threshold (within a relative 10⁻⁹, as
+  ``DiscretizedLAS``'s docstring now says; ``wake_s``, asked after every
   pass while jobs wait, a job in its overhead gaining service only after it). Each pass's
   answer replaces the last: a moment a later pass no longer names is withdrawn ("Engine
   rules").
@@ -223,11 +224,16 @@ def simulate(jobs, nodes, policy: str, *, round_s: float | None = None,
         several in their previous order (arrivals: by arrival, then id)."""
         new = []
         for j in list(running.values()) + queue:
-            q = sum(1 for th in thresholds if served(j, t) >= th)
+            q = level(served(j, t))
             if entry.get(j.id, (None,))[0] != q:
                 new.append((entry.get(j.id, (-1, 0)), j.arrival, j.id, q))
         for _, _, i, q in sorted(new):
             entry[i] = (q, next(places))
+
+    def level(s: float) -> int:
+        """2D-LAS's queue for service ``s``: the thresholds reached, each within a relative
+        10⁻⁹ (``DiscretizedLAS`` docstring), so a pass at a computed crossing sees it."""
+        return sum(1 for th in thresholds if s + 1e-9 * (1.0 + abs(s)) >= th)
 
     def served(j: OJob, t: float) -> float:
         return j.service_at(t) / (j.gpus if service == "time_s" else 1)
@@ -238,7 +244,7 @@ def simulate(jobs, nodes, policy: str, *, round_s: float | None = None,
         if policy == "las":
             return (served(j, t), j.arrival, j.id)
         s = served(j, t)
-        q = sum(1 for th in thresholds if s >= th)
+        q = level(s)
         runs = j.seg_start is not None and running_first
         if tie_break == "previous_rank":
             return (q, 0 if runs else 1, entry[j.id][1])
@@ -299,7 +305,7 @@ def simulate(jobs, nodes, policy: str, *, round_s: float | None = None,
             return None
         ends = []
         for j in running.values():
-            q = sum(1 for th in thresholds if served(j, t) >= th)
+            q = level(served(j, t))
             if q < len(thresholds):
                 rate = 1 if service == "time_s" else j.gpus
                 ends.append(j.seg_start + j.overhead + (thresholds[q] - served(j, j.seg_start)) / rate)

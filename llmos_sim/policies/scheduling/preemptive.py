@@ -569,7 +569,9 @@ class DiscretizedLAS(LAS):
 
     ``thresholds`` (ascending, in the unit of ``service``; default GPU-seconds) split jobs into
     ``len(thresholds) + 1`` queues: queue ``q`` holds jobs whose service has passed ``q``
-    thresholds. Lower queues go first and preempt higher ones. A running job is demoted at the
+    thresholds (a threshold counts as passed once the service ``s`` is within a relative
+    10⁻⁹ of it, ``s + 1e-9·(1 + |s|) >= threshold``, so a pass at the computed crossing moment
+    sees it crossed despite rounding). Lower queues go first and preempt higher ones. A running job is demoted at the
     moment its service crosses a threshold: the policy asks the engine for a pass then
     (:meth:`wake_s`), not only at the next round. ``promote_after_s``: a job waiting that long
     since it last ran (or arrived) goes back to the top queue (Tiresias's starvation guard);
