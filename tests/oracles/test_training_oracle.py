@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from llmos_sim import events as E
 from llmos_sim.engine import Engine
 from llmos_sim.policies.scheduling import FIFO
+from llmos_sim.policies.scheduling.base import Pack
+from llmos_sim.policies.scheduling.placement import Consolidated
 from llmos_sim.policies.scheduling.preemptive import LAS, SRTF, DiscretizedLAS
 from llmos_sim.policies.scheduling.sjf import SJF
 from llmos_sim.types import Cluster, DeviceSpec, Job
@@ -26,12 +28,13 @@ def engine_schedule(jobs, nodes, policy, opts, fast_path="auto", devices=False):
     device set of each start too; ``nodes``: one node's size, or a tuple of node sizes."""
     o = dict(opts)
     overhead = o.pop("preempt_overhead_s")
+    where = {"pack": Pack, "consolidated": Consolidated}[o.pop("placement", "pack")]()
     sched = {
-        "fifo": lambda: FIFO(),
-        "sjf": lambda: SJF(),
-        "srtf": lambda: SRTF(round_s=o["round_s"], min_run_s=o["min_run_s"]),
-        "las": lambda: LAS(round_s=o["round_s"], min_run_s=o["min_run_s"], service=o["service"]),
-        "2dlas": lambda: DiscretizedLAS(**o),
+        "fifo": lambda: FIFO(where),
+        "sjf": lambda: SJF(where),
+        "srtf": lambda: SRTF(where, round_s=o["round_s"], min_run_s=o["min_run_s"]),
+        "las": lambda: LAS(where, round_s=o["round_s"], min_run_s=o["min_run_s"], service=o["service"]),
+        "2dlas": lambda: DiscretizedLAS(where, **o),
     }[policy]()
     sizes = (nodes,) if isinstance(nodes, int) else nodes
     cluster = Cluster.from_groups([(1, size, UNIT, 0, 0) for size in sizes])
@@ -79,9 +82,9 @@ def policy_options(policy, opts):
     return opts
 
 
-def check(policy, nodes, jobs, opts, devices=False):
+def check(policy, nodes, jobs, opts, devices=False, placement="pack"):
     """Both engine paths against the oracle."""
-    opts = policy_options(policy, opts)
+    opts = dict(policy_options(policy, opts), placement=placement)
     want = oracle_schedule(jobs, nodes, policy, opts, devices)
     for fast_path in ("auto", "off"):
         assert_same(engine_schedule(jobs, nodes, policy, opts, fast_path, devices), want)
@@ -131,3 +134,11 @@ def several_nodes(draw):
 def test_engine_matches_the_oracle_on_several_nodes(policy, w, opts):
     nodes, jobs = w
     check(policy, nodes, jobs, opts, devices=True)
+
+
+@pytest.mark.parametrize("policy", ["fifo", "sjf", "srtf", "las", "2dlas"])
+@settings(max_examples=60, deadline=None)
+@given(w=several_nodes(), opts=PREEMPTIVE)
+def test_engine_matches_the_oracle_under_consolidated_placement(policy, w, opts):
+    nodes, jobs = w
+    check(policy, nodes, jobs, opts, devices=True, placement="consolidated")

@@ -6,8 +6,8 @@ compared with ``llmos_sim`` on random workloads (``test_training_oracle.py``).
 
 Scope: nodes of given sizes (devices numbered node by node) of devices of 1 FLOP/s (a job's
 work is its device-seconds), rigid whole-device jobs of at most all the devices, no memory
-model, no preprocess or output step, ``pass_per_event`` off, Pack placement (below,
-:class:`PackNodes`).
+model, no preprocess or output step, ``pass_per_event`` off, Pack or consolidated placement
+(below, :class:`PackNodes`).
 
 Semantics implemented, with where they are stated:
 
@@ -30,11 +30,14 @@ Semantics implemented, with where they are stated:
   victims; the selected queued jobs are placed, in rank order, on the free devices plus the
   candidate victims' devices (released in rank order: docs/architecture.md, "One pass" of
   the preemptive fast core, which the docs now state); only the victims whose devices a
-  start uses are preempted. (The work-conserving step can start nothing under Pack: Pack
-  places any job on as many free devices, and every job it could start was skipped when at
-  least as many devices were left, so it is not modelled.)
+  start uses are preempted. The work-conserving step (module docstring, step 5, as the
+  docs now state it): the queued jobs not selected, in rank order, on the devices that were
+  free and that no start took (never a victim's); under Pack it starts nothing, under
+  consolidated placement it can.
 - Pack (``Pack`` docstring and ``FreeDevices``; :class:`PackNodes`), its choice among nodes
   with as many free devices included, so each start's device set is compared too.
+- Consolidated (``Consolidated`` docstring; :meth:`PassPlan.consolidated`): the best-fit
+  node, the lower index among equally free ones (the docs did not say; they now do).
 - Preemption ("Engine rules"): progress kept, the job requeued, its next segment pays
   ``preempt_overhead_s`` before computing.
 - Attained service ("Engine rules", "Service, for LAS-style policies"): compute
@@ -60,9 +63,10 @@ Semantics implemented, with where they are stated:
   answer replaces the last: a moment a later pass no longer names is withdrawn ("Engine
   rules").
 
-Not covered: placements other than Pack, fractional, elastic or
-memory-holding jobs, preprocess and output steps, per-event passes, 2D-LAS's promotion
-and Gittins order, the work-conserving step (see above).
+Not covered: placements other than Pack and consolidated (spread, random, topology),
+network or communication cost (the default ``TrainingCost`` factor is exactly 1),
+fractional, elastic or memory-holding jobs, preprocess and output steps, per-event passes,
+priorities, 2D-LAS's promotion and Gittins order.
 """
 from __future__ import annotations
 
@@ -125,17 +129,12 @@ class PackNodes:
     """
 
     def __init__(self, sizes) -> None:
-        self.node_of, self.free = {}, []
-        d = 0
-        for n, size in enumerate(sizes):
-            self.free.append(set(range(d, d + size)))
-            self.node_of.update({i: n for i in range(d, d + size)})
-            d += size
+        firsts = list(itertools.accumulate(sizes, initial=0))
+        self.full = [set(range(d, d + size)) for d, size in zip(firsts, sizes)]  # each node's devices
+        self.free = [set(f) for f in self.full]
+        self.node_of = {d: n for n, f in enumerate(self.full) for d in f}
         self.stamp = list(range(len(sizes)))  # when each node last changed its count
         self.clock = itertools.count(len(sizes))
-
-    def total(self) -> int:
-        return sum(map(len, self.free))
 
     def change(self, devs, add: bool) -> None:
         """Free (``add``) or take ``devs`` for good; each node touched goes behind the nodes
@@ -147,6 +146,9 @@ class PackNodes:
             else:
                 self.free[n] -= mine
             self.stamp[n] = next(self.clock)
+
+    def node_free(self, d: int) -> set[int]:
+        return self.free[self.node_of[d]]
 
     def overlay(self) -> "PassPlan":
         return PassPlan(self)
@@ -186,13 +188,39 @@ class PassPlan:
         self.touch(devs, add=False)
         return devs
 
+    def consolidated(self, k: int):
+        """Consolidated's ``k`` devices (``Consolidated`` docstring), or None; the plan takes
+        them. A job that fits a node: the best-fit node (ties: lower index), its lowest free
+        devices; a larger one: whole free nodes, the largest first, then lower index, the
+        last one's lowest devices; else None."""
+        sizes = [len(f) for f in self.base.full]
+        if k <= max(sizes):
+            fits = [n for n, f in enumerate(self.free) if len(f) >= k]
+            if not fits:
+                return None
+            n = min(fits, key=lambda n: (len(self.free[n]), n))
+            devs = sorted(self.free[n])[:k]
+        else:
+            whole = sorted((n for n, f in enumerate(self.free) if len(f) == sizes[n]),
+                           key=lambda n: (-sizes[n], n))
+            devs = []
+            for n in whole:
+                devs += sorted(self.free[n])[: k - len(devs)]
+            if len(devs) < k:
+                return None
+        self.touch(devs, add=False)
+        return devs
+
 
 def simulate(jobs, nodes, policy: str, *, round_s: float | None = None,
              thresholds: tuple[float, ...] = (), preempt_overhead_s: float = 0.0,
              min_run_s: float = 0.0, service: str = "gpu_s",
-             running_first: bool = True, tie_break: str = "arrival") -> dict[int, OJob]:
-    """Run ``jobs`` (``(id, arrival, seconds, gpus)`` tuples) and return each job's record."""
+             running_first: bool = True, tie_break: str = "arrival",
+             placement: str = "pack") -> dict[int, OJob]:
+    """Run ``jobs`` (``(id, arrival, seconds, gpus)`` tuples) on nodes of sizes ``nodes``
+    and return each job's record."""
     assert policy in POLICIES and service in ("gpu_s", "time_s")
+    assert placement in ("pack", "consolidated")
     js = {i: OJob(i, a, s, g) for i, a, s, g in jobs}
     arrivals = [(j.arrival, j.id) for j in js.values()]
     heapq.heapify(arrivals)
@@ -261,7 +289,7 @@ def simulate(jobs, nodes, policy: str, *, round_s: float | None = None,
         plan = free.overlay()
         starts = []
         for j in order:
-            devs = plan.pack(j.gpus)
+            devs = getattr(plan, placement)(j.gpus)
             if devs is not None:
                 starts.append((j, devs))
             elif policy == "fifo":
@@ -285,7 +313,17 @@ def simulate(jobs, nodes, policy: str, *, round_s: float | None = None,
         pool = free.overlay()
         for v in victims:
             pool.touch(v.devices, add=True)
-        plans = [(j, pool.pack(j.gpus)) for j in selected if j.seg_start is None]
+        place = getattr(pool, placement)
+        plans = [(j, place(j.gpus)) for j in selected if j.seg_start is None]
+        plans = [(j, devs) for j, devs in plans if devs is not None]
+        if placement != "pack":
+            # work conserving: a selected job may find no place; the queued jobs not selected
+            # may start, in rank order, on devices still free (no victim's)
+            rest = free.overlay()
+            rest.touch([d for _, devs in plans for d in devs if d in free.node_free(d)], add=False)
+            place = getattr(rest, placement)
+            plans += [(j, devs) for j in ranking if j.seg_start is None and j not in selected
+                      for devs in [place(j.gpus)] if devs is not None]
         used = {d for _, devs in plans for d in devs}
         preempted = [v for v in victims if used.intersection(v.devices)]
         for v in preempted:

@@ -14,7 +14,11 @@ One pass:
 4. only the candidate victims whose devices a start actually uses are preempted, so no job is
    stopped for nothing. The engine applies preempts before starts, so a start planned on a
    victim's devices finds them free.
-5. (work conserving) queued jobs that were not selected may still start on devices left free.
+5. (work conserving) queued jobs that were not selected may still start, in rank order, on
+   devices left free: free before the pass and taken by no start of it (a candidate victim's
+   devices are not offered, so this step preempts nothing). Under Pack it starts nothing (a
+   job skipped in step 2 found fewer devices than it needs then, and no more are left now);
+   under a placement that can refuse a selected job (consolidated) it can.
 
 A preempted job's progress, attained service and stop time come from the engine's record of
 it (``view.suspended``), so these policies keep no state of their own beyond a cache: where a
