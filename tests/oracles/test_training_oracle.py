@@ -129,7 +129,7 @@ def several_nodes(draw):
 
 
 @pytest.mark.parametrize("policy", ["fifo", "sjf", "srtf", "las", "2dlas"])
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(w=several_nodes(), opts=PREEMPTIVE)
 def test_engine_matches_the_oracle_on_several_nodes(policy, w, opts):
     nodes, jobs = w
@@ -137,7 +137,7 @@ def test_engine_matches_the_oracle_on_several_nodes(policy, w, opts):
 
 
 @pytest.mark.parametrize("policy", ["fifo", "sjf", "srtf", "las", "2dlas"])
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(w=several_nodes(), opts=PREEMPTIVE)
 def test_engine_matches_the_oracle_under_consolidated_placement(policy, w, opts):
     nodes, jobs = w

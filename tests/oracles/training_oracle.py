@@ -365,10 +365,10 @@ def simulate(jobs, nodes, policy: str, *, round_s: float | None = None,
             due = None
         while arrivals and arrivals[0][0] == t:
             queue.append(js[heapq.heappop(arrivals)[1]])
-        for j in [j for j in running.values() if j.end_time() == t]:
-            stop(j, t)
-            j.finish = t
-        while True:
+        while True:  # the follow-up pass after a preempting one sees the jobs it started
+            for j in [j for j in running.values() if j.end_time() == t]:  # with no work finished
+                stop(j, t)
+                j.finish = t
             preempted = run_pass(t)
             if policy == "2dlas":
                 w = crossing(t) if running else None
