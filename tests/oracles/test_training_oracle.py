@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from llmos_sim import events as E
 from llmos_sim.engine import Engine
 from llmos_sim.policies.scheduling import FIFO
+from llmos_sim.policies.scheduling.base import Pack
+from llmos_sim.policies.scheduling.placement import Consolidated
 from llmos_sim.policies.scheduling.preemptive import LAS, SRTF, DiscretizedLAS
 from llmos_sim.policies.scheduling.sjf import SJF
 from llmos_sim.types import Cluster, DeviceSpec, Job
@@ -21,42 +23,71 @@ from training_oracle import simulate
 UNIT = DeviceSpec("unit", 1.0, 0)
 
 
-def engine_schedule(jobs, n_devices, policy, opts, fast_path="auto"):
-    """Per job ``(starts, preempts, finish)`` from the engine's log."""
+def engine_schedule(jobs, nodes, policy, opts, fast_path="auto", devices=False):
+    """Per job ``(starts, preempts, finish)`` from the engine's log, with ``devices`` the
+    device set of each start too; ``nodes``: one node's size, or a tuple of node sizes."""
     o = dict(opts)
     overhead = o.pop("preempt_overhead_s")
+    where = {"pack": Pack, "consolidated": Consolidated}[o.pop("placement", "pack")]()
     sched = {
-        "fifo": lambda: FIFO(),
-        "sjf": lambda: SJF(),
-        "srtf": lambda: SRTF(round_s=o["round_s"], min_run_s=o["min_run_s"]),
-        "las": lambda: LAS(round_s=o["round_s"], min_run_s=o["min_run_s"], service=o["service"]),
-        "2dlas": lambda: DiscretizedLAS(**o),
+        "fifo": lambda: FIFO(where),
+        "sjf": lambda: SJF(where),
+        "srtf": lambda: SRTF(where, round_s=o["round_s"], min_run_s=o["min_run_s"]),
+        "las": lambda: LAS(where, round_s=o["round_s"], min_run_s=o["min_run_s"], service=o["service"]),
+        "2dlas": lambda: DiscretizedLAS(where, **o),
     }[policy]()
-    eng = Engine(Cluster.homogeneous(1, n_devices, UNIT), sched, preempt_overhead_s=overhead,
+    sizes = (nodes,) if isinstance(nodes, int) else nodes
+    cluster = Cluster.from_groups([(1, size, UNIT, 0, 0) for size in sizes])
+    eng = Engine(cluster, sched, preempt_overhead_s=overhead,
                  fast_path=fast_path)
     log = eng.run([Job(i, a, s * g, gpus=g) for i, a, s, g in jobs])
-    out = {i: ([], [], None) for i, *_ in jobs}
-    for t, k, s, _ in log.records:
+    out = {i: ([], [], None, []) for i, *_ in jobs}
+    for t, k, s, data in log.records:
         if k == E.START:
             out[s][0].append(t)
+            out[s][3].append(tuple(sorted(data[0])))
         elif k == E.PREEMPT:
             out[s][1].append(t)
         elif k == E.FINISH:
-            out[s] = (out[s][0], out[s][1], t)
-    return out
+            out[s] = (out[s][0], out[s][1], t, out[s][3])
+    return out if devices else {i: v[:3] for i, v in out.items()}
 
 
-def oracle_schedule(jobs, n_devices, policy, opts):
-    res = simulate(jobs, n_devices, policy, **opts)
-    return {i: (j.starts, j.preempts, j.finish) for i, j in res.items()}
+def oracle_schedule(jobs, nodes, policy, opts, devices=False):
+    res = simulate(jobs, (nodes,) if isinstance(nodes, int) else nodes, policy, **opts)
+    return {i: (j.starts, j.preempts, j.finish) + ((j.placed,) if devices else ())
+            for i, j in res.items()}
 
 
 def assert_same(got, want):
+    """Times to 1e-9; device sets (a fourth item, when there) exactly."""
     assert got.keys() == want.keys()
     for i in want:
-        (gs, gp, gf), (ws, wp, wf) = got[i], want[i]
+        (gs, gp, gf, *gd), (ws, wp, wf, *wd) = got[i], want[i]
         assert len(gs) == len(ws) and len(gp) == len(wp), (i, got[i], want[i])
         assert all(abs(a - b) <= 1e-9 for a, b in zip(gs + gp + [gf], ws + wp + [wf])), (i, got[i], want[i])
+        assert gd == wd, (i, got[i], want[i])
+
+
+def policy_options(policy, opts):
+    """The drawn options ``policy`` takes (2D-LAS always with rounds)."""
+    if policy in ("fifo", "sjf"):
+        return {"preempt_overhead_s": 0.0}
+    if policy in ("srtf", "las"):
+        del opts["thresholds"], opts["running_first"], opts["tie_break"]
+        if policy == "srtf":
+            del opts["service"]
+    elif opts["round_s"] is None:
+        opts["round_s"] = 4.0
+    return opts
+
+
+def check(policy, nodes, jobs, opts, devices=False, placement="pack"):
+    """Both engine paths against the oracle."""
+    opts = dict(policy_options(policy, opts), placement=placement)
+    want = oracle_schedule(jobs, nodes, policy, opts, devices)
+    for fast_path in ("auto", "off"):
+        assert_same(engine_schedule(jobs, nodes, policy, opts, fast_path, devices), want)
 
 
 @st.composite
@@ -85,14 +116,29 @@ PREEMPTIVE = st.fixed_dictionaries({
 @given(w=workloads(), opts=PREEMPTIVE)
 def test_engine_matches_the_oracle(policy, w, opts):
     n_devices, jobs = w
-    if policy in ("fifo", "sjf"):
-        opts = {"preempt_overhead_s": 0.0}
-    elif policy in ("srtf", "las"):
-        del opts["thresholds"], opts["running_first"], opts["tie_break"]
-        if policy == "srtf":
-            del opts["service"]
-    elif opts["round_s"] is None:
-        opts["round_s"] = 4.0
-    want = oracle_schedule(jobs, n_devices, policy, opts)
-    for fast_path in ("auto", "off"):
-        assert_same(engine_schedule(jobs, n_devices, policy, opts, fast_path), want)
+    check(policy, n_devices, jobs, opts)
+
+
+@st.composite
+def several_nodes(draw):
+    nodes = tuple(draw(st.lists(st.sampled_from([1, 2, 3, 4, 8]), min_size=2, max_size=4)))
+    n = draw(st.integers(1, 12))
+    jobs = [(i, float(draw(st.integers(0, 20))), float(draw(st.integers(0, 12))),
+             draw(st.integers(1, min(8, sum(nodes))))) for i in range(n)]
+    return nodes, jobs
+
+
+@pytest.mark.parametrize("policy", ["fifo", "sjf", "srtf", "las", "2dlas"])
+@settings(max_examples=150, deadline=None)
+@given(w=several_nodes(), opts=PREEMPTIVE)
+def test_engine_matches_the_oracle_on_several_nodes(policy, w, opts):
+    nodes, jobs = w
+    check(policy, nodes, jobs, opts, devices=True)
+
+
+@pytest.mark.parametrize("policy", ["fifo", "sjf", "srtf", "las", "2dlas"])
+@settings(max_examples=100, deadline=None)
+@given(w=several_nodes(), opts=PREEMPTIVE)
+def test_engine_matches_the_oracle_under_consolidated_placement(policy, w, opts):
+    nodes, jobs = w
+    check(policy, nodes, jobs, opts, devices=True, placement="consolidated")

@@ -1,12 +1,13 @@
-"""A reference simulator for training jobs on one node, written from the documented semantics.
+"""A reference simulator for training jobs on a few nodes, written from the documented semantics.
 
 Independent of the engine: a plain event loop (``heapq`` for the arrivals, the next moment of
 any kind taken as a minimum), no SimPy, no engine, view or policy code. It exists to be
 compared with ``llmos_sim`` on random workloads (``test_training_oracle.py``).
 
-Scope: one node of ``n_devices`` identical devices of 1 FLOP/s (a job's work is its
-device-seconds), rigid whole-device jobs (``gpus`` ≤ ``n_devices``, so every job runs on one
-node), no memory model, no preprocess or output step, ``pass_per_event`` off, Pack placement.
+Scope: nodes of given sizes (devices numbered node by node) of devices of 1 FLOP/s (a job's
+work is its device-seconds), rigid whole-device jobs of at most all the devices, no memory
+model, no preprocess or output step, ``pass_per_event`` off, Pack or consolidated placement
+(below, :class:`PackNodes`).
 
 Semantics implemented, with where they are stated:
 
@@ -27,10 +28,16 @@ Semantics implemented, with where they are stated:
   pass"): rank queued and running jobs by key (lower first); select greedily while the demand
   fits the devices (skipping jobs that do not fit); running jobs not selected are candidate
   victims; the selected queued jobs are placed, in rank order, on the free devices plus the
-  candidate victims' devices; only the victims whose devices a start uses are preempted.
-  (The work-conserving step can start nothing on one node: every job it could start was
-  skipped when at least as many devices were left, so it is not modelled.)
-- Pack on one node (``Pack`` docstring): "Devices within a node in ascending index".
+  candidate victims' devices (released in rank order: docs/architecture.md, "One pass" of
+  the preemptive fast core, which the docs now state); only the victims whose devices a
+  start uses are preempted. The work-conserving step (module docstring, step 5, as the
+  docs now state it): the queued jobs not selected, in rank order, on the devices that were
+  free and that no start took (never a victim's); under Pack it starts nothing, under
+  consolidated placement it can.
+- Pack (``Pack`` docstring and ``FreeDevices``; :class:`PackNodes`), its choice among nodes
+  with as many free devices included, so each start's device set is compared too.
+- Consolidated (``Consolidated`` docstring; :meth:`PassPlan.consolidated`): the best-fit
+  node, the lower index among equally free ones (the docs did not say; they now do).
 - Preemption ("Engine rules"): progress kept, the job requeued, its next segment pays
   ``preempt_overhead_s`` before computing.
 - Attained service ("Engine rules", "Service, for LAS-style policies"): compute
@@ -50,14 +57,16 @@ Semantics implemented, with where they are stated:
   ``running_first`` running jobs ahead of waiting ones within a queue, then arrival, then
   id, or with ``tie_break="previous_rank"`` the order of entry into the queue (a job entering
   by arrival or demotion goes behind those in it; several in their previous order); a pass
-  at the moment a running job's service reaches a threshold (``wake_s``, asked after every
+  at the moment a running job's service reaches a threshold (within a relative 10⁻⁹, as
+  ``DiscretizedLAS``'s docstring now says; ``wake_s``, asked after every
   pass while jobs wait, a job in its overhead gaining service only after it). Each pass's
   answer replaces the last: a moment a later pass no longer names is withdrawn ("Engine
   rules").
 
-Not covered: several nodes (placement beyond ascending devices), fractional, elastic or
-memory-holding jobs, preprocess and output steps, per-event passes, 2D-LAS's promotion
-and Gittins order, the work-conserving step (see above).
+Not covered: placements other than Pack and consolidated (spread, random, topology),
+network or communication cost (the default ``TrainingCost`` factor is exactly 1),
+fractional, elastic or memory-holding jobs, preprocess and output steps, per-event passes,
+priorities, 2D-LAS's promotion and Gittins order.
 """
 from __future__ import annotations
 
@@ -79,6 +88,7 @@ class OJob:
     seg_start: float | None = None  # None: not running
     overhead: float = 0.0  # the current (or next) segment's restore time
     devices: tuple[int, ...] = ()
+    placed: list[tuple[int, ...]] = field(default_factory=list)  # each start's devices
     starts: list[float] = field(default_factory=list)
     preempts: list[float] = field(default_factory=list)
     finish: float | None = None
@@ -105,30 +115,132 @@ class OJob:
         return self.seg_start + self.overhead + (self.work - self.done) / self.gpus
 
 
-def simulate(jobs, n_devices: int, policy: str, *, round_s: float | None = None,
+class PackNodes:
+    """Free devices per node and Pack's choice among them.
+
+    Pack (``Pack`` docstring): one node that fits ``n`` with the fewest free devices left over,
+    else whole nodes with the most free devices first; devices within a node in ascending
+    index. Nodes with as many free devices tie; the order among them is the one
+    docs/architecture.md states for the engine's free-device buckets: a node that has held
+    its count longest first (at the start, by index), and within a pass the nodes the pass
+    has not touched before those it has, which come in the order the pass first touched
+    them. A node's count changes (a start, preemption or finish) one job's devices at a
+    time, the nodes of one job's devices in ascending order.
+    """
+
+    def __init__(self, sizes) -> None:
+        firsts = list(itertools.accumulate(sizes, initial=0))
+        self.full = [set(range(d, d + size)) for d, size in zip(firsts, sizes)]  # each node's devices
+        self.free = [set(f) for f in self.full]
+        self.node_of = {d: n for n, f in enumerate(self.full) for d in f}
+        self.stamp = list(range(len(sizes)))  # when each node last changed its count
+        self.clock = itertools.count(len(sizes))
+
+    def change(self, devs, add: bool) -> None:
+        """Free (``add``) or take ``devs`` for good; each node touched goes behind the nodes
+        that already have its new count."""
+        for n in sorted({self.node_of[d] for d in devs}):
+            mine = {d for d in devs if self.node_of[d] == n}
+            if add:
+                self.free[n] |= mine
+            else:
+                self.free[n] -= mine
+            self.stamp[n] = next(self.clock)
+
+    def node_free(self, d: int) -> set[int]:
+        return self.free[self.node_of[d]]
+
+    def overlay(self) -> "PassPlan":
+        return PassPlan(self)
+
+
+class PassPlan:
+    """One pass's plans over :class:`PackNodes` (the pass's takes and releases)."""
+
+    def __init__(self, base: PackNodes) -> None:
+        self.base = base
+        self.free = [set(f) for f in base.free]
+        self.touched: dict[int, int] = {}  # node -> order of the pass's first touch
+
+    def touch(self, devs, add: bool) -> None:
+        for n in sorted({self.base.node_of[d] for d in devs}):
+            mine = {d for d in devs if self.base.node_of[d] == n}
+            self.free[n] = self.free[n] | mine if add else self.free[n] - mine
+            self.touched.setdefault(n, len(self.touched))
+
+    def order(self, n: int):
+        return (1, self.touched[n]) if n in self.touched else (0, self.base.stamp[n])
+
+    def pack(self, k: int):
+        """Pack's ``k`` devices, or None; the plan takes them."""
+        if sum(map(len, self.free)) < k:
+            return None
+        fits = [n for n, f in enumerate(self.free) if len(f) >= k]
+        if fits:
+            n = min(fits, key=lambda n: (len(self.free[n]), self.order(n)))
+            devs = sorted(self.free[n])[:k]
+        else:
+            devs = []
+            for n in sorted(range(len(self.free)), key=lambda n: (-len(self.free[n]), self.order(n))):
+                devs += sorted(self.free[n])[: k - len(devs)]
+                if len(devs) == k:
+                    break
+        self.touch(devs, add=False)
+        return devs
+
+    def consolidated(self, k: int):
+        """Consolidated's ``k`` devices (``Consolidated`` docstring), or None; the plan takes
+        them. A job that fits a node: the best-fit node (ties: lower index), its lowest free
+        devices; a larger one: whole free nodes, the largest first, then lower index, the
+        last one's lowest devices; else None."""
+        sizes = [len(f) for f in self.base.full]
+        if k <= max(sizes):
+            fits = [n for n, f in enumerate(self.free) if len(f) >= k]
+            if not fits:
+                return None
+            n = min(fits, key=lambda n: (len(self.free[n]), n))
+            devs = sorted(self.free[n])[:k]
+        else:
+            whole = sorted((n for n, f in enumerate(self.free) if len(f) == sizes[n]),
+                           key=lambda n: (-sizes[n], n))
+            devs = []
+            for n in whole:
+                devs += sorted(self.free[n])[: k - len(devs)]
+            if len(devs) < k:
+                return None
+        self.touch(devs, add=False)
+        return devs
+
+
+def simulate(jobs, nodes, policy: str, *, round_s: float | None = None,
              thresholds: tuple[float, ...] = (), preempt_overhead_s: float = 0.0,
              min_run_s: float = 0.0, service: str = "gpu_s",
-             running_first: bool = True, tie_break: str = "arrival") -> dict[int, OJob]:
-    """Run ``jobs`` (``(id, arrival, seconds, gpus)`` tuples) and return each job's record."""
+             running_first: bool = True, tie_break: str = "arrival",
+             placement: str = "pack") -> dict[int, OJob]:
+    """Run ``jobs`` (``(id, arrival, seconds, gpus)`` tuples) on nodes of sizes ``nodes``
+    and return each job's record."""
     assert policy in POLICIES and service in ("gpu_s", "time_s")
+    assert placement in ("pack", "consolidated")
     js = {i: OJob(i, a, s, g) for i, a, s, g in jobs}
     arrivals = [(j.arrival, j.id) for j in js.values()]
     heapq.heapify(arrivals)
     queue: list[OJob] = []  # insertion order: arrivals by id, preempted jobs at the end
     running: dict[int, OJob] = {}
-    free = set(range(n_devices))
+    free = PackNodes(nodes)
+    n_devices = sum(nodes)
 
     def start(j: OJob, devs, t: float) -> None:
         j.seg_start, j.devices = t, tuple(devs)
         j.starts.append(t)
-        free.difference_update(devs)
+        j.placed.append(tuple(sorted(devs)))
+        free.change(devs, add=False)
         queue.remove(j)
         running[j.id] = j
 
     def stop(j: OJob, t: float) -> None:
         j.done, j.service = j.done_at(t), j.service_at(t)
         j.seg_start = None
-        free.update(j.devices)
+        free.change(j.devices, add=True)
         j.devices = ()
         del running[j.id]
 
@@ -140,11 +252,16 @@ def simulate(jobs, n_devices: int, policy: str, *, round_s: float | None = None,
         several in their previous order (arrivals: by arrival, then id)."""
         new = []
         for j in list(running.values()) + queue:
-            q = sum(1 for th in thresholds if served(j, t) >= th)
+            q = level(served(j, t))
             if entry.get(j.id, (None,))[0] != q:
                 new.append((entry.get(j.id, (-1, 0)), j.arrival, j.id, q))
         for _, _, i, q in sorted(new):
             entry[i] = (q, next(places))
+
+    def level(s: float) -> int:
+        """2D-LAS's queue for service ``s``: the thresholds reached, each within a relative
+        10⁻⁹ (``DiscretizedLAS`` docstring), so a pass at a computed crossing sees it."""
+        return sum(1 for th in thresholds if s + 1e-9 * (1.0 + abs(s)) >= th)
 
     def served(j: OJob, t: float) -> float:
         return j.service_at(t) / (j.gpus if service == "time_s" else 1)
@@ -155,7 +272,7 @@ def simulate(jobs, n_devices: int, policy: str, *, round_s: float | None = None,
         if policy == "las":
             return (served(j, t), j.arrival, j.id)
         s = served(j, t)
-        q = sum(1 for th in thresholds if s >= th)
+        q = level(s)
         runs = j.seg_start is not None and running_first
         if tie_break == "previous_rank":
             return (q, 0 if runs else 1, entry[j.id][1])
@@ -169,11 +286,16 @@ def simulate(jobs, n_devices: int, policy: str, *, round_s: float | None = None,
             order = sorted(queue, key=lambda j: (j.arrival, j.id))
         else:
             order = sorted(queue, key=lambda j: (j.seconds, j.arrival, j.id))
+        plan = free.overlay()
+        starts = []
         for j in order:
-            if j.gpus <= len(free):
-                start(j, sorted(free)[: j.gpus], t)
+            devs = getattr(plan, placement)(j.gpus)
+            if devs is not None:
+                starts.append((j, devs))
             elif policy == "fifo":
                 break
+        for j, devs in starts:
+            start(j, devs, t)
         return False
 
     def preemptive_pass(t: float) -> bool:
@@ -187,13 +309,21 @@ def simulate(jobs, n_devices: int, policy: str, *, round_s: float | None = None,
             if j.gpus <= cap:
                 selected.append(j)
                 cap -= j.gpus
-        victims = [j for j in rankable if j not in selected]
-        pool = sorted(free.union(*(v.devices for v in victims)))
-        plans = []
-        for j in selected:
-            if j.seg_start is None:
-                devs, pool = pool[: j.gpus], pool[j.gpus:]
-                plans.append((j, devs))
+        victims = [j for j in ranking if j.seg_start is not None and j not in selected]
+        pool = free.overlay()
+        for v in victims:
+            pool.touch(v.devices, add=True)
+        place = getattr(pool, placement)
+        plans = [(j, place(j.gpus)) for j in selected if j.seg_start is None]
+        plans = [(j, devs) for j, devs in plans if devs is not None]
+        if placement != "pack":
+            # work conserving: a selected job may find no place; the queued jobs not selected
+            # may start, in rank order, on devices still free (no victim's)
+            rest = free.overlay()
+            rest.touch([d for _, devs in plans for d in devs if d in free.node_free(d)], add=False)
+            place = getattr(rest, placement)
+            plans += [(j, devs) for j in ranking if j.seg_start is None and j not in selected
+                      for devs in [place(j.gpus)] if devs is not None]
         used = {d for _, devs in plans for d in devs}
         preempted = [v for v in victims if used.intersection(v.devices)]
         for v in preempted:
@@ -213,7 +343,7 @@ def simulate(jobs, n_devices: int, policy: str, *, round_s: float | None = None,
             return None
         ends = []
         for j in running.values():
-            q = sum(1 for th in thresholds if served(j, t) >= th)
+            q = level(served(j, t))
             if q < len(thresholds):
                 rate = 1 if service == "time_s" else j.gpus
                 ends.append(j.seg_start + j.overhead + (thresholds[q] - served(j, j.seg_start)) / rate)
@@ -235,10 +365,10 @@ def simulate(jobs, n_devices: int, policy: str, *, round_s: float | None = None,
             due = None
         while arrivals and arrivals[0][0] == t:
             queue.append(js[heapq.heappop(arrivals)[1]])
-        for j in [j for j in running.values() if j.end_time() == t]:
-            stop(j, t)
-            j.finish = t
-        while True:
+        while True:  # the follow-up pass after a preempting one sees the jobs it started
+            for j in [j for j in running.values() if j.end_time() == t]:  # with no work finished
+                stop(j, t)
+                j.finish = t
             preempted = run_pass(t)
             if policy == "2dlas":
                 w = crossing(t) if running else None

@@ -113,6 +113,10 @@ class Pack(Placement):
 
     One node that fits ``n`` with the fewest free devices left over, else whole nodes with the
     most free devices first. Devices within a node in ascending index.
+    Nodes with as many free devices go in the order of :meth:`Tentative.nodes_with`: the one
+    that has had that count longest first (at the start, lower index first), nodes this pass
+    has already planned on (a start, or a victim's release) after the others, in the order
+    the pass first touched them.
     """
 
     def place_whole(self, job: Job, n: int, view: ClusterView) -> tuple[int, ...] | None:

@@ -9,12 +9,16 @@ One pass:
 2. walk the ranking and *select* jobs greedily while their device demand fits the cluster
    (jobs that do not fit are skipped, so smaller ones further down may still be selected);
 3. running jobs not selected are *candidate victims*; selected queued jobs are placed, in rank
-   order, on the free devices plus the candidate victims' devices (a pass-local copy of the
-   free set, :func:`released_view`: a fork of the view's overlay; the engine's state is untouched);
+   order, on the free devices plus the candidate victims' devices (released in rank order, so
+   the placement's order among equally free nodes follows it; a pass-local copy of the free set, :func:`released_view`: a fork of the view's overlay; the engine's state is untouched);
 4. only the candidate victims whose devices a start actually uses are preempted, so no job is
    stopped for nothing. The engine applies preempts before starts, so a start planned on a
    victim's devices finds them free.
-5. (work conserving) queued jobs that were not selected may still start on devices left free.
+5. (work conserving) queued jobs that were not selected may still start, in rank order, on
+   devices left free: free before the pass and taken by no start of it (a candidate victim's
+   devices are not offered, so this step preempts nothing). Under Pack it starts nothing (a
+   job skipped in step 2 found fewer devices than it needs then, and no more are left now);
+   under a placement that can refuse a selected job (consolidated) it can.
 
 A preempted job's progress, attained service and stop time come from the engine's record of
 it (``view.suspended``), so these policies keep no state of their own beyond a cache: where a
@@ -569,7 +573,9 @@ class DiscretizedLAS(LAS):
 
     ``thresholds`` (ascending, in the unit of ``service``; default GPU-seconds) split jobs into
     ``len(thresholds) + 1`` queues: queue ``q`` holds jobs whose service has passed ``q``
-    thresholds. Lower queues go first and preempt higher ones. A running job is demoted at the
+    thresholds (a threshold counts as passed once the service ``s`` is within a relative
+    10⁻⁹ of it, ``s + 1e-9·(1 + |s|) >= threshold``, so a pass at the computed crossing moment
+    sees it crossed despite rounding). Lower queues go first and preempt higher ones. A running job is demoted at the
     moment its service crosses a threshold: the policy asks the engine for a pass then
     (:meth:`wake_s`), not only at the next round. ``promote_after_s``: a job waiting that long
     since it last ran (or arrived) goes back to the top queue (Tiresias's starvation guard);
