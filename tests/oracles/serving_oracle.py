@@ -12,8 +12,8 @@ requests (requests given prefix hashes over ``hash_tokens``-token hash blocks) o
 recompute preemption and every request holding at least one whole hash block (so no request
 falls back on the free-queue model of a preempted unhashed sequence's own blocks).
 Not covered: the other batching policies (static, Orca, prefill-first continuous batching
-with its watermark), other orderings, several replicas and routers, swap preemption with
-prefix caching, the free-queue reuse of unhashed sequences, the host tier's offloaded units,
+with its watermark), other orderings, routers other than round robin and least outstanding
+(:func:`route`; prefix-aware, least KV), swap preemption with prefix caching, the free-queue reuse of unhashed sequences, the host tier's offloaded units,
 asynchronous scheduling, the roofline and measured cost models.
 
 Semantics implemented, with where they are stated:
@@ -260,3 +260,31 @@ def simulate(requests, n_blocks: int, *, block: int = 16, max_num_seqs: int = 25
                     kv.release(s)
                     running.remove(s)
     return seqs
+
+
+def route(requests, n_replicas: int, router: str, n_blocks: int, **kw) -> tuple[dict[int, int], dict[int, Seq]]:
+    """Route ``requests`` (as :func:`simulate` takes them) over ``n_replicas`` replicas, each
+    serving its own with :func:`simulate` (``n_blocks`` and ``kw`` each). ``router``:
+    ``round_robin`` (``llmos_sim.policies.routing.round_robin``: request ``k`` in arrival order
+    to replica ``k mod n``) or ``least_outstanding`` (``...least_outstanding``: the fewest
+    requests routed there and not finished at the arrival, ties to the lowest index). A
+    replica's records before an arrival do not depend on the requests that come later, so the
+    outstanding counts come from simulating what each replica was given so far. Returns each
+    request's replica and record."""
+    parts: list[list] = [[] for _ in range(n_replicas)]
+    where = {}
+    for k, r in enumerate(sorted(requests, key=lambda r: (r[1], r[0]))):
+        if router == "round_robin":
+            j = k % n_replicas
+        else:
+            def outstanding(part, at=r[1]):
+                seqs = simulate(part, n_blocks, **kw) if part else {}
+                return sum(1 for s in seqs.values() if s.finish is None or s.finish > at)
+            j = min(range(n_replicas), key=lambda i: (outstanding(parts[i]), i))
+        parts[j].append(r)
+        where[r[0]] = j
+    seqs: dict[int, Seq] = {}
+    for part in parts:
+        if part:
+            seqs.update(simulate(part, n_blocks, **kw))
+    return where, seqs
