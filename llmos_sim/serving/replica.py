@@ -7,12 +7,13 @@ records first tokens and finishes. Nothing else mutates the replica's sequences.
 
 Fast-forward: when a decision is pure decode for every running sequence (no admission, no
 preemption, no prefill), the same decision would repeat until something arrives, a sequence
-finishes, or blocks run out. The replica then runs ``k`` such iterations in one step: ``k``
-is the largest count such that (a) no sequence finishes before the last of them, (b) the
-blocks all of them need fit in the free blocks now (they are allocated at the span's start),
-(c) every iteration after the first starts before the next arrival (an arrival at time ``a``
-is seen by an iteration starting at ``s >= a``), (d) all start before ``max_time_s``. Which
-arrivals count (:attr:`Replica.own_cuts`): those routed to this replica — the span is then
+finishes, or blocks run out (with prefix caching, unless a waiting sequence's hit takes
+evictable units: :meth:`Replica._hits_may_shrink`). The replica then runs ``k`` such
+iterations in one step: ``k`` is the largest count such that (a) no sequence finishes
+before the last of them, (b) the blocks all of them need fit in the free blocks now (they
+are allocated at the span's start), (c) every iteration after the first starts before the
+next arrival (an arrival at time ``a`` is seen by an iteration starting at ``s >= a``), (d)
+all start before ``max_time_s``. Which arrivals count (:attr:`Replica.own_cuts`): those routed to this replica — the span is then
 planned without them and cut when one lands (:meth:`Replica._cut_span`), its blocks taken when
 it ends (:meth:`Replica._settle`), so its records do not depend on traffic routed elsewhere —
 or, as before, any arrival (``next_arrival``), known when the span is planned. The
@@ -256,6 +257,16 @@ class Replica:
             if budget <= 0:
                 break
 
+    def _hits_may_shrink(self) -> bool:
+        """Prefix caching: a waiting sequence's hit takes evictable units (blocks no sequence
+        holds, counted as free), which the next iterations' growth may evict. Its admission
+        would then need fewer blocks than now, so the next decision may admit it and no decode
+        span may run: an eviction by this iteration's growth changes the next decision."""
+        if not self._hashed:
+            return False
+        b = self.kv.block_tokens
+        return any(w.hit // b > w.shared for w in self.waiting)
+
     @property
     def kv_used_frac(self) -> float:
         """Blocks held / all blocks, now. In a span whose blocks are not taken yet (see
@@ -486,7 +497,8 @@ class Replica:
         # -- fast-forward a span of identical decode iterations ---------------------------
         if (self.fast_forward and n_pre == 0 and not admit and not preempt and not swap_bytes and n_seqs == n_rows
                 and not self._to_release  # blocks freed after this decision may change the next one
-                and not held):  # a request this decision could not see joins the next one
+                and not held  # a request this decision could not see joins the next one
+                and not self._hits_may_shrink()):
             k, (dur, durs), fin = self._span(n_seqs, dec_ctx, t, later)
             if k > 1:  # (it took ``later``)
                 if durs is not None:  # per-iteration records

@@ -26,25 +26,35 @@ def base_cfg():
     return compose(["mode=serving", "batching=chunked_prefill", "model=tiny", "memory=paged"])
 
 
-def simulator_schedule(rows, n_blocks, limits, cost, fast_forward):
+def simulator_schedule(rows, n_blocks, limits, cost, fast_forward, workload=None, serving=None, router=None):
+    """Per request of ``rows`` (``ExplicitRequests`` rows, or ``workload``'s requests), in the
+    simulator's run: ``[first token, finish, preemptions]``, and the data of its ``req_cache``
+    record after them when it has one (with prefix caching: cached tokens, hit hash blocks, all
+    its hash blocks). With a ``router`` (its config), the replica of its first token first."""
     cfg = base_cfg().copy()
-    cfg.workload = {"_target_": "llmos_sim.workload.requests.ExplicitRequests", "rows": rows}
+    cfg.workload = workload or {"_target_": "llmos_sim.workload.requests.ExplicitRequests", "rows": rows}
     cfg.cost = {"_target_": "llmos_sim.serving.cost.LinearCost", "_partial_": True, **cost}
     cfg.serving = OmegaConf.merge(cfg.serving, {"num_kv_blocks": n_blocks, "block_tokens": BLOCK,
-                                                "fast_forward": fast_forward})
+                                                "fast_forward": fast_forward, **(serving or {})})
     cfg.batching = OmegaConf.merge(cfg.batching, limits)
+    if router is not None:
+        cfg.router = router
     log = sim_serving(cfg, seed=0).log
     out = {i: [None, None, 0] for i in range(len(rows))}
-    for t, k, s, _ in log:
+    replica = {}
+    for t, k, s, d in log:
         if k == "req_first_token":
             out[s][0] = t
+            replica[s] = d[0]
         elif k == "req_finish":
             out[s][1] = t
         elif k == "req_preempt":
             out[s][2] += 1
+        elif k == "req_cache":
+            out[s].append(tuple(d[1:4]))
         elif k == "req_fail":
             raise AssertionError(f"request {s} failed")
-    return out
+    return out if router is None else {i: [replica.get(i), *v] for i, v in out.items()}
 
 
 @st.composite
