@@ -13,12 +13,13 @@ iterations in one step: ``k`` is the largest count such that (a) no sequence fin
 before the last of them, (b) the blocks all of them need fit in the free blocks now (they
 are allocated at the span's start), (c) every iteration after the first starts before the
 next arrival (an arrival at time ``a`` is seen by an iteration starting at ``s >= a``), (d)
-all start before ``max_time_s``. Which arrivals count (:attr:`Replica.own_cuts`): those routed to this replica — the span is then
-planned without them and cut when one lands (:meth:`Replica._cut_span`), its blocks taken when
-it ends (:meth:`Replica._settle`), so its records do not depend on traffic routed elsewhere —
-or, as before, any arrival (``next_arrival``), known when the span is planned. The
-span is logged as one ``BATCH_SPAN`` record (or ``k`` ``BATCH`` records when
-``per_iteration_records``); request events are exact either way. The only approximation is
+all start before ``max_time_s``. Which arrivals count (:attr:`Replica.own_cuts`): those
+routed to this replica — the span is then planned without them and cut when one lands
+(:meth:`Replica._cut_span`), its blocks taken when it ends (:meth:`Replica._settle`), so its
+records do not depend on traffic routed elsewhere — or, as before, any arrival
+(``next_arrival``), known when the span is planned. The span is logged as one
+``BATCH_SPAN`` record (or ``k`` ``BATCH`` records when ``per_iteration_records``); request
+events are exact either way. The only approximation is
 that the KV timeline shows a span's blocks from the span's start. A span's length and total
 time come in closed form from the cost model (:meth:`CostModel.decode_span`), its blocks from
 one pool call (:meth:`KVCacheManager.grow_many`).
