@@ -273,16 +273,21 @@ class KVCacheManager:
 
     def can_ever_fit(self, prompt_tokens: int, output_tokens: int) -> bool:
         """Could this request finish on an empty cache?"""
-        if self.mode == RESERVE and self.reserve_tokens and prompt_tokens + output_tokens - 1 > self.reserve_tokens:
+        if self._over_reservation(prompt_tokens, output_tokens):
             return False
         return self.max_blocks(prompt_tokens, output_tokens) <= self.total_blocks
+
+    def _over_reservation(self, prompt_tokens: int, output_tokens: int) -> bool:
+        """With a fixed reservation per sequence: does the sequence at its largest exceed it?"""
+        return bool(self.mode == RESERVE and self.reserve_tokens
+                    and prompt_tokens + output_tokens - 1 > self.reserve_tokens)
 
     def too_small(self, prompt_tokens: int, output_tokens: int, replica: int) -> str:
         """Why a request :meth:`can_ever_fit` refuses never fits on replica ``replica`` (this
         cache's), with the numbers (a failure's reason): the blocks it needs at its largest
         against all of them, or, with a fixed reservation per sequence, its largest size
         against that reservation."""
-        if self.mode == RESERVE and self.reserve_tokens and prompt_tokens + output_tokens - 1 > self.reserve_tokens:
+        if self._over_reservation(prompt_tokens, output_tokens):
             return (f"its {prompt_tokens + output_tokens - 1} tokens at their largest exceed the "
                     f"{self.reserve_tokens}-token reservation per sequence on replica {replica}")
         return f"needs {self.max_blocks(prompt_tokens, output_tokens)} blocks, replica {replica} has {self.total_blocks}"

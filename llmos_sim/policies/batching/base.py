@@ -201,10 +201,7 @@ class BatchingPolicy:
             rem = w.prompt + w.generated - computed
             if rem > budget and not self.chunked:
                 break
-            t = min(rem, budget)
-            # (blocks of a cached prefix that other sequences hold are not taken: ``shared``)
-            need = kv.admit_blocks(w.prompt, w.output, computed + t) - w.shared
-            check = kv.admit_blocks(w.prompt, w.output, computed + rem) - w.shared if self.reserve_full_prompt else need
+            t, need, check = self._head_blocks(kv, w, computed, rem, budget)
             if check > free:
                 break
             out.append((pos, t))
@@ -213,6 +210,16 @@ class BatchingPolicy:
             budget -= t
             n_running += 1
         return tuple(out)
+
+    def _head_blocks(self, kv, w, computed: int, rem: int, budget: int) -> tuple[int, int, int]:
+        """``(tokens, need, check)`` for admitting ``w`` with ``computed`` of its tokens cached
+        and ``rem`` left to compute: the tokens it computes now, the blocks they take, and the
+        blocks that must be free (its whole remaining prompt's with ``reserve_full_prompt``).
+        Blocks of a cached prefix that other sequences hold are not taken (``shared``)."""
+        t = min(rem, budget)
+        need = kv.admit_blocks(w.prompt, w.output, computed + t) - w.shared
+        check = kv.admit_blocks(w.prompt, w.output, computed + rem) - w.shared if self.reserve_full_prompt else need
+        return t, need, check
 
     def refusal(self, view: ReplicaView) -> "str | None":
         """Why :meth:`admit` takes nothing on a replica where nothing runs (so no slot, token
@@ -226,8 +233,7 @@ class BatchingPolicy:
         if rem > budget and not self.chunked:
             return (f"its {rem} tokens to compute exceed max_num_batched_tokens={budget}, "
                     f"and {type(self).__name__} runs a prompt whole")
-        need = kv.admit_blocks(w.prompt, w.output, computed + (rem if self.reserve_full_prompt else min(rem, budget)))
-        need -= w.shared
+        need = self._head_blocks(kv, w, computed, rem, budget)[2]
         wm = int(self.watermark * kv.total_blocks)
         total, unheld, free = kv.total_blocks, kv.unheld_blocks, kv.free_blocks
         kept = f", the watermark keeps {wm}" if wm else ""

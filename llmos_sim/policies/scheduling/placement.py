@@ -112,9 +112,9 @@ class Consolidated(Placement):
     """Tiresias's consolidated placement (its simulator's default for consolidation-sensitive
     jobs): a job that fits in one node runs on one node only, the best fit (the node with the
     fewest eligible free devices that still hold it, the lower index among equals; its lowest
-    devices); a job larger than every node takes whole
-    free nodes (every device of the node free and eligible), the largest first, then lower
-    index; the last node's unused devices stay free. Otherwise the job waits: it is never
+    devices); a job larger than every node takes whole free nodes (every device of the node
+    free and eligible), the largest first, then lower index; the last node's unused devices
+    stay free. Otherwise the job waits: it is never
     spread over partly used nodes."""
 
     def place_whole(self, job: Job, n: int, view: ClusterView) -> tuple[int, ...] | None:

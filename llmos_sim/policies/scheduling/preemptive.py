@@ -10,7 +10,8 @@ One pass:
    (jobs that do not fit are skipped, so smaller ones further down may still be selected);
 3. running jobs not selected are *candidate victims*; selected queued jobs are placed, in rank
    order, on the free devices plus the candidate victims' devices (released in rank order, so
-   the placement's order among equally free nodes follows it; a pass-local copy of the free set, :func:`released_view`: a fork of the view's overlay; the engine's state is untouched);
+   the placement's order among equally free nodes follows it; a pass-local copy of the free
+   set, :func:`released_view`: a fork of the view's overlay; the engine's state is untouched);
 4. only the candidate victims whose devices a start actually uses are preempted, so no job is
    stopped for nothing. The engine applies preempts before starts, so a start planned on a
    victim's devices finds them free.
@@ -575,11 +576,11 @@ class DiscretizedLAS(LAS):
     ``len(thresholds) + 1`` queues: queue ``q`` holds jobs whose service has passed ``q``
     thresholds (a threshold counts as passed once the service ``s`` is within a relative
     10⁻⁹ of it, ``s + 1e-9·(1 + |s|) >= threshold``, so a pass at the computed crossing moment
-    sees it crossed despite rounding). Lower queues go first and preempt higher ones. A running job is demoted at the
-    moment its service crosses a threshold: the policy asks the engine for a pass then
-    (:meth:`wake_s`), not only at the next round. ``promote_after_s``: a job waiting that long
-    since it last ran (or arrived) goes back to the top queue (Tiresias's starvation guard);
-    ``None`` = off (the moment of promotion is also a pass).
+    sees it crossed despite rounding). Lower queues go first and preempt higher ones. A
+    running job is demoted at the moment its service crosses a threshold: the policy asks the
+    engine for a pass then (:meth:`wake_s`), not only at the next round. ``promote_after_s``: a
+    job waiting that long since it last ran (or arrived) goes back to the top queue
+    (Tiresias's starvation guard); ``None`` = off (the moment of promotion is also a pass).
 
     Order within a queue:
 
