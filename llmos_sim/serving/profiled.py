@@ -362,6 +362,7 @@ class AttentionTable:
                 slices[nd] = (kps, rows)
             self.grid[pc] = (sorted(nd for nd in slices if nd > 0), slices)
         self.pcs = sorted(pc for pc in self.grid if pc > 0)
+        self._decode_rows: dict[int, list] = {}  # n -> [(weight, kds, ts)] of a pure-decode batch
         if 0 not in self.grid or not self.grid[0][0]:
             raise ProfileError(f"{path}: no pure-decode rows (prefill_chunk 0, n_decode > 0)")
         if not self.pcs:
@@ -398,6 +399,19 @@ class AttentionTable:
                 if not nds:
                     raise ProfileError(f"attention profile: no mixed rows for prefill_chunk {pc}")
                 v += w * self._slice(pc, [(nds[j], wn) for j, wn in bracket(nds, n)], kp, kd)
+        return v
+
+    def decode(self, n: int, kd: float) -> float:
+        """``self(0, 0, n, kd)`` for ``n`` > 0 rows (pure decode), the same sum with the rows'
+        brackets kept per ``n``: the cached prefill KV is 0, the first of its slice's values
+        (weight 1.0, so the weights are the decode rows' own)."""
+        parts = self._decode_rows.get(n)
+        if parts is None:
+            nds, slices = self.grid[0]
+            parts = self._decode_rows[n] = [(w, *slices[nds[i]][1][0]) for i, w in bracket(nds, n)]
+        v = 0.0
+        for w, kds, ts in parts:
+            v += w * interp(kds, ts, kd)
         return v
 
     def decode_vec(self, n: int, kd: np.ndarray) -> np.ndarray:
@@ -454,6 +468,7 @@ class SkewTable:
         self.alpha = {(int(pc), n, sr, kv, kp): float(a) for pc, n, sr, kv, kp, a in zip(*(df[c].tolist() for c in cols))}
         self.pcs = sorted({k[0] for k in self.alpha if k[0] > 0})
         self._grid: np.ndarray | None = None
+        self._rows: dict[int, list] = {}  # decode_row's lists by row-count bucket
         # the same table keyed by label positions, for the hot path
         pos = [{lab: i for i, lab in enumerate(labels)} for _, labels in self.bins]
         self._by_index = {}
@@ -499,8 +514,12 @@ class SkewTable:
 
     def decode_row(self, n: int) -> list:
         """The ``alpha`` of pure-decode batches of ``n`` rows by (skew-rate, longest-row) bucket
-        position, as nested lists (for :meth:`row_alpha`)."""
-        return self._decode_grid()[self._index(self.bins[0][0], n)].tolist()
+        position, as nested lists (for :meth:`row_alpha`; kept per row-count bucket)."""
+        i = self._index(self.bins[0][0], n)
+        row = self._rows.get(i)
+        if row is None:
+            row = self._rows[i] = self._decode_grid()[i].tolist()
+        return row
 
     def row_bucket(self, skew_rate: float, longest: float) -> tuple[int, int]:
         """The (skew-rate, longest-row) bucket position of a pure-decode batch, as
@@ -740,23 +759,40 @@ class ProfiledCost(CostModel):
         t_max = self.attention(q, kp, n, longest)
         return t_mean + alpha * (t_max - t_mean) if t_max > t_mean else t_mean
 
-    def iteration_us(self, b: BatchShape) -> float:
-        """The iteration's time in µs, without ``overhead_s`` and swap traffic."""
-        n_tok = b.n_prefill_tokens + b.n_decode_tokens
-        if n_tok == 0:
-            return 0.0
+    def iteration_s(self, b: BatchShape) -> float:
+        """The iteration's time: :meth:`_iteration_us` in seconds plus ``overhead_s``, kept by
+        batch shape (the cached float is the one computed), plus the swap traffic."""
         key = (b.n_prefill_tokens, b.prefill_attn_pairs, b.n_decode_tokens, b.decode_ctx_tokens, b.n_seqs,
                b.decode_ctx_max, b.decode_ctx_min)
         t = self._iter_cache.get(key)
         if t is None:
-            t = self._iteration_us(b, n_tok)
+            n_tok = key[0] + key[2]
+            t = self._iteration_us(b, n_tok) * 1e-6 + self.overhead_s if n_tok else 0.0
             if len(self._iter_cache) < 1 << 16:
                 self._iter_cache[key] = t
+        if b.swap_bytes:  # (no tokens: the overhead alone, as 0 µs of work would give)
+            return (t if key[0] or key[2] else self.overhead_s) + b.swap_bytes / self.gpu.host_bw_bytes_s
         return t
 
     def _iteration_us(self, b: BatchShape, n_tok: int) -> float:
-        """:meth:`iteration_us`, computed."""
+        """The iteration's time in µs, without ``overhead_s`` and swap traffic."""
         L = self.model.layers
+        if b.n_prefill_tokens:
+            a = self._mixed_attention_us(b)
+        else:
+            a = self._decode_attention_us(b.n_decode_tokens, b.decode_ctx_tokens, b.decode_ctx_max, b.decode_ctx_min)
+        if self._graph_pad is not None and n_tok < len(self._graph_pad):
+            n_tok = self._graph_pad[n_tok]
+        t = self.dense(n_tok) + self.per_seq(b.n_seqs) + L * a
+        if self.moe is not None:
+            t += L * self.moe_us(n_tok)
+        if self.tp > 1:
+            t += 2 * L * self.allreduce_us(n_tok)
+        return t
+
+    def _mixed_attention_us(self, b: BatchShape) -> float:
+        """One attention layer of a batch with prefill chunks (and maybe decode rows), kept by
+        lookup point."""
         key = self.attention_args(b)
         skewed = self.skew is not None and key[2] > 1 and b.decode_ctx_max > key[3]
         if skewed:
@@ -768,23 +804,24 @@ class ProfiledCost(CostModel):
                 a = self._skewed(a, *key)
             if len(self._attn_cache) < 1 << 16:
                 self._attn_cache[key] = a
-        if self._graph_pad is not None and n_tok < len(self._graph_pad):
-            n_tok = self._graph_pad[n_tok]
-        t = self.dense(n_tok) + self.per_seq(b.n_seqs) + L * a
-        if self.moe is not None:
-            t += L * self.moe_us(n_tok)
-        if self.tp > 1:
-            t += 2 * L * self.allreduce_us(n_tok)
-        return t
+        return a
 
-    def iteration_s(self, b: BatchShape) -> float:
-        n_tok = b.n_prefill_tokens + b.n_decode_tokens
-        if n_tok == 0 and b.swap_bytes == 0:
-            return 0.0
-        t = self.iteration_us(b) * 1e-6 + self.overhead_s
-        if b.swap_bytes:
-            t += b.swap_bytes / self.gpu.host_bw_bytes_s
-        return t
+    def _decode_attention_us(self, n: int, ctx: int, longest: int, shortest: int) -> float:
+        """One attention layer of ``n`` > 0 decode rows and no prefill: what
+        :meth:`_mixed_attention_us` computes for such a batch (the same floats: the attention
+        table's pure-decode sum and the pure-decode ``alpha`` row), without its lookup-point
+        cache (a batch shape the iteration cache missed is a new lookup point)."""
+        kd = ctx / n
+        t = self.attention.decode(n, kd)
+        sk = self.skew
+        if sk is None or n <= 1 or longest <= kd:
+            return t
+        alpha = sk.row_alpha(sk.decode_row(n), (kd - shortest) / (longest - shortest) if longest > shortest else 0.5,
+                             longest)
+        if alpha == 0.0:
+            return t
+        t_max = self.attention.decode(n, longest)
+        return t + alpha * (t_max - t) if t_max > t else t
 
     def _decode_curve(self, n: int) -> tuple[np.ndarray, np.ndarray, float, float]:
         """A pure-decode iteration of ``n`` rows: the attention layers' time (s) as a function of
@@ -850,7 +887,8 @@ class ProfiledCost(CostModel):
         """:meth:`_decode_curve` of ``n`` rows as plain lists, for :meth:`decode_span`'s closed
         form: breakpoints, times, each piece's slope, the slope beyond, the rest of the iteration
         and (with the unequal-length correction) the ``alpha`` grid of ``n`` rows by (skew-rate,
-        longest-row) bucket; cached per ``n``. The same numbers as the arrays, so the same sums."""
+        longest-row) bucket with the two axes' bin edges; cached per ``n``. The same numbers as
+        the arrays, so the same sums."""
         c = self._span_curves.get(n)
         if c is not None:
             return c
@@ -858,7 +896,8 @@ class ProfiledCost(CostModel):
         xl, yl = xs.tolist(), ys.tolist()
         bl = [0.0] + [(yl[i] - yl[i - 1]) / (xl[i] - xl[i - 1]) for i in range(1, len(xl))]
         arow = self.skew.decode_row(n) if self.skew is not None and n > 1 else None
-        c = (xl, yl, bl, slope, fixed, arow)
+        sb, kb = (self.skew.bins[1][0], self.skew.bins[2][0]) if arow is not None else ((), ())
+        c = (xl, yl, bl, slope, fixed, arow, sb, kb)
         if len(self._span_curves) < 4096:
             self._span_curves[n] = c
         return c
@@ -867,36 +906,103 @@ class ProfiledCost(CostModel):
                     limit_s: float, spread: tuple[int, int] | None = None) -> tuple[int, float]:
         """:meth:`CostModel.decode_span`; in closed form when the iteration time is affine over
         the whole span: the rows' mean (and, with the unequal-length correction, the longest
-        row) stay within one segment of the attention grid and ``alpha`` stays in one bucket."""
-        xl, yl, bl, slope, fixed, arow = self._span_curves.get(n_seqs) or self._span_curve(n_seqs)
+        row) stay within one segment of the attention grid and ``alpha`` stays in one bucket.
+        The ``alpha`` lookups at both ends are :meth:`SkewTable.row_alpha`'s, written out (this
+        runs once or twice per decode span)."""
+        xl, yl, bl, slope, fixed, arow, sb, kb = self._span_curves.get(n_seqs) or self._span_curve(n_seqs)
         x0, x1 = ctx_tokens / n_seqs, (ctx_tokens + ctx_growth * (k - 1)) / n_seqs
         mean = _segment(xl, yl, bl, slope, x0, x1)
-        ln = None
-        if mean is not None:
-            a, b = mean[0], mean[1] * ctx_growth / n_seqs
-            if arow is not None and spread is not None and spread[0] > x0:
-                hi, lo = spread
-                w = hi - lo
-                sr0 = (x0 - lo) / w if w > 0 else 0.5
-                sr1 = (x1 - lo - (k - 1)) / w if w > 0 else 0.5
-                al = self.skew.row_alpha(arow, sr0, hi)
-                top = _segment(xl, yl, bl, slope, hi, hi + k - 1)
-                if top is not None and al == self.skew.row_alpha(arow, sr1, hi + k - 1):
-                    tx0, tx1 = top[0], top[0] + top[1] * (k - 1)
-                    tm1 = a + b * (k - 1)
-                    if al == 0.0 or (tx0 <= a and tx1 <= tm1):
-                        ln = (a + fixed, b)
-                    elif tx0 > a and tx1 > tm1:
-                        ln = (a + al * (tx0 - a) + fixed, b + al * (top[1] - b))
-            else:
-                ln = (a + fixed, b)
-        if ln is not None and ln[1] >= 0:
-            return span_of_line(ln[0], ln[1], k, start_s, limit_s)
+        if mean is None:
+            return self._span_by_iterations(n_seqs, ctx_tokens, k, ctx_growth, start_s, limit_s, spread)
+        a, b = mean[0], mean[1] * ctx_growth / n_seqs
+        if arow is None or spread is None or spread[0] <= x0:
+            if b >= 0:
+                return span_of_line(a + fixed, b, k, start_s, limit_s)
+            return self._span_by_iterations(n_seqs, ctx_tokens, k, ctx_growth, start_s, limit_s, spread)
+        hi, lo = spread
+        h1 = hi + k - 1
+        top = _segment(xl, yl, bl, slope, hi, h1)
+        if top is None:
+            return self._span_by_iterations(n_seqs, ctx_tokens, k, ctx_growth, start_s, limit_s, spread)
+        tx0, tb = top
+        w = hi - lo
+        sr0 = (x0 - lo) / w if w > 0 else 0.5
+        sr1 = (x1 - lo - (k - 1)) / w if w > 0 else 0.5
+        ns, nk = len(sb) - 2, len(kb) - 2  # alpha at both ends (as row_alpha finds it)
+        j = bisect_left(sb, sr0 if sr0 < 1.0 else 1.0) - 1
+        r = arow[j if j < ns else ns] if j > 0 else arow[0]
+        j = bisect_left(kb, hi) - 1
+        al = r[j if j < nk else nk] if j > 0 else r[0]
+        j = bisect_left(sb, sr1 if sr1 < 1.0 else 1.0) - 1
+        r = arow[j if j < ns else ns] if j > 0 else arow[0]
+        j = bisect_left(kb, h1) - 1
+        if al == (r[j if j < nk else nk] if j > 0 else r[0]):
+            tx1 = tx0 + tb * (k - 1)
+            tm1 = a + b * (k - 1)
+            if al == 0.0 or (tx0 <= a and tx1 <= tm1):
+                if b >= 0:
+                    return span_of_line(a + fixed, b, k, start_s, limit_s)
+            elif tx0 > a and tx1 > tm1:
+                b = b + al * (tb - b)
+                if b >= 0:
+                    return span_of_line(a + al * (tx0 - a) + fixed, b, k, start_s, limit_s)
+        return self._span_by_iterations(n_seqs, ctx_tokens, k, ctx_growth, start_s, limit_s, spread)
+
+    def _span_by_iterations(self, n_seqs: int, ctx_tokens: int, k: int, ctx_growth: int, start_s: float,
+                            limit_s: float, spread: tuple[int, int] | None) -> tuple[int, float]:
+        """:meth:`decode_span` from the iterations' durations (:meth:`decode_span_s`), where
+        the closed form does not hold. A short span (most of them) takes them one by one
+        (:meth:`_span_durations`) and sums them as numpy does (:func:`_array_sum`): the same
+        floats, without numpy's call overhead on a few dozen values. Iteration ``j`` starts at
+        ``start_s`` plus the running sum before it; these starts never decrease when every
+        iteration lasts longer than the sums' rounding (checked), so the first at/after the
+        limit is numpy's ``searchsorted`` of them."""
+        if k <= _LOOP_SPAN:
+            durs = self._span_durations(n_seqs, ctx_tokens, k, ctx_growth, spread)
+            total = _array_sum(durs, 0, k)
+            if start_s + total - durs[-1] < limit_s:
+                return k, total
+            if min(durs) > 1e-15 * total:
+                c, j = 0.0, 0
+                for d in durs:
+                    c += d
+                    if start_s + (c - d) >= limit_s:
+                        break
+                    j += 1
+                k = max(1, j)
+                return k, _array_sum(durs, 0, k)
         durs = self.decode_span_s(n_seqs, ctx_tokens, k, ctx_growth, spread)
         if start_s + float(durs.sum()) - float(durs[-1]) >= limit_s:
             k = max(1, int(np.searchsorted(start_s + (np.cumsum(durs) - durs), limit_s, side="left")))
             durs = durs[:k]
         return k, float(durs.sum())
+
+    def _span_durations(self, n: int, ctx: int, k: int, growth: int, spread: tuple[int, int] | None) -> list:
+        """:meth:`decode_span_s` as a list, one iteration at a time: the same operations on the
+        same floats (the rows' mean ``(ctx + growth·j) / n`` is the same correctly rounded
+        quotient whether its integers are converted before or after)."""
+        xl, yl, bl, slope, fixed, arow, sb, kb = self._span_curves.get(n) or self._span_curve(n)
+        kd = [(ctx + growth * j) / n for j in range(k)]
+        attn = _curve_values(xl, yl, bl, slope, kd)
+        if arow is not None and spread is not None and spread[0] > kd[0]:
+            hi, lo = spread
+            w = hi - lo
+            sr = [(x - (lo + j)) / w for j, x in enumerate(kd)] if w > 0 else [0.5] * k
+            sk = self.skew
+            first = sk.row_bucket(min(sr), hi)
+            if first == sk.row_bucket(max(sr), hi + k - 1):  # one alpha (as decode_span_s takes it)
+                al = arow[first[0]][first[1]]
+                if al != 0.0:
+                    t_max = _curve_values(xl, yl, bl, slope, range(hi, hi + k))
+                    attn = [a + al * (t - a) if t > a else a for a, t in zip(attn, t_max)]
+            else:
+                row_alpha = sk.row_alpha
+                t_max = _curve_values(xl, yl, bl, slope, range(hi, hi + k))
+                attn = [a + al * (t - a) if al != 0.0 and t > a else a
+                        for a, t, al in zip(attn, t_max, [row_alpha(arow, x, hi + j) for j, x in enumerate(sr)])]
+        return [a + fixed for a in attn]
+
+
 
 
 def _segment(xs: list, ys: list, bs: list, slope: float, x0: float, x1: float):
@@ -912,3 +1018,58 @@ def _segment(xs: list, ys: list, bs: list, slope: float, x0: float, x1: float):
             return ys[i - 1] + b * (x0 - xs[i - 1]), b
         return ys[0], 0.0
     return None
+
+
+#: decode spans of at most this many iterations that the closed form cannot price are priced
+#: one iteration at a time in Python (:meth:`ProfiledCost._span_durations`), longer ones with numpy
+_LOOP_SPAN = 256
+
+
+def _curve_values(xl: list, yl: list, bl: list, slope: float, xs) -> list:
+    """:meth:`ProfiledCost._on_curve` at each of ``xs``, one at a time: ``np.interp``'s
+    ``slope_i · (x − x_i) + y_i`` between breakpoints (``bl`` holds its slopes, computed as it
+    computes them), the first value below the first breakpoint, the line ``slope`` beyond the
+    last (the same floats)."""
+    top = len(xl)
+    x_end, y_end, y0 = xl[-1], yl[-1], yl[0]
+    out = []
+    for x in xs:
+        i = bisect_right(xl, x)
+        if i >= top:
+            out.append(y_end + slope * (x - x_end) if x > x_end else y_end)
+        elif i:
+            out.append(bl[i] * (x - xl[i - 1]) + yl[i - 1])
+        else:
+            out.append(y0)
+    return out
+
+
+def _array_sum(a: list, lo: int, n: int) -> float:
+    """``float(np.array(a[lo:lo + n]).sum())``: numpy's pairwise summation of float64 — fewer
+    than 8 values one after the other; up to 128 in eight running sums (every eighth value),
+    combined pairwise, then the rest one by one; more split in two at a multiple of 8 below
+    half."""
+    if n < 8:
+        res = -0.0
+        for x in a[lo:lo + n]:
+            res += x
+        return res
+    if n <= 128:
+        r0, r1, r2, r3, r4, r5, r6, r7 = a[lo:lo + 8]
+        end = lo + n - n % 8
+        for i in range(lo + 8, end, 8):
+            r0 += a[i]
+            r1 += a[i + 1]
+            r2 += a[i + 2]
+            r3 += a[i + 3]
+            r4 += a[i + 4]
+            r5 += a[i + 5]
+            r6 += a[i + 6]
+            r7 += a[i + 7]
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        for x in a[end:lo + n]:
+            res += x
+        return res
+    half = n // 2
+    half -= half % 8
+    return _array_sum(a, lo, half) + _array_sum(a, lo + half, n - half)

@@ -366,6 +366,78 @@ def _shipped():
     return _CACHE["c"]
 
 
+# -- caches and one-at-a-time paths: the same floats as what they stand for --------------------
+def test_cached_iteration_prices_are_the_computed_ones(tiny_profile):
+    """A batch shape priced again (from the iteration cache) costs exactly what a fresh cost
+    model computes; swap traffic rides on the cached price; a swap-only batch costs the
+    overhead and the swap."""
+    shapes = [BatchShape(24, 24 * 16 + 24 * 25 // 2, 40, 2, 80, 3, 3), BatchShape(0, 0, 0, 3, 120, 3, 3),
+              BatchShape(16, 136, 16, 0, 0, 1, 1)]
+    c = ProfiledCost(TINY, GPU, profile=str(tiny_profile), overhead_s=1e-3)
+    first = [c.iteration_s(b) for b in shapes]
+    assert [c.iteration_s(b) for b in shapes] == first
+    assert [ProfiledCost(TINY, GPU, profile=str(tiny_profile), overhead_s=1e-3).iteration_s(b) for b in shapes[::-1]] \
+        == first[::-1]
+    assert first[1] == pytest.approx(130e-6 + 1e-3, rel=1e-12)  # 39 + 57 + 2 · 17 µs, plus the overhead
+    assert c.iteration_s(BatchShape(0, 0, 0, 3, 120, 3, 3, swap_bytes=1000)) == first[1] + 1000 / GPU.host_bw_bytes_s
+    assert c.iteration_s(BatchShape(swap_bytes=1000)) == 1e-3 + 1000 / GPU.host_bw_bytes_s
+    assert c.iteration_s(BatchShape()) == 0.0
+
+
+def test_pure_decode_attention_is_the_tables_own_sum(tiny_profile):
+    """The pure-decode lookup (its row brackets kept per row count) returns the attention
+    table's own value, bit for bit, on the hand-built grid and on a shipped one."""
+    for table in (ProfiledCost(TINY, GPU, profile=str(tiny_profile)).attention, _shipped().attention):
+        for n in (1, 2, 3, 4, 8, 17, 64, 300):
+            for kd in (1, 8, 16, 16.5, 40, 64, 100.25, 5000, 40000):
+                assert table.decode(n, kd) == table(0, 0, n, kd)
+                assert table.decode(n, kd) == table.decode(n, kd)  # (again, from the kept brackets)
+    assert ProfiledCost(TINY, GPU, profile=str(tiny_profile)).attention.decode(2, 40) == pytest.approx(13.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 400), mean=st.integers(1, 30000), over=st.integers(0, 9000), low=st.floats(0.0, 1.0))
+def test_pure_decode_iteration_is_the_general_lookup(n, mean, over, low):
+    """A pure-decode iteration's attention (the table's pure-decode sum, ``alpha`` from the
+    row count's list) is the general lookup's: the attention table at the mean, corrected by
+    the bucket-label ``alpha`` towards the longest row."""
+    c = _shipped()
+    ctx = n * mean + (mean % n)
+    kd = ctx / n
+    hi, lo = mean + over, max(1, int(mean * low))
+    want = c.attention(0, 0.0, n, kd)
+    if n > 1 and hi > kd:
+        want = c._skewed(want, 0, 0.0, n, kd, hi, lo)
+    assert c._decode_attention_us(n, ctx, hi, lo) == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(xs=st.lists(st.floats(1e-6, 1e3), min_size=1, max_size=600))
+def test_array_sum_is_numpys(xs):
+    """The pairwise sum written out is numpy's float64 sum, bit for bit, at every length."""
+    from llmos_sim.serving.profiled import _array_sum
+    assert _array_sum(xs, 0, len(xs)) == float(np.array(xs).sum())
+    assert _array_sum([0.5] + xs, 1, len(xs)) == float(np.array(xs).sum())
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(1, 300), mean=st.integers(1, 20000), k=st.integers(1, 300), lag=st.integers(0, 3),
+       skew=st.one_of(st.none(), st.integers(0, 9000)), low=st.floats(0.0, 1.0),
+       limit=st.one_of(st.just(math.inf), st.floats(0.0, 3.0)))
+def test_short_spans_priced_one_by_one_are_the_vectorised_ones(n, mean, k, lag, skew, low, limit):
+    """A span the closed form cannot price, taken one iteration at a time in Python, has the
+    vectorised durations, total and cut (numpy's cumulative starts), bit for bit."""
+    c = _shipped()
+    g, ctx = max(0, n - lag), n * mean + (mean % n)
+    spread = None if skew is None or n == 1 else (mean + skew + 1, max(1, int(mean * low)))
+    durs = c.decode_span_s(n, ctx, k, g, spread)
+    assert c._span_durations(n, ctx, k, g, spread) == durs.tolist()
+    kk = k
+    if float(durs.sum()) - float(durs[-1]) >= limit:
+        kk = max(1, int(np.searchsorted(np.cumsum(durs) - durs, limit, side="left")))
+    assert c._span_by_iterations(n, ctx, k, g, 0.0, limit, spread) == (kk, float(durs[:kk].sum()))
+
+
 # -- shipped profiles ------------------------------------------------------------------------
 def test_shipped_profiles_and_lookup_by_preset():
     assert available_profiles() == ["RTX4090/Llama-3.1-8B", "RTXPRO6000/Llama-3.1-8B",
