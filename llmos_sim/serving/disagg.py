@@ -328,6 +328,8 @@ class DisaggSystem(ServingSystem):
     referenced, not sent) and which its admission there then holds; the decode pool's hook
     starts waiting transfers as blocks free."""
 
+    fixed_replicas = False  # (a service host adds and drains prefill replicas and routes itself)
+
     def __init__(self, requests: Sequence, make_prefill, make_decode, prefill_router: Router, decode_router: Router,
                  n_prefill: int, n_decode: int, link: KVLink, kv_bytes_per_token: int,
                  log: E.EventLog | None = None, progress: bool = False, env=None, next_arrival=None,

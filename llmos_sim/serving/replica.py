@@ -16,8 +16,10 @@ next arrival (an arrival at time ``a`` is seen by an iteration starting at ``s >
 all start before ``max_time_s``. Which arrivals count (:attr:`Replica.own_cuts`): those
 routed to this replica — the span is then planned without them and cut when one lands
 (:meth:`Replica._cut_span`), its blocks taken when it ends (:meth:`Replica._settle`), so its
-records do not depend on traffic routed elsewhere — or, as before, any arrival
-(``next_arrival``), known when the span is planned. The span is logged as one
+records do not depend on traffic routed elsewhere — or the next arrival that
+``next_arrival`` tells, known when the span is planned: any arrival, as before, or, where the
+router chose every request's replica before the run, the next one queued here (the same spans
+as cuts by its own arrivals, none of them cut). The span is logged as one
 ``BATCH_SPAN`` record (or ``k`` ``BATCH`` records when ``per_iteration_records``); request
 events are exact either way. The only approximation is
 that the KV timeline shows a span's blocks from the span's start. A span's length and total
@@ -146,8 +148,8 @@ class Replica:
         whose copy is already paid for (``WaitingSeq.landed``), and decodes on admission;
         ``held_blocks``: the blocks of this pool already allocated to it (the transfer's
         target), which admission does not take again (``WaitingSeq.shared``)."""
-        out = 1 if self.handoff is not None else req.output_tokens  # a prefill replica: up to the first token
-        if not self.kv.can_ever_fit(req.prompt_tokens, out):
+        out = self._tokens_out(req)
+        if not self.queues(req):
             self.log.emit(self.env.now, E.REQ_FAIL, req.id,
                           ("kv_too_small: " + self.kv.too_small(req.prompt_tokens, out, self.index),))
             return
@@ -170,6 +172,15 @@ class Replica:
             self._hold[req.id] = self._decisions + 1  # arrived while an iteration runs: see _admissible
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
+
+    def _tokens_out(self, req: "Request") -> int:
+        """The tokens ``req`` generates here: all of them, or up to the first on a prefill replica."""
+        return 1 if self.handoff is not None else req.output_tokens
+
+    def queues(self, req: "Request") -> bool:
+        """Whether :meth:`enqueue` queues ``req`` (False: it fails it at once, as it can never
+        fit in this replica's cache — an arrival that changes nothing here)."""
+        return self.kv.can_ever_fit(req.prompt_tokens, self._tokens_out(req))
 
     def _insert(self, w: WaitingSeq) -> None:
         k = self.policy.order.key(w)
@@ -959,7 +970,9 @@ class Replica:
     def own_cuts(self) -> bool:
         """A decode span is cut only by what concerns this replica — its own arrivals, when
         they come (:meth:`_cut_span`) — not by arrivals elsewhere (where :attr:`defers_spans`);
-        False: every arrival anywhere (``next_arrival``) ends the spans planned before it."""
+        False: a span is planned up to ``next_arrival``, known when it is planned (the next
+        arrival anywhere, or, where the router chose every request's replica before the run,
+        the next one that this replica queues: the same spans as cuts by its own arrivals)."""
         return self._own_cuts
 
     @own_cuts.setter

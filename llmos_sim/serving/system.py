@@ -91,8 +91,39 @@ def _not_read(rep: Replica) -> float:
     return math.nan
 
 
+class _Arrivals:
+    """``next_arrival`` of a replica whose requests were routed before the run: the arrival
+    time of the next request it queues (:meth:`Replica.queues`), inf when none is left."""
+
+    __slots__ = ("times", "i")
+
+    def __init__(self) -> None:
+        self.times: list[float] = []  # arrival times of the requests it queues, in order
+        self.i = 0  # how many of them have arrived
+
+    def __call__(self) -> float:
+        i = self.i
+        return self.times[i] if i < len(self.times) else math.inf
+
+
 class ServingSystem:
-    """Replicas behind a router, fed by a request list (sorted by arrival)."""
+    """Replicas behind a router, fed by a request list (sorted by arrival).
+
+    An arrival cuts only the decode spans of the replica it goes to (``own_cuts``; with one
+    replica that is every arrival, and spans are planned up to the next one). Where the
+    router's choice cannot depend on state (:attr:`Router.routes_ahead`, round robin), the
+    system routes every request at set-up, so each replica plans its spans up to the next
+    arrival it queues, as one replica does, and no span is ever cut: the same records as
+    cutting them when the arrival lands (``tests/serving/test_span_cuts.py``). This holds
+    only where the replicas are fixed (:attr:`fixed_replicas`): all of them up from the
+    start to the end, fed only by this system's arrivals, each request queued or failed by
+    its replica on arrival (:meth:`Replica.queues`: a request that can never fit in its cache
+    fails there and cuts nothing). A service on the shared cluster (replicas added, drained,
+    provisioning) and a disaggregated run's pools route as requests arrive."""
+
+    #: the replicas are the same from the start of the run to its end and get requests only
+    #: from :meth:`_arrive` (False in subclasses whose replica set or feed is not this one's)
+    fixed_replicas: bool = True
 
     def __init__(self, requests: Sequence, replicas_factory, router: Router, n_replicas: int,
                  log: E.EventLog | None = None, progress: bool = False, env: simpy.Environment | None = None,
@@ -102,16 +133,25 @@ class ServingSystem:
         self.requests = sorted(requests, key=lambda r: (r.arrival_s, r.id))
         self.router = router
         self._i = 0
-        self.replicas: list[Replica] = [replicas_factory(i, self.env, self.log, self.next_arrival_s)
-                                        for i in range(n_replicas)]
-        # an arrival cuts only the spans of the replica it goes to (with one replica, that is
-        # every arrival: the spans are then planned up to the next one, no cut needed later)
         own_cuts = own_cuts and n_replicas > 1
+        if router.routes_ahead and router.uses_loads:
+            raise ValueError(f"{type(router).__name__} declares routes_ahead but reads the replicas' loads "
+                             f"(uses_loads): its choice may depend on their state")
+        ahead = own_cuts and router.routes_ahead and self.fixed_replicas
+        #: each request's replica and whether it queues there (routed at set-up), or None
+        self._routes: "list[tuple[int, bool]] | None" = None
+        self._arrivals = [_Arrivals() for _ in range(n_replicas)] if ahead else None
+        self.replicas: list[Replica] = [
+            replicas_factory(i, self.env, self.log, self._arrivals[i] if ahead else self.next_arrival_s)
+            for i in range(n_replicas)]
+        #: what a router that reads no load is given (``Router.uses_loads`` false): placeholders
+        self._blank = [ReplicaLoad(i, 0, math.nan, 0) for i in range(n_replicas)]
+        if ahead:
+            self._route_ahead()
+            own_cuts = False  # (the spans are planned up to each replica's own next arrival)
         for rep in self.replicas:  # nothing here reacts to a finish when it happens (see Replica)
             rep.sync_finishes = False
             rep.own_cuts = own_cuts
-        #: what a router that reads no load is given (``Router.uses_loads`` false): placeholders
-        self._blank = [ReplicaLoad(i, 0, math.nan, 0) for i in range(n_replicas)]
         self.progress = progress
         self._bar = None
         if progress and len(self.requests) > 10_000:  # like the training runs: long runs only
@@ -126,10 +166,23 @@ class ServingSystem:
         """Arrival time of the next request not yet routed (inf when none are left)."""
         return self.requests[self._i].arrival_s if self._i < len(self.requests) else math.inf
 
+    def _route_ahead(self) -> None:
+        """Route every request now, in arrival order (the router declares ``routes_ahead``), and
+        give each replica the arrival times of the requests it will queue."""
+        router, blank, reps, arrivals = self.router, self._blank, self.replicas, self._arrivals
+        self._routes = routes = []
+        for r in self.requests:
+            k = router.route(r, blank)
+            queued = reps[k].queues(r)
+            if queued:
+                arrivals[k].times.append(r.arrival_s)
+            routes.append((k, queued))
+
     def _arrive(self, _event=None) -> None:
         """Route the requests arriving now, then wait for the next arrival time (urgent: an
         arrival is seen by an iteration starting at the same time)."""
         env, log, reps, router, requests = self.env, self.log, self.replicas, self.router, self.requests
+        routes = self._routes
         while self._i < len(requests):
             r = requests[self._i]
             delay = r.arrival_s - env.now
@@ -141,7 +194,13 @@ class ServingSystem:
             if r.slo_ttft_s is not None or r.slo_tpot_s is not None or r.slo_e2e_s is not None:
                 log.emit(env.now, E.REQ_SLO, r.id, tuple(math.nan if v is None else float(v)
                                                          for v in (r.slo_ttft_s, r.slo_tpot_s, r.slo_e2e_s)))
-            reps[router.route(r, replica_loads(reps, router, r) if router.uses_loads else self._blank)].enqueue(r)
+            if routes is None:
+                reps[router.route(r, replica_loads(reps, router, r) if router.uses_loads else self._blank)].enqueue(r)
+            else:  # routed at set-up: the replica's next arrival is the one after this
+                k, queued = routes[self._i - 1]
+                if queued:
+                    self._arrivals[k].i += 1
+                reps[k].enqueue(r)
             if self._bar is not None:
                 self._bar.update(1)
         if self._bar is not None:

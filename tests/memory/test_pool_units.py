@@ -1,6 +1,8 @@
 """Exact, hand-computed sequences for each memory policy."""
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from llmos_sim.policies.memory import (
@@ -265,6 +267,49 @@ def test_paged_allocate_blocks() -> None:
     a = pool.allocate_blocks(3, requested_bytes=40)
     assert len(a.blocks) == 3 and a.requested == 40
     assert pool.allocate_blocks(2) is None and pool.stats().n_failures == 1
+
+
+def test_paged_blocks_listed_when_needed_are_those_of_a_full_list() -> None:
+    # a pool lists its never-used blocks only as they are needed (512 at a time): the same
+    # blocks, in the same order, with the same free counts and failures as a pool that listed
+    # all of them at the start, through every call that takes blocks, across listing edges
+    rng = random.Random(3)
+    lazy, full = PagedPool(1500 * 16, 16), PagedPool(1500 * 16, 16)
+    full._unfold(full.n_blocks)
+    assert full._fresh == full.n_blocks and lazy._free_stack == [] and lazy.n_free_blocks == 1500
+    held: list[tuple] = []  # (lazy allocation, full allocation)
+    listed = set()  # the never-used blocks' edge after each call
+    for step in range(600):
+        op = rng.choice(["alloc", "alloc", "grow", "defer", "resize", "free"])
+        if op == "alloc" or not held:
+            n = rng.choice([1, 2, 7, 40, 300, 700])
+            a, b = lazy.allocate_blocks(n), full.allocate_blocks(n)
+            assert (a and a.blocks) == (b and b.blocks)
+        elif op in ("grow", "defer"):
+            picks = rng.sample(range(len(held)), min(len(held), rng.randint(1, 4)))
+            counts = [rng.choice([0, 1, 1, 3, 120]) for _ in picks]
+            xs, ys = [held[i][0] for i in picks], [held[i][1] for i in picks]
+            if op == "grow":
+                got, want = lazy.append_blocks_many(xs, counts), full.append_blocks_many(ys, counts)
+                assert (got and [x.blocks for x in got]) == (want and [y.blocks for y in want])
+            else:
+                assert lazy.defer_blocks_many(xs, counts, check=step % 2 == 0) == full.defer_blocks_many(ys, counts)
+        elif op == "resize":
+            i = rng.randrange(len(held))
+            nbytes = rng.choice([1, 16 * 5, 16 * 200, 16 * 900])
+            x, y = lazy.resize(held[i][0], nbytes), full.resize(held[i][1], nbytes)
+            assert (x and x.blocks) == (y and y.blocks)
+        else:
+            a, b = held.pop(rng.randrange(len(held)))
+            lazy.free(a)
+            full.free(b)
+        assert lazy.n_free_blocks == full.n_free_blocks and lazy.stats() == full.stats()
+        assert lazy.largest_free_bytes() == full.largest_free_bytes()
+        if op != "defer":  # (a call that settles deferred blocks replaces the objects, also when it fails)
+            held = list(zip(lazy.live(), full.live()))
+        listed.add(lazy._fresh)
+    assert [a.blocks for a in lazy.live()] == [b.blocks for b in full.live()]
+    assert len(listed) >= 3  # (blocks were listed in several steps)
 
 
 def test_caching_expandable_splits_large_blocks_down_to_512b() -> None:

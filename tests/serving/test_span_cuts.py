@@ -142,3 +142,65 @@ def test_cuts_at_own_arrivals_change_no_request(rows, replicas, router, batching
             assert a[c].equals(b[c]), c
     assert out["own"].summary["n_iterations"] == out["any"].summary["n_iterations"]
     assert out["own"].summary["n_batch_records"] <= out["any"].summary["n_batch_records"]
+
+
+class _AskedRoundRobin(RoundRobin):
+    """Round robin asked at each arrival, as a router that reads replica state is."""
+
+    routes_ahead = False
+
+
+ROOF = {"_target_": "llmos_sim.serving.cost.RooflineCost", "_partial_": True, "mfu": 0.5, "mbu": 0.7, "overhead_s": 0.003}
+PROFILED = OmegaConf.load(CONFIGS / "cost" / "profiled.yaml")
+
+
+def _burst_rows(bursts):
+    """``[arrival_s, prompt, output]`` rows from ``(start_s, [(gap_s, prompt, output), ...])``
+    bursts: requests of a burst a gap apart (gap 0: together), sorted by arrival."""
+    rows = []
+    for start, reqs in bursts:
+        t = start
+        for gap, p, o in reqs:
+            t += gap
+            rows.append([t, p, o])
+    return sorted(rows)
+
+
+@settings(max_examples=40, deadline=None)
+@given(bursts=st.lists(st.tuples(st.floats(0, 20), st.lists(st.tuples(st.sampled_from([0.0, 0.0, 0.001, 0.02, 0.3]),
+                                                                       st.integers(1, 900), st.integers(1, 300)),
+                                                             min_size=1, max_size=12)), min_size=1, max_size=5),
+       replicas=st.integers(1, 8), batching=st.sampled_from(["continuous", "chunked_prefill"]),
+       preemption=st.sampled_from(["recompute", "swap"]), blocks=st.sampled_from([24, 60, 400]),
+       memory=st.sampled_from(["paged", "ideal"]), cost=st.sampled_from(["roofline", "profiled"]),
+       async_scheduling=st.booleans())
+def test_routing_ahead_is_routing_on_arrival(bursts, replicas, batching, preemption, blocks, memory, cost,
+                                             async_scheduling):
+    # round robin routes every request at set-up, so each replica plans its decode spans up to
+    # its own next arrival and none is ever cut: the log is the one of round robin asked at
+    # each arrival (spans cut when an arrival lands), record for record, on bursts of
+    # requests, caches too small for some requests (they fail on arrival and cut nothing) and
+    # tight enough to preempt, on either cost model
+    rows = _burst_rows(bursts)
+    cfg = make_cfg(rows, batching=batching, batching_over={"preemption": preemption}, model="llama31_8b",
+                   gpu="rtx_pro_6000" if cost == "profiled" else "rtx4090",
+                   cost=PROFILED if cost == "profiled" else ROOF,
+                   memory=OmegaConf.load(CONFIGS / "memory" / f"{memory}.yaml"),
+                   serving={"replicas": replicas, "num_kv_blocks": blocks, "async_scheduling": async_scheduling})
+    logs = {}
+    for router in (RoundRobin, _AskedRoundRobin):
+        parts = build_serving(cfg, rngs(0))
+        res = serve(parts.requests, parts.make_replica, router(), parts.spec)
+        # (one replica: both plan up to the next arrival; several: only round robin does)
+        assert all(rep.own_cuts == (replicas > 1 and router is _AskedRoundRobin) for rep in res.extra["replicas"])
+        logs[router] = res.log.records
+    assert logs[RoundRobin] == logs[_AskedRoundRobin]
+
+
+def test_a_router_that_reads_loads_cannot_route_ahead():
+    class Reading(RoundRobin):
+        uses_loads = True
+
+    parts = build_serving(make_cfg([[0, 4, 6]], serving={"replicas": 2}), rngs(0))
+    with pytest.raises(ValueError, match="Reading declares routes_ahead but reads the replicas' loads"):
+        serve(parts.requests, parts.make_replica, Reading(), parts.spec)

@@ -4,7 +4,8 @@ The range ``[0, capacity)`` is cut into ``capacity // block_bytes`` blocks; an a
 list of blocks that need not be contiguous (``Allocation.blocks``), so there is no external
 fragmentation, only the unused tail of each allocation's last block. Free blocks sit on a
 stack: taking or returning one block is O(1) (vLLM's ``BlockPool`` keeps a free queue the
-same way).
+same way). The blocks never handed out are not listed until they are needed (a pool of tens
+of thousands of blocks, one per serving replica, costs nothing to set up).
 
 For a KV cache that grows token by token use :meth:`PagedPool.resize` (or
 :meth:`PagedPool.append_blocks`): it returns a new :class:`Allocation` with the *same id*
@@ -22,6 +23,8 @@ from typing import Hashable, Sequence
 from llmos_sim.policies.memory.base import Allocation, BlockPool
 
 _ID = attrgetter("id")
+#: never-used blocks put on the free stack at a time when it runs short (see PagedPool._unfold)
+_UNFOLD = 512
 
 
 class PagedPool(BlockPool):
@@ -40,9 +43,11 @@ class PagedPool(BlockPool):
             raise ValueError(f"block_bytes must be >= 1, got {block_bytes}")
         self.block_bytes = int(block_bytes)
         self.n_blocks = self.capacity_bytes // self.block_bytes
-        # Invariant: _free_stack holds exactly the offsets of free blocks, each once;
-        # reversed so that pop() yields offset 0 first.
-        self._free_stack: list[int] = [i * self.block_bytes for i in range(self.n_blocks - 1, -1, -1)]
+        # Invariant: the free blocks are those of _free_stack, each once, and the blocks
+        # _fresh, _fresh + 1, ... never used yet, which lie under the stack as if listed there
+        # in reverse (so that pops yield offset 0 first, then 1, ...): see _unfold
+        self._free_stack: list[int] = []
+        self._fresh = 0
         # blocks taken by :meth:`defer_blocks_many` but not yet in their allocation's object:
         # allocation id -> the offsets to append, in order (see :meth:`settle`)
         self._pending: dict[int, list[int]] = {}
@@ -51,7 +56,18 @@ class PagedPool(BlockPool):
     @property
     def n_free_blocks(self) -> int:
         """Blocks free now."""
-        return len(self._free_stack)
+        return len(self._free_stack) + self.n_blocks - self._fresh
+
+    def _unfold(self, n: int) -> None:
+        """Put never-used blocks under the free stack until it holds ``n`` blocks (at least
+        ``_UNFOLD`` at a time; ``n`` <= :attr:`n_free_blocks`): the blocks the next pops would
+        take had the stack listed every free block from the start."""
+        stack = self._free_stack
+        lo = self._fresh
+        hi = min(self.n_blocks, lo + max(n - len(stack), _UNFOLD))
+        bb = self.block_bytes
+        stack[:0] = range((hi - 1) * bb, lo * bb - 1, -bb)
+        self._fresh = hi
 
     def blocks_for(self, nbytes: int) -> int:
         """Blocks an ``nbytes`` request takes: ``max(1, ceil(nbytes / block_bytes))``."""
@@ -64,7 +80,7 @@ class PagedPool(BlockPool):
         req = n_blocks * self.block_bytes if requested_bytes is None else requested_bytes
         if self.blocks_for(req) > n_blocks:
             raise ValueError(f"allocate_blocks: {req} bytes do not fit in {n_blocks} blocks")
-        if n_blocks > len(self._free_stack):
+        if n_blocks > self.n_free_blocks:
             self._n_fail += 1
             return None
         a = self._take(n_blocks, req, tag, self._next_id)
@@ -94,8 +110,10 @@ class PagedPool(BlockPool):
         if need > have:
             more = need - have
             if more > len(stack):
-                self._n_fail += 1
-                return None
+                if more > self.n_free_blocks:
+                    self._n_fail += 1
+                    return None
+                self._unfold(more)
             new_blocks = stack[-more:]
             del stack[-more:]
             new_blocks.reverse()
@@ -137,6 +155,8 @@ class PagedPool(BlockPool):
             return None
         total = sum(counts)
         stack = self._free_stack
+        if total > len(stack):
+            self._unfold(total)
         bb = self.block_bytes
         out = []
         requested = 0  # change of the live requests: each becomes the bytes of all its blocks
@@ -182,10 +202,12 @@ class PagedPool(BlockPool):
             total = sum(counts)
         else:
             total = sum(counts)
-            if total > len(self._free_stack):
+        stack = self._free_stack
+        if total > len(stack):
+            if total > self.n_free_blocks:  # (checked above when ``check``)
                 self._n_fail += 1
                 return False
-        stack = self._free_stack
+            self._unfold(total)
         bb = self.block_bytes
         pending = self._pending
         requested = total * bb  # each request becomes the bytes of all its blocks
@@ -223,7 +245,7 @@ class PagedPool(BlockPool):
             raise ValueError(f"{who}: an allocation is not live in this pool")
         if counts and min(counts) < 0:
             raise ValueError(f"{who}: counts must be >= 0")
-        if sum(counts) > len(self._free_stack):
+        if sum(counts) > self.n_free_blocks:
             self._n_fail += 1
             return False
         return True
@@ -274,6 +296,8 @@ class PagedPool(BlockPool):
     # -- MemoryPool hooks ------------------------------------------------------------------
     def _take(self, n: int, requested: int, tag: Hashable, alloc_id: int) -> Allocation:
         stack = self._free_stack
+        if n > len(stack):
+            self._unfold(n)
         if n == 1:
             blocks = (stack.pop(),)
         else:
@@ -288,7 +312,7 @@ class PagedPool(BlockPool):
 
     def _allocate(self, nbytes: int, tag: Hashable, alloc_id: int) -> Allocation | None:
         n = max(1, -(-nbytes // self.block_bytes))
-        if n > len(self._free_stack):
+        if n > self.n_free_blocks:
             return None
         return self._take(n, nbytes, tag, alloc_id)
 
@@ -300,7 +324,7 @@ class PagedPool(BlockPool):
 
     def fits(self, nbytes: int) -> bool:
         """Exact: enough free blocks for ``nbytes`` (a zero-byte request still takes one)."""
-        return self.blocks_for(nbytes) <= len(self._free_stack)
+        return self.blocks_for(nbytes) <= self.n_free_blocks
 
     def largest_free_bytes(self) -> int:
-        return len(self._free_stack) * self.block_bytes
+        return self.n_free_blocks * self.block_bytes

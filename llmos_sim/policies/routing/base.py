@@ -33,7 +33,7 @@ class Router:
     ``uses_prefix`` (class attribute): the router reads :attr:`ReplicaLoad.cached_tokens`, so
     the serving system looks the request's prefix up in every replica's cache (only then);
     ``uses_loads``, ``uses_kv``: what else it reads (both by default), so that what it does not
-    read is not computed."""
+    read is not computed; ``routes_ahead``: its choices can be made up front."""
 
     uses_prefix: bool = False
     #: the router reads the loads (False: only how many there are — the serving system then
@@ -42,6 +42,12 @@ class Router:
     #: the router reads :attr:`ReplicaLoad.kv_used_frac` (False: it is NaN, not computed — a
     #: replica in a fast-forwarded span computes it from the span's iterations so far)
     uses_kv: bool = True
+    #: the router's choice depends only on the requests it was asked about, in arrival order —
+    #: not on any replica's state nor on when it is asked (round robin; a hash of the request
+    #: id) —, so the serving system may route every request before the run starts and each
+    #: replica plans its decode spans up to its own next arrival (see
+    #: :class:`~llmos_sim.serving.system.ServingSystem`); only with ``uses_loads`` false
+    routes_ahead: bool = False
 
     def route(self, request, loads: Sequence[ReplicaLoad]) -> int:  # pragma: no cover - interface
         raise NotImplementedError

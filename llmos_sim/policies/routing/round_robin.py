@@ -11,6 +11,7 @@ class RoundRobin(Router):
 
     uses_loads = False
     uses_kv = False
+    routes_ahead = True
 
     def __init__(self) -> None:
         self._next = 0
