@@ -335,20 +335,13 @@ class EventLog:
                     writer.close()
 
 
-#: text columns written plain: the event log's ``data`` (a JSON text per record, mostly distinct)
-PLAIN_TEXTS = frozenset({"data"})
-
-
 def dictionary_columns(schema: pa.Schema) -> list[str]:
     """The columns of a table's parquet file whose pages are dictionary-encoded: its text
-    columns (kinds, tenants, statuses, ops, subjects: few distinct values) but
-    :data:`PLAIN_TEXTS`. Numbers and lists are written plain: a dictionary of ids, times or
-    sizes, which pyarrow tries by default for every column, costs time to build and saves
-    nothing; so does one of the events' data texts, nearly one entry per record until it
-    outgrows its page and pyarrow falls back to plain. The encoding only: a file reads back
-    as the same table."""
-    return [f.name for f in schema
-            if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)) and f.name not in PLAIN_TEXTS]
+    columns (kinds, tenants, statuses, ops: few distinct values). Numbers and lists are
+    written plain: a dictionary of ids, times or sizes, which pyarrow tries by default for
+    every column, costs time to build and saves nothing. The encoding only: a file reads
+    back as the same table."""
+    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
 
 
 def parquet_writer(path: "str | Path", schema: pa.Schema):
