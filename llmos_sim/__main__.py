@@ -13,6 +13,7 @@ command with exit status 1 and one line ``error: <what and where>`` on stderr, n
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from itertools import islice
 from pathlib import Path
@@ -48,6 +49,7 @@ def _objective(cfg: DictConfig, summary: dict) -> float | None:
 @hydra.main(version_base="1.3", config_path="pkg://llmos_sim.configs", config_name="config")
 def _run(cfg: DictConfig) -> float | None:
     """Run one configuration into Hydra's output folder and print its summary."""
+    _run_started()
     hc = HydraConfig.get()
     out = hc.runtime.output_dir
     try:
@@ -194,10 +196,62 @@ def composition_error(argv: list[str]) -> str | None:
     return None
 
 
+#: Hydra's own switch: an exception in Hydra's code propagates instead of being printed
+FULL_ERROR = "HYDRA_FULL_ERROR"
+#: a single run's state: whether :func:`_single_run` turned Hydra's switch on, whether the run started
+_single = {"switched": False, "started": False}
+
+
+def _switch_back() -> None:
+    """Hydra's switch back as the user left it."""
+    if _single["switched"]:
+        os.environ.pop(FULL_ERROR, None)
+        _single["switched"] = False
+
+
+def _run_started() -> None:
+    """Called as a run starts: Hydra reports an exception in the run as it always does."""
+    _single["started"] = True
+    _switch_back()
+
+
+def _single_run(argv: list[str]) -> float | None:
+    """One run (overrides only, no flag), composed by Hydra alone: Hydra composes the config
+    twice (for its mode, then for the run), and a composition of ours first would be a third
+    (≈0.1 CPU-s). Only when Hydra fails before the run starts are the overrides checked
+    (:func:`composition_error`): its one line when they do not compose, else Hydra's own
+    report of its failure (Hydra is run once more to print it)."""
+    _single["started"] = False
+    if not os.environ.get(FULL_ERROR):
+        os.environ[FULL_ERROR] = "1"  # a failure before the run propagates to here, unprinted
+        _single["switched"] = True
+    try:
+        return _run()
+    except Exception:  # noqa: BLE001 - a failure before the run is checked; one in the run re-raises
+        if _single["started"]:
+            raise  # the user's HYDRA_FULL_ERROR: the run's exception, as Hydra leaves it
+        users = not _single["switched"]
+        _switch_back()
+        msg = composition_error(argv)
+        if msg is None:
+            if users:
+                raise
+            return _run()
+        print(msg, file=sys.stderr)
+        sys.exit(1)
+    finally:
+        _switch_back()
+
+
 def main() -> float | None:
     """The command line: check the launcher's plugin and that the overrides compose, then run
-    under Hydra."""
-    msg = missing_launcher(sys.argv[1:]) or composition_error(sys.argv[1:])
+    under Hydra (a single run's overrides are checked only if Hydra cannot compose them:
+    :func:`_single_run`)."""
+    argv = sys.argv[1:]
+    msg = missing_launcher(argv)
+    if msg is None and not any(a.startswith("-") for a in argv):
+        return _single_run(argv)
+    msg = msg or composition_error(argv)
     if msg is not None:
         print(msg, file=sys.stderr)
         sys.exit(1)

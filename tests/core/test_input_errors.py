@@ -257,3 +257,44 @@ def test_cli_prints_one_line_and_exits_1(tmp_path, args, needle):
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], p.stderr
     assert "Traceback" not in p.stderr
     assert not (tmp_path / "s").exists(), "a sweep with a bad point must not start any run"
+
+
+def test_a_hydra_failure_that_composes_keeps_hydras_report(tmp_path):
+    """A single run is composed by Hydra alone; a failure of Hydra's that the overrides'
+    check does not name (an interpolation in Hydra's own keys) is reported by Hydra, as before."""
+    p = _cli(["workload.n_jobs=5", "hydra.run.dir=${nope}"], tmp_path)
+    assert p.returncode == 1
+    assert "Interpolation key 'nope' not found" in p.stderr and "full_key: hydra.run.dir" in p.stderr, p.stderr
+    assert not p.stderr.startswith("error: ")
+
+
+def test_a_single_run_composes_only_under_hydra_and_runs_as_the_user_left_hydra(tmp_path, monkeypatch):
+    """The command line's single run: no composition of its own before Hydra's (a successful
+    run never calls ``compose``), and the run sees ``HYDRA_FULL_ERROR`` as the user left it
+    (the command turns it on only while Hydra composes)."""
+    import os
+
+    import llmos_sim.__main__ as cli
+    import llmos_sim.run as run
+
+    seen = []
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("composed outside Hydra")
+
+    def stop(name):
+        seen.append(os.environ.get(cli.FULL_ERROR))
+        raise ConfigError("name", "stopped here")
+
+    monkeypatch.setattr(run, "compose", refuse)
+    monkeypatch.setattr(cli, "check_run_name", stop)
+    for users in (None, "1"):
+        if users is None:
+            monkeypatch.delenv(cli.FULL_ERROR, raising=False)
+        else:
+            monkeypatch.setenv(cli.FULL_ERROR, users)
+        monkeypatch.setattr(sys, "argv", ["llmos_sim", "workload.n_jobs=5", f"hydra.run.dir={tmp_path / 'r'}"])
+        with pytest.raises(SystemExit) as e:
+            cli.main()
+        assert e.value.code == 1 and os.environ.get(cli.FULL_ERROR) == users
+    assert seen == [None, "1"]
