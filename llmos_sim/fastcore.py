@@ -209,14 +209,15 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     # their rows are appended to the memory records' int64 rows directly (IntRows.store's result)
     from llmos_sim.policies.memory.ideal import IdealPool
 
-    mvals = (mem_data.__self__.appendable() if pools and log_memory and set(map(type, ids)) <= {int} and len(jobs)
-             and max(map(abs, ids)) < 2**62
-             and all(type(p) is IdealPool and p.capacity_bytes < 2**62 for p in pools) else None)
+    int_rows = (pools and set(map(type, ids)) <= {int} and len(jobs) and max(map(abs, ids)) < 2**62
+                and all(type(p) is IdealPool and p.capacity_bytes < 2**62 for p in pools))
+    # (without memory logging there are no records: the ideal pools' counters alone are kept)
+    mvals = mem_data.__self__.appendable() if int_rows and log_memory else None
     # ... and the ideal pool's allocate/free are its counters, updated in place: a run's
     # allocations are all freed by its end, so the pools end as the general engine leaves them
     # (no live allocation; the same counts and next id), and mid-run every placement reads
     # only fits() (free bytes), which the counters keep exact
-    ideal = mvals is not None and set(map(type, mem)) <= {int}
+    ideal = bool(int_rows) and set(map(type, mem)) <= {int}
     # ... and with Pack (which asks no pool: it is inlined here) on pools that start empty, a
     # free device's pool is always empty: only the job holding a device allocates on it, and
     # frees it all before giving the device back. So when every job's memory fits every empty
@@ -294,6 +295,24 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
         mem_app(event)
         mem_dev(devices)
 
+    if mvals is None:  # memory not logged: a batched job's start only counts on its devices' pools
+
+        def mem_records(devices: tuple, event: int) -> None:
+            """A batched job's start (``event``: the job) or finish (the job + n) on its
+            ``devices``: a start's devices noted, each pool's allocations counted at the end
+            (:func:`_count_allocations`)."""
+            if event < n:
+                mem_dev(devices)
+
+    def ideal_record(t: float, code: int, dv: int, jid: int, offset: int, nbytes: int, held: int, pool) -> None:
+        """An ideal pool's ``mem_alloc``/``mem_free`` record of ``nbytes`` at ``offset``, the
+        pool holding ``held`` bytes after it: its row appended to the int64 rows directly."""
+        t_app(t)
+        c_app(code)
+        s_app(dv)
+        d_app(len(mvals) >> 3)
+        mvals.extend((jid, offset, nbytes, nbytes, held, held, pool._requested, pool.capacity_bytes - held))
+
     def log_mem(t: float, code: int, dv: int, owner, a, pool) -> None:
         """A ``mem_alloc``/``mem_free`` record (Engine._alloc_memory / _free_memory)."""
         t_app(t)
@@ -323,11 +342,8 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
                     pool._requested += nbytes
                     pool._next_id += 1
                     pool._n_alloc += 1
-                    t_app(t)
-                    c_app(c_alloc)
-                    s_app(dv)
-                    d_app(len(mvals) >> 3)
-                    mvals.extend((jid, used, nbytes, nbytes, after, after, pool._requested, pool.capacity_bytes - after))
+                    if mvals is not None:
+                        ideal_record(t, c_alloc, dv, jid, used, nbytes, after, pool)
                     got.append((dv, used))
             else:
                 for dv in devices:
@@ -503,11 +519,8 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
                         pool._requested -= nbytes
                         pool._n_free += 1
                         pool._allocated = pool._reserved = left = pool._allocated - nbytes
-                        t_app(t)
-                        c_app(c_free)
-                        s_app(dv)
-                        d_app(len(mvals) >> 3)
-                        mvals.extend((jid, used, nbytes, nbytes, left, left, pool._requested, pool.capacity_bytes - left))
+                        if mvals is not None:
+                            ideal_record(t, c_free, dv, jid, used, nbytes, left, pool)
                     allocs[k] = None
                 elif got:
                     for dv, a in got:
@@ -713,6 +726,10 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
                         del keys[pos]
     if unreported:
         progress(unreported)
+    if mvals is None and mem_devices:
+        import numpy as np
+
+        _count_allocations(pools, np.fromiter(chain.from_iterable(mem_devices), dtype=np.int64))
     if mem_jobs:
         _fill_memory(log, mvals, pools, mem_jobs, mem_devices, mem_at, first_rec, first_row, (c_alloc, c_free), ids,
                      mem, gpus, n)
@@ -763,7 +780,16 @@ def _fill_memory(log, mvals: array, pools: list, mem_jobs: array, mem_devices: l
     rows.extend_made(len(job), functools.partial(_memory_rows, job, freed, devices, np.asarray(ids, dtype=np.int64),
                                                  np.asarray(mem, dtype=np.int64),
                                                  np.array([p.capacity_bytes for p in pools], dtype=np.int64)), pos)
-    per = np.bincount(devices[~freed], minlength=len(pools))
+    _count_allocations(pools, devices[~freed])
+
+
+def _count_allocations(pools: list, devices) -> None:
+    """The ideal pools' counters after a batched run: each allocation (one per entry of
+    ``devices``, the device it was on) counts one allocation id, allocation and free on its
+    device, as ``allocate`` and ``free`` count them (all are freed by the end)."""
+    import numpy as np
+
+    per = np.bincount(devices, minlength=len(pools))
     for dv in np.flatnonzero(per).tolist():
         pool, c = pools[dv], int(per[dv])
         pool._next_id += c

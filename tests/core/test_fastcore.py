@@ -80,17 +80,17 @@ def test_fast_core_writes_the_general_engines_log(spec, policy, place, pool, clu
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(job_st, min_size=1, max_size=14), st.sampled_from(sorted(POLICIES)), st.sampled_from(sorted(CLUSTERS)),
-       st.sampled_from(["plain", "cross_node"]), st.sampled_from(["list", "table"]))
+       st.sampled_from(["plain", "cross_node"]), st.sampled_from(["list", "table"]), st.booleans())
 def test_ideal_memory_that_fits_every_device_is_written_as_the_general_engine_does(spec, policy, cluster, cost,
-                                                                                   given_as):
+                                                                                   given_as, log_memory):
     """Every job's memory fits every device's empty ideal pool (at most 6 GB) and Pack places
     the jobs: the fast core places them as jobs without memory and fills their memory records'
-    rows and the pools' counts in after the run (one device capacity, or two: ``mixed``); the
-    log, tables, finished jobs and pools are the general engine's."""
+    rows (when memory is logged) and the pools' counts in after the run (one device capacity,
+    or two: ``mixed``); the log, tables, finished jobs and pools are the general engine's."""
     jobs = _jobs([(t, g, d, min(m, 6), *rest) for t, g, d, m, *rest in spec])
     fast = _run(jobs if given_as == "list" else JobTable.from_jobs(jobs), cluster, policy, "pack", "ideal", "wait",
-                True, cost, "auto")
-    general = _run(jobs, cluster, policy, "pack", "ideal", "wait", True, cost, "off")
+                log_memory, cost, "auto")
+    general = _run(jobs, cluster, policy, "pack", "ideal", "wait", log_memory, cost, "off")
     assert fast.fast_path_used
     same(fast, general)
 
