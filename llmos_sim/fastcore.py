@@ -282,7 +282,7 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
     at_app, n_timed = mem_at.append, log.time.__len__
     s_ext, d_ext = log.subject.extend, log.data.extend
 
-    def mem_records(devices: tuple, event: int) -> None:
+    def logged_records(devices: tuple, event: int) -> None:
         """A batched job's ``mem_alloc`` records (``event``: the job; called just before its
         start record) or ``mem_free`` records (the job + n; just after its finish record) on
         its ``devices`` (see ``batched``): their subjects and data (``ROW``: their rows are
@@ -295,14 +295,14 @@ def run(engine: "Engine", jobs: "list[Job] | JobTable") -> str:
         mem_app(event)
         mem_dev(devices)
 
-    if mvals is None:  # memory not logged: a batched job's start only counts on its devices' pools
+    def counted(devices: tuple, event: int) -> None:
+        """Memory not logged: a batched job's start (``event``: the job) notes its
+        ``devices``, whose pools' allocations are counted after the run
+        (:func:`_count_allocations`); its finish (the job + n) nothing."""
+        if event < n:
+            mem_dev(devices)
 
-        def mem_records(devices: tuple, event: int) -> None:
-            """A batched job's start (``event``: the job) or finish (the job + n) on its
-            ``devices``: a start's devices noted, each pool's allocations counted at the end
-            (:func:`_count_allocations`)."""
-            if event < n:
-                mem_dev(devices)
+    mem_records = logged_records if mvals is not None else counted
 
     def ideal_record(t: float, code: int, dv: int, jid: int, offset: int, nbytes: int, held: int, pool) -> None:
         """An ideal pool's ``mem_alloc``/``mem_free`` record of ``nbytes`` at ``offset``, the

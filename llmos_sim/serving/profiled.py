@@ -887,7 +887,7 @@ class ProfiledCost(CostModel):
         """:meth:`_decode_curve` of ``n`` rows as plain lists, for :meth:`decode_span`'s closed
         form: breakpoints, times, each piece's slope, the slope beyond, the rest of the iteration
         and (with the unequal-length correction) the ``alpha`` grid of ``n`` rows by (skew-rate,
-        longest-row) bucket with the two axes' bin edges; cached per ``n``. The same numbers as
+        longest-row) bucket; cached per ``n``. The same numbers as
         the arrays, so the same sums."""
         c = self._span_curves.get(n)
         if c is not None:
@@ -896,8 +896,7 @@ class ProfiledCost(CostModel):
         xl, yl = xs.tolist(), ys.tolist()
         bl = [0.0] + [(yl[i] - yl[i - 1]) / (xl[i] - xl[i - 1]) for i in range(1, len(xl))]
         arow = self.skew.decode_row(n) if self.skew is not None and n > 1 else None
-        sb, kb = (self.skew.bins[1][0], self.skew.bins[2][0]) if arow is not None else ((), ())
-        c = (xl, yl, bl, slope, fixed, arow, sb, kb)
+        c = (xl, yl, bl, slope, fixed, arow)
         if len(self._span_curves) < 4096:
             self._span_curves[n] = c
         return c
@@ -906,10 +905,8 @@ class ProfiledCost(CostModel):
                     limit_s: float, spread: tuple[int, int] | None = None) -> tuple[int, float]:
         """:meth:`CostModel.decode_span`; in closed form when the iteration time is affine over
         the whole span: the rows' mean (and, with the unequal-length correction, the longest
-        row) stay within one segment of the attention grid and ``alpha`` stays in one bucket.
-        The ``alpha`` lookups at both ends are :meth:`SkewTable.row_alpha`'s, written out (this
-        runs once or twice per decode span)."""
-        xl, yl, bl, slope, fixed, arow, sb, kb = self._span_curves.get(n_seqs) or self._span_curve(n_seqs)
+        row) stay within one segment of the attention grid and ``alpha`` stays in one bucket."""
+        xl, yl, bl, slope, fixed, arow = self._span_curves.get(n_seqs) or self._span_curve(n_seqs)
         x0, x1 = ctx_tokens / n_seqs, (ctx_tokens + ctx_growth * (k - 1)) / n_seqs
         mean = _segment(xl, yl, bl, slope, x0, x1)
         if mean is None:
@@ -928,15 +925,9 @@ class ProfiledCost(CostModel):
         w = hi - lo
         sr0 = (x0 - lo) / w if w > 0 else 0.5
         sr1 = (x1 - lo - (k - 1)) / w if w > 0 else 0.5
-        ns, nk = len(sb) - 2, len(kb) - 2  # alpha at both ends (as row_alpha finds it)
-        j = bisect_left(sb, sr0 if sr0 < 1.0 else 1.0) - 1
-        r = arow[j if j < ns else ns] if j > 0 else arow[0]
-        j = bisect_left(kb, hi) - 1
-        al = r[j if j < nk else nk] if j > 0 else r[0]
-        j = bisect_left(sb, sr1 if sr1 < 1.0 else 1.0) - 1
-        r = arow[j if j < ns else ns] if j > 0 else arow[0]
-        j = bisect_left(kb, h1) - 1
-        if al == (r[j if j < nk else nk] if j > 0 else r[0]):
+        row_alpha = self.skew.row_alpha
+        al = row_alpha(arow, sr0, hi)
+        if al == row_alpha(arow, sr1, h1):  # one alpha over the span
             tx1 = tx0 + tb * (k - 1)
             tm1 = a + b * (k - 1)
             if al == 0.0 or (tx0 <= a and tx1 <= tm1):
@@ -981,7 +972,7 @@ class ProfiledCost(CostModel):
         """:meth:`decode_span_s` as a list, one iteration at a time: the same operations on the
         same floats (the rows' mean ``(ctx + growth·j) / n`` is the same correctly rounded
         quotient whether its integers are converted before or after)."""
-        xl, yl, bl, slope, fixed, arow, sb, kb = self._span_curves.get(n) or self._span_curve(n)
+        xl, yl, bl, slope, fixed, arow = self._span_curves.get(n) or self._span_curve(n)
         kd = [(ctx + growth * j) / n for j in range(k)]
         attn = _curve_values(xl, yl, bl, slope, kd)
         if arow is not None and spread is not None and spread[0] > kd[0]:
@@ -1001,7 +992,6 @@ class ProfiledCost(CostModel):
                 attn = [a + al * (t - a) if al != 0.0 and t > a else a
                         for a, t, al in zip(attn, t_max, [row_alpha(arow, x, hi + j) for j, x in enumerate(sr)])]
         return [a + fixed for a in attn]
-
 
 
 
